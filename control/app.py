@@ -21,6 +21,7 @@ import replay
 import shop_bridge
 from control.config import Config
 from core.bus import EventBus, InProcessBus, RedisBus
+from core.http import error_middleware
 from core.redis import EmbeddedValkey, connect
 from core.runtime import RUNTIME, Runtime
 
@@ -31,7 +32,7 @@ STARTED_AT: web.AppKey[float] = web.AppKey("berrylive.started_at", float)
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[error_middleware])
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_runtime_ctx)

@@ -98,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "push-url":
         ttl = args.ttl if args.ttl is not None else config.ingest.push_ttl
         base = f"rtmp://{config.public_host()}:{config.server.rtmp_port}"
-        print(auth.push_url(base, config.server.secret, args.app, args.stream, int(time.time()) + ttl))
+        print(
+            auth.push_url(base, config.server.secret, args.app, args.stream, int(time.time()) + ttl)
+        )
         return 0
 
     logging.basicConfig(

@@ -41,7 +41,13 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"topic": self.topic, "data": self.data, "id": self.id, "ts": self.ts, "node": self.node},
+            {
+                "topic": self.topic,
+                "data": self.data,
+                "id": self.id,
+                "ts": self.ts,
+                "node": self.node,
+            },
             separators=(",", ":"),
         )
 
@@ -213,7 +219,9 @@ class RedisBus(EventBus):
                 raise
             except Exception as exc:
                 self.connected.clear()
-                logger.warning("event bus: Redis subscription lost (%s); retry in %.1fs", exc, backoff)
+                logger.warning(
+                    "event bus: Redis subscription lost (%s); retry in %.1fs", exc, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:

@@ -19,7 +19,7 @@ async def test_healthz_reports_embedded_redis(server, aiohttp_client_session=Non
 
 def test_config_env_and_toml(tmp_path) -> None:
     toml = tmp_path / "c.toml"
-    toml.write_text('[server]\nhttp_port = 9000\n[relay]\ngop_max_frames = 7\n')
+    toml.write_text("[server]\nhttp_port = 9000\n[relay]\ngop_max_frames = 7\n")
     env = {"BERRYLIVE_SERVER_HTTP_PORT": "9100", "BERRYLIVE_SECRET": "s3"}
     cfg = load_config(toml, env=env, data_dir=str(tmp_path))
     assert cfg.server.http_port == 9100  # env beats file

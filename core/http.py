@@ -1,0 +1,72 @@
+"""HTTP helpers shared by every package's REST API.
+
+Errors have one shape: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx.
+Request bodies are read with a size cap and must be JSON objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+MAX_JSON_BODY = 256 * 1024
+
+
+class ApiError(web.HTTPException):
+    """Raise from a handler; rendered as the standard JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        self.status_code = status
+        body: dict[str, Any] = {"error": {"code": code, "message": message, **extra}}
+        super().__init__(text=json.dumps(body), content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def fail(status: int, code: str, message: str) -> NoReturn:
+    raise ApiError(status, code, message)
+
+
+async def read_json(request: web.Request, max_size: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """The request body as a JSON object, or a 4xx ApiError with a clear reason."""
+    if request.content_length is not None and request.content_length > max_size:
+        fail(413, "body_too_large", f"request body over {max_size} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > max_size:
+            fail(413, "body_too_large", f"request body over {max_size} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        fail(400, "empty_body", "a JSON object is required")
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        fail(400, "bad_encoding", "body is not valid UTF-8")
+    except json.JSONDecodeError as exc:
+        fail(400, "bad_json", f"body is not valid JSON: {exc.msg} at {exc.pos}")
+    if not isinstance(data, dict):
+        fail(400, "bad_json", "body must be a JSON object")
+    return data
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn aiohttp's own 404/405/413 under ``/api/`` into the standard JSON shape."""
+    try:
+        return await handler(request)
+    except ApiError:
+        raise
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status, "http_error"
+        )
+        return error_response(exc.status, code, exc.reason)

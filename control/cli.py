@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -63,14 +64,14 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    overrides = {
+    overrides: dict[str, Any] = {
         "data_dir": getattr(args, "data_dir", None),
         "host": getattr(args, "host", None),
         "rtmp_port": getattr(args, "rtmp_port", None),
         "http_port": getattr(args, "http_port", None),
         "role": getattr(args, "role", None),
     }
-    return load_config(args.config, **overrides)
+    return load_config(args.config, None, **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,7 +77,8 @@ class EmbeddedValkey:
             while True:
                 if self._proc.returncode is not None:
                     raise EmbeddedValkeyError(
-                        f"valkey-server exited with {self._proc.returncode}; see {self.dir}/valkey.log"
+                        f"valkey-server exited with {self._proc.returncode}; "
+                        f"see {self.dir}/valkey.log"
                     )
                 try:
                     if await client.ping():

@@ -10,6 +10,7 @@ import json
 from typing import Any, NoReturn
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 MAX_JSON_BODY = 256 * 1024
 
@@ -57,7 +58,7 @@ async def read_json(request: web.Request, max_size: int = MAX_JSON_BODY) -> dict
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn aiohttp's own 404/405/413 under ``/api/`` into the standard JSON shape."""
     try:
         return await handler(request)

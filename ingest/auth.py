@@ -1,7 +1,10 @@
 """Signed, expiring push URLs.
 
-Native form: ``rtmp://HOST/APP/STREAM?expire=<unix seconds>&sign=<hex>`` where ``sign`` is
-HMAC-SHA256(secret, ``"APP/STREAM:EXPIRE"``). Tencent Cloud form, accepted when a key is
+Native form: ``rtmp://HOST/APP/STREAM?expire=<unix s>[&nbf=<unix s>][&kv=<key version>]&sign=<hex>``
+where ``sign`` is HMAC-SHA256(secret, ``"APP/STREAM:EXPIRE:NBF:KV"``) (NBF ``0`` and KV empty
+when absent). ``nbf`` (not before) lets a broadcast's URL open shortly before its start;
+``kv`` is the key version the control plane stores per stream in Redis (see
+:func:`current_key_version`): rotating it revokes every URL issued before. Tencent Cloud form, accepted when a key is
 configured: ``?txSecret=MD5(key + STREAM + txTime)&txTime=<expiry, upper-case hex>``.
 
 Expiry is checked only when a publish starts: a stream already publishing keeps going.
@@ -22,18 +25,39 @@ class AuthResult:
     expire: int | None = None
 
 
-def sign(secret: str, app: str, stream: str, expire: int) -> str:
-    msg = f"{app}/{stream}:{expire}".encode()
+KEY_VERSIONS = "berrylive:pushkeys"
+"""Redis hash ``APP/STREAM -> key version``; a URL must carry the current version if set."""
+
+
+def sign(secret: str, app: str, stream: str, expire: int, nbf: int = 0, kv: str = "") -> str:
+    msg = f"{app}/{stream}:{expire}:{nbf}:{kv}".encode()
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def push_query(secret: str, app: str, stream: str, expire: int) -> str:
-    return urlencode({"expire": str(expire), "sign": sign(secret, app, stream, expire)})
+def push_query(secret: str, app: str, stream: str, expire: int, nbf: int = 0, kv: str = "") -> str:
+    params = {"expire": str(expire)}
+    if nbf:
+        params["nbf"] = str(nbf)
+    if kv:
+        params["kv"] = kv
+    params["sign"] = sign(secret, app, stream, expire, nbf, kv)
+    return urlencode(params)
 
 
-def push_url(base: str, secret: str, app: str, stream: str, expire: int) -> str:
+def push_url(
+    base: str, secret: str, app: str, stream: str, expire: int, nbf: int = 0, kv: str = ""
+) -> str:
     """``base`` like ``rtmp://host:1935``."""
-    return f"{base.rstrip('/')}/{app}/{stream}?{push_query(secret, app, stream, expire)}"
+    query = push_query(secret, app, stream, expire, nbf, kv)
+    return f"{base.rstrip('/')}/{app}/{stream}?{query}"
+
+
+async def current_key_version(redis: object, app: str, stream: str) -> str | None:
+    """The key version the control plane set for APP/STREAM (None: any version is fine)."""
+    value = await redis.hget(KEY_VERSIONS, f"{app}/{stream}")  # type: ignore[attr-defined]
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def tencent_sign(key: str, stream: str, expire: int) -> tuple[str, str]:
@@ -42,9 +66,18 @@ def tencent_sign(key: str, stream: str, expire: int) -> tuple[str, str]:
 
 
 def verify(
-    secret: str, app: str, stream: str, query: str, now: float, tencent_key: str = ""
+    secret: str,
+    app: str,
+    stream: str,
+    query: str,
+    now: float,
+    tencent_key: str = "",
+    key_version: str | None = None,
 ) -> AuthResult:
-    """Check the signature in ``query`` (the part after ``?``) for APP/STREAM at ``now``."""
+    """Check the signature in ``query`` (the part after ``?``) for APP/STREAM at ``now``.
+
+    ``key_version``: the stream's current key version, if the control plane set one.
+    """
     params = parse_qs(query, keep_blank_values=True)
 
     def one(name: str) -> str | None:
@@ -71,10 +104,16 @@ def verify(
         return AuthResult(False, "push URL is not signed (missing expire/sign)")
     try:
         expire = int(expire_s)
+        nbf = int(one("nbf") or "0")
     except ValueError:
-        return AuthResult(False, "expire is not a number")
-    if not hmac.compare_digest(sign(secret, app, stream, expire), signature.lower()):
+        return AuthResult(False, "expire/nbf is not a number")
+    kv = one("kv") or ""
+    if not hmac.compare_digest(sign(secret, app, stream, expire, nbf, kv), signature.lower()):
         return AuthResult(False, "signature does not match this app/stream")
+    if key_version is not None and kv != key_version:
+        return AuthResult(False, "push URL was revoked (stream key rotated)", expire)
     if expire < now:
         return AuthResult(False, f"push URL expired at {expire}", expire)
+    if nbf and now < nbf:
+        return AuthResult(False, f"push URL is not valid before {nbf}", expire)
     return AuthResult(True, expire=expire)

@@ -4,7 +4,9 @@ Native form: ``rtmp://HOST/APP/STREAM?expire=<unix s>[&nbf=<unix s>][&kv=<key ve
 where ``sign`` is HMAC-SHA256(secret, ``"APP/STREAM:EXPIRE:NBF:KV"``) (NBF ``0`` and KV empty
 when absent). ``nbf`` (not before) lets a broadcast's URL open shortly before its start;
 ``kv`` is the key version the control plane stores per stream in Redis (see
-:func:`current_key_version`): rotating it revokes every URL issued before. Tencent Cloud form, accepted when a key is
+:func:`current_key_version`): rotating it revokes every URL issued before.
+
+Tencent Cloud form, accepted when a key is
 configured: ``?txSecret=MD5(key + STREAM + txTime)&txTime=<expiry, upper-case hex>``.
 
 Expiry is checked only when a publish starts: a stream already publishing keeps going.

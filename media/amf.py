@@ -1,0 +1,389 @@
+"""AMF0 and AMF3 (the subset RTMP peers use), decoding bounded against hostile input.
+
+Values map to Python: number -> float, boolean -> bool, string -> str, null/undefined ->
+None, object/ECMA array -> dict, strict array -> list, date -> :class:`AMFDate`. AMF3
+integers decode to int. Encoding produces AMF0 only (what servers answer with).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from media.errors import AMFError
+
+MAX_DEPTH = 32
+MAX_ITEMS = 65536
+
+_DOUBLE = struct.Struct(">d")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class AMFDate:
+    milliseconds: float
+    timezone: int = 0
+
+
+class Undefined:
+    """AMF ``undefined`` when the distinction from ``null`` matters on encode."""
+
+    _instance: Undefined | None = None
+
+    def __new__(cls) -> Undefined:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "Undefined"
+
+
+UNDEFINED = Undefined()
+
+
+class ECMAArray(dict[str, Any]):
+    """A dict encoded as an AMF0 ECMA array (``onMetaData`` uses one)."""
+
+
+# ---------------------------------------------------------------------------- AMF0 decode
+
+
+class _Reader:
+    __slots__ = ("amf3_objs", "amf3_strs", "amf3_traits", "buf", "pos", "refs")
+
+    def __init__(self, buf: bytes | bytearray | memoryview, pos: int = 0) -> None:
+        self.buf = bytes(buf)
+        self.pos = pos
+        self.refs: list[Any] = []
+        self.amf3_strs: list[str] = []
+        self.amf3_objs: list[Any] = []
+        self.amf3_traits: list[tuple[str, bool, list[str]]] = []
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if n < 0 or end > len(self.buf):
+            raise AMFError(f"AMF truncated: need {n} bytes at {self.pos}, have {len(self.buf)}")
+        out = self.buf[self.pos : end]
+        self.pos = end
+        return out
+
+    def u8(self) -> int:
+        if self.pos >= len(self.buf):
+            raise AMFError("AMF truncated: need 1 byte")
+        b = self.buf[self.pos]
+        self.pos += 1
+        return b
+
+    def u16(self) -> int:
+        v: int = _U16.unpack(self.take(2))[0]
+        return v
+
+    def u32(self) -> int:
+        v: int = _U32.unpack(self.take(4))[0]
+        return v
+
+    def double(self) -> float:
+        v: float = _DOUBLE.unpack(self.take(8))[0]
+        return v
+
+    def utf8(self, n: int) -> str:
+        raw = self.take(n)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", errors="replace")
+
+    @property
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+
+def _amf0_value(r: _Reader, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise AMFError("AMF nesting too deep")
+    marker = r.u8()
+    if marker == 0x00:
+        return r.double()
+    if marker == 0x01:
+        return r.u8() != 0
+    if marker == 0x02:
+        return r.utf8(r.u16())
+    if marker == 0x03:
+        obj: dict[str, Any] = {}
+        r.refs.append(obj)
+        _amf0_props(r, obj, depth)
+        return obj
+    if marker in (0x05, 0x06):
+        return None
+    if marker == 0x07:
+        idx = r.u16()
+        if idx >= len(r.refs):
+            raise AMFError(f"AMF0 reference {idx} out of range")
+        return r.refs[idx]
+    if marker == 0x08:
+        r.u32()  # associative count: advisory only, and often wrong
+        arr = ECMAArray()
+        r.refs.append(arr)
+        _amf0_props(r, arr, depth)
+        return arr
+    if marker == 0x09:
+        raise AMFError("unexpected AMF0 object-end marker")
+    if marker == 0x0A:
+        count = r.u32()
+        if count > MAX_ITEMS or count > r.remaining:
+            raise AMFError(f"AMF0 strict array of {count} items is too large")
+        items: list[Any] = []
+        r.refs.append(items)
+        for _ in range(count):
+            items.append(_amf0_value(r, depth + 1))
+        return items
+    if marker == 0x0B:
+        ms = r.double()
+        tz = r.u16()
+        return AMFDate(ms, tz - 0x10000 if tz >= 0x8000 else tz)
+    if marker in (0x0C, 0x0F):
+        return r.utf8(r.u32())
+    if marker == 0x0D:
+        return None
+    if marker == 0x10:
+        r.utf8(r.u16())  # class name
+        typed: dict[str, Any] = {}
+        r.refs.append(typed)
+        _amf0_props(r, typed, depth)
+        return typed
+    if marker == 0x11:
+        return _amf3_value(r, depth + 1)
+    raise AMFError(f"unknown AMF0 marker 0x{marker:02x}")
+
+
+def _amf0_props(r: _Reader, obj: dict[str, Any], depth: int) -> None:
+    for _ in range(MAX_ITEMS):
+        key = r.utf8(r.u16())
+        if key == "":
+            if r.remaining == 0:
+                return  # some encoders omit the end marker at the very end
+            end = r.u8()
+            if end == 0x09:
+                return
+            r.pos -= 1
+        obj[key] = _amf0_value(r, depth + 1)
+        if r.remaining == 0:
+            return  # tolerate a missing object-end at the end of the message
+    raise AMFError("AMF0 object has too many properties")
+
+
+def decode_amf0(data: bytes | bytearray | memoryview) -> list[Any]:
+    """Decode every AMF0 value in ``data``."""
+    r = _Reader(data)
+    out: list[Any] = []
+    while r.remaining > 0:
+        out.append(_amf0_value(r, 0))
+        if len(out) > MAX_ITEMS:
+            raise AMFError("too many AMF values")
+    return out
+
+
+# ---------------------------------------------------------------------------- AMF3 decode
+
+
+def _u29(r: _Reader) -> int:
+    value = 0
+    for i in range(4):
+        b = r.u8()
+        if i == 3:
+            return (value << 8) | b
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            return value
+    return value  # pragma: no cover - loop always returns
+
+
+def _amf3_string(r: _Reader) -> str:
+    ref = _u29(r)
+    if not ref & 1:
+        idx = ref >> 1
+        if idx >= len(r.amf3_strs):
+            raise AMFError(f"AMF3 string reference {idx} out of range")
+        return r.amf3_strs[idx]
+    s = r.utf8(ref >> 1)
+    if s:
+        r.amf3_strs.append(s)
+    return s
+
+
+def _amf3_value(r: _Reader, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise AMFError("AMF nesting too deep")
+    marker = r.u8()
+    if marker in (0x00, 0x01):
+        return None
+    if marker == 0x02:
+        return False
+    if marker == 0x03:
+        return True
+    if marker == 0x04:
+        v = _u29(r)
+        return v - (1 << 29) if v & (1 << 28) else v
+    if marker == 0x05:
+        return r.double()
+    if marker == 0x06:
+        return _amf3_string(r)
+    if marker in (0x07, 0x0B, 0x0C):  # xml-doc, xml, bytearray
+        ref = _u29(r)
+        if not ref & 1:
+            idx = ref >> 1
+            if idx >= len(r.amf3_objs):
+                raise AMFError(f"AMF3 object reference {idx} out of range")
+            return r.amf3_objs[idx]
+        raw = r.take(ref >> 1)
+        val: Any = raw if marker == 0x0C else raw.decode("utf-8", errors="replace")
+        r.amf3_objs.append(val)
+        return val
+    if marker == 0x08:
+        ref = _u29(r)
+        if not ref & 1:
+            idx = ref >> 1
+            if idx >= len(r.amf3_objs):
+                raise AMFError(f"AMF3 object reference {idx} out of range")
+            return r.amf3_objs[idx]
+        d = AMFDate(r.double())
+        r.amf3_objs.append(d)
+        return d
+    if marker == 0x09:
+        ref = _u29(r)
+        if not ref & 1:
+            idx = ref >> 1
+            if idx >= len(r.amf3_objs):
+                raise AMFError(f"AMF3 object reference {idx} out of range")
+            return r.amf3_objs[idx]
+        dense = ref >> 1
+        assoc: dict[str, Any] = {}
+        r.amf3_objs.append(assoc)
+        for _ in range(MAX_ITEMS):
+            key = _amf3_string(r)
+            if key == "":
+                break
+            assoc[key] = _amf3_value(r, depth + 1)
+        else:
+            raise AMFError("AMF3 array has too many keys")
+        if dense > MAX_ITEMS or dense > r.remaining:
+            raise AMFError(f"AMF3 array of {dense} items is too large")
+        items = [_amf3_value(r, depth + 1) for _ in range(dense)]
+        if assoc:
+            assoc.update({str(i): v for i, v in enumerate(items)})
+            return assoc
+        r.amf3_objs[-1] = items
+        return items
+    if marker == 0x0A:
+        ref = _u29(r)
+        if not ref & 1:
+            idx = ref >> 1
+            if idx >= len(r.amf3_objs):
+                raise AMFError(f"AMF3 object reference {idx} out of range")
+            return r.amf3_objs[idx]
+        if not ref & 2:
+            tidx = ref >> 2
+            if tidx >= len(r.amf3_traits):
+                raise AMFError(f"AMF3 traits reference {tidx} out of range")
+            _cls, dynamic, names = r.amf3_traits[tidx]
+        else:
+            if ref & 4:
+                raise AMFError("AMF3 externalizable objects are not supported")
+            dynamic = bool(ref & 8)
+            count = ref >> 4
+            cls_name = _amf3_string(r)
+            if count > MAX_ITEMS or count > r.remaining:
+                raise AMFError("AMF3 traits too large")
+            names = [_amf3_string(r) for _ in range(count)]
+            r.amf3_traits.append((cls_name, dynamic, names))
+        obj: dict[str, Any] = {}
+        r.amf3_objs.append(obj)
+        for name in names:
+            obj[name] = _amf3_value(r, depth + 1)
+        if dynamic:
+            for _ in range(MAX_ITEMS):
+                key = _amf3_string(r)
+                if key == "":
+                    break
+                obj[key] = _amf3_value(r, depth + 1)
+            else:
+                raise AMFError("AMF3 object has too many properties")
+        return obj
+    raise AMFError(f"unsupported AMF3 marker 0x{marker:02x}")
+
+
+def decode_amf3(data: bytes | bytearray | memoryview) -> list[Any]:
+    """Decode every AMF3 value in ``data``."""
+    r = _Reader(data)
+    out: list[Any] = []
+    while r.remaining > 0:
+        out.append(_amf3_value(r, 0))
+        if len(out) > MAX_ITEMS:
+            raise AMFError("too many AMF values")
+    return out
+
+
+# ---------------------------------------------------------------------------- AMF0 encode
+
+
+def _enc_str_body(s: str) -> bytes:
+    raw = s.encode("utf-8")
+    if len(raw) > 0xFFFF:
+        raise ValueError("AMF0 short string over 65535 bytes")
+    return _U16.pack(len(raw)) + raw
+
+
+def _enc_props(obj: dict[str, Any], out: bytearray, depth: int) -> None:
+    for key, value in obj.items():
+        out += _enc_str_body(str(key))
+        _enc_value(value, out, depth + 1)
+    out += b"\x00\x00\x09"
+
+
+def _enc_value(value: Any, out: bytearray, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError("AMF value nested too deeply")
+    if value is None:
+        out.append(0x05)
+    elif value is UNDEFINED:
+        out.append(0x06)
+    elif isinstance(value, bool):
+        out += b"\x01\x01" if value else b"\x01\x00"
+    elif isinstance(value, int | float):
+        out.append(0x00)
+        out += _DOUBLE.pack(float(value))
+    elif isinstance(value, str):
+        raw = value.encode("utf-8")
+        if len(raw) <= 0xFFFF:
+            out.append(0x02)
+            out += _U16.pack(len(raw)) + raw
+        else:
+            out.append(0x0C)
+            out += _U32.pack(len(raw)) + raw
+    elif isinstance(value, ECMAArray):
+        out.append(0x08)
+        out += _U32.pack(len(value))
+        _enc_props(value, out, depth)
+    elif isinstance(value, dict):
+        out.append(0x03)
+        _enc_props(value, out, depth)
+    elif isinstance(value, list | tuple):
+        out.append(0x0A)
+        out += _U32.pack(len(value))
+        for item in value:
+            _enc_value(item, out, depth + 1)
+    elif isinstance(value, AMFDate):
+        out.append(0x0B)
+        out += _DOUBLE.pack(value.milliseconds) + struct.pack(">h", value.timezone)
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as AMF0")
+
+
+def encode_amf0(*values: Any) -> bytes:
+    out = bytearray()
+    for v in values:
+        _enc_value(v, out, 0)
+    return bytes(out)

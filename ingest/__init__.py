@@ -2,12 +2,74 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
 from aiohttp import web
 
+from core.bus import Event
+from core.runtime import RUNTIME
 from ingest.config import IngestConfig
+from ingest.hooks import Hooks
+from ingest.rtmp_server import RtmpServer
+from relay.http import PLAY_GUARD, REGISTRY
 
-__all__ = ["IngestConfig", "setup"]
+__all__ = ["RTMP_SERVER", "IngestConfig", "RtmpServer", "setup"]
+
+logger = logging.getLogger(__name__)
+
+RTMP_SERVER: web.AppKey[RtmpServer] = web.AppKey("ingest.rtmp_server", RtmpServer)
 
 
 def setup(app: web.Application, config: IngestConfig, host: str, port: int) -> None:
-    return None
+    """Start the RTMP listener with the app; listen to ``stream.kick`` events."""
+    hooks = Hooks(
+        config.on_publish, config.on_unpublish, config.on_play, config.on_stop, config.hook_timeout
+    )
+    if config.on_play:
+
+        async def guard(
+            app_name: str, stream: str, protocol: str, remote: str, query: str
+        ) -> tuple[bool, str]:
+            payload: dict[str, Any] = {
+                "app": app_name,
+                "stream": stream,
+                "ip": remote.rsplit(":", 1)[0],
+                "param": f"?{query}" if query else "",
+                "protocol": protocol,
+            }
+            return await hooks.call("on_play", payload)
+
+        app[PLAY_GUARD] = guard
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        rt = app[RUNTIME]
+        server = RtmpServer(
+            config,
+            app[REGISTRY],
+            rt.bus,
+            rt.secret,
+            rt.node_id,
+            redis=rt.redis,
+            hooks=hooks,
+            role=rt.role,
+        )
+        _host, bound = await server.start(host, port)
+        rt.rtmp_port = bound
+        app[RTMP_SERVER] = server
+
+        def on_kick(event: Event) -> None:
+            a, s = event.data.get("app"), event.data.get("stream")
+            reason = str(event.data.get("reason") or "kicked")
+            if isinstance(a, str) and isinstance(s, str) and server.kick(a, s, reason):
+                logger.info("kicked publisher of %s/%s: %s", a, s, reason)
+
+        unsubscribe = rt.bus.subscribe("stream.kick", on_kick)
+        try:
+            yield
+        finally:
+            unsubscribe()
+            await server.close()
+
+    app.cleanup_ctx.append(ctx)

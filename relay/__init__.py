@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from relay.config import RelayConfig
+from relay.http import REGISTRY, add_routes
+from relay.hub import Publisher, PublisherInfo, StreamHub, StreamRegistry, Viewer, ViewerInfo
 
-__all__ = ["RelayConfig", "setup"]
+__all__ = [
+    "REGISTRY",
+    "Publisher",
+    "PublisherInfo",
+    "RelayConfig",
+    "StreamHub",
+    "StreamRegistry",
+    "Viewer",
+    "ViewerInfo",
+    "setup",
+]
 
 
 def setup(app: web.Application, config: RelayConfig) -> None:
-    return None
+    """The stream registry (created at once, so ingest can find it) and the HTTP outputs."""
+    registry = StreamRegistry(config, linger_seconds=config.publisher_linger)
+    app[REGISTRY] = registry
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        registry.close()
+
+    app.cleanup_ctx.append(ctx)
+    add_routes(app)

@@ -17,3 +17,5 @@ class RelayConfig:
     """A viewer whose queued media spans more than this skips to the next keyframe."""
     write_coalesce_ms: int = 0
     """Merge writes to each viewer per tick (0 = write at once)."""
+    publisher_linger: float = 10.0
+    """Seconds a stream (and its viewers) waits for the publisher to come back."""

@@ -1,14 +1,36 @@
-"""danmaku package (see ../shared/ARCHITECTURE.md)."""
+"""danmaku: the Socket.IO hub for bullet comments, likes, presence, moderation and lotteries.
+
+Mounted at ``/socket.io/`` (namespace ``/live``) by :func:`setup`; see ``docs/danmaku.md``.
+The control plane mints viewer tokens with :func:`issue_token`.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from danmaku.config import DanmakuConfig
+from danmaku.openapi import OPENAPI_PATHS
+from danmaku.tokens import Role, TokenError, Viewer, issue_token, verify_token
 
-__all__ = ["DanmakuConfig", "setup"]
+__all__ = [
+    "OPENAPI_PATHS",
+    "DanmakuConfig",
+    "Role",
+    "TokenError",
+    "Viewer",
+    "issue_token",
+    "setup",
+    "verify_token",
+]
 
 
 def setup(app: web.Application, config: DanmakuConfig) -> None:
-    """Register this package's routes and lifecycle on ``app`` (not built yet)."""
-    return None
+    """Attach the Socket.IO server and REST routes; the hub starts in a cleanup context."""
+    from danmaku.api import add_routes
+    from danmaku.service import SIO, make_ctx, make_sio
+
+    sio = make_sio(config)
+    sio.attach(app, socketio_path="socket.io")
+    app[SIO] = sio
+    add_routes(app)
+    app.cleanup_ctx.append(make_ctx(config))

@@ -1,0 +1,142 @@
+"""REST endpoints for operators under ``/api/danmaku/`` (thin handlers over the services).
+
+The control plane adds authentication and role checks in front of these; until then the
+acting operator is named by the ``actor`` field of the body (recorded in the audit log).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from core.http import ApiError, read_json
+from danmaku.moderation import Actor, ServiceUnavailable
+from danmaku.payloads import PayloadError, clean_text, parse_moderate, parse_room
+from danmaku.service import DANMAKU, DanmakuService
+from danmaku.tokens import Role
+
+__all__ = ["add_routes"]
+
+_STATUS = {
+    "not_found": 404,
+    "forbidden": 403,
+    "bad_state": 409,
+    "unavailable": 503,
+    "busy": 503,
+}
+
+
+def _api_error(exc: PayloadError) -> ApiError:
+    return ApiError(_STATUS.get(exc.code, 400), exc.code, str(exc), **exc.extra)
+
+
+def _svc(request: web.Request) -> DanmakuService:
+    svc = request.app.get(DANMAKU)
+    if svc is None:
+        raise ApiError(503, "unavailable", "danmaku hub is not running")
+    return svc
+
+
+def _actor(body: dict[str, Any]) -> Actor:
+    name = body.get("actor", "api")
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        raise ApiError(400, "bad_payload", "actor must be a string of 1..64 characters")
+    return Actor(name, Role.OPERATOR, "api")
+
+
+async def _guard(coro: Any) -> Any:
+    try:
+        return await coro
+    except PayloadError as exc:
+        raise _api_error(exc) from None
+    except ServiceUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
+
+
+async def create_lottery(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    svc = _svc(request)
+    info = await _guard(svc.lottery.create(body, _actor(body)))
+    return web.json_response(info, status=201)
+
+
+async def get_lottery(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    with_entrants = request.query.get("entrants") in ("1", "true", "yes")
+    info = await _guard(svc.lottery.get(request.match_info["id"], with_entrants=with_entrants))
+    return web.json_response(info)
+
+
+async def draw_lottery(request: web.Request) -> web.Response:
+    body = await read_json(request) if request.can_read_body else {}
+    svc = _svc(request)
+    info = await _guard(svc.lottery.draw_now(request.match_info["id"], _actor(body)))
+    return web.json_response(info)
+
+
+async def cancel_lottery(request: web.Request) -> web.Response:
+    body = await read_json(request) if request.can_read_body else {}
+    svc = _svc(request)
+    info = await _guard(svc.lottery.cancel(request.match_info["id"], _actor(body)))
+    return web.json_response(info)
+
+
+async def moderate(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    svc = _svc(request)
+    try:
+        room = parse_room(body.get("room"))
+        cmd = parse_moderate({k: v for k, v in body.items() if k not in ("room", "actor")})
+    except PayloadError as exc:
+        raise _api_error(exc) from None
+    result = await _guard(svc.moderation.apply(room, _actor(body), cmd))
+    return web.json_response(result)
+
+
+async def notice(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    svc = _svc(request)
+    try:
+        room = parse_room(body.get("room"))
+        raw = body.get("text")
+        text = clean_text(raw if isinstance(raw, str) else "", 500)
+    except PayloadError as exc:
+        raise _api_error(exc) from None
+    actor = _actor(body)
+    data = {"text": text, "from": actor.user_id}
+    await _guard(svc.announce(room, actor, data))
+    return web.json_response({"ok": True, "room": room})
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    room = request.query.get("room") or None
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise ApiError(400, "bad_query", "limit must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "bad_query", "limit must be 1..1000")
+    try:
+        entries = await svc.moderation.audit_log(room, limit)
+    except Exception as exc:
+        raise ApiError(503, "unavailable", f"audit log unavailable: {exc}") from None
+    return web.json_response({"entries": entries})
+
+
+async def stats(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    return web.json_response(svc.stats())
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/danmaku/lotteries", create_lottery)
+    r.add_get("/api/danmaku/lotteries/{id}", get_lottery)
+    r.add_post("/api/danmaku/lotteries/{id}/draw", draw_lottery)
+    r.add_post("/api/danmaku/lotteries/{id}/cancel", cancel_lottery)
+    r.add_post("/api/danmaku/moderation", moderate)
+    r.add_post("/api/danmaku/notices", notice)
+    r.add_get("/api/danmaku/audit", audit_log)
+    r.add_get("/api/danmaku/stats", stats)

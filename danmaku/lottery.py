@@ -1,0 +1,675 @@
+"""In-stream lotteries: entry by keyword or button, timed or instant draw, auditable.
+
+Fairness protocol (anyone can check it with :func:`verify`):
+
+1. On creation the hub draws a random 256-bit ``seed`` and publishes only its
+   ``commitment = sha256(seed)`` to the room.
+2. Entries: one per user (a Redis set). ``instant`` mode decides each entry at once:
+   the entry wins when ``int(sha1(seed ":" user_id)[:8], 16) / 16**8 < probability`` and
+   stock is left; the first ``stock`` winning tickets in entry order win.
+3. ``timed`` mode: when the window closes the entrant list is frozen and
+   ``entrants_hash = sha256("\\n".join(sorted(user_ids)))`` is published, then winners are
+   drawn by :func:`draw_winners` (sha256 of ``seed:entrants_hash:i`` picks an index into
+   the remaining sorted list, k times), and the seed is revealed.
+4. The n-th winner (0-based) gets the prize whose cumulative stock covers n.
+
+Stock lives in Redis and is decremented only inside Lua scripts that also check the state,
+so prizes are never over-issued across nodes or concurrent draws. Prize delivery is the
+bus event ``lottery.prize``, handled by ``shop_bridge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from core.bus import EventBus
+from danmaku.hub import REDIS_TIMEOUT, Hub, Member, Room
+from danmaku.moderation import Actor, ServiceUnavailable, audit
+from danmaku.payloads import PayloadError, clean_text, parse_room
+from danmaku.tokens import Role
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LotteryService",
+    "LotteryState",
+    "commitment",
+    "draw_winners",
+    "entrants_digest",
+    "instant_ticket_wins",
+    "verify",
+]
+
+MAX_PRIZES = 20
+MAX_STOCK = 100000
+
+
+class LotteryState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    DRAWN = "drawn"
+    CANCELLED = "cancelled"
+
+
+TRANSITIONS: dict[LotteryState, frozenset[LotteryState]] = {
+    LotteryState.OPEN: frozenset({LotteryState.CLOSED, LotteryState.DRAWN, LotteryState.CANCELLED}),
+    LotteryState.CLOSED: frozenset({LotteryState.DRAWN, LotteryState.CANCELLED}),
+    LotteryState.DRAWN: frozenset(),
+    LotteryState.CANCELLED: frozenset(),
+}
+"""Legal moves; the Lua scripts below implement exactly these (``open -> drawn`` is instant)."""
+
+
+# --------------------------------------------------------------------------- pure functions
+def commitment(seed: str) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def entrants_digest(entrants: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(set(entrants))).encode()).hexdigest()
+
+
+def draw_winners(seed: str, entrants: Sequence[str], k: int) -> list[str]:
+    """Deterministic: the same seed and entrant set always give the same winners, in order."""
+    pool = sorted(set(entrants))
+    digest = entrants_digest(pool)
+    winners: list[str] = []
+    for i in range(min(k, len(pool))):
+        h = hashlib.sha256(f"{seed}:{digest}:{i}".encode()).digest()
+        winners.append(pool.pop(int.from_bytes(h, "big") % len(pool)))
+    return winners
+
+
+def instant_ticket_wins(seed: str, user_id: str, probability: float) -> bool:
+    h = hashlib.sha1(f"{seed}:{user_id}".encode()).hexdigest()
+    return int(h[:8], 16) / 16**8 < probability
+
+
+def prize_index(n: int, stocks: Sequence[int]) -> int:
+    for i, stock in enumerate(stocks):
+        if n < stock:
+            return i
+        n -= stock
+    raise ValueError("winner number beyond total stock")
+
+
+def verify(audit_data: dict[str, Any]) -> list[str]:
+    """Recompute the winners from published audit data; raises ValueError if it does not hold."""
+    seed = audit_data["seed"]
+    if commitment(seed) != audit_data["commitment"]:
+        raise ValueError("seed does not match the commitment")
+    total = sum(int(p["stock"]) for p in audit_data["prizes"])
+    if audit_data["mode"] == "timed":
+        entrants = list(audit_data["entrants"])
+        if entrants_digest(entrants) != audit_data["entrants_hash"]:
+            raise ValueError("entrant list does not match the published hash")
+        return draw_winners(seed, entrants, total)
+    p = float(audit_data["probability"])
+    winners = [u for u in audit_data["entry_order"] if instant_ticket_wins(seed, u, p)]
+    return winners[:total]
+
+
+# --------------------------------------------------------------------------- Redis scripts
+ENTER_LUA = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {'unknown'} end
+if st ~= 'open' then return {'closed'} end
+if tonumber(redis.call('HGET', KEYS[1], 'window_end')) * 1000 < tonumber(ARGV[3]) then
+  return {'closed'}
+end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return {'duplicate'} end
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+if redis.call('HGET', KEYS[1], 'mode') == 'instant' then
+  local seed = redis.call('HGET', KEYS[1], 'seed')
+  local p = tonumber(redis.call('HGET', KEYS[1], 'probability'))
+  local ticket = tonumber(string.sub(redis.sha1hex(seed .. ':' .. ARGV[1]), 1, 8), 16) / 4294967296
+  local rem = tonumber(redis.call('HGET', KEYS[1], 'remaining'))
+  if ticket < p and rem > 0 then
+    rem = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+    local n = tonumber(redis.call('HGET', KEYS[1], 'total')) - rem - 1
+    redis.call('RPUSH', KEYS[4], ARGV[1])
+    if rem == 0 then redis.call('HSET', KEYS[1], 'state', 'drawn', 'drawn_at', ARGV[3]) end
+    return {'won', tostring(n), tostring(rem)}
+  end
+end
+return {'entered'}
+"""
+
+TRANSITION_LUA = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 'unknown' end
+for i = 3, #ARGV do
+  if st == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'state', ARGV[1], ARGV[1] .. '_at', ARGV[2])
+    return 'ok'
+  end
+end
+return st
+"""
+
+DRAW_LUA = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'closed' then return -1 end
+if redis.call('HGET', KEYS[1], 'entrants_hash') ~= ARGV[2] then return -2 end
+local rem = tonumber(redis.call('HGET', KEYS[1], 'remaining'))
+local k = 0
+for i = 3, #ARGV do
+  if rem <= 0 then break end
+  rem = rem - 1
+  k = k + 1
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'remaining', rem, 'state', 'drawn', 'drawn_at', ARGV[1])
+return k
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LotterySpec:
+    room: str
+    title: str
+    prizes: tuple[dict[str, Any], ...]
+    entry: str
+    keyword: str
+    window_s: float
+    mode: str
+    probability: float
+
+
+def parse_spec(data: dict[str, Any], max_window_s: int) -> LotterySpec:
+    """Validate an operator's ``create`` body (see docs/danmaku.md)."""
+    room = parse_room(data.get("room"))
+    title = data.get("title", "")
+    if not isinstance(title, str) or len(title) > 100:
+        raise PayloadError("bad_payload", "title must be a string of at most 100 characters")
+    prizes_raw = data.get("prizes")
+    if not isinstance(prizes_raw, list) or not 1 <= len(prizes_raw) <= MAX_PRIZES:
+        raise PayloadError("bad_payload", f"prizes must be a list of 1..{MAX_PRIZES} objects")
+    prizes: list[dict[str, Any]] = []
+    for p in prizes_raw:
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not p["name"]:
+            raise PayloadError("bad_payload", "each prize needs a name")
+        stock = p.get("stock")
+        if not isinstance(stock, int) or isinstance(stock, bool) or not 1 <= stock <= MAX_STOCK:
+            raise PayloadError("bad_payload", f"prize stock must be an integer 1..{MAX_STOCK}")
+        try:
+            encoded = json.dumps(p)
+            encoded.encode()
+        except (TypeError, ValueError, UnicodeEncodeError):
+            raise PayloadError("bad_payload", "prize must be plain JSON") from None
+        if len(encoded) > 2000:
+            raise PayloadError("bad_payload", "prize object too large")
+        prizes.append(dict(p))
+    entry = data.get("entry", "keyword")
+    if entry not in ("keyword", "button"):
+        raise PayloadError("bad_payload", "entry must be 'keyword' or 'button'")
+    keyword = ""
+    if entry == "keyword":
+        kw = data.get("keyword")
+        if not isinstance(kw, str):
+            raise PayloadError("bad_payload", "keyword entry needs a keyword")
+        keyword = clean_text(kw, 50)
+    window = data.get("window_s", 60)
+    if not isinstance(window, int | float) or isinstance(window, bool):
+        raise PayloadError("bad_payload", "window_s must be a number")
+    if not 1 <= window <= max_window_s:
+        raise PayloadError("bad_payload", f"window_s must be 1..{max_window_s}")
+    mode = data.get("mode", "timed")
+    if mode not in ("timed", "instant"):
+        raise PayloadError("bad_payload", "mode must be 'timed' or 'instant'")
+    probability = data.get("probability", 1.0 if mode == "timed" else 0.1)
+    if not isinstance(probability, int | float) or isinstance(probability, bool):
+        raise PayloadError("bad_payload", "probability must be a number")
+    if not 0 < probability <= 1:
+        raise PayloadError("bad_payload", "probability must be in (0, 1]")
+    return LotterySpec(
+        room=room,
+        title=title,
+        prizes=tuple(prizes),
+        entry=entry,
+        keyword=keyword,
+        window_s=float(window),
+        mode=mode,
+        probability=float(probability),
+    )
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _norm_keyword(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+class LotteryService:
+    def __init__(self, hub: Hub, bus: EventBus, max_concurrency: int = 64) -> None:
+        self.hub = hub
+        self.bus = bus
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._enter = hub.redis.register_script(ENTER_LUA)
+        self._transition = hub.redis.register_script(TRANSITION_LUA)
+        self._draw = hub.redis.register_script(DRAW_LUA)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._advancing: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        hub.on_comment_hooks.append(self._on_comment)
+        hub.on_remote_hooks.append(self._on_remote)
+        hub.on_tick_hooks.append(self.sweep)
+
+    def _k(self, lid: str, part: str) -> str:
+        return self.hub.keys.lottery(lid, part)
+
+    # ------------------------------------------------------------------ operator actions
+    async def create(self, data: dict[str, Any], actor: Actor) -> dict[str, Any]:
+        spec = parse_spec(data, self.hub.config.lottery_max_window_s)
+        lid = secrets.token_hex(8)
+        seed = secrets.token_hex(32)
+        now = time.time()
+        total = sum(int(p["stock"]) for p in spec.prizes)
+        meta = {
+            "id": lid,
+            "room": spec.room,
+            "title": spec.title,
+            "prizes": json.dumps(list(spec.prizes), ensure_ascii=False),
+            "entry": spec.entry,
+            "keyword": spec.keyword,
+            "mode": spec.mode,
+            "probability": repr(spec.probability),
+            "total": str(total),
+            "remaining": str(total),
+            "window_end": f"{now + spec.window_s:.3f}",
+            "created_at": f"{now:.3f}",
+            "created_by": actor.user_id,
+            "seed": seed,
+            "commitment": commitment(seed),
+            "state": LotteryState.OPEN.value,
+        }
+        try:
+            pipe = self.hub.redis.pipeline(transaction=False)
+            pipe.hset(self._k(lid, "meta"), mapping=meta)
+            pipe.sadd(self.hub.keys.room_lotteries(spec.room), lid)
+            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            await audit(self.hub, actor, "lottery.create", spec.room, lid, self.public(meta))
+        except PayloadError:
+            raise
+        except Exception as exc:
+            raise ServiceUnavailable(f"lottery store unavailable: {exc}") from exc
+        info = self.public(meta)
+        self._cache(spec.room, info)
+        self.hub.post_control(spec.room, {"kind": "lottery", "lottery": info})
+        self._announce(spec.room, {"event": "open", **info})
+        loop = asyncio.get_running_loop()
+        self._timers[lid] = loop.call_later(
+            spec.window_s + 0.05, lambda: self._spawn(self.advance(lid))
+        )
+        return info
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def public(meta: dict[str, Any]) -> dict[str, Any]:
+        prizes = meta["prizes"]
+        if isinstance(prizes, str):
+            prizes = json.loads(prizes)
+        info = {
+            "lottery_id": meta["id"],
+            "room": meta["room"],
+            "title": meta.get("title", ""),
+            "prizes": prizes,
+            "entry": meta["entry"],
+            "keyword": meta.get("keyword", ""),
+            "mode": meta["mode"],
+            "probability": float(meta["probability"]),
+            "window_end": float(meta["window_end"]),
+            "commitment": meta["commitment"],
+            "state": meta["state"],
+        }
+        return info
+
+    def _cache(self, room_name: str, info: dict[str, Any]) -> None:
+        room = self.hub.rooms.get(room_name)
+        if room is not None:
+            if info["state"] == LotteryState.OPEN.value:
+                room.lotteries[info["lottery_id"]] = info
+            else:
+                room.lotteries.pop(info["lottery_id"], None)
+
+    def _announce(self, room: str, data: dict[str, Any]) -> None:
+        self.hub.post_notice(room, {"type": "lottery", "data": data, "ts": time.time()}, True)
+
+    async def meta(self, lid: str) -> dict[str, str]:
+        raw = await asyncio.wait_for(self.hub.redis.hgetall(self._k(lid, "meta")), REDIS_TIMEOUT)
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def get(self, lid: str, *, with_entrants: bool = False) -> dict[str, Any]:
+        """Public view; after the draw it includes the seed and everything :func:`verify` needs."""
+        meta = await self.meta(lid)
+        if not meta:
+            raise PayloadError("not_found", f"no lottery {lid}")
+        info = self.public(meta)
+        info.update(
+            created_at=float(meta["created_at"]),
+            remaining=int(meta["remaining"]),
+            entrants_hash=meta.get("entrants_hash"),
+        )
+        redis = self.hub.redis
+        pipe = redis.pipeline(transaction=False)
+        pipe.scard(self._k(lid, "entrants"))
+        pipe.lrange(self._k(lid, "winners"), 0, -1)
+        count, winners_raw = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+        info["entrant_count"] = int(count)
+        winners = [_s(w) for w in winners_raw]
+        if meta["state"] == LotteryState.DRAWN.value:
+            info["seed"] = meta["seed"]
+            nicks = await self._nicks(lid, winners)
+            info["winners"] = [
+                self._winner(meta, n, uid, nicks.get(uid, "")) for n, uid in enumerate(winners)
+            ]
+            if with_entrants:
+                pipe = redis.pipeline(transaction=False)
+                pipe.smembers(self._k(lid, "entrants"))
+                pipe.lrange(self._k(lid, "order"), 0, -1)
+                members, order = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+                info["entrants"] = sorted(_s(m) for m in members)
+                info["entry_order"] = [_s(m) for m in order]
+        return info
+
+    async def _nicks(self, lid: str, users: list[str]) -> dict[str, str]:
+        if not users:
+            return {}
+        vals = await asyncio.wait_for(
+            self.hub.redis.hmget(self._k(lid, "nicks"), users), REDIS_TIMEOUT
+        )
+        return {u: _s(v) if v is not None else "" for u, v in zip(users, vals, strict=True)}
+
+    @staticmethod
+    def _winner(meta: dict[str, str], n: int, uid: str, nick: str) -> dict[str, Any]:
+        prizes = json.loads(meta["prizes"])
+        idx = prize_index(n, [int(p["stock"]) for p in prizes])
+        return {"user_id": uid, "nick": nick, "n": n, "prize_index": idx, "prize": prizes[idx]}
+
+    async def cancel(self, lid: str, actor: Actor) -> dict[str, Any]:
+        meta = await self.meta(lid)
+        if not meta:
+            raise PayloadError("not_found", f"no lottery {lid}")
+        res = _s(
+            await asyncio.wait_for(
+                self._transition(
+                    keys=[self._k(lid, "meta")],
+                    args=["cancelled", f"{time.time():.3f}", "open", "closed"],
+                ),
+                REDIS_TIMEOUT,
+            )
+        )
+        if res != "ok":
+            raise PayloadError("bad_state", f"lottery is {res}; cannot cancel")
+        await audit(self.hub, actor, "lottery.cancel", meta["room"], lid, {})
+        await self._finished(meta["room"], lid)
+        self._announce(meta["room"], {"event": "cancelled", "lottery_id": lid})
+        return await self.get(lid)
+
+    async def draw_now(self, lid: str, actor: Actor) -> dict[str, Any]:
+        """Close the window now (if open) and draw; idempotent."""
+        meta = await self.meta(lid)
+        if not meta:
+            raise PayloadError("not_found", f"no lottery {lid}")
+        if meta["state"] == LotteryState.CANCELLED.value:
+            raise PayloadError("bad_state", "lottery was cancelled")
+        await audit(self.hub, actor, "lottery.draw", meta["room"], lid, {})
+        await self.advance(lid, force=True)
+        return await self.get(lid)
+
+    # ------------------------------------------------------------------ state machine driver
+    async def advance(self, lid: str, force: bool = False) -> None:
+        """Move a lottery on when its window is over (or ``force``): close, draw, announce."""
+        if lid in self._advancing:
+            return
+        self._advancing.add(lid)
+        try:
+            timer = self._timers.pop(lid, None)
+            if timer is not None and force:
+                timer.cancel()
+            meta = await self.meta(lid)
+            if not meta:
+                return
+            room = meta["room"]
+            now = time.time()
+            state = meta["state"]
+            if state == LotteryState.OPEN.value and (force or now >= float(meta["window_end"])):
+                target = "closed" if meta["mode"] == "timed" else "drawn"
+                res = _s(
+                    await asyncio.wait_for(
+                        self._transition(
+                            keys=[self._k(lid, "meta")], args=[target, f"{time.time():.3f}", "open"]
+                        ),
+                        REDIS_TIMEOUT,
+                    )
+                )
+                if res == "ok" and target == "drawn":
+                    await self._announce_drawn(room, lid)
+                    return
+                meta = await self.meta(lid)
+                state = meta["state"]
+            if state == LotteryState.CLOSED.value:
+                await self._draw_timed(room, lid, meta)
+            elif state in (LotteryState.DRAWN.value, LotteryState.CANCELLED.value):
+                await self._finished(room, lid)
+        finally:
+            self._advancing.discard(lid)
+
+    async def _draw_timed(self, room: str, lid: str, meta: dict[str, str]) -> None:
+        members = await asyncio.wait_for(
+            self.hub.redis.smembers(self._k(lid, "entrants")), REDIS_TIMEOUT
+        )
+        entrants = sorted(_s(m) for m in members)
+        digest = entrants_digest(entrants)
+        if meta.get("entrants_hash") != digest:
+            await asyncio.wait_for(
+                self.hub.redis.hset(self._k(lid, "meta"), "entrants_hash", digest), REDIS_TIMEOUT
+            )
+            self._announce(
+                room,
+                {
+                    "event": "closed",
+                    "lottery_id": lid,
+                    "entrants": len(entrants),
+                    "entrants_hash": digest,
+                    "commitment": meta["commitment"],
+                },
+            )
+        winners = draw_winners(meta["seed"], entrants, int(meta["total"]))
+        k = await asyncio.wait_for(
+            self._draw(
+                keys=[self._k(lid, "meta"), self._k(lid, "winners")],
+                args=[f"{time.time():.3f}", digest, *winners],
+            ),
+            REDIS_TIMEOUT,
+        )
+        if int(k) < 0:
+            return  # another node drew it
+        await self._announce_drawn(room, lid)
+
+    async def _announce_drawn(self, room: str, lid: str) -> None:
+        info = await self.get(lid)
+        await self._finished(room, lid)
+        winners = info.get("winners", [])
+        if info["mode"] == "timed":
+            for w in winners:
+                await self._deliver(info, w)
+        self._announce(
+            room,
+            {
+                "event": "drawn",
+                "lottery_id": lid,
+                "winners": [
+                    {"user_id": w["user_id"], "nick": w["nick"], "prize": w["prize"]["name"]}
+                    for w in winners
+                ],
+                "seed": info["seed"],
+                "commitment": info["commitment"],
+                "entrants_hash": info.get("entrants_hash"),
+                "entrant_count": info["entrant_count"],
+            },
+        )
+        await audit(
+            self.hub,
+            Actor("system", Role.OPERATOR, "lottery"),
+            "lottery.drawn",
+            room,
+            lid,
+            {"winners": [w["user_id"] for w in winners], "seed": info["seed"]},
+        )
+
+    async def _deliver(self, info: dict[str, Any], winner: dict[str, Any]) -> None:
+        room = info["room"]
+        lid = info["lottery_id"]
+        await self.bus.publish(
+            "lottery.prize",
+            {
+                "lottery_id": lid,
+                "room": room,
+                "user_id": winner["user_id"],
+                "nick": winner["nick"],
+                "prize": winner["prize"],
+                "prize_index": winner["prize_index"],
+                "n": winner["n"],
+                "mode": info["mode"],
+                "title": info.get("title", ""),
+            },
+        )
+        await self.hub.send_direct(
+            room,
+            winner["user_id"],
+            "lottery_won",
+            {"lottery_id": lid, "room": room, "prize": winner["prize"], "title": info["title"]},
+            propagate=True,
+        )
+
+    async def _finished(self, room: str, lid: str) -> None:
+        timer = self._timers.pop(lid, None)
+        if timer is not None:
+            timer.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.hub.redis.srem(self.hub.keys.room_lotteries(room), lid), REDIS_TIMEOUT
+            )
+        r = self.hub.rooms.get(room)
+        if r is not None:
+            r.lotteries.pop(lid, None)
+        self.hub.post_control(room, {"kind": "lottery_end", "lottery_id": lid})
+
+    # ------------------------------------------------------------------ viewers
+    async def enter(self, lid: str, member: Member) -> dict[str, Any]:
+        if member.viewer is None:
+            raise PayloadError("not_authenticated", "log in to take part in lotteries")
+        uid = member.viewer.user_id
+        async with self._sem:
+            try:
+                res = await asyncio.wait_for(
+                    self._enter(
+                        keys=[
+                            self._k(lid, "meta"),
+                            self._k(lid, "entrants"),
+                            self._k(lid, "order"),
+                            self._k(lid, "winners"),
+                            self._k(lid, "nicks"),
+                        ],
+                        args=[uid, member.viewer.nick, int(time.time() * 1000)],
+                    ),
+                    REDIS_TIMEOUT,
+                )
+            except Exception as exc:
+                self.hub.stats.redis_errors += 1
+                raise PayloadError("unavailable", "lottery is unavailable, try again") from exc
+        status = _s(res[0])
+        if status == "unknown":
+            raise PayloadError("not_found", f"no lottery {lid}")
+        result: dict[str, Any] = {"lottery_id": lid, "status": status}
+        if status == "won":
+            n, remaining = int(res[1]), int(res[2])
+            meta = await self.meta(lid)
+            if meta.get("room") != member.room:
+                logger.warning("lottery %s entered from another room %s", lid, member.room)
+            info = self.public(meta)
+            info["title"] = meta.get("title", "")
+            winner = self._winner(meta, n, uid, member.viewer.nick)
+            result["prize"] = winner["prize"]
+            await self._deliver(info, winner)
+            self._announce(
+                meta["room"],
+                {
+                    "event": "won",
+                    "lottery_id": lid,
+                    "user_id": uid,
+                    "nick": member.viewer.nick,
+                    "prize": winner["prize"]["name"],
+                },
+            )
+            if remaining == 0:
+                await self._announce_drawn(meta["room"], lid)
+        return result
+
+    async def enter_button(self, lid: str, member: Member) -> dict[str, Any]:
+        room = self.hub.rooms.get(member.room)
+        info = room.lotteries.get(lid) if room else None
+        if info is not None and info["entry"] != "button":
+            raise PayloadError("wrong_entry", f"enter by commenting {info['keyword']!r}")
+        if info is None:
+            meta = await self.meta(lid)
+            if not meta or meta.get("room") != member.room:
+                raise PayloadError("not_found", f"no lottery {lid} in this room")
+        return await self.enter(lid, member)
+
+    async def _on_comment(
+        self, member: Member, room: Room, comment: dict[str, Any], raw: str
+    ) -> dict[str, Any] | None:
+        if not room.lotteries:
+            return None
+        text = _norm_keyword(raw)
+        for lid, info in list(room.lotteries.items()):
+            if info["entry"] == "keyword" and _norm_keyword(info["keyword"]) == text:
+                try:
+                    return {"lottery": await self.enter(lid, member)}
+                except PayloadError as exc:
+                    return {"lottery": {"lottery_id": lid, "status": "error", **exc.as_dict()}}
+        return None
+
+    async def _on_remote(self, room: Room, control: dict[str, Any]) -> None:
+        kind = control.get("kind")
+        if kind == "lottery" and isinstance(control.get("lottery"), dict):
+            self._cache(room.name, control["lottery"])
+        elif kind == "lottery_end":
+            room.lotteries.pop(str(control.get("lottery_id")), None)
+        elif kind is None and "lotteries_known" in control:
+            for lid in control["lotteries_known"]:
+                try:
+                    meta = await self.meta(lid)
+                except Exception:
+                    continue
+                if meta:
+                    self._cache(room.name, self.public(meta))
+
+    async def open_for(self, room: Room) -> list[dict[str, Any]]:
+        return list(room.lotteries.values())
+
+    async def sweep(self) -> None:
+        """Advance lotteries whose window is over (covers a node that died before its timer)."""
+        now = time.time()
+        for room in list(self.hub.rooms.values()):
+            for lid, info in list(room.lotteries.items()):
+                if now >= info["window_end"] + 1.0:
+                    await self.advance(lid)

@@ -1,0 +1,163 @@
+"""Assembly of the hub on the aiohttp app: Socket.IO server, services, bus subscriptions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from core.bus import Event, EventBus
+from core.runtime import RUNTIME
+from danmaku.config import DanmakuConfig
+from danmaku.hub import Hub
+from danmaku.lottery import LotteryService
+from danmaku.moderation import Actor, Moderation, audit
+from danmaku.namespace import LiveNamespace
+from danmaku.payloads import PayloadError, parse_room
+from danmaku.wordfilter import WordFilter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DANMAKU", "SIO", "DanmakuService", "make_ctx", "make_sio", "notice_from_event"]
+
+PRIVATE_KEYS = frozenset({"client_ip", "ip", "node", "secret", "token", "url", "push_url"})
+TOPIC_TYPES = {"stream.published": "live_start", "stream.unpublished": "live_end"}
+
+
+def room_of(data: dict[str, Any]) -> str | None:
+    """The room an event is about: ``data["room"]``, else ``"<app>/<stream>"`` (app ``live``)."""
+    raw = data.get("room")
+    if raw is None and isinstance(data.get("stream"), str):
+        app = data.get("app") if isinstance(data.get("app"), str) else "live"
+        raw = f"{app}/{data['stream']}"
+    try:
+        return parse_room(raw)
+    except PayloadError:
+        return None
+
+
+def notice_from_event(event: Event) -> tuple[str, dict[str, Any]] | None:
+    """``(room, notice)`` for a bus event, or None when it names no room."""
+    room = room_of(event.data)
+    if room is None:
+        return None
+    if event.topic in TOPIC_TYPES:
+        data: dict[str, Any] = {
+            "room": room,
+            "app": event.data.get("app"),
+            "stream": event.data.get("stream"),
+        }
+        if "reason" in event.data:
+            data["reason"] = event.data["reason"]
+    else:
+        data = {k: v for k, v in event.data.items() if k not in PRIVATE_KEYS}
+    return room, {"type": TOPIC_TYPES.get(event.topic, event.topic), "data": data, "ts": event.ts}
+
+
+class DanmakuService:
+    def __init__(
+        self,
+        config: DanmakuConfig,
+        sio: socketio.AsyncServer,
+        redis: Any,
+        bus: EventBus,
+        node_id: str,
+        secret: str,
+    ) -> None:
+        self.config = config
+        self.sio = sio
+        self.bus = bus
+        self.hub = Hub(config, sio, redis, node_id, load_filter(config))
+        self.moderation = Moderation(self.hub, bus)
+        self.lottery = LotteryService(self.hub, bus)
+        self.namespace = LiveNamespace(
+            config.namespace, self.hub, self.moderation, self.lottery, secret
+        )
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    async def start(self) -> None:
+        self.sio.register_namespace(self.namespace)
+        await self.hub.start()
+        for topic in self.config.notice_topics:
+            self._unsubscribe.append(self.bus.subscribe(topic, self._on_bus_event))
+
+    async def stop(self) -> None:
+        for unsub in self._unsubscribe:
+            unsub()
+        self._unsubscribe.clear()
+        for sid in list(self.hub.members):
+            try:
+                await self.sio.disconnect(sid, namespace=self.config.namespace)
+            except Exception:
+                logger.debug("disconnect of %s at shutdown failed", sid, exc_info=True)
+        await self.hub.stop()
+
+    async def _on_bus_event(self, event: Event) -> None:
+        found = notice_from_event(event)
+        if found is None:
+            logger.debug("bus event %s names no room; not delivered", event.topic)
+            return
+        room, notice = found
+        self.hub.stats.bus_notices += 1
+        # Every node receives bus events itself: deliver locally only.
+        self.hub.post_notice(room, notice, propagate=False)
+
+    async def announce(self, room: str, actor: Actor, data: dict[str, Any]) -> None:
+        await audit(self.hub, actor, "notice", room, "", data)
+        self.hub.post_notice(room, {"type": "announcement", "data": data, "ts": time.time()}, True)
+
+    def stats(self) -> dict[str, Any]:
+        body = self.hub.stats.as_dict()
+        body["node"] = self.hub.node_id
+        body["rooms"] = {
+            name: {"local_members": len(r.members), "online": r.buffer.online}
+            for name, r in list(self.hub.rooms.items())[:1000]
+        }
+        return body
+
+
+def load_filter(config: DanmakuConfig) -> WordFilter:
+    words = list(config.sensitive_words)
+    if config.sensitive_words_file:
+        text = Path(config.sensitive_words_file).read_text(encoding="utf-8")
+        words.extend(line.strip() for line in text.splitlines() if line.strip())
+    return WordFilter(words, skip_separators=config.filter_skip_separators)
+
+
+DANMAKU: web.AppKey[DanmakuService] = web.AppKey("berrylive.danmaku", DanmakuService)
+SIO: web.AppKey[socketio.AsyncServer] = web.AppKey("berrylive.danmaku.sio", socketio.AsyncServer)
+
+
+def make_sio(config: DanmakuConfig) -> socketio.AsyncServer:
+    origins: str | list[str] = (
+        "*" if "*" in config.cors_allowed_origins else list(config.cors_allowed_origins)
+    )
+    return socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=origins,
+        max_http_buffer_size=config.max_message_bytes,
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+def make_ctx(
+    config: DanmakuConfig,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        rt = app[RUNTIME]
+        svc = DanmakuService(config, app[SIO], rt.redis, rt.bus, rt.node_id, rt.secret)
+        await svc.start()
+        app[DANMAKU] = svc
+        logger.info("danmaku hub ready on /socket.io/ namespace %s", config.namespace)
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    return ctx

@@ -19,6 +19,7 @@ import ingest
 import relay
 import replay
 import shop_bridge
+from control import api as control_api
 from control.config import Config
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.http import error_middleware
@@ -44,6 +45,7 @@ def create_app(config: Config) -> web.Application:
         shop_bridge.setup(app, config.shop)
     if config.replay.enabled:
         replay.setup(app, config.replay)
+    control_api.setup(app, config)
     app.router.add_get("/healthz", _healthz)
     return app
 

@@ -1,0 +1,685 @@
+"""Broadcasts: records, the lifecycle applied to them, push keys and reminders.
+
+Every state change goes through :meth:`BroadcastService.apply`: the move is checked
+against :mod:`control.lifecycle`, written with a compare-and-set on the stored state (so
+two nodes receiving the same ingest event never both apply it), logged in
+``control_transitions`` with its time, and published on the bus as
+``broadcast.<new state>``.
+
+A broadcast publishes to ``<stream_app>/b<id>`` (``live/b42``). Its push key version
+lives in the database and in the Redis hash :data:`ingest.auth.KEY_VERSIONS`, which
+ingest checks on every publish; rotating it (or closing the broadcast) refuses old URLs
+and a ``stream.kick`` cuts a live publisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from control.lifecycle import OPEN, TERMINAL, IllegalTransition, State, Trigger, next_state
+from control.models import broadcasts, reminders, transitions
+from control.settings import ControlSettings
+from core.bus import Event, EventBus
+from ingest import auth as ingest_auth
+
+logger = logging.getLogger(__name__)
+
+SETTING_KEYS = ("comments", "likes", "replay", "sharing")
+DEFAULT_SETTINGS = dict.fromkeys(SETTING_KEYS, True)
+MAX_PRODUCTS = 200
+REMINDER_BATCH = 500
+MAX_REMINDERS_PER_BROADCAST = 1_000_000
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(Exception):
+    """The request does not fit the broadcast's current state."""
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    id: int
+    title: str
+    description: str
+    anchor_id: int | None
+    app: str
+    stream: str
+    state: State
+    scheduled_start: float
+    scheduled_end: float | None
+    product_ids: list[int]
+    settings: dict[str, bool]
+    cover: str | None
+    key_version: str
+    push_revoked: bool
+    replay_url: str | None
+    ban_reason: str | None
+    created_at: float
+    updated_at: float
+    state_changed_at: float
+    started_at: float | None
+    ended_at: float | None
+    reminder_count: int = 0
+
+    @property
+    def stream_path(self) -> str:
+        return f"{self.app}/{self.stream}"
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    id: int
+    broadcast_id: int
+    previous: State | None
+    state: State
+    trigger: str
+    reason: str
+    actor: str
+    at: float
+
+
+@dataclass
+class PushInfo:
+    url: str
+    server: str
+    stream_key: str
+    not_before: int
+    expires_at: int
+    key_version: str
+
+
+@dataclass
+class Filters:
+    state: list[State] = field(default_factory=list)
+    anchor_id: int | None = None
+    start_from: float | None = None
+    start_to: float | None = None
+
+
+def _settings(raw: Any) -> dict[str, bool]:
+    out = dict(DEFAULT_SETTINGS)
+    if isinstance(raw, dict):
+        for k in SETTING_KEYS:
+            if isinstance(raw.get(k), bool):
+                out[k] = raw[k]
+    return out
+
+
+def _row(row: Any, reminder_count: int = 0) -> Broadcast:
+    return Broadcast(
+        id=row.id,
+        title=row.title,
+        description=row.description,
+        anchor_id=row.anchor_id,
+        app=row.app,
+        stream=row.stream,
+        state=State(row.state),
+        scheduled_start=row.scheduled_start,
+        scheduled_end=row.scheduled_end,
+        product_ids=[int(p) for p in (row.product_ids or [])],
+        settings=_settings(row.settings),
+        cover=row.cover,
+        key_version=row.key_version,
+        push_revoked=bool(row.push_revoked),
+        replay_url=row.replay_url,
+        ban_reason=row.ban_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        state_changed_at=row.state_changed_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        reminder_count=reminder_count,
+    )
+
+
+def _new_key_version(closed: bool = False) -> str:
+    return ("x" if closed else "k") + secrets.token_hex(8)
+
+
+def event_payload(b: Broadcast) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "broadcast_id": b.id,
+        "app": b.app,
+        "stream": b.stream,
+        "title": b.title,
+        "anchor_id": b.anchor_id,
+        "state": b.state.value,
+        "product_ids": b.product_ids,
+        "settings": b.settings,
+    }
+
+
+class BroadcastService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Any,
+        bus: EventBus,
+        settings: ControlSettings,
+        secret: str,
+    ) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.bus = bus
+        self.settings = settings
+        self.secret = secret
+
+    # -- reading ---------------------------------------------------------------------
+    def _select(self) -> sa.Select[Any]:
+        count = (
+            sa.select(sa.func.count())
+            .select_from(reminders)
+            .where(reminders.c.broadcast_id == broadcasts.c.id)
+            .scalar_subquery()
+        )
+        return sa.select(broadcasts, count.label("reminder_count"))
+
+    async def get(self, broadcast_id: int, conn: AsyncConnection | None = None) -> Broadcast:
+        q = self._select().where(broadcasts.c.id == broadcast_id)
+        if conn is None:
+            async with self.engine.connect() as c:
+                row = (await c.execute(q)).first()
+        else:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            raise NotFound(f"no broadcast {broadcast_id}")
+        return _row(row, int(row.reminder_count or 0))
+
+    async def find_by_stream(self, app: str, stream: str) -> Broadcast | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    self._select().where(broadcasts.c.app == app, broadcasts.c.stream == stream)
+                )
+            ).first()
+        return _row(row, int(row.reminder_count or 0)) if row else None
+
+    async def list_page(self, filters: Filters, limit: int, offset: int) -> tuple[list[Broadcast], int]:
+        cond: list[Any] = []
+        if filters.state:
+            cond.append(broadcasts.c.state.in_([s.value for s in filters.state]))
+        if filters.anchor_id is not None:
+            cond.append(broadcasts.c.anchor_id == filters.anchor_id)
+        if filters.start_from is not None:
+            cond.append(broadcasts.c.scheduled_start >= filters.start_from)
+        if filters.start_to is not None:
+            cond.append(broadcasts.c.scheduled_start < filters.start_to)
+        q = self._select().where(*cond).order_by(broadcasts.c.scheduled_start, broadcasts.c.id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q.limit(limit).offset(offset))).all()
+            total = int(
+                await conn.scalar(sa.select(sa.func.count()).select_from(broadcasts).where(*cond))
+                or 0
+            )
+        return [_row(r, int(r.reminder_count or 0)) for r in rows], total
+
+    async def history(
+        self, broadcast_id: int, limit: int, offset: int
+    ) -> tuple[list[TransitionRecord], int]:
+        cond = transitions.c.broadcast_id == broadcast_id
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    transitions.select()
+                    .where(cond)
+                    .order_by(transitions.c.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+            total = int(
+                await conn.scalar(sa.select(sa.func.count()).select_from(transitions).where(cond))
+                or 0
+            )
+        return [
+            TransitionRecord(
+                id=r.id,
+                broadcast_id=r.broadcast_id,
+                previous=State(r.previous) if r.previous else None,
+                state=State(r.state),
+                trigger=r.trigger,
+                reason=r.reason,
+                actor=r.actor,
+                at=r.at,
+            )
+            for r in rows
+        ], total
+
+    # -- writing ---------------------------------------------------------------------
+    async def create(
+        self,
+        *,
+        title: str,
+        scheduled_start: float,
+        scheduled_end: float | None = None,
+        description: str = "",
+        anchor_id: int | None = None,
+        product_ids: list[int] | None = None,
+        settings: dict[str, bool] | None = None,
+        actor: str = "",
+    ) -> Broadcast:
+        now = time.time()
+        kv = _new_key_version()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                broadcasts.insert().values(
+                    title=title,
+                    description=description,
+                    anchor_id=anchor_id,
+                    app=self.settings.stream_app,
+                    stream="new-" + secrets.token_hex(8),
+                    state=State.SCHEDULED.value,
+                    scheduled_start=scheduled_start,
+                    scheduled_end=scheduled_end,
+                    product_ids=list(product_ids or []),
+                    settings=_settings(settings or {}),
+                    key_version=kv,
+                    push_revoked=False,
+                    created_at=now,
+                    updated_at=now,
+                    state_changed_at=now,
+                )
+            )
+            bid = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await conn.execute(
+                broadcasts.update().where(broadcasts.c.id == bid).values(stream=f"b{bid}")
+            )
+            await conn.execute(
+                transitions.insert().values(
+                    broadcast_id=bid,
+                    previous=None,
+                    state=State.SCHEDULED.value,
+                    trigger="create",
+                    reason="",
+                    actor=actor,
+                    at=now,
+                )
+            )
+            b = await self.get(bid, conn)
+        await self._set_key_version(b, kv)
+        await self.bus.publish("broadcast.created", {**event_payload(b), "at": now})
+        return b
+
+    async def update(
+        self, broadcast_id: int, changes: dict[str, Any], actor: str = ""
+    ) -> Broadcast:
+        b = await self.get(broadcast_id)
+        if b.state in TERMINAL:
+            raise Conflict(f"a {b.state.value} broadcast cannot be edited")
+        values: dict[str, Any] = {}
+        for key in ("title", "description", "anchor_id", "product_ids"):
+            if key in changes:
+                values[key] = changes[key]
+        if "settings" in changes:
+            values["settings"] = {**b.settings, **changes["settings"]}
+        if "scheduled_start" in changes:
+            if b.state is not State.SCHEDULED:
+                raise Conflict("the start can only be moved before the broadcast goes live")
+            values["scheduled_start"] = changes["scheduled_start"]
+        if "scheduled_end" in changes:
+            if b.state not in OPEN:
+                raise Conflict(f"the end of a {b.state.value} broadcast cannot be moved")
+            values["scheduled_end"] = changes["scheduled_end"]
+        start = values.get("scheduled_start", b.scheduled_start)
+        end = values.get("scheduled_end", b.scheduled_end)
+        if end is not None and end <= start:
+            raise ValueError("scheduled_end must be after scheduled_start")
+        if not values:
+            return b
+        values["updated_at"] = time.time()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                broadcasts.update().where(broadcasts.c.id == broadcast_id).values(**values)
+            )
+            b = await self.get(broadcast_id, conn)
+        await self.bus.publish(
+            "broadcast.updated",
+            {**event_payload(b), "changed": sorted(changes), "actor": actor, "at": time.time()},
+        )
+        return b
+
+    async def set_cover(self, broadcast_id: int, name: str | None) -> Broadcast:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                broadcasts.update()
+                .where(broadcasts.c.id == broadcast_id)
+                .values(cover=name, updated_at=time.time())
+            )
+            if not result.rowcount:
+                raise NotFound(f"no broadcast {broadcast_id}")
+            return await self.get(broadcast_id, conn)
+
+    async def delete(self, broadcast_id: int) -> None:
+        b = await self.get(broadcast_id)
+        if b.state not in (State.SCHEDULED, State.CANCELLED):
+            raise Conflict(f"a {b.state.value} broadcast cannot be deleted (end or ban it)")
+        async with self.engine.begin() as conn:
+            await conn.execute(transitions.delete().where(transitions.c.broadcast_id == b.id))
+            await conn.execute(reminders.delete().where(reminders.c.broadcast_id == b.id))
+            await conn.execute(broadcasts.delete().where(broadcasts.c.id == b.id))
+        await self.redis.hset(ingest_auth.KEY_VERSIONS, b.stream_path, _new_key_version(True))
+        await self.bus.publish("broadcast.deleted", {**event_payload(b), "at": time.time()})
+
+    # -- the lifecycle ---------------------------------------------------------------
+    async def apply(
+        self,
+        broadcast_id: int,
+        trigger: Trigger,
+        *,
+        reason: str = "",
+        actor: str = "",
+        now: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Broadcast:
+        """Apply ``trigger``; raises :class:`IllegalTransition` or :class:`NotFound`."""
+        for _ in range(5):
+            b = await self.get(broadcast_id)
+            new = next_state(b.state, trigger)
+            at = time.time() if now is None else now
+            values: dict[str, Any] = {"state": new.value, "state_changed_at": at, "updated_at": at}
+            if new is State.LIVE and b.started_at is None:
+                values["started_at"] = at
+            if new in (State.ENDED, State.CANCELLED, State.BANNED) and b.ended_at is None:
+                values["ended_at"] = at
+            closing = new not in OPEN and b.state in OPEN
+            if closing:
+                values["key_version"] = _new_key_version(closed=True)
+            if new is State.BANNED:
+                values["ban_reason"] = reason[:500]
+                values["replay_url"] = None
+            if extra:
+                values.update(extra)
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    broadcasts.update()
+                    .where(broadcasts.c.id == broadcast_id, broadcasts.c.state == b.state.value)
+                    .values(**values)
+                )
+                if result.rowcount != 1:
+                    continue  # someone else moved it first: re-read and re-check
+                await conn.execute(
+                    transitions.insert().values(
+                        broadcast_id=broadcast_id,
+                        previous=b.state.value,
+                        state=new.value,
+                        trigger=trigger.value,
+                        reason=reason[:500],
+                        actor=actor[:128],
+                        at=at,
+                    )
+                )
+                after = await self.get(broadcast_id, conn)
+            if closing:
+                await self._set_key_version(after, after.key_version)
+                if b.state in (State.LIVE, State.INTERRUPTED) and trigger is not Trigger.UNPUBLISH:
+                    await self.kick(after, f"broadcast {new.value}")
+            await self.bus.publish(
+                f"broadcast.{new.value}",
+                {
+                    **event_payload(after),
+                    "previous": b.state.value,
+                    "trigger": trigger.value,
+                    "reason": reason,
+                    "actor": actor,
+                    "at": at,
+                },
+            )
+            if new is State.LIVE and b.state is State.SCHEDULED:
+                await self._fire_reminders(after, at)
+            logger.info(
+                "broadcast %d: %s -> %s (%s%s)",
+                broadcast_id,
+                b.state.value,
+                new.value,
+                trigger.value,
+                f": {reason}" if reason else "",
+            )
+            return after
+        raise Conflict("the broadcast changed concurrently; try again")
+
+    async def sweep(self, now: float | None = None, limit: int = 100) -> int:
+        """End broadcasts whose publisher did not return within the grace period."""
+        now = time.time() if now is None else now
+        deadline = now - self.settings.interrupt_grace
+        async with self.engine.connect() as conn:
+            ids = (
+                await conn.scalars(
+                    sa.select(broadcasts.c.id)
+                    .where(
+                        broadcasts.c.state == State.INTERRUPTED.value,
+                        broadcasts.c.state_changed_at <= deadline,
+                    )
+                    .limit(limit)
+                )
+            ).all()
+        done = 0
+        for bid in ids:
+            try:
+                await self.apply(
+                    bid, Trigger.GRACE_EXPIRED, reason="publisher did not return", now=now
+                )
+                done += 1
+            except (IllegalTransition, NotFound, Conflict):
+                pass
+        return done
+
+    # -- ingest and replay events ------------------------------------------------------
+    async def on_event(self, event: Event) -> None:
+        data = event.data
+        app, stream = str(data.get("app", "")), str(data.get("stream", ""))
+        if event.topic in ("stream.published", "stream.unpublished"):
+            b = await self.find_by_stream(app, stream)
+            if b is None:
+                return
+            if event.topic == "stream.published":
+                await self._on_published(b, data)
+            else:
+                await self._on_unpublished(b, data)
+        elif event.topic == "replay.ready":
+            await self._on_replay_ready(data)
+
+    async def _on_published(self, b: Broadcast, data: dict[str, Any]) -> None:
+        if b.state is State.LIVE:
+            return  # a takeover by a new publisher: still live
+        if b.state not in (State.SCHEDULED, State.INTERRUPTED):
+            await self.kick(b, f"broadcast is {b.state.value}")
+            return
+        client = str(data.get("client_ip", ""))
+        try:
+            await self.apply(
+                b.id, Trigger.PUBLISH, reason=f"publisher {client}".strip(), actor="ingest"
+            )
+        except (IllegalTransition, Conflict) as exc:
+            logger.debug("broadcast %d: publish ignored: %s", b.id, exc)
+
+    async def _on_unpublished(self, b: Broadcast, data: dict[str, Any]) -> None:
+        reason = str(data.get("reason", "closed"))
+        if reason == "takeover" or b.state is not State.LIVE:
+            return
+        try:
+            await self.apply(b.id, Trigger.UNPUBLISH, reason=reason, actor="ingest")
+        except (IllegalTransition, Conflict) as exc:
+            logger.debug("broadcast %d: unpublish ignored: %s", b.id, exc)
+
+    async def _on_replay_ready(self, data: dict[str, Any]) -> None:
+        bid = data.get("broadcast_id")
+        b: Broadcast | None = None
+        if isinstance(bid, int):
+            try:
+                b = await self.get(bid)
+            except NotFound:
+                b = None
+        if b is None:
+            b = await self.find_by_stream(str(data.get("app", "")), str(data.get("stream", "")))
+        if b is None or b.state is not State.ENDED or not b.settings.get("replay", True):
+            return
+        url = data.get("url")
+        extra = {"replay_url": str(url)[:1024]} if isinstance(url, str) else None
+        try:
+            await self.apply(b.id, Trigger.REPLAY_READY, actor="replay", extra=extra)
+        except (IllegalTransition, Conflict) as exc:
+            logger.debug("broadcast %d: replay.ready ignored: %s", b.id, exc)
+
+    # -- push keys -------------------------------------------------------------------
+    async def _set_key_version(self, b: Broadcast, kv: str) -> None:
+        await self.redis.hset(ingest_auth.KEY_VERSIONS, b.stream_path, kv)
+
+    async def sync_keys(self, batch: int = 500) -> None:
+        """Make Redis agree with the database (after a Redis restart or data loss)."""
+        last = 0
+        while True:
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(
+                            broadcasts.c.id,
+                            broadcasts.c.app,
+                            broadcasts.c.stream,
+                            broadcasts.c.key_version,
+                        )
+                        .where(broadcasts.c.id > last)
+                        .order_by(broadcasts.c.id)
+                        .limit(batch)
+                    )
+                ).all()
+            if not rows:
+                return
+            await self.redis.hset(
+                ingest_auth.KEY_VERSIONS,
+                mapping={f"{r.app}/{r.stream}": r.key_version for r in rows},
+            )
+            last = rows[-1].id
+
+    async def kick(self, b: Broadcast, reason: str) -> None:
+        await self.bus.publish("stream.kick", {"app": b.app, "stream": b.stream, "reason": reason})
+
+    def push_window(self, b: Broadcast) -> tuple[int, int]:
+        s = self.settings
+        nbf = int(b.scheduled_start - s.push_lead)
+        end = (
+            b.scheduled_end
+            if b.scheduled_end is not None
+            else b.scheduled_start + s.default_duration
+        )
+        return max(nbf, 0), int(end + s.push_grace)
+
+    def push_info(self, b: Broadcast, rtmp_base: str) -> PushInfo:
+        if b.state not in OPEN:
+            raise Conflict(f"a {b.state.value} broadcast has no push URL")
+        if b.push_revoked:
+            raise Conflict("the push key was revoked; rotate it to issue a new URL")
+        nbf, expire = self.push_window(b)
+        query = ingest_auth.push_query(self.secret, b.app, b.stream, expire, nbf, b.key_version)
+        server = f"{rtmp_base.rstrip('/')}/{b.app}"
+        return PushInfo(
+            url=f"{server}/{b.stream}?{query}",
+            server=server,
+            stream_key=f"{b.stream}?{query}",
+            not_before=nbf,
+            expires_at=expire,
+            key_version=b.key_version,
+        )
+
+    async def rotate_key(self, broadcast_id: int, *, revoke: bool, actor: str = "") -> Broadcast:
+        """New key version: every URL issued before is refused and a live publisher is cut.
+
+        ``revoke``: no new URL is handed out until the next rotation.
+        """
+        b = await self.get(broadcast_id)
+        if b.state not in OPEN:
+            raise Conflict(f"a {b.state.value} broadcast has no push key")
+        kv = _new_key_version(closed=revoke)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                broadcasts.update()
+                .where(broadcasts.c.id == b.id)
+                .values(key_version=kv, push_revoked=revoke, updated_at=time.time())
+            )
+            after = await self.get(b.id, conn)
+        await self._set_key_version(after, kv)
+        await self.kick(after, "push key revoked" if revoke else "push key rotated")
+        await self.bus.publish(
+            "broadcast.key_revoked" if revoke else "broadcast.key_rotated",
+            {**event_payload(after), "actor": actor, "at": time.time()},
+        )
+        return after
+
+    # -- reminders -------------------------------------------------------------------
+    async def subscribe(self, broadcast_id: int, subscriber: str) -> bool:
+        """True if newly subscribed. Only a scheduled broadcast takes reminders."""
+        b = await self.get(broadcast_id)
+        if b.state is not State.SCHEDULED:
+            raise Conflict(f"a {b.state.value} broadcast takes no reminders")
+        if b.reminder_count >= MAX_REMINDERS_PER_BROADCAST:
+            raise Conflict("this broadcast has too many reminders")
+        async with self.engine.begin() as conn:
+            exists = await conn.scalar(
+                sa.select(reminders.c.subscriber).where(
+                    reminders.c.broadcast_id == broadcast_id, reminders.c.subscriber == subscriber
+                )
+            )
+            if exists is not None:
+                return False
+            await conn.execute(
+                reminders.insert().values(
+                    broadcast_id=broadcast_id, subscriber=subscriber, created_at=time.time()
+                )
+            )
+        return True
+
+    async def unsubscribe(self, broadcast_id: int, subscriber: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                reminders.delete().where(
+                    reminders.c.broadcast_id == broadcast_id, reminders.c.subscriber == subscriber
+                )
+            )
+        return bool(result.rowcount)
+
+    async def _fire_reminders(self, b: Broadcast, at: float) -> None:
+        """``broadcast.reminder`` events, ``REMINDER_BATCH`` subscribers each."""
+        last = ""
+        while True:
+            async with self.engine.begin() as conn:
+                subs = (
+                    await conn.scalars(
+                        sa.select(reminders.c.subscriber)
+                        .where(
+                            reminders.c.broadcast_id == b.id,
+                            reminders.c.notified_at.is_(None),
+                            reminders.c.subscriber > last,
+                        )
+                        .order_by(reminders.c.subscriber)
+                        .limit(REMINDER_BATCH)
+                    )
+                ).all()
+                if not subs:
+                    return
+                await conn.execute(
+                    reminders.update()
+                    .where(reminders.c.broadcast_id == b.id, reminders.c.subscriber.in_(subs))
+                    .values(notified_at=at)
+                )
+            last = subs[-1]
+            await self.bus.publish(
+                "broadcast.reminder",
+                {
+                    "broadcast_id": b.id,
+                    "app": b.app,
+                    "stream": b.stream,
+                    "title": b.title,
+                    "subscribers": list(subs),
+                    "at": at,
+                },
+            )

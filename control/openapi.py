@@ -1,0 +1,559 @@
+"""The OpenAPI 3.0 document of ``/api/``: control's operations plus every package's own.
+
+A package may expose, in ``<package>/openapi.py``:
+
+* ``OPENAPI_PATHS``: ``{"/api/...": {"get": {...operation...}}}``; an operation may carry
+  ``"x-roles": ["operator", "moderator", "anchor", "public", "any"]``, which the auth
+  middleware (:mod:`control.auth`) enforces for the matching route;
+* ``OPENAPI_COMPONENTS``: ``{"SchemaName": {...}}`` merged into ``components.schemas``
+  (prefix names with the package to avoid clashes).
+
+Control's own paths are generated from its route table (:mod:`control.api`), so the
+spec and the router cannot disagree.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("ingest", "relay", "replay", "danmaku", "shop_bridge")
+
+J = dict[str, Any]
+
+
+def ref(name: str) -> J:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: J) -> J:
+    if "$ref" in schema:
+        return {"allOf": [schema], "nullable": True}
+    return {**schema, "nullable": True}
+
+
+TIME: J = {"type": "string", "format": "date-time"}
+ID: J = {"type": "integer", "minimum": 1, "maximum": 2**53}
+ROLE: J = {"type": "string", "enum": ["operator", "anchor", "moderator"]}
+STATE: J = {
+    "type": "string",
+    "enum": ["scheduled", "live", "interrupted", "ended", "replay_ready", "cancelled", "banned"],
+}
+TITLE: J = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\x00-\x1f\x7f]*$"}
+LINE: J = {"type": "string", "maxLength": 200, "pattern": r"^[^\x00-\x1f\x7f]*$"}
+SETTINGS: J = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {k: {"type": "boolean"} for k in ("comments", "likes", "replay", "sharing")},
+}
+PRODUCTS: J = {"type": "array", "maxItems": 200, "items": ID, "uniqueItems": True}
+
+
+def page_of(item: str) -> J:
+    return {
+        "type": "object",
+        "required": ["items", "total", "limit", "offset"],
+        "properties": {
+            "items": {"type": "array", "items": ref(item)},
+            "total": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "next_offset": nullable({"type": "integer"}),
+        },
+    }
+
+
+SCHEMAS: J = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "LoginRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["username", "password"],
+        "properties": {
+            "username": {"type": "string", "minLength": 1, "maxLength": 64},
+            "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+        },
+    },
+    "LoginResponse": {
+        "type": "object",
+        "required": ["token", "expires_at", "user"],
+        "properties": {"token": {"type": "string"}, "expires_at": TIME, "user": ref("User")},
+    },
+    "User": {
+        "type": "object",
+        "required": ["id", "username", "display_name", "role", "disabled", "created_at"],
+        "properties": {
+            "id": ID,
+            "username": {"type": "string"},
+            "display_name": {"type": "string"},
+            "role": ROLE,
+            "disabled": {"type": "boolean"},
+            "created_at": TIME,
+        },
+    },
+    "UserCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["username", "password", "role"],
+        "properties": {
+            "username": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{2,64}$"},
+            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+            "role": ROLE,
+            "display_name": {**LINE, "maxLength": 128},
+        },
+    },
+    "UserUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+            "role": ROLE,
+            "display_name": {**LINE, "maxLength": 128},
+            "disabled": {"type": "boolean"},
+        },
+    },
+    "UserList": page_of("User"),
+    "Token": {
+        "type": "object",
+        "required": ["id", "name", "kind", "created_at", "expires_at", "last_used_at"],
+        "properties": {
+            "id": ID,
+            "name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["api", "session"]},
+            "created_at": TIME,
+            "expires_at": nullable(TIME),
+            "last_used_at": nullable(TIME),
+            "revoked_at": nullable(TIME),
+        },
+    },
+    "TokenCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {**TITLE, "maxLength": 128},
+            "expires_in": {"type": "integer", "minimum": 60, "maximum": 10 * 365 * 86400},
+        },
+    },
+    "TokenCreated": {
+        "allOf": [
+            ref("Token"),
+            {
+                "type": "object",
+                "required": ["token"],
+                "properties": {"token": {"type": "string"}},
+            },
+        ]
+    },
+    "TokenList": page_of("Token"),
+    "BroadcastSettings": SETTINGS,
+    "Broadcast": {
+        "type": "object",
+        "required": [
+            "id",
+            "title",
+            "state",
+            "app",
+            "stream",
+            "scheduled_start",
+            "settings",
+            "product_ids",
+            "actions",
+        ],
+        "properties": {
+            "id": ID,
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "anchor_id": nullable(ID),
+            "app": {"type": "string"},
+            "stream": {"type": "string"},
+            "state": STATE,
+            "scheduled_start": TIME,
+            "scheduled_end": nullable(TIME),
+            "product_ids": {"type": "array", "items": {"type": "integer"}},
+            "settings": ref("BroadcastSettings"),
+            "cover_url": nullable({"type": "string"}),
+            "replay_url": nullable({"type": "string"}),
+            "ban_reason": nullable({"type": "string"}),
+            "push_revoked": {"type": "boolean"},
+            "reminder_count": {"type": "integer", "minimum": 0},
+            "created_at": TIME,
+            "updated_at": TIME,
+            "state_changed_at": TIME,
+            "started_at": nullable(TIME),
+            "ended_at": nullable(TIME),
+            "actions": {
+                "type": "array",
+                "description": "lifecycle triggers accepted in the current state",
+                "items": {"type": "string"},
+            },
+        },
+    },
+    "BroadcastCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["title", "scheduled_start"],
+        "properties": {
+            "title": TITLE,
+            "description": {"type": "string", "maxLength": 5000},
+            "anchor_id": nullable(ID),
+            "scheduled_start": TIME,
+            "scheduled_end": nullable(TIME),
+            "product_ids": PRODUCTS,
+            "settings": ref("BroadcastSettings"),
+        },
+    },
+    "BroadcastUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "title": TITLE,
+            "description": {"type": "string", "maxLength": 5000},
+            "anchor_id": nullable(ID),
+            "scheduled_start": TIME,
+            "scheduled_end": nullable(TIME),
+            "product_ids": PRODUCTS,
+            "settings": ref("BroadcastSettings"),
+        },
+    },
+    "BroadcastList": page_of("Broadcast"),
+    "ActionRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"reason": {**LINE, "maxLength": 500}},
+    },
+    "Transition": {
+        "type": "object",
+        "required": ["id", "state", "trigger", "at"],
+        "properties": {
+            "id": ID,
+            "previous": nullable(STATE),
+            "state": STATE,
+            "trigger": {"type": "string"},
+            "reason": {"type": "string"},
+            "actor": {"type": "string"},
+            "at": TIME,
+        },
+    },
+    "TransitionList": page_of("Transition"),
+    "PushInfo": {
+        "type": "object",
+        "required": ["url", "server", "stream_key", "not_before", "expires_at", "qr_png", "qr_svg"],
+        "properties": {
+            "url": {"type": "string", "description": "full RTMP push URL (mini-program, ffmpeg)"},
+            "server": {"type": "string", "description": "OBS: server"},
+            "stream_key": {"type": "string", "description": "OBS: stream key"},
+            "not_before": TIME,
+            "expires_at": TIME,
+            "qr_png": {"type": "string"},
+            "qr_svg": {"type": "string"},
+        },
+    },
+    "PlayUrls": {
+        "type": "object",
+        "required": ["rtmp", "http_flv", "ws_flv", "hls"],
+        "properties": {
+            "rtmp": {"type": "string"},
+            "http_flv": {"type": "string"},
+            "ws_flv": {"type": "string"},
+            "hls": {"type": "string"},
+        },
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["broadcast_id", "state", "live", "viewers", "comments", "likes", "orders"],
+        "properties": {
+            "broadcast_id": ID,
+            "state": STATE,
+            "live": {"type": "boolean", "description": "a publisher is on the relay now"},
+            "viewers": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "viewers_total": {"type": "integer"},
+            "bitrate_in": nullable({"type": "number"}),
+            "bitrate_out": nullable({"type": "number"}),
+            "video": nullable({"type": "object"}),
+            "audio": nullable({"type": "object"}),
+            "fps": nullable({"type": "number"}),
+            "uptime": nullable({"type": "number"}),
+            "comments": {"type": "integer"},
+            "comments_per_s": {"type": "number"},
+            "likes": {"type": "integer"},
+            "orders": {"type": "integer"},
+            "gmv_fen": {"type": "integer"},
+        },
+    },
+    "ReminderRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["subscriber"],
+        "properties": {
+            "subscriber": {
+                "type": "string",
+                "pattern": r"^[A-Za-z0-9_.:@-]{1,128}$",
+                "description": "the viewer's id in the mini-program (e.g. an openid)",
+            }
+        },
+    },
+    "Reminder": {
+        "type": "object",
+        "required": ["broadcast_id", "subscriber", "subscribed"],
+        "properties": {
+            "broadcast_id": ID,
+            "subscriber": {"type": "string"},
+            "subscribed": {"type": "boolean", "description": "false: was already subscribed"},
+        },
+    },
+    "DanmakuToken": {
+        "type": "object",
+        "required": ["token", "room", "role", "expires_at"],
+        "properties": {
+            "token": {"type": "string"},
+            "room": {"type": "string"},
+            "role": {"type": "string"},
+            "expires_at": TIME,
+        },
+    },
+    "ViewerTokenRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["user_id", "nick"],
+        "properties": {
+            "user_id": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^\S+$"},
+            "nick": {**LINE, "maxLength": 32},
+            "ttl": {"type": "integer", "minimum": 60, "maximum": 7 * 86400},
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "required": ["id", "url", "events", "active", "secret", "created_at"],
+        "properties": {
+            "id": ID,
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "active": {"type": "boolean"},
+            "secret": {"type": "string"},
+            "description": {"type": "string"},
+            "created_at": TIME,
+        },
+    },
+    "WebhookCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url", "events"],
+        "properties": {
+            "url": {"type": "string", "pattern": "^https?://", "maxLength": 1024},
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 50,
+                "items": {"type": "string", "pattern": r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$"},
+            },
+            "secret": {"type": "string", "minLength": 16, "maxLength": 128},
+            "description": LINE,
+            "active": {"type": "boolean"},
+        },
+    },
+    "WebhookUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "pattern": "^https?://", "maxLength": 1024},
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 50,
+                "items": {"type": "string", "pattern": r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$"},
+            },
+            "secret": {"type": "string", "minLength": 16, "maxLength": 128},
+            "description": LINE,
+            "active": {"type": "boolean"},
+        },
+    },
+    "WebhookList": page_of("Webhook"),
+    "Delivery": {
+        "type": "object",
+        "required": ["id", "event_id", "topic", "status", "attempts", "created_at"],
+        "properties": {
+            "id": ID,
+            "event_id": {"type": "string"},
+            "topic": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "delivered", "failed", "dropped"]},
+            "attempts": {"type": "integer"},
+            "last_status": nullable({"type": "integer"}),
+            "last_error": nullable({"type": "string"}),
+            "next_attempt_at": nullable(TIME),
+            "created_at": TIME,
+            "delivered_at": nullable(TIME),
+        },
+    },
+    "DeliveryList": page_of("Delivery"),
+    "Ping": {
+        "type": "object",
+        "required": ["event_id"],
+        "properties": {"event_id": {"type": "string"}},
+    },
+}
+
+ERROR_TEXT = {
+    400: "invalid input",
+    401: "not signed in, or the token is unknown, expired or revoked",
+    403: "the caller's role may not do this",
+    404: "no such object (or not yours)",
+    409: "not possible in the object's current state",
+    413: "body too large",
+    415: "unsupported media type",
+    429: "too many attempts; see Retry-After",
+}
+
+
+@dataclass
+class OpDoc:
+    summary: str
+    tag: str
+    roles: tuple[str, ...]
+    body: str | None = None
+    body_required: bool = True
+    body_media: dict[str, J] | None = None
+    ok: int = 200
+    response: str | None = None
+    response_media: dict[str, J] | None = None
+    errors: tuple[int, ...] = ()
+    query: list[J] = field(default_factory=list)
+    description: str = ""
+
+
+def query_param(name: str, schema: J, description: str = "") -> J:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+PAGING = [
+    query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+    query_param("offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000, "default": 0}),
+]
+
+
+def operation(method: str, path: str, doc: OpDoc, op_id: str) -> J:
+    op: J = {
+        "operationId": op_id,
+        "summary": doc.summary,
+        "tags": [doc.tag],
+        "x-roles": list(doc.roles),
+    }
+    if doc.description:
+        op["description"] = doc.description
+    if "public" not in doc.roles:
+        op["security"] = [{"bearer": []}]
+    else:
+        op["security"] = [{}, {"bearer": []}]
+    params: list[J] = []
+    for seg in path.split("/"):
+        if seg.startswith("{") and seg.endswith("}"):
+            name = seg[1:-1]
+            schema = (
+                {"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,128}$"}
+                if name == "subscriber"
+                else ID
+            )
+            params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    params.extend(doc.query)
+    if params:
+        op["parameters"] = params
+    if doc.body is not None:
+        op["requestBody"] = {
+            "required": doc.body_required,
+            "content": {"application/json": {"schema": ref(doc.body)}},
+        }
+    elif doc.body_media is not None:
+        op["requestBody"] = {"required": True, "content": doc.body_media}
+    responses: J = {}
+    if doc.ok == 204:
+        responses["204"] = {"description": "done"}
+    elif doc.response_media is not None:
+        responses[str(doc.ok)] = {"description": "ok", "content": doc.response_media}
+    else:
+        responses[str(doc.ok)] = {
+            "description": "ok",
+            "content": {"application/json": {"schema": ref(doc.response or "Error")}},
+        }
+    errors = set(doc.errors)
+    if doc.body is not None or doc.body_media is not None:
+        errors |= {400, 413}
+    if doc.query:
+        errors.add(400)
+    if "public" not in doc.roles:
+        errors |= {401, 403}
+    if "{" in path:
+        errors.add(404)
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": ERROR_TEXT.get(status, "error"),
+            "content": {"application/json": {"schema": ref("Error")}},
+        }
+    op["responses"] = responses
+    return op
+
+
+def _external() -> tuple[J, J]:
+    paths: J = {}
+    schemas: J = {}
+    for pkg in PACKAGES:
+        try:
+            mod = importlib.import_module(f"{pkg}.openapi")
+        except ModuleNotFoundError as exc:
+            if exc.name not in (f"{pkg}.openapi", pkg):
+                logger.warning("%s.openapi failed to import: %s", pkg, exc)
+            continue
+        except Exception as exc:
+            logger.warning("%s.openapi failed to import: %s", pkg, exc)
+            continue
+        for path, item in dict(getattr(mod, "OPENAPI_PATHS", {}) or {}).items():
+            if path in paths:
+                logger.warning("OpenAPI path %s declared twice; keeping the first", path)
+                continue
+            paths[path] = item
+        schemas.update(dict(getattr(mod, "OPENAPI_COMPONENTS", {}) or {}))
+    return paths, schemas
+
+
+def build_spec(own_paths: J, version: str = "0.1.0") -> J:
+    ext_paths, ext_schemas = _external()
+    paths = dict(ext_paths)
+    paths.update(own_paths)  # control's own routes win over a clash
+    schemas = {**ext_schemas, **SCHEMAS}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "berrylive API",
+            "version": version,
+            "description": (
+                "Control plane and package APIs of berrylive. Authenticate with "
+                "`Authorization: Bearer <token>` (POST /api/auth/login, or an API token). "
+                "Errors: `{error: {code, message}}`. Lists: `limit`/`offset`. Each operation "
+                "lists the roles it accepts in `x-roles`."
+            ),
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

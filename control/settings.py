@@ -1,0 +1,53 @@
+"""Settings of the control plane (broadcast lifecycle, push URLs, logins, webhooks).
+
+A frozen dataclass like every other section. Until ``control.config`` composes it as the
+``[control]`` section, it is read from ``BERRYLIVE_CONTROL_<FIELD>`` environment variables
+only (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.config import load_section
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    stream_app: str = "live"
+    """RTMP application every broadcast publishes to (stream name ``b<id>``)."""
+    interrupt_grace: float = 120.0
+    """Seconds a broadcast stays ``interrupted`` after its publisher dropped before it ends."""
+    push_lead: int = 1800
+    """A push URL opens this many seconds before the scheduled start."""
+    push_grace: int = 3600
+    """...and stays valid until this many seconds after the scheduled end."""
+    default_duration: int = 4 * 3600
+    """Assumed length of a broadcast without a scheduled end (seconds)."""
+    session_ttl: int = 12 * 3600
+    """Lifetime of a console login token (seconds)."""
+    login_max_failures: int = 5
+    """Failed logins per user name within ``login_window`` before logins are refused."""
+    login_max_failures_ip: int = 30
+    """Failed logins per client address within ``login_window``."""
+    login_window: int = 300
+    cover_max_bytes: int = 5 * 1024 * 1024
+    webhook_timeout: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff: float = 2.0
+    """First retry delay (seconds); doubled each attempt, capped at one hour."""
+    webhook_max_queue: int = 10000
+    """Bound on pending deliveries; beyond it new deliveries are recorded as dropped."""
+    sweep_interval: float = 1.0
+    """How often the lifecycle sweeper looks for expired grace periods (seconds)."""
+
+
+def load_settings(config: Any, env: Mapping[str, str] | None = None) -> ControlSettings:
+    """``config.control`` when the composed config has it, else env ``BERRYLIVE_CONTROL_*``."""
+    section = getattr(config, "control", None)
+    if isinstance(section, ControlSettings):
+        return section
+    return load_section(ControlSettings, "control", {}, os.environ if env is None else env)

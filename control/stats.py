@@ -1,0 +1,121 @@
+"""Live figures of a broadcast for the dashboard and ``/metrics``.
+
+Two sources:
+
+* the relay's per-stream stats (viewers by protocol, bitrate, codec, fps, uptime): the
+  ``relay`` package's Python accessor when it has one, else its ``GET /api/streams``;
+* counters kept here from bus events, per broadcast in Redis (so every node sees the same
+  figures): ``order.paid`` (orders, GMV in fen), ``danmaku.comment``/``comment.posted``
+  (comments), ``danmaku.like``/``like.added`` (likes, ``count`` each).
+
+Comments per second is the difference of the comment counter over a short window, kept in
+a bounded in-memory ring per broadcast.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from core.bus import Event
+
+logger = logging.getLogger(__name__)
+
+KEY = "berrylive:control:bstats:"
+RATE_WINDOW = 10.0
+MAX_TRACKED = 1000
+
+StreamsProvider = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value:
+        return int(value)
+    return 0
+
+
+class LiveStats:
+    def __init__(self, redis: Any, streams: StreamsProvider | None = None) -> None:
+        self.redis = redis
+        self.streams_provider = streams
+        self._samples: dict[int, deque[tuple[float, int]]] = {}
+        self.totals = {"comments": 0, "likes": 0, "orders": 0, "gmv_fen": 0}
+
+    async def on_event(self, event: Event) -> None:
+        data = event.data
+        bid = data.get("broadcast_id")
+        field: str | None = None
+        amount = 1
+        if event.topic == "order.paid":
+            field = "orders"
+            gmv = _int(data.get("amount_fen"))
+            self.totals["orders"] += 1
+            self.totals["gmv_fen"] += gmv
+            if isinstance(bid, int) and not isinstance(bid, bool):
+                await self.redis.hincrby(KEY + str(bid), "gmv_fen", gmv)
+        elif event.topic in ("danmaku.comment", "comment.posted"):
+            field = "comments"
+            amount = max(1, _int(data.get("count", 1)))
+            self.totals["comments"] += amount
+        elif event.topic in ("danmaku.like", "like.added"):
+            field = "likes"
+            amount = max(1, _int(data.get("count", 1)))
+            self.totals["likes"] += amount
+        if field is not None and isinstance(bid, int) and not isinstance(bid, bool):
+            await self.redis.hincrby(KEY + str(bid), field, amount)
+
+    async def counters(self, broadcast_id: int) -> dict[str, int]:
+        raw = await self.redis.hgetall(KEY + str(broadcast_id))
+        out = {"comments": 0, "likes": 0, "orders": 0, "gmv_fen": 0}
+        for k, v in raw.items():
+            key = k.decode() if isinstance(k, bytes) else str(k)
+            if key in out:
+                out[key] = int(v)
+        return out
+
+    def comment_rate(self, broadcast_id: int, comments: int, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        ring = self._samples.get(broadcast_id)
+        if ring is None:
+            if len(self._samples) >= MAX_TRACKED:
+                self._samples.pop(next(iter(self._samples)))
+            ring = self._samples[broadcast_id] = deque(maxlen=64)
+        ring.append((now, comments))
+        while len(ring) > 2 and now - ring[0][0] > RATE_WINDOW:
+            ring.popleft()
+        t0, c0 = ring[0]
+        if now - t0 <= 0:
+            return 0.0
+        return round(max(0, comments - c0) / (now - t0), 2)
+
+    async def streams(self) -> list[dict[str, Any]]:
+        if self.streams_provider is None:
+            return []
+        try:
+            return await self.streams_provider()
+        except Exception as exc:  # the relay is another package: never fail the dashboard
+            logger.debug("relay stats unavailable: %s", exc)
+            return []
+
+    async def stream(self, app: str, name: str) -> dict[str, Any] | None:
+        for s in await self.streams():
+            if s.get("app") == app and (s.get("name") == name or s.get("stream") == name):
+                return s
+        return None
+
+
+def viewers_of(stream: dict[str, Any] | None) -> dict[str, int]:
+    out = {"flv": 0, "ws": 0, "rtmp": 0, "hls": 0}
+    raw = (stream or {}).get("viewers")
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            if isinstance(k, str) and len(out) < 16:
+                out[k] = _int(v)
+    return out

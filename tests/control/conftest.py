@@ -1,0 +1,153 @@
+"""Fixtures for the control plane: a full server, accounts of each role, an API client."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from control.accounts import Role
+from control.api import CONTROL
+from tests.conftest import RunningServer
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Api:
+    """A tiny client: ``await api.call("GET", "/api/me", token=...)`` -> (status, body)."""
+
+    base: str
+    session: aiohttp.ClientSession
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        async with self.session.request(
+            method, self.base + path, json=json, data=data, headers=h
+        ) as r:
+            if r.content_type == "application/json":
+                return r.status, await r.json()
+            return r.status, await r.read()
+
+
+@dataclass
+class Staff:
+    server: RunningServer
+    api: Api
+    tokens: dict[str, str]
+    ids: dict[str, int]
+
+    @property
+    def operator(self) -> str:
+        return self.tokens["operator"]
+
+    @property
+    def anchor(self) -> str:
+        return self.tokens["anchor"]
+
+    @property
+    def moderator(self) -> str:
+        return self.tokens["moderator"]
+
+    async def create_broadcast(self, **fields: Any) -> dict[str, Any]:
+        body = {"title": "Spring tea tasting", "scheduled_start": "2030-01-01T12:00:00Z"}
+        body.update(fields)
+        status, b = await self.api.call("POST", "/api/broadcasts", self.operator, json=body)
+        assert status == 201, b
+        return b  # type: ignore[no-any-return]
+
+
+def database_params() -> list[Any]:
+    params: list[Any] = ["sqlite"]
+    if os.environ.get("BERRYLIVE_TEST_DATABASE_URL"):
+        params.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    return params
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[Callable[[], Any]]:
+    """Make a fresh PostgreSQL database per test (dropped after) from the test URL."""
+    made: list[str] = []
+    base = os.environ.get("BERRYLIVE_TEST_DATABASE_URL", "")
+
+    async def make() -> str:
+        import asyncpg
+
+        name = "berrylive_ctl_" + uuid.uuid4().hex[:10]
+        dsn = base.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        made.append(name)
+        return base.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    if made:
+        import asyncpg
+
+        dsn = base.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(dsn)
+        try:
+            for name in made:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+def control_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short grace periods so the lifecycle can be watched in a test."""
+    monkeypatch.setenv("BERRYLIVE_CONTROL_INTERRUPT_GRACE", "1.5")
+    monkeypatch.setenv("BERRYLIVE_CONTROL_SWEEP_INTERVAL", "0.2")
+    monkeypatch.setenv("BERRYLIVE_CONTROL_WEBHOOK_BACKOFF", "0.2")
+    monkeypatch.setenv("BERRYLIVE_CONTROL_WEBHOOK_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("BERRYLIVE_CONTROL_WEBHOOK_TIMEOUT", "2")
+
+
+async def make_staff(server: RunningServer, session: aiohttp.ClientSession) -> Staff:
+    accounts = server.app[CONTROL].accounts
+    assert accounts is not None
+    api = Api(server.http_url, session)
+    tokens: dict[str, str] = {}
+    ids: dict[str, int] = {}
+    for role in Role:
+        user = await accounts.create_user(f"{role.value}1", PASSWORD, role, f"{role.value} one")
+        status, body = await api.call(
+            "POST", "/api/auth/login", json={"username": user.username, "password": PASSWORD}
+        )
+        assert status == 200, body
+        tokens[role.value] = body["token"]
+        ids[role.value] = user.id
+    return Staff(server, api, tokens, ids)
+
+
+@pytest.fixture(params=database_params())
+async def staff(
+    request: pytest.FixtureRequest,
+    control_env: None,
+    server_factory: Callable[..., Any],
+    pg_database: Callable[[], Any],
+) -> AsyncIterator[Staff]:
+    sections: dict[str, Any] = {}
+    if request.param == "postgres":
+        sections["database"] = {"url": await pg_database()}
+    server = await server_factory(**sections)
+    async with aiohttp.ClientSession() as session:
+        yield await make_staff(server, session)

@@ -1,14 +1,86 @@
-"""shop_bridge package (see ../shared/ARCHITECTURE.md)."""
+"""shop_bridge: products in the stream, flash sales with exact stock, orders and payments.
+
+``setup(app, config)`` mounts the REST API under ``/api/`` and a lifecycle that opens the
+database (running this package's Alembic migrations), starts the payment provider client
+(or the simulated provider), the group-commit order writer, the payment-timeout sweeper
+and the Redis/DB reconciler. See ``docs/shop.md``.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 from aiohttp import web
 
+from core.db import create_engine, migrate
+from core.runtime import RUNTIME
+from shop_bridge.api import MAX_BODY, NOTIFY_PATH, SHOP, add_routes
 from shop_bridge.config import ShopConfig
+from shop_bridge.payments import HttpPaymentProvider, derive_key
+from shop_bridge.service import ShopService
+from shop_bridge.simulator import SimulatedProvider
+from shop_bridge.state import OrderState
 
-__all__ = ["ShopConfig", "setup"]
+__all__ = ["PAY_SIMULATOR", "SHOP", "OrderState", "ShopConfig", "ShopService", "setup"]
+
+logger = logging.getLogger(__name__)
+
+PAY_SIMULATOR: web.AppKey[SimulatedProvider] = web.AppKey(
+    "berrylive.shop.pay_simulator", SimulatedProvider
+)
+"""Set when no ``provider_url`` is configured: the simulated provider this node started."""
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def setup(app: web.Application, config: ShopConfig) -> None:
-    """Register this package's routes and lifecycle on ``app`` (not built yet)."""
-    return None
+    """Register this package's routes and lifecycle on ``app``."""
+    app[MAX_BODY] = config.max_body
+    add_routes(app)
+
+    async def shop_ctx(app: web.Application) -> AsyncIterator[None]:
+        runtime = app[RUNTIME]
+        engine = create_engine(runtime.database_url)
+        simulator: SimulatedProvider | None = None
+        provider: HttpPaymentProvider | None = None
+        service: ShopService | None = None
+        try:
+            await migrate(engine, MIGRATIONS, "shop")
+            key = derive_key(config.payment_key, runtime.secret)
+            url = config.provider_url
+            if not url:
+                simulator = SimulatedProvider(key)
+                url = await simulator.start("127.0.0.1", 0)
+                app[PAY_SIMULATOR] = simulator
+            provider = HttpPaymentProvider(url, key, config.provider_timeout)
+            await provider.start()
+
+            def notify_url() -> str:
+                return config.notify_url or runtime.http_base() + NOTIFY_PATH
+
+            workers = 1 if engine.dialect.name == "sqlite" else 4
+            service = ShopService(
+                config,
+                engine,
+                runtime.redis,
+                runtime.bus,
+                provider,
+                key,
+                notify_url,
+                write_workers=workers,
+            )
+            await service.start()
+            app[SHOP] = service
+            yield
+        finally:
+            if service is not None:
+                await service.stop()
+            if provider is not None:
+                await provider.close_session()
+            if simulator is not None:
+                await simulator.stop()
+            await engine.dispose()
+
+    app.cleanup_ctx.append(shop_ctx)

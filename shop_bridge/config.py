@@ -1,3 +1,5 @@
+"""Configuration of the shop bridge: the ``[shop]`` section (``BERRYLIVE_SHOP_<FIELD>``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,5 +8,38 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ShopConfig:
     enabled: bool = True
+    """Mount the shop (products, cards, flash sales, orders, payments) on the server."""
     payment_timeout: int = 900
     """Seconds before an unpaid order is cancelled (after the provider confirms it closed)."""
+    sweep_interval: float = 5.0
+    """Seconds between two runs of the payment-timeout sweeper (a DB query, never key expiry)."""
+    sweep_batch: int = 200
+    """Most expired orders handled per sweep (the rest wait for the next one)."""
+    reconcile_interval: float = 30.0
+    """Seconds between two reconciliations of Redis reservations with DB orders."""
+    reservation_grace: float = 20.0
+    """A reservation journal entry older than this without a DB order is an orphan (crash)."""
+    payment_key: str = ""
+    """HMAC-SHA256 key for payment notifications. Empty: derived from the server secret."""
+    provider_url: str = ""
+    """Base URL of the payment provider. Empty: start the simulated provider on 127.0.0.1."""
+    provider_timeout: float = 5.0
+    """Seconds to wait for the payment provider (query, close, refund)."""
+    notify_url: str = ""
+    """Payment notification URL given to the provider. Empty: this server's own endpoint."""
+    notify_max_skew: int = 300
+    """Seconds a notification's ``Wechatpay-Timestamp`` may differ from our clock."""
+    redis_prefix: str = "berrylive:shop"
+    """Prefix of every Redis key the shop writes (keys of one flash sale share a hash tag)."""
+    max_body: int = 64 * 1024
+    """Largest accepted JSON request body in bytes."""
+    max_quantity: int = 99
+    """Largest quantity in one order line."""
+    write_batch: int = 256
+    """Most orders committed in one database transaction by the group-commit writer."""
+    write_queue: int = 20000
+    """Most orders waiting for the writer; beyond it buyers get 503 (and stock is restored)."""
+    card_cache_rooms: int = 10000
+    """Rooms whose current explaining card is cached in memory for order attribution."""
+    sale_retention: int = 7 * 86400
+    """Seconds the Redis keys of a flash sale are kept after its end (then they expire)."""

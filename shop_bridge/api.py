@@ -1,0 +1,488 @@
+"""REST handlers of the shop under ``/api/``: decode, validate strictly, call the service.
+
+Errors use the shared shape ``{"error": {"code", "message"}}`` (core.http). The acting user
+is ``request["user"]`` when an auth middleware set it (control will), else the body's or
+query's ``user_id`` for buyer calls, else ``"operator"`` for operator calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from core.http import ApiError, read_json
+from shop_bridge.errors import ShopError, invalid
+from shop_bridge.service import ShopService, order_view
+from shop_bridge.state import IllegalTransition, OrderState
+from shop_bridge.validate import ID_RE, Body, check_ident, query_int
+
+logger = logging.getLogger(__name__)
+
+SHOP: web.AppKey[ShopService] = web.AppKey("berrylive.shop", ShopService)
+MAX_BODY: web.AppKey[int] = web.AppKey("berrylive.shop.max_body", int)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+NOTIFY_PATH = "/api/shop/payments/notify"
+
+
+def api(fn: Handler) -> Handler:
+    """Map domain refusals to the standard JSON error shape."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await fn(request)
+        except ShopError as exc:
+            raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
+        except IllegalTransition as exc:
+            raise ApiError(
+                409,
+                "illegal_transition",
+                str(exc),
+                state=exc.current.value,
+                target=exc.target.value,
+            ) from None
+
+    return wrapper
+
+
+def _svc(request: web.Request) -> ShopService:
+    return request.app[SHOP]
+
+
+async def _body(request: web.Request, allowed: set[str]) -> Body:
+    return Body(await read_json(request, request.app[MAX_BODY]), allowed)
+
+
+def _request_user(request: web.Request) -> str | None:
+    user = request.get("user")
+    if user is None:
+        return None
+    if isinstance(user, dict):
+        user = user.get("id")
+    else:
+        user = getattr(user, "id", user)
+    return str(user)[:64] if user else None
+
+
+def buyer(request: web.Request, body: Body | None = None) -> str:
+    user = _request_user(request)
+    if user is not None:
+        return user
+    if body is not None and body.has("user_id"):
+        return str(body.ident("user_id"))
+    raw = request.query.get("user_id")
+    if raw:
+        return check_ident("user_id", raw)
+    raise ShopError(400, "missing_field", "user_id: is required (no signed-in user)")
+
+
+def operator(request: web.Request) -> str:
+    return _request_user(request) or "operator"
+
+
+def _int_path(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 12:
+        raise ShopError(404, "not_found", f"{name} {raw[:20]!r} does not exist")
+    return int(raw)
+
+
+def _ident_path(request: web.Request, name: str) -> str:
+    raw = request.match_info[name]
+    if not ID_RE.match(raw):
+        raise ShopError(404, "not_found", f"{name} {raw[:20]!r} is not a valid identifier")
+    return raw
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+# -- products -------------------------------------------------------------------------
+
+SKU_FIELDS = {"code", "specs", "price_fen", "stock"}
+
+
+def _sku(body: Body) -> dict[str, Any]:
+    return {
+        "code": body.text("code", max_len=64, default=""),
+        "specs": body.specs("specs", default={}),
+        "price_fen": body.integer("price_fen", lo=0, hi=10**10),
+        "stock": body.integer("stock", lo=0, hi=10**9),
+    }
+
+
+@api
+async def create_product(request: web.Request) -> web.Response:
+    body = await _body(request, {"title", "description", "images", "page_path", "skus"})
+    skus = body.objects("skus", min_items=1, max_items=100)
+    data = {
+        "title": body.text("title", max_len=200),
+        "description": body.text("description", max_len=5000, min_len=0, default=""),
+        "images": body.str_list("images", max_items=20, max_len=1024, default=[]),
+        "page_path": body.text("page_path", max_len=512, min_len=0, default=""),
+        "skus": [_sku(Body(s, SKU_FIELDS, f"skus[{i}]")) for i, s in enumerate(skus)],
+    }
+    return _json(await _svc(request).create_product(data), 201)
+
+
+@api
+async def list_products(request: web.Request) -> web.Response:
+    limit = query_int(request.query, "limit", 50, 1, 200)
+    after = query_int(request.query, "after", 0, 0, 10**12)
+    items = await _svc(request).list_products(limit, after)
+    return _json({"items": items, "next_after": items[-1]["id"] if len(items) == limit else None})
+
+
+@api
+async def get_product(request: web.Request) -> web.Response:
+    pid = _int_path(request, "product_id")
+    product = await _svc(request).get_product(pid)
+    if product is None:
+        raise ShopError(404, "product_not_found", f"no product {pid}")
+    return _json(product)
+
+
+@api
+async def update_product(request: web.Request) -> web.Response:
+    pid = _int_path(request, "product_id")
+    body = await _body(request, {"title", "description", "images", "page_path"})
+    changes: dict[str, Any] = {}
+    if body.has("title"):
+        changes["title"] = body.text("title", max_len=200)
+    if body.has("description"):
+        changes["description"] = body.text("description", max_len=5000, min_len=0)
+    if body.has("images"):
+        changes["images"] = body.str_list("images", max_items=20, max_len=1024)
+    if body.has("page_path"):
+        changes["page_path"] = body.text("page_path", max_len=512, min_len=0)
+    if not changes:
+        raise invalid("body", "nothing to change")
+    return _json(await _svc(request).update_product(pid, changes))
+
+
+@api
+async def add_sku(request: web.Request) -> web.Response:
+    pid = _int_path(request, "product_id")
+    body = await _body(request, SKU_FIELDS)
+    return _json(await _svc(request).add_sku(pid, _sku(body)), 201)
+
+
+@api
+async def update_sku(request: web.Request) -> web.Response:
+    sku_id = _int_path(request, "sku_id")
+    body = await _body(request, {"code", "specs", "price_fen", "stock", "stock_delta"})
+    if body.has("stock") and body.has("stock_delta"):
+        raise invalid("stock_delta", "give stock or stock_delta, not both")
+    changes: dict[str, Any] = {}
+    if body.has("code"):
+        changes["code"] = body.text("code", max_len=64, min_len=0)
+    if body.has("specs"):
+        changes["specs"] = body.specs("specs")
+    if body.has("price_fen"):
+        changes["price_fen"] = body.integer("price_fen", lo=0, hi=10**10)
+    if body.has("stock"):
+        changes["stock"] = body.integer("stock", lo=0, hi=10**9)
+    if body.has("stock_delta"):
+        changes["stock_delta"] = body.integer("stock_delta", lo=-(10**9), hi=10**9)
+    if not changes:
+        raise invalid("body", "nothing to change")
+    return _json(await _svc(request).update_sku(sku_id, changes))
+
+
+# -- broadcasts: shop info, shelf, cards, sales ------------------------------------------
+
+
+@api
+async def put_broadcast(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    body = await _body(request, {"anchor_id", "room"})
+    anchor = body.ident("anchor_id")
+    room = body.text("room", max_len=128, pattern=ID_RE, default="")
+    return _json(await _svc(request).set_broadcast(bid, anchor, room))
+
+
+@api
+async def get_shelf(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    return _json({"broadcast_id": bid, "items": await _svc(request).get_shelf(bid)})
+
+
+@api
+async def put_shelf(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    body = await _body(request, {"items"})
+    items = []
+    for i, raw in enumerate(body.objects("items", max_items=500)):
+        item = Body(raw, {"product_id", "on_shelf"}, f"items[{i}]")
+        items.append((item.integer("product_id", lo=1), item.boolean("on_shelf", default=True)))
+    shelf = await _svc(request).put_shelf(bid, items, operator(request))
+    return _json({"broadcast_id": bid, "items": shelf})
+
+
+@api
+async def patch_shelf_item(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    pid = _int_path(request, "product_id")
+    body = await _body(request, {"on_shelf"})
+    shelf = await _svc(request).set_on_shelf(bid, pid, body.boolean("on_shelf"), operator(request))
+    return _json({"broadcast_id": bid, "items": shelf})
+
+
+@api
+async def get_card(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    return _json({"broadcast_id": bid, "card": await _svc(request).current_card(bid)})
+
+
+@api
+async def push_card(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    body = await _body(request, {"product_id", "sku_id", "flash_sale_id"})
+    card = await _svc(request).push_card(
+        bid,
+        body.integer("product_id", lo=1),
+        body.integer("sku_id", lo=1, default=None),
+        body.integer("flash_sale_id", lo=1, default=None),
+        operator(request),
+    )
+    return _json(card, 201)
+
+
+@api
+async def clear_card(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    return _json(await _svc(request).clear_card(bid, operator(request)))
+
+
+@api
+async def card_history(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    limit = query_int(request.query, "limit", 100, 1, 500)
+    return _json({"broadcast_id": bid, "items": await _svc(request).card_history(bid, limit)})
+
+
+@api
+async def sales(request: web.Request) -> web.Response:
+    bid = _ident_path(request, "broadcast_id")
+    return _json(await _svc(request).sales(bid))
+
+
+# -- flash sales ---------------------------------------------------------------------------
+
+
+@api
+async def create_flash_sale(request: web.Request) -> web.Response:
+    body = await _body(
+        request,
+        {
+            "broadcast_id",
+            "sku_id",
+            "sale_price_fen",
+            "sale_stock",
+            "per_user_limit",
+            "starts_at",
+            "ends_at",
+        },
+    )
+    data = {
+        "broadcast_id": body.ident("broadcast_id"),
+        "sku_id": body.integer("sku_id", lo=1),
+        "sale_price_fen": body.integer("sale_price_fen", lo=0, hi=10**10),
+        "sale_stock": body.integer("sale_stock", lo=1, hi=100_000),
+        "per_user_limit": body.integer("per_user_limit", lo=1, hi=1000, default=1),
+        "starts_ms": body.time_ms("starts_at"),
+        "ends_ms": body.time_ms("ends_at"),
+    }
+    return _json(await _svc(request).create_flash_sale(data, operator(request)), 201)
+
+
+@api
+async def get_flash_sale(request: web.Request) -> web.Response:
+    return _json(await _svc(request).get_flash_sale(_int_path(request, "sale_id")))
+
+
+@api
+async def audit_flash_sale(request: web.Request) -> web.Response:
+    return _json(await _svc(request).audit_sale(_int_path(request, "sale_id")))
+
+
+@api
+async def buy(request: web.Request) -> web.Response:
+    sale_id = _int_path(request, "sale_id")
+    svc = _svc(request)
+    body = await _body(request, {"quantity", "idempotency_key", "channel", "user_id"})
+    user = buyer(request, body)
+    qty = body.integer("quantity", lo=1, hi=svc.config.max_quantity, default=1)
+    key = body.ident("idempotency_key")
+    channel = body.ident("channel", default="live")
+    order, created = await svc.buy(sale_id, user, qty, key, channel)
+    return _json(order_view(order), 201 if created else 200)
+
+
+# -- orders ---------------------------------------------------------------------------------
+
+
+@api
+async def place_order(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    body = await _body(
+        request,
+        {"sku_id", "quantity", "broadcast_id", "idempotency_key", "channel", "user_id"},
+    )
+    user = buyer(request, body)
+    order, created = await svc.place_order(
+        user,
+        body.integer("sku_id", lo=1),
+        body.integer("quantity", lo=1, hi=svc.config.max_quantity),
+        body.ident("broadcast_id", default=""),
+        body.ident("idempotency_key"),
+        body.ident("channel", default="live"),
+    )
+    return _json(order_view(order), 201 if created else 200)
+
+
+@api
+async def list_orders(request: web.Request) -> web.Response:
+    q = request.query
+    state = q.get("state")
+    if state is not None and state not in {s.value for s in OrderState}:
+        raise invalid("state", f"unknown state {state[:30]!r}")
+    user = _request_user(request) or (
+        check_ident("user_id", q["user_id"]) if q.get("user_id") else None
+    )
+    bid = check_ident("broadcast_id", q["broadcast_id"]) if q.get("broadcast_id") else None
+    before = query_int(q, "before_ms", 0, 0, 10**14) or None
+    orders = await _svc(request).book.list_orders(
+        user_id=user,
+        broadcast_id=bid,
+        state=state,
+        limit=query_int(q, "limit", 50, 1, 200),
+        before_ms=before,
+    )
+    return _json({"items": [order_view(o) for o in orders]})
+
+
+@api
+async def get_order(request: web.Request) -> web.Response:
+    oid = _ident_path(request, "order_id")
+    return _json(await _svc(request).order_with_history(oid))
+
+
+@api
+async def pay_order(request: web.Request) -> web.Response:
+    oid = _ident_path(request, "order_id")
+    return _json(await _svc(request).start_payment(oid, _request_user(request)))
+
+
+@api
+async def cancel_order(request: web.Request) -> web.Response:
+    oid = _ident_path(request, "order_id")
+    order = await _svc(request).cancel_by_buyer(oid, _request_user(request) or "buyer")
+    return _json(order_view(order))
+
+
+def _mover(target: OrderState, reason: str) -> Handler:
+    @api
+    async def handler(request: web.Request) -> web.Response:
+        oid = _ident_path(request, "order_id")
+        order = await _svc(request).move(oid, target, operator(request), reason)
+        return _json(order_view(order))
+
+    return handler
+
+
+@api
+async def refund_order(request: web.Request) -> web.Response:
+    oid = _ident_path(request, "order_id")
+    reason = ""
+    if request.can_read_body:
+        body = await _body(request, {"reason"})
+        reason = body.text("reason", max_len=200, default="")
+    order = await _svc(request).refund(oid, operator(request), reason or "refund requested")
+    return _json(order_view(order))
+
+
+# -- payments, prizes -----------------------------------------------------------------------
+
+
+async def payment_notify(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    limit = request.app[MAX_BODY]
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
+    status, payload = await svc.handle_notification(
+        dict(request.headers), body, request.remote or ""
+    )
+    return _json(payload, status)
+
+
+@api
+async def list_notifications(request: web.Request) -> web.Response:
+    oid = request.query.get("order_id")
+    if oid is not None:
+        check_ident("order_id", oid)
+    limit = query_int(request.query, "limit", 50, 1, 500)
+    return _json({"items": await _svc(request).notifications(oid, limit)})
+
+
+@api
+async def grant_prize(request: web.Request) -> web.Response:
+    body = await _body(
+        request, {"lottery_id", "user_id", "broadcast_id", "grant_id", "prize", "prize_index"}
+    )
+    body.ident("lottery_id")
+    body.ident("user_id")
+    result = await _svc(request).grant_prize(dict(body.data))
+    return _json(result, 200 if result["duplicate"] else 201)
+
+
+@api
+async def coupons(request: web.Request) -> web.Response:
+    uid = _ident_path(request, "user_id")
+    limit = query_int(request.query, "limit", 50, 1, 200)
+    return _json({"items": await _svc(request).coupons(uid, limit)})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/products", create_product)
+    r.add_get("/api/products", list_products)
+    r.add_get("/api/products/{product_id}", get_product)
+    r.add_patch("/api/products/{product_id}", update_product)
+    r.add_post("/api/products/{product_id}/skus", add_sku)
+    r.add_patch("/api/skus/{sku_id}", update_sku)
+    r.add_put("/api/broadcasts/{broadcast_id}/shop", put_broadcast)
+    r.add_get("/api/broadcasts/{broadcast_id}/shelf", get_shelf)
+    r.add_put("/api/broadcasts/{broadcast_id}/shelf", put_shelf)
+    r.add_patch("/api/broadcasts/{broadcast_id}/shelf/{product_id}", patch_shelf_item)
+    r.add_get("/api/broadcasts/{broadcast_id}/card", get_card)
+    r.add_post("/api/broadcasts/{broadcast_id}/card", push_card)
+    r.add_delete("/api/broadcasts/{broadcast_id}/card", clear_card)
+    r.add_get("/api/broadcasts/{broadcast_id}/cards", card_history)
+    r.add_get("/api/broadcasts/{broadcast_id}/sales", sales)
+    r.add_post("/api/flash-sales", create_flash_sale)
+    r.add_get("/api/flash-sales/{sale_id}", get_flash_sale)
+    r.add_get("/api/flash-sales/{sale_id}/audit", audit_flash_sale)
+    r.add_post("/api/flash-sales/{sale_id}/buy", buy)
+    r.add_post("/api/orders", place_order)
+    r.add_get("/api/orders", list_orders)
+    r.add_get("/api/orders/{order_id}", get_order)
+    r.add_post("/api/orders/{order_id}/pay", pay_order)
+    r.add_post("/api/orders/{order_id}/cancel", cancel_order)
+    r.add_post("/api/orders/{order_id}/ship", _mover(OrderState.SHIPPED, "shipped"))
+    r.add_post("/api/orders/{order_id}/complete", _mover(OrderState.COMPLETED, "completed"))
+    r.add_post("/api/orders/{order_id}/refund", refund_order)
+    r.add_post(NOTIFY_PATH, payment_notify)
+    r.add_get("/api/shop/payments/notifications", list_notifications)
+    r.add_post("/api/lottery/prizes", grant_prize)
+    r.add_get("/api/users/{user_id}/coupons", coupons)

@@ -1,0 +1,342 @@
+"""Order records: creation through a group-commit writer, state moves, stock release.
+
+All state moves go through :meth:`OrderBook.move`, which checks the table in
+:mod:`shop_bridge.state`, applies the move with ``UPDATE ... WHERE id = ? AND state = <from>``
+(so two racing moves cannot both win), logs it in ``shop_order_transitions`` in the same
+transaction, and publishes ``order.<state>`` after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.bus import EventBus
+from shop_bridge.models import ORDERS, SKUS, TRANSITIONS
+from shop_bridge.redis_store import FlashStore
+from shop_bridge.state import EVENT_TOPICS, IllegalTransition, OrderState, transition
+
+logger = logging.getLogger(__name__)
+
+
+INSERTED = "inserted"
+EXISTS = "exists"
+
+
+def order_event(order: dict[str, Any], actor: str) -> dict[str, Any]:
+    return {
+        "order_id": order["id"],
+        "state": order["state"],
+        "kind": order["kind"],
+        "user_id": order["user_id"],
+        "broadcast_id": order["broadcast_id"],
+        "anchor_id": order["anchor_id"],
+        "product_id": order["product_id"],
+        "sku_id": order["sku_id"],
+        "flash_sale_id": order["flash_sale_id"],
+        "quantity": order["quantity"],
+        "amount_fen": order["amount_fen"],
+        "card_id": order["card_id"],
+        "channel": order["channel"],
+        "actor": actor,
+        "ts": order["updated_ms"] / 1000,
+    }
+
+
+class OrderBook:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus,
+        flash: FlashStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.flash = flash
+        self.clock = clock
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # -- creation ------------------------------------------------------------------
+
+    async def insert_orders(
+        self, rows: list[dict[str, Any]], actor: str = "", reason: str = "placed"
+    ) -> list[str]:
+        """Insert orders (with their "created" log rows) in one transaction if possible.
+
+        Returns ``inserted`` or ``exists`` per row. A conflict (the same order id written by
+        reconciliation, or a reused idempotency key) makes the batch fall back to one
+        transaction per row so the other rows are unaffected.
+        """
+        if not rows:
+            return []
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(ORDERS), rows)
+                await conn.execute(
+                    insert(TRANSITIONS), [_created_log(r, actor, reason) for r in rows]
+                )
+            return [INSERTED] * len(rows)
+        except IntegrityError:
+            if len(rows) == 1:
+                return [EXISTS]
+        out: list[str] = []
+        for row in rows:
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(insert(ORDERS), [row])
+                    await conn.execute(insert(TRANSITIONS), [_created_log(row, actor, reason)])
+                out.append(INSERTED)
+            except IntegrityError:
+                out.append(EXISTS)
+        return out
+
+    async def publish_created(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            await self.bus.publish("order.created", order_event(row, row["user_id"]))
+
+    # -- reading -------------------------------------------------------------------
+
+    async def get(self, order_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(ORDERS).where(ORDERS.c.id == order_id))).mappings()
+            first = row.first()
+            return dict(first) if first is not None else None
+
+    async def get_by_idem(self, user_id: str, key: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            res = await conn.execute(
+                select(ORDERS).where(ORDERS.c.user_id == user_id, ORDERS.c.idempotency_key == key)
+            )
+            first = res.mappings().first()
+            return dict(first) if first is not None else None
+
+    async def history(self, order_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            res = await conn.execute(
+                select(TRANSITIONS)
+                .where(TRANSITIONS.c.order_id == order_id)
+                .order_by(TRANSITIONS.c.id)
+            )
+            return [dict(r) for r in res.mappings()]
+
+    async def list_orders(
+        self,
+        *,
+        user_id: str | None = None,
+        broadcast_id: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+        before_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        q = select(ORDERS).order_by(ORDERS.c.created_ms.desc(), ORDERS.c.id).limit(limit)
+        if user_id is not None:
+            q = q.where(ORDERS.c.user_id == user_id)
+        if broadcast_id is not None:
+            q = q.where(ORDERS.c.broadcast_id == broadcast_id)
+        if state is not None:
+            q = q.where(ORDERS.c.state == state)
+        if before_ms is not None:
+            q = q.where(ORDERS.c.created_ms < before_ms)
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(q)).mappings()]
+
+    # -- moving --------------------------------------------------------------------
+
+    async def move(
+        self,
+        order_id: str,
+        target: OrderState,
+        actor: str,
+        reason: str = "",
+        values: dict[str, Any] | None = None,
+        expect: OrderState | None = None,
+    ) -> dict[str, Any]:
+        """Move an order to ``target`` (raises IllegalTransition, LookupError if unknown)."""
+        current = OrderState.PENDING_PAYMENT
+        for _attempt in range(3):
+            order = await self.get(order_id)
+            if order is None:
+                raise LookupError(order_id)
+            current = OrderState(order["state"])
+            if expect is not None and current is not expect:
+                raise IllegalTransition(current, target)
+            transition(current, target)
+            now = self.now_ms()
+            changes = {"state": target.value, "updated_ms": now, **(values or {})}
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    update(ORDERS)
+                    .where(ORDERS.c.id == order_id, ORDERS.c.state == current.value)
+                    .values(**changes)
+                )
+                if res.rowcount != 1:
+                    continue  # someone moved it first: re-read and re-check
+                await conn.execute(
+                    insert(TRANSITIONS).values(
+                        order_id=order_id,
+                        from_state=current.value,
+                        to_state=target.value,
+                        actor=actor[:64],
+                        reason=reason[:200],
+                        at_ms=now,
+                    )
+                )
+            order.update(changes)
+            logger.info("order %s: %s -> %s by %s %s", order_id, current, target, actor, reason)
+            await self.bus.publish(EVENT_TOPICS[target], order_event(order, actor))
+            if target is OrderState.CANCELLED:
+                await self.release_stock(order)
+            return order
+        raise IllegalTransition(current, target)
+
+    async def release_stock(self, order: dict[str, Any]) -> bool:
+        """Put a cancelled order's stock back, exactly once. False if already done."""
+        if order["state"] != OrderState.CANCELLED.value or order.get("stock_released"):
+            return False
+        if order["kind"] == "flash" and order["flash_sale_id"] is not None:
+            done = await self.flash.release(
+                order["flash_sale_id"],
+                order_id=order["id"],
+                user=order["user_id"],
+                qty=order["quantity"],
+                now_ms=self.now_ms(),
+            )
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(ORDERS).where(ORDERS.c.id == order["id"]).values(stock_released=True)
+                )
+        else:
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    update(ORDERS)
+                    .where(ORDERS.c.id == order["id"], ORDERS.c.stock_released.is_(False))
+                    .values(stock_released=True)
+                )
+                done = res.rowcount == 1
+                if done:
+                    await conn.execute(
+                        update(SKUS)
+                        .where(SKUS.c.id == order["sku_id"])
+                        .values(stock=SKUS.c.stock + order["quantity"])
+                    )
+        order["stock_released"] = True
+        if done:
+            logger.info("order %s: %d returned to stock", order["id"], order["quantity"])
+        return done
+
+    async def unreleased_cancellations(self, limit: int = 500) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            res = await conn.execute(
+                select(ORDERS)
+                .where(
+                    ORDERS.c.state == OrderState.CANCELLED.value,
+                    ORDERS.c.stock_released.is_(False),
+                )
+                .limit(limit)
+            )
+            return [dict(r) for r in res.mappings()]
+
+
+def _created_log(row: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
+    return {
+        "order_id": row["id"],
+        "from_state": None,
+        "to_state": row["state"],
+        "actor": (actor or row["user_id"])[:64],
+        "reason": reason[:200],
+        "at_ms": row["created_ms"],
+    }
+
+
+@dataclass
+class _Pending:
+    row: dict[str, Any]
+    future: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class QueueFull(Exception):
+    pass
+
+
+class OrderWriter:
+    """Group commit: buy requests hand over their order row and wait for its commit.
+
+    Batches of up to ``batch`` rows are written in one transaction by ``workers`` tasks;
+    each buyer learns the outcome of its own row only after the commit.
+    """
+
+    def __init__(self, book: OrderBook, batch: int, queue_size: int, workers: int) -> None:
+        self.book = book
+        self.batch = batch
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
+        self.workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self.committed = 0
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name=f"shop:writer:{i}") for i in range(self.workers)
+        ]
+
+    async def stop(self) -> None:
+        for _ in range(50):
+            if self.queue.empty():
+                break
+            await asyncio.sleep(0.02)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("shutting down"))
+
+    async def write(self, row: dict[str, Any]) -> str:
+        item = _Pending(row)
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            raise QueueFull() from None
+        return await item.future
+
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            while len(batch) < self.batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            rows = [p.row for p in batch]
+            try:
+                outcomes = await self.book.insert_orders(rows)
+            except asyncio.CancelledError:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(RuntimeError("shutting down"))
+                raise
+            except Exception as exc:
+                logger.error("order write of %d rows failed: %s", len(rows), exc)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            self.committed += outcomes.count(INSERTED)
+            for p, outcome in zip(batch, outcomes, strict=True):
+                if not p.future.done():
+                    p.future.set_result(outcome)

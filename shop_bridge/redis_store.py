@@ -1,0 +1,183 @@
+"""The hot side of flash sales in Redis: stock, per-user counts, idempotency, the journal.
+
+All keys of one sale share the hash tag ``{<prefix>:fs:<id>}`` so every script touches one
+slot and runs unchanged on Redis Cluster. The same scripts run against the embedded
+valkey-server and a production Redis. The journal (``...:journal``, order id -> JSON) holds
+reservations made by the buy script whose order is not yet durable in the database;
+reconciliation completes or gives back whatever a crash left in it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _script(name: str) -> str:
+    return resources.files("shop_bridge").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class SaleKeys:
+    meta: str
+    stock: str
+    users: str
+    idem: str
+    journal: str
+    released: str
+
+    @classmethod
+    def for_sale(cls, prefix: str, sale_id: int) -> SaleKeys:
+        tag = "{" + f"{prefix}:fs:{sale_id}" + "}"
+        return cls(
+            meta=f"{tag}:meta",
+            stock=f"{tag}:stock",
+            users=f"{tag}:users",
+            idem=f"{tag}:idem",
+            journal=f"{tag}:journal",
+            released=f"{tag}:released",
+        )
+
+    def all(self) -> list[str]:
+        return [self.meta, self.stock, self.users, self.idem, self.journal, self.released]
+
+
+@dataclass(frozen=True, slots=True)
+class BuyResult:
+    status: str
+    """``ok``, ``dup``, ``no_sale``, ``closed``, ``not_started``, ``ended``, ``limit``,
+    ``sold_out``."""
+    value: str
+    """``ok``: stock left; ``dup``: the existing order id; otherwise context."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaleSnapshot:
+    loaded: bool
+    stock: int
+    users: dict[str, int]
+    journal: dict[str, dict[str, Any]]
+    released: set[str]
+
+
+def idem_field(user: str, key: str) -> str:
+    return f"{user}|{key}"
+
+
+class FlashStore:
+    """Runs the flash-sale Lua scripts; holds no state besides the client and script objects."""
+
+    def __init__(self, redis: Any, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._buy = redis.register_script(_script("buy.lua"))
+        self._release = redis.register_script(_script("release.lua"))
+        self._load = redis.register_script(_script("load.lua"))
+
+    def keys(self, sale_id: int) -> SaleKeys:
+        return SaleKeys.for_sale(self.prefix, sale_id)
+
+    async def buy(
+        self,
+        sale_id: int,
+        *,
+        now_ms: int,
+        user: str,
+        qty: int,
+        idem_key: str,
+        order_id: str,
+        journal: dict[str, Any],
+    ) -> BuyResult:
+        k = self.keys(sale_id)
+        payload = json.dumps(journal, separators=(",", ":"))
+        res = await self._buy(
+            keys=[k.meta, k.stock, k.users, k.idem, k.journal],
+            args=[now_ms, user, qty, idem_field(user, idem_key), order_id, payload],
+        )
+        status, value = res
+        return BuyResult(_s(status), _s(value))
+
+    async def release(
+        self, sale_id: int, *, order_id: str, user: str, qty: int, now_ms: int
+    ) -> bool:
+        """Return ``qty`` to the sale and the user's allowance; False if already done."""
+        k = self.keys(sale_id)
+        res = await self._release(
+            keys=[k.stock, k.users, k.released, k.journal], args=[order_id, user, qty, now_ms]
+        )
+        return bool(int(res))
+
+    async def forget_journal(self, by_sale: dict[int, list[str]]) -> None:
+        """Drop journal entries whose orders are now durable (one pipeline round trip)."""
+        if not by_sale:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sale_id, order_ids in by_sale.items():
+                pipe.hdel(self.keys(sale_id).journal, *order_ids)
+            await pipe.execute()
+
+    async def load(
+        self,
+        sale_id: int,
+        *,
+        starts_ms: int,
+        ends_ms: int,
+        limit: int,
+        price_fen: int,
+        stock_left: int,
+        expire_at: int,
+        closed: bool,
+        holders: list[tuple[str, int, str, str]],
+    ) -> bool:
+        """Create the sale's keys from DB truth if absent. ``holders``: (user, qty, idem, id)."""
+        k = self.keys(sale_id)
+        args: list[Any] = [starts_ms, ends_ms, limit, price_fen, stock_left, expire_at, int(closed)]
+        for user, qty, idem, order_id in holders:
+            args.extend([user, qty, idem_field(user, idem), order_id])
+        res = await self._load(keys=k.all(), args=args)
+        return bool(int(res))
+
+    async def set_closed(self, sale_id: int, closed: bool) -> None:
+        k = self.keys(sale_id)
+        if await self.redis.exists(k.meta):
+            await self.redis.hset(k.meta, "closed", int(closed))
+
+    async def snapshot(self, sale_id: int) -> SaleSnapshot:
+        k = self.keys(sale_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(k.meta)
+            pipe.get(k.stock)
+            pipe.hgetall(k.users)
+            pipe.hgetall(k.journal)
+            pipe.hkeys(k.released)
+            exists, stock, users, journal, released = await pipe.execute()
+        parsed: dict[str, dict[str, Any]] = {}
+        for oid, raw in journal.items():
+            try:
+                parsed[_s(oid)] = json.loads(raw)
+            except ValueError:
+                logger.error("flash sale %s: unreadable journal entry %r", sale_id, oid)
+        return SaleSnapshot(
+            loaded=bool(exists),
+            stock=int(stock or 0),
+            users={_s(u): int(q) for u, q in users.items()},
+            journal=parsed,
+            released={_s(x) for x in released},
+        )
+
+    async def stock(self, sale_id: int) -> int | None:
+        raw = await self.redis.get(self.keys(sale_id).stock)
+        return None if raw is None else int(raw)
+
+    async def drop(self, sale_id: int) -> None:
+        """Delete the sale's keys (tests and Redis-loss drills; the DB can rebuild them)."""
+        await self.redis.delete(*self.keys(sale_id).all())
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

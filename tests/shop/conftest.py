@@ -1,0 +1,195 @@
+"""Fixtures of the shop tests: a full server per backend, an HTTP helper, fake time.
+
+Backends: ``embedded`` (SQLite under the data dir + the embedded valkey-server) and
+``production`` (PostgreSQL from BERRYLIVE_TEST_DATABASE_URL in a database created for this
+run and dropped after it, and the real Redis from BERRYLIVE_TEST_REDIS_URL when set, with a
+unique key prefix; never FLUSHDB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from shop_bridge import PAY_SIMULATOR, SHOP, ShopService
+from shop_bridge.simulator import SimulatedProvider
+from tests.conftest import RunningServer
+
+PG_ENV = "BERRYLIVE_TEST_DATABASE_URL"
+REDIS_ENV = "BERRYLIVE_TEST_REDIS_URL"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for this test run (dropped at the end), or None."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        yield None
+        return
+    import asyncpg
+
+    name = f"berrylive_shop_{uuid.uuid4().hex[:10]}"
+    plain = base.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(plain)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    head, _sep, _db = base.rpartition("/")
+    try:
+        yield f"{head}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass
+class Backend:
+    name: str
+    database_url: str
+    redis_url: str
+
+
+@pytest.fixture(params=["embedded", "production"])
+def backend(request: pytest.FixtureRequest, pg_url: str | None) -> Backend:
+    if request.param == "embedded":
+        return Backend("embedded", "", "")
+    if pg_url is None:
+        pytest.skip(f"PostgreSQL case: set {PG_ENV} (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
+    return Backend("production", pg_url, os.environ.get(REDIS_ENV, ""))
+
+
+@dataclass
+class Api:
+    session: aiohttp.ClientSession
+    base: str
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        if body is not None and not isinstance(body, bytes | str):
+            kw["json"] = body
+        elif body is not None:
+            kw["data"] = body
+        async with self.session.request(method, self.base + path, **kw) as r:
+            data = await r.json(content_type=None) if r.content_length != 0 else None
+            return r.status, data
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return await self.call("POST", path, body, **kw)
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.call("GET", path, **kw)
+
+    async def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        got, data = await self.call(method, path, body)
+        assert got == status, (method, path, got, data)
+        return data
+
+
+@dataclass
+class ShopEnv:
+    server: RunningServer
+    api: Api
+    backend: Backend
+
+    @property
+    def svc(self) -> ShopService:
+        return self.server.app[SHOP]
+
+    @property
+    def sim(self) -> SimulatedProvider:
+        return self.server.app[PAY_SIMULATOR]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+async def shop_factory(
+    server_factory: Callable[..., Any], backend: Backend
+) -> AsyncIterator[Callable[..., Any]]:
+    sessions: list[aiohttp.ClientSession] = []
+    prefix = f"test:{uuid.uuid4().hex[:8]}:shop"
+
+    async def factory(name: str = "node", **shop: Any) -> ShopEnv:
+        sections: dict[str, dict[str, Any]] = {
+            "shop": {"redis_prefix": prefix, "sweep_interval": 3600.0, "reconcile_interval": 3600.0, **shop}
+        }
+        if backend.database_url:
+            sections["database"] = {"url": backend.database_url}
+        if backend.redis_url:
+            sections["redis"] = {"url": backend.redis_url}
+        srv = await server_factory(name, **sections)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        sessions.append(session)
+        return ShopEnv(srv, Api(session, srv.http_url), backend)
+
+    yield factory
+    for s in sessions:
+        await s.close()
+
+
+@pytest.fixture
+async def shop(shop_factory: Callable[..., Any]) -> ShopEnv:
+    env: ShopEnv = await shop_factory()
+    return env
+
+
+def uid(prefix: str = "b") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+async def make_product(api: Api, price: int = 9900, stock: int = 1000, skus: int = 1) -> dict[str, Any]:
+    body = {
+        "title": "Merino scarf",
+        "images": ["https://img.example/scarf.jpg"],
+        "page_path": "pages/goods/detail?id=1",
+        "skus": [
+            {"specs": {"colour": c, "size": "M"}, "price_fen": price, "stock": stock}
+            for c in ["red", "blue", "green"][:skus]
+        ],
+    }
+    return await api.ok("POST", "/api/products", body, 201)
+
+
+async def make_sale(
+    api: Api,
+    broadcast_id: str,
+    sku_id: int,
+    stock: int = 100,
+    limit: int = 1,
+    price: int = 990,
+    start_in: float = -60,
+    length: float = 3600,
+) -> dict[str, Any]:
+    now = time.time()
+    body = {
+        "broadcast_id": broadcast_id,
+        "sku_id": sku_id,
+        "sale_price_fen": price,
+        "sale_stock": stock,
+        "per_user_limit": limit,
+        "starts_at": int((now + start_in) * 1000),
+        "ends_at": int((now + start_in + length) * 1000),
+    }
+    return await api.ok("POST", "/api/flash-sales", body, 201)
+
+

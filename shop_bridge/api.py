@@ -18,7 +18,7 @@ from core.http import ApiError, read_json
 from shop_bridge.errors import ShopError, invalid
 from shop_bridge.service import ShopService, order_view
 from shop_bridge.state import IllegalTransition, OrderState
-from shop_bridge.validate import ID_RE, Body, check_ident, query_int
+from shop_bridge.validate import ID_RE, ROOM_RE, Body, check_ident, query_int
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +59,27 @@ async def _body(request: web.Request, allowed: set[str]) -> Body:
     return Body(await read_json(request, request.app[MAX_BODY]), allowed)
 
 
-def _request_user(request: web.Request) -> str | None:
+def _signed_in(request: web.Request) -> Any:
+    """The caller set by an auth middleware: ``request["user"]``, else the control plane's
+    principal (found by its key name: this package must not import ``control``)."""
     user = request.get("user")
+    if user is not None:
+        return user
+    for key in request:
+        if str(getattr(key, "_name", "")).endswith("berrylive.principal"):
+            principal = request[key]
+            return getattr(principal, "user", principal)
+    return None
+
+
+def _request_user(request: web.Request) -> str | None:
+    user = _signed_in(request)
     if user is None:
         return None
     if isinstance(user, dict):
         user = user.get("id")
     else:
-        user = getattr(user, "id", user)
+        user = getattr(user, "username", None) or getattr(user, "id", user)
     return str(user)[:64] if user else None
 
 
@@ -204,7 +217,7 @@ async def put_broadcast(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
     body = await _body(request, {"anchor_id", "room"})
     anchor = body.ident("anchor_id")
-    room = body.text("room", max_len=128, pattern=ID_RE, default="")
+    room = body.text("room", max_len=128, pattern=ROOM_RE, default="")
     return _json(await _svc(request).set_broadcast(bid, anchor, room))
 
 
@@ -438,7 +451,20 @@ async def list_notifications(request: web.Request) -> web.Response:
 @api
 async def grant_prize(request: web.Request) -> web.Response:
     body = await _body(
-        request, {"lottery_id", "user_id", "broadcast_id", "grant_id", "prize", "prize_index"}
+        request,
+        {
+            "lottery_id",
+            "user_id",
+            "broadcast_id",
+            "grant_id",
+            "prize",
+            "prize_index",
+            "room",
+            "nick",
+            "n",
+            "mode",
+            "title",
+        },
     )
     body.ident("lottery_id")
     body.ident("user_id")

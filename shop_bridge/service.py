@@ -319,12 +319,21 @@ class ShopService:
         return str(row[0]), str(row[1] or broadcast_id)
 
     async def _on_broadcast_event(self, event: Event) -> None:
+        """Learn a broadcast's anchor and danmaku room from control's ``broadcast.*`` events
+        (``{broadcast_id, anchor_id, app, stream, ...}``; the room is ``<app>/<stream>``)."""
+        if event.topic not in ("broadcast.created", "broadcast.updated"):
+            return
         data = event.data
-        bid = data.get("broadcast_id") or data.get("id")
-        anchor = data.get("anchor_id") or data.get("anchor")
-        if isinstance(bid, str) and isinstance(anchor, str) and bid and len(bid) <= 64:
-            room = data.get("room") if isinstance(data.get("room"), str) else ""
-            await self.set_broadcast(bid, anchor[:64], str(room)[:128])
+        bid = data.get("broadcast_id", data.get("id"))
+        anchor = data.get("anchor_id")
+        if not isinstance(bid, str | int) or isinstance(bid, bool) or anchor is None:
+            return
+        room = data.get("room")
+        if not isinstance(room, str):
+            stream = data.get("stream")
+            app = data.get("app") if isinstance(data.get("app"), str) else "live"
+            room = f"{app}/{stream}" if isinstance(stream, str) and stream else ""
+        await self.set_broadcast(str(bid)[:64], str(anchor)[:64], room[:128])
 
     async def _sale_ids(self, broadcast_id: str) -> list[int]:
         async with self.engine.connect() as conn:
@@ -1316,22 +1325,40 @@ class ShopService:
     async def grant_prize(self, data: dict[str, Any]) -> dict[str, Any]:
         """Give a lottery winner a coupon or a zero-price order, exactly once per grant key.
 
-        Event shape: ``{lottery_id, user_id, broadcast_id?, grant_id?, prize: {kind: "coupon",
-        value_fen} | {kind: "product", sku_id}}``; the grant key is ``grant_id`` or
-        ``<lottery_id>:<user_id>:<prize index or 0>``.
+        Accepts the danmaku hub's ``lottery.prize`` payload: ``{lottery_id, room, user_id,
+        nick, prize: {name, sku?, coupon?, ...}, prize_index, n}``. ``prize.sku`` (a SKU id
+        or code) gives a zero-price order of that SKU; ``prize.coupon`` (a value in fen, or
+        a coupon code) or ``prize.value_fen`` gives a coupon; anything else is recorded as
+        ``manual`` for the operators. The grant key (``grant_id``, else
+        ``<lottery_id>:<n>``) is a primary key, so a repeated event grants nothing twice.
         """
         lottery_id = data.get("lottery_id")
         user_id = data.get("user_id") or data.get("user")
         raw_prize = data.get("prize")
-        prize: dict[str, Any] = raw_prize if isinstance(raw_prize, dict) else data
-        if not isinstance(lottery_id, str | int) or not isinstance(user_id, str):
+        prize: dict[str, Any] = raw_prize if isinstance(raw_prize, dict) else {}
+        if not isinstance(lottery_id, str | int) or not isinstance(user_id, str) or not user_id:
             raise ShopError(400, "invalid_prize", "lottery_id and user_id are required")
         lottery_id, user_id = str(lottery_id)[:64], user_id[:64]
         broadcast_id = str(data.get("broadcast_id") or "")[:64]
-        grant_key = str(
-            data.get("grant_id") or f"{lottery_id}:{user_id}:{data.get('prize_index', 0)}"
-        )[:200]
-        kind = prize.get("kind") or ("product" if "sku_id" in prize else "coupon")
+        room = data.get("room")
+        if not broadcast_id and isinstance(room, str):
+            broadcast_id = await self._broadcast_of_room(room)
+        n = data.get("n")
+        if data.get("grant_id"):
+            grant_key = str(data["grant_id"])
+        elif isinstance(n, int) and not isinstance(n, bool):
+            grant_key = f"{lottery_id}:{n}"
+        else:
+            grant_key = f"{lottery_id}:{user_id}:{data.get('prize_index', 0)}"
+        grant_key = grant_key[:200]
+        kind = prize.get("kind")
+        if kind not in ("coupon", "product"):
+            if prize.get("sku") or prize.get("sku_id"):
+                kind = "product"
+            elif prize.get("coupon") or prize.get("value_fen"):
+                kind = "coupon"
+            else:
+                kind = "manual"
         now = self.now_ms()
         grant: dict[str, Any] = {
             "grant_key": grant_key,
@@ -1347,13 +1374,7 @@ class ShopService:
         try:
             async with self.engine.begin() as conn:
                 if kind == "coupon":
-                    value = prize.get("value_fen")
-                    if (
-                        not isinstance(value, int)
-                        or isinstance(value, bool)
-                        or not 0 < value <= 10**9
-                    ):
-                        raise ShopError(400, "invalid_prize", "coupon needs value_fen > 0")
+                    value, code = _coupon_of(prize)
                     grant["coupon_id"] = new_id()
                     await conn.execute(insert(GRANTS).values(**grant))
                     await conn.execute(
@@ -1362,21 +1383,25 @@ class ShopService:
                             user_id=user_id,
                             value_fen=value,
                             broadcast_id=broadcast_id,
-                            source=f"lottery:{grant_key}"[:200],
+                            source=f"lottery:{grant_key}:{code}"[:200],
                             created_ms=now,
                         )
                     )
                 elif kind == "product":
-                    sku_id = prize.get("sku_id")
-                    if not isinstance(sku_id, int) or isinstance(sku_id, bool):
-                        raise ShopError(400, "invalid_prize", "product prize needs sku_id")
-                    sku = (
-                        (await conn.execute(select(SKUS).where(SKUS.c.id == sku_id)))
-                        .mappings()
-                        .first()
-                    )
+                    ref = prize.get("sku_id", prize.get("sku"))
+                    q = select(SKUS)
+                    if isinstance(ref, int) and not isinstance(ref, bool):
+                        q = q.where(SKUS.c.id == ref)
+                    elif isinstance(ref, str) and ref.isdigit() and len(ref) < 12:
+                        q = q.where(SKUS.c.id == int(ref))
+                    elif isinstance(ref, str) and ref:
+                        q = q.where(SKUS.c.code == ref[:64])
+                    else:
+                        raise ShopError(400, "invalid_prize", "product prize needs a sku")
+                    sku = (await conn.execute(q.limit(1))).mappings().first()
                     if sku is None:
-                        raise ShopError(422, "unknown_sku", f"no sku {sku_id}")
+                        raise ShopError(422, "unknown_sku", f"no sku {str(ref)[:40]!r}")
+                    sku_id = sku["id"]
                     res = await conn.execute(
                         update(SKUS)
                         .where(SKUS.c.id == sku_id, SKUS.c.stock >= 1)
@@ -1427,7 +1452,8 @@ class ShopService:
                             )
                         )
                 else:
-                    raise ShopError(400, "invalid_prize", f"unknown prize kind {str(kind)[:20]!r}")
+                    grant["status"] = "manual"
+                    await conn.execute(insert(GRANTS).values(**grant))
         except IntegrityError:
             async with self.engine.connect() as conn:
                 row = (
@@ -1439,12 +1465,21 @@ class ShopService:
                 raise
             return {**dict(row), "duplicate": True}
         if grant["status"] != "granted":
-            logger.error("lottery prize %s could not be granted: %s", grant_key, grant["status"])
+            logger.warning("lottery prize %s could not be granted: %s", grant_key, grant["status"])
         if order_row is not None:
             await self.bus.publish("order.created", order_event(order_row, "lottery"))
             await self.bus.publish("order.paid", order_event(order_row, "lottery"))
         await self.bus.publish("prize.granted", {**grant, "broadcast_id": broadcast_id})
         return {**grant, "duplicate": False}
+
+    async def _broadcast_of_room(self, room: str) -> str:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(BROADCASTS.c.broadcast_id).where(BROADCASTS.c.room == room).limit(1)
+                )
+            ).first()
+        return str(row[0]) if row is not None else ""
 
     async def coupons(self, user_id: str, limit: int) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
@@ -1583,6 +1618,20 @@ class ShopService:
             "card_conversion": round(int(any_card) / total_orders, 4) if total_orders else 0.0,
             "products": sorted(products.values(), key=lambda e: -e["gmv_fen"]),
         }
+
+
+def _coupon_of(prize: dict[str, Any]) -> tuple[int, str]:
+    """(value in fen, coupon code) of a coupon prize."""
+    value = prize.get("value_fen")
+    code = prize.get("coupon")
+    code_s = str(code)[:64] if isinstance(code, str | int) and not isinstance(code, bool) else ""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 10**9:
+        return value, code_s
+    if code_s.isdigit() and 0 < int(code_s) <= 10**9:
+        return int(code_s), code_s
+    if code_s:
+        return 0, code_s  # a coupon template named by code; its value lives with the template
+    raise ShopError(400, "invalid_prize", "coupon prize needs value_fen or a coupon code")
 
 
 def _pk(result: Any) -> int:

@@ -19,6 +19,9 @@ MAX_INT: Final = 2**53 - 1
 ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 """Identifiers from outside: users, broadcasts, rooms, idempotency keys."""
 
+ROOM_RE: Final = re.compile(r"^[A-Za-z0-9_.:@/-]{1,128}$")
+"""Danmaku room names (``live/<stream>`` by default)."""
+
 _MISSING: Final = object()
 
 

@@ -72,10 +72,19 @@ def backend(request: pytest.FixtureRequest, pg_url: str | None) -> Backend:
 
 @dataclass
 class Api:
+    """HTTP helper; sends the operator's token unless ``token=None`` (a public caller)."""
+
     session: aiohttp.ClientSession
     base: str
+    token: str = ""
+    tokens: dict[str, str] | None = None
 
-    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, token: str | None = "", **kw: Any
+    ) -> tuple[int, Any]:
+        token = self.token if token == "" else token
+        if token:
+            kw.setdefault("headers", {})["Authorization"] = f"Bearer {token}"
         if body is not None and not isinstance(body, bytes | str):
             kw["json"] = body
         elif body is not None:
@@ -90,8 +99,10 @@ class Api:
     async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
         return await self.call("GET", path, **kw)
 
-    async def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        got, data = await self.call(method, path, body)
+    async def ok(
+        self, method: str, path: str, body: Any = None, status: int = 200, token: str | None = ""
+    ) -> Any:
+        got, data = await self.call(method, path, body, token=token)
         assert got == status, (method, path, got, data)
         return data
 
@@ -140,7 +151,8 @@ async def shop_factory(
         srv = await server_factory(name, **sections)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
         sessions.append(session)
-        return ShopEnv(srv, Api(session, srv.http_url), backend)
+        tokens = await staff_tokens(srv)
+        return ShopEnv(srv, Api(session, srv.http_url, tokens["operator"], tokens), backend)
 
     yield factory
     for s in sessions:
@@ -153,8 +165,28 @@ async def shop(shop_factory: Callable[..., Any]) -> ShopEnv:
     return env
 
 
-def uid(prefix: str = "b") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
+async def staff_tokens(srv: RunningServer) -> dict[str, str]:
+    """An operator and an anchor account (unique names: the PostgreSQL DB is shared)."""
+    from control.accounts import Role
+    from control.api import CONTROL
+
+    accounts = srv.app[CONTROL].accounts
+    assert accounts is not None
+    out: dict[str, str] = {}
+    for role in (Role.OPERATOR, Role.ANCHOR):
+        user = await accounts.create_user(
+            f"shop{role.value[:3]}{uuid.uuid4().hex[:8]}", "correct-horse-battery-9", role
+        )
+        token, _info = await accounts.issue_token(user.id, "api", "shop tests")
+        out[role.value] = token
+        out[f"{role.value}_id"] = str(user.id)
+        out[f"{role.value}_name"] = user.username
+    return out
+
+
+def uid(prefix: str = "") -> str:
+    """A unique id; numeric by default (control's broadcast ids are integers)."""
+    return f"{prefix}{uuid.uuid4().int % 10**12}"
 
 
 async def make_product(api: Api, price: int = 9900, stock: int = 1000, skus: int = 1) -> dict[str, Any]:

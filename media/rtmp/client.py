@@ -67,6 +67,8 @@ class ClientConnection:
     ) -> None:
         self._reader = C.ChunkReader(max_message_size)
         self._out: list[bytes] = [client_hello(random_bytes)]
+        self._queued: list[bytes] = []
+        """Messages written before the handshake completes; sent right after C2."""
         self._hs = bytearray()
         self._handshaken = False
         self._tx = 1.0
@@ -82,14 +84,15 @@ class ClientConnection:
         return out
 
     def _send(self, csid: int, type_id: int, stream_id: int, ts: int, payload: bytes) -> None:
+        out = self._out if self._handshaken else self._queued
         if not self._chunk_announced:
-            self._out.append(
+            out.append(
                 C.encode_message(
                     CSID_CONTROL, C.SET_CHUNK_SIZE, 0, 0, struct.pack(">I", self.chunk_size), 128
                 )
             )
             self._chunk_announced = True
-        self._out.append(C.encode_message(csid, type_id, stream_id, ts, payload, self.chunk_size))
+        out.append(C.encode_message(csid, type_id, stream_id, ts, payload, self.chunk_size))
 
     def command(self, name: str, *args: Any, stream_id: int = 0) -> float:
         tx = self._tx
@@ -144,7 +147,9 @@ class ClientConnection:
                 s1 = bytes(self._hs[1 : 1 + HANDSHAKE_SIZE])
                 rest = bytes(self._hs[need:])
                 self._hs.clear()
-                self._out.insert(0, s1)  # C2 echoes S1; goes before queued commands
+                self._out.append(s1)  # C2 echoes S1, then what was queued
+                self._out.extend(self._queued)
+                self._queued.clear()
                 self._handshaken = True
                 data = rest
                 if not data:

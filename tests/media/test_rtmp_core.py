@@ -341,8 +341,8 @@ def test_aggregate_message_is_split() -> None:
     def sub(t: int, ts: int, body: bytes) -> bytes:
         size = len(body)
         return (
-            bytes([t]) + size.to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big") + bytes([ts >> 24])
-            + b"\x00\x00\x00" + body + (11 + size).to_bytes(4, "big")
+            bytes([t]) + size.to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big")
+            + bytes([ts >> 24]) + b"\x00\x00\x00" + body + (11 + size).to_bytes(4, "big")
         )  # fmt: skip
 
     agg = sub(9, 1000, b"\x17\x01\x00\x00\x00k") + sub(8, 1020, b"\xaf\x01a")

@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, config.server.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     _install_uvloop()
     try:
         asyncio.run(serve(config))

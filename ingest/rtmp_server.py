@@ -358,7 +358,7 @@ class RtmpSession:
                 sid, "this connection is already publishing or playing", "NetStream.Play.Failed"
             )
             return
-        hub = srv.registry.get(self.app, event.name)
+        hub = await srv.registry.find(self.app, event.name)
         if hub is None:
             conn.refuse_play(sid, f"stream {self.app}/{event.name} is not live")
             self._flush()

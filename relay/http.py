@@ -35,7 +35,7 @@ async def flv_handler(request: web.Request) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     app = request.match_info["app"]
     name = request.match_info["stream"]
-    hub = registry.get(app, name)
+    hub = await registry.find(app, name)
     if hub is None:
         raise web.HTTPNotFound(text=f"stream {app}/{name} is not live\n")
     is_ws = request.headers.get("Upgrade", "").lower() == "websocket"

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -620,6 +620,10 @@ class StreamRegistry:
         self.linger_seconds = linger_seconds
         self.hubs: dict[str, StreamHub] = {}
         self._listeners: list[Callable[[StreamHub], None]] = []
+        self.resolver: Callable[[str, str], Awaitable[StreamHub | None]] | None = None
+        """Finds a stream this node does not hold (an edge pulls it from an origin)."""
+        self.hub_listeners: list[Callable[[StreamHub, str], None]] = []
+        """Called with (hub, "created" | "removed")."""
 
     def get(self, app: str, name: str) -> StreamHub | None:
         return self.hubs.get(f"{app}/{name}")
@@ -629,7 +633,22 @@ class StreamRegistry:
         hub = self.hubs.get(key)
         if hub is None:
             hub = self.hubs[key] = StreamHub(self, app, name)
+            self._hub_event(hub, "created")
         return hub
+
+    async def find(self, app: str, name: str) -> StreamHub | None:
+        """The hub for APP/NAME, asking the resolver (edge pull) when this node has none."""
+        hub = self.get(app, name)
+        if hub is None and self.resolver is not None:
+            hub = await self.resolver(app, name)
+        return hub
+
+    def _hub_event(self, hub: StreamHub, what: str) -> None:
+        for listener in self.hub_listeners:
+            try:
+                listener(hub, what)
+            except Exception:
+                logger.exception("hub listener failed")
 
     def publish(
         self, app: str, name: str, info: PublisherInfo, on_kick: Callable[[str], None] | None = None
@@ -639,6 +658,7 @@ class StreamRegistry:
     def _remove(self, hub: StreamHub) -> None:
         if self.hubs.get(hub.key) is hub:
             del self.hubs[hub.key]
+            self._hub_event(hub, "removed")
 
     def on_viewers_changed(self, listener: Callable[[StreamHub], None]) -> None:
         self._listeners.append(listener)

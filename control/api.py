@@ -748,7 +748,7 @@ def _subscriber(value: Any) -> str:
 async def unsubscribe_reminder(request: web.Request) -> web.Response:
     b = await _broadcast(request)
     sub = request.match_info["subscriber"]
-    if not await _bs(request).unsubscribe(b.id, _subscriber(sub) if sub else ""):
+    if len(sub) > 128 or not await _bs(request).unsubscribe(b.id, sub):
         raise ApiError(404, "not_found", "not subscribed")
     return web.Response(status=204)
 
@@ -1336,6 +1336,7 @@ def _ops() -> list[Op]:
                 (PUBLIC,),
                 body="ReminderRequest",
                 ok=201,
+                also_ok=(200,),
                 response="Reminder",
                 errors=(409,),
             ),

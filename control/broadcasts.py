@@ -205,7 +205,9 @@ class BroadcastService:
             ).first()
         return _row(row, int(row.reminder_count or 0)) if row else None
 
-    async def list_page(self, filters: Filters, limit: int, offset: int) -> tuple[list[Broadcast], int]:
+    async def list_page(
+        self, filters: Filters, limit: int, offset: int
+    ) -> tuple[list[Broadcast], int]:
         cond: list[Any] = []
         if filters.state:
             cond.append(broadcasts.c.state.in_([s.value for s in filters.state]))

@@ -428,6 +428,7 @@ class OpDoc:
     body_required: bool = True
     body_media: dict[str, J] | None = None
     ok: int = 200
+    also_ok: tuple[int, ...] = ()
     response: str | None = None
     response_media: dict[str, J] | None = None
     errors: tuple[int, ...] = ()
@@ -494,6 +495,8 @@ def operation(method: str, path: str, doc: OpDoc, op_id: str) -> J:
             "description": "ok",
             "content": {"application/json": {"schema": ref(doc.response or "Error")}},
         }
+    for status in doc.also_ok:
+        responses[str(status)] = responses[str(doc.ok)]
     errors = set(doc.errors)
     if doc.body is not None or doc.body_media is not None:
         errors |= {400, 413}
@@ -534,9 +537,39 @@ def _external() -> tuple[J, J]:
     return paths, schemas
 
 
+def with_auth_errors(paths: J) -> J:
+    """Every non-public operation may answer 401/403 (the auth middleware), say so."""
+    out: J = {}
+    for path, item in paths.items():
+        if not isinstance(item, dict):
+            continue
+        new_item: J = {}
+        for method, op in item.items():
+            if not isinstance(op, dict) or method.startswith("x-") or method == "parameters":
+                new_item[method] = op
+                continue
+            roles = op.get("x-roles") or ["operator"]
+            op = {**op, "x-roles": roles}
+            if "public" not in roles:
+                responses = dict(op.get("responses") or {})
+                for status in (401, 403):
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": ERROR_TEXT[status],
+                            "content": {"application/json": {"schema": ref("Error")}},
+                        },
+                    )
+                op["responses"] = responses
+                op.setdefault("security", [{"bearer": []}])
+            new_item[method] = op
+        out[path] = new_item
+    return out
+
+
 def build_spec(own_paths: J, version: str = "0.1.0") -> J:
     ext_paths, ext_schemas = _external()
-    paths = dict(ext_paths)
+    paths = with_auth_errors(ext_paths)
     paths.update(own_paths)  # control's own routes win over a clash
     schemas = {**ext_schemas, **SCHEMAS}
     return {

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from core.db import create_engine, migrate
@@ -46,6 +47,10 @@ def setup(app: web.Application, config: ShopConfig) -> None:
         simulator: SimulatedProvider | None = None
         provider: HttpPaymentProvider | None = None
         service: ShopService | None = None
+        pool = aioredis.BlockingConnectionPool.from_url(
+            runtime.redis_url, max_connections=config.redis_connections, timeout=10
+        )
+        redis = aioredis.Redis(connection_pool=pool)
         try:
             await migrate(engine, MIGRATIONS, "shop")
             key = derive_key(config.payment_key, runtime.secret)
@@ -64,7 +69,7 @@ def setup(app: web.Application, config: ShopConfig) -> None:
             service = ShopService(
                 config,
                 engine,
-                runtime.redis,
+                redis,
                 runtime.bus,
                 provider,
                 key,
@@ -81,6 +86,8 @@ def setup(app: web.Application, config: ShopConfig) -> None:
                 await provider.close_session()
             if simulator is not None:
                 await simulator.stop()
+            await redis.aclose()
+            await pool.disconnect()
             await engine.dispose()
 
     app.cleanup_ctx.append(shop_ctx)

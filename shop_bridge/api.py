@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 
 from core.http import ApiError, read_json
 from shop_bridge.errors import ShopError, invalid
@@ -39,6 +41,9 @@ def api(fn: Handler) -> Handler:
             return await fn(request)
         except ShopError as exc:
             raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
+        except (RedisError, DBAPIError) as exc:
+            logger.error("%s %s: storage unavailable: %s", request.method, request.path, exc)
+            raise ApiError(503, "unavailable", "storage unavailable; retry shortly") from None
         except IllegalTransition as exc:
             raise ApiError(
                 409,

@@ -31,6 +31,8 @@ class ShopConfig:
     """Seconds a notification's ``Wechatpay-Timestamp`` may differ from our clock."""
     redis_prefix: str = "berrylive:shop"
     """Prefix of every Redis key the shop writes (keys of one flash sale share a hash tag)."""
+    redis_connections: int = 64
+    """Size of the shop's own Redis connection pool (callers wait for a free connection)."""
     max_body: int = 64 * 1024
     """Largest accepted JSON request body in bytes."""
     max_quantity: int = 99

@@ -4,6 +4,7 @@ audio-only / video-only streams, coalesced writes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ async def test_srs_style_hooks_allow_refuse_and_notify(server_factory, clips):
 
 
 async def test_on_publish_hook_refusal_is_reported_to_the_publisher(server_factory, clips):
-    runner, url, calls = await _hook_server({"on_publish": (200, "1")})
+    runner, url, _calls = await _hook_server({"on_publish": (200, "1")})
     try:
         srv = await server_factory(ingest={"on_publish": url})
         rc, err = await _push_and_capture(srv.push_url("no"), clips["av"])
@@ -188,7 +189,7 @@ async def test_coalesced_writes_deliver_every_frame_in_order(server_factory, cli
         ts = [t for t, _ in coded]
         assert ts == sorted(ts)
         # 30 fps: no gaps larger than a couple of frames in the video timeline
-        gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(ts)]
         assert max(gaps) <= 100, max(gaps)
     finally:
         await stop(pub)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
@@ -697,19 +696,21 @@ async def get_stats(request: web.Request) -> web.Response:
         v = (stream or {}).get(key)
         return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
-    fps = video.get("fps") if video else None
+    fps = (stream or {}).get("fps", video.get("fps") if video else None)
     return web.json_response(
         {
             "broadcast_id": b.id,
             "state": b.state.value,
-            "live": stream is not None,
+            "live": bool((stream or {}).get("live")),
             "viewers": viewers,
             "viewers_total": sum(viewers.values()),
             "bitrate_in": num("bitrate_in"),
             "bitrate_out": num("bitrate_out"),
             "video": video,
             "audio": audio,
-            "fps": float(fps) if isinstance(fps, int | float) else None,
+            "fps": float(fps)
+            if isinstance(fps, int | float) and not isinstance(fps, bool)
+            else None,
             "uptime": num("uptime"),
             "comments": counters["comments"],
             "comments_per_s": stats.comment_rate(b.id, counters["comments"]),
@@ -1511,29 +1512,15 @@ OPENAPI_PATHS = own_paths()
 
 
 async def _relay_streams(app: web.Application) -> list[dict[str, Any]]:
-    """The relay's per-stream stats: its Python accessor if present, else its REST route."""
+    """The relay's per-stream stats (``relay.http.REGISTRY``), as ``GET /api/streams`` has them."""
     try:
-        import relay
-
-        accessor = getattr(relay, "stream_stats", None)
-        if accessor is not None:
-            result = accessor(app)
-            if asyncio.iscoroutine(result):
-                result = await result
-            return list(result)
-    except ImportError:  # pragma: no cover
-        pass
-    rt = app[RUNTIME]
-    if not any(getattr(r.resource, "canonical", "") == "/api/streams" for r in app.router.routes()):
+        from relay.http import REGISTRY
+    except ImportError:  # pragma: no cover - relay is part of berrylive
         return []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
-        headers = {"X-Berrylive-Internal": "1"}
-        async with s.get(f"http://127.0.0.1:{rt.http_port}/api/streams", headers=headers) as r:
-            if r.status != 200:
-                return []
-            body = await r.json()
-    items = body.get("items", body) if isinstance(body, dict) else body
-    return [s for s in items if isinstance(s, dict)] if isinstance(items, list) else []
+    registry = app.get(REGISTRY)
+    if registry is None:
+        return []
+    return [hub.stats() for hub in list(registry.hubs.values())]
 
 
 async def _gather_metrics(app: web.Application) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class SnapshotCollector(Collector):
         s = self.snapshot
         streams = s.get("streams", [])
         g = GaugeMetricFamily("berrylive_streams", "Streams being published on this node")
-        g.add_metric([], len(streams))
+        g.add_metric([], sum(1 for st in streams if st.get("live", True)))
         yield g
         viewers = GaugeMetricFamily("berrylive_viewers", "Viewers by protocol", labels=["protocol"])
         totals: dict[str, float] = {}

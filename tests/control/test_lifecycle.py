@@ -177,5 +177,5 @@ async def test_two_nodes_apply_an_event_once(staff) -> None:
     ok = [r for r in results if not isinstance(r, BaseException)]
     assert len(ok) == 1
     assert all(isinstance(r, IllegalTransition) for r in results if r not in ok)
-    hist, total = await svc.history(b["id"], 100, 0)
+    hist, _ = await svc.history(b["id"], 100, 0)
     assert [h.state for h in hist] == [State.SCHEDULED, State.LIVE]

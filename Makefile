@@ -4,7 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest clean bench
+.PHONY: demo test lint typecheck pytest clean bench console
+
+CONSOLE := control/console/node_modules/.package-lock.json
+
+$(CONSOLE): control/console/package-lock.json
+	cd control/console && npm ci --no-audit --no-fund || echo "console: npm ci failed; preview player and comments disabled"
+
+console: $(CONSOLE)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(CONSOLE)
 	$(PY) -m control.demo
 
 lint: $(STAMP)
@@ -22,7 +29,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy media ingest relay replay danmaku shop_bridge control core
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(CONSOLE)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

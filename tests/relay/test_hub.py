@@ -1,0 +1,213 @@
+"""Hub logic with in-memory transports: timelines, GOP bounds, slow viewers, headers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from media import flv
+from media.frame import Kind
+from relay.config import RelayConfig
+from relay.formats import HTTP_FLV_10
+from relay.hub import PublisherInfo, StreamRegistry, Viewer, ViewerInfo
+
+AVC_HDR = b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x1f\xff\xe1\x00\x04abcd\x01\x00\x02ef"
+AVC_HDR2 = b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x28\xff\xe1\x00\x04wxyz\x01\x00\x02gh"
+AAC_HDR = b"\xaf\x00\x12\x10"
+
+
+def key(n: int = 100) -> bytes:
+    return b"\x17\x01\x00\x00\x00" + bytes(n)
+
+
+def inter(n: int = 100) -> bytes:
+    return b"\x27\x01\x00\x00\x00" + bytes(n)
+
+
+def aac(n: int = 20) -> bytes:
+    return b"\xaf\x01" + bytes(n)
+
+
+class MemTransport:
+    """A write transport that stores what it gets; ``stalled`` keeps it in the buffer."""
+
+    def __init__(self, stalled: bool = False) -> None:
+        self.stalled = stalled
+        self.received = bytearray()
+        self.buffered = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.stalled:
+            self.buffered += len(data)
+        else:
+            self.received += data
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def tags(t: MemTransport) -> list[flv.FlvTag]:
+    data = bytes(t.received)
+    if not data.startswith(b"FLV"):  # the header went out while the transport was stalled
+        data = flv.file_header(True, True) + data
+    d = flv.FlvDemuxer()
+    return [x for x in d.feed(data) if isinstance(x, flv.FlvTag)]
+
+
+def registry(**kw: int) -> StreamRegistry:
+    return StreamRegistry(replace(RelayConfig(), **kw), linger_seconds=0.05)
+
+
+async def test_timestamps_unwrap_across_32_bits() -> None:
+    reg = registry()
+    pub = reg.publish("live", "w", PublisherInfo("test"))
+    pub.push(Kind.VIDEO, 0xFFFFFF00, AVC_HDR)
+    pub.push(Kind.VIDEO, 0xFFFFFF00, key())
+    pub.push(Kind.VIDEO, 0xFFFFFFF0, inter())
+    pub.push(Kind.VIDEO, 0x00000010, inter())  # wrapped
+    hub = reg.get("live", "w")
+    assert [f.dts for f in hub.gop] == [0, 0xF0, 0x110]
+
+
+async def test_takeover_continues_the_timeline_and_resumes_at_keyframe() -> None:
+    reg = registry()
+    a = reg.publish("live", "t", PublisherInfo("a"))
+    a.push(Kind.VIDEO, 0, AVC_HDR)
+    for i in range(10):
+        a.push(Kind.VIDEO, 5000 + i * 33, key() if i == 0 else inter())
+    hub = reg.get("live", "t")
+    t = MemTransport()
+    v = Viewer(t, HTTP_FLV_10, ViewerInfo("flv"))
+    hub.add_viewer(v, hub.flv_prelude(HTTP_FLV_10))
+    kicked: list[str] = []
+    b = reg.publish("live", "t", PublisherInfo("b"), on_kick=kicked.append)
+    assert not a.active and hub.publisher is b
+    b.push(Kind.VIDEO, 0, AVC_HDR)  # same header: not repeated to the viewer
+    b.push(Kind.VIDEO, 10, inter())  # no keyframe yet: held back
+    b.push(Kind.VIDEO, 33, key())
+    b.push(Kind.VIDEO, 66, inter())
+    video = [(x.timestamp, flv.parse_video_header(x.body)) for x in tags(t) if x.tag_type == 9]
+    headers = [i for _, i in video if i.sequence_header]
+    assert len(headers) == 1
+    ts = [ts for ts, _ in video]
+    assert ts == sorted(ts)
+    after = [(ts, i) for ts, i in video if ts > 5000 + 9 * 33]
+    assert after[0][1].keyframe
+
+
+async def test_changed_sequence_header_is_sent_before_next_keyframe() -> None:
+    reg = registry()
+    p = reg.publish("live", "h", PublisherInfo("p"))
+    p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "h")
+    t = MemTransport()
+    hub.add_viewer(Viewer(t, HTTP_FLV_10, ViewerInfo("flv")), hub.flv_prelude(HTTP_FLV_10))
+    p.push(Kind.VIDEO, 33, inter())
+    p.push(Kind.VIDEO, 66, AVC_HDR2)
+    p.push(Kind.VIDEO, 66, key())
+    bodies = [x.body for x in tags(t) if x.tag_type == 9]
+    assert bodies.index(AVC_HDR2) == len(bodies) - 2
+
+
+async def test_gop_cache_is_bounded_without_keyframes() -> None:
+    reg = registry(gop_max_frames=50, gop_max_bytes=10_000)
+    p = reg.publish("live", "g", PublisherInfo("p"))
+    p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "g")
+    for i in range(1, 2000):
+        p.push(Kind.VIDEO, i * 33, inter(200))
+        p.push(Kind.AUDIO, i * 33, aac())
+        assert len(hub.gop) <= 51 and hub.gop_bytes <= 10_300
+    assert not hub.gop_valid
+    # a viewer joining now waits for a keyframe instead of getting undecodable frames
+    t = MemTransport()
+    v = Viewer(t, HTTP_FLV_10, ViewerInfo("flv"))
+    hub.add_viewer(v, hub.flv_prelude(HTTP_FLV_10))
+    n = len(tags(t))
+    p.push(Kind.VIDEO, 70000, inter())
+    assert len(tags(t)) == n
+    p.push(Kind.VIDEO, 70033, key())
+    assert flv.parse_video_header(tags(t)[-1].body).keyframe
+
+
+async def test_slow_viewer_skips_to_keyframe_then_is_dropped() -> None:
+    reg = registry(viewer_max_backlog_bytes=1000, viewer_drop_after_skips=3)
+    p = reg.publish("live", "s", PublisherInfo("p"))
+    p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "s")
+    slow_t = MemTransport(stalled=True)
+    slow = Viewer(slow_t, HTTP_FLV_10, ViewerInfo("flv", "slow"))
+    fast_t = MemTransport()
+    fast = Viewer(fast_t, HTTP_FLV_10, ViewerInfo("flv", "fast"))
+    for v in (slow, fast):
+        hub.add_viewer(v, hub.flv_prelude(HTTP_FLV_10))
+    ts = 0
+    for _gop in range(6):
+        for i in range(10):
+            ts += 33
+            p.push(Kind.VIDEO, ts, key(500) if i == 0 else inter(500))
+        # the stalled viewer's buffer never grows much past the backlog bound
+        assert slow_t.buffered <= 1000 + 600 + len(hub.flv_prelude(HTTP_FLV_10))
+    assert slow.closed and await asyncio.wait_for(slow.done, 1) == "too slow"
+    assert not fast.closed and slow not in hub.viewers and fast in hub.viewers
+    assert len([x for x in tags(fast_t) if x.tag_type == 9]) == 2 + 60
+
+
+async def test_viewer_that_catches_up_resumes_at_a_keyframe() -> None:
+    reg = registry(viewer_max_backlog_bytes=1000, viewer_drop_after_skips=10)
+    p = reg.publish("live", "c", PublisherInfo("p"))
+    p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "c")
+    t = MemTransport(stalled=True)
+    v = Viewer(t, HTTP_FLV_10, ViewerInfo("flv"))
+    hub.add_viewer(v, hub.flv_prelude(HTTP_FLV_10))
+    for i in range(1, 5):
+        p.push(Kind.VIDEO, i * 33, inter(600))
+    assert v.waiting_keyframe
+    t.stalled, t.buffered = False, 0  # the network recovered
+    p.push(Kind.VIDEO, 200, inter(600))
+    before = len(t.received)
+    assert before == 0
+    p.push(Kind.VIDEO, 233, key(600))
+    first = tags(t)[0]
+    assert flv.parse_video_header(first.body).keyframe and first.timestamp == 233
+
+
+async def test_publisher_leaving_lingers_then_ends_viewers() -> None:
+    reg = registry()
+    p = reg.publish("live", "l", PublisherInfo("p"))
+    p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "l")
+    v = Viewer(MemTransport(), HTTP_FLV_10, ViewerInfo("flv"))
+    hub.add_viewer(v, hub.flv_prelude(HTTP_FLV_10))
+    p.close("peer closed")
+    assert not v.closed and reg.get("live", "l") is hub
+    reason = await asyncio.wait_for(v.done, 2)
+    assert reason.startswith("stream ended") and reg.get("live", "l") is None
+
+
+async def test_audio_only_stream_starts_viewers_at_once() -> None:
+    reg = registry()
+    p = reg.publish("live", "a", PublisherInfo("p"))
+    p.push(Kind.AUDIO, 0, AAC_HDR)
+    for i in range(5):
+        p.push(Kind.AUDIO, i * 23, aac())
+    hub = reg.get("live", "a")
+    t = MemTransport()
+    hub.add_viewer(Viewer(t, HTTP_FLV_10, ViewerInfo("flv")), hub.flv_prelude(HTTP_FLV_10))
+    p.push(Kind.AUDIO, 200, aac())
+    got = tags(t)
+    assert bytes(t.received[:5]) == b"FLV\x01\x04"
+    assert got[0].body == AAC_HDR and got[-1].timestamp == 200

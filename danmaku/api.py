@@ -1,7 +1,9 @@
-"""REST endpoints for operators under ``/api/danmaku/`` (thin handlers over the services).
+"""REST endpoints for staff under ``/api/danmaku/`` (thin handlers over the services).
 
-The control plane adds authentication and role checks in front of these; until then the
-acting operator is named by the ``actor`` field of the body (recorded in the audit log).
+The control plane's auth middleware enforces the ``x-roles`` of ``danmaku/openapi.py``
+and puts the signed-in principal on the request; the audit log records that principal
+(found by its key name: this package must not import ``control``). Without one (the hub
+used on its own), the body's ``actor`` field names an operator.
 """
 
 from __future__ import annotations
@@ -38,7 +40,24 @@ def _svc(request: web.Request) -> DanmakuService:
     return svc
 
 
-def _actor(body: dict[str, Any]) -> Actor:
+def _principal(request: web.Request) -> Any:
+    for key in request:
+        if str(getattr(key, "_name", "")).endswith("berrylive.principal"):
+            return request[key]
+    return None
+
+
+def _actor(request: web.Request, body: dict[str, Any]) -> Actor:
+    principal = _principal(request)
+    if principal is not None:
+        user = getattr(principal, "user", None)
+        name = str(getattr(user, "username", None) or getattr(user, "id", "staff"))[:64]
+        role_value = getattr(getattr(principal, "role", None), "value", "operator")
+        try:
+            role = Role(role_value)
+        except ValueError:
+            role = Role.VIEWER
+        return Actor(name, role, "api")
     name = body.get("actor", "api")
     if not isinstance(name, str) or not 1 <= len(name) <= 64:
         raise ApiError(400, "bad_payload", "actor must be a string of 1..64 characters")
@@ -57,7 +76,7 @@ async def _guard(coro: Any) -> Any:
 async def create_lottery(request: web.Request) -> web.Response:
     body = await read_json(request)
     svc = _svc(request)
-    info = await _guard(svc.lottery.create(body, _actor(body)))
+    info = await _guard(svc.lottery.create(body, _actor(request, body)))
     return web.json_response(info, status=201)
 
 
@@ -71,14 +90,14 @@ async def get_lottery(request: web.Request) -> web.Response:
 async def draw_lottery(request: web.Request) -> web.Response:
     body = await read_json(request) if request.can_read_body else {}
     svc = _svc(request)
-    info = await _guard(svc.lottery.draw_now(request.match_info["id"], _actor(body)))
+    info = await _guard(svc.lottery.draw_now(request.match_info["id"], _actor(request, body)))
     return web.json_response(info)
 
 
 async def cancel_lottery(request: web.Request) -> web.Response:
     body = await read_json(request) if request.can_read_body else {}
     svc = _svc(request)
-    info = await _guard(svc.lottery.cancel(request.match_info["id"], _actor(body)))
+    info = await _guard(svc.lottery.cancel(request.match_info["id"], _actor(request, body)))
     return web.json_response(info)
 
 
@@ -90,7 +109,7 @@ async def moderate(request: web.Request) -> web.Response:
         cmd = parse_moderate({k: v for k, v in body.items() if k not in ("room", "actor")})
     except PayloadError as exc:
         raise _api_error(exc) from None
-    result = await _guard(svc.moderation.apply(room, _actor(body), cmd))
+    result = await _guard(svc.moderation.apply(room, _actor(request, body), cmd))
     return web.json_response(result)
 
 
@@ -103,7 +122,7 @@ async def notice(request: web.Request) -> web.Response:
         text = clean_text(raw if isinstance(raw, str) else "", 500)
     except PayloadError as exc:
         raise _api_error(exc) from None
-    actor = _actor(body)
+    actor = _actor(request, body)
     data = {"text": text, "from": actor.user_id}
     await _guard(svc.announce(room, actor, data))
     return web.json_response({"ok": True, "room": room})

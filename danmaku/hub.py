@@ -98,6 +98,9 @@ class Keys:
     def moderation(self, room: str) -> str:
         return f"{self.prefix}room:{{{room}}}:mod"
 
+    def deleted(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:deleted"
+
     def room_lotteries(self, room: str) -> str:
         return f"{self.prefix}room:{{{room}}}:lotteries"
 
@@ -359,22 +362,25 @@ class Hub:
         """Comments for a joining client and whether some it missed are gone (``gap``)."""
         items: list[dict[str, Any]] = []
         try:
-            raw = await asyncio.wait_for(
-                self.redis.lrange(self.keys.history(room.name), -self.config.history_size, -1),
-                REDIS_TIMEOUT,
-            )
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lrange(self.keys.history(room.name), -self.config.history_size, -1)
+            pipe.zrange(self.keys.deleted(room.name), 0, -1)
+            raw, deleted = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            gone = {_decode(d) for d in deleted}
             for entry in raw:
                 try:
                     obj = json.loads(entry)
                 except ValueError:
                     continue
                 if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-                    items.append(obj)
+                    if obj["id"] not in gone:
+                        items.append(obj)
         except Exception as exc:
             self.stats.redis_errors += 1
             self._warn("history", "danmaku: history of %s unavailable: %s", room.name, exc)
         ids = {c["id"] for c in items}
         items.extend(c for c in room.recent if c["id"] not in ids)
+        del items[: -self.config.history_size]
         if last_id is None:
             return items[-self.config.history_on_join :], False
         for i, c in enumerate(items):
@@ -675,14 +681,16 @@ class Hub:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
+            errors = self.stats.redis_errors
             try:
                 await self._write_outbox()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("danmaku: writer failed")
-            if self._outbox:  # failures re-queued likes: back off a little
-                await asyncio.sleep(0.2 if self.stats.redis_connected else 1.0)
+            if self._outbox:
+                if self.stats.redis_errors != errors:  # failed: back off before retrying
+                    await asyncio.sleep(0.2 if self.stats.redis_connected else 1.0)
                 self._outbox_ready.set()
 
     # ----------------------------------------------------------------- Redis: reads

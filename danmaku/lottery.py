@@ -267,6 +267,16 @@ class LotteryService:
         hub.on_remote_hooks.append(self._on_remote)
         hub.on_tick_hooks.append(self.sweep)
 
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     def _k(self, lid: str, part: str) -> str:
         return self.hub.keys.lottery(lid, part)
 

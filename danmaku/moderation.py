@@ -98,6 +98,9 @@ class Moderation:
             control.update(room_muted=cmd.action == "room_mute")
         elif cmd.action == "delete":
             control.update(comment_id=cmd.comment_id)
+            deleted = hub.keys.deleted(room_name)
+            pipe.zadd(deleted, {cmd.comment_id or "": now})
+            pipe.zremrangebyrank(deleted, 0, -(2 * hub.config.history_size + 1))
         detail = {k: v for k, v in control.items() if k not in ("kind", "action") and v is not None}
         if cmd.reason:
             detail["reason"] = cmd.reason

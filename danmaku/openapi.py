@@ -1,10 +1,14 @@
-"""OpenAPI 3.1 fragment (``paths``) of the danmaku REST API, merged by the control plane."""
+"""OpenAPI 3.0 fragment of the danmaku REST API, merged by the control plane.
+
+``x-roles`` on each operation is what the control plane's auth middleware enforces. The
+acting staff member recorded in the audit log is the signed-in principal.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["OPENAPI_PATHS", "SCHEMAS"]
+__all__ = ["OPENAPI_COMPONENTS", "OPENAPI_PATHS"]
 
 _ERROR = {
     "description": "error",
@@ -53,7 +57,7 @@ _LOTTERY: dict[str, Any] = {
         "window_end": {"type": "number", "description": "Unix seconds"},
         "commitment": {"type": "string", "description": "sha256(seed), hex"},
         "state": {"enum": ["open", "closed", "drawn", "cancelled"]},
-        "entrants_hash": {"type": ["string", "null"]},
+        "entrants_hash": {"type": "string", "nullable": True},
         "entrant_count": {"type": "integer"},
         "remaining": {"type": "integer"},
         "seed": {"type": "string", "description": "revealed once drawn"},
@@ -63,9 +67,17 @@ _LOTTERY: dict[str, Any] = {
     },
 }
 
-SCHEMAS = {"DanmakuLottery": _LOTTERY, "DanmakuPrize": _PRIZE}
+OPENAPI_COMPONENTS = {"DanmakuLottery": _LOTTERY, "DanmakuPrize": _PRIZE}
 
-_ACTOR = {"type": "string", "description": "operator named in the audit log", "maxLength": 64}
+_ACTOR = {
+    "type": "string",
+    "description": "who acts, for the audit log, when no signed-in principal is known",
+    "maxLength": 64,
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): _ERROR for c in codes}
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +95,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": {
             "tags": ["danmaku"],
             "summary": "Create and open a lottery in a room",
+            "x-roles": ["operator"],
             "requestBody": _json_body(
                 {
                     "type": "object",
@@ -103,40 +116,50 @@ OPENAPI_PATHS: dict[str, Any] = {
                     },
                 }
             ),
-            "responses": {"201": _ok(_LOTTERY, "created"), "400": _ERROR, "503": _ERROR},
+            "responses": {"201": _ok(_LOTTERY, "created"), **_errors(400, 401, 403, 413, 503)},
         }
     },
     "/api/danmaku/lotteries/{id}": {
         "get": {
             "tags": ["danmaku"],
             "summary": "Lottery state; after the draw, the seed and (entrants=1) the audit data",
+            "x-roles": ["public"],
             "parameters": [
                 *_ID_PARAM,
                 {"name": "entrants", "in": "query", "schema": {"type": "string"}},
             ],
-            "responses": {"200": _ok(_LOTTERY), "404": _ERROR},
+            "responses": {"200": _ok(_LOTTERY), **_errors(400, 404, 503)},
         }
     },
     "/api/danmaku/lotteries/{id}/draw": {
         "post": {
             "tags": ["danmaku"],
             "summary": "Close the window now and draw (idempotent)",
+            "x-roles": ["operator"],
             "parameters": _ID_PARAM,
-            "responses": {"200": _ok(_LOTTERY), "404": _ERROR, "409": _ERROR},
+            "responses": {
+                "200": _ok(_LOTTERY),
+                **_errors(400, 401, 403, 404, 409, 413, 503),
+            },
         }
     },
     "/api/danmaku/lotteries/{id}/cancel": {
         "post": {
             "tags": ["danmaku"],
             "summary": "Cancel an open or closed lottery",
+            "x-roles": ["operator"],
             "parameters": _ID_PARAM,
-            "responses": {"200": _ok(_LOTTERY), "404": _ERROR, "409": _ERROR},
+            "responses": {
+                "200": _ok(_LOTTERY),
+                **_errors(400, 401, 403, 404, 409, 413, 503),
+            },
         }
     },
     "/api/danmaku/moderation": {
         "post": {
             "tags": ["danmaku"],
             "summary": "Mute/unmute, ban/unban, delete a comment, slow mode, room mute",
+            "x-roles": ["operator", "moderator"],
             "requestBody": _json_body(
                 {
                     "type": "object",
@@ -169,8 +192,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             ),
             "responses": {
                 "200": _ok({"type": "object"}),
-                "400": _ERROR,
-                "503": _ERROR,
+                **_errors(400, 401, 403, 413, 503),
             },
         }
     },
@@ -178,6 +200,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": {
             "tags": ["danmaku"],
             "summary": "Post an operator announcement to a room",
+            "x-roles": ["operator", "moderator"],
             "requestBody": _json_body(
                 {
                     "type": "object",
@@ -189,25 +212,27 @@ OPENAPI_PATHS: dict[str, Any] = {
                     },
                 }
             ),
-            "responses": {"200": _ok({"type": "object"}), "400": _ERROR},
+            "responses": {"200": _ok({"type": "object"}), **_errors(400, 401, 403, 413, 503)},
         }
     },
     "/api/danmaku/audit": {
         "get": {
             "tags": ["danmaku"],
             "summary": "Audit log of moderation and lottery actions, newest first",
+            "x-roles": ["operator", "moderator"],
             "parameters": [
                 {"name": "room", "in": "query", "schema": {"type": "string"}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}},
             ],
-            "responses": {"200": _ok({"type": "object"}), "400": _ERROR, "503": _ERROR},
+            "responses": {"200": _ok({"type": "object"}), **_errors(400, 401, 403, 503)},
         }
     },
     "/api/danmaku/stats": {
         "get": {
             "tags": ["danmaku"],
             "summary": "Hub counters: comments, batches, sampling, Redis losses and recovery",
-            "responses": {"200": _ok({"type": "object"})},
+            "x-roles": ["operator"],
+            "responses": {"200": _ok({"type": "object"}), **_errors(401, 403, 503)},
         }
     },
 }

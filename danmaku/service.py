@@ -95,6 +95,7 @@ class DanmakuService:
                 await self.sio.disconnect(sid, namespace=self.config.namespace)
             except Exception:
                 logger.debug("disconnect of %s at shutdown failed", sid, exc_info=True)
+        await self.lottery.stop()
         await self.hub.stop()
 
     async def _on_bus_event(self, event: Event) -> None:

@@ -76,3 +76,21 @@ async def join(server, room: str, uid: str | None = None, role: str = "viewer", 
     if uid is not None:
         a["token"] = token(uid, role)
     return await v.connect(server.http_url, a)
+
+
+class StaffApi:
+    """REST calls as signed-in staff (accounts made by the control plane's test helper)."""
+
+    def __init__(self, server, session, staff) -> None:
+        self.server = server
+        self.session = session
+        self.staff = staff
+
+    async def call(self, method: str, path: str, role: str = "operator", json: Any = None):
+        return await self.staff.api.call(method, path, self.staff.tokens[role], json=json)
+
+
+async def staff_api(server, session) -> StaffApi:
+    from tests.control.conftest import make_staff
+
+    return StaffApi(server, session, await make_staff(server, session))

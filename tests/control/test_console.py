@@ -1,0 +1,116 @@
+"""The operator console in a real browser: headless Chromium driven by Playwright.
+
+Log in, create a broadcast, copy its push URL, push with ffmpeg, watch the page turn
+``live`` in place, take a screenshot (kept under the test's tmp dir and, for people, at
+``/tmp/berrylive-console.png``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.control.conftest import PASSWORD, make_staff
+from tests.control.publisher import start_ffmpeg, stop
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("BERRYLIVE_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _requirements() -> str | None:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        return f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[dev]')"
+    return None
+
+
+async def test_console_login_create_go_live_screenshot(control_env, server_factory, tmp_path):
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    from playwright.async_api import async_playwright, expect
+
+    server = await server_factory()
+    async with aiohttp.ClientSession() as session:
+        await make_staff(server, session)
+    base = server.http_url
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=ARGS,
+            headless=True,
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 1100})
+            await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(base + "/console/")
+            # sign in (a wrong password first: the error is shown)
+            await page.fill("input[name=username]", "operator1")
+            await page.fill("input[name=password]", "wrong password")
+            await page.click("button[type=submit]")
+            await expect(page.locator("#login-error")).to_contain_text("wrong user name")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button[type=submit]")
+            await expect(page.locator("#who")).to_contain_text("operator")
+            # create a broadcast
+            await page.click("a[data-nav=new]")
+            await page.fill("input[name=title]", "Tea harvest live")
+            await page.select_option("select[name=anchor]", label="anchor one (anchor1)")
+            await page.fill("input[name=products]", "101, 102")
+            await page.click("#new-form button[type=submit]")
+            await expect(page.locator("#state [data-state]")).to_have_attribute(
+                "data-state", "scheduled"
+            )
+            await expect(page.locator("#qr img")).to_be_visible()
+            push_url = await page.input_value("#push-url")
+            assert push_url.startswith("rtmp://127.0.0.1:")
+            await page.click("#copy-push")
+            copied = await page.evaluate("navigator.clipboard.readText()")
+            assert copied == push_url
+            # a test publisher pushes with that URL: the page turns live in place
+            proc = await start_ffmpeg(push_url)
+            try:
+                await expect(page.locator("#state [data-state]")).to_have_attribute(
+                    "data-state", "live", timeout=20000
+                )
+                await expect(page.locator("#fig-bitrate_in")).not_to_have_text("—", timeout=15000)
+                await page.click("#preview-start")
+                await expect(page.locator("#preview-status")).to_contain_text(
+                    "Playing", timeout=10000
+                )
+                await asyncio.sleep(1.0)  # let a frame reach the preview for the picture
+                shot = tmp_path / "console.png"
+                await page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10000
+                shutil.copy(shot, "/tmp/berrylive-console.png")
+            finally:
+                await stop(proc)
+            await expect(page.locator("#state [data-state]")).to_have_attribute(
+                "data-state", "ended", timeout=20000
+            )
+            # the schedule lists it with its state
+            await page.click("a[data-nav=schedule]")
+            await expect(page.locator("#schedule-body")).to_contain_text("Tea harvest live")
+            assert not errors, errors
+        finally:
+            await browser.close()

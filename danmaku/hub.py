@@ -372,9 +372,12 @@ class Hub:
                     obj = json.loads(entry)
                 except ValueError:
                     continue
-                if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-                    if obj["id"] not in gone:
-                        items.append(obj)
+                if (
+                    isinstance(obj, dict)
+                    and isinstance(obj.get("id"), str)
+                    and obj["id"] not in gone
+                ):
+                    items.append(obj)
         except Exception as exc:
             self.stats.redis_errors += 1
             self._warn("history", "danmaku: history of %s unavailable: %s", room.name, exc)

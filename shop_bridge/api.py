@@ -89,11 +89,12 @@ def _request_user(request: web.Request) -> str | None:
 
 
 def buyer(request: web.Request, body: Body | None = None) -> str:
+    named = str(body.ident("user_id")) if body is not None and body.has("user_id") else None
     user = _request_user(request)
     if user is not None:
         return user
-    if body is not None and body.has("user_id"):
-        return str(body.ident("user_id"))
+    if named is not None:
+        return named
     raw = request.query.get("user_id")
     if raw:
         return check_ident("user_id", raw)

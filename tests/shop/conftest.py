@@ -66,7 +66,9 @@ def backend(request: pytest.FixtureRequest, pg_url: str | None) -> Backend:
     if request.param == "embedded":
         return Backend("embedded", "", "")
     if pg_url is None:
-        pytest.skip(f"PostgreSQL case: set {PG_ENV} (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"PostgreSQL case: set {PG_ENV} (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
+        )
     return Backend("production", pg_url, os.environ.get(REDIS_ENV, ""))
 
 
@@ -142,7 +144,12 @@ async def shop_factory(
 
     async def factory(name: str = "node", **shop: Any) -> ShopEnv:
         sections: dict[str, dict[str, Any]] = {
-            "shop": {"redis_prefix": prefix, "sweep_interval": 3600.0, "reconcile_interval": 3600.0, **shop}
+            "shop": {
+                "redis_prefix": prefix,
+                "sweep_interval": 3600.0,
+                "reconcile_interval": 3600.0,
+                **shop,
+            }
         }
         if backend.database_url:
             sections["database"] = {"url": backend.database_url}
@@ -189,7 +196,9 @@ def uid(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().int % 10**12}"
 
 
-async def make_product(api: Api, price: int = 9900, stock: int = 1000, skus: int = 1) -> dict[str, Any]:
+async def make_product(
+    api: Api, price: int = 9900, stock: int = 1000, skus: int = 1
+) -> dict[str, Any]:
     body = {
         "title": "Merino scarf",
         "images": ["https://img.example/scarf.jpg"],
@@ -223,5 +232,3 @@ async def make_sale(
         "ends_at": int((now + start_in + length) * 1000),
     }
     return await api.ok("POST", "/api/flash-sales", body, 201)
-
-

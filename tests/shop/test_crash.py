@@ -56,11 +56,15 @@ async def test_restart_completes_an_order_that_can_still_be_paid(shop_factory) -
     assert history[0]["actor"] == "reconciler"
     # the buyer's retry of the same tap gets that very order; a new tap is over the limit
     status, again = await env2.api.post(
-        f"/api/flash-sales/{sale['id']}/buy", {"user_id": "frank", "idempotency_key": "tap-1"}, token=None
+        f"/api/flash-sales/{sale['id']}/buy",
+        {"user_id": "frank", "idempotency_key": "tap-1"},
+        token=None,
     )
     assert status == 200 and again["id"] == mine[0]["id"]
     status, body = await env2.api.post(
-        f"/api/flash-sales/{sale['id']}/buy", {"user_id": "frank", "idempotency_key": "tap-2"}, token=None
+        f"/api/flash-sales/{sale['id']}/buy",
+        {"user_id": "frank", "idempotency_key": "tap-2"},
+        token=None,
     )
     assert (status, body["error"]["code"]) == (409, "limit_reached")
     audit = await env2.api.ok("GET", f"/api/flash-sales/{sale['id']}/audit")
@@ -79,7 +83,9 @@ async def test_restart_gives_back_stock_of_a_reservation_too_old_to_pay(shop_fac
 
     env2 = await shop_factory("node", reservation_grace=0.0)
     svc = env2.server.app[SHOP]
-    mine = [o for o in await svc.book.list_orders(user_id="grace") if o["flash_sale_id"] == sale["id"]]
+    mine = [
+        o for o in await svc.book.list_orders(user_id="grace") if o["flash_sale_id"] == sale["id"]
+    ]
     assert len(mine) == 1 and mine[0]["state"] == "cancelled" and mine[0]["stock_released"]
     assert [h["actor"] for h in await svc.book.history(mine[0]["id"])] == ["reconciler"]
     audit = await env2.api.ok("GET", f"/api/flash-sales/{sale['id']}/audit")
@@ -90,7 +96,9 @@ async def test_restart_gives_back_stock_of_a_reservation_too_old_to_pay(shop_fac
     assert (await svc.flash.stock(sale["id"])) == 5
     # and the buyer may buy again (the allowance came back with the stock)
     status, _ = await env2.api.post(
-        f"/api/flash-sales/{sale['id']}/buy", {"user_id": "grace", "idempotency_key": "tap-2"}, token=None
+        f"/api/flash-sales/{sale['id']}/buy",
+        {"user_id": "grace", "idempotency_key": "tap-2"},
+        token=None,
     )
     assert status == 201
 
@@ -105,7 +113,13 @@ async def test_a_late_original_write_loses_to_the_tombstone(shop) -> None:
     past = svc.now_ms() - 2 * svc.config.payment_timeout * 1000
     journal = {"u": "henry", "q": 1, "k": "k", "t": past, "c": None, "cp": None, "ch": "live"}
     res = await svc.flash.buy(
-        sale["id"], now_ms=svc.now_ms(), user="henry", qty=1, idem_key="k", order_id="o" * 32, journal=journal
+        sale["id"],
+        now_ms=svc.now_ms(),
+        user="henry",
+        qty=1,
+        idem_key="k",
+        order_id="o" * 32,
+        journal=journal,
     )
     assert res.status == "ok"
     report = await svc.reconcile()

@@ -104,7 +104,9 @@ async def test_window_limit_and_idempotent_replay(shop) -> None:
     s4, _ = await _attempt(api, sale["id"], "u1", "c", 1)
     assert s4 == 201
     assert (await api.ok("GET", f"/api/flash-sales/{sale['id']}", token=None))["remaining"] == 7
-    status, body = await api.post("/api/flash-sales/999999/buy", {"user_id": "u", "idempotency_key": "x"}, token=None)
+    status, body = await api.post(
+        "/api/flash-sales/999999/buy", {"user_id": "u", "idempotency_key": "x"}, token=None
+    )
     assert status == 404
 
 
@@ -142,6 +144,8 @@ async def test_orders_written_in_batches_are_all_durable(shop) -> None:
     assert time.monotonic() - t0 < 60
     assert all(s == 201 for s, _ in results)
     async with shop.svc.engine.connect() as conn:
-        n = (await conn.execute(select(func.count()).where(ORDERS.c.flash_sale_id == sale["id"]))).scalar_one()
+        n = (
+            await conn.execute(select(func.count()).where(ORDERS.c.flash_sale_id == sale["id"]))
+        ).scalar_one()
     assert n == 300
     assert (await shop.svc.flash.snapshot(sale["id"])).journal == {}

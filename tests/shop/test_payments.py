@@ -30,7 +30,11 @@ def notification(order_id: str, amount: int, txn: str = "", state: str = "SUCCES
 
 
 async def send(shop, body: bytes, key: bytes | None = None, ts: float | None = None, headers=None):
-    h = headers if headers is not None else payments.signed_headers(key or shop.svc.payment_key, body, ts)
+    h = (
+        headers
+        if headers is not None
+        else payments.signed_headers(key or shop.svc.payment_key, body, ts)
+    )
     return await shop.api.call("POST", NOTIFY, body, token=None, headers=h)
 
 
@@ -64,7 +68,9 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     # forged: wrong key, missing headers, tampered body
     status, body = await send(shop, notification(oid, amount), key=b"not-the-key")
     assert (status, body["error"]["code"]) == (401, "bad_signature")
-    status, _ = await send(shop, notification(oid, amount), headers={"Content-Type": "application/json"})
+    status, _ = await send(
+        shop, notification(oid, amount), headers={"Content-Type": "application/json"}
+    )
     assert status == 401
     good = notification(oid, amount)
     h = payments.signed_headers(shop.svc.payment_key, good)
@@ -79,7 +85,9 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     assert (status, body["error"]["code"]) == (404, "order_not_found")
     status, body = await send(shop, notification(oid, amount + 1))
     assert (status, body["error"]["code"]) == (400, "amount_mismatch")
-    assert (await shop.api.ok("GET", f"/api/orders/{oid}", token=None))["state"] == "pending_payment"
+    assert (await shop.api.ok("GET", f"/api/orders/{oid}", token=None))[
+        "state"
+    ] == "pending_payment"
 
     # the real one, then the provider repeats it (it does for ~24 h)
     txn = "4200001234"
@@ -94,11 +102,19 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     assert got["history"][1]["actor"] == "payment-notify"
     await shop.svc.bus.drain()
     assert [e["order_id"] for e in paid_events] == [oid]
-    assert await outcomes(shop, oid) == ["accepted", "duplicate", "duplicate", "duplicate", "wrong_amount"]
+    assert await outcomes(shop, oid) == [
+        "accepted",
+        "duplicate",
+        "duplicate",
+        "duplicate",
+        "wrong_amount",
+    ]
     rows = await shop.svc.notifications(None, 500)
     assert {"forged", "stale", "malformed", "unknown_order"} <= {r["outcome"] for r in rows}
     # operators can read the log; buyers cannot
-    assert (await shop.api.call("GET", f"/api/shop/payments/notifications?order_id={oid}"))[0] == 200
+    assert (await shop.api.call("GET", f"/api/shop/payments/notifications?order_id={oid}"))[
+        0
+    ] == 200
     assert (await shop.api.call("GET", "/api/shop/payments/notifications", token=None))[0] == 401
 
 
@@ -123,7 +139,13 @@ async def test_full_flow_through_the_simulated_provider(shop) -> None:
     status, body = await shop.api.post(f"/api/orders/{order['id']}/complete")
     assert status == 409
     hist = (await shop.api.ok("GET", f"/api/orders/{order['id']}"))["history"]
-    assert [h["to_state"] for h in hist] == ["pending_payment", "paid", "shipped", "refunding", "refunded"]
+    assert [h["to_state"] for h in hist] == [
+        "pending_payment",
+        "paid",
+        "shipped",
+        "refunding",
+        "refunded",
+    ]
     assert all(h["at_ms"] > 0 and h["actor"] for h in hist)
 
 
@@ -146,7 +168,9 @@ async def test_timeout_cancels_after_close_then_late_callback(shop) -> None:
     # a (validly signed) late success notification never resurrects it nor returns stock twice
     status, body = await send(shop, notification(order["id"], order["amount_fen"]), ts=clock())
     assert status == 200 and "cancelled" in body["message"]
-    assert (await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None))["state"] == "cancelled"
+    assert (await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None))[
+        "state"
+    ] == "cancelled"
     assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 3
     assert await outcomes(shop, order["id"]) == ["late"]
     await shop.svc.sweep()
@@ -167,7 +191,9 @@ async def test_timeout_racing_late_payments(shop) -> None:
         await shop.api.ok("POST", f"/api/orders/{o['id']}/pay", token=None)
     clock.advance(shop.svc.config.payment_timeout + 1)
     # the notifications must not look stale to the shifted clock
-    shop.svc.config = type(shop.svc.config)(**{**shop.svc.config.__dict__, "notify_max_skew": 10**6})
+    shop.svc.config = type(shop.svc.config)(
+        **{**shop.svc.config.__dict__, "notify_max_skew": 10**6}
+    )
 
     async def pay(o: dict) -> int:
         async with shop.api.session.post(f"{shop.sim.url}/sim/pay/{o['id']}") as r:

@@ -34,7 +34,7 @@ LEGAL = {
 def test_table_is_exactly_the_documented_one() -> None:
     got = {(a, b) for a, nxt in TRANSITIONS.items() for b in nxt}
     assert got == LEGAL
-    assert TERMINAL == {S.COMPLETED, S.CANCELLED, S.REFUNDED}
+    assert {S.COMPLETED, S.CANCELLED, S.REFUNDED} == TERMINAL
     assert S.CANCELLED not in HOLDS_STOCK and S.REFUNDED in HOLDS_STOCK
     assert S.PENDING_PAYMENT not in PAID_STATES
     assert sources(S.CANCELLED) == {S.PENDING_PAYMENT}

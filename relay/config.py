@@ -15,7 +15,36 @@ class RelayConfig:
     """A viewer that has skipped this many times in a row without catching up is dropped."""
     viewer_max_lag_ms: int = 3000
     """A viewer whose queued media spans more than this skips to the next keyframe."""
-    write_coalesce_ms: int = 0
-    """Merge writes to each viewer per tick (0 = write at once)."""
+    write_coalesce_ms: int = 30
+    """Merge the frames of each tick into one write per viewer (0 = write every frame at
+    once). Adds at most this much latency; cuts system calls several-fold at scale. A new
+    viewer's first bytes (headers + GOP cache) are always written at once."""
     publisher_linger: float = 10.0
     """Seconds a stream (and its viewers) waits for the publisher to come back."""
+    # ---- cluster (docs/cluster.md) -------------------------------------------------
+    origins: tuple[str, ...] = ()
+    """Edge: origin HTTP base URLs (``http://host:port``) tried after Redis's stream directory."""
+    edge_idle_linger: float = 5.0
+    """Edge: seconds a pull goes on after its last viewer left (a quick return reuses it)."""
+    max_pulls: int = 256
+    """Edge: streams pulled at once at most; a first viewer beyond that gets 404."""
+    pull_connect_timeout: float = 3.0
+    """Edge: seconds to connect to an origin and get its response headers."""
+    pull_read_timeout: float = 5.0
+    """Edge: an upstream silent this long is dropped and re-pulled."""
+    pull_retry_min: float = 0.2
+    """Edge: first retry delay after an upstream is lost (doubles, full jitter)."""
+    pull_retry_max: float = 3.0
+    """Edge: retry delay cap."""
+    cluster_prefix: str = "berrylive:cluster:"
+    """Redis key prefix of the node and stream directory (one per cluster sharing a Redis)."""
+    cluster_heartbeat: float = 1.0
+    """Seconds between load/stream registrations in Redis."""
+    cluster_ttl: float = 4.0
+    """A node or stream registration not refreshed for this long is dead."""
+    scheduler_cpu_weight: float = 10.0
+    """Scheduler: viewers one CPU percent counts for when comparing edges' load."""
+    forward: tuple[str, ...] = ()
+    """Origin: ``APP[/STREAM]=rtmp://host/app/key`` pushes of live streams to other servers."""
+    forward_retry_max: float = 30.0
+    """Origin: forward reconnect delay cap (seconds, full jitter)."""

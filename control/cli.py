@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -71,7 +72,11 @@ def _load(args: argparse.Namespace) -> Config:
         "http_port": getattr(args, "http_port", None),
         "role": getattr(args, "role", None),
     }
-    return load_config(args.config, None, **overrides)
+    cfg = load_config(args.config, None, **overrides)
+    origins = getattr(args, "origin", None)
+    if origins:  # edge: origin HTTP base URLs (relay.origins)
+        cfg = replace(cfg, relay=replace(cfg.relay, origins=tuple(origins.split(","))))
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,6 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_server_args(p_serve)
     p_serve.add_argument("--rtmp-port", type=int, help="RTMP port (0 = pick a free one)")
     p_serve.add_argument("--http-port", type=int, help="HTTP port (0 = pick a free one)")
+    p_serve.add_argument("--role", choices=("origin", "edge"), help="cluster role (origin)")
+    p_serve.add_argument("--origin", help="edge: origin URL[,URL...] (http://host:port)")
+
+    p_cluster = sub.add_parser("cluster", help="run one origin + N edges on this machine")
+    _add_server_args(p_cluster)
+    p_cluster.add_argument("--edges", type=int, default=2, help="edge processes (default 2)")
+    p_cluster.add_argument("--rtmp-port", type=int, help="origin RTMP port; edge i: +i")
+    p_cluster.add_argument("--http-port", type=int, help="origin HTTP port; edge i: +i")
 
     p_url = sub.add_parser("push-url", help="print a signed RTMP push URL")
     _add_server_args(p_url)
@@ -103,6 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             auth.push_url(base, config.server.secret, args.app, args.stream, int(time.time()) + ttl)
         )
         return 0
+
+    if args.command == "cluster":
+        from relay.launcher import run_cluster
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s cluster: %(message)s")
+        return asyncio.run(
+            run_cluster(
+                edges=args.edges, data_dir=config.data_path, host=config.server.host,
+                http_port=config.server.http_port, rtmp_port=config.server.rtmp_port,
+                redis_url=config.redis.url, secret=config.server.secret,
+                database_url=config.database_url, config_file=args.config,
+            )
+        )  # fmt: skip
 
     logging.basicConfig(
         level=getattr(logging, config.server.log_level.upper(), logging.INFO),

@@ -14,7 +14,9 @@ of its own connection attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import struct
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,9 @@ from urllib.parse import urlsplit
 SHARED_BUFFER_SIZE = 256 * 1024
 MAX_HEAD = 16 * 1024  # HTTP response head / RTMP chunk header bound during startup
 MAX_STARTUP_BYTES = 64 * 1024 * 1024  # give up looking for a keyframe after this much
+# After the first keyframe a viewer only counts bytes; reads are batched to this size, so a
+# byte count taken at any moment lags by less than this (0.6 % of a 20 s window at 2 Mb/s).
+RCVLOWAT = 32 * 1024
 
 
 @dataclass(slots=True)
@@ -43,6 +48,11 @@ class Viewer:
     @property
     def ttfb(self) -> float | None:
         return None if self.first_byte is None else self.first_byte - self.started
+
+    @property
+    def ttfm(self) -> float | None:
+        """Time to the first audio/video/data tag or message."""
+        return None if self.first_media is None else self.first_media - self.started
 
     @property
     def ttfk(self) -> float | None:
@@ -119,6 +129,13 @@ class _ViewerProtocol(asyncio.BufferedProtocol):
         if self.viewer.first_keyframe is None:
             self.viewer.first_keyframe = time.perf_counter()
         self.counting = True
+        # From now on only the byte count matters: let the kernel wake us per RCVLOWAT bytes
+        # instead of per server write (an order of magnitude fewer reads for the generator).
+        if self.transport is not None and RCVLOWAT:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
         self._finish()
 
     def media(self) -> None:

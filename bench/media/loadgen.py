@@ -108,6 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             key = v.error[:80]
             errors[key] = errors.get(key, 0) + 1
     ttfb = [t for v in viewers if (t := v.ttfb) is not None]
+    ttfm = [t for v in viewers if (t := v.ttfm) is not None]
     ttfk = [t for v in viewers if (t := v.ttfk) is not None]
     return {
         "viewers": args.viewers,
@@ -124,6 +125,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rate_mbps_mean": round(sum(rates) / len(rates) / 1e6, 3),
         "ttfb_ms_p50": _ms(percentile(ttfb, 50)),
         "ttfb_ms_p99": _ms(percentile(ttfb, 99)),
+        "ttfm_ms_p50": _ms(percentile(ttfm, 50)),
+        "ttfm_ms_p99": _ms(percentile(ttfm, 99)),
         "ttfk_ms_p50": _ms(percentile(ttfk, 50)),
         "ttfk_ms_p99": _ms(percentile(ttfk, 99)),
         "loadgen_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),

@@ -62,6 +62,7 @@ def tags(t: MemTransport) -> list[flv.FlvTag]:
 
 
 def registry(**kw: int) -> StreamRegistry:
+    kw.setdefault("write_coalesce_ms", 0)  # synchronous delivery unless a test asks
     return StreamRegistry(replace(RelayConfig(), **kw), linger_seconds=0.05)
 
 
@@ -211,3 +212,28 @@ async def test_audio_only_stream_starts_viewers_at_once() -> None:
     got = tags(t)
     assert bytes(t.received[:5]) == b"FLV\x01\x04"
     assert got[0].body == AAC_HDR and got[-1].timestamp == 200
+
+
+async def test_coalesced_batches_join_frames_and_new_viewers_miss_nothing() -> None:
+    reg = registry(write_coalesce_ms=20)
+    p = reg.publish("live", "co", PublisherInfo("p"))
+    p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "co")
+    t1 = MemTransport()
+    hub.add_viewer(Viewer(t1, HTTP_FLV_10, ViewerInfo("flv")), hub.flv_prelude(HTTP_FLV_10))
+    writes: list[int] = []
+    orig = t1.write
+    t1.write = lambda data: (writes.append(len(data)), orig(data))  # type: ignore[method-assign]
+    for i in range(1, 4):
+        p.push(Kind.VIDEO, i * 33, inter())
+    assert writes == []  # held for the tick
+    # a viewer joining mid-tick gets the pending frames through its GOP prelude, once
+    t2 = MemTransport()
+    hub.add_viewer(Viewer(t2, HTTP_FLV_10, ViewerInfo("flv")), hub.flv_prelude(HTTP_FLV_10))
+    assert len(writes) == 1  # the join flushed the tick as one write
+    p.push(Kind.VIDEO, 4 * 33, inter())
+    await asyncio.sleep(0.05)
+    for t in (t1, t2):
+        ts = [x.timestamp for x in tags(t) if x.tag_type == 9]
+        assert ts == [0, 0, 33, 66, 99, 132], ts

@@ -1,14 +1,51 @@
-"""replay package (see ../shared/ARCHITECTURE.md)."""
+"""Recording through ffmpeg: live HLS, the VOD replay, covers, product clips, retention.
+
+See ``docs/replay.md``. ``setup(app, config)`` adds the routes and a cleanup context
+that starts :class:`~replay.service.ReplayService` once the runtime and the relay
+registry exist.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from core.runtime import RUNTIME
+from relay.http import REGISTRY
+from replay.api import SERVICE, add_routes
 from replay.config import ReplayConfig
+from replay.model import Replay, ReplayState
+from replay.service import ReplayService
+from replay.storage import LocalStorage, ReplayStorage
 
-__all__ = ["ReplayConfig", "setup"]
+__all__ = [
+    "SERVICE",
+    "LocalStorage",
+    "Replay",
+    "ReplayConfig",
+    "ReplayService",
+    "ReplayState",
+    "ReplayStorage",
+    "setup",
+]
 
 
 def setup(app: web.Application, config: ReplayConfig) -> None:
     """Register this package's routes and lifecycle on ``app`` (not built yet)."""
-    return None
+    if config.segment_type not in ("mpegts", "fmp4"):
+        raise ValueError("replay.segment_type must be 'mpegts' or 'fmp4'")
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        rt = app[RUNTIME]
+        storage = LocalStorage(rt.data_dir / "replay")
+        service = ReplayService(config, storage, app[REGISTRY], rt.bus, rt.http_base)
+        app[SERVICE] = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app.cleanup_ctx.append(ctx)
+    add_routes(app)

@@ -5,6 +5,47 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ReplayConfig:
+    """``[replay]`` section; every field also reads ``BERRYLIVE_REPLAY_<FIELD>``."""
+
     enabled: bool = True
     """Record every live stream into live HLS and a VOD replay."""
+    apps: tuple[str, ...] = ()
+    """Apps whose streams are recorded (empty = every app). A broadcast whose settings say
+    ``replay: false`` (``broadcast.*`` events) is not recorded either."""
     segment_seconds: float = 2.0
+    """HLS target segment duration (segments are cut at keyframes, so a segment lasts at
+    least one GOP)."""
+    segment_type: str = "mpegts"
+    """``mpegts`` (``.ts``, plays everywhere) or ``fmp4`` (``.m4s`` + ``init.mp4``)."""
+    ffmpeg: str = ""
+    """ffmpeg binary for recording and remuxing; empty = ``core.ffmpeg.ffmpeg_exe()`` for
+    H.264/AAC and the bundled recent ffmpeg for Enhanced-RTMP codecs (HEVC, AV1)."""
+    max_backlog_bytes: int = 8 * 1024 * 1024
+    """Bytes queued for one ffmpeg's stdin before the recorder skips to the next keyframe
+    (ffmpeg fell behind, logged); after ``relay.viewer_drop_after_skips`` skips in a row the
+    ffmpeg is cut and restarted (a new part)."""
+    restart_backoff: float = 1.0
+    """Seconds before restarting an ffmpeg that died (doubles per crash, up to 30 s)."""
+    max_restarts: int = 20
+    """Crashes per recording after which recording gives up (the replay keeps what it has)."""
+    mp4: bool = True
+    """Remux a ``+faststart`` MP4 from the segments when a broadcast ends."""
+    thumbnail_interval: float = 10.0
+    """Seconds between scrubbing thumbnails (sprite + WebVTT); 0 disables them."""
+    thumbnail_width: int = 160
+    """Width of a thumbnail in the sprite (height keeps the aspect ratio)."""
+    sprite_columns: int = 10
+    """Thumbnails per sprite row (a sprite holds ``sprite_columns``² thumbnails)."""
+    clip_max_seconds: float = 300.0
+    """Longest product clip: from a ``card.pushed`` to the next card, a clear, the end of
+    the replay or this many seconds."""
+    clip_min_seconds: float = 1.0
+    """Cards shown for less than this make no clip."""
+    max_age_days: float = 30.0
+    """Replays older than this are deleted (0 = keep forever)."""
+    max_total_bytes: int = 0
+    """Total size of all replays; the oldest finished ones are deleted beyond it (0 = no cap)."""
+    retention_interval: float = 600.0
+    """Seconds between retention sweeps."""
+    process_timeout: float = 600.0
+    """Longest a remux/thumbnail/clip ffmpeg may run before it is killed."""

@@ -1,0 +1,179 @@
+"""HTTP: live HLS, replay files, and the replay REST API.
+
+* ``GET /{app}/{stream}.m3u8``: the live playlist of the recording in progress (EVENT
+  type, grows into the replay; ``#EXT-X-ENDLIST`` once the broadcast ended).
+* ``GET /{app}/{stream}/{replay_id}/{file}``: segments (``p1/seg-00000.ts``), the VOD
+  playlist ``index.m3u8``, ``replay.mp4``, ``cover.jpg``, sprites, ``thumbs.vtt``, clips.
+* ``/api/replays``: list, get, delete (roles in :mod:`replay.openapi`).
+
+The ``{app}`` pattern refuses ``api`` so these routes never shadow ``/api/...``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from core.http import ApiError
+from replay.model import ReplayState
+from replay.service import ReplayService
+from replay.storage import FILE_RE, REPLAY_ID_RE
+
+SERVICE: web.AppKey[ReplayService] = web.AppKey("replay.service", ReplayService)
+
+NAME = r"[A-Za-z0-9_.\-]+"
+APP = r"(?!api/)[A-Za-z0-9_.\-]+"
+CONTENT_TYPES = {
+    "m3u8": "application/vnd.apple.mpegurl",
+    "ts": "video/mp2t",
+    "m4s": "video/iso.segment",
+    "mp4": "video/mp4",
+    "jpg": "image/jpeg",
+    "vtt": "text/vtt",
+}
+MAX_LIMIT = 200
+
+
+def _cors(headers: Any) -> None:
+    headers["Access-Control-Allow-Origin"] = "*"
+
+
+async def live_playlist(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    app, stream = request.match_info["app"], request.match_info["stream"]
+    rec = service.live_recording(app, stream)
+    if rec is None or rec.segment_count == 0:
+        raise web.HTTPNotFound(text=f"no live HLS for {app}/{stream}\n")
+    body = rec.render(prefix=f"{stream}/{rec.replay.id}/")
+    resp = web.Response(text=body, content_type="application/vnd.apple.mpegurl")
+    resp.headers["Cache-Control"] = "no-cache"
+    _cors(resp.headers)
+    return resp
+
+
+async def replay_file(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    rid, name = request.match_info["rid"], request.match_info["file"]
+    rep = service.replays.get(rid)
+    if (
+        rep is None
+        or rep.app != request.match_info["app"]
+        or rep.stream != request.match_info["stream"]
+        or not FILE_RE.match(name)
+        or name.endswith(".tmp")
+    ):
+        raise web.HTTPNotFound()
+    external = service.storage.url(rid, name)
+    if external is not None:
+        raise web.HTTPFound(external)
+    path = service.storage.local_file(rid, name)
+    if path is None:
+        raise web.HTTPNotFound()
+    ext = name.rsplit(".", 1)[-1]
+    resp = web.FileResponse(path, headers={"Content-Type": CONTENT_TYPES[ext]})
+    # Segments and finished files never change; playlists may (live, re-finalised).
+    if ext == "m3u8" or (rep.state is not ReplayState.READY and ext in ("jpg", "vtt")):
+        resp.headers["Cache-Control"] = "no-cache"
+    else:
+        resp.headers["Cache-Control"] = "public, max-age=86400"
+    _cors(resp.headers)
+    return resp
+
+
+def _int_query(
+    request: web.Request, name: str, default: int | None, lo: int, hi: int
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_query", f"{name}: expected an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "invalid_query", f"{name}: must be between {lo} and {hi}")
+    return value
+
+
+async def list_replays(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    q = request.query
+    limit = _int_query(request, "limit", 50, 1, MAX_LIMIT) or 50
+    offset = _int_query(request, "offset", 0, 0, 2**31) or 0
+    broadcast = _int_query(request, "broadcast_id", None, 1, 2**53)
+    state = q.get("state")
+    if state is not None and state not in {s.value for s in ReplayState}:
+        raise ApiError(400, "invalid_query", "state: unknown state")
+    items = [
+        r
+        for r in service.replays.values()
+        if (broadcast is None or r.broadcast_id == broadcast)
+        and ("app" not in q or r.app == q["app"])
+        and ("stream" not in q or r.stream == q["stream"])
+        and (state is None or r.state.value == state)
+    ]
+    items.sort(key=lambda r: r.created, reverse=True)
+    page = items[offset : offset + limit]
+    return web.json_response(
+        {
+            "items": [service.view(r) for r in page],
+            "total": len(items),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+async def list_clips(request: web.Request) -> web.Response:
+    """Product clips ("讲解回放"), newest replay first."""
+    service = request.app[SERVICE]
+    product = _int_query(request, "product_id", None, 1, 2**53)
+    broadcast = _int_query(request, "broadcast_id", None, 1, 2**53)
+    limit = _int_query(request, "limit", 50, 1, MAX_LIMIT) or 50
+    out: list[dict[str, Any]] = []
+    reps = sorted(service.replays.values(), key=lambda r: r.created, reverse=True)
+    for rep in reps:
+        if rep.state is not ReplayState.READY:
+            continue
+        if broadcast is not None and rep.broadcast_id != broadcast:
+            continue
+        for clip in service.view(rep)["clips"]:
+            if product is None or clip["product_id"] == product:
+                out.append({**clip, "replay_id": rep.id, "broadcast_id": rep.broadcast_id})
+    return web.json_response({"items": out[:limit], "total": len(out)})
+
+
+def _replay_id(request: web.Request) -> str:
+    rid = request.match_info["replay_id"]
+    if not REPLAY_ID_RE.match(rid) or rid not in request.app[SERVICE].replays:
+        raise ApiError(404, "replay_not_found", "no such replay")
+    return rid
+
+
+async def get_replay(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return web.json_response(service.view(service.replays[_replay_id(request)]))
+
+
+async def delete_replay(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    rid = _replay_id(request)
+    rep = service.replays[rid]
+    if rep.state in (ReplayState.RECORDING, ReplayState.FINALIZING):
+        raise ApiError(409, "replay_busy", f"the replay is {rep.state.value}; delete it after")
+    await service.delete(rid)
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/replays", list_replays)
+    r.add_get("/api/replays/clips", list_clips)
+    r.add_get("/api/replays/{replay_id}", get_replay)
+    r.add_delete("/api/replays/{replay_id}", delete_replay)
+    r.add_get(f"/{{app:{APP}}}/{{stream:{NAME}}}.m3u8", live_playlist)
+    r.add_get(
+        f"/{{app:{APP}}}/{{stream:{NAME}}}/{{rid:r[0-9a-f]+}}/{{file:(?:p[0-9]+/)?[A-Za-z0-9_.\\-]+}}",
+        replay_file,
+    )

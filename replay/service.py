@@ -1,0 +1,418 @@
+"""The replay service: starts a recording per live hub, finalises replays, keeps the index,
+maps product cards to clips and applies retention.
+
+Hooks: ``StreamRegistry.hub_listeners`` (a hub is created / removed: a broadcast session
+begins / ends after the publisher linger), and bus events ``stream.*`` (wake the
+recorder at once), ``broadcast.*`` (which broadcast a stream belongs to, and whether its
+replay is wanted), ``card.pushed`` / ``card.cleared`` (product clips). It publishes
+``replay.ready`` and ``replay.clip``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.bus import Event, EventBus
+from relay.hub import StreamHub, StreamRegistry
+from replay import commands, finalize
+from replay.config import ReplayConfig
+from replay.model import Card, Replay, ReplayState
+from replay.recorder import Recording
+from replay.storage import ReplayStorage
+
+logger = logging.getLogger(__name__)
+
+LIVE_TAIL = 60.0
+"""Seconds ``/APP/STREAM.m3u8`` keeps answering (with ``#EXT-X-ENDLIST``) after the end."""
+MAX_CARDS = 2000
+"""Cards remembered per replay."""
+
+
+@dataclass
+class BroadcastInfo:
+    broadcast_id: int | None
+    replay: bool
+
+
+class ReplayService:
+    def __init__(
+        self,
+        config: ReplayConfig,
+        storage: ReplayStorage,
+        registry: StreamRegistry,
+        bus: EventBus,
+        base_url: Callable[[], str],
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.registry = registry
+        self.bus = bus
+        self.base_url = base_url
+        self.replays: dict[str, Replay] = {}
+        self.recordings: dict[str, Recording] = {}
+        """By ``app/stream``: the recording in progress, or just ended (live tail)."""
+        self._ended_at: dict[str, float] = {}
+        self.broadcasts: dict[str, BroadcastInfo] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._unsub: list[Callable[[], None]] = []
+        self._save_locks: dict[str, asyncio.Lock] = {}
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for data in await self.storage.load_manifests():
+            try:
+                rep = Replay.from_dict(data)
+            except (TypeError, ValueError, KeyError) as exc:
+                logger.warning("ignoring unreadable replay record %s: %s", data.get("id"), exc)
+                continue
+            self.replays[rep.id] = rep
+        unfinished = [
+            r
+            for r in self.replays.values()
+            if r.state in (ReplayState.RECORDING, ReplayState.FINALIZING)
+        ]
+        for rep in unfinished:
+            logger.warning("replay %s was left %s: finalising it", rep.id, rep.state.value)
+            self._spawn(self._finalize(rep))
+        self.registry.hub_listeners.append(self._on_hub)
+        self._unsub.append(self.bus.subscribe("stream.*", self._on_stream_event))
+        self._unsub.append(self.bus.subscribe("broadcast.*", self._on_broadcast_event))
+        self._unsub.append(self.bus.subscribe("card.*", self._on_card_event))
+        for hub in list(self.registry.hubs.values()):
+            self._on_hub(hub, "created")
+        if self.config.max_age_days > 0 or self.config.max_total_bytes > 0:
+            self._spawn(self._retention_loop())
+
+    async def stop(self) -> None:
+        """Server shutdown: ffmpeg writes its last segment; the replay stays ``recording``
+        and is finalised on the next start."""
+        self._stopping = True
+        with contextlib.suppress(ValueError):
+            self.registry.hub_listeners.remove(self._on_hub)
+        for unsub in self._unsub:
+            unsub()
+        recs = [r for r in self.recordings.values() if r.replay.state is ReplayState.RECORDING]
+        await asyncio.gather(*(r.stop("server shutting down") for r in recs))
+        for rec in recs:
+            await self.save(rec.replay)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def save(self, replay: Replay) -> None:
+        lock = self._save_locks.setdefault(replay.id, asyncio.Lock())
+        async with lock:
+            await self.storage.save_manifest(replay.id, replay.to_dict())
+
+    # ------------------------------------------------------------------ recordings
+
+    def wants(self, app: str, stream: str) -> bool:
+        if self.config.apps and app not in self.config.apps:
+            return False
+        info = self.broadcasts.get(f"{app}/{stream}")
+        return info is None or info.replay
+
+    def _on_hub(self, hub: StreamHub, what: str) -> None:
+        if self._stopping:
+            return
+        if what == "created":
+            if not self.wants(hub.app, hub.name):
+                return
+            old = self.recordings.get(hub.key)
+            if old is not None and old.replay.state is ReplayState.RECORDING:
+                return  # still closing the previous session; it ends with its hub
+            rep = Replay(id=Replay.new_id(), app=hub.app, stream=hub.name)
+            rep.segment_type = self.config.segment_type
+            info = self.broadcasts.get(hub.key)
+            if info is not None:
+                rep.broadcast_id = info.broadcast_id
+            self.replays[rep.id] = rep
+            rec = Recording(rep, hub, self.config, self.storage, self.save, self._on_segment)
+            self.recordings[hub.key] = rec
+            self._ended_at.pop(hub.key, None)
+            rec.start()
+            logger.info("%s: recording replay %s", hub.key, rep.id)
+        elif what == "removed":
+            ended = self.recordings.get(hub.key)
+            if ended is not None and ended.hub is hub:
+                self._spawn(self._end(ended))
+
+    async def _end(self, rec: Recording) -> None:
+        await rec.stop("broadcast ended")
+        self._ended_at[rec.hub.key] = time.monotonic()
+        await self._finalize(rec.replay)
+
+    def _on_segment(self, rec: Recording) -> None:
+        rep = rec.replay
+        if rep.cover is None and rep.segment_type != "fmp4" and not rec.cover_pending:
+            part = next((p for p in rep.parts if rec.playlists.get(p.index)), None)
+            if part is None or part.video_codec is None:
+                return
+            pl = rec.playlists[part.index]
+            if not pl.segments:
+                return
+            rec.cover_pending = True
+            self._spawn(self._live_cover(rec, part.dir, pl.segments[0].uri, part.exe))
+
+    async def _live_cover(self, rec: Recording, part_dir: str, seg: str, exe: str) -> None:
+        root = self.storage.work_dir(rec.replay.id)
+        args = commands.snapshot(exe, root / part_dir / seg, root / finalize.COVER_FILE)
+        code, _out, tail = await finalize.run(args, self.config.process_timeout)
+        if code == 0:
+            rec.replay.cover = finalize.COVER_FILE
+            await self.save(rec.replay)
+        else:
+            logger.warning("replay %s: cover failed: %s", rec.replay.id, tail)
+
+    async def _finalize(self, rep: Replay) -> None:
+        rep.state = ReplayState.FINALIZING
+        rep.ended = rep.ended or time.time()
+        await self.save(rep)
+        root = self.storage.work_dir(rep.id)
+        try:
+            await finalize.finalize(rep, root, self.config)
+        except finalize.StepFailed as exc:
+            rep.state = ReplayState.FAILED
+            rep.error = str(exc)
+            rep.size = await self.storage.size(rep.id)
+            await self.save(rep)
+            logger.warning("replay %s of %s/%s: %s", rep.id, rep.app, rep.stream, exc)
+            return
+        except Exception as exc:
+            logger.exception("replay %s: finalising failed", rep.id)
+            rep.state = ReplayState.FAILED
+            rep.error = f"finalising failed: {exc}"
+            await self.save(rep)
+            return
+        rep.size = await self.storage.size(rep.id)
+        await self.storage.publish(rep.id)
+        rep.state = ReplayState.READY
+        await self.save(rep)
+        view = self.view(rep)
+        logger.info(
+            "replay %s of %s/%s ready: %.1fs, %d parts, %d bytes, %d clips",
+            rep.id,
+            rep.app,
+            rep.stream,
+            rep.duration,
+            len([p for p in rep.parts if p.duration > 0]),
+            rep.size,
+            len(rep.clips),
+        )
+        await self.bus.publish(
+            "replay.ready",
+            {
+                "broadcast_id": rep.broadcast_id,
+                "app": rep.app,
+                "stream": rep.stream,
+                "replay_id": rep.id,
+                "url": view["hls"],
+                "hls": view["hls"],
+                "mp4": view["mp4"],
+                "cover": view["cover"],
+                "duration": rep.duration,
+                "size": rep.size,
+                "codecs": rep.codecs,
+                "clips": view["clips"],
+            },
+        )
+        for clip in view["clips"]:
+            await self.bus.publish(
+                "replay.clip",
+                {"broadcast_id": rep.broadcast_id, "app": rep.app, "stream": rep.stream,
+                 "replay_id": rep.id, **clip},
+            )  # fmt: skip
+
+    # ------------------------------------------------------------------ events
+
+    def _on_stream_event(self, event: Event) -> None:
+        key = f"{event.data.get('app')}/{event.data.get('stream')}"
+        rec = self.recordings.get(key)
+        if rec is not None:
+            rec.wake()
+
+    def _on_broadcast_event(self, event: Event) -> None:
+        data = event.data
+        app, stream = data.get("app"), data.get("stream")
+        if not isinstance(app, str) or not isinstance(stream, str):
+            return
+        bid = data.get("broadcast_id", data.get("id"))
+        bid = bid if isinstance(bid, int) and not isinstance(bid, bool) else None
+        settings = data.get("settings")
+        wanted = not (isinstance(settings, dict) and settings.get("replay") is False)
+        key = f"{app}/{stream}"
+        if event.topic == "broadcast.deleted":
+            self.broadcasts.pop(key, None)
+            return
+        self.broadcasts[key] = BroadcastInfo(bid, wanted)
+        rec = self.recordings.get(key)
+        if rec is not None and rec.replay.state is ReplayState.RECORDING:
+            if rec.replay.broadcast_id is None and bid is not None:
+                rec.replay.broadcast_id = bid
+            if not wanted:
+                logger.info("%s: broadcast %s wants no replay; recording dropped", key, bid)
+                self.recordings.pop(key, None)
+                self._spawn(self._drop(rec))
+
+    async def _drop(self, rec: Recording) -> None:
+        await rec.stop("replay disabled")
+        self.replays.pop(rec.replay.id, None)
+        await self.storage.delete(rec.replay.id)
+
+    def _recording_for_card(self, data: dict[str, Any]) -> Recording | None:
+        room = data.get("room")
+        if isinstance(room, str) and room in self.recordings:
+            return self.recordings[room]
+        bid = data.get("broadcast_id")
+        for rec in self.recordings.values():
+            if bid is not None and str(rec.replay.broadcast_id) == str(bid):
+                return rec
+        return None
+
+    def _on_card_event(self, event: Event) -> None:
+        data = event.data
+        rec = self._recording_for_card(data)
+        if rec is None or rec.replay.state is not ReplayState.RECORDING:
+            return
+        cards = rec.replay.cards
+        ts = data.get("ts")
+        if not isinstance(ts, int | float):
+            return
+        card_id = data.get("card_id") if isinstance(data.get("card_id"), int) else None
+        if event.topic == "card.pushed":
+            if len(cards) >= MAX_CARDS:
+                return
+            product = data.get("product_id") if isinstance(data.get("product_id"), int) else None
+            pushed = data.get("pushed_ts", ts)
+            cards.append(
+                Card(card_id, product, float(pushed if isinstance(pushed, int | float) else ts))
+            )
+        elif event.topic == "card.cleared":
+            for card in reversed(cards):
+                if card.cleared is None and (card_id is None or card.card_id == card_id):
+                    card.cleared = float(ts)
+                    break
+
+    # ------------------------------------------------------------------ queries
+
+    def live_recording(self, app: str, stream: str) -> Recording | None:
+        key = f"{app}/{stream}"
+        rec = self.recordings.get(key)
+        if rec is None:
+            return None
+        ended = self._ended_at.get(key)
+        if ended is not None and time.monotonic() - ended > LIVE_TAIL:
+            return None
+        return rec
+
+    def file_url(self, rep: Replay, name: str | None) -> str | None:
+        if name is None:
+            return None
+        external = self.storage.url(rep.id, name)
+        if external is not None:
+            return external
+        return f"{self.base_url()}/{rep.app}/{rep.stream}/{rep.id}/{name}"
+
+    def view(self, rep: Replay) -> dict[str, Any]:
+        recording = rep.state is ReplayState.RECORDING
+        hls = (
+            f"{self.base_url()}/{rep.app}/{rep.stream}.m3u8"
+            if recording
+            else self.file_url(rep, finalize.VOD_PLAYLIST)
+            if rep.state is ReplayState.READY or rep.duration > 0
+            else None
+        )
+        recorded = [p for p in rep.parts if p.duration > 0 or p.ended is None]
+        return {
+            "id": rep.id,
+            "app": rep.app,
+            "stream": rep.stream,
+            "broadcast_id": rep.broadcast_id,
+            "state": rep.state.value,
+            "created": rep.created,
+            "ended": rep.ended,
+            "duration": rep.duration
+            if not recording
+            else round(sum(p.duration for p in rep.parts), 3),
+            "size": rep.size,
+            "codecs": rep.codecs,
+            "parts": len(recorded),
+            "hls": hls,
+            "mp4": self.file_url(rep, rep.mp4),
+            "cover": self.file_url(rep, rep.cover),
+            "thumbnails": self.file_url(rep, rep.sprites),
+            "clips": [
+                {
+                    "card_id": c.card_id,
+                    "product_id": c.product_id,
+                    "start": c.start,
+                    "duration": c.duration,
+                    "url": self.file_url(rep, c.file),
+                }
+                for c in rep.clips
+            ],
+            "error": rep.error,
+        }
+
+    async def delete(self, replay_id: str) -> None:
+        rep = self.replays.pop(replay_id)
+        for key, rec in list(self.recordings.items()):
+            if rec.replay is rep:
+                del self.recordings[key]
+        await self.storage.delete(replay_id)
+        logger.info("replay %s of %s/%s deleted", rep.id, rep.app, rep.stream)
+
+    # ------------------------------------------------------------------ retention
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.apply_retention()
+            except Exception:
+                logger.exception("replay retention sweep failed")
+            await asyncio.sleep(self.config.retention_interval)
+
+    async def apply_retention(self, now: float | None = None) -> list[str]:
+        """Delete finished replays past ``max_age_days``, then the oldest finished ones
+        while the total exceeds ``max_total_bytes``. Returns the ids deleted."""
+        now = time.time() if now is None else now
+        done = (ReplayState.READY, ReplayState.FAILED)
+        finished = sorted(
+            (r for r in self.replays.values() if r.state in done), key=lambda r: r.created
+        )
+        deleted: list[str] = []
+        if self.config.max_age_days > 0:
+            limit = now - self.config.max_age_days * 86400
+            for rep in finished:
+                if (rep.ended or rep.created) < limit:
+                    deleted.append(rep.id)
+        if self.config.max_total_bytes > 0:
+            total = sum(r.size for r in self.replays.values() if r.id not in deleted)
+            for rep in finished:
+                if total <= self.config.max_total_bytes:
+                    break
+                if rep.id not in deleted:
+                    deleted.append(rep.id)
+                    total -= rep.size
+        for rid in deleted:
+            if rid in self.replays:
+                await self.delete(rid)
+        if deleted:
+            logger.info("replay retention deleted %d replay(s)", len(deleted))
+        return deleted

@@ -1,0 +1,218 @@
+"""Origin + edges as real processes on 127.0.0.1 sharing one Redis; ffmpeg publishes,
+ffprobe and raw HTTP-FLV readers play from the edges."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.cluster.harness import TTL, Cluster, FlvViewer, cluster
+from tests.mediautil import make_clip, need_ffprobe, start_publisher, stop, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 1-second GOPs so a republished stream reaches viewers quickly.
+    return make_clip(tmp_path_factory.mktemp("clips") / "cluster.flv", 6.0, gop=30)
+
+
+async def probe_live(ffprobe: str, url: str, seconds: float = 2.0) -> dict[str, int]:
+    """Packets per type ffprobe reads from a live URL in ``seconds`` of stream time."""
+    proc = await asyncio.create_subprocess_exec(
+        ffprobe, "-v", "error", "-rw_timeout", "15000000", "-read_intervals", f"%+{seconds}",
+        "-show_entries", "packet=codec_type", "-of", "json", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    counts: dict[str, int] = {}
+    for p in json.loads(out).get("packets", []):
+        counts[p["codec_type"]] = counts.get(p["codec_type"], 0) + 1
+    return counts
+
+
+async def stream_owner_is(c: Cluster, node: str, key: str = "live/s") -> bool:
+    return await c.directory.stream_owner(key) == node
+
+
+async def test_edges_pull_on_demand_one_upstream_each_and_stop_when_idle(
+    tmp_path: Path, clip: Path
+) -> None:
+    ffprobe = need_ffprobe()
+    async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
+        origin = await c.start("origin-a", "origin")
+        edge1 = await c.start("edge-1", "edge", origins=[origin])  # configured origin
+        edge2 = await c.start("edge-2", "edge")  # Redis directory only
+        # Nothing published: an edge answers 404 and does not keep a pull.
+        async with session.get(edge1.flv_url("s")) as r:
+            assert r.status == 404
+        anchor = await start_publisher(origin.push_url("s"), clip, loop=True)
+        try:
+            await wait_for(lambda: stream_owner_is(c, "origin-a"), 15)
+            # Concurrent first viewers on each edge: one pull per edge.
+            viewers = [FlvViewer(session, e.flv_url("s")) for e in (edge1, edge2) for _ in range(4)]
+            probes = await asyncio.gather(
+                probe_live(ffprobe, edge1.flv_url("s")), probe_live(ffprobe, edge2.flv_url("s"))
+            )
+            for counts in probes:
+                assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
+            await wait_for(lambda: all(len(v.video()) > 30 for v in viewers), 20)
+            assert all(v.status == 200 for v in viewers)
+
+            async def upstreams_are(n: int) -> bool:
+                return await c.stream_viewers(origin) == n
+
+            # 8 edge viewers (+ 2 ffprobes): the origin serves exactly one upstream per edge.
+            await wait_for(lambda: upstreams_are(2), 10)
+
+            async def edge_viewers_are(n: int) -> bool:
+                return [await c.stream_viewers(e) for e in (edge1, edge2)] == [n, n]
+
+            await wait_for(lambda: edge_viewers_are(4), 10)  # the ffprobes have left
+            assert await c.stream_viewers(origin) == 2
+            for e in (edge1, edge2):
+                info = await c.info(e)
+                assert info is not None
+                assert info.streams["live/s"]["publisher"] == "edge"
+                assert info.streams["live/s"]["upstream"] == origin.http
+
+            # Cluster-wide view on any node (operator-only: unauthenticated is refused).
+            async with session.get(edge2.http + "/api/cluster/streams") as r:
+                assert r.status == 401
+            async with session.get(edge2.http + "/api/play/live/s?protocol=ws") as r:
+                assert r.status == 200
+                body = await r.json()
+                assert body["node"] in ("edge-1", "edge-2")
+                assert body["url"].startswith("ws://127.0.0.1:") and body["url"].endswith("/s.flv")
+
+            # The last viewer of edge 1 leaves: its pull stops after the idle linger (1 s).
+            for v in viewers[:4]:
+                await v.close()
+            await wait_for(lambda: upstreams_are(1), 10)
+            await wait_for(lambda: stream_gone(c, edge1), 10)
+            assert await c.stream_viewers(edge2) == 4
+            assert all(v.ended is None for v in viewers[4:])
+            # A viewer coming back starts a fresh pull.
+            again = FlvViewer(session, edge1.flv_url("s"))
+            await wait_for(lambda: len(again.video()) > 10, 15)
+            await wait_for(lambda: upstreams_are(2), 10)
+            await again.close()
+            for v in viewers[4:]:
+                await v.close()
+            await wait_for(lambda: upstreams_are(0), 10)
+        finally:
+            await stop(anchor)
+
+
+async def stream_gone(c: Cluster, node: object) -> bool:
+    from tests.cluster.harness import Node
+
+    assert isinstance(node, Node)
+    return await c.stream_viewers(node) is None
+
+
+async def test_origin_dies_anchor_republishes_elsewhere_viewers_resume(
+    tmp_path: Path, clip: Path
+) -> None:
+    async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
+        origin_a = await c.start("origin-a", "origin")
+        origin_b = await c.start("origin-b", "origin")
+        edge1 = await c.start("edge-1", "edge")
+        edge2 = await c.start("edge-2", "edge", origins=[origin_a, origin_b])
+        anchor = await start_publisher(origin_a.push_url("s"), clip, loop=True)
+        anchor2 = None
+        try:
+            await wait_for(lambda: stream_owner_is(c, "origin-a"), 15)
+            viewers = [FlvViewer(session, e.flv_url("s")) for e in (edge1, edge2) for _ in range(2)]
+            await wait_for(lambda: all(len(v.video()) > 30 for v in viewers), 20)
+
+            # The origin dies with its anchor connection; the anchor republishes to B.
+            await origin_a.kill(signal.SIGKILL)
+            await stop(anchor)
+            t0 = time.perf_counter()
+            anchor2 = await start_publisher(origin_b.push_url("s"), clip, loop=True)
+            await wait_for(lambda: all(len(v.video_after(t0)) > 15 for v in viewers), 15)
+            resumed = [v.video_after(t0)[0].at - t0 for v in viewers]
+            assert max(resumed) <= 5.0, resumed
+            # Same connections throughout, and a timeline that never goes back.
+            assert all(v.ended is None for v in viewers), [v.ended for v in viewers]
+            for v in viewers:
+                ts = [t.ts for t in v.video()]
+                assert ts == sorted(ts)
+            await wait_for(lambda: stream_owner_is(c, "origin-b"), 10)
+            for e in (edge1, edge2):
+                info = await c.info(e)
+                assert info is not None and info.streams["live/s"]["upstream"] == origin_b.http
+            print(f"viewers resumed {', '.join(f'{r:.2f}' for r in resumed)} s after republish")
+
+            # Scheduler: both edges are candidates; a killed edge stops being chosen.
+            async def chosen(n: int = 12) -> set[str]:
+                out = set()
+                for _ in range(n):
+                    async with session.get(origin_b.http + "/api/play/live/s") as r:
+                        assert r.status == 200, await r.text()
+                        out.add((await r.json())["node"])
+                return out
+
+            assert (await chosen()) <= {"edge-1", "edge-2"}
+            async with session.get(
+                origin_b.http + "/api/play/live/s?protocol=rtmp&redirect=1", allow_redirects=False
+            ) as r:
+                assert r.status == 302
+                assert r.headers["Location"].startswith("rtmp://127.0.0.1:")
+            async with session.get(origin_b.http + "/api/play/live/nothing") as r:
+                assert r.status == 404
+            await edge2.kill(signal.SIGKILL)
+            t_kill = time.perf_counter()
+
+            async def only_edge1() -> bool:
+                return await chosen(6) == {"edge-1"}
+
+            await wait_for(only_edge1, TTL + 5)
+            print(f"dead edge dropped by the scheduler after {time.perf_counter() - t_kill:.2f} s")
+            assert await chosen(30) == {"edge-1"}
+        finally:
+            await stop(anchor)
+            if anchor2 is not None:
+                await stop(anchor2)
+
+
+async def test_latency_added_per_hop_on_loopback(tmp_path: Path, clip: Path) -> None:
+    """The same frames read from the origin and from an edge: the edge hop adds <= 50 ms."""
+    async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
+        origin = await c.start("origin-a", "origin")
+        edge1 = await c.start("edge-1", "edge", origins=[origin])
+        edge2 = await c.start("edge-2", "edge", origins=[origin])
+        anchor = await start_publisher(origin.push_url("s"), clip, loop=True)
+        try:
+            await wait_for(lambda: stream_owner_is(c, "origin-a"), 15)
+            at_origin = FlvViewer(session, origin.flv_url("s"))
+            at_edge = FlvViewer(session, edge1.flv_url("s"))
+            # Two hops: edge 2 pulls from edge 1 (an edge can be another edge's origin).
+            await wait_for(lambda: len(at_edge.video()) > 0, 15)
+            await asyncio.sleep(4)  # measurement window (live frames, after the GOP burst)
+            first = {t.digest: t.at for t in at_origin.tags}
+            skip = at_edge.tags[0].at + 1.0  # leave out the prelude burst
+            delays = [
+                t.at - first[t.digest] for t in at_edge.tags if t.at > skip and t.digest in first
+            ]
+            assert len(delays) > 100, len(delays)
+            med = statistics.median(delays) * 1000
+            p95 = sorted(delays)[int(len(delays) * 0.95)] * 1000
+            print(f"origin -> edge hop on loopback: median {med:.1f} ms, p95 {p95:.1f} ms "
+                  f"over {len(delays)} frames")  # fmt: skip
+            assert med <= 50.0
+            await at_origin.close()
+            await at_edge.close()
+            del edge2
+        finally:
+            await stop(anchor)

@@ -487,10 +487,10 @@ class LotteryService:
         )
         entrants = sorted(_s(m) for m in members)
         digest = entrants_digest(entrants)
-        if meta.get("entrants_hash") != digest:
-            await asyncio.wait_for(
-                self.hub.redis.hset(self._k(lid, "meta"), "entrants_hash", digest), REDIS_TIMEOUT
-            )
+        first = await asyncio.wait_for(
+            self.hub.redis.hsetnx(self._k(lid, "meta"), "entrants_hash", digest), REDIS_TIMEOUT
+        )
+        if first:  # one node publishes the frozen entrant hash, before any seed is revealed
             self._announce(
                 room,
                 {

@@ -1,0 +1,122 @@
+"""Streams that are not plain H.264 + AAC: video only, audio only, HEVC, a codec change."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from core.ffmpeg import bundled_ffmpeg_exe
+from media import flv
+from replay import ReplayState
+from tests.mediautil import make_clip, need_ffprobe
+from tests.replay.helpers import (
+    LINGER,
+    decode_all,
+    duration,
+    get_json,
+    get_text,
+    probe,
+    run_publisher,
+    stream_types,
+    wait_done,
+    wait_replay,
+)
+
+GOP = 1.0
+
+
+async def _record(server_factory, clip: Path, stream: str, exe: str | None = None):
+    server = await server_factory(relay={"publisher_linger": LINGER})
+    await run_publisher(server.push_url(stream), clip, exe=exe)
+    rep = await wait_replay(server, "live", stream)
+    await wait_done(rep)
+    _, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
+    return server, rep, view
+
+
+async def test_video_without_audio(server_factory, clip_dir):
+    ffprobe = need_ffprobe()
+    clip = make_clip(clip_dir / "v3.flv", 3.0, gop=30, audio=False)
+    _server, rep, view = await _record(server_factory, clip, "mute")
+    assert rep.state is ReplayState.READY, rep.error
+    assert set(view["codecs"]) == {"video"}
+    for url in (view["hls"], view["mp4"]):
+        info = await asyncio.to_thread(probe, ffprobe, url)
+        assert stream_types(info) == {"video"}
+        assert abs(duration(info) - 3.0) <= GOP
+        await asyncio.to_thread(decode_all, "ffmpeg", url)
+    assert view["cover"] is not None
+
+
+async def test_audio_only(server_factory, clip_dir):
+    ffprobe = need_ffprobe()
+    clip = make_clip(clip_dir / "a3.flv", 3.0, video=False)
+    _server, rep, view = await _record(server_factory, clip, "radio")
+    assert rep.state is ReplayState.READY, rep.error
+    assert set(view["codecs"]) == {"audio"}
+    for url in (view["hls"], view["mp4"]):
+        info = await asyncio.to_thread(probe, ffprobe, url)
+        assert stream_types(info) == {"audio"}
+        assert abs(duration(info) - 3.0) <= 0.5
+        await asyncio.to_thread(decode_all, "ffmpeg", url)
+    assert view["cover"] is None and view["thumbnails"] is None
+
+
+async def test_hevc_enhanced_rtmp(server_factory, clip_dir):
+    ffprobe = need_ffprobe()
+    clip = make_clip(clip_dir / "hevc3.flv", 3.0, gop=30, vcodec="libx265")
+    _server, rep, view = await _record(server_factory, clip, "hevc", exe=bundled_ffmpeg_exe())
+    assert rep.state is ReplayState.READY, rep.error
+    assert rep.parts[0].video_codec == "hvc1"
+    assert view["codecs"]["video"]["codec"] == "hevc"
+    for url in (view["hls"], view["mp4"]):
+        info = await asyncio.to_thread(probe, ffprobe, url)
+        assert stream_types(info) == {"video", "audio"}
+        assert abs(duration(info) - 3.0) <= GOP
+        await asyncio.to_thread(decode_all, "ffmpeg", url)
+    mp4 = await asyncio.to_thread(probe, ffprobe, view["mp4"])
+    video = next(s for s in mp4["streams"] if s["codec_type"] == "video")
+    assert video["codec_tag_string"] == "hvc1"  # plays on Apple devices
+
+
+def _splice(a: Path, b: Path, out: Path) -> Path:
+    """One FLV: ``a`` then ``b`` (other resolution) with ``b``'s sequence headers mid-stream."""
+    if out.exists():
+        return out
+    tags = []
+    end = 0
+    for src in (a, b):
+        demux = flv.FlvDemuxer()
+        items = [t for t in demux.feed(src.read_bytes()) if isinstance(t, flv.FlvTag)]
+        base = end
+        for t in items:
+            if t.tag_type == 18 and base:
+                continue  # one onMetaData
+            tags.append(flv.tag(t.tag_type, base + t.timestamp, t.body))
+            end = max(end, base + t.timestamp + 34)
+    out.write_bytes(flv.file_header(True, True) + b"".join(tags))
+    return out
+
+
+async def test_codec_change_mid_stream(server_factory, clip_dir):
+    ffprobe = need_ffprobe()
+    small = make_clip(clip_dir / "av3.flv", 3.0, gop=30)
+    big = make_clip(clip_dir / "av3_big.flv", 3.0, gop=30, size="480x270")
+    clip = _splice(small, big, clip_dir / "change.flv")
+    _server, rep, view = await _record(server_factory, clip, "change")
+    assert rep.state is ReplayState.READY, rep.error
+    assert [p.reason for p in rep.parts] == ["start", "codec"]
+    _, text = await get_text(view["hls"])
+    assert text.count("#EXT-X-DISCONTINUITY") == 1
+    info = await asyncio.to_thread(probe, ffprobe, view["hls"])
+    assert stream_types(info) == {"video", "audio"}
+    assert abs(duration(info) - 6.0) <= 2 * GOP
+    await asyncio.to_thread(decode_all, "ffmpeg", view["hls"])
+    # both resolutions are in the replay
+    out = await asyncio.create_subprocess_exec(
+        ffprobe, "-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height",
+        "-of", "csv=p=0", view["mp4"] or view["hls"], stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await out.communicate()
+    sizes = set(stdout.decode().split())
+    assert {"320,180", "480,270"} <= sizes, sizes

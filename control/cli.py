@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control import ops_cli
 from control.app import create_app
 from control.config import Config, ConfigError, load_config
 from core.runtime import RUNTIME
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_url.add_argument("--app", default="live")
     p_url.add_argument("--ttl", type=int, help="validity in seconds (default ingest.push_ttl)")
 
+    ops_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     try:
         config = _load(args)
@@ -109,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"berrylive: configuration error: {exc}", file=sys.stderr)
         return 2
 
+    if hasattr(args, "ops"):
+        return ops_cli.run(args, config)
     if args.command == "push-url":
         ttl = args.ttl if args.ttl is not None else config.ingest.push_ttl
         base = f"rtmp://{config.public_host()}:{config.server.rtmp_port}"

@@ -34,7 +34,8 @@ def add_parsers(sub: Any) -> None:
     users = p_user.add_subparsers(dest="user_command", required=True)
     p = users.add_parser("add", help="create an account")
     p.add_argument("username")
-    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    # dest is not "role": the server's --role (origin/edge) reads that name
+    p.add_argument("--role", dest="account_role", required=True, choices=[r.value for r in Role])
     p.add_argument("--display-name", default="")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _server_args(p)
@@ -81,7 +82,7 @@ async def _user_add(args: argparse.Namespace, config: Any) -> int:
     accounts, engine = await _accounts(config)
     try:
         user = await accounts.create_user(
-            args.username, password, Role(args.role), args.display_name
+            args.username, password, Role(args.account_role), args.display_name
         )
     finally:
         await engine.dispose()

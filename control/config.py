@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from control.settings import ControlSettings
 from core.config import ConfigError, load_section
 from danmaku.config import DanmakuConfig
 from ingest.config import IngestConfig
@@ -70,6 +71,7 @@ class Config:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     danmaku: DanmakuConfig = field(default_factory=DanmakuConfig)
     shop: ShopConfig = field(default_factory=ShopConfig)
+    control: ControlSettings = field(default_factory=ControlSettings)
 
     @property
     def data_path(self) -> Path:
@@ -122,7 +124,17 @@ def load_config(
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
-    known = {"server", "redis", "database", "ingest", "relay", "replay", "danmaku", "shop"}
+    known = {
+        "server",
+        "redis",
+        "database",
+        "ingest",
+        "relay",
+        "replay",
+        "danmaku",
+        "shop",
+        "control",
+    }
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
@@ -143,6 +155,7 @@ def load_config(
         replay=load_section(ReplayConfig, "replay", data, env),
         danmaku=load_section(DanmakuConfig, "danmaku", data, env),
         shop=load_section(ShopConfig, "shop", data, env),
+        control=load_section(ControlSettings, "control", data, env),
     )
     if cfg.server.role not in ("origin", "edge"):
         raise ConfigError(f"server.role must be 'origin' or 'edge', not {cfg.server.role!r}")

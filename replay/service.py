@@ -188,6 +188,14 @@ class ReplayService:
         try:
             await finalize.finalize(rep, root, self.config)
         except finalize.StepFailed as exc:
+            if not any(p.duration > 0 for p in rep.parts):
+                # the publisher left before a single segment: nothing worth listing
+                logger.info(
+                    "replay %s of %s/%s: nothing recorded; removed", rep.id, rep.app, rep.stream
+                )
+                self.replays.pop(rep.id, None)
+                await self.storage.delete(rep.id)
+                return
             rep.state = ReplayState.FAILED
             rep.error = str(exc)
             rep.size = await self.storage.size(rep.id)

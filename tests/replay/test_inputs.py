@@ -8,7 +8,7 @@ from pathlib import Path
 from core.ffmpeg import bundled_ffmpeg_exe
 from media import flv
 from replay import ReplayState
-from tests.mediautil import make_clip, need_ffprobe
+from tests.mediautil import make_clip, need_ffprobe, start_publisher, wait_for
 from tests.replay.helpers import (
     LINGER,
     decode_all,
@@ -17,6 +17,7 @@ from tests.replay.helpers import (
     get_text,
     probe,
     run_publisher,
+    service_of,
     stream_types,
     wait_done,
     wait_replay,
@@ -120,3 +121,31 @@ async def test_codec_change_mid_stream(server_factory, clip_dir):
     stdout, _ = await out.communicate()
     sizes = set(stdout.decode().split())
     assert {"320,180", "480,270"} <= sizes, sizes
+
+
+async def test_fmp4_segments(server_factory, clip_dir):
+    ffprobe = need_ffprobe()
+    clip = make_clip(clip_dir / "av4.flv", 4.0, gop=30)
+    server = await server_factory(
+        relay={"publisher_linger": LINGER}, replay={"segment_type": "fmp4"}
+    )
+    pub = await start_publisher(server.push_url("frag"), clip)
+    rep = await wait_replay(server, "live", "frag")
+    rec = service_of(server).recordings["live/frag"]
+    await wait_for(lambda: rec.segment_count >= 1, 15)
+    live = f"{server.http_url}/live/frag.m3u8"
+    _, text = await get_text(live)
+    assert '#EXT-X-MAP:URI="frag/' in text and ".m4s" in text
+    info = await asyncio.to_thread(probe, ffprobe, live)
+    assert stream_types(info) == {"video", "audio"}
+    _, err = await asyncio.wait_for(pub.communicate(), 30)
+    assert pub.returncode == 0, err
+    await wait_done(rep)
+    assert rep.state is ReplayState.READY, rep.error
+    _, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
+    for url in (view["hls"], view["mp4"]):
+        info = await asyncio.to_thread(probe, ffprobe, url)
+        assert stream_types(info) == {"video", "audio"}
+        assert abs(duration(info) - 4.0) <= GOP, (url, duration(info))
+        await asyncio.to_thread(decode_all, "ffmpeg", url)
+    assert view["cover"] is not None

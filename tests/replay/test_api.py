@@ -16,6 +16,7 @@ from tests.replay.helpers import (
     get_json,
     probe,
     replay_dir,
+    run_publisher,
     service_of,
     wait_done,
     wait_replay,
@@ -116,3 +117,26 @@ async def test_retention_by_age_then_by_size(server_factory):
     assert deleted == [made[0].id, made[1].id]
     assert set(svc.replays) == {made[2].id, made[3].id, live.id}
     assert not replay_dir(server, made[0]).exists() and replay_dir(server, made[2]).exists()
+
+
+async def test_broadcast_events_map_streams_and_can_switch_replay_off(server_factory, clip_dir):
+    clip = make_clip(clip_dir / "av3.flv", 3.0, gop=30)
+    server = await server_factory(relay={"publisher_linger": LINGER})
+    bus = server.runtime.bus
+    ready: list[dict] = []
+    bus.subscribe("replay.ready", lambda e: ready.append(e.data))
+    b7 = {"id": 7, "broadcast_id": 7, "app": "live", "stream": "b7", "settings": {"replay": True}}
+    b8 = {"id": 8, "broadcast_id": 8, "app": "live", "stream": "b8", "settings": {"replay": False}}
+    await bus.publish("broadcast.live", b7)
+    await bus.publish("broadcast.created", b8)
+    await bus.drain()
+    await run_publisher(server.push_url("b7"), clip)
+    await run_publisher(server.push_url("b8"), clip)
+    rep = await wait_replay(server, "live", "b7")
+    await wait_done(rep)
+    assert rep.broadcast_id == 7
+    await wait_for(lambda: bool(ready), 5)
+    assert ready[0]["broadcast_id"] == 7 and ready[0]["replay_id"] == rep.id
+    status, page = await get_json(f"{server.http_url}/api/replays?broadcast_id=7")
+    assert status == 200 and [i["id"] for i in page["items"]] == [rep.id]
+    assert not any(r.stream == "b8" for r in service_of(server).replays.values())

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cluster.harness import TTL, Cluster, FlvViewer, cluster
+from tests.cluster.harness import TTL, Cluster, FlvViewer, RtmpPublisher, cluster
 from tests.mediautil import make_clip, need_ffprobe, start_publisher, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -187,32 +187,34 @@ async def test_origin_dies_anchor_republishes_elsewhere_viewers_resume(
 
 
 async def test_latency_added_per_hop_on_loopback(tmp_path: Path, clip: Path) -> None:
-    """The same frames read from the origin and from an edge: the edge hop adds <= 50 ms."""
+    """Frames timed when our RTMP publisher writes them, when a viewer of the origin reads
+    them and when a viewer of an edge reads them (one clock, one process): the ingest hop
+    (anchor -> origin viewer) and the relay hop (origin viewer -> edge viewer) each add
+    <= 50 ms on loopback (median; the hub's write coalescing accounts for most of it)."""
     async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
         origin = await c.start("origin-a", "origin")
-        edge1 = await c.start("edge-1", "edge", origins=[origin])
-        edge2 = await c.start("edge-2", "edge", origins=[origin])
-        anchor = await start_publisher(origin.push_url("s"), clip, loop=True)
+        edge = await c.start("edge-1", "edge", origins=[origin])
+        anchor = RtmpPublisher(origin.push_url("s"), clip)
         try:
             await wait_for(lambda: stream_owner_is(c, "origin-a"), 15)
             at_origin = FlvViewer(session, origin.flv_url("s"))
-            at_edge = FlvViewer(session, edge1.flv_url("s"))
-            # Two hops: edge 2 pulls from edge 1 (an edge can be another edge's origin).
-            await wait_for(lambda: len(at_edge.video()) > 0, 15)
-            await asyncio.sleep(4)  # measurement window (live frames, after the GOP burst)
-            first = {t.digest: t.at for t in at_origin.tags}
-            skip = at_edge.tags[0].at + 1.0  # leave out the prelude burst
-            delays = [
-                t.at - first[t.digest] for t in at_edge.tags if t.at > skip and t.digest in first
-            ]
-            assert len(delays) > 100, len(delays)
-            med = statistics.median(delays) * 1000
-            p95 = sorted(delays)[int(len(delays) * 0.95)] * 1000
-            print(f"origin -> edge hop on loopback: median {med:.1f} ms, p95 {p95:.1f} ms "
-                  f"over {len(delays)} frames")  # fmt: skip
-            assert med <= 50.0
+            at_edge = FlvViewer(session, edge.flv_url("s"))
+            await wait_for(lambda: len(at_edge.video()) > 0 and len(at_origin.video()) > 0, 15)
+            t0 = time.perf_counter() + 1.0  # leave out the GOP bursts of the preludes
+            await asyncio.sleep(5)
+            sent = dict(anchor.sent)
+            first = {t.digest: t.at for t in at_origin.tags if t.at > t0}
+            ingest = [first[d] - sent[d] for d in first if d in sent]
+            relay = [t.at - first[t.digest] for t in at_edge.tags if t.digest in first]
+            assert len(ingest) > 100 and len(relay) > 100, (len(ingest), len(relay))
+            report = []
+            for name, values in (("anchor -> origin", ingest), ("origin -> edge", relay)):
+                ms = sorted(v * 1000 for v in values)
+                med, p95 = statistics.median(ms), ms[int(len(ms) * 0.95)]
+                report.append(f"{name}: median {med:.1f} ms, p95 {p95:.1f} ms ({len(ms)} frames)")
+                assert med <= 50.0, report
+            print("; ".join(report))
             await at_origin.close()
             await at_edge.close()
-            del edge2
         finally:
-            await stop(anchor)
+            await anchor.close()

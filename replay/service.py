@@ -134,9 +134,6 @@ class ReplayService:
         if what == "created":
             if not self.wants(hub.app, hub.name):
                 return
-            old = self.recordings.get(hub.key)
-            if old is not None and old.replay.state is ReplayState.RECORDING:
-                return  # still closing the previous session; it ends with its hub
             rep = Replay(id=Replay.new_id(), app=hub.app, stream=hub.name)
             rep.segment_type = self.config.segment_type
             info = self.broadcasts.get(hub.key)
@@ -154,9 +151,15 @@ class ReplayService:
                 self._spawn(self._end(ended))
 
     async def _end(self, rec: Recording) -> None:
+        key = rec.hub.key
         await rec.stop("broadcast ended")
-        self._ended_at[rec.hub.key] = time.monotonic()
+        if self.recordings.get(key) is rec:
+            self._ended_at[key] = time.monotonic()
         await self._finalize(rec.replay)
+        await asyncio.sleep(LIVE_TAIL)
+        if self.recordings.get(key) is rec:  # no new session of this stream meanwhile
+            del self.recordings[key]
+            self._ended_at.pop(key, None)
 
     def _on_segment(self, rec: Recording) -> None:
         rep = rec.replay

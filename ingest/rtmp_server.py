@@ -69,8 +69,13 @@ class RtmpServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for session in list(self.sessions):
+        sessions = list(self.sessions)
+        for session in sessions:
             session.abort("server shutting down")
+        tasks = [s.task for s in sessions if s.task is not None and not s.task.done()]
+        if tasks:
+            # let each session announce its end (stream.unpublished) before the bus closes
+            await asyncio.wait(tasks, timeout=5)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -123,6 +128,7 @@ class RtmpSession:
         self.play_stream_id = 0
         self.closing = False
         self.close_reason = ""
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
 
     # ------------------------------------------------------------------ I/O loop
 

@@ -28,7 +28,7 @@ MAX_HEAD = 16 * 1024  # HTTP response head / RTMP chunk header bound during star
 MAX_STARTUP_BYTES = 64 * 1024 * 1024  # give up looking for a keyframe after this much
 # After the first keyframe a viewer only counts bytes; reads are batched to this size, so a
 # byte count taken at any moment lags by less than this (0.6 % of a 20 s window at 2 Mb/s).
-RCVLOWAT = 32 * 1024
+DEFAULT_RCVLOWAT = 32 * 1024
 
 
 @dataclass(slots=True)
@@ -83,6 +83,8 @@ def _is_video_keyframe(b0: int, b1: int | None) -> bool:
 
 
 class _ViewerProtocol(asyncio.BufferedProtocol):
+    rcvlowat = DEFAULT_RCVLOWAT  # set per process by the load generator (0: off)
+
     def __init__(self, viewer: Viewer, done: asyncio.Future[None] | None = None) -> None:
         self.viewer = viewer
         self.transport: asyncio.Transport | None = None
@@ -131,11 +133,11 @@ class _ViewerProtocol(asyncio.BufferedProtocol):
         self.counting = True
         # From now on only the byte count matters: let the kernel wake us per RCVLOWAT bytes
         # instead of per server write (an order of magnitude fewer reads for the generator).
-        if self.transport is not None and RCVLOWAT:
+        if self.transport is not None and self.rcvlowat:
             sock = self.transport.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.rcvlowat)
         self._finish()
 
     def media(self) -> None:

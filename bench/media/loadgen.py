@@ -20,12 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import resource
 import sys
 import time
 from typing import Any
 
-from bench.media.clients import PlayTarget, Viewer, _ViewerProtocol, open_viewer
+from bench.media.clients import (
+    DEFAULT_RCVLOWAT,
+    PlayTarget,
+    Viewer,
+    _ViewerProtocol,
+    open_viewer,
+)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -33,7 +40,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -68,11 +75,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async def start(i: int) -> None:
         async with gate:
-            protos[i] = await open_viewer(target, viewers[i], settled[i])
+            try:
+                protos[i] = await open_viewer(target, viewers[i], settled[i])
+            except asyncio.CancelledError:
+                viewers[i].error = "connect not done within the settle timeout"
+                raise
 
     t0 = time.perf_counter()
     emit("connecting", viewers=args.viewers, proto=target.proto)
-    await asyncio.gather(*(start(i) for i in range(args.viewers)))
+    # Connects and first keyframes share one deadline: a server that stops accepting must
+    # not hang the run (the stuck viewers count as failures).
+    starts = [asyncio.create_task(start(i)) for i in range(args.viewers)]
+    _, pending = await asyncio.wait(starts, timeout=args.settle_timeout)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     connected_at = time.perf_counter() - t0
     remaining = max(0.0, args.settle_timeout - connected_at)
     if remaining:
@@ -129,6 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ttfm_ms_p99": _ms(percentile(ttfm, 99)),
         "ttfk_ms_p50": _ms(percentile(ttfk, 50)),
         "ttfk_ms_p99": _ms(percentile(ttfk, 99)),
+        "rcvlowat": args.rcvlowat,
         "loadgen_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),
     }
 
@@ -153,6 +171,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--concurrency", type=int, default=64, help="connects in flight at once")
     p.add_argument(
+        "--rcvlowat",
+        type=int,
+        default=DEFAULT_RCVLOWAT,
+        help="SO_RCVLOWAT once counting (bytes; 0 = wake per server write)",
+    )
+    p.add_argument(
         "--bitrate", type=float, required=True, help="stream bitrate, bits/s (for the 90%% share)"
     )
     return p.parse_args(argv)
@@ -161,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     raise_nofile_limit()
+    _ViewerProtocol.rcvlowat = args.rcvlowat
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

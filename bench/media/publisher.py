@@ -79,8 +79,10 @@ class Publisher:
     """ffmpeg pushing the source in a loop, at its own pace (``-re``)."""
 
     def __init__(self, source: Source, push_url: str, log_path: Path) -> None:
+        self.progress_path = log_path.with_suffix(".progress")
         self.cmd = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "warning", "-nostdin",
+            "-progress", str(self.progress_path), "-stats_period", "0.5",
             "-re", "-stream_loop", "-1", "-i", str(source.path),
             "-c", "copy", "-f", "flv", push_url,
         ]  # fmt: skip
@@ -96,6 +98,21 @@ class Publisher:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+
+    def media_time(self) -> float | None:
+        """Seconds of media pushed so far (ffmpeg's last progress report, every 0.5 s)."""
+        try:
+            with self.progress_path.open("rb") as f:
+                f.seek(max(0, f.seek(0, 2) - 4096))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        values = [line.split("=", 1)[1] for line in tail.splitlines()
+                  if line.startswith("out_time_us=")]  # fmt: skip
+        for value in reversed(values):
+            if value.strip().isdigit():
+                return int(value) / 1e6
+        return None
 
     @property
     def alive(self) -> bool:

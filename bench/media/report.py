@@ -29,14 +29,14 @@ def markdown_table(report: dict[str, Any]) -> str:
         "| server | viewers | proto | CPU µs / viewer·s | marginal µs / viewer·s | server CPU % "
         "| RSS MB (max) | ≥ 90 % bitrate | TTFB p50 / p99 ms | first media p50 / p99 ms "
         "| first keyframe p50 / p99 ms "
-        "| load gen CPU % | failures |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| load gen CPU % | other load (cores) | failures |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in report["cases"]:
         if "failed" in c:
             lines.append(
                 f"| {c['server']} | {c['viewers']} | | | | | | | | | | "
-                f"failed: {c['failed'].splitlines()[0][:120]} |"
+                f"failed: {(c['failed'].splitlines() or ['?'])[0][:120]} |"
             )
             continue
         errors = sum(c["errors"].values())
@@ -47,7 +47,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {_fmt(c['ttfb_ms_p50'])} / {_fmt(c['ttfb_ms_p99'])} "
             f"| {_fmt(c.get('ttfm_ms_p50'))} / {_fmt(c.get('ttfm_ms_p99'))} "
             f"| {_fmt(c['ttfk_ms_p50'])} / {_fmt(c['ttfk_ms_p99'])} "
-            f"| {_fmt(c['loadgen_cpu_pct'])} | {errors or ''} |"
+            f"| {_fmt(c['loadgen_cpu_pct'])} | {_fmt(c.get('other_cores'))} | {errors or ''} |"
         )
     if report.get("skipped"):
         lines.append("")
@@ -66,3 +66,24 @@ def update_benchmarks_md(path: Path, report: dict[str, Any], table: str) -> None
     else:
         text = text.rstrip("\n") + "\n\n## Media fan-out (bench/media)\n\n" + block + "\n"
     path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.media.report RESULTS.json [--update-benchmarks]``: print (and store)
+    the table of an earlier run."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("results", type=Path)
+    p.add_argument("--update-benchmarks", action="store_true")
+    args = p.parse_args(argv)
+    report = json.loads(args.results.read_text())
+    table = markdown_table(report)
+    print(table)
+    if args.update_benchmarks:
+        update_benchmarks_md(Path(__file__).resolve().parents[2] / "BENCHMARKS.md", report, table)
+
+
+if __name__ == "__main__":
+    main()

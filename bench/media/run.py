@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from bench.media.clients import probe
+from bench.media.clients import DEFAULT_RCVLOWAT, probe
 from bench.media.loadgen import raise_nofile_limit
 from bench.media.publisher import Publisher, Source, ensure_source
 from bench.media.report import markdown_table, update_benchmarks_md
@@ -53,6 +53,18 @@ class Case:
     result: dict[str, Any] = field(default_factory=dict)
 
 
+def _machine_busy_seconds() -> float:
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def _own_cpu(loadgen_pid: int, publisher: Publisher) -> float:
+    own = cpu_seconds(loadgen_pid)
+    if publisher.proc is not None:
+        own += cpu_seconds(publisher.proc.pid)
+    return own
+
+
 async def _sample_rss(pid: int, out: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
         out.append(await asyncio.to_thread(rss_bytes, pid))
@@ -63,13 +75,19 @@ async def _sample_rss(pid: int, out: list[int], stop: asyncio.Event) -> None:
 
 
 async def run_loadgen(
-    server: Server, url: str, viewers: int, args: argparse.Namespace, source: Source
+    server: Server,
+    url: str,
+    viewers: int,
+    args: argparse.Namespace,
+    source: Source,
+    publisher: Publisher,
 ) -> dict[str, Any]:
     """Run the load generator; sample the server over its measurement window."""
     cmd = [
         sys.executable, "-m", "bench.media.loadgen", "--url", url, "--viewers", str(viewers),
         "--window", str(args.window), "--warmup", str(args.warmup),
         "--settle-timeout", str(args.settle_timeout), "--concurrency", str(args.concurrency),
+        "--rcvlowat", str(args.rcvlowat),
         "--bitrate", str(source.bitrate_bps),
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
@@ -92,9 +110,15 @@ async def run_loadgen(
                 now = time.perf_counter()
                 if event == "measure_start":
                     window["cpu0"], window["t0"] = cpu_seconds(pid), now
+                    window["all0"] = _machine_busy_seconds()
+                    window["own0"] = _own_cpu(proc.pid, publisher)
+                    window["pub0"] = publisher.media_time() or 0.0
                     rss_task = asyncio.create_task(_sample_rss(pid, rss, stop_rss))
                 elif event == "measure_end":
                     window["cpu1"], window["t1"] = cpu_seconds(pid), now
+                    window["all1"] = _machine_busy_seconds()
+                    window["own1"] = _own_cpu(proc.pid, publisher)
+                    window["pub1"] = publisher.media_time() or 0.0
                     stop_rss.set()
                 elif event == "result":
                     result = msg
@@ -117,6 +141,15 @@ async def run_loadgen(
         cpu_s=round(cpu, 3),
         server_cpu_pct=round(100 * cpu / elapsed, 1),
         cpu_us_per_viewer_s=round(cpu / (viewers * elapsed) * 1e6, 2),
+        # Media seconds the publisher pushed per second of the window (1.0 = real time;
+        # ffmpeg reports every 0.5 s, so expect +-0.05 at a 20 s window).
+        publisher_speed=round((window["pub1"] - window["pub0"]) / elapsed, 3),
+        # CPU used on this machine by anything but the server, the load generator and the
+        # publisher (other work, kernel softirq threads), in cores: the noise indicator.
+        other_cores=round(
+            ((window["all1"] - window["all0"]) - cpu - (window["own1"] - window["own0"])) / elapsed,
+            2,
+        ),
         rss_mb_max=round(max(rss) / 2**20, 1) if rss else None,
         rss_mb_end=round(rss[-1] / 2**20, 1) if rss else None,
         loadgen_events=events,
@@ -152,7 +185,7 @@ async def run_case(
         await asyncio.sleep(args.baseline)
         base_pct = 100 * (cpu_seconds(server.pid) - c0) / (time.perf_counter() - t0)
         idle_rss = rss_bytes(server.pid)
-        result = await run_loadgen(server, url, viewers, args, source)
+        result = await run_loadgen(server, url, viewers, args, source, publisher)
         if not publisher.alive:
             raise ServerError("publisher died during the measurement")
         window = result["window_s"]
@@ -214,6 +247,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-timeout", type=float, default=20.0)
     p.add_argument("--stream-timeout", type=float, default=30.0)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument(
+        "--rcvlowat",
+        type=int,
+        default=DEFAULT_RCVLOWAT,
+        help="viewers' SO_RCVLOWAT once counting (0 = wake per server write)",
+    )
     p.add_argument("--source-duration", type=int, default=60)
     p.add_argument("--quick", action="store_true", help="smoke run: N=100, 5 s windows")
     p.add_argument("--keep-logs", action="store_true")
@@ -257,13 +296,18 @@ async def amain(args: argparse.Namespace) -> int:
             try:
                 result = await run_case(server_cls, n, args, source)
             except (ServerError, OSError, TimeoutError) as exc:
-                print(f"  FAILED: {exc}", file=sys.stderr)
-                result = {"server": server_cls.name, "viewers": n, "failed": str(exc)[-2000:]}
+                why = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError):
+                    why = f"timed out ({why})"
+                print(f"  FAILED: {why}", file=sys.stderr)
+                result = {"server": server_cls.name, "viewers": n, "failed": why[-2000:]}
             else:
                 print(
                     f"  cpu {result['cpu_us_per_viewer_s']} us/viewer-s "
                     f"({result['server_cpu_pct']}% cpu), rss {result['rss_mb_max']} MB, "
                     f">=90%: {result['share_ge_90pct']:.1%}, ttfk p50 {result['ttfk_ms_p50']} ms, "
+                    f"publisher x{result['publisher_speed']}, "
+                    f"other load {result['other_cores']} cores, "
                     f"loadgen {result['loadgen_cpu_pct']}% ({time.monotonic() - t:.0f} s)",
                     file=sys.stderr,
                 )

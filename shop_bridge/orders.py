@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,8 +279,16 @@ class OrderWriter:
     each buyer learns the outcome of its own row only after the commit.
     """
 
-    def __init__(self, book: OrderBook, batch: int, queue_size: int, workers: int) -> None:
+    def __init__(
+        self,
+        book: OrderBook,
+        batch: int,
+        queue_size: int,
+        workers: int,
+        on_durable: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+    ) -> None:
         self.book = book
+        self.on_durable = on_durable
         self.batch = batch
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self.workers = workers
@@ -337,6 +345,11 @@ class OrderWriter:
                         p.future.set_exception(exc)
                 continue
             self.committed += outcomes.count(INSERTED)
+            if self.on_durable is not None:
+                try:
+                    await self.on_durable(rows)
+                except Exception as exc:  # the journal is only a hint once rows are durable
+                    logger.warning("post-commit hook failed (reconciliation will tidy): %s", exc)
             for p, outcome in zip(batch, outcomes, strict=True):
                 if not p.future.done():
                     p.future.set_result(outcome)

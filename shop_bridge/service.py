@@ -94,10 +94,18 @@ class ShopService:
         self.clock = clock
         self.flash = FlashStore(redis, config.redis_prefix)
         self.book = OrderBook(engine, bus, self.flash, clock)
-        self.writer = OrderWriter(self.book, config.write_batch, config.write_queue, write_workers)
+        self.writer = OrderWriter(
+            self.book,
+            config.write_batch,
+            config.write_queue,
+            write_workers,
+            on_durable=self._forget_journal,
+        )
         self._cards: BoundedCache[str, CardRef] = BoundedCache(config.card_cache_rooms, ttl=30.0)
         self._sales: BoundedCache[int, SaleCtx] = BoundedCache(1000, ttl=10.0)
         self._tasks: list[asyncio.Task[None]] = []
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(10000)
+        self.outbox_dropped = 0
         self._unsubscribe: list[Callable[[], None]] = []
 
     def now_ms(self) -> int:
@@ -112,6 +120,7 @@ class ShopService:
 
     async def start(self, background: bool = True) -> None:
         self.writer.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._drain_outbox()))
         self._unsubscribe.append(self.bus.subscribe("lottery.prize", self._on_prize))
         self._unsubscribe.append(self.bus.subscribe("card.*", self._on_card_event))
         self._unsubscribe.append(self.bus.subscribe("broadcast.*", self._on_broadcast_event))
@@ -127,6 +136,8 @@ class ShopService:
             self._tasks.append(loop.create_task(self._reconcile_loop(), name="shop:reconcile"))
 
     async def stop(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush_events(), 5)
         for unsub in self._unsubscribe:
             unsub()
         self._unsubscribe.clear()
@@ -137,6 +148,29 @@ class ShopService:
                 await t
         self._tasks.clear()
         await self.writer.stop()
+
+    def _emit(self, topic: str, data: dict[str, Any]) -> None:
+        """Publish later from one task: a burst of buyers never opens a burst of bus calls."""
+        try:
+            self._outbox.put_nowait((topic, data))
+        except asyncio.QueueFull:
+            self.outbox_dropped += 1
+            if self.outbox_dropped == 1 or self.outbox_dropped % 1000 == 0:
+                logger.warning("event outbox full: %d events dropped", self.outbox_dropped)
+
+    async def _drain_outbox(self) -> None:
+        while True:
+            topic, data = await self._outbox.get()
+            try:
+                await self.bus.publish(topic, data)
+            except Exception:
+                logger.exception("publishing %s failed", topic)
+            finally:
+                self._outbox.task_done()
+
+    async def flush_events(self) -> None:
+        """Wait until queued events are handed to the bus (tests, shutdown)."""
+        await self._outbox.join()
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -817,7 +851,6 @@ class ShopService:
                 "order_pending",
                 "the order could not be confirmed yet; retry with the same idempotency_key",
             ) from None
-        await self.flash.forget_journal({ctx.sale["id"]: [row["id"]]})
         if outcome == EXISTS:
             existing = await self.book.get(row["id"]) or await self.book.get_by_idem(
                 row["user_id"], row["idempotency_key"]
@@ -825,8 +858,16 @@ class ShopService:
             if existing is None:
                 raise ShopError(503, "order_pending", "retry with the same idempotency_key")
             return existing, False
-        await self.book.publish_created([row])
+        self._emit("order.created", order_event(row, row["user_id"]))
         return row, True
+
+    async def _forget_journal(self, rows: list[dict[str, Any]]) -> None:
+        """After a commit: drop the rows' reservations from the journal (one round trip)."""
+        by_sale: dict[int, list[str]] = {}
+        for row in rows:
+            if row["kind"] == "flash" and row["flash_sale_id"] is not None:
+                by_sale.setdefault(row["flash_sale_id"], []).append(row["id"])
+        await self.flash.forget_journal(by_sale)
 
     async def _durable(
         self, ctx: SaleCtx, order_id: str, user_id: str, idem_key: str

@@ -1,18 +1,17 @@
 """Fixtures of the shop tests: a full server per backend, an HTTP helper, fake time.
 
 Backends: ``embedded`` (SQLite under the data dir + the embedded valkey-server) and
-``production`` (PostgreSQL from BERRYLIVE_TEST_DATABASE_URL in a database created for this
-run and dropped after it, and the real Redis from BERRYLIVE_TEST_REDIS_URL when set, with a
+``production`` (PostgreSQL from BERRYLIVE_TEST_DATABASE_URL in a database created for each
+test and dropped after it, and the real Redis from BERRYLIVE_TEST_REDIS_URL when set, with a
 unique key prefix; never FLUSHDB).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,33 +26,6 @@ PG_ENV = "BERRYLIVE_TEST_DATABASE_URL"
 REDIS_ENV = "BERRYLIVE_TEST_REDIS_URL"
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str | None]:
-    """A fresh PostgreSQL database for this test run (dropped at the end), or None."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        yield None
-        return
-    import asyncpg
-
-    name = f"berrylive_shop_{uuid.uuid4().hex[:10]}"
-    plain = base.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(plain)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    head, _sep, _db = base.rpartition("/")
-    try:
-        yield f"{head}/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @dataclass
 class Backend:
     name: str
@@ -61,15 +33,35 @@ class Backend:
     redis_url: str
 
 
+async def _pg_admin(base: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(base.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(params=["embedded", "production"])
-def backend(request: pytest.FixtureRequest, pg_url: str | None) -> Backend:
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """``embedded``: SQLite + embedded valkey. ``production``: a PostgreSQL database made
+    for this test (dropped after it) and the real Redis when BERRYLIVE_TEST_REDIS_URL is set."""
     if request.param == "embedded":
-        return Backend("embedded", "", "")
-    if pg_url is None:
+        yield Backend("embedded", "", "")
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
         pytest.skip(
             f"PostgreSQL case: set {PG_ENV} (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
         )
-    return Backend("production", pg_url, os.environ.get(REDIS_ENV, ""))
+    name = f"berrylive_shop_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(base, f'CREATE DATABASE "{name}"')
+    head, _sep, _db = base.rpartition("/")
+    try:
+        yield Backend("production", f"{head}/{name}", os.environ.get(REDIS_ENV, ""))
+    finally:
+        await _pg_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
@@ -137,7 +129,7 @@ class FakeClock:
 
 @pytest.fixture
 async def shop_factory(
-    server_factory: Callable[..., Any], backend: Backend
+    backend: Backend, server_factory: Callable[..., Any]
 ) -> AsyncIterator[Callable[..., Any]]:
     sessions: list[aiohttp.ClientSession] = []
     prefix = f"test:{uuid.uuid4().hex[:8]}:shop"
@@ -164,6 +156,16 @@ async def shop_factory(
     yield factory
     for s in sessions:
         await s.close()
+    if backend.redis_url:  # a shared Redis: remove this test's keys (never FLUSHDB)
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(backend.redis_url)
+        try:
+            keys = [k async for k in client.scan_iter(match="{" + prefix + ":*", count=500)]
+            for i in range(0, len(keys), 500):
+                await client.unlink(*keys[i : i + 500])
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture

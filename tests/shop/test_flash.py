@@ -122,6 +122,7 @@ async def test_redis_loss_is_rebuilt_from_the_database(shop) -> None:
     status, body = await _attempt(api, sale["id"], "u0", "other")
     assert status == 409 and body["error"]["code"] == "limit_reached"
     status, again = await _attempt(api, sale["id"], "u1", "k")  # replay still deduplicated
+    assert again["user_id"] == "u1"
     assert status == 200
     assert (await api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 2
     assert (await api.ok("GET", f"/api/flash-sales/{sale['id']}/audit"))["consistent"]

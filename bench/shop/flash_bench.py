@@ -1,0 +1,134 @@
+"""Flash-sale buys per second and latency at N concurrent buyers, durable write included.
+
+Starts ``bench.shop.serve`` in a subprocess (a full node: embedded valkey + SQLite by
+default, or --database-url / --redis-url), then N keep-alive HTTP/1.1 connections each buy
+in a loop as distinct users (every buy succeeds: stock 100 000, limit 1), for --seconds.
+A buy counts only when the server answered 201, i.e. after the order row was committed.
+
+    python -m bench.shop.flash_bench --concurrency 200 --seconds 10
+    python -m bench.shop.flash_bench \\
+        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench \\
+        --redis-url redis://127.0.0.1:6379/9
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+
+async def buyer(
+    port: int,
+    sale_id: int,
+    idx: int,
+    deadline: float,
+    warm_until: float,
+    lat: list[float],
+    codes: dict[int, int],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    n = 0
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= deadline:
+                return
+            body = json.dumps({"user_id": f"c{idx}n{n}", "idempotency_key": "k"}).encode()
+            n += 1
+            head = (
+                f"POST /api/flash-sales/{sale_id}/buy HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            t0 = time.perf_counter()
+            writer.write(head + body)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            t1 = time.perf_counter()
+            status = int(status_line.split()[1])
+            if t0 >= warm_until:
+                codes[status] = codes.get(status, 0) + 1
+                if status == 201:
+                    lat.append(t1 - t0)
+    finally:
+        writer.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="berrylive-bench-") as data_dir:
+        cmd = [sys.executable, "-m", "bench.shop.serve", "--data-dir", data_dir]
+        if args.database_url:
+            cmd += ["--database-url", args.database_url]
+        if args.redis_url:
+            cmd += ["--redis-url", args.redis_url]
+        if args.profile:
+            cmd += ["--profile", args.profile]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            ready = json.loads(proc.stdout.readline())
+            port, sale_id = ready["port"], ready["sale_id"]
+            lat: list[float] = []
+            codes: dict[int, int] = {}
+            start = time.perf_counter()
+            warm_until = start + args.warmup
+            deadline = warm_until + args.seconds
+            await asyncio.gather(
+                *(
+                    buyer(port, sale_id, i, deadline, warm_until, lat, codes)
+                    for i in range(args.concurrency)
+                )
+            )
+        finally:
+            proc.terminate()
+            tail = proc.communicate(timeout=60)[0]
+    lat.sort()
+    ok = len(lat)
+
+    def pct(p: float) -> float:
+        return round(lat[min(ok - 1, int(p * ok))] * 1000, 2) if ok else float("nan")
+
+    return {
+        "backend": "postgres+redis" if args.database_url else "embedded (sqlite+valkey)",
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "buys_per_s": round(ok / args.seconds),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(lat[-1] * 1000, 2) if ok else None,
+        "statuses": codes,
+        "server": tail.strip().splitlines()[-1] if tail.strip() else "",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--concurrency", type=int, default=200)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--database-url", default="")
+    p.add_argument("--redis-url", default="")
+    p.add_argument("--profile", default="", help="profile the server into this file")
+    args = p.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

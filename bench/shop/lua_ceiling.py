@@ -1,0 +1,105 @@
+"""The ceiling: the flash-sale buy script alone against Redis, pipelined, no HTTP, no DB.
+
+Loads a sale with 10 000 000 stock through the same ``FlashStore`` the server uses, then
+runs the same ``buy.lua`` with distinct users in pipelines of --depth EVALSHA calls from
+--clients concurrent connections for --seconds.
+
+    python -m bench.shop.lua_ceiling                         # embedded valkey-server
+    python -m bench.shop.lua_ceiling --redis-url redis://127.0.0.1:6379/9
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from core.redis import EmbeddedValkey
+from shop_bridge.redis_store import FlashStore, idem_field
+
+
+async def client(store: FlashStore, sale_id: int, cid: int, depth: int, deadline: float) -> int:
+    k = store.keys(sale_id)
+    done = 0
+    n = 0
+    while time.perf_counter() < deadline:
+        pipe = store.redis.pipeline(transaction=False)
+        now = int(time.time() * 1000)
+        for _ in range(depth):
+            user = f"c{cid}n{n}"
+            n += 1
+            payload = json.dumps({"u": user, "q": 1, "k": "k", "t": now})
+            pipe.evalsha(
+                store._buy.sha, 5, k.meta, k.stock, k.users, k.idem, k.journal,
+                now, user, 1, idem_field(user, "k"), f"o{cid}x{n}", payload,
+            )  # fmt: skip
+        results = await pipe.execute()
+        done += sum(1 for r in results if r[0] == b"ok")
+    return done
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    embedded = None
+    tmp = None
+    url = args.redis_url
+    if not url:
+        tmp = tempfile.TemporaryDirectory(prefix="berrylive-lua-")
+        embedded = EmbeddedValkey(Path(tmp.name), persist=True)
+        await embedded.start()
+        url = embedded.url
+    r = aioredis.Redis.from_url(url, max_connections=args.clients + 4)
+    store = FlashStore(r, f"bench:{os.getpid()}:lua")
+    sale_id = 1
+    now = int(time.time() * 1000)
+    try:
+        await store.drop(sale_id)
+        await store.load(
+            sale_id,
+            starts_ms=now - 1000,
+            ends_ms=now + 3600_000,
+            limit=1,
+            price_fen=990,
+            stock_left=10_000_000,
+            expire_at=int(time.time()) + 3600,
+            closed=False,
+            holders=[],
+        )
+        await store._buy(keys=[store.keys(sale_id).meta] * 5, args=[0, "w", 1, "w", "w", "{}"])
+        t0 = time.perf_counter()
+        counts = await asyncio.gather(
+            *(client(store, sale_id, c, args.depth, t0 + args.seconds) for c in range(args.clients))
+        )
+        elapsed = time.perf_counter() - t0
+        await store.drop(sale_id)
+    finally:
+        await r.aclose()
+        if embedded is not None:
+            await embedded.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    return {
+        "redis": args.redis_url or "embedded valkey (unix socket, AOF everysec)",
+        "clients": args.clients,
+        "pipeline_depth": args.depth,
+        "buys_per_s": round(sum(counts) / elapsed),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--redis-url", default="")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--depth", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=5.0)
+    args = p.parse_args()
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Start a full berrylive node for the flash-sale benchmark and create one big sale.
+
+Prints one JSON line ``{"port", "sale_id"}`` when ready; stops on SIGTERM/SIGINT.
+Usage: python -m bench.shop.serve --data-dir DIR [--database-url URL] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+
+from aiohttp import web
+
+from control.app import create_app
+from control.config import load_config
+from shop_bridge import SHOP
+
+
+async def main(args: argparse.Namespace) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYLIVE_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    prefix = f"bench:{os.getpid()}:shop"
+    env["BERRYLIVE_SHOP_REDIS_PREFIX"] = prefix
+    cfg = load_config(
+        None, env=env, host="127.0.0.1", http_port=0, rtmp_port=0, data_dir=args.data_dir
+    )
+    app = create_app(cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    svc = app[SHOP]
+    product = await svc.create_product(
+        {"title": "bench", "skus": [{"price_fen": 9900, "stock": 10**6, "specs": {}}]}
+    )
+    now = int(time.time() * 1000)
+    sale = await svc.create_flash_sale(
+        {
+            "broadcast_id": "1",
+            "sku_id": product["skus"][0]["id"],
+            "sale_price_fen": 990,
+            "sale_stock": 100_000,
+            "per_user_limit": 1,
+            "starts_ms": now - 1000,
+            "ends_ms": now + 3600_000,
+        },
+        "bench",
+    )
+    print(json.dumps({"port": port, "sale_id": sale["id"]}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    written = svc.writer.committed
+    if args.redis_url:  # leave nothing behind in a shared Redis
+        keys = [k async for k in svc.redis.scan_iter(match="{" + prefix + ":*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await svc.redis.unlink(*keys[i : i + 500])
+    await runner.cleanup()
+    print(json.dumps({"committed": written}), flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--database-url", default="")
+    p.add_argument("--redis-url", default="")
+    p.add_argument("--profile", default="", help="write cProfile stats to this file")
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    ns = p.parse_args()
+    if ns.profile:
+        import cProfile
+
+        cProfile.run("asyncio.run(main(ns))", ns.profile)
+    else:
+        asyncio.run(main(ns))

@@ -120,6 +120,8 @@ class ClusterDirectory:
         self.prefix = prefix
         self.ttl = ttl
         self._ttl_ms = max(1, int(ttl * 1000))
+        self._cache: tuple[float, list[NodeInfo]] | None = None
+        self._inflight: asyncio.Future[list[NodeInfo]] | None = None
 
     def node_key(self, node: str) -> str:
         return f"{self.prefix}node:{node}"
@@ -159,6 +161,24 @@ class ClusterDirectory:
             if info is not None and now - info.ts <= self.ttl:
                 out.append(info)
         return out
+
+    async def nodes_cached(self, max_age: float = 0.25) -> list[NodeInfo]:
+        """:meth:`nodes`, at most one Redis round trip per ``max_age`` seconds per process
+        (single flight: concurrent callers share it), for the scheduler's hot path."""
+        now = time.monotonic()
+        if self._cache is not None and now - self._cache[0] < max_age:
+            return self._cache[1]
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self.nodes())
+            inflight = self._inflight
+
+            def done(f: asyncio.Future[list[NodeInfo]]) -> None:
+                self._inflight = None
+                if not f.cancelled() and f.exception() is None:
+                    self._cache = (time.monotonic(), f.result())
+
+            inflight.add_done_callback(done)
+        return await asyncio.shield(self._inflight)
 
     async def node(self, node: str) -> NodeInfo | None:
         info = NodeInfo.from_json(await self.redis.get(self.node_key(node)))

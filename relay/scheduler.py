@@ -60,7 +60,7 @@ async def play_handler(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_protocol", f"protocol must be one of {', '.join(PROTOCOLS)}")
     node = request.app[CLUSTER]
     try:
-        nodes = await node.directory.nodes()
+        nodes = await node.directory.nodes_cached()
         owner = await node.directory.stream_owner(f"{app}/{name}")
     except ApiError:
         raise

@@ -186,6 +186,8 @@ async def run_case(kind: str, n: int, args: argparse.Namespace, src: Any) -> dic
             "server_cpu_pct": round(100 * (cpu1 - cpu0) / max(1e-3, t1 - t0), 1),
             "loadgen_cpu_pct": sum(r["loadgen_cpu_pct"] for r in results),
             "errors": sum(sum(r["errors"].values()) for r in results),
+            "error_kinds": {k: v for r in results for k, v in r["errors"].items()},
+            "with_keyframe": sum(r["with_keyframe"] for r in results),
             "processes": len(setup.nodes_expected()),
             "command": "berrylive " + " ".join(setup.command[1:]).replace(str(work), "DIR"),
         }

@@ -85,12 +85,18 @@ class Cluster:
         return ClusterDirectory(self.redis, self.prefix, TTL)
 
     async def start(
-        self, name: str, role: str = "origin", origins: list[Node] | None = None, **env: str
+        self,
+        name: str,
+        role: str = "origin",
+        origins: list[Node] | None = None,
+        rtmp_port: int = 0,
+        **env: str,
     ) -> Node:
         data = self.root / name
         data.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
-        args = [BERRYLIVE, "serve", "--host", "127.0.0.1", "--rtmp-port", "0", "--http-port", "0"]
+        args = [BERRYLIVE, "serve", "--host", "127.0.0.1", "--http-port", "0"]
+        args += ["--rtmp-port", str(rtmp_port)]
         args += ["--data-dir", str(data), "--role", role]
         if origins:
             args += ["--origin", ",".join(o.http for o in origins)]
@@ -125,7 +131,8 @@ class Cluster:
             return bool(node.http_port and node.rtmp_port)
 
         await wait_for(listening, 30, 0.05)
-        await self.wait_registered(node)
+        if penv["BERRYLIVE_RELAY_CLUSTER_PREFIX"] == self.prefix:
+            await self.wait_registered(node)
         return node
 
     async def wait_registered(self, node: Node) -> None:

@@ -218,3 +218,35 @@ async def test_latency_added_per_hop_on_loopback(tmp_path: Path, clip: Path) -> 
             await at_edge.close()
         finally:
             await anchor.close()
+
+
+async def test_origin_forwards_to_an_external_rtmp_server_and_reconnects(
+    tmp_path: Path, clip: Path
+) -> None:
+    """An origin pushes its stream to another RTMP server (standing in for a third-party
+    CDN: another berrylive outside this cluster); the destination dies and comes back on
+    the same port; the forward reconnects by itself."""
+    ffprobe = need_ffprobe()
+    async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
+        outside = {"BERRYLIVE_RELAY_CLUSTER_PREFIX": c.prefix + "cdn:"}
+        cdn = await c.start("cdn", "origin", **outside)
+        rule = f"live/s={cdn.push_url('s')}"
+        origin = await c.start("origin-a", "origin", BERRYLIVE_RELAY_FORWARD=rule)
+        anchor = await start_publisher(origin.push_url("s"), clip, loop=True)
+        try:
+            counts = await probe_live(ffprobe, cdn.flv_url("s"))
+            assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
+            port = cdn.rtmp_port
+            await cdn.kill(signal.SIGKILL)
+            cdn2 = await c.start("cdn-2", "origin", rtmp_port=port, **outside)
+
+            async def forwarded() -> bool:
+                async with session.get(cdn2.flv_url("s")) as r:
+                    return r.status == 200
+
+            await wait_for(forwarded, 40, 0.5)
+            counts = await probe_live(ffprobe, cdn2.flv_url("s"))
+            assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
+            assert "forward live/s" in origin.logs() and "retry in" in origin.logs()
+        finally:
+            await stop(anchor)

@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from control.accounts import Accounts, Principal, Role
-from core.http import ApiError
+from core.http import CALLER, ApiError, Caller
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         else:
             principal = resolved
     request[PRINCIPAL] = principal
+    request[CALLER] = (
+        Caller(principal.user.id, principal.user.username, principal.role.value)
+        if principal is not None
+        else None
+    )
     if PUBLIC in roles:
         return await handler(request)
     if principal is None:

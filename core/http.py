@@ -7,6 +7,7 @@ Request bodies are read with a size cap and must be JSON objects.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -71,3 +72,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.status, "http_error"
         )
         return error_response(exc.status, code, exc.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling an ``/api/`` route, as the control plane's auth middleware found it.
+
+    Packages below ``control`` read it with :func:`caller` instead of importing control.
+    """
+
+    user_id: int
+    username: str
+    role: str
+    """``operator``, ``anchor`` or ``moderator``."""
+
+
+CALLER: web.RequestKey[Caller | None] = web.RequestKey("berrylive.caller", Caller)
+
+
+def caller(request: web.Request) -> Caller | None:
+    """The signed-in caller, or None (public route called without a token)."""
+    return request.get(CALLER)

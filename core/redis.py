@@ -108,12 +108,17 @@ class EmbeddedValkey:
                 os.rmdir(self._sockdir)
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client with sensible timeouts and reconnection for ``url``."""
-    return aioredis.Redis.from_url(
+def connect(url: str, max_connections: int = 64, wait_timeout: float = 5.0) -> aioredis.Redis:
+    """A client for ``url`` with a bounded pool: under a burst, callers wait up to
+    ``wait_timeout`` seconds for a connection instead of failing with "Too many
+    connections" (or opening one per request)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=wait_timeout,
         decode_responses=False,
         socket_connect_timeout=5,
         health_check_interval=15,
         retry_on_timeout=True,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool

@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from core.http import ApiError, read_json
+from core.http import ApiError, caller, read_json
 from shop_bridge.errors import ShopError, invalid
 from shop_bridge.service import ShopService, order_view
 from shop_bridge.state import IllegalTransition, OrderState
@@ -66,15 +66,11 @@ async def _body(request: web.Request, allowed: set[str]) -> Body:
 
 def _signed_in(request: web.Request) -> Any:
     """The caller set by an auth middleware: ``request["user"]``, else the control plane's
-    principal (found by its key name: this package must not import ``control``)."""
+    :class:`core.http.Caller`."""
     user = request.get("user")
     if user is not None:
         return user
-    for key in request:
-        if str(getattr(key, "_name", "")).endswith("berrylive.principal"):
-            principal = request[key]
-            return getattr(principal, "user", principal)
-    return None
+    return caller(request)
 
 
 def _request_user(request: web.Request) -> str | None:

@@ -194,6 +194,8 @@ class Room:
         self.last_comment: OrderedDict[str, float] = OrderedDict()
         self.lotteries: dict[str, dict[str, Any]] = {}
         self.empty_since: float | None = None
+        self.unreported_comments = 0
+        self.unreported_likes = 0
 
     def remember(self, comment: dict[str, Any]) -> bool:
         """Record a comment delivered to this room; False if it was seen already."""
@@ -278,6 +280,7 @@ class Hub:
         self._outbox_ready = asyncio.Event()
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
         self._room_flush = redis.register_script(ROOM_FLUSH_LUA)
         self._history_delete = redis.register_script(HISTORY_DELETE_LUA)
         self._log_counts: dict[str, int] = {}
@@ -302,6 +305,8 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        for task in list(self._background):
+            task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._write_outbox(), REDIS_TIMEOUT)
         for name in list(self.rooms):
@@ -309,6 +314,12 @@ class Hub:
                 await asyncio.wait_for(
                     self.redis.hdel(self.keys.presence(name), self.node_id), REDIS_TIMEOUT
                 )
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _warn(self, what: str, msg: str, *args: Any) -> None:
         """Log the first occurrence and then every 1000th of a recurring problem."""
@@ -487,6 +498,7 @@ class Hub:
             "role": member.role.value,
         }
         self.stats.comments_in += 1
+        room.unreported_comments += 1
         room.buffer.add_comment(comment, privileged)
         room.remember(comment)
         out = self._out(room.name)
@@ -513,6 +525,7 @@ class Hub:
         if wait > 0:
             raise PayloadError("rate_limited", "too many likes", retry_after=round(wait, 2))
         self.stats.likes_in += count
+        room.unreported_likes += count
         room.buffer.add_likes(count)
         self._out(room.name).like_delta += count
         self._outbox_ready.set()
@@ -589,9 +602,7 @@ class Hub:
         for m in slow:
             self.stats.slow_clients_dropped += 1
             self._warn("slow", "danmaku: dropping slow client %s in %s", m.sid, m.room)
-            asyncio.get_running_loop().create_task(
-                self.sio.disconnect(m.sid, namespace=self.config.namespace)
-            )
+            self.spawn(self.sio.disconnect(m.sid, namespace=self.config.namespace))
         return sent
 
     def flush_room(self, room: Room) -> None:
@@ -731,7 +742,7 @@ class Hub:
                 self._send_frame(m, d.get("event", "direct"), d.get("data"))
         for control in env.get("m") or ():
             for hook in self.on_remote_hooks:
-                asyncio.get_running_loop().create_task(hook(room, control))
+                self.spawn(hook(room, control))
 
     async def _subscriber_loop(self) -> None:
         backoff = 0.1
@@ -876,11 +887,11 @@ class Hub:
         for name, room in list(self.rooms.items()):
             if room.members or room.empty_since is None or now - room.empty_since < 30:
                 continue
-            if room.lotteries or room.buffer.pending():
+            if room.lotteries or room.buffer.pending() or room.unreported_comments:
                 continue
             del self.rooms[name]
             if self._pubsub is not None:
-                asyncio.get_running_loop().create_task(self._unsubscribe(room.channel))
+                self.spawn(self._unsubscribe(room.channel))
 
     async def _unsubscribe(self, channel: str) -> None:
         with contextlib.suppress(Exception):

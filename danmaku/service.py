@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,15 @@ class DanmakuService:
             config.namespace, self.hub, self.moderation, self.lottery, secret
         )
         self._unsubscribe: list[Callable[[], None]] = []
+        self._broadcasts: OrderedDict[str, int] = OrderedDict()
+        self.hub.on_tick_hooks.append(self.report_counts)
 
     async def start(self) -> None:
         self.sio.register_namespace(self.namespace)
         await self.hub.start()
         for topic in self.config.notice_topics:
             self._unsubscribe.append(self.bus.subscribe(topic, self._on_bus_event))
+        self._unsubscribe.append(self.bus.subscribe("broadcast.*", self._on_broadcast))
 
     async def stop(self) -> None:
         for unsub in self._unsubscribe:
@@ -107,6 +111,37 @@ class DanmakuService:
         self.hub.stats.bus_notices += 1
         # Every node receives bus events itself: deliver locally only.
         self.hub.post_notice(room, notice, propagate=False)
+
+    def _on_broadcast(self, event: Event) -> None:
+        """Remember which broadcast a room belongs to, for the counters control reads."""
+        bid = event.data.get("id", event.data.get("broadcast_id"))
+        room = room_of(event.data)
+        if room is None or not isinstance(bid, int) or isinstance(bid, bool):
+            return
+        self._broadcasts[room] = bid
+        self._broadcasts.move_to_end(room)
+        while len(self._broadcasts) > self.config.max_rooms:
+            self._broadcasts.popitem(last=False)
+
+    async def report_counts(self) -> None:
+        """Publish this node's comment/like counts per room since the last report.
+
+        ``danmaku.comment`` / ``danmaku.like`` ``{room, broadcast_id?, count}``: aggregated
+        every ``presence_interval_s``, never one event per comment.
+        """
+        for name, room in list(self.hub.rooms.items()):
+            for attr, topic in (
+                ("unreported_comments", "danmaku.comment"),
+                ("unreported_likes", "danmaku.like"),
+            ):
+                count = getattr(room, attr)
+                if not count:
+                    continue
+                setattr(room, attr, 0)
+                data: dict[str, Any] = {"room": name, "count": count}
+                if name in self._broadcasts:
+                    data["broadcast_id"] = self._broadcasts[name]
+                await self.bus.publish(topic, data)
 
     async def announce(self, room: str, actor: Actor, data: dict[str, Any]) -> None:
         await audit(self.hub, actor, "notice", room, "", data)

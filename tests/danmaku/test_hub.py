@@ -341,15 +341,25 @@ async def test_overload_is_sampled_but_anchor_messages_are_kept(server_factory) 
         await c.close()
 
 
-async def test_stats_endpoint(server) -> None:
+async def test_stats_endpoint_and_counters_for_control(server_factory) -> None:
+    server = await server_factory(danmaku={"presence_interval_s": 0.3})
+    seen: list = []
+    bus = server.runtime.bus
+    bus.subscribe("danmaku.*", lambda e: seen.append((e.topic, e.data)))
+    await bus.publish("broadcast.created", {"id": 5, "app": "live", "stream": "shop1"})
     v = await join(server, ROOM, "alice")
     await v.call("comment", "x")
+    await v.call("comment", "y")
+    await v.call("like", {"count": 9})
+    await wait_until(lambda: len(seen) >= 2, what="counter events")
+    assert ("danmaku.comment", {"room": ROOM, "count": 2, "broadcast_id": 5}) in seen
+    assert ("danmaku.like", {"room": ROOM, "count": 9, "broadcast_id": 5}) in seen
     async with aiohttp.ClientSession() as session:
         api = await staff_api(server, session)
         status, body = await api.call("GET", "/api/danmaku/stats")
         assert status == 200
         status, _ = await api.call("GET", "/api/danmaku/stats", "moderator")
         assert status == 403
-    assert body["comments_in"] == 1 and body["rooms"][ROOM]["local_members"] == 1
+    assert body["comments_in"] == 2 and body["rooms"][ROOM]["local_members"] == 1
     assert body["redis_connected"] is True
     await v.close()

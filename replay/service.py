@@ -319,6 +319,7 @@ class ReplayService:
                 if card.cleared is None and (card_id is None or card.card_id == card_id):
                     card.cleared = float(ts)
                     break
+        self._spawn(self.save(rec.replay))  # a server crash must not lose the cards
 
     # ------------------------------------------------------------------ queries
 

@@ -1,9 +1,8 @@
 """REST endpoints for staff under ``/api/danmaku/`` (thin handlers over the services).
 
 The control plane's auth middleware enforces the ``x-roles`` of ``danmaku/openapi.py``
-and puts the signed-in principal on the request; the audit log records that principal
-(found by its key name: this package must not import ``control``). Without one (the hub
-used on its own), the body's ``actor`` field names an operator.
+and puts the caller on the request (``core.http.caller``); the audit log records it.
+Without one (the hub used on its own), the body's ``actor`` field names an operator.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.http import ApiError, read_json
+from core.http import ApiError, caller, read_json
 from danmaku.moderation import Actor, ServiceUnavailable
 from danmaku.payloads import PayloadError, clean_text, parse_moderate, parse_room
 from danmaku.service import DANMAKU, DanmakuService
@@ -40,24 +39,14 @@ def _svc(request: web.Request) -> DanmakuService:
     return svc
 
 
-def _principal(request: web.Request) -> Any:
-    for key in request:
-        if str(getattr(key, "_name", "")).endswith("berrylive.principal"):
-            return request[key]
-    return None
-
-
 def _actor(request: web.Request, body: dict[str, Any]) -> Actor:
-    principal = _principal(request)
-    if principal is not None:
-        user = getattr(principal, "user", None)
-        name = str(getattr(user, "username", None) or getattr(user, "id", "staff"))[:64]
-        role_value = getattr(getattr(principal, "role", None), "value", "operator")
+    who = caller(request)
+    if who is not None:
         try:
-            role = Role(role_value)
+            role = Role(who.role)
         except ValueError:
             role = Role.VIEWER
-        return Actor(name, role, "api")
+        return Actor(who.username[:64] or f"user:{who.user_id}", role, "api")
     name = body.get("actor", "api")
     if not isinstance(name, str) or not 1 <= len(name) <= 64:
         raise ApiError(400, "bad_payload", "actor must be a string of 1..64 characters")

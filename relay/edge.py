@@ -334,6 +334,7 @@ class EdgePuller:
         pull = self.pulls.get(hub.key)
         if pull is not None and pull.hub is hub:
             pull.stop()
+            self._forget(pull)  # a viewer arriving now starts a fresh pull at once
 
     def _forget(self, pull: Pull) -> None:
         if self.pulls.get(pull.key) is pull:

@@ -81,6 +81,7 @@ class Viewer:
         "hub",
         "info",
         "max_backlog",
+        "skip_pending",
         "skips",
         "transport",
         "waiting_keyframe",
@@ -99,6 +100,8 @@ class Viewer:
         self.hub: StreamHub | None = None
         self.waiting_keyframe = True
         self.skips = 0
+        self.skip_pending = 0
+        """Frames at the head of the next batch this viewer already got in its prelude."""
         self.closed = False
         self.bytes_sent = 0
         self.max_backlog = 4 * 1024 * 1024
@@ -110,6 +113,13 @@ class Viewer:
         self.transport.write(data)
 
     def deliver(self, batch: Batch, drop_after: int) -> None:
+        if self.skip_pending:
+            # Joined mid-tick: the head of this batch was in the GOP cache it was sent.
+            skip, self.skip_pending = self.skip_pending, 0
+            if skip >= len(batch.frames):
+                return
+            key = batch.key_index - skip if batch.key_index >= skip else -1
+            batch = Batch(batch.frames[skip:], key)
         transport = self.transport
         if transport.is_closing():
             self.close("client gone")
@@ -327,6 +337,9 @@ class StreamHub:
         self.frames_in = 0
         self.bytes_out_closed: dict[str, int] = {}
         self.gop_resets = 0
+        self._preludes: dict[str, tuple[int, bytes]] = {}
+        self._version = 0
+        """Bumped whenever what a new viewer would get (headers, metadata, GOP) changes."""
 
     # ------------------------------------------------------------ publisher side
 
@@ -376,6 +389,7 @@ class StreamHub:
             viewer.close(f"stream ended ({reason})")
 
     def set_metadata(self, payload: bytes, meta: dict[str, Any]) -> None:
+        self._version += 1
         self.meta_payload = payload
         self.meta = meta
         self._maybe_ready()
@@ -398,6 +412,7 @@ class StreamHub:
             if frame.header:
                 changed = self.video_header is None or self.video_header.payload != frame.payload
                 self.video_header = frame
+                self._version += 1
                 self._maybe_ready()
                 if changed and self.viewers:
                     self._enqueue(frame, sync=False)  # new parameters before the next IDR
@@ -415,6 +430,7 @@ class StreamHub:
             if frame.header:
                 changed = self.audio_header is None or self.audio_header.payload != frame.payload
                 self.audio_header = frame
+                self._version += 1
                 self._maybe_ready()
                 if changed and self.viewers:
                     self._enqueue(frame, sync=False)
@@ -443,6 +459,7 @@ class StreamHub:
         return bool(self.meta.get("audiocodecid"))
 
     def _reset_gop(self, key: Frame) -> None:
+        self._version += 1
         self.gop = [key]
         self.gop_bytes = len(key.payload)
         self.gop_valid = True
@@ -450,6 +467,7 @@ class StreamHub:
     def _cache(self, frame: Frame) -> None:
         if not self.gop_valid:
             return
+        self._version += 1
         self.gop.append(frame)
         self.gop_bytes += len(frame.payload)
         cfg = self.config
@@ -526,18 +544,16 @@ class StreamHub:
             frames.append(self.audio_header.with_dts(start))
         if self.gop_valid:
             frames.extend(self.gop)
-        frames.extend(self._pending_after_gop())
         return frames, self.gop_valid
 
-    def _pending_after_gop(self) -> list[Frame]:
-        # Frames queued for the next flush are also in the GOP when cached; avoid
-        # sending them twice: the viewer joins after this tick's flush.
-        return []
-
     def add_viewer(self, viewer: Viewer, prelude: bytes | None) -> None:
-        """Attach a viewer; ``prelude`` (already wrapped for its format) is written first."""
-        self._flush()
+        """Attach a viewer; ``prelude`` (already wrapped for its format) is written first.
+
+        The tick's pending frames are not flushed (that would cost a write to every viewer
+        per join); the prelude already holds them, so the newcomer skips them at the flush.
+        """
         viewer.hub = self
+        viewer.skip_pending = len(self._pending)
         viewer.max_backlog = self.config.viewer_max_backlog_bytes
         frames_ok = self.gop_valid
         if prelude:
@@ -553,14 +569,29 @@ class StreamHub:
             self.bytes_out_closed[proto] = self.bytes_out_closed.get(proto, 0) + viewer.bytes_sent
             self.registry.viewer_count_changed(self)
 
+    def _cached_prelude(self, name: str, build: Callable[[], bytes]) -> bytes:
+        """Viewers joining between two frames share one prelude object."""
+        hit = self._preludes.get(name)
+        if hit is not None and hit[0] == self._version:
+            return hit[1]
+        data = build()
+        self._preludes[name] = (self._version, data)
+        return data
+
     def flv_prelude(self, fmt: Format) -> bytes:
-        frames, _ok = self.prelude_frames()
-        raw = flv.file_header(self.has_audio, self.has_video) + flv_raw(frames)
-        return fmt.wrap_prelude(raw)
+        def build() -> bytes:
+            frames, _ok = self.prelude_frames()
+            raw = flv.file_header(self.has_audio, self.has_video) + flv_raw(frames)
+            return fmt.wrap_prelude(raw)
+
+        return self._cached_prelude(fmt.name, build)
 
     def rtmp_prelude(self, chunk_size: int) -> bytes:
-        frames, _ok = self.prelude_frames()
-        return b"".join(f.rtmp_message(chunk_size) for f in frames)
+        def build() -> bytes:
+            frames, _ok = self.prelude_frames()
+            return b"".join(f.rtmp_message(chunk_size) for f in frames)
+
+        return self._cached_prelude(f"rtmp{chunk_size}", build)
 
     def close(self, reason: str) -> None:
         if self._flush_handle is not None:

@@ -118,3 +118,40 @@ async def test_ffmpeg_killed_is_restarted_and_clips_match_the_cards(server_facto
     assert {c["product_id"] for c in clips_seen} == {11, 12}
     _, listed = await get_json(f"{server.http_url}/api/replays/clips?product_id=12")
     assert [c["card_id"] for c in listed["items"]] == [2]
+
+
+async def test_stalled_ffmpeg_is_bounded_then_cut_and_restarted(server_factory, clip_dir, caplog):
+    import os
+    import signal
+
+    clip = make_clip(clip_dir / "av12.flv", 12.0, gop=30)
+    backlog = 128 * 1024
+    server = await server_factory(
+        relay={"publisher_linger": LINGER, "viewer_drop_after_skips": 2},
+        replay={"max_backlog_bytes": backlog, "restart_backoff": 0.2},
+    )
+    pub = await start_publisher(server.push_url("stall"), clip)
+    rep = await wait_replay(server, "live", "stall")
+    rec = service_of(server).recordings["live/stall"]
+    await wait_for(lambda: rec.current is not None, 15)
+    first = rec.current
+    assert first is not None
+    os.kill(first.proc.pid, signal.SIGSTOP)  # ffmpeg stops reading its stdin
+    peak = 0
+
+    def cut() -> bool:
+        nonlocal peak
+        peak = max(peak, first.writer.get_write_buffer_size())
+        return rec.current is not None and rec.current is not first
+
+    await wait_for(cut, 20, step=0.01)
+    # the pipe never held much more than the backlog bound (+ one GOP in flight)
+    assert peak <= backlog + 600 * 1024, peak
+    assert first.record.end_reason == "ffmpeg fell behind"
+    assert rep.parts[1].reason == "restart"
+    assert any("behind" in r.getMessage() for r in caplog.records)
+    _, err = await asyncio.wait_for(pub.communicate(), 60)
+    assert pub.returncode == 0, err
+    await wait_done(rep)
+    assert rep.state is ReplayState.READY, rep.error
+    assert rep.parts[1].duration > 2.0

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 TAKEOVER_GAP_MS = 40
 """Gap left on the timeline when a new publisher takes over a stream."""
 
+INTERNAL_CONSUMERS = frozenset({"record"})
+"""Attached like viewers but not people watching: reported as ``consumers`` in stats."""
+
 
 class Batch:
     """Frames delivered together, with their encodings cached per format."""
@@ -223,6 +226,8 @@ class Publisher:
             Kind.SCRIPT: _Unwrapper(),
         }
         self._offset: int | None = None
+        self.first_dts: int | None = None
+        """Where this publisher's first frame landed on the stream's timeline."""
         self.frames_in = 0
         self.bytes_in = 0
 
@@ -230,6 +235,7 @@ class Publisher:
         ext = self._unwrap[kind](raw_ts)
         if self._offset is None:
             self._offset = self.hub.continue_at() - ext
+            self.first_dts = max(0, ext + self._offset)
         return max(0, ext + self._offset)
 
     def push(self, kind: Kind, raw_ts: int, payload: bytes) -> None:
@@ -610,10 +616,13 @@ class StreamHub:
         bps_in, _ = self.rate_in.rate(now)
         _, fps = self.rate_video.rate(now)
         viewers: dict[str, int] = {}
+        consumers: dict[str, int] = {}
         out = dict(self.bytes_out_closed)
         for v in self.viewers:
-            viewers[v.info.protocol] = viewers.get(v.info.protocol, 0) + 1
-            out[v.info.protocol] = out.get(v.info.protocol, 0) + v.bytes_sent
+            proto = v.info.protocol
+            bucket = consumers if proto in INTERNAL_CONSUMERS else viewers
+            bucket[proto] = bucket.get(proto, 0) + 1
+            out[proto] = out.get(proto, 0) + v.bytes_sent
         video = self.registry.describe_video(self)
         audio = self.registry.describe_audio(self)
         if fps == 0 and isinstance(self.meta.get("framerate"), int | float):
@@ -627,11 +636,12 @@ class StreamHub:
             "audio": audio,
             "fps": round(fps, 2),
             "bitrate_in": int(bps_in * 8),
-            "bitrate_out": int(bps_in * 8 * len(self.viewers)),
+            "bitrate_out": int(bps_in * 8 * sum(viewers.values())),
             "bytes_in": self.bytes_in,
             "bytes_out": out,
             "viewers": viewers,
-            "viewers_total": len(self.viewers),
+            "viewers_total": sum(viewers.values()),
+            "consumers": consumers,
             "uptime": round(now - self.live_since, 3) if self.live_since else 0.0,
             "publisher": (
                 {"protocol": pub.info.protocol, "remote": pub.info.remote, "since": pub.started}

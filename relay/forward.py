@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 60000
 CONNECT_TIMEOUT = 5.0
+READY_TIMEOUT = 10.0
 MAX_FORWARDS = 64
 """Forwards running at once at most (a rule for a whole app could otherwise grow)."""
 
@@ -99,6 +100,8 @@ class _Forward:
 
     async def _once(self) -> int:
         host, port, app, name, tc_url = self.rule.target(self.hub.name)
+        # Codecs first: a viewer added before the sequence headers would never get them.
+        await self.hub.wait_ready(READY_TIMEOUT)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port), CONNECT_TIMEOUT
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cluster.harness import TTL, Cluster, FlvViewer, RtmpPublisher, cluster
+from tests.cluster.harness import TTL, Cluster, FlvViewer, Node, RtmpPublisher, cluster
 from tests.mediautil import make_clip, need_ffprobe, start_publisher, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -234,17 +234,19 @@ async def test_origin_forwards_to_an_external_rtmp_server_and_reconnects(
         origin = await c.start("origin-a", "origin", BERRYLIVE_RELAY_FORWARD=rule)
         anchor = await start_publisher(origin.push_url("s"), clip, loop=True)
         try:
+
+            async def forwarded_to(node: Node) -> bool:
+                async with session.get(node.http + "/healthz") as r:
+                    assert r.status == 200
+                return "publishing live/s" in node.logs()
+
+            await wait_for(lambda: forwarded_to(cdn), 20, 0.2)
             counts = await probe_live(ffprobe, cdn.flv_url("s"))
             assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
             port = cdn.rtmp_port
             await cdn.kill(signal.SIGKILL)
             cdn2 = await c.start("cdn-2", "origin", rtmp_port=port, **outside)
-
-            async def forwarded() -> bool:
-                async with session.get(cdn2.flv_url("s")) as r:
-                    return r.status == 200
-
-            await wait_for(forwarded, 40, 0.5)
+            await wait_for(lambda: forwarded_to(cdn2), 40, 0.5)
             counts = await probe_live(ffprobe, cdn2.flv_url("s"))
             assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
             assert "forward live/s" in origin.logs() and "retry in" in origin.logs()

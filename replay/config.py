@@ -28,6 +28,11 @@ class ReplayConfig:
     """Seconds before restarting an ffmpeg that died (doubles per crash, up to 30 s)."""
     max_restarts: int = 20
     """Crashes per recording after which recording gives up (the replay keeps what it has)."""
+    resume_window: float = 300.0
+    """When a stream belongs to a broadcast that is still live or interrupted (``broadcast.*``
+    events) and its hub goes away, the replay stays open this long for the publisher to
+    come back (a new part); ``broadcast.ended`` finalises it at once. Keep it above
+    control's ``interrupt_grace``. Streams without a broadcast end with their hub."""
     mp4: bool = True
     """Remux a ``+faststart`` MP4 from the segments when a broadcast ends."""
     thumbnail_interval: float = 10.0

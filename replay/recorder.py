@@ -187,6 +187,10 @@ class Recording:
         self.crashes = 0
         self.gave_up = False
         self.cover_pending = False
+        self.hub_gone = False
+        """The hub went away but the broadcast may continue on a new one (see ``resume``)."""
+        self.ending = False
+        self.expiry: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -197,6 +201,25 @@ class Recording:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def suspend(self, reason: str) -> None:
+        """The hub is gone, the broadcast is not over: end the part, keep the replay open."""
+        self.hub_gone = True
+        if self.current is not None:
+            self._end_part(self.current, reason)
+        self.wake()
+
+    def resume(self, hub: StreamHub) -> None:
+        """The broadcast continues on a new hub (the publisher came back after the linger)."""
+        self.hub = hub
+        self.hub_gone = False
+        self.last_dts = -1  # a new hub has a new timeline
+        self._next_reason = "publisher"
+        self._next_start = 0.0
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        self.wake()
 
     async def stop(self, reason: str) -> None:
         """End the current part (ffmpeg writes its last segment) and stop recording."""

@@ -34,10 +34,15 @@ MAX_CARDS = 2000
 """Cards remembered per replay."""
 
 
+CONTINUING = frozenset({"scheduled", "live", "interrupted"})
+"""Broadcast states in which a publisher may still come back."""
+
+
 @dataclass
 class BroadcastInfo:
     broadcast_id: int | None
     replay: bool
+    state: str = ""
 
 
 class ReplayService:
@@ -134,11 +139,20 @@ class ReplayService:
         if what == "created":
             if not self.wants(hub.app, hub.name):
                 return
+            old = self.recordings.get(hub.key)
+            if old is not None and old.hub_gone and not old.ending:
+                if self._continues(old):
+                    logger.info(
+                        "%s: broadcast continues: replay %s resumes", hub.key, old.replay.id
+                    )
+                    old.resume(hub)
+                    return
+                self._spawn(self._end(old))  # another broadcast now: close the old one
             rep = Replay(id=Replay.new_id(), app=hub.app, stream=hub.name)
             rep.segment_type = self.config.segment_type
             info = self.broadcasts.get(hub.key)
-            if info is not None:
-                rep.broadcast_id = info.broadcast_id
+            if info is not None and (info.state in CONTINUING or not info.state):
+                rep.broadcast_id = info.broadcast_id  # (an ended one is a past broadcast)
             self.replays[rep.id] = rep
             rec = Recording(rep, hub, self.config, self.storage, self.save, self._on_segment)
             self.recordings[hub.key] = rec
@@ -148,9 +162,44 @@ class ReplayService:
         elif what == "removed":
             ended = self.recordings.get(hub.key)
             if ended is not None and ended.hub is hub:
-                self._spawn(self._end(ended))
+                if self._continues(ended):
+                    self._suspend(ended)
+                else:
+                    self._spawn(self._end(ended))
+
+    def _continues(self, rec: Recording) -> bool:
+        """Is ``rec``'s broadcast known and not over (its publisher may come back)?"""
+        info = self.broadcasts.get(rec.hub.key)
+        return (
+            info is not None
+            and rec.replay.broadcast_id is not None
+            and info.broadcast_id == rec.replay.broadcast_id
+            and info.state in CONTINUING
+        )
+
+    def _suspend(self, rec: Recording) -> None:
+        logger.info(
+            "%s: stream gone, broadcast %s not ended: replay %s stays open up to %.0fs",
+            rec.hub.key,
+            rec.replay.broadcast_id,
+            rec.replay.id,
+            self.config.resume_window,
+        )
+        rec.suspend("publisher gone")
+
+        async def expire() -> None:
+            await asyncio.sleep(self.config.resume_window)
+            if rec.hub_gone:
+                await self._end(rec)
+
+        rec.expiry = self._spawn(expire())
 
     async def _end(self, rec: Recording) -> None:
+        if rec.ending:
+            return
+        rec.ending = True
+        if rec.expiry is not None and rec.expiry is not asyncio.current_task():
+            rec.expiry.cancel()
         key = rec.hub.key
         await rec.stop("broadcast ended")
         if self.recordings.get(key) is rec:
@@ -271,17 +320,28 @@ class ReplayService:
         if event.topic == "broadcast.deleted":
             self.broadcasts.pop(key, None)
             return
-        self.broadcasts[key] = BroadcastInfo(bid, wanted)
+        state = data.get("state") if isinstance(data.get("state"), str) else ""
+        if not state and event.topic.startswith("broadcast."):
+            state = event.topic.split(".", 1)[1]
+        self.broadcasts[key] = BroadcastInfo(bid, wanted, str(state))
         rec = self.recordings.get(key)
-        if rec is not None and rec.replay.state is ReplayState.RECORDING:
-            if rec.replay.broadcast_id is None and bid is not None:
-                rec.replay.broadcast_id = bid
-            if not wanted:
-                logger.info("%s: broadcast %s wants no replay; recording dropped", key, bid)
-                self.recordings.pop(key, None)
-                self._spawn(self._drop(rec))
+        if rec is None or rec.replay.state is not ReplayState.RECORDING or rec.ending:
+            return
+        if rec.replay.broadcast_id is None and bid is not None and not rec.hub_gone:
+            rec.replay.broadcast_id = bid
+        if rec.replay.broadcast_id != bid:
+            return
+        if not wanted or state == "banned":
+            logger.info("%s: broadcast %s is %s: replay dropped", key, bid, state or "replay-off")
+            self.recordings.pop(key, None)
+            self._spawn(self._drop(rec))
+        elif rec.hub_gone and state not in CONTINUING:
+            self._spawn(self._end(rec))  # ended while the stream was gone: finalise now
 
     async def _drop(self, rec: Recording) -> None:
+        rec.ending = True
+        if rec.expiry is not None:
+            rec.expiry.cancel()
         await rec.stop("replay disabled")
         self.replays.pop(rec.replay.id, None)
         await self.storage.delete(rec.replay.id)

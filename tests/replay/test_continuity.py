@@ -155,3 +155,40 @@ async def test_stalled_ffmpeg_is_bounded_then_cut_and_restarted(server_factory, 
     await wait_done(rep)
     assert rep.state is ReplayState.READY, rep.error
     assert rep.parts[1].duration > 2.0
+
+
+async def test_broadcast_outlives_the_hub_linger_one_replay(server_factory, clip_dir):
+    """The control plane keeps a broadcast 'interrupted' longer than the relay keeps the hub:
+    the publisher coming back after the hub is gone continues the same replay, which is
+    finalised when the broadcast ends."""
+    ffprobe = need_ffprobe()
+    clip = make_clip(clip_dir / "av3.flv", 3.0, gop=30)
+    server = await server_factory(relay={"publisher_linger": 0.5})
+    bus = server.runtime.bus
+    ready: list[dict] = []
+    bus.subscribe("replay.ready", lambda e: ready.append(e.data))
+    b = {"id": 5, "broadcast_id": 5, "app": "live", "stream": "long", "settings": {}}
+    await bus.publish("broadcast.live", {**b, "state": "live"})
+    await bus.drain()
+    await run_publisher(server.push_url("long"), clip)
+    rep = await wait_replay(server, "live", "long")
+    rec = service_of(server).recordings["live/long"]
+    await wait_for(lambda: rec.hub_gone, 10)  # the hub is gone...
+    await bus.publish("broadcast.interrupted", {**b, "state": "interrupted"})
+    await asyncio.sleep(1.0)
+    assert rep.state is ReplayState.RECORDING  # ...but the broadcast is not over
+    await run_publisher(server.push_url("long"), clip)  # the anchor is back
+    await wait_for(lambda: rec.hub_gone, 10)
+    assert rep.state is ReplayState.RECORDING and len(rep.parts) == 2
+    await bus.publish("broadcast.ended", {**b, "state": "ended"})
+    await wait_done(rep)
+    assert rep.state is ReplayState.READY, rep.error
+    assert [r.id for r in service_of(server).replays.values()] == [rep.id]
+    assert [p.reason for p in rep.parts] == ["start", "publisher"]
+    _, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
+    _, text = await get_text(view["hls"])
+    assert text.count("#EXT-X-DISCONTINUITY") == 1
+    info = await asyncio.to_thread(probe, ffprobe, view["mp4"])
+    assert abs(duration(info) - 6.0) <= GOP
+    await wait_for(lambda: bool(ready), 5)
+    assert ready[0]["broadcast_id"] == 5

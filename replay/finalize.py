@@ -77,6 +77,43 @@ def read_parts(root: Path, replay: Replay) -> list[PartFiles]:
     return out
 
 
+def _unlisted(root: Path, part: PartFiles) -> list[Path]:
+    """Segment files of a part that its playlist does not list (ffmpeg died between writing
+    a segment and rewriting its playlist), in order."""
+    listed = {seg.uri for seg in part.playlist.segments}
+    found = []
+    for path in sorted((root / part.dir).glob("seg-*.ts*")):
+        name = path.name.removesuffix(".tmp")
+        if name.endswith(".ts") and name not in listed:
+            found.append(path)
+    return found
+
+
+async def salvage(root: Path, part: PartFiles, timeout: float) -> float:
+    """Add segments a killed ffmpeg wrote but did not list to the part's playlist (TS
+    only); returns the seconds recovered. ffmpeg's HLS muxer keeps the segment it is
+    writing in memory, so that one is lost with the process (at most a segment + a GOP)."""
+    if part.playlist.ended or part.playlist.init_uri:
+        return 0.0
+    gained = 0.0
+    for path in await asyncio.to_thread(_unlisted, root, part):
+        info = await probe(path, timeout)
+        try:
+            seconds = float((info or {}).get("format", {}).get("duration", 0))
+        except (TypeError, ValueError):
+            seconds = 0.0
+        if seconds < 0.1:
+            continue
+        name = path.name.removesuffix(".tmp")
+        await asyncio.to_thread(path.replace, path.with_name(name))
+        part.playlist.segments.append(playlist.Segment(name, seconds))
+        gained += seconds
+    if gained:
+        text = playlist.render([("", part.playlist)], target=0, ended=True, vod=True)
+        await asyncio.to_thread(_write, root / part.dir / "index.m3u8", text)
+    return gained
+
+
 def _join_part(root: Path, part: PartFiles, dest: Path) -> None:
     """A part's segments as one file: TS concatenates; fMP4 is init + fragments."""
     with open(dest, "wb") as out:
@@ -215,6 +252,16 @@ async def finalize(replay: Replay, root: Path, config: ReplayConfig) -> None:
     """
     timeout = config.process_timeout
     parts = await asyncio.to_thread(read_parts, root, replay)
+    for record, part in zip(replay.parts, parts, strict=True):
+        gained = await salvage(root, part, timeout)
+        if gained:
+            record.duration = part.playlist.duration
+            logger.info(
+                "replay %s: %.1fs of an unfinished segment recovered in %s",
+                replay.id,
+                gained,
+                part.dir,
+            )
     filled = [p for p in parts if p.playlist.segments]
     if not filled:
         raise StepFailed("nothing was recorded")

@@ -94,7 +94,7 @@ def render(
         if not first:
             lines.append("#EXT-X-DISCONTINUITY")
         first = False
-        base = f"{prefix}{directory}/"
+        base = f"{prefix}{directory}/" if directory else prefix
         if part.init_uri:
             lines.append(f'#EXT-X-MAP:URI="{base}{part.init_uri}"')
         for seg in part.segments:

@@ -131,3 +131,29 @@ def test_names():
         assert FILE_RE.match(ok), ok
     for bad in ("replay.json", "../x.ts", "p1/../../x.ts", "p1/seg.ts.tmp", "a/b/c.ts"):
         assert not FILE_RE.match(bad), bad
+
+
+async def test_salvage_lists_segments_ffmpeg_wrote_but_did_not_list(tmp_path):
+    import shutil
+    import subprocess
+
+    from replay.finalize import PartFiles, salvage
+    from tests.mediautil import need_ffprobe
+
+    need_ffprobe()
+    part = tmp_path / "p1"
+    part.mkdir()
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10",
+         "-t", "1", "-c:v", "libx264", "-f", "mpegts", str(part / "seg-00000.ts")],
+        check=True,
+    )  # fmt: skip
+    shutil.copy(part / "seg-00000.ts", part / "seg-00001.ts")
+    (part / "seg-00002.ts").write_bytes(b"")  # empty: not a segment
+    files = PartFiles("p1", playlist.parse("#EXTM3U\n#EXTINF:1.0,\nseg-00000.ts\n"))
+    gained = await salvage(tmp_path, files, 30)
+    assert 0.8 <= gained <= 1.2
+    assert [s.uri for s in files.playlist.segments] == ["seg-00000.ts", "seg-00001.ts"]
+    text = (part / "index.m3u8").read_text()
+    assert "\nseg-00001.ts\n" in text and text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert await salvage(tmp_path, PartFiles("p1", playlist.parse(text)), 30) == 0.0

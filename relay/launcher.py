@@ -24,6 +24,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.redis import EmbeddedValkey
 
@@ -158,12 +159,15 @@ async def run_cluster(
                 c = child(f"edge-{i}", "edge", i, origin_url)
                 children.append(c)
                 tasks.append(asyncio.create_task(_supervise(c, stopping)))
-            await asyncio.wait(
-                [asyncio.create_task(c.ready.wait()) for c in children[1:]]
-                + [asyncio.create_task(stopping.wait())],
-                timeout=60,
-                return_when=asyncio.ALL_COMPLETED if edges else asyncio.FIRST_COMPLETED,
+            all_ready: asyncio.Future[Any] = asyncio.ensure_future(
+                asyncio.gather(*(c.ready.wait() for c in children[1:]))
             )
+            stop_wait2: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait(
+                {all_ready, stop_wait2}, timeout=60, return_when=asyncio.FIRST_COMPLETED
+            )
+            all_ready.cancel()
+            stop_wait2.cancel()
             if not stopping.is_set():
                 print(
                     f"cluster: origin {origin_url} (push RTMP to rtmp://{public}:"

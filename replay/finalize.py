@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,16 +111,6 @@ async def salvage(root: Path, part: PartFiles, timeout: float) -> float:
         text = playlist.render([("", part.playlist)], target=0, ended=True, vod=True)
         await asyncio.to_thread(_write, root / part.dir / "index.m3u8", text)
     return gained
-
-
-def _join_part(root: Path, part: PartFiles, dest: Path) -> None:
-    """A part's segments as one file: TS concatenates; fMP4 is init + fragments."""
-    with open(dest, "wb") as out:
-        files = [part.playlist.init_uri] if part.playlist.init_uri else []
-        files += [s.uri for s in part.playlist.segments]
-        for name in files:
-            with open(root / part.dir / name, "rb") as f:
-                shutil.copyfileobj(f, out, 1024 * 1024)
 
 
 def _write(path: Path, text: str) -> None:
@@ -283,24 +272,22 @@ async def finalize(replay: Replay, root: Path, config: ReplayConfig) -> None:
             f"({', '.join(sorted(f'{v}/{a}' for v, a in codec_sets))}); the HLS replay has all"
         )
     elif config.mp4:
-        work = root / "work"
-        await asyncio.to_thread(work.mkdir, exist_ok=True)
-        ext = "mp4" if any(p.playlist.init_uri for p in filled) else "ts"
-        entries = []
+        # Each part's own (final) playlist is one concat input: no copy of the segments.
         for p in filled:
-            dest = work / f"{p.dir}.{ext}"
-            await asyncio.to_thread(_join_part, root, p, dest)
-            entries.append(f"file '{dest.name}'")
-        concat = work / "concat.txt"
-        await asyncio.to_thread(
-            _write, concat, "ffconcat version 1.0\n" + "\n".join(entries) + "\n"
-        )
-        args = commands.remux_mp4(exe, concat, mp4, has_audio and ext == "ts", video == "hvc1")
+            if not p.playlist.ended:  # ffmpeg died: close its playlist for the HLS demuxer
+                text = playlist.render([("", p.playlist)], target=0, ended=True, vod=True)
+                await asyncio.to_thread(_write, root / p.dir / "index.m3u8", text)
+        concat = root / "concat.txt"
+        entries = "".join(f"file '{p.dir}/index.m3u8'\n" for p in filled)
+        await asyncio.to_thread(_write, concat, "ffconcat version 1.0\n" + entries)
+        ts = not any(p.playlist.init_uri for p in filled)
+        args = commands.remux_mp4(exe, concat, mp4, has_audio and ts, video == "hvc1")
         code, _out, tail = await run(args, timeout)
-        await asyncio.to_thread(shutil.rmtree, work, True)
+        await asyncio.to_thread(concat.unlink, True)
         if code == 0 and mp4.exists():
             replay.mp4 = MP4_FILE
         else:
+            await asyncio.to_thread(mp4.unlink, True)
             errors.append(f"MP4 remux failed ({code}): {tail}")
             logger.warning("replay %s: MP4 remux failed (%d): %s", replay.id, code, tail)
     source = mp4 if replay.mp4 else root / VOD_PLAYLIST

@@ -133,6 +133,9 @@ async def test_broadcast_events_map_streams_and_can_switch_replay_off(server_fac
     await run_publisher(server.push_url("b7"), clip)
     await run_publisher(server.push_url("b8"), clip)
     rep = await wait_replay(server, "live", "b7")
+    await wait_for(lambda: service_of(server).recordings["live/b7"].hub_gone, 10)
+    assert rep.state is ReplayState.RECORDING  # the broadcast is still live
+    await bus.publish("broadcast.ended", {**b7, "state": "ended"})
     await wait_done(rep)
     assert rep.broadcast_id == 7
     await wait_for(lambda: bool(ready), 5)

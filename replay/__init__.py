@@ -38,6 +38,9 @@ def setup(app: web.Application, config: ReplayConfig) -> None:
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[RUNTIME]
+        if rt.role == "edge":  # an edge's hubs are pulled copies: the origin records
+            yield
+            return
         storage = LocalStorage(rt.data_dir / "replay")
         service = ReplayService(config, storage, app[REGISTRY], rt.bus, rt.http_base)
         app[SERVICE] = service

@@ -35,12 +35,19 @@ CONTENT_TYPES = {
 MAX_LIMIT = 200
 
 
+def _service(request: web.Request) -> ReplayService:
+    service = request.app.get(SERVICE)
+    if service is None:
+        raise ApiError(404, "not_recorded", "this node does not record (an edge): ask the origin")
+    return service
+
+
 def _cors(headers: Any) -> None:
     headers["Access-Control-Allow-Origin"] = "*"
 
 
 async def live_playlist(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
+    service = _service(request)
     app, stream = request.match_info["app"], request.match_info["stream"]
     rec = service.live_recording(app, stream)
     if rec is None or rec.segment_count == 0:
@@ -53,7 +60,7 @@ async def live_playlist(request: web.Request) -> web.Response:
 
 
 async def replay_file(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
+    service = _service(request)
     rid, name = request.match_info["rid"], request.match_info["file"]
     rep = service.replays.get(rid)
     if (
@@ -97,7 +104,7 @@ def _int_query(
 
 
 async def list_replays(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
+    service = _service(request)
     q = request.query
     limit = _int_query(request, "limit", 50, 1, MAX_LIMIT) or 50
     offset = _int_query(request, "offset", 0, 0, 2**31) or 0
@@ -127,7 +134,7 @@ async def list_replays(request: web.Request) -> web.Response:
 
 async def list_clips(request: web.Request) -> web.Response:
     """Product clips ("讲解回放"), newest replay first."""
-    service = request.app[SERVICE]
+    service = _service(request)
     product = _int_query(request, "product_id", None, 1, 2**53)
     broadcast = _int_query(request, "broadcast_id", None, 1, 2**53)
     limit = _int_query(request, "limit", 50, 1, MAX_LIMIT) or 50
@@ -146,18 +153,18 @@ async def list_clips(request: web.Request) -> web.Response:
 
 def _replay_id(request: web.Request) -> str:
     rid = request.match_info["replay_id"]
-    if not REPLAY_ID_RE.match(rid) or rid not in request.app[SERVICE].replays:
+    if not REPLAY_ID_RE.match(rid) or rid not in _service(request).replays:
         raise ApiError(404, "replay_not_found", "no such replay")
     return rid
 
 
 async def get_replay(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
+    service = _service(request)
     return web.json_response(service.view(service.replays[_replay_id(request)]))
 
 
 async def delete_replay(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
+    service = _service(request)
     rid = _replay_id(request)
     rep = service.replays[rid]
     if rep.state in (ReplayState.RECORDING, ReplayState.FINALIZING):

@@ -52,5 +52,7 @@ class ReplayConfig:
     """Total size of all replays; the oldest finished ones are deleted beyond it (0 = no cap)."""
     retention_interval: float = 600.0
     """Seconds between retention sweeps."""
+    finalize_concurrency: int = 2
+    """Replays finalised at once (each runs ffmpeg remux / thumbnails / clips in turn)."""
     process_timeout: float = 600.0
     """Longest a remux/thumbnail/clip ffmpeg may run before it is killed."""

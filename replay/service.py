@@ -68,6 +68,7 @@ class ReplayService:
         self._unsub: list[Callable[[], None]] = []
         self._save_locks: dict[str, asyncio.Lock] = {}
         self._stopping = False
+        self._finalizing = asyncio.Semaphore(max(1, config.finalize_concurrency))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -238,7 +239,8 @@ class ReplayService:
         await self.save(rep)
         root = self.storage.work_dir(rep.id)
         try:
-            await finalize.finalize(rep, root, self.config)
+            async with self._finalizing:
+                await finalize.finalize(rep, root, self.config)
         except finalize.StepFailed as exc:
             if not any(p.duration > 0 for p in rep.parts):
                 # the publisher left before a single segment: nothing worth listing

@@ -55,6 +55,8 @@ async def live_playlist(request: web.Request) -> web.Response:
     body = rec.render(prefix=f"{stream}/{rec.replay.id}/")
     resp = web.Response(text=body, content_type="application/vnd.apple.mpegurl")
     resp.headers["Cache-Control"] = "no-cache"
+    if len(body) > 4096:
+        resp.enable_compression()  # when the player accepts it
     _cors(resp.headers)
     return resp
 

@@ -191,6 +191,7 @@ class Recording:
         """The hub went away but the broadcast may continue on a new one (see ``resume``)."""
         self.ending = False
         self.expiry: asyncio.Task[None] | None = None
+        self._rendered: tuple[tuple[str, bool, int, int], str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -445,16 +446,21 @@ class Recording:
             self._on_segment(self)
 
     def render(self, prefix: str) -> str:
+        """The live playlist; rebuilt only when a segment or part was added (every viewer
+        polls it every few seconds, and a long show has thousands of segments)."""
+        ended = self.stopping and self.current is None
+        key = (prefix, ended, len(self.replay.parts), self.segment_count)
+        cached = self._rendered
+        if cached is not None and cached[0] == key:
+            return cached[1]
         parts = [
             (p.dir, self.playlists.get(p.index, playlist.PartPlaylist())) for p in self.replay.parts
         ]
-        return playlist.render(
-            parts,
-            target=self.config.segment_seconds,
-            ended=self.stopping and self.current is None,
-            vod=False,
-            prefix=prefix,
+        text = playlist.render(
+            parts, target=self.config.segment_seconds, ended=ended, vod=False, prefix=prefix
         )
+        self._rendered = (key, text)
+        return text
 
     @property
     def segment_count(self) -> int:

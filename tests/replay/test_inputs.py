@@ -149,3 +149,28 @@ async def test_fmp4_segments(server_factory, clip_dir):
         assert abs(duration(info) - 4.0) <= GOP, (url, duration(info))
         await asyncio.to_thread(decode_all, "ffmpeg", url)
     assert view["cover"] is not None
+
+
+async def test_codec_family_change_keeps_hls_and_explains_the_missing_mp4(server_factory, clip_dir):
+    """H.264 then HEVC in one broadcast (the anchor switched encoder): both parts are in the
+    HLS replay; one MP4 track cannot hold both, so no MP4 and a reason."""
+    ffprobe = need_ffprobe()
+    h264 = make_clip(clip_dir / "av3.flv", 3.0, gop=30)
+    hevc = make_clip(clip_dir / "hevc3.flv", 3.0, gop=30, vcodec="libx265")
+    server = await server_factory(relay={"publisher_linger": LINGER})
+    await run_publisher(server.push_url("switch"), h264)
+    rep = await wait_replay(server, "live", "switch")
+    await run_publisher(server.push_url("switch"), hevc, exe=bundled_ffmpeg_exe())
+    await wait_done(rep)
+    assert rep.state is ReplayState.READY, rep.error
+    assert [p.video_codec for p in rep.parts] == ["avc1", "hvc1"]
+    assert rep.mp4 is None and rep.error and "codecs change" in rep.error
+    _, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
+    _, text = await get_text(view["hls"])
+    assert text.count("#EXT-X-DISCONTINUITY") == 1
+    base = view["hls"].rsplit("/", 1)[0]
+    for part, codec in (("p1", "h264"), ("p2", "hevc")):
+        info = await asyncio.to_thread(probe, ffprobe, f"{base}/{part}/index.m3u8")
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert video["codec_name"] == codec
+        assert abs(duration(info) - 3.0) <= GOP

@@ -111,14 +111,20 @@ async def pg_database() -> AsyncIterator[Callable[[], Any]]:
             await conn.close()
 
 
+CONTROL_TEST_SETTINGS: dict[str, Any] = {
+    "interrupt_grace": 1.5,
+    "sweep_interval": 0.2,
+    "webhook_backoff": 0.2,
+    "webhook_max_attempts": 3,
+    "webhook_timeout": 2.0,
+}
+
+
 @pytest.fixture
-def control_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short grace periods so the lifecycle can be watched in a test."""
-    monkeypatch.setenv("BERRYLIVE_CONTROL_INTERRUPT_GRACE", "1.5")
-    monkeypatch.setenv("BERRYLIVE_CONTROL_SWEEP_INTERVAL", "0.2")
-    monkeypatch.setenv("BERRYLIVE_CONTROL_WEBHOOK_BACKOFF", "0.2")
-    monkeypatch.setenv("BERRYLIVE_CONTROL_WEBHOOK_MAX_ATTEMPTS", "3")
-    monkeypatch.setenv("BERRYLIVE_CONTROL_WEBHOOK_TIMEOUT", "2")
+def control_env() -> dict[str, Any]:
+    """The ``[control]`` section for tests: short grace periods so the lifecycle can be
+    watched. Pass it as ``server_factory(control=control_env)``."""
+    return dict(CONTROL_TEST_SETTINGS)
 
 
 async def make_staff(server: RunningServer, session: aiohttp.ClientSession) -> Staff:
@@ -141,11 +147,11 @@ async def make_staff(server: RunningServer, session: aiohttp.ClientSession) -> S
 @pytest.fixture(params=database_params())
 async def staff(
     request: pytest.FixtureRequest,
-    control_env: None,
+    control_env: dict[str, Any],
     server_factory: Callable[..., Any],
     pg_database: Callable[[], Any],
 ) -> AsyncIterator[Staff]:
-    sections: dict[str, Any] = {}
+    sections: dict[str, Any] = {"control": control_env}
     if request.param == "postgres":
         sections["database"] = {"url": await pg_database()}
     server = await server_factory(**sections)

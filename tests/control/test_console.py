@@ -47,7 +47,7 @@ async def test_console_login_create_go_live_screenshot(control_env, server_facto
         pytest.skip(reason)
     from playwright.async_api import async_playwright, expect
 
-    server = await server_factory()
+    server = await server_factory(control=control_env)
     async with aiohttp.ClientSession() as session:
         await make_staff(server, session)
     base = server.http_url

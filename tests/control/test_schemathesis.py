@@ -36,7 +36,7 @@ async def test_openapi_fuzz_finds_no_5xx_and_no_schema_violation(
     exe = schemathesis_exe()
     if exe is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
-    server = await server_factory()
+    server = await server_factory(control=control_env)
     async with aiohttp.ClientSession() as session:
         staff = await make_staff(server, session)
         for i in range(4):

@@ -240,7 +240,7 @@ class ClusterNode:
         except Exception:  # pragma: no cover - psutil is a dependency
             self._proc = None
         self.registry.hub_listeners.append(self._on_hub)
-        self._unsubscribe = self.runtime.bus.subscribe("stream.published", self._on_published)
+        self._unsubscribe = self.runtime.bus.subscribe("stream.*", self._on_stream_event)
         self._task = asyncio.get_running_loop().create_task(self._beat_loop(), name="cluster:beat")
 
     async def close(self) -> None:
@@ -268,17 +268,26 @@ class ClusterNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _on_published(self, event: Event) -> None:
+    async def _on_stream_event(self, event: Event) -> None:
+        """Claim a stream when our ingest starts it; release the claim when it ends (the
+        hub lingers for a reconnect, but edges must not re-pull its stale GOP meanwhile)."""
         if not self.is_origin or event.node != self.runtime.node_id:
             return
         app, name = event.data.get("app"), event.data.get("stream")
-        if isinstance(app, str) and isinstance(name, str):
-            key = f"{app}/{name}"
-            try:
+        if not isinstance(app, str) or not isinstance(name, str):
+            return
+        key = f"{app}/{name}"
+        try:
+            if event.topic == "stream.published":
                 await self.directory.claim_stream(key, self.runtime.node_id)
                 self._claimed.add(key)
-            except Exception as exc:
-                logger.warning("cluster: cannot claim %s in Redis: %s", key, exc)
+            elif event.topic == "stream.unpublished":
+                hub = self.registry.get(app, name)
+                if hub is None or not hub.live:  # not republished in the meantime
+                    self._claimed.discard(key)
+                    await self.directory.release_stream(key, self.runtime.node_id)
+        except Exception as exc:
+            logger.warning("cluster: cannot update %s in Redis: %s", key, exc)
 
     def _on_hub(self, hub: StreamHub, what: str) -> None:
         if what == "removed" and hub.key in self._claimed:

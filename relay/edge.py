@@ -113,7 +113,7 @@ class Pull:
         p = self.puller
         cfg = p.config
         prefer, self.switch_to = self.switch_to, None
-        candidates = await p.candidates(self.app, self.name, prefer)
+        candidates = await p.candidates(self.app, self.name, prefer, resuming=self.connects > 0)
         if not candidates:
             logger.info("edge: no origin known for %s", self.key)
         timeout = aiohttp.ClientTimeout(
@@ -272,30 +272,43 @@ class EdgePuller:
         return self.registry.get(app, name)
 
     async def candidates(
-        self, app: str, name: str, prefer: str | None = None
+        self, app: str, name: str, prefer: str | None = None, resuming: bool = False
     ) -> list[tuple[str | None, str]]:
         """Origins to try, best first: an origin that just announced the stream, the
-        directory's holder, then the configured list."""
+        directory's holder, then the configured list.
+
+        ``resuming`` (the upstream was lost): a configured origin that the directory knows
+        as an origin of this cluster but which does not hold the stream is left out; it
+        could only serve a lingering hub without a publisher (its old GOP again)."""
         out: list[tuple[str | None, str]] = []
         me = self.runtime.node_id
         nodes_by_url: dict[str, str] = {}
+        origins: set[str] = set()
+        owner: str | None = None
+        directory_ok = False
         try:
             owner = await self.directory.stream_owner(f"{app}/{name}")
-            for node in dict.fromkeys(n for n in (prefer, owner) if n and n != me):
-                info = await self.directory.node(node)
+            for known in dict.fromkeys(n for n in (prefer, owner) if n and n != me):
+                info = await self.directory.node(known)
                 if info is not None and info.role == "origin":
-                    out.append((node, info.http.rstrip("/")))
+                    out.append((known, info.http.rstrip("/")))
             if self.config.origins:
                 for n in await self.directory.nodes():
                     nodes_by_url[n.http.rstrip("/")] = n.node
+                    if n.role == "origin":
+                        origins.add(n.node)
+            directory_ok = True
         except Exception as exc:
             logger.warning("edge: Redis directory unavailable (%s); using configured origins", exc)
         configured = [u.rstrip("/") for u in self.config.origins]
         # Spread first attempts over the configured origins (no herd on the first one).
         start = random.randrange(len(configured)) if configured else 0
         for base in configured[start:] + configured[:start]:
+            node = nodes_by_url.get(base)
+            if resuming and directory_ok and node in origins and node not in (owner, prefer):
+                continue
             if all(base != b for _, b in out):
-                out.append((nodes_by_url.get(base), base))
+                out.append((node, base))
         return out
 
     # ------------------------------------------------------------ viewers and hubs

@@ -40,7 +40,7 @@ async def probe_live(ffprobe: str, url: str, seconds: float = 2.0) -> dict[str, 
     return counts
 
 
-async def stream_owner_is(c: Cluster, node: str, key: str = "live/s") -> bool:
+async def stream_owner_is(c: Cluster, node: str | None, key: str = "live/s") -> bool:
     return await c.directory.stream_owner(key) == node
 
 
@@ -252,3 +252,33 @@ async def test_origin_forwards_to_an_external_rtmp_server_and_reconnects(
             assert "forward live/s" in origin.logs() and "retry in" in origin.logs()
         finally:
             await stop(anchor)
+
+
+async def test_anchor_stops_edge_viewers_end_without_replaying_the_old_gop(
+    tmp_path: Path, clip: Path
+) -> None:
+    """The origin lingers 6 s for the anchor; the edge (silent upstream after 1 s) must not
+    re-pull that lingering hub (its cached GOP again): the origin released its claim when the
+    anchor left, so the edge gives up and its viewers see the end after its own 2 s linger."""
+    async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
+        origin = await c.start("origin-a", "origin", BERRYLIVE_RELAY_PUBLISHER_LINGER="6")
+        edge = await c.start(
+            "edge-1", "edge", origins=[origin],
+            BERRYLIVE_RELAY_PUBLISHER_LINGER="2", BERRYLIVE_RELAY_PULL_READ_TIMEOUT="1",
+        )  # fmt: skip
+        anchor = await start_publisher(origin.push_url("s"), clip, loop=True)
+        try:
+            await wait_for(lambda: stream_owner_is(c, "origin-a"), 15)
+            viewer = FlvViewer(session, edge.flv_url("s"))
+            await wait_for(lambda: len(viewer.video()) > 30, 15)
+        finally:
+            await stop(anchor)
+        t0 = time.perf_counter()
+        await wait_for(lambda: stream_owner_is(c, None), 5)
+        await wait_for(lambda: viewer.ended is not None, 10)
+        ended_after = time.perf_counter() - t0
+        assert viewer.ended == "eof", viewer.ended
+        assert ended_after < 5.5, ended_after  # before the origin's 6 s linger is over
+        assert not viewer.video_after(t0 + 0.5), "stale GOP replayed"
+        assert "pulling live/s" in edge.logs()
+        assert edge.logs().count("edge: pulling live/s") == 1, edge.logs()

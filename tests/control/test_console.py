@@ -77,6 +77,18 @@ async def test_console_login_create_go_live_screenshot(control_env, server_facto
             await page.fill("input[name=title]", "Tea harvest live")
             await page.select_option("select[name=anchor]", label="anchor one (anchor1)")
             await page.fill("input[name=products]", "101, 102")
+            # the form proposes the next full hour; this show starts now, so its push URL
+            # is already open (it opens push_lead before the start)
+            await page.evaluate(
+                """() => {
+                    const d = new Date(Date.now() + 60e3);
+                    d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+                    document.querySelector('input[name=start]').value = d.toISOString().slice(0, 16);
+                    const e = new Date(Date.now() + 3 * 3600e3);
+                    e.setMinutes(e.getMinutes() - e.getTimezoneOffset());
+                    document.querySelector('input[name=end]').value = e.toISOString().slice(0, 16);
+                }"""
+            )
             await page.click("#new-form button[type=submit]")
             await expect(page.locator("#state [data-state]")).to_have_attribute(
                 "data-state", "scheduled"

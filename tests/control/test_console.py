@@ -81,12 +81,13 @@ async def test_console_login_create_go_live_screenshot(control_env, server_facto
             # is already open (it opens push_lead before the start)
             await page.evaluate(
                 """() => {
-                    const d = new Date(Date.now() + 60e3);
-                    d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
-                    document.querySelector('input[name=start]').value = d.toISOString().slice(0, 16);
-                    const e = new Date(Date.now() + 3 * 3600e3);
-                    e.setMinutes(e.getMinutes() - e.getTimezoneOffset());
-                    document.querySelector('input[name=end]').value = e.toISOString().slice(0, 16);
+                    const local = (ms) => {
+                        const d = new Date(ms);
+                        d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+                        return d.toISOString().slice(0, 16);
+                    };
+                    document.querySelector('input[name=start]').value = local(Date.now() + 60e3);
+                    document.querySelector('input[name=end]').value = local(Date.now() + 3 * 3600e3);
                 }"""
             )
             await page.click("#new-form button[type=submit]")

@@ -87,7 +87,8 @@ async def test_console_login_create_go_live_screenshot(control_env, server_facto
                         return d.toISOString().slice(0, 16);
                     };
                     document.querySelector('input[name=start]').value = local(Date.now() + 60e3);
-                    document.querySelector('input[name=end]').value = local(Date.now() + 3 * 3600e3);
+                    const end = Date.now() + 3 * 3600e3;
+                    document.querySelector("input[name=end]").value = local(end);
                 }"""
             )
             await page.click("#new-form button[type=submit]")

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +35,7 @@ from media import flv
 from media.amf import decode_amf0
 from media.errors import AMFError, FLVError
 from media.frame import Frame, Kind
+from media.rtmp.client import ClientConnection, ClientError, CommandReply, MediaMessage
 from media.rtmp.connection import metadata_payload
 from relay.cluster import ClusterDirectory, backoff_delay
 from relay.config import RelayConfig
@@ -43,8 +45,135 @@ logger = logging.getLogger(__name__)
 
 MAX_PULL_TAG = 8 * 1024 * 1024
 """Largest FLV tag accepted from an origin."""
+RTMP_READ = 65536
+END_CODES = ("NetStream.Play.UnpublishNotify", "NetStream.Play.Stop")
 WAKE_JITTER = 0.25
 """A retry woken by an event waits a random 0..this many seconds first."""
+
+
+Tag = tuple[int, int, bytes]
+"""(FLV tag type, timestamp ms, body)."""
+
+
+class _Upstream:
+    """A connection to an origin delivering FLV tags."""
+
+    async def read(self) -> list[Tag] | None:
+        """The tags received next; None at the end of the stream."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _HttpUpstream(_Upstream):
+    """HTTP-FLV pull (``GET /app/name.flv``); aiohttp's ``sock_read`` bounds silence."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self.demux = flv.FlvDemuxer(MAX_PULL_TAG)
+
+    async def read(self) -> list[Tag] | None:
+        data = await self.resp.content.readany()
+        if not data:
+            return None
+        return [
+            (t.tag_type, t.timestamp, t.body)
+            for t in self.demux.feed(data)
+            if isinstance(t, flv.FlvTag)
+        ]
+
+    def close(self) -> None:
+        self.resp.close()
+
+
+class _RtmpUpstream(_Upstream):
+    """RTMP pull (``rtmp://host:port`` origins): connect, createStream, play, through the
+    sans-I/O client core; acknowledgements and pings are answered as data comes in."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: ClientConnection,
+        read_timeout: float,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.client = client
+        self.read_timeout = read_timeout
+        self.pending: list[Tag] = []
+        self.ended = False
+
+    @classmethod
+    async def open(cls, base: str, app: str, name: str, cfg: RelayConfig) -> _RtmpUpstream | None:
+        parts = urlsplit(base)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 1935
+        reader, writer = await asyncio.open_connection(host, port, limit=RTMP_READ)
+        client = ClientConnection(max_message_size=MAX_PULL_TAG)
+        up = cls(reader, writer, client, cfg.pull_read_timeout)
+        try:
+            client.connect(app, f"rtmp://{host}:{port}/{app}")
+            tx = client.create_stream()
+            writer.write(client.data_to_send())
+            started = False
+            while True:
+                data = await reader.read(RTMP_READ)
+                if not data:
+                    raise ConnectionError("origin closed during play")
+                for event in client.receive_data(data):
+                    if isinstance(event, ClientError):
+                        raise ConnectionError(event.reason)
+                    if isinstance(event, MediaMessage):
+                        up._take(event)
+                    elif isinstance(event, CommandReply):
+                        if event.name == "_result" and event.transaction_id == tx:
+                            sid = next((a for a in event.args if isinstance(a, int | float)), 1)
+                            client.play(int(sid), name)
+                        elif event.name == "_error":
+                            raise ConnectionError(f"origin refused: {event.info}")
+                        elif event.name == "onStatus":
+                            code = str(event.info.get("code", ""))
+                            if code == "NetStream.Play.Start":
+                                started = True  # media may follow in this same read
+                            if code in ("NetStream.Play.StreamNotFound", "NetStream.Play.Failed"):
+                                logger.info("edge: %s has no %s/%s (%s)", base, app, name, code)
+                                up.close()
+                                return None
+                writer.write(client.data_to_send())
+                if started:
+                    return up
+        except BaseException:
+            up.close()
+            raise
+
+    def _take(self, event: MediaMessage) -> None:
+        self.pending.append((event.type_id, event.timestamp, event.payload))
+
+    async def read(self) -> list[Tag] | None:
+        if self.pending:
+            ready, self.pending = self.pending, []
+            return ready
+        if self.ended:
+            return None
+        data = await asyncio.wait_for(self.reader.read(RTMP_READ), self.read_timeout)
+        if not data:
+            return None
+        for event in self.client.receive_data(data):
+            if isinstance(event, ClientError):
+                raise ConnectionError(event.reason)
+            if isinstance(event, MediaMessage):
+                self._take(event)
+            elif isinstance(event, CommandReply) and event.name == "onStatus":
+                self.ended = self.ended or str(event.info.get("code", "")) in END_CODES
+        out = self.client.data_to_send()
+        if out:
+            self.writer.write(out)
+        tags, self.pending = self.pending, []
+        return tags
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class Pull:
@@ -63,7 +192,7 @@ class Pull:
         """(node id or None, base URL) of the origin being pulled."""
         self.wake = asyncio.Event()
         self.switch_to: str | None = None
-        self._resp: aiohttp.ClientResponse | None = None
+        self._upstream: _Upstream | None = None
         self.idle_handle: asyncio.TimerHandle | None = None
         self.connects = 0
         self.task = loop.create_task(self._run(), name=f"edge-pull:{self.key}")
@@ -120,24 +249,23 @@ class Pull:
             total=None, sock_connect=cfg.pull_connect_timeout, sock_read=cfg.pull_read_timeout
         )
         for node, base in candidates:
-            url = f"{base}/{self.app}/{self.name}.flv"
+            upstream: _Upstream | None
             try:
                 async with asyncio.timeout(cfg.pull_connect_timeout + 1):
-                    resp = await p.session.get(
-                        url, timeout=timeout, headers={"X-Berrylive-Edge": p.runtime.node_id}
-                    )
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                logger.info("edge: %s unreachable for %s: %s", base, self.key, exc)
+                    if base.startswith("rtmp://"):
+                        upstream = await _RtmpUpstream.open(base, self.app, self.name, cfg)
+                    else:
+                        upstream = await self._open_http(base, timeout)
+            except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError) as exc:
+                logger.info("edge: %s unreachable for %s: %r", base, self.key, exc)
                 continue
-            if resp.status != 200:
-                resp.release()
-                logger.info("edge: %s answered %d for %s", base, resp.status, self.key)
+            if upstream is None:
                 continue
             self.upstream = (node, base)
             self.connects += 1
             hub = p.registry.get(self.app, self.name)
             if self.hub is not None and hub is not self.hub:
-                resp.close()
+                upstream.close()
                 return False  # our hub expired while we were connecting: stop
             info = PublisherInfo("edge", base, p.runtime.node_id)
             self.publisher = pub = p.registry.publish(
@@ -148,17 +276,17 @@ class Pull:
             if not self.first.done():
                 self.first.set_result(self.hub)
                 p.viewers_changed(self.hub)  # no viewer yet: start the idle clock
-            self._resp = resp
+            self._upstream = upstream
             try:
-                frames = await self._consume(resp, pub)
+                frames = await self._consume(upstream, pub)
                 reason = "upstream closed"
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError) as exc:
                 frames, reason = 1, f"upstream error: {exc!r}"
             except FLVError as exc:
                 frames, reason = 1, f"bad FLV from origin: {exc}"
             finally:
-                self._resp = None
-                resp.close()
+                self._upstream = None
+                upstream.close()
             if self.switch_to is not None:
                 reason = f"stream moved to {self.switch_to}"
             if self.publisher is pub:
@@ -168,23 +296,31 @@ class Pull:
             return frames > 0
         return False
 
-    async def _consume(self, resp: aiohttp.ClientResponse, pub: Publisher) -> int:
-        demux = flv.FlvDemuxer(MAX_PULL_TAG)
+    async def _open_http(self, base: str, timeout: aiohttp.ClientTimeout) -> _HttpUpstream | None:
+        p = self.puller
+        resp = await p.session.get(
+            f"{base}/{self.app}/{self.name}.flv",
+            timeout=timeout,
+            headers={"X-Berrylive-Edge": p.runtime.node_id},
+        )
+        if resp.status != 200:
+            resp.release()
+            logger.info("edge: %s answered %d for %s", base, resp.status, self.key)
+            return None
+        return _HttpUpstream(resp)
+
+    async def _consume(self, upstream: _Upstream, pub: Publisher) -> int:
         frames = 0
         while True:
-            data = await resp.content.readany()
-            if not data:
+            tags = await upstream.read()
+            if tags is None:
                 return frames
-            for item in demux.feed(data):
-                if not isinstance(item, flv.FlvTag):
-                    continue
-                if item.tag_type == flv.TAG_SCRIPT:
-                    self._metadata(pub, item.body)
-                elif item.tag_type in (flv.TAG_AUDIO, flv.TAG_VIDEO):
+            for tag_type, ts, body in tags:
+                if tag_type == flv.TAG_SCRIPT:
+                    self._metadata(pub, body)
+                elif tag_type in (flv.TAG_AUDIO, flv.TAG_VIDEO):
                     frames += 1
-                    pub.push_frame(
-                        Frame.from_payload(Kind(item.tag_type), item.timestamp, item.body)
-                    )
+                    pub.push_frame(Frame.from_payload(Kind(tag_type), ts, body))
             if not pub.active or self.switch_to is not None:
                 return frames
 
@@ -206,8 +342,8 @@ class Pull:
         if self.upstream is not None and self.publisher is not None and self.upstream[0] == node:
             return  # the one we pull from: nothing to do
         self.switch_to = node
-        if self._resp is not None:
-            self._resp.close()  # a stale origin may be silent: do not wait for its timeout
+        if self._upstream is not None:
+            self._upstream.close()  # a stale origin may be silent: do not wait for its timeout
         self.wake.set()
 
     def stop(self) -> None:

@@ -282,3 +282,34 @@ async def test_anchor_stops_edge_viewers_end_without_replaying_the_old_gop(
         assert not viewer.video_after(t0 + 0.5), "stale GOP replayed"
         assert "pulling live/s" in edge.logs()
         assert edge.logs().count("edge: pulling live/s") == 1, edge.logs()
+
+
+async def test_edge_pulls_over_rtmp_from_a_configured_origin(tmp_path: Path, clip: Path) -> None:
+    """An edge outside the origin's directory (its own cluster prefix) with an ``rtmp://``
+    origin: it pulls over RTMP; ffprobe plays from it; one upstream for several viewers."""
+    ffprobe = need_ffprobe()
+    async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
+        origin = await c.start("origin-a", "origin")
+        edge = await c.start(
+            "edge-rtmp", "edge", BERRYLIVE_RELAY_CLUSTER_PREFIX=c.prefix + "elsewhere:",
+            BERRYLIVE_RELAY_ORIGINS=origin.rtmp,
+        )  # fmt: skip
+        anchor = await start_publisher(origin.push_url("s"), clip, loop=True)
+        try:
+            await wait_for(lambda: stream_owner_is(c, "origin-a"), 15)
+            viewers = [FlvViewer(session, edge.flv_url("s")) for _ in range(3)]
+            counts = await probe_live(ffprobe, edge.flv_url("s"))
+            assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
+            await wait_for(lambda: all(len(v.video()) > 30 for v in viewers), 15)
+            assert f"pulling live/s from {origin.rtmp}" in edge.logs()
+
+            async def one_upstream() -> bool:  # the RTMP pull, whatever the edge's viewers
+                return await c.stream_viewers(origin) == 1
+
+            await wait_for(one_upstream, 10)
+            for v in viewers:
+                ts = [t.ts for t in v.video()]
+                assert ts == sorted(ts)
+                await v.close()
+        finally:
+            await stop(anchor)

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import socket
 import sys
@@ -73,6 +74,7 @@ async def run(config: Config, stream: str) -> None:
             *anchor_args(push), stdin=asyncio.subprocess.DEVNULL
         )
         http = f"http://{host}:{rt.http_port}"
+        login = await _demo_operator(app)
         print(
             "\nberrylive demo is running (Ctrl-C stops everything)\n\n"
             f"  push URL (signed, 24 h):  {push}\n"
@@ -80,7 +82,7 @@ async def run(config: Config, stream: str) -> None:
             f"  WS-FLV:                   {http.replace('http', 'ws', 1)}/live/{stream}.flv\n"
             f"  RTMP play:                rtmp://{host}:{rt.rtmp_port}/live/{stream}\n"
             f"  HLS (replay recorder):    {http}/live/{stream}.m3u8\n"
-            f"  console:                  {http}/console/\n"
+            f"  console:                  {http}/console/   {login}\n"
             f"  API docs:                 {http}/api/docs  (spec: {http}/api/openapi.json)\n"
             f"  danmaku (Socket.IO):      {http}/socket.io/  namespace /live\n"
             f"  health / metrics:         {http}/healthz  {http}/metrics\n\n"
@@ -101,12 +103,35 @@ async def run(config: Config, stream: str) -> None:
         waiter.cancel()
     finally:
         if anchor is not None and anchor.returncode is None:
-            anchor.terminate()
+            anchor.send_signal(signal.SIGINT)  # ffmpeg finishes its stream cleanly on SIGINT
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(anchor.wait(), 5)
         print("stopping...", flush=True)
         await runner.cleanup()
         print("stopped.", flush=True)
+
+
+async def _demo_operator(app: object) -> str:
+    """Create the ``demo`` operator on a fresh data dir so the console can be opened."""
+    from control.accounts import AccountError, Role
+    from control.api import CONTROL
+
+    accounts = app[CONTROL].accounts  # type: ignore[index]
+    if accounts is None:
+        return "(control plane not running)"
+    password_file = app[RUNTIME].data_dir / "demo-operator.txt"  # type: ignore[index]
+    if await accounts.count_users() == 0:
+        password = secrets.token_urlsafe(12)
+        try:
+            await accounts.create_user("demo", password, Role.OPERATOR, "Demo operator")
+        except AccountError as exc:
+            return f"(could not create the demo operator: {exc})"
+        password_file.write_text(f"demo {password}\n")
+        password_file.chmod(0o600)
+    if password_file.exists():
+        user, _, password = password_file.read_text().strip().partition(" ")
+        return f"sign in as {user} / {password}"
+    return "(sign in with an account made by `berrylive user add`)"
 
 
 def main(argv: list[str] | None = None) -> int:

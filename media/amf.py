@@ -214,6 +214,13 @@ def _amf3_string(r: _Reader) -> str:
     return s
 
 
+def _amf3_ref(r: _Reader, ref: int) -> Any:
+    idx = ref >> 1
+    if idx >= len(r.amf3_objs):
+        raise AMFError(f"AMF3 object reference {idx} out of range")
+    return r.amf3_objs[idx]
+
+
 def _amf3_value(r: _Reader, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise AMFError("AMF nesting too deep")
@@ -234,10 +241,7 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
     if marker in (0x07, 0x0B, 0x0C):  # xml-doc, xml, bytearray
         ref = _u29(r)
         if not ref & 1:
-            idx = ref >> 1
-            if idx >= len(r.amf3_objs):
-                raise AMFError(f"AMF3 object reference {idx} out of range")
-            return r.amf3_objs[idx]
+            return _amf3_ref(r, ref)
         raw = r.take(ref >> 1)
         val: Any = raw if marker == 0x0C else raw.decode("utf-8", errors="replace")
         r.amf3_objs.append(val)
@@ -245,20 +249,14 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
     if marker == 0x08:
         ref = _u29(r)
         if not ref & 1:
-            idx = ref >> 1
-            if idx >= len(r.amf3_objs):
-                raise AMFError(f"AMF3 object reference {idx} out of range")
-            return r.amf3_objs[idx]
+            return _amf3_ref(r, ref)
         d = AMFDate(r.double())
         r.amf3_objs.append(d)
         return d
     if marker == 0x09:
         ref = _u29(r)
         if not ref & 1:
-            idx = ref >> 1
-            if idx >= len(r.amf3_objs):
-                raise AMFError(f"AMF3 object reference {idx} out of range")
-            return r.amf3_objs[idx]
+            return _amf3_ref(r, ref)
         dense = ref >> 1
         assoc: dict[str, Any] = {}
         r.amf3_objs.append(assoc)
@@ -280,10 +278,7 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
     if marker == 0x0A:
         ref = _u29(r)
         if not ref & 1:
-            idx = ref >> 1
-            if idx >= len(r.amf3_objs):
-                raise AMFError(f"AMF3 object reference {idx} out of range")
-            return r.amf3_objs[idx]
+            return _amf3_ref(r, ref)
         if not ref & 2:
             tidx = ref >> 2
             if tidx >= len(r.amf3_traits):

@@ -410,6 +410,24 @@ def _read_sar(r: _BitReader) -> tuple[int, int] | None:
     return _SAR_TABLE.get(idc)
 
 
+def _read_vui_head(r: _BitReader) -> tuple[int, int] | None:
+    """The start of VUI shared by H.264 and HEVC: aspect ratio (returned), overscan,
+    video signal type, chroma location."""
+    sar = None
+    if r.flag("aspect_ratio_info_present_flag"):
+        sar = _read_sar(r)
+    if r.flag("overscan_info_present_flag"):
+        r.skip(1, "overscan_appropriate_flag")
+    if r.flag("video_signal_type_present_flag"):
+        r.skip(4, "video_format, video_full_range_flag")
+        if r.flag("colour_description_present_flag"):
+            r.skip(24, "colour description")
+    if r.flag("chroma_loc_info_present_flag"):
+        r.ue("chroma_sample_loc_type_top_field", maximum=5)
+        r.ue("chroma_sample_loc_type_bottom_field", maximum=5)
+    return sar
+
+
 def _avc_scaling_list(r: _BitReader, size: int) -> None:
     last = 8
     nxt = 8
@@ -542,17 +560,7 @@ class AvcSps:
         time_scale: int | None = None
         fixed_frame_rate = False
         if r.flag("vui_parameters_present_flag"):
-            if r.flag("aspect_ratio_info_present_flag"):
-                sar = _read_sar(r)
-            if r.flag("overscan_info_present_flag"):
-                r.skip(1, "overscan_appropriate_flag")
-            if r.flag("video_signal_type_present_flag"):
-                r.skip(4, "video_format, video_full_range_flag")
-                if r.flag("colour_description_present_flag"):
-                    r.skip(24, "colour description")
-            if r.flag("chroma_loc_info_present_flag"):
-                r.ue("chroma_sample_loc_type_top_field", maximum=5)
-                r.ue("chroma_sample_loc_type_bottom_field", maximum=5)
+            sar = _read_vui_head(r)
             if r.flag("timing_info_present_flag"):
                 num_units_in_tick = r.u(32, "num_units_in_tick")
                 time_scale = r.u(32, "time_scale")
@@ -993,17 +1001,7 @@ class HevcSps:
         num_units_in_tick: int | None = None
         time_scale: int | None = None
         if r.flag("vui_parameters_present_flag"):
-            if r.flag("aspect_ratio_info_present_flag"):
-                sar = _read_sar(r)
-            if r.flag("overscan_info_present_flag"):
-                r.skip(1, "overscan_appropriate_flag")
-            if r.flag("video_signal_type_present_flag"):
-                r.skip(4, "video_format, video_full_range_flag")
-                if r.flag("colour_description_present_flag"):
-                    r.skip(24, "colour description")
-            if r.flag("chroma_loc_info_present_flag"):
-                r.ue("chroma_sample_loc_type_top_field", maximum=5)
-                r.ue("chroma_sample_loc_type_bottom_field", maximum=5)
+            sar = _read_vui_head(r)
             r.skip(1, "neutral_chroma_indication_flag")
             field_seq = r.flag("field_seq_flag")
             r.skip(1, "frame_field_info_present_flag")

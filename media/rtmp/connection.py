@@ -286,12 +286,19 @@ class ServerConnection:
 
     # ------------------------------------------------------------------ responses
 
-    def _require_ready(self) -> None:
+    def _require_ready(self) -> bool:
+        """True when a reply can be queued. Replying before the handshake is our bug;
+        replying after the peer broke the protocol (events of the same read that came before
+        the violation) is pointless and silently dropped."""
+        if self.state == State.CLOSED:
+            return False
         if self.state != State.READY:
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
+        return True
 
     def accept_connect(self, transaction_id: float) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._send(CSID_CONTROL, C.WINDOW_ACK_SIZE, 0, struct.pack(">I", self.ack_window))
         self._send(CSID_CONTROL, C.SET_PEER_BANDWIDTH, 0, struct.pack(">IB", self.ack_window, 2))
         # Announce the chunk size, then use it for everything we send from now on.
@@ -314,7 +321,8 @@ class ServerConnection:
         )
 
     def reject_connect(self, transaction_id: float, description: str) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._send_command(
             0,
             "_error",
@@ -328,8 +336,9 @@ class ServerConnection:
         )
 
     def accept_create_stream(self, transaction_id: float) -> int:
-        self._require_ready()
         sid = self._next_stream_id
+        if not self._require_ready():
+            return sid
         self._next_stream_id += 1
         self.streams.add(sid)
         self._send_command(0, "_result", transaction_id, None, float(sid))
@@ -337,7 +346,8 @@ class ServerConnection:
 
     def reply_result(self, transaction_id: float, value: Any = None) -> None:
         """Answer a command (releaseStream, FCPublish...) with a plain ``_result``."""
-        self._require_ready()
+        if not self._require_ready():
+            return
         if transaction_id:
             self._send_command(0, "_result", transaction_id, None, value)
 
@@ -349,18 +359,21 @@ class ServerConnection:
         self._send_command(stream_id, "onStatus", 0.0, None, info)
 
     def accept_publish(self, stream_id: int, name: str) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._user_control(UC_STREAM_BEGIN, stream_id)
         self._status(stream_id, "status", "NetStream.Publish.Start", f"{name} is now published.")
 
     def refuse_publish(
         self, stream_id: int, description: str, code: str = "NetStream.Publish.BadName"
     ) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._status(stream_id, "error", code, description)
 
     def accept_play(self, stream_id: int, name: str) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._user_control(UC_STREAM_BEGIN, stream_id)
         self._status(stream_id, "status", "NetStream.Play.Reset", f"Playing and resetting {name}.")
         self._status(stream_id, "status", "NetStream.Play.Start", f"Started playing {name}.")
@@ -371,25 +384,29 @@ class ServerConnection:
     def refuse_play(
         self, stream_id: int, description: str, code: str = "NetStream.Play.StreamNotFound"
     ) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._status(stream_id, "error", code, description)
 
     def play_unpublished(self, stream_id: int, name: str) -> None:
         """The stream a player watches has ended."""
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._status(
             stream_id, "status", "NetStream.Play.UnpublishNotify", f"{name} is now unpublished."
         )
         self._user_control(UC_STREAM_EOF, stream_id)
 
     def unpublish_success(self, stream_id: int, name: str) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._status(
             stream_id, "status", "NetStream.Unpublish.Success", f"{name} is now unpublished."
         )
 
     def ping(self, now_ms: int) -> None:
-        self._require_ready()
+        if not self._require_ready():
+            return
         self._user_control(UC_PING_REQUEST, now_ms & 0xFFFFFFFF)
 
     def close(self) -> None:

@@ -392,3 +392,89 @@ def test_mutated_valid_sessions_never_escape_the_core(data: st.DataObject) -> No
     errors = [e for e in events if isinstance(e, ev.ProtocolError)]
     if errors:
         assert conn.state == State.CLOSED and errors[0].reason
+
+
+# ----------------------------------------------------------------------------- FLV headers
+
+
+def test_composition_time_is_signed_24_bit() -> None:
+    from media import flv
+
+    body = b"\x27\x01\xff\xff\xde" + b"nal"  # CTS -34 ms
+    info = flv.parse_video_header(body)
+    assert info.cts == -34 and not info.keyframe and info.data_offset == 5
+    enhanced = bytes([0x80 | (1 << 4) | 1]) + b"hvc1" + b"\xff\xff\xde" + b"nal"
+    einfo = flv.parse_video_header(enhanced)
+    assert einfo.enhanced and einfo.keyframe and einfo.cts == -34 and einfo.codec == "hvc1"
+    x = bytes([0x80 | (2 << 4) | 3]) + b"av01" + b"obu"  # CodedFramesX: no CTS field
+    xinfo = flv.parse_video_header(x)
+    assert xinfo.cts == 0 and xinfo.data_offset == 5 and not xinfo.keyframe
+    # legacy HEVC id 12 is recognised
+    assert flv.parse_video_header(b"\x1c\x00\x00\x00\x00").codec == "hvc1"
+
+
+def test_frame_keeps_signed_cts_through_flv_and_rtmp() -> None:
+    from media.frame import Frame, Kind
+
+    f = Frame.from_payload(Kind.VIDEO, 1000, b"\x27\x01\xff\xff\xde" + b"x" * 10)
+    assert f.cts == -34 and f.pts == 966
+    (m,) = C.ChunkReader().feed(f.rtmp_message(65536))
+    assert m.payload[2:5] == b"\xff\xff\xde" and m.timestamp == 1000
+
+
+@given(st.binary(max_size=64))
+def test_flv_header_parsers_only_raise_flv_error(data: bytes) -> None:
+    from media import flv
+    from media.errors import FLVError
+
+    for parse in (flv.parse_video_header, flv.parse_audio_header):
+        try:
+            parse(data)
+        except FLVError:
+            pass
+
+
+@given(st.binary(max_size=2000), st.integers(1, 64))
+def test_flv_demuxer_on_garbage_whole_or_split(data: bytes, step: int) -> None:
+    from media import flv
+    from media.errors import FLVError
+
+    for pieces in ([data], [data[i : i + step] for i in range(0, len(data), step)]):
+        d = flv.FlvDemuxer()
+        try:
+            for p in pieces:
+                d.feed(p)
+        except FLVError:
+            pass
+
+
+def test_flv_demuxer_round_trip_bytewise() -> None:
+    from media import flv
+
+    tags = [
+        (9, 0, b"\x17\x00\x00\x00\x00abc"),
+        (8, 0, b"\xaf\x00\x12\x10"),
+        (9, 0x1234567, b"\x27\x01" + bytes(300)),
+    ]
+    wire = flv.file_header(True, True) + b"".join(flv.tag(t, ts, b) for t, ts, b in tags)
+    for pieces in ([wire], [wire[i : i + 1] for i in range(len(wire))]):
+        d = flv.FlvDemuxer()
+        out = [x for p in pieces for x in d.feed(p)]
+        assert out[0] == flv.FlvHeader(True, True)
+        assert [(t.tag_type, t.timestamp, t.body) for t in out[1:]] == tags
+
+
+def test_replies_after_a_violation_are_dropped_and_misuse_raises() -> None:
+    from media.errors import LocalProtocolError
+
+    conn = ServerConnection(max_message_size=1000)
+    with pytest.raises(LocalProtocolError):
+        conn.accept_connect(1.0)  # before the handshake: our bug
+    conn.receive_data(client_hello() + b"\x00" * 1536)
+    connect = C.encode_message(
+        3, C.COMMAND_AMF0, 0, 0, amf.encode_amf0("connect", 1.0, {"app": "a"}), 128
+    )
+    events = conn.receive_data(connect + b"\x03\x00\x00\x00\x7f\xff\xff\x14\x00\x00\x00\x00")
+    assert isinstance(events[0], ev.Connect) and isinstance(events[-1], ev.ProtocolError)
+    conn.accept_connect(1.0)  # the shell answers the earlier event: dropped, no exception
+    assert conn.data_to_send() == b"" or conn.state == State.CLOSED

@@ -83,28 +83,39 @@ class ChunkReader:
         self._streams: dict[int, _ChunkStream] = {}
         self._open = 0
         self.bytes_received = 0
+        self.error: str | None = None
+        """Set when a violation followed complete messages returned by the same ``feed``."""
 
     @property
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        if self.error is not None:
+            raise ProtocolViolation(self.error)
         self.bytes_received += len(data)
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
         out: list[Message] = []
-        while True:
-            msg = self._next()
-            if msg is None:
-                break
-            if isinstance(msg, Message):
-                out.append(msg)
-                if msg.type_id == SET_CHUNK_SIZE:
-                    self._apply_chunk_size(msg.payload)
-                elif msg.type_id == ABORT:
-                    self._apply_abort(msg.payload)
+        try:
+            while True:
+                msg = self._next()
+                if msg is None:
+                    break
+                if isinstance(msg, Message):
+                    out.append(msg)
+                    if msg.type_id == SET_CHUNK_SIZE:
+                        self._apply_chunk_size(msg.payload)
+                    elif msg.type_id == ABORT:
+                        self._apply_abort(msg.payload)
+        except ProtocolViolation as exc:
+            if not out:
+                raise
+            # Hand over the messages completed before the violation; it is raised on the
+            # next call (or read ``error``).
+            self.error = str(exc)
         return out
 
     def _apply_chunk_size(self, payload: bytes) -> None:

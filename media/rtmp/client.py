@@ -156,6 +156,8 @@ class ClientConnection:
                     return events
             for msg in self._reader.feed(data):
                 self._handle(msg, events)
+            if self._reader.error is not None:
+                raise ProtocolViolation(self._reader.error)
             if (
                 self._peer_window
                 and self._reader.bytes_received - self._last_ack >= self._peer_window

@@ -148,6 +148,8 @@ class ServerConnection:
             if data:
                 for msg in self._reader.feed(data):
                     self._handle(msg, events)
+                if self._reader.error is not None:
+                    raise ProtocolViolation(self._reader.error)
                 self._maybe_ack()
         except ProtocolViolation as exc:
             self.error = str(exc)

@@ -406,7 +406,7 @@ def setup(app: web.Application, config: RelayConfig) -> None:
             puller = edge.EdgePuller(registry, node.directory, rt, config)
             await puller.start()
             app[edge.PULLER] = puller
-        elif config.forward:
+        else:  # origins forward (static rules and per-broadcast rules from Redis)
             forwarder = forward.Forwarder(registry, rt, config)
             await forwarder.start()
         try:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -206,17 +208,27 @@ class Forwarder:
         self.runtime = runtime
         self.config = config
         self.rules = [Rule.parse(r) for r in config.forward]
+        self.store = ForwardStore(runtime.redis, config.cluster_prefix)
+        self.dynamic: dict[str, list[str]] = {}
+        """Per-broadcast destinations from Redis (``app/name`` -> URLs), last read."""
         self.forwards: dict[tuple[str, str], _Forward] = {}
         self._unsubscribe: object = None
+        self._task: asyncio.Task[None] | None = None
+        self._poke = asyncio.Event()
 
     async def start(self) -> None:
         self.registry.hub_listeners.append(self._on_hub)
         self._unsubscribe = self.runtime.bus.subscribe("stream.published", self._on_published)
+        self._task = asyncio.get_running_loop().create_task(self._sync_loop(), name="forward")
 
     async def close(self) -> None:
         unsubscribe = self._unsubscribe
         if callable(unsubscribe):
             unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         tasks = [f.task for f in self.forwards.values()]
         for f in self.forwards.values():
             f.stop()
@@ -225,26 +237,59 @@ class Forwarder:
                 await t
         self.forwards.clear()
 
-    def _on_published(self, event: Event) -> None:
-        if event.node != self.runtime.node_id:
-            return
-        app, name = event.data.get("app"), event.data.get("stream")
-        if not isinstance(app, str) or not isinstance(name, str):
-            return
-        hub = self.registry.get(app, name)
-        if hub is None:
-            return
-        for rule in self.rules:
-            key = (hub.key, rule.url)
-            current = self.forwards.get(key)
-            if not rule.matches(app, name) or (current is not None and current.hub is hub):
+    async def _sync_loop(self) -> None:
+        """Re-read the per-broadcast rules every heartbeat (or at once when poked)."""
+        interval = self.config.cluster_heartbeat
+        failures = 0
+        while True:
+            try:
+                self.dynamic = await self.store.all()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    logger.warning("forward: cannot read rules from Redis: %s", exc)
+            self.reconcile()
+            self._poke.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), interval * random.uniform(0.9, 1.1))
+
+    def desired(self, hub: StreamHub) -> dict[str, Rule]:
+        out = {r.url: r for r in self.rules if r.matches(hub.app, hub.name)}
+        for url in self.dynamic.get(hub.key, []):
+            out.setdefault(url, Rule(hub.app, hub.name, url))
+        return out
+
+    def reconcile(self) -> None:
+        """Start the forwards live streams should have; stop those no longer wanted."""
+        wanted: set[tuple[str, str]] = set()
+        for hub in list(self.registry.hubs.values()):
+            if not hub.live or hub.publisher is None or hub.publisher.info.protocol == "edge":
                 continue
-            if len(self.forwards) >= MAX_FORWARDS:
-                logger.warning(
-                    "forward: %d forwards running; not forwarding %s", MAX_FORWARDS, hub.key
-                )
-                return
-            self.forwards[key] = _Forward(self, hub, rule)
+            for url, rule in self.desired(hub).items():
+                key = (hub.key, url)
+                wanted.add(key)
+                current = self.forwards.get(key)
+                if current is not None and current.hub is hub:
+                    continue
+                if current is not None:
+                    current.stop()
+                if len(self.forwards) >= MAX_FORWARDS:
+                    logger.warning("forward: %d running; not forwarding %s", MAX_FORWARDS, hub.key)
+                    continue
+                self.forwards[key] = _Forward(self, hub, rule)
+        for key, f in list(self.forwards.items()):
+            if key not in wanted and not f.hub.live and f.hub.key in self.registry.hubs:
+                continue  # publisher lingering: keep the forward for its reconnect
+            if key not in wanted:
+                f.stop()
+                del self.forwards[key]
+
+    def _on_published(self, event: Event) -> None:
+        if event.node == self.runtime.node_id:
+            self._poke.set()
 
     def _on_hub(self, hub: StreamHub, what: str) -> None:
         if what != "removed":
@@ -253,3 +298,54 @@ class Forwarder:
             if f.hub is hub:
                 f.stop()
                 del self.forwards[key]
+
+
+MAX_RULE_URLS = 8
+"""Destinations per broadcast at most."""
+MAX_RULES = 1000
+"""Broadcasts with forwarding rules at most (per cluster)."""
+
+
+class ForwardStore:
+    """Per-broadcast forwarding rules in Redis: hash ``P forwards``, ``app/name`` -> JSON
+    list of ``rtmp://`` URLs. Every origin applies them within a heartbeat."""
+
+    def __init__(self, redis: Any, prefix: str) -> None:
+        self.redis = redis
+        self.key = f"{prefix}forwards"
+
+    @staticmethod
+    def validate(urls: Any) -> list[str]:
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ValueError("urls must be a list of rtmp:// URLs")
+        if len(urls) > MAX_RULE_URLS:
+            raise ValueError(f"at most {MAX_RULE_URLS} destinations per broadcast")
+        out: list[str] = []
+        for u in urls:
+            if len(u) > 2048:
+                raise ValueError("URL too long")
+            Rule.parse(f"x/y={u}").target("y")  # raises ValueError when unusable
+            if u not in out:
+                out.append(u)
+        return out
+
+    async def all(self) -> dict[str, list[str]]:
+        raw = await self.redis.hgetall(self.key)
+        out: dict[str, list[str]] = {}
+        for k, v in list(raw.items())[:MAX_RULES]:
+            try:
+                urls = self.validate(json.loads(v))
+            except ValueError:
+                continue
+            out[k.decode() if isinstance(k, bytes) else str(k)] = urls
+        return out
+
+    async def put(self, key: str, urls: list[str]) -> None:
+        if not urls:
+            await self.redis.hdel(self.key, key)
+            return
+        if await self.redis.hlen(self.key) >= MAX_RULES and not await self.redis.hexists(
+            self.key, key
+        ):
+            raise ValueError(f"at most {MAX_RULES} broadcasts with forwarding rules")
+        await self.redis.hset(self.key, key, json.dumps(urls))

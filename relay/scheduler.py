@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from core.http import ApiError
+from core.http import ApiError, read_json
 from relay.cluster import CLUSTER, NodeInfo
+from relay.forward import ForwardStore
 
 PROTOCOLS = ("flv", "ws", "rtmp", "hls")
 NAME = r"[A-Za-z0-9_.\-]{1,128}"
@@ -163,7 +164,41 @@ async def cluster_streams_handler(request: web.Request) -> web.Response:
     return web.json_response({"streams": items, "total": len(items)})
 
 
+def _store(request: web.Request) -> ForwardStore:
+    node = request.app[CLUSTER]
+    return ForwardStore(node.runtime.redis, node.config.cluster_prefix)
+
+
+async def forwards_handler(request: web.Request) -> web.Response:
+    rules = await _store(request).all()
+    items = [
+        {"app": k.partition("/")[0], "stream": k.partition("/")[2], "urls": v}
+        for k, v in sorted(rules.items())
+    ]
+    return web.json_response({"forwards": items, "total": len(items)})
+
+
+async def forward_put_handler(request: web.Request) -> web.Response:
+    app, name = request.match_info["app"], request.match_info["stream"]
+    body = await read_json(request, 64 * 1024)
+    try:
+        urls = ForwardStore.validate(body.get("urls"))
+        await _store(request).put(f"{app}/{name}", urls)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_forward", str(exc)) from exc
+    return web.json_response({"app": app, "stream": name, "urls": urls})
+
+
+async def forward_delete_handler(request: web.Request) -> web.Response:
+    await _store(request).put(f"{request.match_info['app']}/{request.match_info['stream']}", [])
+    return web.Response(status=204)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(rf"/api/play/{{app:{NAME}}}/{{stream:{NAME}}}", play_handler)
     app.router.add_get("/api/cluster/nodes", nodes_handler)
     app.router.add_get("/api/cluster/streams", cluster_streams_handler)
+    app.router.add_get("/api/cluster/forwards", forwards_handler)
+    one = rf"/api/cluster/forwards/{{app:{NAME}}}/{{stream:{NAME}}}"
+    app.router.add_put(one, forward_put_handler)
+    app.router.add_delete(one, forward_delete_handler)

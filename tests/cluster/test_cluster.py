@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from relay.forward import ForwardStore
 from tests.cluster.harness import TTL, Cluster, FlvViewer, Node, RtmpPublisher, cluster
 from tests.mediautil import make_clip, need_ffprobe, start_publisher, stop, wait_for
 
@@ -250,6 +251,24 @@ async def test_origin_forwards_to_an_external_rtmp_server_and_reconnects(
             counts = await probe_live(ffprobe, cdn2.flv_url("s"))
             assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
             assert "forward live/s" in origin.logs() and "retry in" in origin.logs()
+
+            # Per-broadcast rules (Redis, what PUT /api/cluster/forwards/... writes): applied
+            # by the origin holding the stream within a heartbeat, and removed again.
+            anchor2 = await start_publisher(origin.push_url("d"), clip, loop=True)
+            try:
+                await wait_for(lambda: stream_owner_is(c, "origin-a", "live/d"), 15)
+                store = ForwardStore(c.redis, c.prefix)
+                await store.put("live/d", [cdn2.push_url("d")])
+                await wait_for(lambda: "publishing live/d" in cdn2.logs(), 15, 0.2)
+
+                async def forward_viewers(n: int) -> bool:
+                    return await c.stream_viewers(origin, "live/d") == n
+
+                await wait_for(lambda: forward_viewers(1), 10)
+                await store.put("live/d", [])
+                await wait_for(lambda: forward_viewers(0), 10)
+            finally:
+                await stop(anchor2)
         finally:
             await stop(anchor)
 

@@ -43,6 +43,8 @@ class DanmakuConfig:
     """Also match words split by spaces or punctuation (``b a d`` matches ``bad``)."""
     client_backlog_max: int = 64
     """Frames queued for one client; a client further behind is disconnected (it may resume)."""
+    client_backlog_bytes: int = 1 << 20
+    """Bytes written but not yet sent to one websocket client; beyond, it is disconnected."""
     presence_interval_s: float = 2.0
     """How often each node publishes its per-room online count to Redis."""
     redis_prefix: str = "berrylive:dm:"

@@ -33,6 +33,7 @@ from socketio import packet as sio_packet
 
 from danmaku.batch import RoomBuffer
 from danmaku.config import DanmakuConfig
+from danmaku.fanout import install, ws_text_frame
 from danmaku.payloads import PayloadError, parse_comment, parse_like
 from danmaku.ratelimit import Buckets
 from danmaku.tokens import Role, Viewer
@@ -126,6 +127,8 @@ class HubStats:
     likes_in: int = 0
     batches: int = 0
     frames: int = 0
+    direct_frames: int = 0
+    queued_frames: int = 0
     sampled_out: int = 0
     priority_dropped: int = 0
     slow_clients_dropped: int = 0
@@ -152,6 +155,7 @@ class Member:
     viewer: Viewer | None
     role: Role
     room: str
+    dropped: bool = False
 
     @property
     def user_id(self) -> str | None:
@@ -284,6 +288,7 @@ class Hub:
         self._room_flush = redis.register_script(ROOM_FLUSH_LUA)
         self._history_delete = redis.register_script(HISTORY_DELETE_LUA)
         self._log_counts: dict[str, int] = {}
+        self._conns = install(sio.eio)
         self.on_comment_hooks: list[Any] = []
         self.on_tick_hooks: list[Any] = []
         self.on_remote_hooks: list[Any] = []
@@ -584,26 +589,53 @@ class Hub:
         self._fanout([member], self._encode(event, data))
 
     def _fanout(self, members: list[Member] | Any, frame: eio_packet.Packet) -> int:
-        """Queue one pre-encoded frame for each member; slow clients are dropped, not buffered."""
+        """Send one pre-encoded packet to each member; slow clients are dropped, not buffered.
+
+        Websocket viewers whose queue is idle get the same pre-framed ``bytes`` written to
+        their transport (see :mod:`danmaku.fanout`); the others get ``frame`` queued behind
+        what they have pending. A viewer with more than ``client_backlog_bytes`` unsent or
+        ``client_backlog_max`` queued packets is disconnected (it may resume with ``last_id``).
+        """
         sockets = self.sio.eio.sockets
+        conns = self._conns
         limit = self.config.client_backlog_max
-        sent = 0
+        max_bytes = self.config.client_backlog_bytes
+        wire: bytes | None = None
+        direct = queued = 0
         slow: list[Member] = []
         for m in members:
+            if m.dropped:
+                continue
             sock = sockets.get(m.eio_sid)
-            if sock is None or sock.closed:
+            if sock is None or sock.closed or sock.closing:
+                continue
+            conn = conns.get(m.eio_sid)
+            if conn is not None and conn.ready(sock):
+                transport = conn.transport
+                if transport.get_write_buffer_size() > max_bytes:
+                    slow.append(m)
+                    continue
+                if wire is None:
+                    wire = ws_text_frame(frame.encode().encode())
+                transport.write(wire)
+                direct += 1
                 continue
             queue = sock.queue
-            if queue.qsize() >= limit:
+            if queue.qsize() >= limit or (
+                conn is not None and conn.transport.get_write_buffer_size() > max_bytes
+            ):
                 slow.append(m)
                 continue
             queue.put_nowait(frame)
-            sent += 1
+            queued += 1
         for m in slow:
+            m.dropped = True
             self.stats.slow_clients_dropped += 1
             self._warn("slow", "danmaku: dropping slow client %s in %s", m.sid, m.room)
             self.spawn(self.sio.disconnect(m.sid, namespace=self.config.namespace))
-        return sent
+        self.stats.direct_frames += direct
+        self.stats.queued_frames += queued
+        return direct + queued
 
     def flush_room(self, room: Room) -> None:
         before_pd = room.buffer.priority_dropped

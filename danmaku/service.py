@@ -15,6 +15,7 @@ from aiohttp import web
 from core.bus import Event, EventBus
 from core.runtime import RUNTIME
 from danmaku.config import DanmakuConfig
+from danmaku.fanout import install as install_direct_ws
 from danmaku.hub import Hub
 from danmaku.lottery import LotteryService
 from danmaku.moderation import Actor, Moderation, audit
@@ -173,13 +174,15 @@ def make_sio(config: DanmakuConfig) -> socketio.AsyncServer:
     origins: str | list[str] = (
         "*" if "*" in config.cors_allowed_origins else list(config.cors_allowed_origins)
     )
-    return socketio.AsyncServer(
+    sio = socketio.AsyncServer(
         async_mode="aiohttp",
         cors_allowed_origins=origins,
         max_http_buffer_size=config.max_message_bytes,
         logger=False,
         engineio_logger=False,
     )
+    install_direct_ws(sio.eio)  # no permessage-deflate; pre-framed batches (danmaku.fanout)
+    return sio
 
 
 def make_ctx(

@@ -80,6 +80,12 @@ async def test_edges_pull_on_demand_one_upstream_each_and_stop_when_idle(
 
             await wait_for(lambda: edge_viewers_are(4), 10)  # the ffprobes have left
             assert await c.stream_viewers(origin) == 2
+            for e in (edge1, edge2):  # concurrent first viewers shared one pull
+                assert e.logs().count("edge: pulling live/s") == 1, e.logs()
+            # RTMP play through an edge (same hub, same pull).
+            counts = await probe_live(ffprobe, f"{edge2.rtmp}/live/s")
+            assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
+            assert await c.stream_viewers(origin) == 2
             for e in (edge1, edge2):
                 info = await c.info(e)
                 assert info is not None

@@ -17,7 +17,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from core.http import ApiError, caller, read_json
-from shop_bridge.errors import ShopError, invalid
+from core.runtime import RUNTIME
+from core.tokens import TokenError, verify_token
+from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.service import ShopService, order_view
 from shop_bridge.state import IllegalTransition, OrderState
 from shop_bridge.validate import ID_RE, ROOM_RE, Body, check_ident, query_int
@@ -84,17 +86,57 @@ def _request_user(request: web.Request) -> str | None:
     return str(user)[:64] if user else None
 
 
+VIEWER_TOKEN_HEADER = "X-Viewer-Token"
+
+
+def _viewer_uid(request: web.Request) -> str | None:
+    """The user id of a valid viewer token in ``X-Viewer-Token`` (None without one)."""
+    raw = request.headers.get(VIEWER_TOKEN_HEADER)
+    if raw is None:
+        return None
+    try:
+        return verify_token(request.app[RUNTIME].secret, raw).user_id
+    except TokenError as exc:
+        raise ShopError(401, "invalid_viewer_token", f"viewer token refused: {exc}") from None
+
+
+def _is_operator(request: web.Request) -> bool:
+    who = caller(request)
+    return who is not None and who.role == "operator"
+
+
 def buyer(request: web.Request, body: Body | None = None) -> str:
+    """Who buys. A buyer's app sends the user's viewer token (``X-Viewer-Token``, issued by
+    the control plane); a trusted backend holding an operator API token names ``user_id``.
+    Nobody else can buy in a user's name, so per-user limits cannot be dodged by
+    inventing user ids."""
     named = str(body.ident("user_id")) if body is not None and body.has("user_id") else None
-    user = _request_user(request)
-    if user is not None:
-        return user
-    if named is not None:
+    viewer = _viewer_uid(request)
+    if viewer is not None:
+        if named is not None and named != viewer:
+            raise ShopError(403, "forbidden", "user_id does not match the viewer token")
+        return viewer
+    if _is_operator(request):
+        if named is None:
+            raise ShopError(400, "missing_field", "user_id: is required (buying for a user)")
         return named
-    raw = request.query.get("user_id")
-    if raw:
-        return check_ident("user_id", raw)
-    raise ShopError(400, "missing_field", "user_id: is required (no signed-in user)")
+    raise ShopError(
+        401,
+        "unauthorized",
+        f"buying needs the buyer's viewer token ({VIEWER_TOKEN_HEADER}) "
+        "or an operator API token naming user_id",
+    )
+
+
+def order_owner(request: web.Request) -> str | None:
+    """For buyer-facing order routes: the viewer's user id (they see only their own
+    orders), or None for an operator (any order). Anyone else: 401."""
+    viewer = _viewer_uid(request)
+    if viewer is not None:
+        return viewer
+    if _is_operator(request):
+        return None
+    raise ShopError(401, "unauthorized", f"send the buyer's viewer token ({VIEWER_TOKEN_HEADER})")
 
 
 def operator(request: web.Request) -> str:
@@ -384,22 +426,34 @@ async def list_orders(request: web.Request) -> web.Response:
     return _json({"items": [order_view(o) for o in orders]})
 
 
+async def _own_order(request: web.Request) -> tuple[str, str | None]:
+    """(order id, owner) after checking the caller may act on that order (404 otherwise)."""
+    oid = _ident_path(request, "order_id")
+    owner = order_owner(request)
+    if owner is not None:
+        order = await _svc(request).order(oid)
+        if order["user_id"] != owner:
+            raise not_found("order", oid)
+    return oid, owner
+
+
 @api
 async def get_order(request: web.Request) -> web.Response:
-    oid = _ident_path(request, "order_id")
+    oid, _owner = await _own_order(request)
     return _json(await _svc(request).order_with_history(oid))
 
 
 @api
 async def pay_order(request: web.Request) -> web.Response:
-    oid = _ident_path(request, "order_id")
-    return _json(await _svc(request).start_payment(oid, _request_user(request)))
+    oid, owner = await _own_order(request)
+    return _json(await _svc(request).start_payment(oid, owner))
 
 
 @api
 async def cancel_order(request: web.Request) -> web.Response:
-    oid = _ident_path(request, "order_id")
-    order = await _svc(request).cancel_by_buyer(oid, _request_user(request) or "buyer")
+    oid, owner = await _own_order(request)
+    actor = owner or _request_user(request) or "operator"
+    order = await _svc(request).cancel_by_buyer(oid, actor)
     return _json(order_view(order))
 
 
@@ -477,6 +531,9 @@ async def grant_prize(request: web.Request) -> web.Response:
 @api
 async def coupons(request: web.Request) -> web.Response:
     uid = _ident_path(request, "user_id")
+    owner = order_owner(request)
+    if owner is not None and owner != uid:
+        raise ShopError(403, "forbidden", "a viewer sees only their own coupons")
     limit = query_int(request.query, "limit", 50, 1, 200)
     return _json({"items": await _svc(request).coupons(uid, limit)})
 

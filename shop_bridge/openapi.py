@@ -549,3 +549,26 @@ OPENAPI_PATHS: J = {
         ),
     },
 }
+
+# Buyer-facing operations: the buyer is identified by their viewer token (or an operator
+# API token naming ``user_id``); see ``shop_bridge.api.buyer``.
+VIEWER_TOKEN = {
+    "name": "X-Viewer-Token",
+    "in": "header",
+    "required": False,
+    "description": "The buyer's viewer token (issued by the control plane).",
+    "schema": {"type": "string"},
+}
+BUYER_OPERATIONS = (
+    ("post", "/api/flash-sales/{sale_id}/buy"),
+    ("post", "/api/orders"),
+    ("get", "/api/orders/{order_id}"),
+    ("post", "/api/orders/{order_id}/pay"),
+    ("post", "/api/orders/{order_id}/cancel"),
+    ("get", "/api/users/{user_id}/coupons"),
+)
+for _method, _p in BUYER_OPERATIONS:
+    _operation = OPENAPI_PATHS[_p][_method]
+    _operation["parameters"] = [*_operation.get("parameters", []), VIEWER_TOKEN]
+    for _code in (401, 403):
+        _operation["responses"].setdefault(str(_code), {"description": "error", **ERR})

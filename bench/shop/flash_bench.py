@@ -21,9 +21,12 @@ import sys
 import tempfile
 import time
 
+from core.tokens import issue_token
+
 
 async def buyer(
     port: int,
+    secret: str,
     sale_id: int,
     idx: int,
     deadline: float,
@@ -38,10 +41,12 @@ async def buyer(
             now = time.perf_counter()
             if now >= deadline:
                 return
-            body = json.dumps({"user_id": f"c{idx}n{n}", "idempotency_key": "k"}).encode()
+            body = b'{"idempotency_key": "k"}'
+            token = issue_token(secret, f"c{idx}n{n}", "buyer")  # the buyer's viewer token
             n += 1
             head = (
                 f"POST /api/flash-sales/{sale_id}/buy HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-Viewer-Token: {token}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode()
             t0 = time.perf_counter()
@@ -78,7 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         try:
             assert proc.stdout is not None
             ready = json.loads(proc.stdout.readline())
-            port, sale_id = ready["port"], ready["sale_id"]
+            port, sale_id, secret = ready["port"], ready["sale_id"], ready["secret"]
             lat: list[float] = []
             codes: dict[int, int] = {}
             start = time.perf_counter()
@@ -86,7 +91,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             deadline = warm_until + args.seconds
             await asyncio.gather(
                 *(
-                    buyer(port, sale_id, i, deadline, warm_until, lat, codes)
+                    buyer(port, secret, sale_id, i, deadline, warm_until, lat, codes)
                     for i in range(args.concurrency)
                 )
             )

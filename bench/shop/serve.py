@@ -18,6 +18,7 @@ from aiohttp import web
 
 from control.app import create_app
 from control.config import load_config
+from core.runtime import RUNTIME
 from shop_bridge import SHOP
 
 
@@ -57,7 +58,8 @@ async def main(args: argparse.Namespace) -> None:
         },
         "bench",
     )
-    print(json.dumps({"port": port, "sale_id": sale["id"]}), flush=True)
+    secret = app[RUNTIME].secret  # buyers present viewer tokens signed with it
+    print(json.dumps({"port": port, "sale_id": sale["id"], "secret": secret}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from core.tokens import issue_token
 from shop_bridge import PAY_SIMULATOR, SHOP, ShopService
 from shop_bridge.simulator import SimulatedProvider
-from tests.conftest import RunningServer
+from tests.conftest import TEST_SECRET, RunningServer
 
 PG_ENV = "BERRYLIVE_TEST_DATABASE_URL"
 REDIS_ENV = "BERRYLIVE_TEST_REDIS_URL"
@@ -66,7 +67,11 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 
 @dataclass
 class Api:
-    """HTTP helper; sends the operator's token unless ``token=None`` (a public caller)."""
+    """HTTP helper; sends the operator's token unless ``token=None`` (a public caller).
+
+    A public call that names a ``user_id`` (in the body or as ``viewer=``) is made as that
+    user's app: it carries the user's viewer token (``X-Viewer-Token``), as a real buyer
+    does. ``viewer=""`` sends none (an anonymous caller)."""
 
     session: aiohttp.ClientSession
     base: str
@@ -74,11 +79,24 @@ class Api:
     tokens: dict[str, str] | None = None
 
     async def call(
-        self, method: str, path: str, body: Any = None, token: str | None = "", **kw: Any
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = "",
+        viewer: str | None = None,
+        **kw: Any,
     ) -> tuple[int, Any]:
         token = self.token if token == "" else token
         if token:
             kw.setdefault("headers", {})["Authorization"] = f"Bearer {token}"
+        if token is None and viewer is None and isinstance(body, dict):
+            named = body.get("user_id")
+            viewer = named if isinstance(named, str) else None
+        if viewer:
+            kw.setdefault("headers", {})["X-Viewer-Token"] = issue_token(
+                TEST_SECRET, viewer, viewer
+            )
         if body is not None and not isinstance(body, bytes | str):
             kw["json"] = body
         elif body is not None:
@@ -94,9 +112,15 @@ class Api:
         return await self.call("GET", path, **kw)
 
     async def ok(
-        self, method: str, path: str, body: Any = None, status: int = 200, token: str | None = ""
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        status: int = 200,
+        token: str | None = "",
+        viewer: str | None = None,
     ) -> Any:
-        got, data = await self.call(method, path, body, token=token)
+        got, data = await self.call(method, path, body, token=token, viewer=viewer)
         assert got == status, (method, path, got, data)
         return data
 

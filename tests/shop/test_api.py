@@ -98,7 +98,9 @@ async def test_shelf_cards_events_and_sales(shop) -> None:
 
     # pay two of the flash orders and the normal one
     for order in (buys[0], buys[1], normal):
-        pay = await api.ok("POST", f"/api/orders/{order['id']}/pay", token=None)
+        pay = await api.ok(
+            "POST", f"/api/orders/{order['id']}/pay", token=None, viewer=order["user_id"]
+        )
         async with api.session.post(pay["payment"]["sim_pay_url"]) as r:
             assert r.status == 200
     sales = await api.ok("GET", f"/api/broadcasts/{bid}/sales")
@@ -140,7 +142,7 @@ async def test_lottery_prize_events_are_granted_exactly_once(shop) -> None:
         await bus.publish("lottery.prize", coupon_event)
         await bus.publish("lottery.prize", product_event)
     await bus.drain()
-    coupons = await api.ok("GET", "/api/users/winner1/coupons", token=None)
+    coupons = await api.ok("GET", "/api/users/winner1/coupons", token=None, viewer="winner1")
     assert [c["value_fen"] for c in coupons["items"]] == [500]
     prize_orders = await shop.svc.book.list_orders(user_id="winner2")
     assert len(prize_orders) == 1
@@ -245,7 +247,9 @@ async def test_lottery_prize_events_are_granted_exactly_once(shop) -> None:
     ],
 )
 async def test_bad_input_gets_a_4xx_with_a_reason(shop, path: str, body: Any, code: str) -> None:
-    token = None if path == "/api/orders" else ""  # buyers are anonymous; the rest operators
+    # a buyer's app (viewer token for the body's user_id); without user_id, an operator
+    # backend that forgot to name the buyer
+    token = None if path == "/api/orders" and "user_id" in body else ""
     status, got = await shop.api.post(path, body, token=token)
     assert 400 <= status < 500, (status, got)
     assert got["error"]["code"] == code, got
@@ -278,7 +282,7 @@ async def test_bad_bodies_and_paths(shop) -> None:
         "/api/flash-sales/abc/buy", {"user_id": "u", "idempotency_key": "k"}, token=None
     )
     assert status == 404 and body["error"]["code"]
-    status, body = await api.get("/api/orders/does-not-exist", token=None)
+    status, body = await api.get("/api/orders/does-not-exist", token=None, viewer="u")
     assert (status, body["error"]["code"]) == (404, "order_not_found")
     status, body = await api.call("PATCH", "/api/skus/99999999", {"stock": 1})
     assert status == 404
@@ -347,3 +351,51 @@ def test_integers_are_integers(value: Any) -> None:
         assert not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 99)
     else:
         assert type(got) is int and 1 <= got <= 99 and got == value
+
+
+async def test_buyers_are_identified_by_their_viewer_token(shop) -> None:
+    """Nobody buys, pays, cancels or reads orders in another user's name."""
+    api = shop.api
+    product = await make_product(api)
+    sale = await make_sale(api, uid(), product["skus"][0]["id"], stock=10)
+    buy = f"/api/flash-sales/{sale['id']}/buy"
+    # anonymous: refused, whatever user_id it names
+    status, body = await api.post(
+        buy, {"user_id": "alice", "idempotency_key": "a1"}, token=None, viewer=""
+    )
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    # a forged or foreign token
+    status, body = await api.post(
+        buy, {"idempotency_key": "a1"}, token=None, headers={"X-Viewer-Token": "v1.forged.sig"}
+    )
+    assert (status, body["error"]["code"]) == (401, "invalid_viewer_token")
+    status, body = await api.post(
+        buy, {"user_id": "alice", "idempotency_key": "a1"}, token=None, viewer="mallory"
+    )
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    # the buyer's own token: the order is theirs, with or without naming user_id
+    order = await api.ok("POST", buy, {"idempotency_key": "a1"}, 201, token=None, viewer="alice")
+    assert order["user_id"] == "alice"
+    # another viewer cannot see, pay or cancel it
+    for method, path in (
+        ("GET", f"/api/orders/{order['id']}"),
+        ("POST", f"/api/orders/{order['id']}/pay"),
+        ("POST", f"/api/orders/{order['id']}/cancel"),
+    ):
+        status, _ = await api.call(method, path, token=None, viewer="mallory")
+        assert status == 404, (method, path)
+        status, _ = await api.call(method, path, token=None, viewer="")
+        assert status == 401, (method, path)
+    assert (await api.call("GET", "/api/users/alice/coupons", token=None, viewer="mallory"))[
+        0
+    ] == 403
+    # the owner and an operator can
+    assert (await api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer="alice"))[
+        "id"
+    ] == order["id"]
+    assert (await api.ok("GET", f"/api/orders/{order['id']}"))["user_id"] == "alice"
+    # a trusted backend (operator API token) buys for a user it names, and must name one
+    other = await api.ok("POST", buy, {"user_id": "bob", "idempotency_key": "b1"}, 201)
+    assert other["user_id"] == "bob"
+    status, body = await api.post(buy, {"idempotency_key": "b2"})
+    assert (status, body["error"]["code"]) == (400, "missing_field")

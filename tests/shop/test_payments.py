@@ -85,7 +85,7 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     assert (status, body["error"]["code"]) == (404, "order_not_found")
     status, body = await send(shop, notification(oid, amount + 1))
     assert (status, body["error"]["code"]) == (400, "amount_mismatch")
-    assert (await shop.api.ok("GET", f"/api/orders/{oid}", token=None))[
+    assert (await shop.api.ok("GET", f"/api/orders/{oid}", token=None, viewer="alice"))[
         "state"
     ] == "pending_payment"
 
@@ -96,7 +96,7 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     for _ in range(3):
         status, body = await send(shop, notification(oid, amount, txn))
         assert (status, body["code"]) == (200, "SUCCESS")
-    got = await shop.api.ok("GET", f"/api/orders/{oid}", token=None)
+    got = await shop.api.ok("GET", f"/api/orders/{oid}", token=None, viewer="alice")
     assert got["state"] == "paid" and got["transaction_id"] == txn
     assert [h["to_state"] for h in got["history"]] == ["pending_payment", "paid"]
     assert got["history"][1]["actor"] == "payment-notify"
@@ -121,17 +121,23 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
 async def test_full_flow_through_the_simulated_provider(shop) -> None:
     sale = await setup_sale(shop)
     order = await buy(shop, sale["id"], "bob")
-    pay = await shop.api.ok("POST", f"/api/orders/{order['id']}/pay", token=None)
+    pay = await shop.api.ok(
+        "POST", f"/api/orders/{order['id']}/pay", token=None, viewer=order["user_id"]
+    )
     url = pay["payment"]["sim_pay_url"]
     async with shop.api.session.post(url) as r:
         assert (await r.json())["notify_status"] == 200
     async with shop.api.session.post(url.replace("/sim/pay/", "/sim/notify/")) as r:
         assert (await r.json())["notify_status"] == 200  # the repeat is acknowledged too
-    got = await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None)
+    got = await shop.api.ok(
+        "GET", f"/api/orders/{order['id']}", token=None, viewer=order["user_id"]
+    )
     assert got["state"] == "paid"
     shipped = await shop.api.ok("POST", f"/api/orders/{order['id']}/ship")
     assert shipped["state"] == "shipped"
-    status, body = await shop.api.post(f"/api/orders/{order['id']}/cancel", token=None)
+    status, body = await shop.api.post(
+        f"/api/orders/{order['id']}/cancel", token=None, viewer=order["user_id"]
+    )
     assert (status, body["error"]["code"]) == (409, "illegal_transition")
     assert body["error"]["state"] == "shipped"
     refunded = await shop.api.ok("POST", f"/api/orders/{order['id']}/refund", {"reason": "damaged"})
@@ -154,12 +160,14 @@ async def test_timeout_cancels_after_close_then_late_callback(shop) -> None:
     shop.svc.set_clock(clock)
     sale = await setup_sale(shop, stock=3)
     order = await buy(shop, sale["id"], "carol")
-    await shop.api.ok("POST", f"/api/orders/{order['id']}/pay", token=None)
+    await shop.api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer=order["user_id"])
     assert (await shop.svc.sweep())["cancelled"] == 0  # not due yet
     clock.advance(shop.svc.config.payment_timeout + 1)
     report = await shop.svc.sweep()
     assert report["cancelled"] == 1
-    got = await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None)
+    got = await shop.api.ok(
+        "GET", f"/api/orders/{order['id']}", token=None, viewer=order["user_id"]
+    )
     assert got["state"] == "cancelled" and got["history"][-1]["actor"] == "timeout"
     assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 3
     # the provider refuses payment of a closed order
@@ -168,9 +176,9 @@ async def test_timeout_cancels_after_close_then_late_callback(shop) -> None:
     # a (validly signed) late success notification never resurrects it nor returns stock twice
     status, body = await send(shop, notification(order["id"], order["amount_fen"]), ts=clock())
     assert status == 200 and "cancelled" in body["message"]
-    assert (await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None))[
-        "state"
-    ] == "cancelled"
+    assert (
+        await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer=order["user_id"])
+    )["state"] == "cancelled"
     assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 3
     assert await outcomes(shop, order["id"]) == ["late"]
     await shop.svc.sweep()
@@ -188,7 +196,7 @@ async def test_timeout_racing_late_payments(shop) -> None:
     sale = await setup_sale(shop, stock=n)
     orders = [await buy(shop, sale["id"], f"p{i}") for i in range(n)]
     for o in orders:
-        await shop.api.ok("POST", f"/api/orders/{o['id']}/pay", token=None)
+        await shop.api.ok("POST", f"/api/orders/{o['id']}/pay", token=None, viewer=o["user_id"])
     clock.advance(shop.svc.config.payment_timeout + 1)
     # the notifications must not look stale to the shifted clock
     shop.svc.config = type(shop.svc.config)(
@@ -205,7 +213,7 @@ async def test_timeout_racing_late_payments(shop) -> None:
     await shop.svc.sweep()
     states = {}
     for o in orders:
-        got = await shop.api.ok("GET", f"/api/orders/{o['id']}", token=None)
+        got = await shop.api.ok("GET", f"/api/orders/{o['id']}", token=None, viewer=o["user_id"])
         states[o["id"]] = got
         moves = [h["to_state"] for h in got["history"]]
         assert moves in (["pending_payment", "paid"], ["pending_payment", "cancelled"]), moves
@@ -240,10 +248,14 @@ async def test_no_cancel_while_the_provider_cannot_confirm(shop) -> None:
         clock.advance(shop.svc.config.payment_timeout + 5)
         report = await shop.svc.sweep()
         assert report == {"cancelled": 0, "paid": 0, "skipped": 1, "refunded": 0}
-        got = await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None)
+        got = await shop.api.ok(
+            "GET", f"/api/orders/{order['id']}", token=None, viewer=order["user_id"]
+        )
         assert got["state"] == "pending_payment"
         assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 1
-        status, body = await shop.api.post(f"/api/orders/{order['id']}/cancel", token=None)
+        status, body = await shop.api.post(
+            f"/api/orders/{order['id']}/cancel", token=None, viewer=order["user_id"]
+        )
         assert (status, body["error"]["code"]) == (503, "provider_unavailable")
     finally:
         shop.svc.provider = real
@@ -265,9 +277,13 @@ async def test_buyer_cancel_and_normal_orders_return_stock_once(shop) -> None:
         "/api/orders", {**body, "quantity": 4, "idempotency_key": "n2"}, token=None
     )
     assert (status, err["error"]["code"]) == (409, "sold_out")
-    cancelled = await api.ok("POST", f"/api/orders/{order['id']}/cancel", token=None)
+    cancelled = await api.ok(
+        "POST", f"/api/orders/{order['id']}/cancel", token=None, viewer=order["user_id"]
+    )
     assert cancelled["state"] == "cancelled"
-    status, _ = await api.post(f"/api/orders/{order['id']}/cancel", token=None)
+    status, _ = await api.post(
+        f"/api/orders/{order['id']}/cancel", token=None, viewer=order["user_id"]
+    )
     assert status == 409
     await shop.svc.reconcile()
     assert (await api.ok("GET", f"/api/products/{product['id']}"))["skus"][0]["stock"] == 5

@@ -632,10 +632,23 @@ class Hub:
             m.dropped = True
             self.stats.slow_clients_dropped += 1
             self._warn("slow", "danmaku: dropping slow client %s in %s", m.sid, m.room)
-            self.spawn(self.sio.disconnect(m.sid, namespace=self.config.namespace))
+            self.spawn(self._drop(m))
         self.stats.direct_frames += direct
         self.stats.queued_frames += queued
         return direct + queued
+
+    async def _drop(self, member: Member) -> None:
+        """Disconnect a viewer that fell too far behind, closing its connection at once.
+
+        Its unsent backlog is discarded; a Socket.IO client sees the transport close,
+        reconnects by itself and resumes from ``last_id`` (when ``auth`` is a function).
+        """
+        conn = self._conns.get(member.eio_sid)
+        await self.sio.disconnect(member.sid, namespace=self.config.namespace)
+        if conn is not None:
+            conn.transport.abort()
+        else:
+            await self.sio.eio.disconnect(member.eio_sid)
 
     def flush_room(self, room: Room) -> None:
         before_pd = room.buffer.priority_dropped

@@ -46,8 +46,12 @@ class EioClient(asyncio.Protocol):
         auth: dict[str, Any],
         namespace: str = "/live",
         on_event: Callable[[EioClient, bytes], None] | None = None,
+        headers: str = "",
     ) -> None:
         self.host, self.port = host, port
+        self.extra_headers = headers
+        self.response_head = b""
+        self.rsv_bits = 0  # OR of the RSV bits of every frame received (0 unless compressed)
         self.auth = auth
         self.ns = namespace
         self.on_event = on_event
@@ -71,7 +75,8 @@ class EioClient(asyncio.Protocol):
             "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
             f"Host: {self.host}:{self.port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{self.extra_headers}\r\n"
         )
         transport.write(req.encode())
 
@@ -92,6 +97,7 @@ class EioClient(asyncio.Protocol):
             if end < 0:
                 return
             status = bytes(buf[: buf.find(b"\r\n")])
+            self.response_head = bytes(buf[:end])
             del buf[: end + 4]
             if b" 101 " not in status:
                 self.connected.set_exception(ConnectionError(status.decode(errors="replace")))
@@ -118,6 +124,7 @@ class EioClient(asyncio.Protocol):
                 return
             payload = bytes(buf[pos : pos + n])
             del buf[: pos + n]
+            self.rsv_bits |= b0 & 0x70
             self._frame(b0 & 0x80, b0 & 0x0F, payload)
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
@@ -206,10 +213,17 @@ async def connect(
     on_event: Callable[[EioClient, bytes], None] | None = None,
     namespace: str = "/live",
     timeout: float = 10.0,
+    headers: str = "",
+    sock: Any = None,
 ) -> EioClient:
+    """Connect and join; ``headers``: extra request header lines (each ending in CRLF);
+    ``sock``: an unconnected socket to use (e.g. with a small receive buffer)."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(
-        lambda: EioClient(host, port, auth, namespace, on_event), host, port
-    )
+    factory = lambda: EioClient(host, port, auth, namespace, on_event, headers)  # noqa: E731
+    if sock is None:
+        _, proto = await loop.create_connection(factory, host, port)
+    else:
+        await loop.sock_connect(sock, (host, port))
+        _, proto = await loop.create_connection(factory, sock=sock)
     await asyncio.wait_for(proto.connected, timeout)
     return proto

@@ -23,7 +23,8 @@ class RelayConfig:
     """Seconds a stream (and its viewers) waits for the publisher to come back."""
     # ---- cluster (docs/cluster.md) -------------------------------------------------
     origins: tuple[str, ...] = ()
-    """Edge: origin HTTP base URLs (``http://host:port``) tried after Redis's stream directory."""
+    """Edge: origins (``http://host:port`` HTTP-FLV, ``rtmp://host:port`` RTMP) tried after
+    the Redis stream directory."""
     edge_idle_linger: float = 5.0
     """Edge: seconds a pull goes on after its last viewer left (a quick return reuses it)."""
     max_pulls: int = 256

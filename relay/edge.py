@@ -474,7 +474,7 @@ class EdgePuller:
             self.config.edge_idle_linger,
         )
         # Remove at once: the next viewer resolves again and starts a fresh pull.
-        self.registry._remove(hub)
+        self.registry.remove(hub)
         hub.close("edge idle")
 
     def _on_hub(self, hub: StreamHub, what: str) -> None:

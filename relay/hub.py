@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 TAKEOVER_GAP_MS = 40
 """Gap left on the timeline when a new publisher takes over a stream."""
 
-INTERNAL_CONSUMERS = frozenset({"record"})
+INTERNAL_CONSUMERS = frozenset({"record", "forward"})
 """Attached like viewers but not people watching: reported as ``consumers`` in stats."""
 
 
@@ -390,7 +390,7 @@ class StreamHub:
         self._linger_handle = None
         if self.publisher is not None:
             return
-        self.registry._remove(self)
+        self.registry.remove(self)
         for viewer in list(self.viewers):
             viewer.close(f"stream ended ({reason})")
 
@@ -696,7 +696,8 @@ class StreamRegistry:
     ) -> Publisher:
         return self.get_or_create(app, name).attach(info, on_kick)
 
-    def _remove(self, hub: StreamHub) -> None:
+    def remove(self, hub: StreamHub) -> None:
+        """Forget ``hub`` (it ended, or an edge stopped pulling it); listeners are told."""
         if self.hubs.get(hub.key) is hub:
             del self.hubs[hub.key]
             self._hub_event(hub, "removed")

@@ -335,7 +335,7 @@ class ClusterNode:
         viewers = 0
         streams: dict[str, dict[str, Any]] = {}
         for hub in list(self.registry.hubs.values()):
-            n = len(hub.viewers)
+            n = hub.audience
             viewers += n
             total_out += sum(hub.bytes_out_closed.values())
             total_out += sum(v.bytes_sent for v in hub.viewers)

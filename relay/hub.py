@@ -568,6 +568,11 @@ class StreamHub:
         self.viewers.add(viewer)
         self.registry.viewer_count_changed(self)
 
+    @property
+    def audience(self) -> int:
+        """Viewers who are people (or edges), not internal consumers like the recorder."""
+        return sum(v.info.protocol not in INTERNAL_CONSUMERS for v in self.viewers)
+
     def remove_viewer(self, viewer: Viewer) -> None:
         if viewer in self.viewers:
             self.viewers.discard(viewer)

@@ -21,6 +21,7 @@ from dataclasses import replace
 from control.cli import _install_uvloop
 from control.config import Config, load_config
 from core.ffmpeg import ffmpeg_exe
+from core.proc import stop_process
 from core.runtime import RUNTIME
 from ingest import auth
 
@@ -102,10 +103,9 @@ async def run(config: Config, stream: str) -> None:
         stopper.cancel()
         waiter.cancel()
     finally:
-        if anchor is not None and anchor.returncode is None:
-            anchor.send_signal(signal.SIGINT)  # ffmpeg finishes its stream cleanly on SIGINT
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(anchor.wait(), 5)
+        if anchor is not None:
+            # ffmpeg finishes its stream cleanly on SIGINT
+            await stop_process(anchor, timeout=5, sig=signal.SIGINT)
         print("stopping...", flush=True)
         await runner.cleanup()
         print("stopped.", flush=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from core.proc import stop_process
+
 logger = logging.getLogger(__name__)
 
 
@@ -93,15 +95,8 @@ class EmbeddedValkey:
         logger.info("embedded valkey-server ready at %s", self.url)
 
     async def stop(self) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if self._proc is not None:
+            await stop_process(self._proc)
         if self._sockdir:
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)

@@ -1,8 +1,9 @@
 """Signed viewer tokens: ``v1.<base64url(json claims)>.<base64url(hmac-sha256)>``.
 
 The control plane calls :func:`issue_token` after it has authenticated a user; the danmaku
-hub verifies it on connect and the shop identifies buyers by it. Claims: ``uid`` (user id), ``nick``, ``role``
-(viewer / anchor / moderator / operator), ``exp`` (Unix seconds) and optionally ``room``:
+hub verifies it on connect and the shop identifies buyers by it. Claims: ``uid`` (user
+id), ``nick``, ``role`` (viewer / anchor / moderator / operator), ``exp`` (Unix seconds)
+and optionally ``room``:
 when set, the anchor/moderator role applies only in that room (elsewhere the holder is a
 viewer). The key is derived from ``server.secret`` so the token cannot be confused with
 other signatures made from the same secret.

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.proc import stop_process
 from core.redis import EmbeddedValkey
 
 logger = logging.getLogger(__name__)
@@ -90,15 +91,8 @@ async def _supervise(child: Child, stopping: asyncio.Event) -> None:
 
 
 async def _stop(child: Child) -> None:
-    proc = child.proc
-    if proc is None or proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), 10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    if child.proc is not None:
+        await stop_process(child.proc)
 
 
 async def run_cluster(

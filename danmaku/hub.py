@@ -29,6 +29,7 @@ from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
+from redis.exceptions import NoScriptError
 from socketio import packet as sio_packet
 
 from danmaku.batch import RoomBuffer
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Hub", "HubStats", "Keys", "Member", "Room"]
 
 REDIS_TIMEOUT = 2.0
+WRITE_COALESCE_S = 0.01
 MAX_OUTBOX_COMMENTS_PER_ROOM = 5000
 MAX_OUTBOX_ITEMS_PER_ROOM = 256
 MAX_LAST_COMMENT_PER_ROOM = 50000
@@ -691,30 +693,48 @@ class Hub:
             body += ',"c":[' + ",".join(out.comments) + "]"
         return body + ',"t":'
 
+    async def _flush_rooms(self, rooms: list[tuple[str, Outgoing]]) -> list[Any]:
+        """One pipelined ``EVALSHA room_flush`` per room (no ``SCRIPT EXISTS`` round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        sha = self._room_flush.sha
+        for name, out in rooms:
+            pipe.evalsha(
+                sha,
+                2,
+                self.keys.history(name),
+                self.keys.likes(name),
+                self.config.history_size,
+                out.like_delta,
+                self.keys.channel(name),
+                self._envelope_prefix(out),
+                *out.comments,
+            )
+        return list(await pipe.execute(raise_on_error=False))
+
     async def _write_outbox(self) -> None:
         if not self._outbox:
             return
         batch, self._outbox = self._outbox, {}
-        pipe = self.redis.pipeline(transaction=False)
         rooms = list(batch.items())
-        for name, out in rooms:
-            await self._room_flush(
-                keys=[self.keys.history(name), self.keys.likes(name)],
-                args=[
-                    self.config.history_size,
-                    out.like_delta,
-                    self.keys.channel(name),
-                    self._envelope_prefix(out),
-                    *out.comments,
-                ],
-                client=pipe,
-            )
         try:
-            results = await asyncio.wait_for(pipe.execute(raise_on_error=False), REDIS_TIMEOUT)
+            results = await asyncio.wait_for(self._flush_rooms(rooms), REDIS_TIMEOUT)
         except BaseException as exc:
             results = [exc] * len(rooms)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # Redis lost its script cache (restarted): load it, redo only those rooms
+            try:
+                await asyncio.wait_for(self.redis.script_load(ROOM_FLUSH_LUA), REDIS_TIMEOUT)
+                again = await asyncio.wait_for(
+                    self._flush_rooms([rooms[i] for i in missing]), REDIS_TIMEOUT
+                )
+            except BaseException as exc:
+                again = [exc] * len(missing)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            for i, r in zip(missing, again, strict=True):
+                results[i] = r
         for (name, out), result in zip(rooms, results, strict=False):
             if isinstance(result, BaseException):
                 self.stats.redis_errors += 1
@@ -739,6 +759,7 @@ class Hub:
     async def _writer_loop(self) -> None:
         while True:
             await self._outbox_ready.wait()
+            await asyncio.sleep(WRITE_COALESCE_S)  # one round trip carries a few ms of comments
             self._outbox_ready.clear()
             errors = self.stats.redis_errors
             try:

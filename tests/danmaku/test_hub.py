@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import aiohttp
@@ -363,3 +364,26 @@ async def test_stats_endpoint_and_counters_for_control(server_factory) -> None:
     assert body["comments_in"] == 2 and body["rooms"][ROOM]["local_members"] == 1
     assert body["redis_connected"] is True
     await v.close()
+
+
+async def test_history_writes_survive_a_flushed_script_cache(server_factory) -> None:
+    server = await server_factory()
+    hub = hub_of(server)
+    a = await join(server, ROOM, "alice")
+    assert (await a.call("comment", "before"))["ok"]
+    key = hub.keys.history(ROOM)
+    await wait_until(lambda: hub.stats.comments_in == 1, what="accepted")
+    for _ in range(500):
+        if len(await hub.redis.lrange(key, 0, -1)) == 1:
+            break
+        await asyncio.sleep(0.01)
+    await hub.redis.script_flush()  # what a Redis restart without the cache looks like
+    assert (await a.call("comment", "after"))["ok"]
+    for _ in range(500):
+        if len(await hub.redis.lrange(key, 0, -1)) == 2:
+            break
+        await asyncio.sleep(0.01)
+    texts = [json.loads(x)["text"] for x in await hub.redis.lrange(key, 0, -1)]
+    assert texts == ["before", "after"]
+    assert hub.stats.redis_errors == 0 and hub.stats.lost_history_comments == 0
+    await a.close()

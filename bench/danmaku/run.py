@@ -59,6 +59,7 @@ class Result:
     redis_cpu_pct: float
     loadgen_cpu_pct: float
     latency_samples: int
+    load_avg_1m: float
 
 
 class Receivers:
@@ -202,6 +203,7 @@ async def run_one(kind: str, n: int, rate: int, warmup: float, window: float) ->
         d1, f1 = recv.deliveries, recv.frames
         c1, r1, m1 = cpu_of(ps), children_cpu(ps), cpu_of(me)
         rss = ps.memory_info().rss / 2**20
+        load1 = os.getloadavg()[0]  # of the whole machine (shared), at the end of the window
         out, _ = await asyncio.wait_for(sender.communicate(), warmup + window + 30)
         sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
         # let in-flight frames arrive, then check completeness
@@ -232,6 +234,7 @@ async def run_one(kind: str, n: int, rate: int, warmup: float, window: float) ->
             redis_cpu_pct=round((r1 - r0) / dt * 100, 1),
             loadgen_cpu_pct=round((m1 - m0) / dt * 100, 1),
             latency_samples=len(lat),
+            load_avg_1m=round(load1, 2),
         )
     finally:
         recv.close()
@@ -248,15 +251,15 @@ async def run_one(kind: str, n: int, rate: int, warmup: float, window: float) ->
 def table(results: list[Result]) -> str:
     head = (
         "| server | N | M/s | deliveries/s | frames/s | complete | p50 ms | p99 ms "
-        "| server CPU % | deliveries per CPU-s | RSS MB | loadgen CPU % |"
+        "| server CPU % | deliveries per CPU-s | RSS MB | loadgen CPU % | load 1m |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     for r in results:
         lines.append(
             f"| {r.server} | {r.clients} | {r.rate} | {r.deliveries_per_s:,} | "
             f"{r.frames_per_s:,} | {r.completeness:.1%} | {r.p50_ms} | {r.p99_ms} | "
             f"{r.server_cpu_pct} | {r.deliveries_per_cpu_s:,} | {r.server_rss_mb} | "
-            f"{r.loadgen_cpu_pct} |"
+            f"{r.loadgen_cpu_pct} | {r.load_avg_1m} |"
         )
     return "\n".join(lines)
 

@@ -8,6 +8,9 @@ Data path of one comment, accepted on node A::
                 RPUSH history + LTRIM, INCRBY likes, PUBLISH envelope on the room channel
                    '--> node B's subscriber --> B's room.buffer --> B's clients at B's tick
 
+At each tick a room's batch is encoded and framed once and the same bytes are written to
+every websocket viewer's transport (:mod:`danmaku.fanout`; :meth:`Hub._fanout`).
+
 Local delivery never waits for Redis. While Redis is unreachable the hub keeps serving
 its own clients; what could not reach Redis is counted in :class:`HubStats` and logged,
 the subscriber reconnects with backoff, re-subscribes every room, and recovers comments

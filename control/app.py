@@ -38,7 +38,13 @@ def create_app(config: Config) -> web.Application:
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_runtime_ctx)
     relay.setup(app, config.relay)
-    ingest.setup(app, config.ingest, host=config.server.host, port=config.server.rtmp_port)
+    ingest.setup(
+        app,
+        config.ingest,
+        host=config.server.host,
+        port=config.server.rtmp_port,
+        backlog=config.server.listen_backlog,
+    )
     if config.danmaku.enabled:
         danmaku.setup(app, config.danmaku)
     if config.shop.enabled:

@@ -38,7 +38,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.http_port, reuse_address=True)
+        site = web.TCPSite(
+            runner,
+            config.server.host,
+            config.server.http_port,
+            reuse_address=True,
+            backlog=config.server.listen_backlog,
+        )
         await site.start()
         server = site._server
         assert server is not None

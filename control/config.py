@@ -34,6 +34,9 @@ class ServerConfig:
     """RTMP listen port (0 picks a free one; the chosen port is logged)."""
     http_port: int = 8080
     """HTTP listen port: HTTP-FLV, WS-FLV, HLS, REST API, Socket.IO, console, metrics."""
+    listen_backlog: int = 1024
+    """Accept queue of the HTTP and RTMP listeners. Small queues overflow when many viewers
+    connect at once, and each overflow costs the client a 1 s SYN retransmit."""
     public_host: str = ""
     """Host name put into printed URLs; defaults to the bound host (or 127.0.0.1)."""
     data_dir: str = "./data"

@@ -61,7 +61,13 @@ async def run(config: Config, stream: str) -> None:
     await runner.setup()
     anchor: asyncio.subprocess.Process | None = None
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.http_port, reuse_address=True)
+        site = web.TCPSite(
+            runner,
+            config.server.host,
+            config.server.http_port,
+            reuse_address=True,
+            backlog=config.server.listen_backlog,
+        )
         await site.start()
         rt = app[RUNTIME]
         server = site._server

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 RTMP_SERVER: web.AppKey[RtmpServer] = web.AppKey("ingest.rtmp_server", RtmpServer)
 
 
-def setup(app: web.Application, config: IngestConfig, host: str, port: int) -> None:
+def setup(
+    app: web.Application, config: IngestConfig, host: str, port: int, backlog: int = 1024
+) -> None:
     """Start the RTMP listener with the app; listen to ``stream.kick`` events."""
     hooks = Hooks(
         config.on_publish, config.on_unpublish, config.on_play, config.on_stop, config.hook_timeout
@@ -55,7 +57,7 @@ def setup(app: web.Application, config: IngestConfig, host: str, port: int) -> N
             hooks=hooks,
             role=rt.role,
         )
-        _host, bound = await server.start(host, port)
+        _host, bound = await server.start(host, port, backlog)
         rt.rtmp_port = bound
         app[RTMP_SERVER] = server
 

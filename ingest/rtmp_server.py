@@ -56,9 +56,9 @@ class RtmpServer:
         self._ids = itertools.count(1)
         self.address: tuple[str, int] = ("", 0)
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
         self._server = await asyncio.start_server(
-            self._accept, host, port, reuse_address=True, limit=READ_SIZE
+            self._accept, host, port, reuse_address=True, limit=READ_SIZE, backlog=backlog
         )
         sock = self._server.sockets[0]
         addr = sock.getsockname()

@@ -50,7 +50,7 @@ class LiveStats:
 
     async def on_event(self, event: Event) -> None:
         data = event.data
-        bid = data.get("broadcast_id")
+        bid = _broadcast_id(data.get("broadcast_id"))
         field: str | None = None
         amount = 1
         if event.topic == "order.paid":
@@ -58,7 +58,7 @@ class LiveStats:
             gmv = _int(data.get("amount_fen"))
             self.totals["orders"] += 1
             self.totals["gmv_fen"] += gmv
-            if isinstance(bid, int) and not isinstance(bid, bool):
+            if bid is not None:
                 await self.redis.hincrby(KEY + str(bid), "gmv_fen", gmv)
         elif event.topic in ("danmaku.comment", "comment.posted"):
             field = "comments"
@@ -68,7 +68,7 @@ class LiveStats:
             field = "likes"
             amount = max(1, _int(data.get("count", 1)))
             self.totals["likes"] += amount
-        if field is not None and isinstance(bid, int) and not isinstance(bid, bool):
+        if field is not None and bid is not None:
             await self.redis.hincrby(KEY + str(bid), field, amount)
 
     async def counters(self, broadcast_id: int) -> dict[str, int]:
@@ -119,3 +119,14 @@ def viewers_of(stream: dict[str, Any] | None) -> dict[str, int]:
             if isinstance(k, str) and len(out) < 16:
                 out[k] = _int(v)
     return out
+
+
+def _broadcast_id(value: Any) -> int | None:
+    """A broadcast id from an event: an int, or the decimal string other packages use."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None

@@ -304,9 +304,11 @@ async def test_openapi_docs_and_metrics(staff) -> None:
     b = await staff.create_broadcast()
     bus = staff.server.runtime.bus
     await bus.publish("order.paid", {"broadcast_id": b["id"], "amount_fen": 1990})
-    await bus.publish("danmaku.like", {"broadcast_id": b["id"], "count": 5})
+    # the shop and the hub carry broadcast ids as decimal strings
+    await bus.publish("order.paid", {"broadcast_id": str(b["id"]), "amount_fen": 10})
+    await bus.publish("danmaku.like", {"broadcast_id": str(b["id"]), "count": 5})
     await bus.drain()
     status, text = await staff.api.call("GET", "/metrics")
-    assert b"berrylive_gmv_fen_total 1990.0" in text
+    assert b"berrylive_gmv_fen_total 2000.0" in text
     status, stats = await staff.api.call("GET", f"/api/broadcasts/{b['id']}/stats", staff.operator)
-    assert stats["orders"] == 1 and stats["gmv_fen"] == 1990 and stats["likes"] == 5
+    assert stats["orders"] == 2 and stats["gmv_fen"] == 2000 and stats["likes"] == 5

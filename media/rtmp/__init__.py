@@ -1,0 +1,1 @@
+"""RTMP protocol core: handshake, chunk stream, messages, server connection (sans-I/O)."""

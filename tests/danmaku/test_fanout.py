@@ -123,7 +123,10 @@ async def test_polling_and_upgrading_viewers_take_the_queued_path(server_factory
         assert texts == sent[sent.index(texts[0]) :]  # contiguous from the first one seen
     assert polling.sio.transport() == "polling"
     assert hub.stats.queued_frames - queued0 >= 5
-    for v in (polling, upgrading, sender):
+    # python-engineio's polling client waits for its pending long-poll GET on a clean
+    # disconnect (up to the 25 s ping interval): send CLOSE and do not wait for it.
+    await polling.sio.eio.disconnect(abort=True)
+    for v in (upgrading, sender):
         await v.close()
 
 

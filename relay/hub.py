@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 TAKEOVER_GAP_MS = 40
 """Gap left on the timeline when a new publisher takes over a stream."""
 
-INTERNAL_CONSUMERS = frozenset({"record", "forward"})
+INTERNAL_CONSUMERS = frozenset({"record"})
 """Attached like viewers but not people watching: reported as ``consumers`` in stats."""
 
 

@@ -9,6 +9,7 @@ import signal
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -159,10 +160,17 @@ async def test_origin_dies_anchor_republishes_elsewhere_viewers_resume(
             for v in viewers:
                 ts = [t.ts for t in v.video()]
                 assert ts == sorted(ts)
-            await wait_for(lambda: stream_owner_is(c, "origin-b"), 10)
-            for e in (edge1, edge2):
+            await wait_for(lambda: stream_owner_is(c, "origin-b"), 20)
+
+            async def pulls_from_b(e: Any) -> bool:
+                # node registrations are up to one heartbeat old: wait for the next one
                 info = await c.info(e)
-                assert info is not None and info.streams["live/s"]["upstream"] == origin_b.http
+                return info is not None and (
+                    info.streams.get("live/s", {}).get("upstream") == origin_b.http
+                )
+
+            for e in (edge1, edge2):
+                await wait_for(lambda e=e: pulls_from_b(e), 10)
             print(f"viewers resumed {', '.join(f'{r:.2f}' for r in resumed)} s after republish")
 
             # Scheduler: both edges are candidates; a killed edge stops being chosen.

@@ -558,15 +558,7 @@ class ShopService:
         anchor_id, room = await self.broadcast_info(broadcast_id)
         now = self.now_ms()
         async with self.engine.begin() as conn:
-            prev = (
-                (
-                    await conn.execute(
-                        select(CARDS).where(CARDS.c.room == room, CARDS.c.cleared_ms.is_(None))
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            prev = await _active_card(conn, room)
             if prev is None:
                 raise not_found("card", f"shown in room {room}")
             res = await conn.execute(
@@ -589,15 +581,7 @@ class ShopService:
     async def current_card(self, broadcast_id: str) -> dict[str, Any] | None:
         _anchor, room = await self.broadcast_info(broadcast_id)
         async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(CARDS).where(CARDS.c.room == room, CARDS.c.cleared_ms.is_(None))
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = await _active_card(conn, room)
         return _card_view(dict(row)) if row is not None else None
 
     async def card_history(self, broadcast_id: str, limit: int) -> list[dict[str, Any]]:
@@ -1807,3 +1791,11 @@ def order_view(o: dict[str, Any]) -> dict[str, Any]:
         "paid_at": _iso(o["paid_ms"]),
         "transaction_id": o["transaction_id"] or None,
     }
+
+
+async def _active_card(conn: Any, room: str) -> Any:
+    """The card being explained in ``room`` (not cleared yet), or None."""
+    result = await conn.execute(
+        select(CARDS).where(CARDS.c.room == room, CARDS.c.cleared_ms.is_(None))
+    )
+    return result.mappings().first()

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.bus import EventBus
-from shop_bridge.models import ORDERS, SKUS, TRANSITIONS
-from shop_bridge.redis_store import FlashStore
+from shop_bridge.models import COUPONS, ORDERS, SALES, SKUS, TRANSITIONS
+from shop_bridge.redis_store import NOT_LOADED, RELEASED, SETTLED, FlashStore
 from shop_bridge.state import EVENT_TOPICS, IllegalTransition, OrderState, transition
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,14 @@ class OrderBook:
         bus: EventBus,
         flash: FlashStore,
         clock: Callable[[], float] = time.time,
+        loader: Callable[[int], Awaitable[Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
         self.flash = flash
         self.clock = clock
+        self.loader = loader
+        """Loads a flash sale into Redis from the database (when its keys are missing)."""
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -163,7 +166,13 @@ class OrderBook:
         values: dict[str, Any] | None = None,
         expect: OrderState | None = None,
     ) -> dict[str, Any]:
-        """Move an order to ``target`` (raises IllegalTransition, LookupError if unknown)."""
+        """Move an order to ``target`` (raises IllegalTransition, LookupError if unknown).
+
+        In the same transaction as the move: a cancellation gives the order's coupon back,
+        and a completed refund of a never-cancelled order gives its units back to the SKU
+        (``stock_released``, exactly once). A cancellation's stock goes back after the
+        commit (flash-sale stock lives in Redis) through :meth:`release_stock`.
+        """
         current = OrderState.PENDING_PAYMENT
         for _attempt in range(3):
             order = await self.get(order_id)
@@ -175,6 +184,10 @@ class OrderBook:
             transition(current, target)
             now = self.now_ms()
             changes = {"state": target.value, "updated_ms": now, **(values or {})}
+            if target is OrderState.CANCELLED:
+                changes["cancelled_ms"] = now
+            elif current is OrderState.CANCELLED and order.get("cancelled_ms") is None:
+                changes["cancelled_ms"] = order["updated_ms"]
             async with self.engine.begin() as conn:
                 res = await conn.execute(
                     update(ORDERS)
@@ -193,7 +206,24 @@ class OrderBook:
                         at_ms=now,
                     )
                 )
+                if target is OrderState.CANCELLED and order.get("coupon_id"):
+                    await conn.execute(
+                        update(COUPONS)
+                        .where(
+                            COUPONS.c.id == order["coupon_id"],
+                            COUPONS.c.used_order_id == order_id,
+                        )
+                        .values(used_order_id=None)
+                    )
+                restocked = ""
+                if (
+                    target is OrderState.REFUNDED
+                    and changes.get("cancelled_ms", order.get("cancelled_ms")) is None
+                ):
+                    restocked = await self._restock_sku(conn, order)
             order.update(changes)
+            if restocked:
+                order["stock_released"], order["restock"] = True, restocked
             logger.info("order %s: %s -> %s by %s %s", order_id, current, target, actor, reason)
             await self.bus.publish(EVENT_TOPICS[target], order_event(order, actor))
             if target is OrderState.CANCELLED:
@@ -201,47 +231,92 @@ class OrderBook:
             return order
         raise IllegalTransition(current, target)
 
+    async def _restock_sku(self, conn: Any, order: dict[str, Any]) -> str:
+        """Give the order's units back to the SKU once (``stock_released`` guards it).
+
+        Returns where they went (``sku``, or ``none`` for a flash sale that did not take its
+        stock from the SKU), or ``""`` if they had already gone back."""
+        target = "sku"
+        if order["kind"] == "flash" and order["flash_sale_id"] is not None:
+            carved = (
+                await conn.execute(
+                    select(SALES.c.carved).where(SALES.c.id == order["flash_sale_id"])
+                )
+            ).scalar()
+            target = "sku" if carved else "none"
+        res = await conn.execute(
+            update(ORDERS)
+            .where(ORDERS.c.id == order["id"], ORDERS.c.stock_released.is_(False))
+            .values(stock_released=True, restock=target)
+        )
+        if res.rowcount != 1:
+            return ""
+        if target == "sku":
+            await conn.execute(
+                update(SKUS)
+                .where(SKUS.c.id == order["sku_id"])
+                .values(stock=SKUS.c.stock + order["quantity"])
+            )
+        logger.info("order %s: %d returned to the SKU's stock", order["id"], order["quantity"])
+        return target
+
     async def release_stock(self, order: dict[str, Any]) -> bool:
-        """Put a cancelled order's stock back, exactly once. False if already done."""
-        if order["state"] != OrderState.CANCELLED.value or order.get("stock_released"):
+        """Give a cancelled order's stock back, exactly once. False if already done.
+
+        Flash-sale units go back on sale while the sale is not settled, else to the SKU;
+        normal and prize orders go back to the SKU. An order that was cancelled and then
+        refunded (a late payment) is released here, never by the refund."""
+        if order.get("stock_released"):
+            return False
+        if order["state"] != OrderState.CANCELLED.value and order.get("cancelled_ms") is None:
             return False
         if order["kind"] == "flash" and order["flash_sale_id"] is not None:
-            done = await self.flash.release(
-                order["flash_sale_id"],
-                order_id=order["id"],
-                user=order["user_id"],
-                qty=order["quantity"],
-                now_ms=self.now_ms(),
-            )
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    update(ORDERS).where(ORDERS.c.id == order["id"]).values(stock_released=True)
+            sale_id = order["flash_sale_id"]
+            args = {
+                "order_id": order["id"],
+                "user": order["user_id"],
+                "qty": order["quantity"],
+                "now_ms": self.now_ms(),
+            }
+            status = await self.flash.release_status(sale_id, **args)
+            if status == NOT_LOADED and self.loader is not None:
+                await self.loader(sale_id)
+                status = await self.flash.release_status(sale_id, **args)
+            if status == NOT_LOADED:
+                logger.warning(
+                    "order %s: sale %s not in Redis; release later", order["id"], sale_id
                 )
+                return False
+            if status == SETTLED:
+                async with self.engine.begin() as conn:
+                    done = bool(await self._restock_sku(conn, order))
+            else:
+                done = status == RELEASED
+                async with self.engine.begin() as conn:
+                    await conn.execute(
+                        update(ORDERS)
+                        .where(ORDERS.c.id == order["id"], ORDERS.c.stock_released.is_(False))
+                        .values(stock_released=True, restock="sale")
+                    )
+                if done:
+                    logger.info("order %s: %d back on sale", order["id"], order["quantity"])
         else:
             async with self.engine.begin() as conn:
-                res = await conn.execute(
-                    update(ORDERS)
-                    .where(ORDERS.c.id == order["id"], ORDERS.c.stock_released.is_(False))
-                    .values(stock_released=True)
-                )
-                done = res.rowcount == 1
-                if done:
-                    await conn.execute(
-                        update(SKUS)
-                        .where(SKUS.c.id == order["sku_id"])
-                        .values(stock=SKUS.c.stock + order["quantity"])
-                    )
+                done = bool(await self._restock_sku(conn, order))
         order["stock_released"] = True
-        if done:
-            logger.info("order %s: %d returned to stock", order["id"], order["quantity"])
         return done
 
     async def unreleased_cancellations(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Cancelled orders (including ones refunded after a late payment) whose stock has
+        not gone back yet (a crash between the move and the release)."""
         async with self.engine.connect() as conn:
             res = await conn.execute(
                 select(ORDERS)
                 .where(
-                    ORDERS.c.state == OrderState.CANCELLED.value,
+                    or_(
+                        ORDERS.c.state == OrderState.CANCELLED.value,
+                        ORDERS.c.cancelled_ms.is_not(None),
+                    ),
                     ORDERS.c.stock_released.is_(False),
                 )
                 .limit(limit)
@@ -294,6 +369,9 @@ class OrderWriter:
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self.committed = 0
+        self.batches = 0
+        self.insert_seconds = 0.0
+        self.hook_seconds = 0.0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -331,6 +409,7 @@ class OrderWriter:
             while len(batch) < self.batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             rows = [p.row for p in batch]
+            t0 = time.perf_counter()
             try:
                 outcomes = await self.book.insert_orders(rows)
             except asyncio.CancelledError:
@@ -345,11 +424,15 @@ class OrderWriter:
                         p.future.set_exception(exc)
                 continue
             self.committed += outcomes.count(INSERTED)
+            self.batches += 1
+            t1 = time.perf_counter()
+            self.insert_seconds += t1 - t0
             if self.on_durable is not None:
                 try:
                     await self.on_durable(rows)
                 except Exception as exc:  # the journal is only a hint once rows are durable
                     logger.warning("post-commit hook failed (reconciliation will tidy): %s", exc)
+            self.hook_seconds += time.perf_counter() - t1
             for p, outcome in zip(batch, outcomes, strict=True):
                 if not p.future.done():
                     p.future.set_result(outcome)

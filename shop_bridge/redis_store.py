@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -65,6 +66,25 @@ class SaleSnapshot:
     released: set[str]
 
 
+@dataclass(frozen=True, slots=True)
+class BuyArgs:
+    """One buyer's reservation request (the arguments of ``buy.lua`` for one buy)."""
+
+    now_ms: int
+    user: str
+    qty: int
+    idem_key: str
+    order_id: str
+    journal: dict[str, Any]
+
+
+RELEASED = 1
+ALREADY = 0
+SETTLED = 2
+NOT_LOADED = 3
+"""Answers of ``release.lua`` (see :meth:`FlashStore.release_status`)."""
+
+
 def idem_field(user: str, key: str) -> str:
     return f"{user}|{key}"
 
@@ -78,6 +98,8 @@ class FlashStore:
         self._buy = redis.register_script(_script("buy.lua"))
         self._release = redis.register_script(_script("release.lua"))
         self._load = redis.register_script(_script("load.lua"))
+        self._edit = redis.register_script(_script("edit.lua"))
+        self._settle = redis.register_script(_script("settle.lua"))
 
     def keys(self, sale_id: int) -> SaleKeys:
         return SaleKeys.for_sale(self.prefix, sale_id)
@@ -93,24 +115,85 @@ class FlashStore:
         order_id: str,
         journal: dict[str, Any],
     ) -> BuyResult:
-        k = self.keys(sale_id)
-        payload = json.dumps(journal, separators=(",", ":"))
-        res = await self._buy(
-            keys=[k.meta, k.stock, k.users, k.idem, k.journal],
-            args=[now_ms, user, qty, idem_field(user, idem_key), order_id, payload],
+        """Reserve for one buyer (see :meth:`buy_many`)."""
+        (res,) = await self.buy_many(
+            sale_id, [BuyArgs(now_ms, user, qty, idem_key, order_id, journal)]
         )
-        status, value = res
-        return BuyResult(_s(status), _s(value))
+        return res
+
+    async def buy_many(self, sale_id: int, buys: Sequence[BuyArgs]) -> list[BuyResult]:
+        """Reserve for several buyers of one sale in one script run (one round trip).
+
+        Each buy is checked and applied in order as if it ran alone; the results are in the
+        order of ``buys``.
+        """
+        k = self.keys(sale_id)
+        args: list[Any] = []
+        for b in buys:
+            args += (
+                b.now_ms,
+                b.user,
+                b.qty,
+                idem_field(b.user, b.idem_key),
+                b.order_id,
+                json.dumps(b.journal, separators=(",", ":")),
+            )
+        res = await self._buy(keys=[k.meta, k.stock, k.users, k.idem, k.journal], args=args)
+        if len(res) != 2 * len(buys):
+            raise RuntimeError(f"buy script answered {len(res)} values for {len(buys)} buys")
+        return [BuyResult(_s(res[i]), _s(res[i + 1])) for i in range(0, len(res), 2)]
 
     async def release(
         self, sale_id: int, *, order_id: str, user: str, qty: int, now_ms: int
     ) -> bool:
-        """Return ``qty`` to the sale and the user's allowance; False if already done."""
+        """Return ``qty`` to the sale and the user's allowance; False if already done (or if
+        the sale is settled or not in Redis: see :meth:`release_status`)."""
+        return (
+            await self.release_status(sale_id, order_id=order_id, user=user, qty=qty, now_ms=now_ms)
+            == RELEASED
+        )
+
+    async def release_status(
+        self, sale_id: int, *, order_id: str, user: str, qty: int, now_ms: int
+    ) -> int:
+        """``RELEASED`` (back on sale), ``ALREADY`` (done before), ``SETTLED`` (the sale's
+        unsold stock went to the SKU: return the order's units there) or ``NOT_LOADED``."""
         k = self.keys(sale_id)
         res = await self._release(
-            keys=[k.stock, k.users, k.released, k.journal], args=[order_id, user, qty, now_ms]
+            keys=[k.stock, k.users, k.released, k.journal, k.meta],
+            args=[order_id, user, qty, now_ms],
         )
-        return bool(int(res))
+        return int(res)
+
+    async def edit(
+        self,
+        sale_id: int,
+        *,
+        ends_ms: int,
+        limit: int,
+        cap: int,
+        old_cap: int,
+        now_ms: int,
+        sync: bool = False,
+        closed: bool = False,
+    ) -> tuple[str, int]:
+        """Apply a sale's end, per-user limit and total stock (``edit.lua``)."""
+        k = self.keys(sale_id)
+        res = await self._edit(
+            keys=[k.meta, k.stock],
+            args=[ends_ms, limit, cap, old_cap, now_ms, "sync" if sync else "edit", int(closed)],
+        )
+        return _s(res[0]), int(res[1])
+
+    async def settle(self, sale_id: int) -> tuple[str, int]:
+        """Take the unsold stock out of an over sale (``settle.lua``)."""
+        k = self.keys(sale_id)
+        res = await self._settle(keys=[k.meta, k.stock, k.journal])
+        return _s(res[0]), int(res[1])
+
+    async def meta(self, sale_id: int) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys(sale_id).meta)
+        return {_s(a): _s(b) for a, b in raw.items()}
 
     async def forget_journal(self, by_sale: dict[int, list[str]]) -> None:
         """Drop journal entries whose orders are now durable (one pipeline round trip)."""
@@ -133,10 +216,23 @@ class FlashStore:
         expire_at: int,
         closed: bool,
         holders: list[tuple[str, int, str, str]],
+        settled: bool = False,
+        cap: int | None = None,
     ) -> bool:
-        """Create the sale's keys from DB truth if absent. ``holders``: (user, qty, idem, id)."""
+        """Create the sale's keys from DB truth if absent. ``holders``: (user, qty, idem, id)
+        of the orders counted against the per-user limit; ``cap``: the sale's total stock."""
         k = self.keys(sale_id)
-        args: list[Any] = [starts_ms, ends_ms, limit, price_fen, stock_left, expire_at, int(closed)]
+        args: list[Any] = [
+            starts_ms,
+            ends_ms,
+            limit,
+            price_fen,
+            stock_left,
+            expire_at,
+            int(closed),
+            int(settled),
+            "" if cap is None else cap,
+        ]
         for user, qty, idem, order_id in holders:
             args.extend([user, qty, idem_field(user, idem), order_id])
         res = await self._load(keys=k.all(), args=args)

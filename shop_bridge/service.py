@@ -27,6 +27,7 @@ from shop_bridge import payments
 from shop_bridge.cache import BoundedCache
 from shop_bridge.config import ShopConfig
 from shop_bridge.errors import ProviderUnavailable, ShopError, conflict, not_found, unknown_ref
+from shop_bridge.flash_batch import BuyBatcher
 from shop_bridge.models import (
     BROADCASTS,
     CARDS,
@@ -41,7 +42,8 @@ from shop_bridge.models import (
     TRANSITIONS,
 )
 from shop_bridge.orders import EXISTS, OrderBook, OrderWriter, QueueFull, order_event
-from shop_bridge.redis_store import FlashStore, idem_field
+from shop_bridge.redis_store import BuyArgs, FlashStore, idem_field
+from shop_bridge.sale_admin import FlashSaleAdmin
 from shop_bridge.state import PAID_STATES, IllegalTransition, OrderState
 
 logger = logging.getLogger(__name__)
@@ -93,7 +95,8 @@ class ShopService:
         self.notify_url = notify_url
         self.clock = clock
         self.flash = FlashStore(redis, config.redis_prefix)
-        self.book = OrderBook(engine, bus, self.flash, clock)
+        self.book = OrderBook(engine, bus, self.flash, clock, loader=self._load_sale_by_id)
+        self.sale_admin = FlashSaleAdmin(self)
         self.writer = OrderWriter(
             self.book,
             config.write_batch,
@@ -101,6 +104,7 @@ class ShopService:
             write_workers,
             on_durable=self._forget_journal,
         )
+        self.batcher = BuyBatcher(self.flash)
         self._cards: BoundedCache[str, CardRef] = BoundedCache(config.card_cache_rooms, ttl=30.0)
         self._sales: BoundedCache[int, SaleCtx] = BoundedCache(1000, ttl=10.0)
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,6 +151,7 @@ class ShopService:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        await self.batcher.stop()
         await self.writer.stop()
 
     def _emit(self, topic: str, data: dict[str, Any]) -> None:
@@ -368,6 +373,50 @@ class ShopService:
             app = data.get("app") if isinstance(data.get("app"), str) else "live"
             room = f"{app}/{stream}" if isinstance(stream, str) and stream else ""
         await self.set_broadcast(str(bid)[:64], str(anchor)[:64], room[:128])
+        pids = data.get("product_ids")
+        changed = data.get("changed")
+        if isinstance(pids, list) and (
+            (event.topic == "broadcast.created" and pids)
+            or (isinstance(changed, list) and "product_ids" in changed)
+        ):
+            await self.shelf_from_broadcast(str(bid)[:64], pids)
+
+    async def shelf_from_broadcast(self, broadcast_id: str, product_ids: list[Any]) -> None:
+        """Fill the shelf from the products control planned for the broadcast: the shelf
+        becomes that list in that order; products already on it keep their on/off-shelf
+        flag; ids the shop does not know are skipped (logged)."""
+        wanted: list[int] = []
+        for p in product_ids[:MAX_SHELF]:
+            if isinstance(p, int) and not isinstance(p, bool) and p > 0 and p not in wanted:
+                wanted.append(p)
+        async with self.engine.connect() as conn:
+            known = (
+                {
+                    int(r[0])
+                    for r in await conn.execute(
+                        select(PRODUCTS.c.id).where(PRODUCTS.c.id.in_(wanted))
+                    )
+                }
+                if wanted
+                else set()
+            )
+            flags = {
+                int(r[0]): bool(r[1])
+                for r in await conn.execute(
+                    select(SHELF.c.product_id, SHELF.c.on_shelf)
+                    .where(SHELF.c.broadcast_id == broadcast_id)
+                    .order_by(SHELF.c.position)
+                )
+            }
+        missing = [p for p in wanted if p not in known]
+        if missing:
+            logger.warning(
+                "broadcast %s lists products the shop does not know: %s", broadcast_id, missing
+            )
+        items = [(p, flags.get(p, True)) for p in wanted if p in known]
+        if [p for p, _ in items] == list(flags) and all(flags[p] == on for p, on in items):
+            return  # already that shelf (a repeated or unrelated update)
+        await self.put_shelf(broadcast_id, items, "control")
 
     async def _sale_ids(self, broadcast_id: str) -> list[int]:
         async with self.engine.connect() as conn:
@@ -645,6 +694,17 @@ class ShopService:
             )
         now = self.now_ms()
         async with self.engine.begin() as conn:
+            carved = await conn.execute(
+                update(SKUS)
+                .where(SKUS.c.id == sku["id"], SKUS.c.stock >= data["sale_stock"])
+                .values(stock=SKUS.c.stock - data["sale_stock"])
+            )
+            if carved.rowcount != 1:
+                raise conflict(
+                    "insufficient_stock",
+                    f"sale_stock: the SKU has fewer than {data['sale_stock']} units "
+                    "(a flash sale's stock is taken from the SKU's stock)",
+                )
             res = await conn.execute(
                 insert(SALES).values(
                     broadcast_id=data["broadcast_id"],
@@ -657,6 +717,7 @@ class ShopService:
                     ends_ms=data["ends_ms"],
                     created_ms=now,
                     created_by=actor,
+                    carved=True,
                 )
             )
             sale_id = _pk(res)
@@ -700,7 +761,9 @@ class ShopService:
         return _sale_view(sale, remaining, self.now_ms())
 
     async def _holders(self, sale_id: int) -> list[dict[str, Any]]:
-        """Orders of a sale that hold stock (not cancelled, or cancelled but not yet given back)."""
+        """Orders of a sale that count against the per-user limit: those holding stock
+        (not released yet) and those whose units went back to the SKU (a refund, or a
+        cancellation after settlement: Redis keeps counting them for the buyer)."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(
@@ -710,18 +773,28 @@ class ShopService:
                     ORDERS.c.idempotency_key,
                     ORDERS.c.state,
                     ORDERS.c.stock_released,
+                    ORDERS.c.restock,
                 ).where(ORDERS.c.flash_sale_id == sale_id)
             )
             return [
                 dict(r)
                 for r in rows.mappings()
-                if r["state"] != OrderState.CANCELLED.value or not r["stock_released"]
+                if not r["stock_released"] or r["restock"] in ("sku", "none")
             ]
+
+    async def _load_sale_by_id(self, sale_id: int) -> bool:
+        sale = await self._sale_row(sale_id)
+        return False if sale is None else await self._load_sale(sale)
 
     async def _load_sale(self, sale: dict[str, Any]) -> bool:
         """Create the sale's Redis keys from the database if they are missing."""
+        fresh = await self._sale_row(sale["id"])  # never a cached copy: edits change it
+        sale = fresh if fresh is not None else sale
         holders = await self._holders(sale["id"])
-        held = sum(h["quantity"] for h in holders)
+        held = sum(h["quantity"] for h in holders if not h["stock_released"])
+        gone = sum(h["quantity"] for h in holders if h["stock_released"])
+        settled = sale.get("settled_ms") is not None
+        left = 0 if settled else sale["sale_stock"] - held - gone
         expire_at = (
             (sale["ends_ms"] // 1000) + self.config.payment_timeout + self.config.sale_retention
         )
@@ -731,12 +804,18 @@ class ShopService:
             ends_ms=sale["ends_ms"],
             limit=sale["per_user_limit"],
             price_fen=sale["sale_price_fen"],
-            stock_left=max(0, sale["sale_stock"] - held),
+            stock_left=max(0, left),
             expire_at=expire_at,
-            closed=False,
+            closed=sale.get("closed_ms") is not None,
             holders=[(h["user_id"], h["quantity"], h["idempotency_key"], h["id"]) for h in holders],
+            settled=settled,
+            cap=sale["sale_stock"],
         )
         if loaded:
+            if settled:
+                await self.redis.hset(
+                    self.flash.keys(sale["id"]).meta, "returned", sale["returned_stock"]
+                )
             logger.info("flash sale %s loaded into Redis (%d held)", sale["id"], held)
         return loaded
 
@@ -761,14 +840,8 @@ class ShopService:
             "ch": channel,
         }
         for _attempt in range(2):
-            res = await self.flash.buy(
-                sale_id,
-                now_ms=now,
-                user=user_id,
-                qty=quantity,
-                idem_key=idem_key,
-                order_id=order_id,
-                journal=journal,
+            res = await self.batcher.buy(
+                sale_id, BuyArgs(now, user_id, quantity, idem_key, order_id, journal)
             )
             if res.status != "no_sale":
                 break
@@ -882,7 +955,13 @@ class ShopService:
         broadcast_id: str,
         idem_key: str,
         channel: str,
+        coupon_id: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
+        """Place an order at list price, less a coupon of the buyer's if one is given.
+
+        The coupon is taken in the same transaction as the stock (of two orders with the
+        same coupon, one wins: 409 ``coupon_used`` for the other). An order whose amount is
+        0 after the coupon is paid at once (there is nothing to pay)."""
         existing = await self.book.get_by_idem(user_id, idem_key)
         if existing is not None:
             return existing, False
@@ -918,6 +997,8 @@ class ShopService:
             "paid_ms": None,
             "transaction_id": "",
             "stock_released": False,
+            "coupon_id": coupon_id,
+            "discount_fen": 0,
         }
         try:
             async with self.engine.begin() as conn:
@@ -928,23 +1009,50 @@ class ShopService:
                 )
                 if res.rowcount != 1:
                     raise conflict("sold_out", f"SKU {sku_id} has fewer than {quantity} in stock")
+                if coupon_id is not None:
+                    value = await _take_coupon(conn, coupon_id, user_id, row["id"])
+                    row["discount_fen"] = min(value, row["amount_fen"])
+                    row["amount_fen"] -= row["discount_fen"]
+                free = row["amount_fen"] == 0
+                if free:
+                    row.update(state=OrderState.PAID.value, paid_ms=now, expires_ms=None)
                 await conn.execute(insert(ORDERS).values(**row))
                 await conn.execute(
-                    insert(TRANSITIONS).values(
-                        order_id=row["id"],
-                        from_state=None,
-                        to_state=row["state"],
-                        actor=user_id,
-                        reason="placed",
-                        at_ms=now,
-                    )
+                    insert(TRANSITIONS),
+                    [
+                        {
+                            "order_id": row["id"],
+                            "from_state": None,
+                            "to_state": OrderState.PENDING_PAYMENT.value,
+                            "actor": user_id,
+                            "reason": "placed",
+                            "at_ms": now,
+                        }
+                    ]
+                    + [
+                        {
+                            "order_id": row["id"],
+                            "from_state": OrderState.PENDING_PAYMENT.value,
+                            "to_state": OrderState.PAID.value,
+                            "actor": "checkout",
+                            "reason": f"nothing to pay: coupon {coupon_id} covers it",
+                            "at_ms": now,
+                        }
+                    ]
+                    * free,
                 )
         except IntegrityError:
             existing = await self.book.get_by_idem(user_id, idem_key)
             if existing is None:
                 raise
             return existing, False
-        await self.book.publish_created([row])
+        if row["state"] == OrderState.PAID.value:
+            await self.bus.publish(
+                "order.created", order_event({**row, "state": "pending_payment"}, user_id)
+            )
+            await self.bus.publish("order.paid", order_event(row, "checkout"))
+        else:
+            await self.book.publish_created([row])
         return row, True
 
     # -- order actions -------------------------------------------------------------------
@@ -1027,23 +1135,41 @@ class ShopService:
         )
 
     async def refund(self, order_id: str, actor: str, reason: str) -> dict[str, Any]:
-        order = await self.move(order_id, OrderState.REFUNDING, actor, reason)
+        """Refund a paid or shipped order. When the provider confirms, the order becomes
+        ``refunded`` and its units go back to the SKU's stock (once)."""
+        order = await self.order(order_id)
+        state = OrderState(order["state"])
+        if state not in (OrderState.PAID, OrderState.SHIPPED):
+            raise IllegalTransition(state, OrderState.REFUNDING)
+        order = await self.book.move(order_id, OrderState.REFUNDING, actor, reason, expect=state)
         await self._try_refund(order, actor)
         return await self.order(order_id)
 
-    async def _try_refund(self, order: dict[str, Any], actor: str) -> None:
+    async def _try_refund(self, order: dict[str, Any], actor: str) -> bool:
+        """Ask the provider to pay back; move to ``refunded`` once it has. Safe to repeat
+        and to race (the sweeper, an API call): the move happens once, the stock with it."""
         if order["amount_fen"] == 0:
-            await self.book.move(order["id"], OrderState.REFUNDED, actor, "nothing to pay back")
-            return
+            reason = "nothing to pay back"
+        else:
+            try:
+                status = await self.provider.refund(
+                    order["id"], "R" + order["id"][:31], order["amount_fen"], order["amount_fen"]
+                )
+            except ProviderUnavailable as exc:
+                logger.warning("refund of %s not started yet: %s", order["id"], exc)
+                return False
+            if status != "SUCCESS":
+                return False
+            reason = "provider refunded"
         try:
-            status = await self.provider.refund(
-                order["id"], "R" + order["id"][:31], order["amount_fen"], order["amount_fen"]
+            await self.book.move(
+                order["id"], OrderState.REFUNDED, actor, reason, expect=OrderState.REFUNDING
             )
-        except ProviderUnavailable as exc:
-            logger.warning("refund of %s not started yet: %s", order["id"], exc)
-            return
-        if status == "SUCCESS":
-            await self.book.move(order["id"], OrderState.REFUNDED, actor, "provider refunded")
+        except IllegalTransition as exc:
+            if exc.current is not OrderState.REFUNDED:
+                raise
+            return False
+        return True
 
     # -- payment notifications ---------------------------------------------------------------
 
@@ -1134,16 +1260,52 @@ class ShopService:
                 )
             await self._log_notification(now, order_id, txn, notify_id, outcome, "", remote)
             return 200, {"code": "SUCCESS", "message": "already paid"}
-        # Cancelled: the provider had confirmed the payment closed. Never resurrect the order.
+        # Cancelled: money arrived anyway (the buyer paid in a race with the close, or the
+        # order was cancelled without the provider). Never resurrect the order: record the
+        # payment and pay it back. Its stock went back at the cancellation and stays there.
+        return await self._refund_late_payment(order, txn, notify_id, total, now, remote)
+
+    async def _refund_late_payment(
+        self, order: dict[str, Any], txn: str, notify_id: str, total: int, now: int, remote: str
+    ) -> tuple[int, dict[str, Any]]:
+        order_id = order["id"]
+        try:
+            moved = await self.book.move(
+                order_id,
+                OrderState.REFUNDING,
+                "payment-notify",
+                f"payment {txn} arrived after the cancellation: paying it back",
+                values={"transaction_id": txn, "paid_ms": now},
+                expect=OrderState.CANCELLED,
+            )
+        except IllegalTransition:
+            # A repeat of this notification got there first (or another transaction).
+            again = await self.book.get(order_id) or order
+            outcome = "duplicate" if again["transaction_id"] == txn else "other_transaction"
+            await self._log_notification(now, order_id, txn, notify_id, outcome, "", remote)
+            return 200, {"code": "SUCCESS", "message": "order cancelled; payment being refunded"}
         await self._log_notification(
-            now, order_id, txn, notify_id, "late", "payment for a cancelled order", remote
+            now,
+            order_id,
+            txn,
+            notify_id,
+            "late",
+            "payment for a cancelled order: refunding",
+            remote,
         )
-        logger.error("payment %s arrived for cancelled order %s: refund by hand", txn, order_id)
+        logger.warning("payment %s arrived for cancelled order %s: refunding it", txn, order_id)
         await self.bus.publish(
             "order.payment_late",
-            {"order_id": order_id, "transaction_id": txn, "amount_fen": total, "ts": now / 1000},
+            {
+                "order_id": order_id,
+                "transaction_id": txn,
+                "amount_fen": total,
+                "refund": "started",
+                "ts": now / 1000,
+            },
         )
-        return 200, {"code": "SUCCESS", "message": "order already cancelled; flagged for refund"}
+        await self._try_refund(moved, "payment-notify")
+        return 200, {"code": "SUCCESS", "message": "order cancelled; payment refunded"}
 
     async def _log_notification(
         self,
@@ -1168,6 +1330,38 @@ class ShopService:
                 )
             )
 
+    async def prune_notifications(self) -> int:
+        """Bound the notification log by age and by count (oldest first, in batches)."""
+        cfg = self.config
+        deleted = 0
+        n = NOTIFICATIONS
+        for _round in range(20):
+            cut: Any = None
+            if cfg.notification_retention > 0:
+                cut = n.c.received_ms < self.now_ms() - cfg.notification_retention * 1000
+            async with self.engine.begin() as conn:
+                if cfg.notification_max_rows > 0:
+                    edge = (
+                        await conn.execute(
+                            select(n.c.id)
+                            .order_by(n.c.id.desc())
+                            .offset(cfg.notification_max_rows)
+                            .limit(1)
+                        )
+                    ).scalar()
+                    if edge is not None:
+                        cut = n.c.id <= edge if cut is None else (cut | (n.c.id <= edge))
+                if cut is None:
+                    break
+                oldest = select(n.c.id).where(cut).order_by(n.c.id).limit(cfg.prune_batch)
+                res = await conn.execute(delete(n).where(n.c.id.in_(oldest)))
+            deleted += res.rowcount
+            if res.rowcount < cfg.prune_batch:
+                break
+        if deleted:
+            logger.info("payment notification log: %d old entries pruned", deleted)
+        return deleted
+
     async def notifications(self, order_id: str | None, limit: int) -> list[dict[str, Any]]:
         q = select(NOTIFICATIONS).order_by(NOTIFICATIONS.c.id.desc()).limit(limit)
         if order_id is not None:
@@ -1181,6 +1375,8 @@ class ShopService:
         """Cancel unpaid orders past their deadline, each only after the provider closed it."""
         now = self.now_ms()
         report = {"cancelled": 0, "paid": 0, "skipped": 0, "refunded": 0}
+        report["settled"] = await self.sale_admin.settle_due(self.config.sweep_batch)
+        report["pruned"] = await self.prune_notifications()
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -1224,8 +1420,8 @@ class ShopService:
                         order["id"], OrderState.REFUNDED, "sweeper", "provider refunded"
                     )
                     report["refunded"] += 1
-            else:
-                await self._try_refund(order, "sweeper")
+            elif await self._try_refund(order, "sweeper"):
+                report["refunded"] += 1
         return report
 
     # -- reconciliation -----------------------------------------------------------------------
@@ -1260,6 +1456,7 @@ class ShopService:
             if not snap.loaded:
                 await self._load_sale(sale)
                 continue
+            await self.sale_admin.sync(sale["id"])
             ctx = await self._sale_ctx(sale["id"])
             if ctx is None:
                 continue
@@ -1312,7 +1509,9 @@ class ShopService:
         snap = await self.flash.snapshot(sale_id)
         holders = await self._holders(sale_id)
         held_ids = {h["id"] for h in holders}
-        db_held = sum(h["quantity"] for h in holders)
+        db_held = sum(h["quantity"] for h in holders if not h["stock_released"])
+        to_sku = sum(h["quantity"] for h in holders if h["stock_released"])
+        returned = (sale["returned_stock"] or 0) if sale["settled_ms"] is not None else 0
         in_flight = sum(
             int(e.get("q", 0)) for oid, e in snap.journal.items() if oid not in held_ids
         )
@@ -1323,7 +1522,8 @@ class ShopService:
             if oid not in held_ids:
                 per_user[str(e.get("u"))] = per_user.get(str(e.get("u")), 0) + int(e.get("q", 0))
         consistent = (
-            snap.stock + db_held + in_flight == sale["sale_stock"] and per_user == snap.users
+            snap.stock + db_held + in_flight + returned + to_sku == sale["sale_stock"]
+            and per_user == snap.users
         )
         return {
             "flash_sale_id": sale_id,
@@ -1332,6 +1532,8 @@ class ShopService:
             "redis_stock": snap.stock,
             "db_held": db_held,
             "in_flight": in_flight,
+            "returned_at_settlement": returned,
+            "returned_to_sku": to_sku,
             "users_over_limit": sorted(
                 u for u, q in per_user.items() if q > sale["per_user_limit"]
             ),
@@ -1659,6 +1861,31 @@ def _coupon_of(prize: dict[str, Any]) -> tuple[int, str]:
     raise ShopError(400, "invalid_prize", "coupon prize needs value_fen or a coupon code")
 
 
+async def _take_coupon(conn: Any, coupon_id: str, user_id: str, order_id: str) -> int:
+    """Mark the buyer's coupon used by ``order_id`` (in the caller's transaction); its value."""
+    row = (
+        await conn.execute(
+            select(COUPONS.c.user_id, COUPONS.c.value_fen, COUPONS.c.used_order_id).where(
+                COUPONS.c.id == coupon_id
+            )
+        )
+    ).first()
+    if row is None or row[0] != user_id:
+        raise unknown_ref("coupon", coupon_id)  # someone else's coupon: as if it did not exist
+    if int(row[1]) <= 0:
+        raise ShopError(
+            422, "coupon_not_redeemable", f"coupon {coupon_id} has no value to deduct at checkout"
+        )
+    res = await conn.execute(
+        update(COUPONS)
+        .where(COUPONS.c.id == coupon_id, COUPONS.c.used_order_id.is_(None))
+        .values(used_order_id=order_id)
+    )
+    if res.rowcount != 1:
+        raise conflict("coupon_used", f"coupon {coupon_id} is already used by another order")
+    return int(row[1])
+
+
 def _pk(result: Any) -> int:
     key = result.inserted_primary_key
     if key is None or key[0] is None:
@@ -1676,7 +1903,9 @@ def _buy_refusal(status: str, value: str, sale: dict[str, Any]) -> ShopError:
         )
     if status == "not_started":
         return conflict("sale_not_started", "the flash sale has not started yet")
-    if status in ("ended", "closed"):
+    if status == "closed":
+        return conflict("sale_closed", "the flash sale was closed by the seller")
+    if status == "ended":
         return conflict("sale_ended", "the flash sale is over")
     return ShopError(503, "sale_unavailable", f"flash sale state unknown ({status})")
 
@@ -1749,7 +1978,9 @@ def _card_event(c: dict[str, Any], reason: str, anchor_id: str) -> dict[str, Any
 
 
 def _sale_view(s: dict[str, Any], remaining: int | None, now_ms: int) -> dict[str, Any]:
-    if now_ms < s["starts_ms"]:
+    if s.get("closed_ms") is not None:
+        status = "closed"
+    elif now_ms < s["starts_ms"]:
         status = "scheduled"
     elif now_ms >= s["ends_ms"]:
         status = "ended"
@@ -1767,6 +1998,10 @@ def _sale_view(s: dict[str, Any], remaining: int | None, now_ms: int) -> dict[st
         "starts_at": _iso(s["starts_ms"]),
         "ends_at": _iso(s["ends_ms"]),
         "status": status,
+        "closed_at": _iso(s.get("closed_ms")),
+        "closed_by": s.get("closed_by") or None,
+        "settled_at": _iso(s.get("settled_ms")),
+        "returned_stock": s.get("returned_stock", 0) if s.get("carved", True) else 0,
     }
 
 
@@ -1782,6 +2017,8 @@ def order_view(o: dict[str, Any]) -> dict[str, Any]:
         "quantity": o["quantity"],
         "unit_price_fen": o["unit_price_fen"],
         "amount_fen": o["amount_fen"],
+        "discount_fen": o.get("discount_fen") or 0,
+        "coupon_id": o.get("coupon_id"),
         "broadcast_id": o["broadcast_id"],
         "anchor_id": o["anchor_id"],
         "card_id": o["card_id"],

@@ -66,12 +66,21 @@ async def main(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     written = svc.writer.committed
+    stats = {
+        "committed": written,
+        "lua_batches": svc.batcher.batches,
+        "lua_batch_mean": round(svc.batcher.buys / max(1, svc.batcher.batches), 1),
+        "write_batches": svc.writer.batches,
+        "write_batch_mean": round(written / max(1, svc.writer.batches), 1),
+        "insert_ms_mean": round(1000 * svc.writer.insert_seconds / max(1, svc.writer.batches), 2),
+        "hook_ms_mean": round(1000 * svc.writer.hook_seconds / max(1, svc.writer.batches), 2),
+    }
     if args.redis_url:  # leave nothing behind in a shared Redis
         keys = [k async for k in svc.redis.scan_iter(match="{" + prefix + ":*", count=1000)]
         for i in range(0, len(keys), 500):
             await svc.redis.unlink(*keys[i : i + 500])
     await runner.cleanup()
-    print(json.dumps({"committed": written}), flush=True)
+    print(json.dumps(stats), flush=True)
 
 
 if __name__ == "__main__":

@@ -55,13 +55,14 @@ async def run(config: Config, stream: str) -> None:
     from aiohttp import web
 
     from control.app import create_app
+    from relay.fastplay import PlaySite
 
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=3)
     await runner.setup()
     anchor: asyncio.subprocess.Process | None = None
     try:
-        site = web.TCPSite(
+        site = PlaySite(
             runner,
             config.server.host,
             config.server.http_port,

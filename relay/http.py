@@ -48,6 +48,10 @@ async def flv_handler(request: web.Request) -> web.StreamResponse:
     await hub.wait_ready(WAIT_READY)
     if registry.get(app, name) is not hub:
         raise web.HTTPNotFound(text=f"stream {app}/{name} ended\n")
+    if request.method == "HEAD":  # is it live? (no viewer: nobody would read the body)
+        head = web.Response(headers={"Content-Type": "video/x-flv"})
+        _cors(head)
+        return head
     if is_ws:
         return await _serve_ws(request, registry, app, name)
     return await _serve_http(request, registry, app, name)

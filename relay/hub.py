@@ -115,6 +115,10 @@ class Viewer:
         self.bytes_sent += len(data)
         self.transport.write(data)
 
+    def write_parts(self, *parts: bytes) -> None:
+        self.bytes_sent += sum(len(p) for p in parts)
+        self.transport.writelines(parts)
+
     def deliver(self, batch: Batch, drop_after: int) -> None:
         if self.skip_pending:
             # Joined mid-tick: the head of this batch was in the GOP cache it was sent.
@@ -552,8 +556,14 @@ class StreamHub:
             frames.extend(self.gop)
         return frames, self.gop_valid
 
-    def add_viewer(self, viewer: Viewer, prelude: bytes | None) -> None:
-        """Attach a viewer; ``prelude`` (already wrapped for its format) is written first.
+    @property
+    def ready(self) -> bool:
+        """A viewer can be given a correct FLV header now (codecs known)."""
+        return self._ready.is_set()
+
+    def add_viewer(self, viewer: Viewer, prelude: bytes | None, head: bytes = b"") -> None:
+        """Attach a viewer; ``prelude`` (already wrapped for its format) is written first,
+        after ``head`` (a response head) if given, in one system call.
 
         The tick's pending frames are not flushed (that would cost a write to every viewer
         per join); the prelude already holds them, so the newcomer skips them at the flush.
@@ -562,7 +572,9 @@ class StreamHub:
         viewer.skip_pending = len(self._pending)
         viewer.max_backlog = self.config.viewer_max_backlog_bytes
         frames_ok = self.gop_valid
-        if prelude:
+        if head:
+            viewer.write_parts(head, prelude or b"")
+        elif prelude:
             viewer.write(prelude)
         viewer.waiting_keyframe = not frames_ok
         self.viewers.add(viewer)

@@ -15,6 +15,7 @@ from aiohttp import web
 from control.app import create_app
 from control.config import Config, load_config
 from core.runtime import RUNTIME, Runtime
+from relay.fastplay import PlaySite
 
 TEST_SECRET = "test-secret-please-change"
 
@@ -68,7 +69,7 @@ async def start_server(config: Config) -> RunningServer:
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = PlaySite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
     assert server is not None

@@ -114,6 +114,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     emit("measure_end")
 
     elapsed = m1 - m0
+    if args.timeline:
+        with open(args.timeline, "w") as f:
+            f.write("index started_ms connected_ms first_byte_ms first_keyframe_ms\n")
+            for v in viewers:
+                rel = [
+                    "-" if t is None else f"{(t - t0) * 1000:.2f}"
+                    for t in (v.started, v.connected, v.first_byte, v.first_keyframe)
+                ]
+                f.write(f"{v.index} {' '.join(rel)}\n")
     for proto in protos:
         if proto is not None:
             proto.close()
@@ -175,6 +184,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_RCVLOWAT,
         help="SO_RCVLOWAT once counting (bytes; 0 = wake per server write)",
+    )
+    p.add_argument(
+        "--timeline",
+        default="",
+        help="write each viewer's start, connect, first byte and first keyframe times here",
     )
     p.add_argument(
         "--bitrate", type=float, required=True, help="stream bitrate, bits/s (for the 90%% share)"

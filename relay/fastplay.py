@@ -1,0 +1,270 @@
+"""A fast path for HTTP-FLV plays, in front of aiohttp on the HTTP port.
+
+When a live room is announced, thousands of viewers connect within a second. Through
+aiohttp each play costs a request object, the middleware chain, the router and a response
+object (~0.3 ms of CPU), so a herd of 2000 waits in the kernel's accept queue for the ones
+before it. Real players send one plain request, ``GET /APP/STREAM.flv HTTP/1.1``, and need
+only a fixed response head followed by the stream's prelude (headers + GOP cache).
+
+:class:`PlaySniffer` is the protocol of every connection on the HTTP port. It looks at the
+first request: a plain HTTP-FLV GET for a stream that is live and ready on this node is
+answered here, in the same event-loop turn as its bytes arrived, without a task. Anything
+else (API calls, Socket.IO, WS-FLV upgrades, HEAD, bodies, odd or oversized requests, a
+stream this node must first pull or wait for, an ``on_play`` hook to ask) is handed to
+aiohttp's handler untouched, which answers exactly as before.
+
+:func:`parse_play_request` is sans-I/O: bytes in, a :class:`PlayRequest` or a verdict out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from relay.formats import HTTP_FLV, HTTP_FLV_10
+from relay.http import PLAY_GUARD, REGISTRY
+from relay.hub import StreamRegistry, Viewer, ViewerInfo
+
+logger = logging.getLogger(__name__)
+
+MAX_HEAD = 8192
+"""A request head longer than this is not a plain play: aiohttp takes it (and its limits)."""
+MAX_TRAILING = 64 * 1024
+"""Bytes a player may send after its request (it should send none) before it is cut."""
+
+_PATH = re.compile(rb"/([A-Za-z0-9_.\-]+)/([A-Za-z0-9_.\-]+)\.flv")
+_NOT_PLAIN = (b"upgrade", b"content-length", b"transfer-encoding", b"expect")
+
+NEED_MORE = "need_more"
+"""Verdict: the head is not complete yet."""
+HAND_OVER = "hand_over"
+"""Verdict: not a plain HTTP-FLV play; aiohttp answers it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlayRequest:
+    app: str
+    stream: str
+    query: str
+    http10: bool
+    head_len: int
+    """Bytes of the request head (anything after it was sent by the client too)."""
+
+
+def parse_play_request(buf: bytes) -> PlayRequest | str:
+    """A plain ``GET /APP/STREAM.flv`` request at the start of ``buf``, or a verdict.
+
+    Never raises. Anything unusual is :data:`HAND_OVER`: the full HTTP stack decides.
+    """
+    if not buf.startswith(b"GET /"[: len(buf)]):
+        return HAND_OVER
+    end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+    if end < 0:
+        return NEED_MORE if len(buf) < MAX_HEAD else HAND_OVER
+    lines = buf[:end].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return HAND_OVER
+    target = parts[1]
+    path, _, query = target.partition(b"?")
+    match = _PATH.fullmatch(path)
+    if match is None or b"#" in query:
+        return HAND_OVER
+    for line in lines[1:]:
+        name, sep, _value = line.partition(b":")
+        if not sep or not name or name != name.strip() or b" " in name or b"\t" in name:
+            return HAND_OVER  # malformed or obsolete line folding: let aiohttp refuse it
+        if name.lower() in _NOT_PLAIN:
+            return HAND_OVER
+    try:
+        query_s = query.decode("ascii")
+    except UnicodeDecodeError:
+        return HAND_OVER
+    return PlayRequest(
+        app=match.group(1).decode(),
+        stream=match.group(2).decode(),
+        query=query_s,
+        http10=parts[2] == b"HTTP/1.0",
+        head_len=end + 4,
+    )
+
+
+class _Date:
+    """The HTTP ``Date`` value, formatted once per second."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.value = email.utils.formatdate(now, usegmt=True).encode()
+        return self.value
+
+
+_date = _Date()
+
+
+def response_head(http10: bool) -> bytes:
+    """The response head of an HTTP-FLV play (the same fields aiohttp's route sends)."""
+    framing = b"Connection: close\r\n" if http10 else b"Transfer-Encoding: chunked\r\n"
+    return (
+        (b"HTTP/1.0" if http10 else b"HTTP/1.1")
+        + b" 200 OK\r\nContent-Type: video/x-flv\r\nAccess-Control-Allow-Origin: *\r\n"
+        b"Cache-Control: no-cache, no-store\r\n"
+        + framing
+        + b"Date: "
+        + _date()
+        + b"\r\nServer: berrylive\r\n\r\n"
+    )
+
+
+class PlaySniffer(asyncio.Protocol):
+    """The first protocol of each HTTP connection (see the module docstring)."""
+
+    __slots__ = (
+        "_app",
+        "_buf",
+        "_handler_factory",
+        "_registry",
+        "_trailing",
+        "transport",
+        "viewer",
+    )
+
+    def __init__(
+        self,
+        handler_factory: Callable[[], asyncio.Protocol],
+        registry: StreamRegistry,
+        app: web.Application,
+    ) -> None:
+        self._handler_factory = handler_factory
+        self._registry = registry
+        self._app = app
+        self._buf = b""
+        self._trailing = 0
+        self.transport: asyncio.Transport | None = None
+        self.viewer: Viewer | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        viewer = self.viewer
+        if viewer is not None:
+            # A player has nothing to say after its request; a peer that keeps talking is cut.
+            self._trailing += len(data)
+            if self._trailing > MAX_TRAILING:
+                viewer.close("client sent data after its request")
+            return
+        buf = self._buf + data if self._buf else data
+        verdict = parse_play_request(buf)
+        if verdict is NEED_MORE:
+            self._buf = buf
+            return
+        self._buf = b""
+        if isinstance(verdict, PlayRequest) and self._play(verdict, len(buf) - verdict.head_len):
+            return
+        self._hand_over(buf)
+
+    def eof_received(self) -> bool | None:
+        if self.viewer is not None:
+            self.viewer.close("client closed")
+            return None
+        # Half-closed before a full head: the HTTP stack decides what that means.
+        handler = self._hand_over(self._buf)
+        self._buf = b""
+        return handler.eof_received() if handler is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.viewer is not None:
+            self.viewer.close("client gone")
+
+    def _hand_over(self, buf: bytes) -> asyncio.Protocol | None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return None
+        handler = self._handler_factory()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if buf:
+            handler.data_received(buf)
+        return handler
+
+    def _play(self, req: PlayRequest, trailing: int) -> bool:
+        """Serve ``req`` here if this node can at once; False hands it to aiohttp."""
+        transport = self.transport
+        if transport is None or trailing:
+            return False
+        hub = self._registry.get(req.app, req.stream)
+        if hub is None or not hub.ready or self._app.get(PLAY_GUARD) is not None:
+            return False  # 404 / edge pull / waiting for codecs / on_play hook: the slow path
+        fmt = HTTP_FLV_10 if req.http10 else HTTP_FLV
+        peer = transport.get_extra_info("peername")
+        remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        viewer = Viewer(transport, fmt, ViewerInfo("flv", remote))
+        self.viewer = viewer
+        hub.add_viewer(viewer, hub.flv_prelude(fmt), head=response_head(req.http10))
+        viewer.done.add_done_callback(self._finished)
+        return True
+
+    def _finished(self, done: asyncio.Future[str]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        reason = done.result()
+        viewer = self.viewer
+        if reason.startswith("stream ended") and viewer is not None and viewer.fmt is HTTP_FLV:
+            transport.write(b"0\r\n\r\n")  # the last chunk: a clean end of the response
+        transport.close()
+
+    # Writes are paced by the hub (it reads the transport's buffer size), not by pausing.
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+class PlaySite(web.TCPSite):
+    """``web.TCPSite`` whose connections start with a :class:`PlaySniffer`.
+
+    Apps without a stream registry (no relay) get aiohttp's handler directly.
+    """
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        handler_factory = self._runner.server
+        assert handler_factory is not None
+        app = getattr(self._runner, "app", None)
+        registry = app.get(REGISTRY) if app is not None else None
+        if app is None or registry is None:
+            factory: Callable[[], asyncio.BaseProtocol] = handler_factory
+        else:
+
+            def factory() -> asyncio.BaseProtocol:
+                return PlaySniffer(handler_factory, registry, app)
+
+        self._server = await loop.create_server(
+            factory,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -366,6 +366,35 @@ async def get_flash_sale(request: web.Request) -> web.Response:
 
 
 @api
+async def close_flash_sale(request: web.Request) -> web.Response:
+    sale_id = _int_path(request, "sale_id")
+    reason = ""
+    if request.can_read_body:
+        body = await _body(request, {"reason"})
+        reason = body.text("reason", max_len=200, default="")
+    view = await _svc(request).sale_admin.close(
+        sale_id, operator(request), reason or "closed by the seller"
+    )
+    return _json(view)
+
+
+@api
+async def edit_flash_sale(request: web.Request) -> web.Response:
+    sale_id = _int_path(request, "sale_id")
+    body = await _body(request, {"ends_at", "per_user_limit", "sale_stock"})
+    changes: dict[str, Any] = {}
+    if body.has("ends_at"):
+        changes["ends_ms"] = body.time_ms("ends_at")
+    if body.has("per_user_limit"):
+        changes["per_user_limit"] = body.integer("per_user_limit", lo=1, hi=1000)
+    if body.has("sale_stock"):
+        changes["sale_stock"] = body.integer("sale_stock", lo=1, hi=100_000)
+    if not changes:
+        raise invalid("body", "nothing to change (ends_at, per_user_limit, sale_stock)")
+    return _json(await _svc(request).sale_admin.edit(sale_id, changes, operator(request)))
+
+
+@api
 async def audit_flash_sale(request: web.Request) -> web.Response:
     return _json(await _svc(request).audit_sale(_int_path(request, "sale_id")))
 
@@ -391,7 +420,15 @@ async def place_order(request: web.Request) -> web.Response:
     svc = _svc(request)
     body = await _body(
         request,
-        {"sku_id", "quantity", "broadcast_id", "idempotency_key", "channel", "user_id"},
+        {
+            "sku_id",
+            "quantity",
+            "broadcast_id",
+            "idempotency_key",
+            "channel",
+            "user_id",
+            "coupon_id",
+        },
     )
     user = buyer(request, body)
     order, created = await svc.place_order(
@@ -401,6 +438,7 @@ async def place_order(request: web.Request) -> web.Response:
         body.ident("broadcast_id", default=""),
         body.ident("idempotency_key"),
         body.ident("channel", default="live"),
+        coupon_id=body.text("coupon_id", max_len=32, pattern=ID_RE, default=None),
     )
     return _json(order_view(order), 201 if created else 200)
 
@@ -557,6 +595,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/broadcasts/{broadcast_id}/sales", sales)
     r.add_post("/api/flash-sales", create_flash_sale)
     r.add_get("/api/flash-sales/{sale_id}", get_flash_sale)
+    r.add_patch("/api/flash-sales/{sale_id}", edit_flash_sale)
+    r.add_post("/api/flash-sales/{sale_id}/close", close_flash_sale)
     r.add_get("/api/flash-sales/{sale_id}/audit", audit_flash_sale)
     r.add_post("/api/flash-sales/{sale_id}/buy", buy)
     r.add_post("/api/orders", place_order)

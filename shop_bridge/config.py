@@ -45,3 +45,9 @@ class ShopConfig:
     """Rooms whose current explaining card is cached in memory for order attribution."""
     sale_retention: int = 7 * 86400
     """Seconds the Redis keys of a flash sale are kept after its end (then they expire)."""
+    notification_retention: int = 90 * 86400
+    """Seconds a payment notification stays in the log (pruned by the sweeper; 0: forever)."""
+    notification_max_rows: int = 1_000_000
+    """Most payment notifications kept; the oldest beyond it are pruned (0: no limit)."""
+    prune_batch: int = 5000
+    """Most log rows deleted per statement (the sweeper repeats up to 20 times per run)."""

@@ -135,6 +135,16 @@ class FlashSale(Base):
     ends_ms: Mapped[int] = mapped_column(BigInteger)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str] = mapped_column(String(64), default="")
+    carved: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("false"))
+    """The sale stock was taken from the SKU's stock at creation (every sale since 0002);
+    unsold and refunded units go back to the SKU. False for older sales (nothing goes back)."""
+    closed_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Set when an operator closed the sale before its end (buys refused from then on)."""
+    closed_by: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    settled_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Set once the sale is over and its unsold stock went back to the SKU (exactly once)."""
+    returned_stock: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Unsold units given back to the SKU at settlement."""
 
 
 class Order(Base):
@@ -171,7 +181,16 @@ class Order(Base):
     paid_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     transaction_id: Mapped[str] = mapped_column(String(64), default="")
     stock_released: Mapped[bool] = mapped_column(Boolean, default=False)
-    """Set once a cancelled order's stock is back on sale (the release is idempotent)."""
+    """Set once the order's stock went back (on cancellation, or when a refund completes);
+    the release is idempotent."""
+    restock: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    """Where the stock went when released: ``sale`` (the flash sale's Redis stock), ``sku``
+    (the SKU's stock) or ``none`` (a sale from before stock was carved from the SKU)."""
+    cancelled_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """When the order was cancelled (kept if a late payment then moves it to a refund)."""
+    coupon_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    discount_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Coupon discount; ``amount_fen`` is what the buyer pays (list amount - discount)."""
 
 
 class OrderTransition(Base):

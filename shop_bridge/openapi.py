@@ -159,8 +159,37 @@ OPENAPI_COMPONENTS: J = {
             "per_user_limit": _int(1),
             "starts_at": {"type": "string", "format": "date-time"},
             "ends_at": {"type": "string", "format": "date-time"},
-            "status": {"enum": ["scheduled", "open", "sold_out", "ended"]},
+            "status": {"enum": ["scheduled", "open", "sold_out", "ended", "closed"]},
+            "closed_at": {"type": "string", "format": "date-time", "nullable": True},
+            "closed_by": {"type": "string", "nullable": True},
+            "settled_at": {
+                "type": "string",
+                "format": "date-time",
+                "nullable": True,
+                "description": "when the unsold stock went back to the SKU (sale over)",
+            },
+            "returned_stock": _int(0, description="unsold units given back to the SKU"),
         },
+    },
+    "ShopFlashSaleEdit": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "description": (
+            "What may change while a sale is live. sale_stock is the new total: more is "
+            "taken from the SKU's stock (409 insufficient_stock), less gives unsold units "
+            "back to it (409 stock_held below what is sold or held)."
+        ),
+        "properties": {
+            "ends_at": TIME,
+            "per_user_limit": _int(1, 1000),
+            "sale_stock": _int(1, 100000),
+        },
+    },
+    "ShopFlashSaleClose": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"reason": {"type": "string", "maxLength": 200}},
     },
     "ShopBuyIn": {
         "type": "object",
@@ -187,6 +216,11 @@ OPENAPI_COMPONENTS: J = {
             "idempotency_key": ID,
             "channel": ID,
             "user_id": ID,
+            "coupon_id": {
+                "type": "string",
+                "pattern": r"^[A-Za-z0-9_.:@-]{1,32}$",
+                "description": "one of the buyer's unused coupons, deducted from the amount",
+            },
         },
     },
     "ShopOrder": {
@@ -211,7 +245,9 @@ OPENAPI_COMPONENTS: J = {
             "flash_sale_id": {"type": "integer", "nullable": True},
             "quantity": _int(1),
             "unit_price_fen": _int(0),
-            "amount_fen": _int(0),
+            "amount_fen": _int(0, description="to pay: quantity x unit price - discount"),
+            "discount_fen": _int(0),
+            "coupon_id": {"type": "string", "nullable": True},
             "broadcast_id": {"type": "string"},
             "anchor_id": {"type": "string"},
             "card_id": {"type": "integer", "nullable": True},
@@ -437,6 +473,27 @@ OPENAPI_PATHS: J = {
         "get": _op(
             "A flash sale with its remaining stock", PUBLIC, _ref("ShopFlashSale"), params=[SID]
         ),
+        "patch": _op(
+            "Change a live flash sale: end time, per-user limit, total stock "
+            "(event flash_sale.updated; 409 sale_closed, sale_over, stock_held, "
+            "insufficient_stock)",
+            STAFF,
+            _ref("ShopFlashSale"),
+            _ref("ShopFlashSaleEdit"),
+            errors=(400, 404, 409, 413),
+            params=[SID],
+        ),
+    },
+    "/api/flash-sales/{sale_id}/close": {
+        "post": _op(
+            "Close a flash sale now: buys refused (409 sale_closed), placed orders stay valid, "
+            "unsold stock goes back to the SKU (events flash_sale.closed, flash_sale.settled)",
+            STAFF,
+            _ref("ShopFlashSale"),
+            _ref("ShopFlashSaleClose"),
+            errors=(400, 404, 409, 413),
+            params=[SID],
+        ),
     },
     "/api/flash-sales/{sale_id}/audit": {
         "get": _op(
@@ -469,7 +526,8 @@ OPENAPI_PATHS: J = {
             ],
         ),
         "post": _op(
-            "Place an order at list price (stock from the SKU)",
+            "Place an order at list price, less an optional coupon (stock from the SKU; "
+            "an order with nothing left to pay is paid at once)",
             PUBLIC,
             _ref("ShopOrder"),
             _ref("ShopOrderIn"),
@@ -549,6 +607,8 @@ OPENAPI_PATHS: J = {
         ),
     },
 }
+
+OPENAPI_PATHS["/api/flash-sales/{sale_id}/close"]["post"]["requestBody"]["required"] = False
 
 # Buyer-facing operations: the buyer is identified by their viewer token (or an operator
 # API token naming ``user_id``); see ``shop_bridge.api.buyer``.

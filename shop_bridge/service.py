@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +48,8 @@ from shop_bridge.sale_admin import FlashSaleAdmin
 from shop_bridge.state import PAID_STATES, IllegalTransition, OrderState
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 MAX_SALE_STOCK = 100_000
@@ -105,6 +108,7 @@ class ShopService:
             on_durable=self._forget_journal,
         )
         self.batcher = BuyBatcher(self.flash)
+        self._loading: dict[tuple[str, Any], asyncio.Future[Any]] = {}
         self._cards: BoundedCache[str, CardRef] = BoundedCache(config.card_cache_rooms, ttl=30.0)
         self._sales: BoundedCache[int, SaleCtx] = BoundedCache(1000, ttl=10.0)
         self._tasks: list[asyncio.Task[None]] = []
@@ -822,14 +826,23 @@ class ShopService:
     async def buy(
         self, sale_id: int, user_id: str, quantity: int, idem_key: str, channel: str
     ) -> tuple[dict[str, Any], bool]:
-        """Reserve in Redis, write the order durably, then answer. Returns (order, created)."""
-        ctx = await self._sale_ctx(sale_id)
+        """Reserve in Redis, write the order durably, then answer. Returns (order, created).
+
+        The sale's context and the room's card come from memory; when a cache entry has
+        expired, the buyers arriving meanwhile share one database read (no herd of reads
+        every expiry under a flash-sale burst)."""
+        ctx = self._sales.get(sale_id)
         if ctx is None:
-            raise not_found("flash_sale", sale_id)
+            ctx = await self._once(("sale", sale_id), lambda: self._sale_ctx(sale_id))
+            if ctx is None:
+                raise not_found("flash_sale", sale_id)
         sale = ctx.sale
-        card = await self._card_for_room(ctx.room)
+        room = ctx.room
+        card = self._cards.get(room)
+        if card is None:
+            card = await self._once(("card", room), lambda: self._card_for_room(room))
         now = self.now_ms()
-        order_id = new_id()
+        order_id = os.urandom(16).hex()
         journal = {
             "u": user_id,
             "q": quantity,
@@ -845,13 +858,22 @@ class ShopService:
             )
             if res.status != "no_sale":
                 break
-            await self._load_sale(sale)
+            await self._once(("load", sale_id), lambda: self._load_sale(sale))
         if res.status == "ok":
             row = self._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
             return await self._commit_flash(ctx, row)
         if res.status == "dup":
             return await self._durable(ctx, res.value, user_id, idem_key), False
         raise _buy_refusal(res.status, res.value, sale)
+
+    async def _once(self, key: tuple[str, Any], load: Callable[[], Awaitable[T]]) -> T:
+        """Run ``load()`` once for all callers asking for ``key`` at the same time."""
+        fut = self._loading.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(load())
+            self._loading[key] = fut
+            fut.add_done_callback(lambda _f: self._loading.pop(key, None))
+        return cast(T, await asyncio.shield(fut))
 
     def _flash_row(
         self, ctx: SaleCtx, order_id: str, j: dict[str, Any], state: OrderState

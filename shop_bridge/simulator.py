@@ -7,6 +7,8 @@ Routes (all JSON; requests from the shop are checked against the shared HMAC key
 - ``POST /v3/pay/transactions/out-trade-no/{no}/close``: close it (400 ``ORDERPAID`` if paid)
 - ``POST /v3/refund/domestic/refunds``: refund it (succeeds at once)
 - ``POST /sim/pay/{no}``: the buyer pays; the signed notification is sent to ``notify_url``
+  (``?late=1``: the payment went through although the shop closed it, the race a real
+  provider can lose; the shop must then refund it)
 - ``POST /sim/notify/{no}``: send the notification again (providers repeat them for a day)
 
 A closed payment can never be paid, exactly like the real provider, so "close said CLOSED"
@@ -53,6 +55,8 @@ class SimulatedProvider:
         self.check_signatures = check_signatures
         self.txns: OrderedDict[str, _Txn] = OrderedDict()
         self.notifications_sent = 0
+        self.refund_calls: dict[str, int] = {}
+        """Refund requests received per ``out_trade_no`` (repeats are answered the same)."""
         self.app = web.Application(client_max_size=64 * 1024)
         self.app.router.add_post("/v3/pay/transactions/jsapi", self._create)
         self.app.router.add_get("/v3/pay/transactions/out-trade-no/{no}", self._query)
@@ -204,6 +208,7 @@ class SimulatedProvider:
     async def _refund(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         txn = self._get(str(data.get("out_trade_no", "")))
+        self.refund_calls[txn.out_trade_no] = self.refund_calls.get(txn.out_trade_no, 0) + 1
         if txn.state not in (payments.SUCCESS, payments.REFUND):
             return web.json_response({"code": "NOT_PAID"}, status=400)
         txn.state = payments.REFUND
@@ -214,9 +219,10 @@ class SimulatedProvider:
     async def _pay(self, request: web.Request) -> web.Response:
         no = request.match_info["no"]
         txn = self._get(no)
-        if txn.state == payments.CLOSED:
+        late = request.query.get("late") == "1"
+        if txn.state == payments.CLOSED and not late:
             return web.json_response({"code": "ORDERCLOSED"}, status=409)
-        if txn.state == payments.NOTPAY:
+        if txn.state in (payments.NOTPAY, payments.CLOSED):
             txn.state = payments.SUCCESS
             txn.transaction_id = "42" + secrets.token_hex(14)
             txn.success_time = time.time()

@@ -6,6 +6,7 @@
     pending_payment -> cancelled            (payment timeout, buyer, reconciliation)
     paid -> refunding -> refunded
     shipped -> refunding                    (after-sale refund of a shipped order)
+    cancelled -> refunding                  (money arrived for a cancelled order: paid back)
 
 Every other move raises :class:`IllegalTransition` (HTTP 409 at the API). The store applies a
 move with a conditional ``UPDATE ... WHERE state = <from>``, so of two racing moves out of the
@@ -34,18 +35,26 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.PAID: frozenset({S.SHIPPED, S.REFUNDING}),
     S.SHIPPED: frozenset({S.COMPLETED, S.REFUNDING}),
     S.COMPLETED: frozenset(),
-    S.CANCELLED: frozenset(),
+    S.CANCELLED: frozenset({S.REFUNDING}),
     S.REFUNDING: frozenset({S.REFUNDED}),
     S.REFUNDED: frozenset(),
 }
 
 TERMINAL: frozenset[OrderState] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 
+CLOSED: frozenset[OrderState] = frozenset({S.COMPLETED, S.CANCELLED, S.REFUNDED})
+"""States no buyer or operator action leaves. ``cancelled -> refunding`` is taken only by the
+payment notification handler when money arrives for a cancelled order."""
+
 PAID_STATES: frozenset[OrderState] = frozenset({S.PAID, S.SHIPPED, S.COMPLETED, S.REFUNDING})
 """States whose amount counts towards GMV (money received and not yet given back)."""
 
-HOLDS_STOCK: frozenset[OrderState] = frozenset(s for s in OrderState if s is not S.CANCELLED)
-"""States in which the order keeps its stock (a refund does not put goods back on sale)."""
+HOLDS_STOCK: frozenset[OrderState] = frozenset(
+    s for s in OrderState if s not in (S.CANCELLED, S.REFUNDED)
+)
+"""States in which a (never cancelled) order keeps its stock: cancelling gives it back to the
+sale or the SKU, a completed refund gives it back to the SKU (``stock_released`` records it,
+so it happens once)."""
 
 EVENT_TOPICS: dict[OrderState, str] = {s: f"order.{s.value}" for s in OrderState}
 """Bus topic published after a move into each state (``order.paid``, ``order.cancelled``...)."""

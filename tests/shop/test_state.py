@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shop_bridge.state import (
+    CLOSED,
     HOLDS_STOCK,
     PAID_STATES,
     TERMINAL,
@@ -28,14 +29,16 @@ LEGAL = {
     (S.PAID, S.REFUNDING),
     (S.SHIPPED, S.REFUNDING),
     (S.REFUNDING, S.REFUNDED),
+    (S.CANCELLED, S.REFUNDING),  # money arrived for a cancelled order: paid back
 }
 
 
 def test_table_is_exactly_the_documented_one() -> None:
     got = {(a, b) for a, nxt in TRANSITIONS.items() for b in nxt}
     assert got == LEGAL
-    assert {S.COMPLETED, S.CANCELLED, S.REFUNDED} == TERMINAL
-    assert S.CANCELLED not in HOLDS_STOCK and S.REFUNDED in HOLDS_STOCK
+    assert {S.COMPLETED, S.REFUNDED} == TERMINAL
+    assert {S.COMPLETED, S.CANCELLED, S.REFUNDED} == CLOSED
+    assert S.CANCELLED not in HOLDS_STOCK and S.REFUNDED not in HOLDS_STOCK
     assert S.PENDING_PAYMENT not in PAID_STATES
     assert sources(S.CANCELLED) == {S.PENDING_PAYMENT}
 
@@ -62,9 +65,12 @@ def test_random_walks_never_leave_the_graph(moves: list[OrderState]) -> None:
             history.append(state)
         except IllegalTransition:
             assert not can_transition(state, target)
-    # a paid order is never cancelled; cancelled and completed are final
+    # a paid order is never cancelled; a cancelled one is never paid (only refunded);
+    # completed and refunded are final
     if S.PAID in history:
         assert S.CANCELLED not in history
+    if S.CANCELLED in history:
+        assert S.PAID not in history and S.SHIPPED not in history
     for terminal in TERMINAL:
         if terminal in history:
             assert history[-1] is terminal

@@ -17,8 +17,16 @@ class RelayConfig:
     """A viewer whose queued media spans more than this skips to the next keyframe."""
     write_coalesce_ms: int = 30
     """Merge the frames of each tick into one write per viewer (0 = write every frame at
-    once). Adds at most this much latency; cuts system calls several-fold at scale. A new
-    viewer's first bytes (headers + GOP cache) are always written at once."""
+    once). Adds at most this much latency (more at large audiences, see
+    ``write_coalesce_max_ms``); cuts system calls several-fold at scale. A new viewer's first
+    bytes (headers + GOP cache) are always written at once."""
+    write_coalesce_max_ms: int = 90
+    """At large audiences the tick grows with the number of viewers (see
+    ``write_coalesce_per_viewer_us``) up to this, so system calls per second stay about flat
+    above ~700 viewers instead of growing with every viewer. Keep it <= 100 ms."""
+    write_coalesce_per_viewer_us: int = 45
+    """Tick length per viewer: ``max(write_coalesce_ms, min(write_coalesce_max_ms, viewers x
+    this))``; 0 keeps the tick fixed at ``write_coalesce_ms``."""
     publisher_linger: float = 10.0
     """Seconds a stream (and its viewers) waits for the publisher to come back."""
     # ---- cluster (docs/cluster.md) -------------------------------------------------

@@ -520,6 +520,12 @@ class StreamHub:
             self._pending_key = len(self._pending)
         self._pending.append(frame)
         if self._flush_handle is None:
+            per_viewer = self.config.write_coalesce_per_viewer_us
+            if per_viewer > 0:
+                grown = min(
+                    self.config.write_coalesce_max_ms, len(self.viewers) * per_viewer // 1000
+                )
+                coalesce = max(coalesce, grown)
             self._flush_handle = self._loop.call_later(coalesce / 1000, self._flush)
 
     def _flush(self) -> None:

@@ -34,9 +34,10 @@ class ServerConfig:
     """RTMP listen port (0 picks a free one; the chosen port is logged)."""
     http_port: int = 8080
     """HTTP listen port: HTTP-FLV, WS-FLV, HLS, REST API, Socket.IO, console, metrics."""
-    listen_backlog: int = 1024
+    listen_backlog: int = 4096
     """Accept queue of the HTTP and RTMP listeners. Small queues overflow when many viewers
-    connect at once, and each overflow costs the client a 1 s SYN retransmit."""
+    connect at once, and each overflow costs the client a 1 s SYN retransmit. Linux caps it
+    at ``net.core.somaxconn`` (4096 by default since 5.4)."""
     public_host: str = ""
     """Host name put into printed URLs; defaults to the bound host (or 127.0.0.1)."""
     data_dir: str = "./data"

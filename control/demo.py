@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import replace
 
-from control.cli import _install_uvloop
+from control.cli import _install_uvloop, tune_gc
 from control.config import Config, load_config
 from core.ffmpeg import ffmpeg_exe
 from core.proc import stop_process
@@ -58,7 +58,9 @@ async def run(config: Config, stream: str) -> None:
     from relay.fastplay import PlaySite
 
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=3)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=3, tcp_keepalive=False
+    )
     await runner.setup()
     anchor: asyncio.subprocess.Process | None = None
     try:
@@ -70,6 +72,7 @@ async def run(config: Config, stream: str) -> None:
             backlog=config.server.listen_backlog,
         )
         await site.start()
+        tune_gc()
         rt = app[RUNTIME]
         server = site._server
         sockets = getattr(server, "sockets", None) or []

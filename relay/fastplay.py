@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 MAX_HEAD = 8192
 """A request head longer than this is not a plain play: aiohttp takes it (and its limits)."""
+HEAD_TIMEOUT = 30.0
+"""Seconds a connection may take to send its first request head; then it gets a 408."""
 MAX_TRAILING = 64 * 1024
 """Bytes a player may send after its request (it should send none) before it is cut."""
 
@@ -138,6 +140,7 @@ class PlaySniffer(asyncio.Protocol):
         "_buf",
         "_handler_factory",
         "_registry",
+        "_timer",
         "_trailing",
         "transport",
         "viewer",
@@ -154,11 +157,32 @@ class PlaySniffer(asyncio.Protocol):
         self._app = app
         self._buf = b""
         self._trailing = 0
+        self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.viewer: Viewer | None = None
 
+    head_timeout = HEAD_TIMEOUT
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # A connection that never completes a request head must not be held forever
+        # (slowloris); aiohttp itself waits without limit for a first request.
+        self._timer = asyncio.get_running_loop().call_later(self.head_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        transport = self.transport
+        if transport is not None and self.viewer is None and not transport.is_closing():
+            transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+                b"Connection: close\r\nContent-Length: 26\r\n\r\nno request head in time.\r\n"
+            )
+            transport.close()
+
+    def _decided(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def data_received(self, data: bytes) -> None:
         viewer = self.viewer
@@ -174,6 +198,7 @@ class PlaySniffer(asyncio.Protocol):
             self._buf = buf
             return
         self._buf = b""
+        self._decided()
         if isinstance(verdict, PlayRequest) and self._play(verdict, len(buf) - verdict.head_len):
             return
         self._hand_over(buf)
@@ -183,11 +208,13 @@ class PlaySniffer(asyncio.Protocol):
             self.viewer.close("client closed")
             return None
         # Half-closed before a full head: the HTTP stack decides what that means.
+        self._decided()
         handler = self._hand_over(self._buf)
         self._buf = b""
         return handler.eof_received() if handler is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._decided()
         if self.viewer is not None:
             self.viewer.close("client gone")
 

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from media import flv
 from media.frame import Kind
 from relay import REGISTRY
-from relay.fastplay import HAND_OVER, MAX_HEAD, NEED_MORE, PlayRequest, parse_play_request
+from relay.fastplay import (
+    HAND_OVER,
+    MAX_HEAD,
+    NEED_MORE,
+    PlayRequest,
+    PlaySniffer,
+    parse_play_request,
+)
 from relay.hub import PublisherInfo
 from tests.mediautil import wait_for
 
@@ -234,3 +241,17 @@ async def test_a_player_that_keeps_sending_is_cut_without_harming_others(server)
     assert b"\x43" * 300 in await _dechunk(good_r, 1)
     good_w.close()
     bad_w.close()
+
+
+async def test_a_connection_that_never_finishes_its_head_is_answered_408(server, monkeypatch):
+    monkeypatch.setattr(PlaySniffer, "head_timeout", 0.3)
+    port = server.runtime.http_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /live/x.flv HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+    status, headers = await _head(reader)
+    assert " 408 " in status and headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b"no request head in time.\r\n"
+    writer.close()
+    # A prompt request on another connection is unaffected.
+    async with aiohttp.ClientSession() as s, s.get(f"{server.http_url}/healthz") as r:
+        assert r.status == 200

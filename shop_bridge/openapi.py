@@ -503,7 +503,8 @@ OPENAPI_PATHS: J = {
     "/api/flash-sales/{sale_id}/buy": {
         "post": _op(
             "Buy in a flash sale (201 new order, 200 same idempotency_key again; 409 sold_out, "
-            "limit_reached, sale_not_started, sale_ended; 503 retry with the same key)",
+            "limit_reached, sale_not_started, sale_ended, sale_closed; 503 retry with the same "
+            "key)",
             PUBLIC,
             _ref("ShopOrder"),
             _ref("ShopBuyIn"),

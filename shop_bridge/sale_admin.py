@@ -259,7 +259,11 @@ class FlashSaleAdmin:
                 if res.rowcount != 1:
                     return 0
                 status, units = await svc.flash.settle(sale_id)
-                if status not in ("ok", "settled"):
+                if status == "no_sale":
+                    # Its keys are gone for good (past the retention): nobody can buy or
+                    # release there any more, so the database alone says what is unsold.
+                    units = await self._unsold_in_db(sale)
+                elif status not in ("ok", "settled"):
                     raise _Refused(ShopError(503, "sale_busy", f"settlement: {status} {units}"))
                 await conn.execute(
                     update(SALES).where(SALES.c.id == sale_id).values(returned_stock=units)
@@ -288,6 +292,11 @@ class FlashSaleAdmin:
             },
         )
         return units
+
+    async def _unsold_in_db(self, sale: dict[str, Any]) -> int:
+        holders = await self.svc._holders(sale["id"])
+        taken = sum(int(h["quantity"]) for h in holders)  # held, or gone back to the SKU
+        return max(0, int(sale["sale_stock"]) - taken)
 
     async def settle_due(self, limit: int) -> int:
         """Settle sales that are over and not settled yet (the sweeper calls this)."""

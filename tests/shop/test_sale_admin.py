@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from shop_bridge.redis_store import SaleKeys
+from shop_bridge.state import OrderState
 from tests.shop.conftest import FakeClock, make_product, make_sale, uid
 
 
@@ -252,3 +253,25 @@ async def test_reconciliation_makes_redis_match_the_database(shop) -> None:
     assert meta["end"] == str(row["ends_ms"])
     assert int(await shop.svc.redis.get(keys.stock)) == 10
     await _audit(api, sale["id"])
+
+
+async def test_an_old_sale_whose_keys_expired_is_settled_from_the_database(shop) -> None:
+    api = shop.api
+    product = await make_product(api, stock=10)
+    sale = await make_sale(
+        api, uid(), product["skus"][0]["id"], stock=6, start_in=-12 * 86400, length=3600
+    )
+    assert await _sku_stock(api, product["id"]) == 4
+    async with shop.svc.engine.begin() as conn:  # one order bought back then
+        from shop_bridge.models import ORDERS
+
+        ctx = await shop.svc._sale_ctx(sale["id"])
+        j = {"u": "old", "q": 2, "k": "k", "t": shop.svc.now_ms(), "ch": "live"}
+        row = shop.svc._flash_row(ctx, "e" * 32, j, OrderState.PAID)
+        await conn.execute(ORDERS.insert().values(**row))
+    await shop.svc.flash.drop(sale["id"])  # expired: a reload expires at once
+    assert (await shop.svc.sweep())["settled"] == 1
+    view = await api.ok("GET", f"/api/flash-sales/{sale['id']}")
+    assert view["settled_at"] and view["returned_stock"] == 4
+    assert await _sku_stock(api, product["id"]) == 8
+    assert (await shop.svc.sweep())["settled"] == 0

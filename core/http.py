@@ -35,16 +35,19 @@ def fail(status: int, code: str, message: str) -> NoReturn:
 
 async def read_json(request: web.Request, max_size: int = MAX_JSON_BODY) -> dict[str, Any]:
     """The request body as a JSON object, or a 4xx ApiError with a clear reason."""
-    if request.content_length is not None and request.content_length > max_size:
-        fail(413, "body_too_large", f"request body over {max_size} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > max_size:
+    if request.content_length is not None:
+        if request.content_length > max_size:
             fail(413, "body_too_large", f"request body over {max_size} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+        raw = await request.read()  # the HTTP parser stops at Content-Length
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > max_size:
+                fail(413, "body_too_large", f"request body over {max_size} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
     if not raw:
         fail(400, "empty_body", "a JSON object is required")
     try:

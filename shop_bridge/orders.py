@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import URL, event, insert, or_, select, update
@@ -337,12 +336,12 @@ def _created_log(row: dict[str, Any], actor: str, reason: str) -> dict[str, Any]
     }
 
 
-@dataclass
 class _Pending:
-    row: dict[str, Any]
-    future: asyncio.Future[str] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    __slots__ = ("future", "row")
+
+    def __init__(self, row: dict[str, Any], future: asyncio.Future[str]) -> None:
+        self.row = row
+        self.future = future
 
 
 class QueueFull(Exception):
@@ -420,7 +419,7 @@ class OrderWriter:
             self._sqlite = None
 
     async def write(self, row: dict[str, Any]) -> str:
-        item = _Pending(row)
+        item = _Pending(row, asyncio.get_running_loop().create_future())
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+
+import psutil
 
 from core.tokens import issue_token
 
@@ -32,6 +36,7 @@ async def buyer(
     deadline: float,
     warm_until: float,
     lat: list[float],
+    when: list[float],
     codes: dict[int, int],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -66,8 +71,37 @@ async def buyer(
                 codes[status] = codes.get(status, 0) + 1
                 if status == 201:
                     lat.append(t1 - t0)
+                    when.append(t1 - warm_until)
     finally:
         writer.close()
+
+
+async def _cpu_window(pid: int, start: float, end: float) -> tuple[float, float, float]:
+    """CPU seconds used between ``start`` and ``end`` by the server process tree (with its
+    embedded valkey) and by this load generator, and the cores used by everything else."""
+    server = psutil.Process(pid)
+    me = psutil.Process()
+
+    def sample() -> tuple[float, float, float]:
+        procs = [server, *server.children(recursive=True)]
+        srv = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                srv += t.user + t.system
+        g = me.cpu_times()
+        m = psutil.cpu_times()
+        busy = sum(m) - m.idle - getattr(m, "iowait", 0.0)
+        return srv, g.user + g.system, busy
+
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    s0, g0, b0 = sample()
+    t0 = time.perf_counter()
+    await asyncio.sleep(max(0.0, end - time.perf_counter()))
+    s1, g1, b1 = sample()
+    elapsed = time.perf_counter() - t0
+    other = ((b1 - b0) - (s1 - s0) - (g1 - g0)) / elapsed
+    return s1 - s0, g1 - g0, other
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -85,19 +119,26 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             ready = json.loads(proc.stdout.readline())
             port, sale_id, secret = ready["port"], ready["sale_id"], ready["secret"]
             lat: list[float] = []
+            when: list[float] = []
             codes: dict[int, int] = {}
             start = time.perf_counter()
             warm_until = start + args.warmup
             deadline = warm_until + args.seconds
-            await asyncio.gather(
+            buyers = asyncio.gather(
                 *(
-                    buyer(port, secret, sale_id, i, deadline, warm_until, lat, codes)
+                    buyer(port, secret, sale_id, i, deadline, warm_until, lat, when, codes)
                     for i in range(args.concurrency)
                 )
             )
+            cpu = asyncio.ensure_future(_cpu_window(proc.pid, warm_until, deadline))
+            await buyers
+            cpu_s, gen_s, other = await cpu
         finally:
             proc.terminate()
             tail = proc.communicate(timeout=60)[0]
+    if args.dump:  # one line per buy: seconds into the window, latency in ms
+        with open(args.dump, "w") as f:
+            f.writelines(f"{w:.4f} {x * 1000:.2f}\n" for w, x in zip(when, lat, strict=True))
     lat.sort()
     ok = len(lat)
 
@@ -113,6 +154,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "p99_ms": pct(0.99),
         "max_ms": round(lat[-1] * 1000, 2) if ok else None,
         "statuses": codes,
+        "server_cpu_pct": round(100 * cpu_s / args.seconds, 1),
+        "server_cpu_us_per_buy": round(1e6 * cpu_s / ok, 1) if ok else None,
+        "loadgen_cpu_pct": round(100 * gen_s / args.seconds, 1),
+        "other_load_cores": round(other, 2),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
         "server": tail.strip().splitlines()[-1] if tail.strip() else "",
     }
 
@@ -124,6 +170,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--database-url", default="")
     p.add_argument("--redis-url", default="")
+    p.add_argument("--dump", default="", help="write each buy's time and latency to this file")
     p.add_argument("--profile", default="", help="profile the server into this file")
     args = p.parse_args()
     try:

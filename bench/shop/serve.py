@@ -73,7 +73,6 @@ async def main(args: argparse.Namespace) -> None:
         "write_batches": svc.writer.batches,
         "write_batch_mean": round(written / max(1, svc.writer.batches), 1),
         "insert_ms_mean": round(1000 * svc.writer.insert_seconds / max(1, svc.writer.batches), 2),
-        "hook_ms_mean": round(1000 * svc.writer.hook_seconds / max(1, svc.writer.batches), 2),
     }
     if args.redis_url:  # leave nothing behind in a shared Redis
         keys = [k async for k in svc.redis.scan_iter(match="{" + prefix + ":*", count=1000)]

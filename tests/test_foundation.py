@@ -56,3 +56,28 @@ async def test_bus_delivers_by_pattern_and_isolates_failures() -> None:
     await bus.drain()
     assert seen == ["stream.published"]
     await bus.close()
+
+
+async def test_publish_many_reaches_local_and_remote_subscribers_in_order(server) -> None:
+    import asyncio
+
+    from core.bus import RedisBus
+
+    a = RedisBus(server.runtime.redis, node="a")
+    b = RedisBus(server.runtime.redis, node="b")
+    await a.start()
+    await b.start()
+    local: list[int] = []
+    remote: list[int] = []
+    a.subscribe("order.*", lambda e: local.append(e.data["n"]))
+    b.subscribe("order.*", lambda e: remote.append(e.data["n"]))
+    events = await a.publish_many([("order.created", {"n": i}) for i in range(50)])
+    assert [e.data["n"] for e in events] == list(range(50)) and a.published == 50
+    async with asyncio.timeout(10):
+        while len(remote) < 50:
+            await asyncio.sleep(0.01)
+    await a.drain()
+    assert local == list(range(50)) and remote == list(range(50))
+    assert a.lost_remote == 0
+    await a.close()
+    await b.close()

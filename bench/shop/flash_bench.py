@@ -33,6 +33,7 @@ async def buyer(
     secret: str,
     sale_id: int,
     idx: int,
+    run_id: str,
     deadline: float,
     warm_until: float,
     lat: list[float],
@@ -47,7 +48,7 @@ async def buyer(
             if now >= deadline:
                 return
             body = b'{"idempotency_key": "k"}'
-            token = issue_token(secret, f"c{idx}n{n}", "buyer")  # the buyer's viewer token
+            token = issue_token(secret, f"{run_id}c{idx}n{n}", "buyer")  # the buyer's viewer token
             n += 1
             head = (
                 f"POST /api/flash-sales/{sale_id}/buy HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -118,6 +119,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             assert proc.stdout is not None
             ready = json.loads(proc.stdout.readline())
             port, sale_id, secret = ready["port"], ready["sale_id"], ready["secret"]
+            run_id = os.urandom(3).hex()  # distinct users in every run (a reused database)
             lat: list[float] = []
             when: list[float] = []
             codes: dict[int, int] = {}
@@ -126,7 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             deadline = warm_until + args.seconds
             buyers = asyncio.gather(
                 *(
-                    buyer(port, secret, sale_id, i, deadline, warm_until, lat, when, codes)
+                    buyer(port, secret, sale_id, i, run_id, deadline, warm_until, lat, when, codes)
                     for i in range(args.concurrency)
                 )
             )

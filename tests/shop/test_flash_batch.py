@@ -6,8 +6,13 @@ import asyncio
 import collections
 import json
 
+from sqlalchemy import select
+
 from shop_bridge.flash_batch import BuyBatcher
+from shop_bridge.models import ORDERS, TRANSITIONS
+from shop_bridge.orders import EXISTS, INSERTED
 from shop_bridge.redis_store import BuyArgs
+from shop_bridge.state import OrderState
 from tests.shop.conftest import make_product, make_sale, uid
 
 
@@ -128,3 +133,64 @@ async def test_a_failed_script_run_fails_every_buy_of_its_batch(shop) -> None:
     # the next turn's batch works again
     assert (await batcher.buy(sale["id"], _args(now, "u2", "k", "o2"))).status == "ok"
     await batcher.stop()
+
+
+async def test_a_write_batch_with_a_conflicting_row_still_writes_the_others(shop) -> None:
+    """Group commit: a row that already exists (a late original write, a reused key) makes
+    the batch fall back to one transaction per row; the others are written once."""
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=5)
+    ctx = await svc._sale_ctx(sale["id"])
+    assert ctx is not None
+    now = svc.now_ms()
+
+    def row(order_id: str, user: str) -> dict:
+        journal = {"u": user, "q": 1, "k": order_id, "t": now, "ch": "live"}
+        return svc._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
+
+    assert await svc.writer.write(row("w1" * 16, "wu1")) == INSERTED
+    before = svc.writer.batches
+    outcomes = await asyncio.gather(
+        svc.writer.write(row("w2" * 16, "wu2")),
+        svc.writer.write(row("w1" * 16, "wu1")),
+        svc.writer.write(row("w3" * 16, "wu3")),
+    )
+    assert outcomes == [INSERTED, EXISTS, INSERTED]
+    assert svc.writer.batches == before + 1  # the three went as one batch
+    async with svc.engine.connect() as conn:
+        ids = {
+            r[0]
+            for r in await conn.execute(
+                select(ORDERS.c.id).where(ORDERS.c.flash_sale_id == sale["id"])
+            )
+        }
+        logs = collections.Counter(
+            r[0]
+            for r in await conn.execute(
+                select(TRANSITIONS.c.order_id).where(TRANSITIONS.c.order_id.in_(ids))
+            )
+        )
+    assert ids == {"w1" * 16, "w2" * 16, "w3" * 16}
+    assert set(logs.values()) == {1}
+
+
+async def test_buyers_share_one_read_of_an_expired_sale_context(shop) -> None:
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=50, limit=1)
+    reads = 0
+    real = svc._sale_row
+
+    async def counted(sale_id: int) -> dict | None:
+        nonlocal reads
+        reads += 1
+        return await real(sale_id)
+
+    svc._sale_row = counted  # type: ignore[method-assign]
+    svc._sales.pop(sale["id"])  # as when the cached entry expires
+    results = await asyncio.gather(
+        *(svc.buy(sale["id"], f"sf{i}", 1, "k", "live") for i in range(30))
+    )
+    assert all(created for _, created in results)
+    assert reads == 1

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 TAKEOVER_GAP_MS = 40
 """Gap left on the timeline when a new publisher takes over a stream."""
 
+HERD_JOINS = 16
+"""Joins within one tick that make the next tick as long as ``write_coalesce_max_ms``."""
+
 INTERNAL_CONSUMERS = frozenset({"record"})
 """Attached like viewers but not people watching: reported as ``consumers`` in stats."""
 
@@ -335,6 +338,8 @@ class StreamHub:
         self._await_keyframe = False
         self._pending: list[Frame] = []
         self._pending_key = -1
+        self._joins = 0
+        """Viewers who joined since the last flush (a herd stretches the tick)."""
         self._flush_handle: asyncio.TimerHandle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
         self.created = time.time()
@@ -521,7 +526,11 @@ class StreamHub:
         self._pending.append(frame)
         if self._flush_handle is None:
             per_viewer = self.config.write_coalesce_per_viewer_us
-            if per_viewer > 0:
+            if self._joins >= HERD_JOINS:
+                # Viewers are pouring in: merge as much as allowed, so the loop spends its
+                # time starting them (their prelude already holds the pending frames).
+                coalesce = max(coalesce, self.config.write_coalesce_max_ms)
+            elif per_viewer > 0:
                 grown = min(
                     self.config.write_coalesce_max_ms, len(self.viewers) * per_viewer // 1000
                 )
@@ -535,6 +544,7 @@ class StreamHub:
         if not self._pending:
             return
         batch = Batch(self._pending, self._pending_key)
+        self._joins = 0
         self._pending = []
         self._pending_key = -1
         self._deliver(batch)
@@ -575,6 +585,7 @@ class StreamHub:
         per join); the prelude already holds them, so the newcomer skips them at the flush.
         """
         viewer.hub = self
+        self._joins += 1
         viewer.skip_pending = len(self._pending)
         viewer.max_backlog = self.config.viewer_max_backlog_bytes
         frames_ok = self.gop_valid

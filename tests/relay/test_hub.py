@@ -238,3 +238,42 @@ async def test_coalesced_batches_join_frames_and_new_viewers_miss_nothing() -> N
     for t in (t1, t2):
         ts = [x.timestamp for x in tags(t) if x.tag_type == 9]
         assert ts == [0, 0, 33, 66, 99, 132], ts
+
+
+def _tick_after_push(reg: StreamRegistry, pub, joins: int, viewers: int) -> float:
+    """Seconds until the flush scheduled by the next frame, with ``viewers`` attached of
+    whom ``joins`` joined since the last flush."""
+    hub = reg.get("live", "tick")
+    loop = asyncio.get_running_loop()
+    for i in range(viewers):
+        v = Viewer(MemTransport(), HTTP_FLV_10, ViewerInfo("flv"))
+        hub.add_viewer(v, None)
+        if i >= joins:
+            hub._joins -= 1  # count only the last ``joins`` as new since the last flush
+    hub._flush()
+    pub.push(Kind.VIDEO, 5000, inter())
+    assert hub._flush_handle is not None
+    return hub._flush_handle.when() - loop.time()
+
+
+async def test_write_tick_grows_with_the_audience_and_with_a_join_herd() -> None:
+    kw = {"write_coalesce_ms": 30, "write_coalesce_max_ms": 90, "write_coalesce_per_viewer_us": 45}
+    for viewers, joins, expected in [(10, 0, 0.030), (1000, 0, 0.045), (4000, 0, 0.090)]:
+        reg = registry(**kw)
+        pub = reg.publish("live", "tick", PublisherInfo("test"))
+        pub.push(Kind.VIDEO, 0, AVC_HDR)
+        pub.push(Kind.VIDEO, 0, key())
+        delay = _tick_after_push(reg, pub, joins, viewers)
+        assert abs(delay - expected) < 0.005, (viewers, delay)
+    # 20 viewers, all just joined: a herd, so the tick is as long as allowed.
+    reg = registry(**kw)
+    pub = reg.publish("live", "tick", PublisherInfo("test"))
+    pub.push(Kind.VIDEO, 0, AVC_HDR)
+    pub.push(Kind.VIDEO, 0, key())
+    assert abs(_tick_after_push(reg, pub, 20, 20) - 0.090) < 0.005
+    # A fixed tick when the per-viewer growth is off.
+    reg = registry(**{**kw, "write_coalesce_per_viewer_us": 0})
+    pub = reg.publish("live", "tick", PublisherInfo("test"))
+    pub.push(Kind.VIDEO, 0, AVC_HDR)
+    pub.push(Kind.VIDEO, 0, key())
+    assert abs(_tick_after_push(reg, pub, 0, 4000) - 0.030) < 0.005

@@ -13,7 +13,7 @@ from core.runtime import RUNTIME
 from ingest.config import IngestConfig
 from ingest.hooks import Hooks
 from ingest.rtmp_server import RtmpServer
-from relay.http import PLAY_GUARD, REGISTRY
+from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY
 
 __all__ = ["RTMP_SERVER", "IngestConfig", "RtmpServer", "setup"]
 
@@ -34,16 +34,19 @@ def setup(
         async def guard(
             app_name: str, stream: str, protocol: str, remote: str, query: str
         ) -> tuple[bool, str]:
-            payload: dict[str, Any] = {
-                "app": app_name,
-                "stream": stream,
-                "ip": remote.rsplit(":", 1)[0],
-                "param": f"?{query}" if query else "",
-                "protocol": protocol,
-            }
-            return await hooks.call("on_play", payload)
+            return await hooks.call(
+                "on_play", _play_payload(app_name, stream, protocol, remote, query)
+            )
 
         app[PLAY_GUARD] = guard
+    if config.on_stop:
+
+        async def stopped(
+            app_name: str, stream: str, protocol: str, remote: str, query: str
+        ) -> None:
+            await hooks.call("on_stop", _play_payload(app_name, stream, protocol, remote, query))
+
+        app[PLAY_STOP] = stopped
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[RUNTIME]
@@ -75,3 +78,16 @@ def setup(
             await server.close()
 
     app.cleanup_ctx.append(ctx)
+
+
+def _play_payload(
+    app_name: str, stream: str, protocol: str, remote: str, query: str
+) -> dict[str, Any]:
+    """The SRS-style body of ``on_play`` / ``on_stop`` for an HTTP viewer."""
+    return {
+        "app": app_name,
+        "stream": stream,
+        "ip": remote.rsplit(":", 1)[0],
+        "param": f"?{query}" if query else "",
+        "protocol": protocol,
+    }

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from relay.formats import HTTP_FLV, HTTP_FLV_10
-from relay.http import PLAY_GUARD, REGISTRY
+from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY
 from relay.hub import StreamRegistry, Viewer, ViewerInfo
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ class PlaySniffer(asyncio.Protocol):
         "_app",
         "_buf",
         "_handler_factory",
+        "_hooked",
         "_registry",
         "_timer",
         "_trailing",
@@ -155,6 +156,7 @@ class PlaySniffer(asyncio.Protocol):
         self._handler_factory = handler_factory
         self._registry = registry
         self._app = app
+        self._hooked = app.get(PLAY_GUARD) is not None or app.get(PLAY_STOP) is not None
         self._buf = b""
         self._trailing = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -235,8 +237,8 @@ class PlaySniffer(asyncio.Protocol):
         if transport is None or trailing:
             return False
         hub = self._registry.get(req.app, req.stream)
-        if hub is None or not hub.ready or self._app.get(PLAY_GUARD) is not None:
-            return False  # 404 / edge pull / waiting for codecs / on_play hook: the slow path
+        if hub is None or not hub.ready or self._hooked:
+            return False  # 404 / edge pull / waiting for codecs / play hooks: the slow path
         fmt = HTTP_FLV_10 if req.http10 else HTTP_FLV
         peer = transport.get_extra_info("peername")
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""

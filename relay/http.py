@@ -22,8 +22,12 @@ logger = logging.getLogger(__name__)
 REGISTRY: web.AppKey[StreamRegistry] = web.AppKey("relay.registry", StreamRegistry)
 PLAY_GUARD: web.AppKey[Any] = web.AppKey("relay.play_guard", object)
 """Optional ``async (app, stream, protocol, remote, query) -> (ok, reason)`` (on_play hook)."""
+PLAY_STOP: web.AppKey[Any] = web.AppKey("relay.play_stop", object)
+"""Optional ``async (app, stream, protocol, remote, query) -> None`` (on_stop hook), awaited
+when an HTTP-FLV or WS-FLV viewer leaves."""
 
 WAIT_READY = 3.0
+_HOOK_TASKS: set[asyncio.Task[None]] = set()
 
 
 def _remote(request: web.Request) -> str:
@@ -52,9 +56,19 @@ async def flv_handler(request: web.Request) -> web.StreamResponse:
         head = web.Response(headers={"Content-Type": "video/x-flv"})
         _cors(head)
         return head
-    if is_ws:
-        return await _serve_ws(request, registry, app, name)
-    return await _serve_http(request, registry, app, name)
+    try:
+        if is_ws:
+            return await _serve_ws(request, registry, app, name)
+        return await _serve_http(request, registry, app, name)
+    finally:
+        stopped = request.app.get(PLAY_STOP)
+        if stopped is not None:
+            # A task of its own: the hook must run even when this handler is cancelled.
+            task = asyncio.create_task(
+                stopped(app, name, protocol, _remote(request), request.query_string)
+            )
+            _HOOK_TASKS.add(task)
+            task.add_done_callback(_HOOK_TASKS.discard)
 
 
 def _cors(resp: web.StreamResponse) -> None:

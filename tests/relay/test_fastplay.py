@@ -255,3 +255,31 @@ async def test_a_connection_that_never_finishes_its_head_is_answered_408(server,
     # A prompt request on another connection is unaffected.
     async with aiohttp.ClientSession() as s, s.get(f"{server.http_url}/healthz") as r:
         assert r.status == 200
+
+
+async def test_play_hooks_take_the_full_path_and_on_stop_is_called(server_factory) -> None:
+    from tests.integration.test_media_more import _hook_server
+
+    runner, url, calls = await _hook_server({})
+    try:
+        srv = await server_factory(ingest={"on_play": url, "on_stop": url})
+        pub = srv.app[REGISTRY].publish("live", "hooked", PublisherInfo("test"))
+        _feed(pub)
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.runtime.http_port)
+        writer.write(b"GET /live/hooked.flv?token=t1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers = await _head(reader)
+        assert status == "HTTP/1.1 200 OK" and "aiohttp" in headers["server"]  # asked on_play
+        assert [c["action"] for c in calls] == ["on_play"]
+        assert calls[0]["param"] == "?token=t1" and calls[0]["protocol"] == "flv"
+        await _dechunk(reader, 1)
+        writer.close()
+        n = 40
+        while not any(c["action"] == "on_stop" for c in calls):  # the next frames find it gone
+            pub.push(Kind.VIDEO, n * 33, b"\x27\x01\x00\x00\x00" + bytes(200))
+            n += 1
+            assert n < 400, calls
+            await asyncio.sleep(0.05)
+        stop = next(c for c in calls if c["action"] == "on_stop")
+        assert stop["stream"] == "hooked" and stop["protocol"] == "flv"
+    finally:
+        await runner.cleanup()

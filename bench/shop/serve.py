@@ -17,6 +17,7 @@ import time
 from aiohttp import web
 
 from control.app import create_app
+from control.cli import tune_gc
 from control.config import load_config
 from core.runtime import RUNTIME
 from shop_bridge import SHOP
@@ -59,6 +60,7 @@ async def main(args: argparse.Namespace) -> None:
         "bench",
     )
     secret = app[RUNTIME].secret  # buyers present viewer tokens signed with it
+    tune_gc()  # as `berrylive serve` does once it is up
     print(json.dumps({"port": port, "sale_id": sale["id"], "secret": secret}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,10 +2,12 @@
 
 Loads a sale with 10 000 000 stock through the same ``FlashStore`` the server uses, then
 runs the same ``buy.lua`` with distinct users in pipelines of --depth EVALSHA calls from
---clients concurrent connections for --seconds.
+--clients concurrent connections for --seconds; each call reserves for --batch buyers (1: one
+buy per script run; the server sends one run per sale per event-loop turn, ~40-80 buys).
 
     python -m bench.shop.lua_ceiling                         # embedded valkey-server
     python -m bench.shop.lua_ceiling --redis-url redis://127.0.0.1:6379/9
+    python -m bench.shop.lua_ceiling --depth 1 --batch 64      # as the server sends them
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from core.redis import EmbeddedValkey
 from shop_bridge.redis_store import FlashStore, idem_field
 
 
-async def client(store: FlashStore, sale_id: int, cid: int, depth: int, deadline: float) -> int:
+async def client(
+    store: FlashStore, sale_id: int, cid: int, depth: int, batch: int, deadline: float
+) -> int:
+    """``depth`` EVALSHA calls per pipeline, each reserving for ``batch`` distinct buyers."""
     k = store.keys(sale_id)
     done = 0
     n = 0
@@ -32,15 +37,15 @@ async def client(store: FlashStore, sale_id: int, cid: int, depth: int, deadline
         pipe = store.redis.pipeline(transaction=False)
         now = int(time.time() * 1000)
         for _ in range(depth):
-            user = f"c{cid}n{n}"
-            n += 1
-            payload = json.dumps({"u": user, "q": 1, "k": "k", "t": now})
-            pipe.evalsha(
-                store._buy.sha, 5, k.meta, k.stock, k.users, k.idem, k.journal,
-                now, user, 1, idem_field(user, "k"), f"o{cid}x{n}", payload,
-            )  # fmt: skip
+            args: list[object] = []
+            for _ in range(batch):
+                user = f"c{cid}n{n}"
+                n += 1
+                payload = json.dumps({"u": user, "q": 1, "k": "k", "t": now})
+                args += [now, user, 1, idem_field(user, "k"), f"o{cid}x{n}", payload]
+            pipe.evalsha(store._buy.sha, 5, k.meta, k.stock, k.users, k.idem, k.journal, *args)
         results = await pipe.execute()
-        done += sum(1 for r in results if r[0] == b"ok")
+        done += sum(1 for r in results for status in r[::2] if status == b"ok")
     return done
 
 
@@ -73,7 +78,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await store._buy(keys=[store.keys(sale_id).meta] * 5, args=[0, "w", 1, "w", "w", "{}"])
         t0 = time.perf_counter()
         counts = await asyncio.gather(
-            *(client(store, sale_id, c, args.depth, t0 + args.seconds) for c in range(args.clients))
+            *(
+                client(store, sale_id, c, args.depth, args.batch, t0 + args.seconds)
+                for c in range(args.clients)
+            )
         )
         elapsed = time.perf_counter() - t0
         await store.drop(sale_id)
@@ -87,6 +95,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "redis": args.redis_url or "embedded valkey (unix socket, AOF everysec)",
         "clients": args.clients,
         "pipeline_depth": args.depth,
+        "buys_per_script_run": args.batch,
         "buys_per_s": round(sum(counts) / elapsed),
     }
 
@@ -95,7 +104,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--redis-url", default="")
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--depth", type=int, default=100)
+    p.add_argument("--depth", type=int, default=100, help="EVALSHA calls per pipeline")
+    p.add_argument("--batch", type=int, default=1, help="buys per EVALSHA (the server batches)")
     p.add_argument("--seconds", type=float, default=5.0)
     args = p.parse_args()
     print(json.dumps(asyncio.run(run(args)), indent=2))

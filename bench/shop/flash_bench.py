@@ -77,14 +77,14 @@ async def buyer(
         writer.close()
 
 
-async def _cpu_window(pid: int, start: float, end: float) -> tuple[float, float, float]:
-    """CPU seconds used between ``start`` and ``end`` by the server process tree (with its
+async def _cpu_window(pids: list[int], start: float, end: float) -> tuple[float, float, float]:
+    """CPU seconds used between ``start`` and ``end`` by the server process trees (with an
     embedded valkey) and by this load generator, and the cores used by everything else."""
-    server = psutil.Process(pid)
+    servers = [psutil.Process(pid) for pid in pids]
     me = psutil.Process()
 
     def sample() -> tuple[float, float, float]:
-        procs = [server, *server.children(recursive=True)]
+        procs = [q for s in servers for q in (s, *s.children(recursive=True))]
         srv = 0.0
         for p in procs:
             with contextlib.suppress(psutil.Error):
@@ -106,6 +106,9 @@ async def _cpu_window(pid: int, start: float, end: float) -> tuple[float, float,
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
+    if args.nodes > 1 and not (args.database_url and args.redis_url):
+        raise SystemExit("--nodes > 1 needs --database-url and --redis-url (shared by the nodes)")
+    tails: list[str] = []
     with tempfile.TemporaryDirectory(prefix="berrylive-bench-") as data_dir:
         cmd = [sys.executable, "-m", "bench.shop.serve", "--data-dir", data_dir]
         if args.database_url:
@@ -114,11 +117,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             cmd += ["--redis-url", args.redis_url]
         if args.profile:
             cmd += ["--profile", args.profile]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)]
         try:
-            assert proc.stdout is not None
-            ready = json.loads(proc.stdout.readline())
-            port, sale_id, secret = ready["port"], ready["sale_id"], ready["secret"]
+            assert procs[0].stdout is not None
+            ready = json.loads(procs[0].stdout.readline())
+            sale_id, secret = ready["sale_id"], ready["secret"]
+            ports = [ready["port"]]
+            for _ in range(args.nodes - 1):  # more nodes on the same database and Redis
+                more = [*cmd, "--sale-id", str(sale_id), "--prefix", ready["prefix"]]
+                procs.append(subprocess.Popen(more, stdout=subprocess.PIPE, text=True))
+                assert procs[-1].stdout is not None
+                ports.append(json.loads(procs[-1].stdout.readline())["port"])
             run_id = os.urandom(3).hex()  # distinct users in every run (a reused database)
             lat: list[float] = []
             when: list[float] = []
@@ -128,16 +137,29 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             deadline = warm_until + args.seconds
             buyers = asyncio.gather(
                 *(
-                    buyer(port, secret, sale_id, i, run_id, deadline, warm_until, lat, when, codes)
+                    buyer(
+                        ports[i % len(ports)],
+                        secret,
+                        sale_id,
+                        i,
+                        run_id,
+                        deadline,
+                        warm_until,
+                        lat,
+                        when,
+                        codes,
+                    )
                     for i in range(args.concurrency)
                 )
             )
-            cpu = asyncio.ensure_future(_cpu_window(proc.pid, warm_until, deadline))
+            pids = [p.pid for p in procs]
+            cpu = asyncio.ensure_future(_cpu_window(pids, warm_until, deadline))
             await buyers
             cpu_s, gen_s, other = await cpu
         finally:
-            proc.terminate()
-            tail = proc.communicate(timeout=60)[0]
+            for proc in reversed(procs):  # the first node tidies the shared Redis: last
+                proc.terminate()
+                tails.append(proc.communicate(timeout=60)[0])
     if args.dump:  # one line per buy: seconds into the window, latency in ms
         with open(args.dump, "w") as f:
             f.writelines(f"{w:.4f} {x * 1000:.2f}\n" for w, x in zip(when, lat, strict=True))
@@ -161,7 +183,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "loadgen_cpu_pct": round(100 * gen_s / args.seconds, 1),
         "other_load_cores": round(other, 2),
         "loadavg_1m": round(os.getloadavg()[0], 2),
-        "server": tail.strip().splitlines()[-1] if tail.strip() else "",
+        "nodes": args.nodes,
+        "server": [t.strip().splitlines()[-1] for t in reversed(tails) if t.strip()],
     }
 
 
@@ -172,6 +195,9 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--database-url", default="")
     p.add_argument("--redis-url", default="")
+    p.add_argument(
+        "--nodes", type=int, default=1, help="server processes on the same database and Redis"
+    )
     p.add_argument("--dump", default="", help="write each buy's time and latency to this file")
     p.add_argument("--profile", default="", help="profile the server into this file")
     args = p.parse_args()

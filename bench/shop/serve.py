@@ -1,7 +1,9 @@
 """Start a full berrylive node for the flash-sale benchmark and create one big sale.
 
-Prints one JSON line ``{"port", "sale_id"}`` when ready; stops on SIGTERM/SIGINT.
-Usage: python -m bench.shop.serve --data-dir DIR [--database-url URL] [--redis-url URL]
+Prints one JSON line ``{"port", "sale_id", "secret", "prefix"}`` when ready; stops on
+SIGTERM/SIGINT. Usage: python -m bench.shop.serve --data-dir DIR [--database-url URL]
+[--redis-url URL]. Further nodes of the same run (same data dir, so the same secret; same
+database, Redis and key prefix) get ``--sale-id ID --prefix P`` and create nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ async def main(args: argparse.Namespace) -> None:
         env["DATABASE_URL"] = args.database_url
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
-    prefix = f"bench:{os.getpid()}:shop"
+    prefix = args.prefix or f"bench:{os.getpid()}:shop"
     env["BERRYLIVE_SHOP_REDIS_PREFIX"] = prefix
     cfg = load_config(
         None, env=env, host="127.0.0.1", http_port=0, rtmp_port=0, data_dir=args.data_dir
@@ -43,25 +45,31 @@ async def main(args: argparse.Namespace) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     svc = app[SHOP]
-    product = await svc.create_product(
-        {"title": "bench", "skus": [{"price_fen": 9900, "stock": 10**6, "specs": {}}]}
-    )
-    now = int(time.time() * 1000)
-    sale = await svc.create_flash_sale(
-        {
-            "broadcast_id": "1",
-            "sku_id": product["skus"][0]["id"],
-            "sale_price_fen": 990,
-            "sale_stock": 100_000,
-            "per_user_limit": 1,
-            "starts_ms": now - 1000,
-            "ends_ms": now + 3600_000,
-        },
-        "bench",
-    )
+    sale_id = args.sale_id  # another node of the same run: the sale exists already
+    if not sale_id:
+        product = await svc.create_product(
+            {"title": "bench", "skus": [{"price_fen": 9900, "stock": 10**6, "specs": {}}]}
+        )
+        now = int(time.time() * 1000)
+        sale = await svc.create_flash_sale(
+            {
+                "broadcast_id": "1",
+                "sku_id": product["skus"][0]["id"],
+                "sale_price_fen": 990,
+                "sale_stock": 100_000,
+                "per_user_limit": 1,
+                "starts_ms": now - 1000,
+                "ends_ms": now + 3600_000,
+            },
+            "bench",
+        )
+        sale_id = sale["id"]
     secret = app[RUNTIME].secret  # buyers present viewer tokens signed with it
     tune_gc()  # as `berrylive serve` does once it is up
-    print(json.dumps({"port": port, "sale_id": sale["id"], "secret": secret}), flush=True)
+    print(
+        json.dumps({"port": port, "sale_id": sale_id, "secret": secret, "prefix": prefix}),
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,7 +84,7 @@ async def main(args: argparse.Namespace) -> None:
         "write_batch_mean": round(written / max(1, svc.writer.batches), 1),
         "insert_ms_mean": round(1000 * svc.writer.insert_seconds / max(1, svc.writer.batches), 2),
     }
-    if args.redis_url:  # leave nothing behind in a shared Redis
+    if args.redis_url and not args.sale_id:  # leave nothing behind in a shared Redis
         keys = [k async for k in svc.redis.scan_iter(match="{" + prefix + ":*", count=1000)]
         for i in range(0, len(keys), 500):
             await svc.redis.unlink(*keys[i : i + 500])
@@ -90,6 +98,8 @@ if __name__ == "__main__":
     p.add_argument("--database-url", default="")
     p.add_argument("--redis-url", default="")
     p.add_argument("--profile", default="", help="write cProfile stats to this file")
+    p.add_argument("--prefix", default="", help="Redis key prefix (shared by the run's nodes)")
+    p.add_argument("--sale-id", type=int, default=0, help="another node: buy from this sale")
     logging.basicConfig(level=logging.WARNING)
     try:
         import uvloop

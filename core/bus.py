@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -35,7 +36,7 @@ class Event:
 
     topic: str
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: os.urandom(16).hex())  # like uuid4().hex
     ts: float = field(default_factory=time.time)
     node: str = ""
 

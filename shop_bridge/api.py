@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
@@ -409,7 +410,12 @@ async def buy(request: web.Request) -> web.Response:
     key = body.ident("idempotency_key")
     channel = body.ident("channel", default="live")
     order, created = await svc.buy(sale_id, user, qty, key, channel)
-    return _json(order_view(order), 201 if created else 200)
+    return web.Response(  # orjson: the hot route's answer, ~10x cheaper than json.dumps
+        body=orjson.dumps(order_view(order)),
+        status=201 if created else 200,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 # -- orders ---------------------------------------------------------------------------------

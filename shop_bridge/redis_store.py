@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import orjson
+
 logger = logging.getLogger(__name__)
 
 
@@ -136,7 +138,7 @@ class FlashStore:
                 b.qty,
                 idem_field(b.user, b.idem_key),
                 b.order_id,
-                json.dumps(b.journal, separators=(",", ":")),
+                orjson.dumps(b.journal),
             )
         res = await self._buy(keys=[k.meta, k.stock, k.users, k.idem, k.journal], args=args)
         if len(res) != 2 * len(buys):

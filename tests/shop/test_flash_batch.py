@@ -194,3 +194,25 @@ async def test_buyers_share_one_read_of_an_expired_sale_context(shop) -> None:
     )
     assert all(created for _, created in results)
     assert reads == 1
+
+
+async def test_sqlite_writer_leaves_wal_checkpoints_to_its_own_thread(shop) -> None:
+    """The writer's commits never checkpoint (the fsync would hold up a batch of buyers);
+    the checkpoint thread does it after commits."""
+    svc = shop.svc
+    sqlite = svc.writer._sqlite
+    if sqlite is None:
+        assert svc.engine.dialect.name != "sqlite"
+        return  # PostgreSQL: no WAL to manage
+    with sqlite.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=20, limit=1)
+    before = sqlite.checkpoints
+    results = await asyncio.gather(
+        *(svc.buy(sale["id"], f"ck{i}", 1, "k", "live") for i in range(20))
+    )
+    assert all(created for _, created in results)
+    async with asyncio.timeout(10):
+        while sqlite.checkpoints == before:
+            await asyncio.sleep(0.05)

@@ -461,12 +461,12 @@ OPENAPI_PATHS: J = {
     },
     "/api/flash-sales": {
         "post": _op(
-            "Create a flash sale",
+            "Create a flash sale (its stock is taken from the SKU's: 409 insufficient_stock)",
             STAFF,
             _ref("ShopFlashSale"),
             _ref("ShopFlashSaleIn"),
             "201",
-            errors=(400, 422),
+            errors=(400, 409, 422),
         ),
     },
     "/api/flash-sales/{sale_id}": {

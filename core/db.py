@@ -24,6 +24,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 logger = logging.getLogger(__name__)
 
 
+def sqlite_pragmas(dbapi_conn: Any, *extra: str) -> None:
+    """What every SQLite connection of ours runs first: WAL, ``synchronous=NORMAL``,
+    foreign keys and a busy timeout, then any ``extra`` statements."""
+    cur = dbapi_conn.cursor()
+    for statement in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=30000",
+        *extra,
+    ):
+        cur.execute(statement)
+    cur.close()
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
@@ -31,13 +46,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            sqlite_pragmas(dbapi_conn)
 
         return engine
     kwargs.setdefault("pool_size", 10)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.bus import EventBus
+from core.db import sqlite_pragmas
 from shop_bridge.models import COUPONS, ORDERS, SALES, SKUS, TRANSITIONS
 from shop_bridge.redis_store import NOT_LOADED, RELEASED, SETTLED, FlashStore
 from shop_bridge.state import EVENT_TOPICS, IllegalTransition, OrderState, transition
@@ -554,10 +555,4 @@ class _SqliteThread:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA wal_autocheckpoint=0")  # see _SqliteThread
-    cur.close()
+    sqlite_pragmas(dbapi_conn, "PRAGMA wal_autocheckpoint=0")  # see _SqliteThread

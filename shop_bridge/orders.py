@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import URL, event, insert, or_, select, update
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -79,34 +80,11 @@ class OrderBook:
     async def insert_orders(
         self, rows: list[dict[str, Any]], actor: str = "", reason: str = "placed"
     ) -> list[str]:
-        """Insert orders (with their "created" log rows) in one transaction if possible.
-
-        Returns ``inserted`` or ``exists`` per row. A conflict (the same order id written by
-        reconciliation, or a reused idempotency key) makes the batch fall back to one
-        transaction per row so the other rows are unaffected.
-        """
+        """Insert orders with their "created" log rows (see :func:`_insert_with_fallback`)."""
         if not rows:
             return []
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(ORDERS), rows)
-                await conn.execute(
-                    insert(TRANSITIONS), [_created_log(r, actor, reason) for r in rows]
-                )
-            return [INSERTED] * len(rows)
-        except IntegrityError:
-            if len(rows) == 1:
-                return [EXISTS]
-        out: list[str] = []
-        for row in rows:
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(insert(ORDERS), [row])
-                    await conn.execute(insert(TRANSITIONS), [_created_log(row, actor, reason)])
-                out.append(INSERTED)
-            except IntegrityError:
-                out.append(EXISTS)
-        return out
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_insert_with_fallback, rows, actor, reason)
 
     async def publish_created(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -327,6 +305,35 @@ class OrderBook:
             return [dict(r) for r in res.mappings()]
 
 
+def _insert_with_fallback(
+    conn: Connection, rows: list[dict[str, Any]], actor: str, reason: str
+) -> list[str]:
+    """Insert orders (with their "created" log rows) in one transaction if possible.
+
+    Returns ``inserted`` or ``exists`` per row. A conflict (the same order id written by
+    reconciliation, or a reused idempotency key) makes the batch fall back to one
+    transaction per row so the other rows are unaffected.
+    """
+    try:
+        with conn.begin():
+            conn.execute(insert(ORDERS), rows)
+            conn.execute(insert(TRANSITIONS), [_created_log(r, actor, reason) for r in rows])
+        return [INSERTED] * len(rows)
+    except IntegrityError:
+        if len(rows) == 1:
+            return [EXISTS]
+    out: list[str] = []
+    for row in rows:
+        try:
+            with conn.begin():
+                conn.execute(insert(ORDERS), [row])
+                conn.execute(insert(TRANSITIONS), [_created_log(row, actor, reason)])
+            out.append(INSERTED)
+        except IntegrityError:
+            out.append(EXISTS)
+    return out
+
+
 def _created_log(row: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
     return {
         "order_id": row["id"],
@@ -512,27 +519,10 @@ class _SqliteThread:
         return await loop.run_in_executor(self.executor, self._insert, rows)
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[str]:
-        """The same outcome as :meth:`OrderBook.insert_orders`: one transaction, or one per
-        row after a conflict so the other rows are unaffected."""
+        """The same as :meth:`OrderBook.insert_orders`, on this thread's connection."""
         self.commits += 1
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(ORDERS), rows)
-                conn.execute(insert(TRANSITIONS), [_created_log(r, "", "placed") for r in rows])
-            return [INSERTED] * len(rows)
-        except IntegrityError:
-            if len(rows) == 1:
-                return [EXISTS]
-        out: list[str] = []
-        for row in rows:
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert(ORDERS), [row])
-                    conn.execute(insert(TRANSITIONS), [_created_log(row, "", "placed")])
-                out.append(INSERTED)
-            except IntegrityError:
-                out.append(EXISTS)
-        return out
+        with self.engine.connect() as conn:
+            return _insert_with_fallback(conn, rows, "", "placed")
 
     def _checkpoint_loop(self) -> None:
         seen = 0

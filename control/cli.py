@@ -51,14 +51,17 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run the server until SIGINT/SIGTERM (or cancellation)."""
-    app = create_app(config)
+async def start_http(
+    config: Config, app: web.Application, shutdown_timeout: float = 5
+) -> web.AppRunner:
+    """Start ``app``'s HTTP listener (the HTTP-FLV fast path in front of aiohttp), record
+    and log its port, then tune the GC now that the app is built. Stop with
+    ``runner.cleanup()``."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=5,
+        shutdown_timeout=shutdown_timeout,
         # SO_KEEPALIVE's 2-hour default finds nothing our own timeouts and pings do not,
         # and setting it costs a syscall and a Python socket object per connection.
         tcp_keepalive=False,
@@ -73,13 +76,21 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             backlog=config.server.listen_backlog,
         )
         await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        host, port = sockets[0].getsockname()[:2]
-        app[RUNTIME].http_port = port
-        logger.info("http listening on %s:%d", host, port)
-        tune_gc()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    sockets = getattr(site._server, "sockets", None) or []
+    host, port = sockets[0].getsockname()[:2]
+    app[RUNTIME].http_port = port
+    logger.info("http listening on %s:%d", host, port)
+    tune_gc()
+    return runner
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM (or cancellation)."""
+    runner = await start_http(config, create_app(config))
+    try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import replace
 
-from control.cli import _install_uvloop, tune_gc
+from control.cli import _install_uvloop, start_http
 from control.config import Config, load_config
 from core.ffmpeg import ffmpeg_exe
 from core.proc import stop_process
@@ -52,31 +52,13 @@ def anchor_args(url: str, size: str = "1280x720", fps: int = 30, bitrate: str = 
 
 
 async def run(config: Config, stream: str) -> None:
-    from aiohttp import web
-
     from control.app import create_app
-    from relay.fastplay import PlaySite
 
     app = create_app(config)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=3, tcp_keepalive=False
-    )
-    await runner.setup()
+    runner = await start_http(config, app, shutdown_timeout=3)
     anchor: asyncio.subprocess.Process | None = None
     try:
-        site = PlaySite(
-            runner,
-            config.server.host,
-            config.server.http_port,
-            reuse_address=True,
-            backlog=config.server.listen_backlog,
-        )
-        await site.start()
-        tune_gc()
         rt = app[RUNTIME]
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        rt.http_port = sockets[0].getsockname()[1]
         host = config.public_host()
         push = auth.push_url(
             f"rtmp://{host}:{rt.rtmp_port}", rt.secret, "live", stream, int(time.time()) + 86400

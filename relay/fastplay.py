@@ -136,7 +136,6 @@ class PlaySniffer(asyncio.Protocol):
     """The first protocol of each HTTP connection (see the module docstring)."""
 
     __slots__ = (
-        "_app",
         "_buf",
         "_handler_factory",
         "_hooked",
@@ -151,12 +150,12 @@ class PlaySniffer(asyncio.Protocol):
         self,
         handler_factory: Callable[[], asyncio.Protocol],
         registry: StreamRegistry,
-        app: web.Application,
+        hooked: bool,
     ) -> None:
         self._handler_factory = handler_factory
         self._registry = registry
-        self._app = app
-        self._hooked = app.get(PLAY_GUARD) is not None or app.get(PLAY_STOP) is not None
+        self._hooked = hooked
+        """Play hooks are configured: every play takes the full path (they are async)."""
         self._buf = b""
         self._trailing = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -282,9 +281,10 @@ class PlaySite(web.TCPSite):
         if app is None or registry is None:
             factory: Callable[[], asyncio.BaseProtocol] = handler_factory
         else:
+            hooked = app.get(PLAY_GUARD) is not None or app.get(PLAY_STOP) is not None
 
             def factory() -> asyncio.BaseProtocol:
-                return PlaySniffer(handler_factory, registry, app)
+                return PlaySniffer(handler_factory, registry, hooked)
 
         self._server = await loop.create_server(
             factory,

@@ -154,7 +154,6 @@ class Order(Base):
         Index("ix_shop_orders_state_expires", "state", "expires_ms"),
         Index("ix_shop_orders_broadcast", "broadcast_id"),
         Index("ix_shop_orders_sale", "flash_sale_id"),
-        Index("ix_shop_orders_user", "user_id", "created_ms"),
         CheckConstraint("quantity >= 1", name="quantity"),
         CheckConstraint("amount_fen >= 0", name="amount"),
     )

@@ -204,8 +204,11 @@ async def test_sqlite_writer_leaves_wal_checkpoints_to_its_own_thread(shop) -> N
     if sqlite is None:
         assert svc.engine.dialect.name != "sqlite"
         return  # PostgreSQL: no WAL to manage
-    with sqlite.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    autocheckpoint = await asyncio.get_running_loop().run_in_executor(
+        sqlite.executor,
+        lambda: sqlite.writer_connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+    )
+    assert autocheckpoint == 0
     product = await make_product(shop.api)
     sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=20, limit=1)
     before = sqlite.checkpoints

@@ -16,12 +16,13 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from core.ids import random_hex
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class Event:
 
     topic: str
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: os.urandom(16).hex())  # like uuid4().hex
+    id: str = field(default_factory=lambda: random_hex(16))  # like uuid4().hex
     ts: float = field(default_factory=time.time)
     node: str = ""
 

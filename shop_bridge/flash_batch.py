@@ -34,13 +34,16 @@ class BuyBatcher:
         self._scheduled = False
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         """Script runs sent (with :attr:`buys`, the mean batch size; for benchmarks)."""
         self.buys = 0
 
     def buy(self, sale_id: int, args: BuyArgs) -> asyncio.Future[BuyResult]:
         """Queue one reservation; the future resolves with its result (or the batch's error)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # once: get_running_loop() costs a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[BuyResult] = loop.create_future()
         self._pending.setdefault(sale_id, []).append((args, fut))
         if not self._scheduled:
@@ -50,7 +53,7 @@ class BuyBatcher:
 
     def _flush(self) -> None:
         self._scheduled = False
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         while self._pending and self._inflight < self.max_inflight:
             sale_id = next(iter(self._pending))
             queue = self._pending[sale_id]

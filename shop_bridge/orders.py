@@ -402,6 +402,7 @@ class OrderWriter:
         self._sqlite: _SqliteThread | None = None
         self._durable: list[dict[str, Any]] = []
         self._durable_ready = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.committed = 0
         self.batches = 0
         """Transactions written (``committed / batches`` is the mean batch; for benchmarks)."""
@@ -441,7 +442,10 @@ class OrderWriter:
             self._sqlite = None
 
     async def write(self, row: dict[str, Any]) -> str:
-        item = _Pending(row, asyncio.get_running_loop().create_future())
+        loop = self._loop
+        if loop is None:  # once: get_running_loop() costs a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
+        item = _Pending(row, loop.create_future())
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.bus import Event, EventBus
+from core.ids import random_hex
 from shop_bridge import payments
 from shop_bridge.cache import BoundedCache
 from shop_bridge.config import ShopConfig
@@ -850,7 +850,7 @@ class ShopService:
         # 32 hex digits like before: the time first (orders of a burst land next to each
         # other in the primary-key and order-id indexes, not on random pages), then 80
         # random bits (ids stay unguessable)
-        order_id = f"{now:012x}{os.urandom(10).hex()}"
+        order_id = f"{now:012x}{random_hex(10)}"
         journal = {
             "u": user_id,
             "q": quantity,

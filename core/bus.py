@@ -107,6 +107,8 @@ class EventBus:
     def __init__(self, node: str | None = None, queue_size: int = 4096) -> None:
         self.node = node or uuid.uuid4().hex[:12]
         self._subs: list[_Subscription] = []
+        self._by_topic: dict[str, list[_Subscription]] = {}
+        """The subscriptions each topic seen so far matches (cleared when they change)."""
         self._queue_size = queue_size
         self.published = 0
 
@@ -115,26 +117,36 @@ class EventBus:
         sub = _Subscription(pattern, handler, self._queue_size)
         sub.task = asyncio.get_running_loop().create_task(sub.run(), name=f"bus:{pattern}")
         self._subs.append(sub)
+        self._by_topic.clear()
 
         def unsubscribe() -> None:
             if sub in self._subs:
                 self._subs.remove(sub)
+                self._by_topic.clear()
             if sub.task is not None:
                 sub.task.cancel()
 
         return unsubscribe
 
+    def _matching(self, topic: str) -> list[_Subscription]:
+        subs = self._by_topic.get(topic)
+        if subs is None:
+            subs = [s for s in self._subs if topic_matches(s.pattern, topic)]
+            if len(self._by_topic) >= 1024:  # topics are a small fixed set; bound it anyway
+                self._by_topic.clear()
+            self._by_topic[topic] = subs
+        return subs
+
     def _deliver(self, event: Event) -> None:
-        for sub in self._subs:
-            if topic_matches(sub.pattern, event.topic):
-                try:
-                    sub.queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    sub.dropped += 1
-                    if sub.dropped == 1 or sub.dropped % 1000 == 0:
-                        logger.warning(
-                            "subscriber %s is slow: %d events dropped", sub.pattern, sub.dropped
-                        )
+        for sub in self._matching(event.topic):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.dropped += 1
+                if sub.dropped == 1 or sub.dropped % 1000 == 0:
+                    logger.warning(
+                        "subscriber %s is slow: %d events dropped", sub.pattern, sub.dropped
+                    )
 
     async def publish(self, topic: str, data: dict[str, Any] | None = None) -> Event:
         """Publish an event to every local subscriber (and other nodes, if any)."""
@@ -178,6 +190,7 @@ class EventBus:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sub.task
         self._subs.clear()
+        self._by_topic.clear()
 
 
 class InProcessBus(EventBus):

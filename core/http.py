@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -51,10 +52,12 @@ async def read_json(request: web.Request, max_size: int = MAX_JSON_BODY) -> dict
     if not raw:
         fail(400, "empty_body", "a JSON object is required")
     try:
-        data = json.loads(raw)
-    except UnicodeDecodeError:
-        fail(400, "bad_encoding", "body is not valid UTF-8")
-    except json.JSONDecodeError as exc:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            fail(400, "bad_encoding", "body is not valid UTF-8")
         fail(400, "bad_json", f"body is not valid JSON: {exc.msg} at {exc.pos}")
     if not isinstance(data, dict):
         fail(400, "bad_json", "body must be a JSON object")

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import functools
 import hmac
 import json
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+
+import orjson
 
 __all__ = ["Role", "TokenError", "Viewer", "issue_token", "verify_token"]
 
@@ -68,8 +70,10 @@ class Viewer:
         return self.role
 
 
+@functools.lru_cache(maxsize=8)
 def _key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"berrylive.danmaku.token.v1", hashlib.sha256).digest()
+    """The signing key derived from the server secret (a handful of secrets per process)."""
+    return hmac.digest(secret.encode(), b"berrylive.danmaku.token.v1", "sha256")
 
 
 def _b64(data: bytes) -> str:
@@ -106,7 +110,7 @@ def issue_token(
         claims["room"] = room
     body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
     signed = f"{_VERSION}.{body}"
-    sig = hmac.new(_key(secret), signed.encode(), hashlib.sha256).digest()
+    sig = hmac.digest(_key(secret), signed.encode(), "sha256")
     return f"{signed}.{_b64(sig)}"
 
 
@@ -124,12 +128,12 @@ def verify_token(secret: str, token: object, *, now: float | None = None) -> Vie
         raw = _unb64(parts[1])
     except (binascii.Error, ValueError):
         raise TokenError("bad_token", "token is not base64url") from None
-    expected = hmac.new(_key(secret), f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
+    expected = hmac.digest(_key(secret), f"{parts[0]}.{parts[1]}".encode(), "sha256")
     if not hmac.compare_digest(sig, expected):
         raise TokenError("bad_signature", "token signature does not match")
     try:
-        claims = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        claims = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise TokenError("bad_token", "token claims are not JSON") from None
     if not isinstance(claims, dict):
         raise TokenError("bad_token", "token claims must be an object")

@@ -58,6 +58,23 @@ async def test_bus_delivers_by_pattern_and_isolates_failures() -> None:
     await bus.close()
 
 
+async def test_bus_subscribers_added_or_removed_after_a_topic_was_seen() -> None:
+    """The per-topic subscriber lists follow subscribe / unsubscribe."""
+    bus = InProcessBus()
+    first: list[int] = []
+    later: list[int] = []
+    unsub = bus.subscribe("order.*", lambda e: first.append(e.data["n"]))
+    await bus.publish("order.created", {"n": 1})
+    bus.subscribe("*", lambda e: later.append(e.data["n"]))
+    await bus.publish("order.created", {"n": 2})
+    unsub()
+    await bus.publish("order.created", {"n": 3})
+    await bus.drain()
+    assert first == [1, 2]
+    assert later == [2, 3]
+    await bus.close()
+
+
 async def test_publish_many_reaches_local_and_remote_subscribers_in_order(server) -> None:
     import asyncio
 

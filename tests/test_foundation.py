@@ -67,6 +67,7 @@ async def test_bus_subscribers_added_or_removed_after_a_topic_was_seen() -> None
     await bus.publish("order.created", {"n": 1})
     bus.subscribe("*", lambda e: later.append(e.data["n"]))
     await bus.publish("order.created", {"n": 2})
+    await bus.drain()  # unsubscribing stops the subscriber's task
     unsub()
     await bus.publish("order.created", {"n": 3})
     await bus.drain()

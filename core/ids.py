@@ -18,11 +18,10 @@ class _RandomPool:
     __slots__ = ("_buf", "_lock", "_pos")
 
     def __init__(self) -> None:
-        self._buf = b""
-        self._pos = 0
-        self._lock = threading.Lock()
+        self.reset()
 
     def reset(self) -> None:
+        """Empty (a new lock too: a forked child must not inherit a held one)."""
         self._buf = b""
         self._pos = 0
         self._lock = threading.Lock()

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from core.ids import random_hex
 
 logger = logging.getLogger(__name__)
@@ -41,21 +43,18 @@ class Event:
     ts: float = field(default_factory=time.time)
     node: str = ""
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "topic": self.topic,
-                "data": self.data,
-                "id": self.id,
-                "ts": self.ts,
-                "node": self.node,
-            },
-            separators=(",", ":"),
-        )
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "data": self.data,
+            "id": self.id,
+            "ts": self.ts,
+            "node": self.node,
+        }
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> Event:
-        obj = json.loads(raw)
+    def from_obj(cls, obj: Any) -> Event:
+        """The event of a decoded JSON object (ValueError if it is not one)."""
         if not isinstance(obj, dict) or not isinstance(obj.get("topic"), str):
             raise ValueError("not an event")
         data = obj.get("data")
@@ -68,6 +67,36 @@ class Event:
             ts=float(obj.get("ts", 0.0)),
             node=str(obj.get("node", "")),
         )
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """One pub/sub message: a JSON array of event objects."""
+    return _dumps([e.to_dict() for e in events])
+
+
+def decode_events(raw: str | bytes) -> tuple[list[Event], int]:
+    """The events of a message (an array of event objects, or one object as sent before
+    events travelled in batches) and how many of its entries were malformed."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return [], 1
+    events: list[Event] = []
+    bad = 0
+    for item in obj if isinstance(obj, list) else [obj]:
+        try:
+            events.append(Event.from_obj(item))
+        except (ValueError, TypeError):
+            bad += 1
+    return events, bad
+
+
+def _dumps(obj: Any) -> bytes:
+    """orjson, else the standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
@@ -198,38 +227,42 @@ class InProcessBus(EventBus):
 
 
 class RedisBus(EventBus):
-    """Events also travel over Redis pub/sub (``berrylive:events:<topic>``) to other nodes.
+    """Events also travel over Redis pub/sub to other nodes.
+
+    Each node publishes on its own channel (``berrylive:events:from:<node>``), the events
+    of one :meth:`publish_many` together as one message (a JSON array, at most
+    ``MESSAGE_EVENTS`` per message): a burst of orders costs one command and one message
+    per node, not one per event. Every node listens on ``berrylive:events:*`` and skips
+    its own channel without decoding it.
 
     Local subscribers get an event at once; other nodes get it through Redis. Redis
     pub/sub is at-most-once: while Redis is unreachable, remote delivery is lost, which is
     counted (``lost_remote``) and logged, and the subscriber reconnects with backoff.
     """
 
+    MESSAGE_EVENTS = 256
+
     def __init__(self, redis: Any, node: str | None = None, queue_size: int = 4096) -> None:
         super().__init__(node=node, queue_size=queue_size)
         self._redis = redis
+        self.channel = f"{CHANNEL_PREFIX}from:{self.node}"
+        self._own = {self.channel, self.channel.encode()}
         self._listener: asyncio.Task[None] | None = None
         self.lost_remote = 0
         self.connected = asyncio.Event()
 
     async def _send_remote(self, event: Event) -> None:
-        try:
-            await self._redis.publish(CHANNEL_PREFIX + event.topic, event.to_json())
-        except Exception as exc:
-            self.lost_remote += 1
-            logger.warning("event %s not sent to other nodes: %s", event.topic, exc)
+        await self._send_remote_many([event])
 
     async def _send_remote_many(self, events: list[Event]) -> None:
-        if not events:
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.publish(CHANNEL_PREFIX + event.topic, event.to_json())
-                await pipe.execute()
-        except Exception as exc:
-            self.lost_remote += len(events)
-            logger.warning("%d events not sent to other nodes: %s", len(events), exc)
+        step = self.MESSAGE_EVENTS
+        for i in range(0, len(events), step):
+            chunk = events[i : i + step]
+            try:
+                await self._redis.publish(self.channel, encode_events(chunk))
+            except Exception as exc:
+                self.lost_remote += len(chunk)
+                logger.warning("%d events not sent to other nodes: %s", len(chunk), exc)
 
     async def start(self) -> None:
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="bus:redis")
@@ -247,15 +280,14 @@ class RedisBus(EventBus):
                 self.connected.set()
                 backoff = 0.1
                 async for message in pubsub.listen():
-                    if message.get("type") != "pmessage":
+                    if message.get("type") != "pmessage" or message.get("channel") in self._own:
                         continue
-                    try:
-                        event = Event.from_json(message["data"])
-                    except (ValueError, TypeError, KeyError):
-                        logger.warning("event bus: ignoring malformed message")
-                        continue
-                    if event.node != self.node:
-                        self._deliver(event)
+                    events, bad = decode_events(message["data"])
+                    if bad:
+                        logger.warning("event bus: ignoring %d malformed events", bad)
+                    for event in events:
+                        if event.node != self.node:
+                            self._deliver(event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from control.config import ConfigError, load_config
 from core.bus import InProcessBus
@@ -99,3 +101,60 @@ async def test_publish_many_reaches_local_and_remote_subscribers_in_order(server
     assert a.lost_remote == 0
     await a.close()
     await b.close()
+
+
+async def test_redis_bus_batches_skips_own_channel_and_survives_garbage(server) -> None:
+    import asyncio
+
+    from core.bus import CHANNEL_PREFIX, RedisBus
+
+    redis = server.runtime.redis
+    a = RedisBus(redis, node="a2")
+    b = RedisBus(redis, node="b2")
+    await a.start()
+    await b.start()
+    remote: list[tuple[str, int]] = []
+    local: list[int] = []
+    a.subscribe("order.*", lambda e: local.append(e.data["n"]))
+    b.subscribe("order.*", lambda e: remote.append((e.node, e.data["n"])))
+    # garbage from a broken or foreign publisher is dropped; the listener keeps going
+    for raw in (b"\xff\x00not json", b"[1, {}]", b'{"topic": 5}', b"[]"):
+        assert await redis.publish(CHANNEL_PREFIX + "from:x", raw) >= 1
+    # a single event object (as nodes sent before batching) still arrives
+    one = b'{"topic": "order.created", "data": {"n": -1}, "id": "i", "ts": 1.0, "node": "old"}'
+    await redis.publish(CHANNEL_PREFIX + "order.created", one)
+    n = a.MESSAGE_EVENTS + 10  # more than one message's worth
+    await a.publish_many([("order.created", {"n": i}) for i in range(n)])
+    async with asyncio.timeout(10):
+        while len(remote) < n + 1:
+            await asyncio.sleep(0.01)
+    await a.drain()
+    assert remote == [("old", -1)] + [("a2", i) for i in range(n)]
+    # a's own messages were not delivered to it a second time through Redis
+    assert sorted(local) == list(range(-1, n))
+    await a.close()
+    await b.close()
+
+
+def test_decode_events_formats() -> None:
+    from core.bus import Event, decode_events, encode_events
+
+    evs = [Event("a.b", {"k": [1, 2]}, node="n"), Event("c", {1: 2**70}, node="n")]
+    back, bad = decode_events(encode_events(evs))
+    assert bad == 0 and [(e.topic, e.data, e.id, e.node) for e in back] == [
+        ("a.b", {"k": [1, 2]}, evs[0].id, "n"),
+        ("c", {"1": 2**70}, evs[1].id, "n"),  # non-str keys and big ints still encode
+    ]
+    assert decode_events(b'{"topic": "t", "data": {}}')[0][0].topic == "t"
+    assert decode_events(b"nope") == ([], 1)
+    got, bad = decode_events(b'[{"topic": "t", "data": {}}, {"topic": "t", "data": 3}, 7]')
+    assert len(got) == 1 and bad == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_decode_events_never_raises(raw: bytes) -> None:
+    from core.bus import decode_events
+
+    events, bad = decode_events(raw)
+    assert bad >= 0 and all(isinstance(e.data, dict) for e in events)

@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import URL, Table, insert, or_, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from core.bus import EventBus
@@ -81,11 +81,18 @@ class OrderBook:
     async def insert_orders(
         self, rows: list[dict[str, Any]], actor: str = "", reason: str = "placed"
     ) -> list[str]:
-        """Insert orders with their "created" log rows (see :func:`_insert_with_fallback`)."""
+        """Insert orders with their "created" log rows (see :func:`insert_batch_or_rows`)."""
         if not rows:
             return []
         async with self.engine.connect() as conn:
-            return await conn.run_sync(_insert_with_fallback, rows, actor, reason)
+
+            async def write(batch: list[dict[str, Any]]) -> None:
+                async with conn.begin():
+                    await conn.execute(insert(ORDERS), batch)
+                    logs = [_created_log(r, actor, reason) for r in batch]
+                    await conn.execute(insert(TRANSITIONS), logs)
+
+            return await insert_batch_or_rows(write, rows, IntegrityError)
 
     async def publish_created(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -306,22 +313,8 @@ class OrderBook:
             return [dict(r) for r in res.mappings()]
 
 
-def _insert_with_fallback(
-    conn: Connection, rows: list[dict[str, Any]], actor: str, reason: str
-) -> list[str]:
-    """Insert orders (with their "created" log rows) through SQLAlchemy; see
-    :func:`insert_batch_or_rows`."""
-
-    def write(batch: list[dict[str, Any]]) -> None:
-        with conn.begin():
-            conn.execute(insert(ORDERS), batch)
-            conn.execute(insert(TRANSITIONS), [_created_log(r, actor, reason) for r in batch])
-
-    return insert_batch_or_rows(write, rows, IntegrityError)
-
-
-def insert_batch_or_rows(
-    write: Callable[[list[dict[str, Any]]], None],
+async def insert_batch_or_rows(
+    write: Callable[[list[dict[str, Any]]], Awaitable[None]],
     rows: list[dict[str, Any]],
     conflict: type[Exception],
 ) -> list[str]:
@@ -332,7 +325,7 @@ def insert_batch_or_rows(
     transaction per row so the other rows are unaffected.
     """
     try:
-        write(rows)
+        await write(rows)
         return [INSERTED] * len(rows)
     except conflict:
         if len(rows) == 1:
@@ -340,7 +333,7 @@ def insert_batch_or_rows(
     out: list[str] = []
     for row in rows:
         try:
-            write([row])
+            await write([row])
             out.append(INSERTED)
         except conflict:
             out.append(EXISTS)
@@ -400,6 +393,7 @@ class OrderWriter:
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self._sqlite: _SqliteThread | None = None
+        self._pg: _PgWriter | None = None
         self._durable: list[dict[str, Any]] = []
         self._durable_ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -411,8 +405,11 @@ class OrderWriter:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.book.engine.dialect.name == "sqlite":
+        dialect = self.book.engine.dialect
+        if dialect.name == "sqlite":
             self._sqlite = _SqliteThread(self.book.engine.url)
+        elif dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            self._pg = _PgWriter(self.book.engine)
         self._tasks = [
             loop.create_task(self._run(), name=f"shop:writer:{i}") for i in range(self.workers)
         ]
@@ -440,6 +437,9 @@ class OrderWriter:
         if self._sqlite is not None:
             await asyncio.to_thread(self._sqlite.close)
             self._sqlite = None
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
 
     async def write(self, row: dict[str, Any]) -> str:
         loop = self._loop
@@ -455,6 +455,8 @@ class OrderWriter:
     async def _insert(self, rows: list[dict[str, Any]]) -> list[str]:
         if self._sqlite is not None:
             return await self._sqlite.insert(rows)
+        if self._pg is not None:
+            return await self._pg.insert(rows)
         return await self.book.insert_orders(rows)
 
     async def _run(self) -> None:
@@ -504,15 +506,12 @@ class OrderWriter:
                 logger.warning("post-commit hook failed (reconciliation will tidy): %s", exc)
 
 
-class _MultiRowInsert:
-    """``INSERT INTO t (...) VALUES (...), (...), ...`` for a batch of row dicts, through
-    the sqlite3 module directly: one statement per table per batch, the values bound in C.
+class _Columns:
+    """A table's columns in a fixed order and the value of each for a row dict: columns
+    missing from a row take the column's Python-side scalar default (as SQLAlchemy's
+    ``insert()`` would), else NULL. Used to write batches through the drivers directly."""
 
-    Columns missing from a row take the column's Python-side scalar default (as
-    SQLAlchemy's ``insert()`` would), else NULL.
-    """
-
-    MAX_VARIABLES = 32766
+    SQLITE_MAX_VARIABLES = 32766
     """SQLite's host-parameter limit (3.32+); larger batches are split."""
 
     def __init__(self, table: Table, skip: tuple[str, ...] = ()) -> None:
@@ -521,17 +520,29 @@ class _MultiRowInsert:
             (c.name, c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None)
             for c in cols
         ]
-        self.head = f"INSERT INTO {table.name} ({', '.join(c.name for c in cols)}) VALUES "
+        head = f"INSERT INTO {table.name} ({', '.join(c.name for c in cols)}) VALUES "
+        self.head = head
         self.one = "(" + ", ".join("?" * len(cols)) + ")"
-        self.per_statement = self.MAX_VARIABLES // len(cols)
+        self.per_statement = self.SQLITE_MAX_VARIABLES // len(cols)
+        self.numbered = head + "(" + ", ".join(f"${i + 1}" for i in range(len(cols))) + ")"
+        """One row, PostgreSQL-style placeholders (one prepared statement for any batch)."""
 
-    def execute(self, cur: sqlite3.Cursor, rows: list[dict[str, Any]]) -> None:
+    def tuples(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        pairs = self.pairs
+        return [tuple([row.get(name, default) for name, default in pairs]) for row in rows]
+
+    def execute_sqlite(self, cur: sqlite3.Cursor, rows: list[dict[str, Any]]) -> None:
+        """``INSERT ... VALUES (...), (...), ...``: one statement per batch, bound in C."""
         pairs = self.pairs
         step = self.per_statement
         for i in range(0, len(rows), step):
             chunk = rows[i : i + step]
             values = [row.get(name, default) for row in chunk for name, default in pairs]
             cur.execute(self.head + ", ".join([self.one] * len(chunk)), values)
+
+
+ORDER_COLUMNS = _Columns(ORDERS)
+LOG_COLUMNS = _Columns(TRANSITIONS, skip=("id",))
 
 
 class _SqliteThread:
@@ -552,8 +563,6 @@ class _SqliteThread:
     """
 
     CHECKPOINT_INTERVAL = 1.0
-    ORDERS_SQL = _MultiRowInsert(ORDERS)
-    LOG_SQL = _MultiRowInsert(TRANSITIONS, skip=("id",))
 
     def __init__(self, url: URL) -> None:
         self.path = url.database or ""
@@ -575,26 +584,27 @@ class _SqliteThread:
         return conn
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[str]:
+        """The same as :meth:`OrderBook.insert_orders`, on this thread's connection: one
+        hand-off to the thread per transaction."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._insert, rows)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[str]:
-        """The same as :meth:`OrderBook.insert_orders`, on this thread's connection."""
+        def write(batch: list[dict[str, Any]]) -> Awaitable[None]:
+            return loop.run_in_executor(self.executor, self._write, batch)
+
+        return await insert_batch_or_rows(write, rows, sqlite3.IntegrityError)
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
         self.commits += 1
         cur = self.writer_connection().cursor()
-
-        def write(batch: list[dict[str, Any]]) -> None:
+        try:
             cur.execute("BEGIN IMMEDIATE")
             try:
-                self.ORDERS_SQL.execute(cur, batch)
-                self.LOG_SQL.execute(cur, [_created_log(r, "", "placed") for r in batch])
+                ORDER_COLUMNS.execute_sqlite(cur, batch)
+                LOG_COLUMNS.execute_sqlite(cur, [_created_log(r, "", "placed") for r in batch])
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
-
-        try:
-            return insert_batch_or_rows(write, rows, sqlite3.IntegrityError)
         finally:
             cur.close()
 
@@ -633,3 +643,64 @@ class _SqliteThread:
         self._checkpointer.join(timeout=30)
         self.executor.submit(self._close_writer).result()
         self.executor.shutdown(wait=True)
+
+
+class _PgWriter:
+    """Batches to PostgreSQL through asyncpg directly: each writer task holds a connection
+    of the engine's pool (no checkout and ping per batch) and writes a batch as two
+    ``executemany`` of one-row INSERTs, prepared once per connection and pipelined in one
+    round trip, in one transaction. Through SQLAlchemy each row's parameters went through
+    Python on the event loop.
+
+    A connection that failed (other than by a duplicate) is dropped from the pool; the
+    next batch opens another.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._idle: list[AsyncConnection] = []
+
+    async def insert(self, rows: list[dict[str, Any]]) -> list[str]:
+        conn = await self._connection()
+        try:
+            raw = await _driver(conn)
+
+            async def write(batch: list[dict[str, Any]]) -> None:
+                logs = [_created_log(r, "", "placed") for r in batch]
+                async with raw.transaction():
+                    await raw.executemany(ORDER_COLUMNS.numbered, ORDER_COLUMNS.tuples(batch))
+                    await raw.executemany(LOG_COLUMNS.numbered, LOG_COLUMNS.tuples(logs))
+
+            out = await insert_batch_or_rows(write, rows, asyncpg.UniqueViolationError)
+        except BaseException:
+            await self._drop(conn)
+            raise
+        self._idle.append(conn)
+        return out
+
+    async def _connection(self) -> AsyncConnection:
+        """A held connection that is still open, else a new one from the pool."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not (await _driver(conn)).is_closed():
+                return conn
+            await self._drop(conn)
+        return await self.engine.connect()
+
+    async def _drop(self, conn: AsyncConnection) -> None:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+            await conn.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
+    raw = (await conn.get_raw_connection()).driver_connection
+    if raw is None:
+        raise RuntimeError("the connection was closed")
+    return cast(asyncpg.Connection, raw)

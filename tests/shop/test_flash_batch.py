@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from shop_bridge.flash_batch import BuyBatcher
 from shop_bridge.models import ORDERS, TRANSITIONS
@@ -219,3 +221,44 @@ async def test_sqlite_writer_leaves_wal_checkpoints_to_its_own_thread(shop) -> N
     async with asyncio.timeout(10):
         while sqlite.checkpoints == before:
             await asyncio.sleep(0.05)
+
+
+async def test_postgres_writer_replaces_a_connection_that_died(shop) -> None:
+    """The PostgreSQL writer holds its connections; one killed under it fails that batch
+    (its buyers get an error, nothing half-written) and the next batch uses a new one."""
+    svc = shop.svc
+    pg = svc.writer._pg
+    if pg is None:
+        pytest.skip("the PostgreSQL writer (this run is on SQLite)")
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=5)
+    ctx = await svc._sale_ctx(sale["id"])
+    assert ctx is not None
+    now = svc.now_ms()
+
+    def row(order_id: str) -> dict:
+        journal = {"u": "pw", "q": 1, "k": order_id, "t": now, "ch": "live"}
+        return svc._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
+
+    assert await svc.writer.write(row("p1" * 16)) == INSERTED
+    assert len(pg._idle) == 1
+    raw = (await pg._idle[0].get_raw_connection()).driver_connection
+    async with svc.engine.connect() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": raw.get_server_pid()})
+    # the writer either notices the closed connection first or fails this one batch
+    try:
+        second = await svc.writer.write(row("p2" * 16))
+    except Exception as exc:  # asyncpg: "connection is closed", "another operation ..."
+        logging.getLogger(__name__).info("batch on the killed connection failed: %s", exc)
+        second = None
+    assert await svc.writer.write(row("p3" * 16)) == INSERTED
+    async with svc.engine.connect() as conn:
+        ids = {
+            r[0]
+            for r in await conn.execute(
+                select(ORDERS.c.id).where(ORDERS.c.flash_sale_id == sale["id"])
+            )
+        }
+    assert ("p2" * 16 in ids) == (second == INSERTED)
+    ids.discard("p2" * 16)
+    assert ids == {"p1" * 16, "p3" * 16}

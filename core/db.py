@@ -24,17 +24,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 logger = logging.getLogger(__name__)
 
 
-def sqlite_pragmas(dbapi_conn: Any, *extra: str) -> None:
-    """What every SQLite connection of ours runs first: WAL, ``synchronous=NORMAL``,
-    foreign keys and a busy timeout, then any ``extra`` statements."""
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+"""What every SQLite connection of ours runs first (the order writer process's too): WAL,
+``synchronous=NORMAL``, foreign keys and a busy timeout."""
+
+
+def sqlite_pragmas(dbapi_conn: Any) -> None:
+    """Run :data:`SQLITE_PRAGMAS` on a new connection."""
     cur = dbapi_conn.cursor()
-    for statement in (
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA synchronous=NORMAL",
-        "PRAGMA foreign_keys=ON",
-        "PRAGMA busy_timeout=30000",
-        *extra,
-    ):
+    for statement in SQLITE_PRAGMAS:
         cur.execute(statement)
     cur.close()
 

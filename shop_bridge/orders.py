@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import marshal
 import sqlite3
-import threading
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
@@ -25,9 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from core.bus import EventBus
-from core.db import sqlite_pragmas
+from core.db import SQLITE_PRAGMAS
 from shop_bridge.models import COUPONS, ORDERS, SALES, SKUS, TRANSITIONS
 from shop_bridge.redis_store import NOT_LOADED, RELEASED, SETTLED, FlashStore
+from shop_bridge.sqlite_writer import frame
 from shop_bridge.state import EVENT_TOPICS, IllegalTransition, OrderState, transition
 
 logger = logging.getLogger(__name__)
@@ -392,7 +394,7 @@ class OrderWriter:
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
-        self._sqlite: _SqliteThread | None = None
+        self._sqlite: _SqliteProcess | None = None
         self._pg: _PgWriter | None = None
         self._durable: list[dict[str, Any]] = []
         self._durable_ready = asyncio.Event()
@@ -407,7 +409,7 @@ class OrderWriter:
         loop = asyncio.get_running_loop()
         dialect = self.book.engine.dialect
         if dialect.name == "sqlite":
-            self._sqlite = _SqliteThread(self.book.engine.url)
+            self._sqlite = _SqliteProcess(self.book.engine.url)
         elif dialect.name == "postgresql" and dialect.driver == "asyncpg":
             self._pg = _PgWriter(self.book.engine)
         self._tasks = [
@@ -435,7 +437,7 @@ class OrderWriter:
             if not item.future.done():
                 item.future.set_exception(RuntimeError("shutting down"))
         if self._sqlite is not None:
-            await asyncio.to_thread(self._sqlite.close)
+            await self._sqlite.close()
             self._sqlite = None
         if self._pg is not None:
             await self._pg.close()
@@ -511,19 +513,15 @@ class _Columns:
     missing from a row take the column's Python-side scalar default (as SQLAlchemy's
     ``insert()`` would), else NULL. Used to write batches through the drivers directly."""
 
-    SQLITE_MAX_VARIABLES = 32766
-    """SQLite's host-parameter limit (3.32+); larger batches are split."""
-
     def __init__(self, table: Table, skip: tuple[str, ...] = ()) -> None:
         cols = [c for c in table.columns if c.name not in skip]
         self.pairs = [
             (c.name, c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None)
             for c in cols
         ]
+        self.table = str(table.name)  # a plain str (SQLAlchemy's is a subclass)
         head = f"INSERT INTO {table.name} ({', '.join(c.name for c in cols)}) VALUES "
         self.head = head
-        self.one = "(" + ", ".join("?" * len(cols)) + ")"
-        self.per_statement = self.SQLITE_MAX_VARIABLES // len(cols)
         self.numbered = head + "(" + ", ".join(f"${i + 1}" for i in range(len(cols))) + ")"
         """One row, PostgreSQL-style placeholders (one prepared statement for any batch)."""
 
@@ -531,118 +529,141 @@ class _Columns:
         pairs = self.pairs
         return [tuple([row.get(name, default) for name, default in pairs]) for row in rows]
 
-    def execute_sqlite(self, cur: sqlite3.Cursor, rows: list[dict[str, Any]]) -> None:
-        """``INSERT ... VALUES (...), (...), ...``: one statement per batch, bound in C."""
-        pairs = self.pairs
-        step = self.per_statement
-        for i in range(0, len(rows), step):
-            chunk = rows[i : i + step]
-            values = [row.get(name, default) for row in chunk for name, default in pairs]
-            cur.execute(self.head + ", ".join([self.one] * len(chunk)), values)
-
 
 ORDER_COLUMNS = _Columns(ORDERS)
 LOG_COLUMNS = _Columns(TRANSITIONS, skip=("id",))
 
 
-class _SqliteThread:
-    """A dedicated thread with its own sqlite3 connection to the same SQLite file (the
-    pragmas of :func:`core.db.create_engine`); a batch is one call.
+class _SqliteProcess:
+    """Batches to SQLite through the writer process (:mod:`shop_bridge.sqlite_writer`):
+    the rows are packed here and written there, one transaction per batch, off this
+    process's GIL. Batches sent while one is being written wait in the pipe.
 
-    A batch is two multi-row INSERTs and a COMMIT through the sqlite3 module directly. The
-    thread holds the GIL only to build the parameter lists. Through SQLAlchemy's
-    ``executemany`` it held it ~5 ms per 100 rows under load (the event loop, and so every
-    buyer, waited meanwhile), and it gave the GIL up around every row's step and then
-    queued for it again behind the busy loop: ~14 ms per batch.
-
-    Its connection never checkpoints the WAL on commit (``wal_autocheckpoint=0``): a
-    second thread runs a PASSIVE checkpoint every ``CHECKPOINT_INTERVAL`` seconds after
-    commits, so the copy into the database file and its fsync never hold up a batch of
-    buyers (they were the p99 tail: a commit that checkpoints takes ~100 ms more). Other
-    connections keep SQLite's automatic checkpoint as a backstop.
+    If the process dies, the batches on their way fail (their buyers get an error; the
+    reservation journal lets reconciliation finish them) and the next batch starts a new
+    process.
     """
 
-    CHECKPOINT_INTERVAL = 1.0
+    WRITER = Path(__file__).with_name("sqlite_writer.py")
 
     def __init__(self, url: URL) -> None:
         self.path = url.database or ""
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="shop-order-writer")
-        self._conn: sqlite3.Connection | None = None
-        """The writer's connection: opened and used on the executor's thread only."""
-        self.commits = 0
-        self.checkpoints = 0
-        self._stop = threading.Event()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="shop-wal-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
-
-    def _connect(self) -> sqlite3.Connection:
-        # Autocommit mode: the transactions are the explicit BEGIN / COMMIT below.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        sqlite_pragmas(conn, "PRAGMA wal_autocheckpoint=0")
-        return conn
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._next = 0
+        self.started = 0
+        """Writer processes started (for tests and health)."""
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[str]:
-        """The same as :meth:`OrderBook.insert_orders`, on this thread's connection: one
-        hand-off to the thread per transaction."""
-        loop = asyncio.get_running_loop()
+        """The same as :meth:`OrderBook.insert_orders`, through the writer process."""
+        return await insert_batch_or_rows(self._write, rows, sqlite3.IntegrityError)
 
-        def write(batch: list[dict[str, Any]]) -> Awaitable[None]:
-            return loop.run_in_executor(self.executor, self._write, batch)
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        logs = [_created_log(r, "", "placed") for r in batch]
+        body = [
+            (ORDER_COLUMNS.table, ORDER_COLUMNS.tuples(batch)),
+            (LOG_COLUMNS.table, LOG_COLUMNS.tuples(logs)),
+        ]
+        await self._request("write", body)
 
-        return await insert_batch_or_rows(write, rows, sqlite3.IntegrityError)
+    async def stats(self) -> dict[str, int]:
+        """The writer process's commits, checkpoints and ``wal_autocheckpoint``."""
+        return cast(dict[str, int], await self._request("stats", None))
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
-        self.commits += 1
-        cur = self.writer_connection().cursor()
+    async def _request(self, kind: str, body: Any) -> Any:
+        proc = await self._process()
+        assert proc.stdin is not None
+        rid = self._next
+        self._next += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        proc.stdin.write(frame((kind, rid, body)))
         try:
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                ORDER_COLUMNS.execute_sqlite(cur, batch)
-                LOG_COLUMNS.execute_sqlite(cur, [_created_log(r, "", "placed") for r in batch])
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
-        finally:
-            cur.close()
+            await proc.stdin.drain()
+        except ConnectionError:
+            pass  # the reader fails the waiting requests
+        return await fut
 
-    def writer_connection(self) -> sqlite3.Connection:
-        """The writer's connection (call on the executor's thread)."""
-        if self._conn is None:
-            self._conn = self._connect()
-        return self._conn
+    async def _process(self) -> asyncio.subprocess.Process:
+        if self._proc is not None and self._proc.returncode is None:
+            return self._proc
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._proc is not None and self._proc.returncode is None:
+                return self._proc
+            if self._reader is not None:
+                await self._reader  # fails what waited on the old process
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                str(self.WRITER),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdin is not None
+            tables = {c.table: (c.head, len(c.pairs)) for c in (ORDER_COLUMNS, LOG_COLUMNS)}
+            proc.stdin.write(
+                frame({"path": self.path, "pragmas": list(SQLITE_PRAGMAS), "tables": tables})
+            )
+            self._proc = proc
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read_replies(proc), name="shop:sqlite-writer-replies"
+            )
+            self.started += 1
+            if self.started > 1:
+                logger.warning("order writer process restarted (%d starts)", self.started)
+            return proc
 
-    def _close_writer(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _checkpoint_loop(self) -> None:
-        seen = 0
-        conn: sqlite3.Connection | None = None
+    async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
         try:
-            while not self._stop.wait(self.CHECKPOINT_INTERVAL):
-                if self.commits == seen:
+            while True:
+                head = await proc.stdout.readexactly(4)
+                rid, code, value = marshal.loads(
+                    await proc.stdout.readexactly(int.from_bytes(head, "big"))
+                )
+                fut = self._waiting.pop(rid, None)
+                if fut is None or fut.done():
                     continue
-                seen = self.commits
-                try:
-                    if conn is None:
-                        conn = self._connect()
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
-                except sqlite3.Error as exc:  # the next round (or SQLite's own) retries
-                    logger.warning("WAL checkpoint failed: %s", exc)
+                if code == "ok":
+                    fut.set_result(value)
+                elif code == "conflict":
+                    fut.set_exception(sqlite3.IntegrityError(value))
+                else:
+                    fut.set_exception(sqlite3.OperationalError(f"order writer: {value}"))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, TypeError, EOFError):
+            pass  # the process exited (or spoke garbage): fail what waits, restart on demand
         finally:
-            if conn is not None:
-                conn.close()
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
+            waiting, self._waiting = self._waiting, {}
+            for fut in waiting.values():
+                if not fut.done():
+                    fut.set_exception(
+                        sqlite3.OperationalError(
+                            f"order writer process exited ({proc.returncode}); batch not written"
+                        )
+                    )
 
-    def close(self) -> None:
-        self._stop.set()
-        self._checkpointer.join(timeout=30)
-        self.executor.submit(self._close_writer).result()
-        self.executor.shutdown(wait=True)
+    async def close(self) -> None:
+        """Let the process finish what it was sent, then stop it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+        if self._reader is not None:
+            await self._reader
+            self._reader = None
 
 
 class _PgWriter:

@@ -6,6 +6,9 @@ import asyncio
 import collections
 import json
 import logging
+import os
+import signal
+import sqlite3
 
 import pytest
 from sqlalchemy import select, text
@@ -200,27 +203,69 @@ async def test_buyers_share_one_read_of_an_expired_sale_context(shop) -> None:
 
 async def test_sqlite_writer_leaves_wal_checkpoints_to_its_own_thread(shop) -> None:
     """The writer's commits never checkpoint (the fsync would hold up a batch of buyers);
-    the checkpoint thread does it after commits."""
+    the writer process's checkpoint thread does it after commits."""
     svc = shop.svc
     sqlite = svc.writer._sqlite
     if sqlite is None:
-        assert svc.engine.dialect.name != "sqlite"
-        return  # PostgreSQL: no WAL to manage
-    autocheckpoint = await asyncio.get_running_loop().run_in_executor(
-        sqlite.executor,
-        lambda: sqlite.writer_connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0],
-    )
-    assert autocheckpoint == 0
+        pytest.skip("the SQLite writer (this run is on PostgreSQL)")
+    stats = await sqlite.stats()
+    assert stats["autocheckpoint"] == 0
     product = await make_product(shop.api)
     sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=20, limit=1)
-    before = sqlite.checkpoints
     results = await asyncio.gather(
         *(svc.buy(sale["id"], f"ck{i}", 1, "k", "live") for i in range(20))
     )
     assert all(created for _, created in results)
+    assert (await sqlite.stats())["commits"] > stats["commits"]
     async with asyncio.timeout(10):
-        while sqlite.checkpoints == before:
+        while (await sqlite.stats())["checkpoints"] == stats["checkpoints"]:
             await asyncio.sleep(0.05)
+
+
+async def test_sqlite_writer_process_killed_costs_only_its_batch(shop) -> None:
+    """The writer process killed mid-run: the batch on its way fails (its buyer is told;
+    nothing half-written) and the next batch starts a new process."""
+    svc = shop.svc
+    sqlite = svc.writer._sqlite
+    if sqlite is None:
+        pytest.skip("the SQLite writer (this run is on PostgreSQL)")
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=5)
+    ctx = await svc._sale_ctx(sale["id"])
+    assert ctx is not None
+    now = svc.now_ms()
+
+    def row(order_id: str) -> dict:
+        journal = {"u": "kw", "q": 1, "k": order_id, "t": now, "ch": "live"}
+        return svc._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
+
+    assert await svc.writer.write(row("k1" * 16)) == INSERTED
+    started = sqlite.started
+    proc = sqlite._proc
+    assert proc is not None and proc.returncode is None
+    os.kill(proc.pid, signal.SIGSTOP)  # the next batch stays in the pipe, unwritten...
+    second = asyncio.ensure_future(svc.writer.write(row("k2" * 16)))
+    await asyncio.sleep(0.1)
+    assert not second.done()
+    proc.kill()  # ...and the process dies (SIGKILL: as the OOM killer would)
+    with pytest.raises(sqlite3.OperationalError, match="exited"):
+        await second
+    assert await svc.writer.write(row("k3" * 16)) == INSERTED
+    assert sqlite.started == started + 1
+    # a process already known dead costs nothing: the next batch starts another one
+    assert sqlite._proc is not None
+    sqlite._proc.kill()
+    await sqlite._proc.wait()
+    assert await svc.writer.write(row("k4" * 16)) == INSERTED
+    assert sqlite.started == started + 2
+    async with svc.engine.connect() as conn:
+        ids = {
+            r[0]
+            for r in await conn.execute(
+                select(ORDERS.c.id).where(ORDERS.c.flash_sale_id == sale["id"])
+            )
+        }
+    assert ids == {"k1" * 16, "k3" * 16, "k4" * 16}
 
 
 async def test_postgres_writer_replaces_a_connection_that_died(shop) -> None:

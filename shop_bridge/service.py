@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -1947,7 +1948,14 @@ def _err(code: str, message: str) -> dict[str, Any]:
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+    seconds, rest = divmod(ms, 1000)
+    return f"{_iso_second(seconds)}.{rest:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    """The UTC time of a Unix second (orders of a burst share a few: cached)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def _sku_view(s: dict[str, Any]) -> dict[str, Any]:

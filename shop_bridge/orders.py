@@ -29,7 +29,7 @@ from core.bus import EventBus
 from core.db import SQLITE_PRAGMAS
 from shop_bridge.models import COUPONS, ORDERS, SALES, SKUS, TRANSITIONS
 from shop_bridge.redis_store import NOT_LOADED, RELEASED, SETTLED, FlashStore
-from shop_bridge.sqlite_writer import frame
+from shop_bridge.sqlite_writer import created_log, frame
 from shop_bridge.state import EVENT_TOPICS, IllegalTransition, OrderState, transition
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class OrderBook:
             async def write(batch: list[dict[str, Any]]) -> None:
                 async with conn.begin():
                     await conn.execute(insert(ORDERS), batch)
-                    logs = [_created_log(r, actor, reason) for r in batch]
+                    logs = [created_log(r, actor, reason) for r in batch]
                     await conn.execute(insert(TRANSITIONS), logs)
 
             return await insert_batch_or_rows(write, rows, IntegrityError)
@@ -342,17 +342,6 @@ async def insert_batch_or_rows(
     return out
 
 
-def _created_log(row: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
-    return {
-        "order_id": row["id"],
-        "from_state": None,
-        "to_state": row["state"],
-        "actor": (actor or row["user_id"])[:64],
-        "reason": reason[:200],
-        "at_ms": row["created_ms"],
-    }
-
-
 class _Pending:
     __slots__ = ("future", "row")
 
@@ -516,10 +505,12 @@ class _Columns:
     def __init__(self, table: Table, skip: tuple[str, ...] = ()) -> None:
         cols = [c for c in table.columns if c.name not in skip]
         self.pairs = [
-            (c.name, c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None)
+            (
+                str(c.name),
+                c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None,
+            )
             for c in cols
         ]
-        self.table = str(table.name)  # a plain str (SQLAlchemy's is a subclass)
         head = f"INSERT INTO {table.name} ({', '.join(c.name for c in cols)}) VALUES "
         self.head = head
         self.numbered = head + "(" + ", ".join(f"${i + 1}" for i in range(len(cols))) + ")"
@@ -561,12 +552,7 @@ class _SqliteProcess:
         return await insert_batch_or_rows(self._write, rows, sqlite3.IntegrityError)
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
-        logs = [_created_log(r, "", "placed") for r in batch]
-        body = [
-            (ORDER_COLUMNS.table, ORDER_COLUMNS.tuples(batch)),
-            (LOG_COLUMNS.table, LOG_COLUMNS.tuples(logs)),
-        ]
-        await self._request("write", body)
+        await self._request("write", batch)
 
     async def stats(self) -> dict[str, int]:
         """The writer process's commits, checkpoints and ``wal_autocheckpoint``."""
@@ -604,10 +590,13 @@ class _SqliteProcess:
                 stdout=asyncio.subprocess.PIPE,
             )
             assert proc.stdin is not None
-            tables = {c.table: (c.head, len(c.pairs)) for c in (ORDER_COLUMNS, LOG_COLUMNS)}
-            proc.stdin.write(
-                frame({"path": self.path, "pragmas": list(SQLITE_PRAGMAS), "tables": tables})
-            )
+            hello = {
+                "path": self.path,
+                "pragmas": list(SQLITE_PRAGMAS),
+                "orders": (ORDER_COLUMNS.head, ORDER_COLUMNS.pairs),
+                "log": (LOG_COLUMNS.head, LOG_COLUMNS.pairs),
+            }
+            proc.stdin.write(frame(hello))
             self._proc = proc
             self._reader = asyncio.get_running_loop().create_task(
                 self._read_replies(proc), name="shop:sqlite-writer-replies"
@@ -687,7 +676,7 @@ class _PgWriter:
             raw = await _driver(conn)
 
             async def write(batch: list[dict[str, Any]]) -> None:
-                logs = [_created_log(r, "", "placed") for r in batch]
+                logs = [created_log(r, "", "placed") for r in batch]
                 async with raw.transaction():
                     await raw.executemany(ORDER_COLUMNS.numbered, ORDER_COLUMNS.tuples(batch))
                     await raw.executemany(LOG_COLUMNS.numbered, LOG_COLUMNS.tuples(logs))

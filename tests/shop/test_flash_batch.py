@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select, text
@@ -24,6 +25,29 @@ from tests.shop.conftest import make_product, make_sale, uid
 def _args(now: int, user: str, key: str, order_id: str, qty: int = 1) -> BuyArgs:
     journal = {"u": user, "q": qty, "k": key, "t": now, "c": None, "cp": None, "ch": "live"}
     return BuyArgs(now, user, qty, key, order_id, journal)
+
+
+async def _writer_rows(shop, user: str) -> tuple[dict, Callable[..., dict]]:
+    """A new sale and a maker of its pending order rows for ``user`` (rows handed straight
+    to the order writer)."""
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=5)
+    ctx = await svc._sale_ctx(sale["id"])
+    assert ctx is not None
+    now = svc.now_ms()
+
+    def row(order_id: str, buyer: str = user) -> dict:
+        journal = {"u": buyer, "q": 1, "k": order_id, "t": now, "ch": "live"}
+        return svc._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
+
+    return sale, row
+
+
+async def _order_ids(svc, sale_id: int) -> set[str]:
+    async with svc.engine.connect() as conn:
+        res = await conn.execute(select(ORDERS.c.id).where(ORDERS.c.flash_sale_id == sale_id))
+        return {r[0] for r in res}
 
 
 async def test_one_batch_with_every_outcome(shop) -> None:
@@ -144,16 +168,7 @@ async def test_a_write_batch_with_a_conflicting_row_still_writes_the_others(shop
     """Group commit: a row that already exists (a late original write, a reused key) makes
     the batch fall back to one transaction per row; the others are written once."""
     svc = shop.svc
-    product = await make_product(shop.api)
-    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=5)
-    ctx = await svc._sale_ctx(sale["id"])
-    assert ctx is not None
-    now = svc.now_ms()
-
-    def row(order_id: str, user: str) -> dict:
-        journal = {"u": user, "q": 1, "k": order_id, "t": now, "ch": "live"}
-        return svc._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
-
+    sale, row = await _writer_rows(shop, "wu")
     assert await svc.writer.write(row("w1" * 16, "wu1")) == INSERTED
     before = svc.writer.batches
     outcomes = await asyncio.gather(
@@ -163,13 +178,8 @@ async def test_a_write_batch_with_a_conflicting_row_still_writes_the_others(shop
     )
     assert outcomes == [INSERTED, EXISTS, INSERTED]
     assert svc.writer.batches == before + 1  # the three went as one batch
+    ids = await _order_ids(svc, sale["id"])
     async with svc.engine.connect() as conn:
-        ids = {
-            r[0]
-            for r in await conn.execute(
-                select(ORDERS.c.id).where(ORDERS.c.flash_sale_id == sale["id"])
-            )
-        }
         logs = collections.Counter(
             r[0]
             for r in await conn.execute(
@@ -229,16 +239,7 @@ async def test_sqlite_writer_process_killed_costs_only_its_batch(shop) -> None:
     sqlite = svc.writer._sqlite
     if sqlite is None:
         pytest.skip("the SQLite writer (this run is on PostgreSQL)")
-    product = await make_product(shop.api)
-    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=5)
-    ctx = await svc._sale_ctx(sale["id"])
-    assert ctx is not None
-    now = svc.now_ms()
-
-    def row(order_id: str) -> dict:
-        journal = {"u": "kw", "q": 1, "k": order_id, "t": now, "ch": "live"}
-        return svc._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
-
+    sale, row = await _writer_rows(shop, "kw")
     assert await svc.writer.write(row("k1" * 16)) == INSERTED
     started = sqlite.started
     proc = sqlite._proc
@@ -258,13 +259,7 @@ async def test_sqlite_writer_process_killed_costs_only_its_batch(shop) -> None:
     await sqlite._proc.wait()
     assert await svc.writer.write(row("k4" * 16)) == INSERTED
     assert sqlite.started == started + 2
-    async with svc.engine.connect() as conn:
-        ids = {
-            r[0]
-            for r in await conn.execute(
-                select(ORDERS.c.id).where(ORDERS.c.flash_sale_id == sale["id"])
-            )
-        }
+    ids = await _order_ids(svc, sale["id"])
     assert ids == {"k1" * 16, "k3" * 16, "k4" * 16}
 
 
@@ -275,16 +270,7 @@ async def test_postgres_writer_replaces_a_connection_that_died(shop) -> None:
     pg = svc.writer._pg
     if pg is None:
         pytest.skip("the PostgreSQL writer (this run is on SQLite)")
-    product = await make_product(shop.api)
-    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=5)
-    ctx = await svc._sale_ctx(sale["id"])
-    assert ctx is not None
-    now = svc.now_ms()
-
-    def row(order_id: str) -> dict:
-        journal = {"u": "pw", "q": 1, "k": order_id, "t": now, "ch": "live"}
-        return svc._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
-
+    sale, row = await _writer_rows(shop, "pw")
     assert await svc.writer.write(row("p1" * 16)) == INSERTED
     assert len(pg._idle) == 1
     raw = (await pg._idle[0].get_raw_connection()).driver_connection
@@ -297,13 +283,7 @@ async def test_postgres_writer_replaces_a_connection_that_died(shop) -> None:
         logging.getLogger(__name__).info("batch on the killed connection failed: %s", exc)
         second = None
     assert await svc.writer.write(row("p3" * 16)) == INSERTED
-    async with svc.engine.connect() as conn:
-        ids = {
-            r[0]
-            for r in await conn.execute(
-                select(ORDERS.c.id).where(ORDERS.c.flash_sale_id == sale["id"])
-            )
-        }
+    ids = await _order_ids(svc, sale["id"])
     assert ("p2" * 16 in ids) == (second == INSERTED)
     ids.discard("p2" * 16)
     assert ids == {"p1" * 16, "p3" * 16}

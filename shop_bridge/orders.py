@@ -559,13 +559,14 @@ class _SqliteProcess:
         return cast(dict[str, int], await self._request("stats", None))
 
     async def _request(self, kind: str, body: Any) -> Any:
-        proc = await self._process()
-        assert proc.stdin is not None
         rid = self._next
         self._next += 1
+        data = frame((kind, rid, body))  # ValueError for a value marshal cannot carry
+        proc = await self._process()
+        assert proc.stdin is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
-        proc.stdin.write(frame((kind, rid, body)))
+        proc.stdin.write(data)
         try:
             await proc.stdin.drain()
         except ConnectionError:

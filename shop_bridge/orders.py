@@ -669,12 +669,12 @@ class _PgWriter:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._idle: list[AsyncConnection] = []
+        self._idle: list[tuple[AsyncConnection, asyncpg.Connection]] = []
+        """Held connections with their asyncpg connection (looked up once each)."""
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[str]:
-        conn = await self._connection()
+        conn, raw = await self._connection()
         try:
-            raw = await _driver(conn)
 
             async def write(batch: list[dict[str, Any]]) -> None:
                 logs = [created_log(r, "", "placed") for r in batch]
@@ -686,17 +686,18 @@ class _PgWriter:
         except BaseException:
             await self._drop(conn)
             raise
-        self._idle.append(conn)
+        self._idle.append((conn, raw))
         return out
 
-    async def _connection(self) -> AsyncConnection:
+    async def _connection(self) -> tuple[AsyncConnection, asyncpg.Connection]:
         """A held connection that is still open, else a new one from the pool."""
         while self._idle:
-            conn = self._idle.pop()
-            if not (await _driver(conn)).is_closed():
-                return conn
+            conn, raw = self._idle.pop()
+            if not raw.is_closed():
+                return conn, raw
             await self._drop(conn)
-        return await self.engine.connect()
+        conn = await self.engine.connect()
+        return conn, await _driver(conn)
 
     async def _drop(self, conn: AsyncConnection) -> None:
         with contextlib.suppress(Exception):
@@ -705,7 +706,7 @@ class _PgWriter:
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _raw in idle:
             with contextlib.suppress(Exception):
                 await conn.close()
 

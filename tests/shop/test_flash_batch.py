@@ -273,7 +273,7 @@ async def test_postgres_writer_replaces_a_connection_that_died(shop) -> None:
     sale, row = await _writer_rows(shop, "pw")
     assert await svc.writer.write(row("p1" * 16)) == INSERTED
     assert len(pg._idle) == 1
-    raw = (await pg._idle[0].get_raw_connection()).driver_connection
+    raw = pg._idle[0][1]
     async with svc.engine.connect() as conn:
         await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": raw.get_server_pid()})
     # the writer either notices the closed connection first or fails this one batch

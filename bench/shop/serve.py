@@ -16,10 +16,8 @@ import os
 import signal
 import time
 
-from aiohttp import web
-
 from control.app import create_app
-from control.cli import tune_gc
+from control.cli import start_http, tune_gc
 from control.config import load_config
 from core.runtime import RUNTIME
 from shop_bridge import SHOP
@@ -39,11 +37,8 @@ async def main(args: argparse.Namespace) -> None:
         None, env=env, host="127.0.0.1", http_port=0, rtmp_port=0, data_dir=args.data_dir
     )
     app = create_app(cfg)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner = await start_http(cfg, app)  # the listener and GC tuning of `berrylive serve`
+    port = app[RUNTIME].http_port
     svc = app[SHOP]
     sale_id = args.sale_id  # another node of the same run: the sale exists already
     if not sale_id:
@@ -65,7 +60,7 @@ async def main(args: argparse.Namespace) -> None:
         )
         sale_id = sale["id"]
     secret = app[RUNTIME].secret  # buyers present viewer tokens signed with it
-    tune_gc()  # as `berrylive serve` does once it is up
+    tune_gc()  # again: the sale and its caches are long-lived too
     print(
         json.dumps({"port": port, "sale_id": sale_id, "secret": secret, "prefix": prefix}),
         flush=True,

@@ -91,6 +91,18 @@ def idem_field(user: str, key: str) -> str:
     return f"{user}|{key}"
 
 
+def buy_entry(b: BuyArgs) -> list[Any]:
+    """One buy as ``buy.lua`` reads it from its packed argument (a JSON array of these)."""
+    return [
+        b.now_ms,
+        b.user,
+        b.qty,
+        idem_field(b.user, b.idem_key),
+        b.order_id,
+        orjson.dumps(b.journal).decode(),
+    ]
+
+
 class FlashStore:
     """Runs the flash-sale Lua scripts; holds no state besides the client and script objects."""
 
@@ -130,20 +142,15 @@ class FlashStore:
         order of ``buys``.
         """
         k = self.keys(sale_id)
-        args: list[Any] = []
-        for b in buys:
-            args += (
-                b.now_ms,
-                b.user,
-                b.qty,
-                idem_field(b.user, b.idem_key),
-                b.order_id,
-                orjson.dumps(b.journal),
-            )
-        res = await self._buy(keys=[k.meta, k.stock, k.users, k.idem, k.journal], args=args)
-        if len(res) != 2 * len(buys):
-            raise RuntimeError(f"buy script answered {len(res)} values for {len(buys)} buys")
-        return [BuyResult(_s(res[i]), _s(res[i + 1])) for i in range(0, len(res), 2)]
+        packed = orjson.dumps([buy_entry(b) for b in buys])
+        raw = await self._buy(keys=[k.meta, k.stock, k.users, k.idem, k.journal], args=[packed])
+        try:
+            res = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            res = None
+        if not isinstance(res, list) or len(res) != 2 * len(buys):
+            raise RuntimeError(f"buy script answered {str(raw)[:80]!r} for {len(buys)} buys")
+        return [BuyResult(str(res[i]), str(res[i + 1])) for i in range(0, len(res), 2)]
 
     async def release(
         self, sale_id: int, *, order_id: str, user: str, qty: int, now_ms: int

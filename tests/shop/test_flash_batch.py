@@ -11,13 +11,18 @@ import signal
 import sqlite3
 from collections.abc import Callable
 
+import orjson
 import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.exceptions import ResponseError
 from sqlalchemy import select, text
 
 from shop_bridge.flash_batch import BuyBatcher
 from shop_bridge.models import ORDERS, TRANSITIONS
 from shop_bridge.orders import EXISTS, INSERTED
-from shop_bridge.redis_store import BuyArgs
+from shop_bridge.redis_store import BuyArgs, buy_entry
 from shop_bridge.state import OrderState
 from tests.shop.conftest import make_product, make_sale, uid
 
@@ -97,6 +102,93 @@ async def test_one_batch_with_every_outcome(shop) -> None:
     assert again_row is not None
     one_by_one = [(await svc.flash.buy_many(again["id"], [b]))[0] for b in batch(again_row)]
     assert [r.status for r in one_by_one] == [r.status for r in results]
+
+
+MALFORMED_BATCHES = [
+    b"",
+    b"not json",
+    b"\xff\xfe",
+    b"{}",
+    b"[]",
+    b"null",
+    b"[1]",
+    b'[[1, "u", 1, "u|k", "o"]]',  # five fields
+    b'[["now", "u", 1, "u|k", "o", "{}"]]',
+    b'[[1, "u", 0, "u|k", "o", "{}"]]',  # qty 0
+    b'[[1, "u", -2, "u|k", "o", "{}"]]',
+    b'[[1, "u", 1.5, "u|k", "o", "{}"]]',
+    b'[[1, "u", "1", "u|k", "o", "{}"]]',
+    b'[[1, 7, 1, "u|k", "o", "{}"]]',
+    b'[[1, "u", 1, "u|k", "o", {"t": 1}]]',  # the journal must be a string
+    b"[" + b"[" * 2000 + b"]" * 2001,  # nesting beyond the decoder's limit
+]
+
+
+async def test_the_buy_script_refuses_a_malformed_batch_and_changes_nothing(shop) -> None:
+    """``buy.lua`` checks its packed argument before it touches anything: garbage, a wrong
+    shape, or one bad buy after good ones is an error reply and the sale is unchanged."""
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=5, limit=2)
+    sid = sale["id"]
+    now = svc.now_ms()
+    assert (await svc.flash.buy_many(sid, [_args(now, "ann", "k", "o1")]))[0].status == "ok"
+    before = await svc.flash.snapshot(sid)
+    k = svc.flash.keys(sid)
+    keys = [k.meta, k.stock, k.users, k.idem, k.journal]
+    good = buy_entry(_args(now, "bob", "k", "o2"))
+    cases = [*MALFORMED_BATCHES, orjson.dumps([good, [now, "cat", 0, "cat|k", "o3", "{}"]])]
+    for raw in cases:
+        with pytest.raises(ResponseError, match="buy: "):
+            await svc.redis.evalsha(svc.flash._buy.sha, len(keys), *keys, raw)
+    with pytest.raises(ResponseError, match="one argument"):
+        await svc.redis.evalsha(svc.flash._buy.sha, len(keys), *keys, orjson.dumps([good]), b"x")
+    assert await svc.flash.snapshot(sid) == before
+    # the good buy alone still goes through
+    assert (await svc.flash.buy_many(sid, [_args(now, "bob", "k", "o2")]))[0].status == "ok"
+
+
+async def test_the_buy_script_answers_random_arguments_with_an_error_or_results(shop) -> None:
+    """Random bytes and random JSON for the packed argument (hypothesis): an error reply or
+    a well-formed answer, never a crash of the script or the server (before the sale starts,
+    so nothing is reserved whatever the arguments say)."""
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=5, limit=2)
+    k = svc.flash.keys(sale["id"])
+    keys = [k.meta, k.stock, k.users, k.idem, k.journal]
+    sha = svc.flash._buy.sha
+    await svc.redis.hset(k.meta, "start", 2**60)  # not started: no buy can reserve
+    (early,) = await svc.flash.buy_many(sale["id"], [_args(svc.now_ms(), "u", "k", "o")])
+    assert early.status == "not_started"  # and the script is loaded
+    runtime = shop.server.runtime
+    sync = redis.Redis.from_url(runtime.redis_url)
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=7) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    )
+    answers: collections.Counter[str] = collections.Counter()
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=100) | json_values.map(lambda v: json.dumps(v).encode()))
+    def fuzz(raw: bytes) -> None:
+        try:
+            reply = sync.evalsha(sha, len(keys), *keys, raw)
+        except ResponseError as exc:
+            assert "buy: " in str(exc)
+            answers["error"] += 1
+            return
+        out = orjson.loads(reply)
+        assert len(out) == 2 * len(orjson.loads(raw)) and set(out[::2]) <= {"not_started", "dup"}
+        answers["answered"] += 1
+
+    try:
+        await asyncio.to_thread(fuzz)
+    finally:
+        sync.close()
+    assert answers["error"] > 0
+    assert (await svc.flash.snapshot(sale["id"])).users == {}
 
 
 async def test_a_batch_on_a_sale_missing_from_redis_answers_no_sale(shop) -> None:

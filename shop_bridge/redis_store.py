@@ -205,8 +205,12 @@ class FlashStore:
         return {_s(a): _s(b) for a, b in raw.items()}
 
     async def forget_journal(self, by_sale: dict[int, list[str]]) -> None:
-        """Drop journal entries whose orders are now durable (one pipeline round trip)."""
+        """Drop journal entries whose orders are now durable (one round trip)."""
         if not by_sale:
+            return
+        if len(by_sale) == 1:  # the usual case: one command, no pipeline to build
+            ((sale_id, order_ids),) = by_sale.items()
+            await self.redis.hdel(self.keys(sale_id).journal, *order_ids)
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for sale_id, order_ids in by_sale.items():

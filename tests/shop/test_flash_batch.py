@@ -191,6 +191,26 @@ async def test_the_buy_script_answers_random_arguments_with_an_error_or_results(
     assert (await svc.flash.snapshot(sale["id"])).users == {}
 
 
+async def test_forget_journal_drops_exactly_the_durable_entries_of_each_sale(shop) -> None:
+    """After a commit the journal loses those orders' entries: one sale (one HDEL) or
+    several (one pipeline); other entries stay for reconciliation."""
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sku = product["skus"][0]["id"]
+    a = await make_sale(shop.api, uid(), sku, stock=5)
+    b = await make_sale(shop.api, uid(), sku, stock=5)
+    now = svc.now_ms()
+    for sale in (a, b):
+        buys = [_args(now, f"u{i}", "k", f"{sale['id']}-o{i}") for i in range(3)]
+        assert [r.status for r in await svc.flash.buy_many(sale["id"], buys)] == ["ok"] * 3
+    await svc.flash.forget_journal({a["id"]: [f"{a['id']}-o0"]})
+    assert set((await svc.flash.snapshot(a["id"])).journal) == {f"{a['id']}-o1", f"{a['id']}-o2"}
+    await svc.flash.forget_journal({a["id"]: [f"{a['id']}-o1"], b["id"]: [f"{b['id']}-o2"]})
+    assert set((await svc.flash.snapshot(a["id"])).journal) == {f"{a['id']}-o2"}
+    assert set((await svc.flash.snapshot(b["id"])).journal) == {f"{b['id']}-o0", f"{b['id']}-o1"}
+    await svc.flash.forget_journal({})  # nothing to do: no command
+
+
 async def test_a_batch_on_a_sale_missing_from_redis_answers_no_sale(shop) -> None:
     svc = shop.svc
     product = await make_product(shop.api)

@@ -345,13 +345,18 @@ async def insert_batch_or_rows(
 class _Pending:
     __slots__ = ("future", "row")
 
-    def __init__(self, row: dict[str, Any], future: asyncio.Future[str]) -> None:
+    def __init__(self, row: dict[str, Any], future: asyncio.Future[Any]) -> None:
         self.row = row
         self.future = future
 
 
 class QueueFull(Exception):
-    pass
+    """The writer's queue is full: nothing was written (the caller gives the stock back)."""
+
+
+class WriteFailed(Exception):
+    """An order's batch could not be written (its reservation stays in the journal, where
+    reconciliation finds it); ``__cause__`` is the database's error."""
 
 
 class OrderWriter:
@@ -424,7 +429,7 @@ class OrderWriter:
         while not self.queue.empty():
             item = self.queue.get_nowait()
             if not item.future.done():
-                item.future.set_exception(RuntimeError("shutting down"))
+                item.future.set_exception(WriteFailed("shutting down"))
         if self._sqlite is not None:
             await self._sqlite.close()
             self._sqlite = None
@@ -433,15 +438,23 @@ class OrderWriter:
             self._pg = None
 
     async def write(self, row: dict[str, Any]) -> str:
+        """Queue ``row`` and wait for its commit: ``inserted`` or ``exists`` (the same order
+        or idempotency key is already written). Raises :class:`QueueFull` (nothing queued)
+        or :class:`WriteFailed`."""
         loop = self._loop
         if loop is None:  # once: get_running_loop() costs a getpid() system call
             loop = self._loop = asyncio.get_running_loop()
-        item = _Pending(row, loop.create_future())
+        future: asyncio.Future[str] = loop.create_future()
+        self.submit(row, future)
+        return await future
+
+    def submit(self, row: dict[str, Any], future: asyncio.Future[Any]) -> None:
+        """Queue ``row``; ``future`` gets its outcome (or :class:`WriteFailed`) after the
+        commit. Raises :class:`QueueFull` at once when the queue is full."""
         try:
-            self.queue.put_nowait(item)
+            self.queue.put_nowait(_Pending(row, future))
         except asyncio.QueueFull:
             raise QueueFull() from None
-        return await item.future
 
     async def _insert(self, rows: list[dict[str, Any]]) -> list[str]:
         if self._sqlite is not None:
@@ -463,13 +476,15 @@ class OrderWriter:
             except asyncio.CancelledError:
                 for p in batch:
                     if not p.future.done():
-                        p.future.set_exception(RuntimeError("shutting down"))
+                        p.future.set_exception(WriteFailed("shutting down"))
                 raise
             except Exception as exc:
                 logger.error("order write of %d rows failed: %s", len(rows), exc)
                 for p in batch:
                     if not p.future.done():
-                        p.future.set_exception(exc)
+                        failed = WriteFailed(f"order write failed: {exc}")
+                        failed.__cause__ = exc
+                        p.future.set_exception(failed)
                 continue
             self.committed += outcomes.count(INSERTED)
             self.batches += 1

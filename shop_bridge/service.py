@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -43,7 +43,14 @@ from shop_bridge.models import (
     SKUS,
     TRANSITIONS,
 )
-from shop_bridge.orders import EXISTS, OrderBook, OrderWriter, QueueFull, order_event
+from shop_bridge.orders import (
+    EXISTS,
+    OrderBook,
+    OrderWriter,
+    QueueFull,
+    WriteFailed,
+    order_event,
+)
 from shop_bridge.redis_store import BuyArgs, FlashStore, idem_field
 from shop_bridge.sale_admin import FlashSaleAdmin
 from shop_bridge.state import PAID_STATES, IllegalTransition, OrderState
@@ -108,7 +115,7 @@ class ShopService:
             write_workers,
             on_durable=self._forget_journal,
         )
-        self.batcher = BuyBatcher(self.flash)
+        self.batcher = BuyBatcher(self.flash, sink=self.writer.submit)
         self._loading: dict[tuple[str, Any], asyncio.Future[Any]] = {}
         self._cards: BoundedCache[str, CardRef] = BoundedCache(config.card_cache_rooms, ttl=30.0)
         self._sales: BoundedCache[int, SaleCtx] = BoundedCache(1000, ttl=10.0)
@@ -861,15 +868,21 @@ class ShopService:
             "cp": card.product_id or None,
             "ch": channel,
         }
+        # the row goes with the reservation: once reserved, the batcher hands it straight to
+        # the order writer and this buyer wakes once, when it is committed
+        row = self._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
+        args = BuyArgs(now, user_id, quantity, idem_key, order_id, journal)
         for _attempt in range(2):
-            res = await self.batcher.buy(
-                sale_id, BuyArgs(now, user_id, quantity, idem_key, order_id, journal)
-            )
-            if res.status != "no_sale":
+            try:
+                res = await self.batcher.buy(sale_id, args, row)
+            except (QueueFull, WriteFailed) as exc:
+                await self._not_written(ctx, row, exc)
+            if isinstance(res, str) or res.status != "no_sale":
                 break
             await self._once(("load", sale_id), lambda: self._load_sale(sale))
-        if res.status == "ok":
-            row = self._flash_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
+        if isinstance(res, str):  # reserved and written (or already there)
+            return await self._written(row, res)
+        if res.status == "ok":  # reserved, not handed over (no sink): write it here
             return await self._commit_flash(ctx, row)
         if res.status == "dup":
             return await self._durable(ctx, res.value, user_id, idem_key), False
@@ -916,9 +929,17 @@ class ShopService:
         }
 
     async def _commit_flash(self, ctx: SaleCtx, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Write a reserved order's row and answer with it (see :meth:`_written`)."""
         try:
             outcome = await self.writer.write(row)
-        except QueueFull:
+        except (QueueFull, WriteFailed) as exc:
+            await self._not_written(ctx, row, exc)
+        return await self._written(row, outcome)
+
+    async def _not_written(self, ctx: SaleCtx, row: dict[str, Any], exc: Exception) -> NoReturn:
+        """A reserved order whose row was not written: the buyer is told to retry (after
+        the reservation is given back, when nothing was queued)."""
+        if isinstance(exc, QueueFull):
             # Nothing was written: give the reservation back and let the buyer retry.
             await self.flash.release(
                 ctx.sale["id"],
@@ -932,13 +953,15 @@ class ShopService:
                 idem_field(row["user_id"], row["idempotency_key"]),
             )
             raise ShopError(503, "busy", "too many orders in flight; retry shortly") from None
-        except Exception as exc:
-            logger.error("order %s not written (%s); reconciliation will finish it", row["id"], exc)
-            raise ShopError(
-                503,
-                "order_pending",
-                "the order could not be confirmed yet; retry with the same idempotency_key",
-            ) from None
+        logger.error("order %s not written (%s); reconciliation will finish it", row["id"], exc)
+        raise ShopError(
+            503,
+            "order_pending",
+            "the order could not be confirmed yet; retry with the same idempotency_key",
+        ) from None
+
+    async def _written(self, row: dict[str, Any], outcome: str) -> tuple[dict[str, Any], bool]:
+        """The answer for a committed row: the new order, or the one already written."""
         if outcome == EXISTS:
             existing = await self.book.get(row["id"]) or await self.book.get_by_idem(
                 row["user_id"], row["idempotency_key"]

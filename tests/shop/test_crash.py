@@ -21,14 +21,12 @@ async def _crash_during_buy(env, sale_id: int, user: str, key: str, clock=None) 
     if clock is not None:
         svc.set_clock(clock)
     reserved = asyncio.Event()
-    frozen = asyncio.Event()
 
-    async def freeze(row: dict) -> str:
-        reserved.set()
-        await frozen.wait()  # never set: the process "dies" here
-        raise AssertionError("unreachable")
+    def freeze(row: dict, future: asyncio.Future) -> None:
+        reserved.set()  # the row is never queued, the buyer never answered: the process
+        # "dies" here, with the reservation made
 
-    svc.writer.write = freeze  # type: ignore[method-assign]
+    svc.batcher.sink = freeze  # where a reserved buy's row goes to the order writer
     request = asyncio.ensure_future(
         env.api.post(
             f"/api/flash-sales/{sale_id}/buy",

@@ -21,8 +21,8 @@ from sqlalchemy import select, text
 
 from shop_bridge.flash_batch import BuyBatcher
 from shop_bridge.models import ORDERS, TRANSITIONS
-from shop_bridge.orders import EXISTS, INSERTED
-from shop_bridge.redis_store import BuyArgs, buy_entry
+from shop_bridge.orders import EXISTS, INSERTED, QueueFull, WriteFailed
+from shop_bridge.redis_store import BuyArgs, BuyResult, buy_entry
 from shop_bridge.state import OrderState
 from tests.shop.conftest import make_product, make_sale, uid
 
@@ -258,6 +258,67 @@ async def test_a_buy_cancelled_before_its_batch_is_sent_reserves_nothing(shop) -
     await batcher.stop()
 
 
+async def test_reserved_buys_go_to_the_sink_with_their_row_and_future(shop) -> None:
+    """With a sink, a reserved buy's row and future go there (the buyer wakes when the sink
+    resolves it); a refused buy resolves with the script's result; a sink refusing one row
+    fails that buyer alone; a buyer gone after the send is not handed over."""
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=5, limit=1)
+    handed: list[str] = []
+
+    def sink(row: dict, future: asyncio.Future) -> None:
+        if row["id"] == "o-full":
+            raise QueueFull()
+        handed.append(row["id"])
+        asyncio.get_running_loop().call_soon(future.set_result, INSERTED)
+
+    batcher = BuyBatcher(svc.flash, sink=sink)
+    now = svc.now_ms()
+    ok = batcher.buy(sale["id"], _args(now, "ann", "k", "o-ann"), {"id": "o-ann"})
+    again = batcher.buy(sale["id"], _args(now, "ann", "k2", "o-again"), {"id": "o-again"})
+    full = batcher.buy(sale["id"], _args(now, "bob", "k", "o-full"), {"id": "o-full"})
+    no_row = batcher.buy(sale["id"], _args(now, "cat", "k", "o-cat"))
+    gone = batcher.buy(sale["id"], _args(now, "dan", "k", "o-dan"), {"id": "o-dan"})
+    await asyncio.sleep(0)  # the batch is on its way
+    gone.cancel()
+    assert await ok == INSERTED
+    refused = await again
+    assert isinstance(refused, BuyResult) and refused.status == "limit"
+    with pytest.raises(QueueFull):
+        await full
+    cat = await no_row
+    assert isinstance(cat, BuyResult) and cat.status == "ok"
+    assert handed == ["o-ann"]  # not the refused, the full, the row-less or the gone one
+    snap = await svc.flash.snapshot(sale["id"])  # dan's reservation stays in the journal
+    assert set(snap.journal) == {"o-ann", "o-full", "o-cat", "o-dan"}
+    await batcher.stop()
+
+
+async def test_a_full_order_queue_answers_busy_and_gives_the_reservation_back(shop) -> None:
+    """The writer's queue full: the buyer gets 503 ``busy``, the unit and the user's
+    allowance go back to the sale, and the same tap retried later gets its order."""
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=5, limit=1)
+    path = f"/api/flash-sales/{sale['id']}/buy"
+    body = {"user_id": "eve", "idempotency_key": "tap"}
+    queue = svc.writer.queue
+    full: asyncio.Queue = asyncio.Queue(1)
+    full.put_nowait(None)
+    svc.writer.queue = full  # what submit() sees; the writer tasks wait on the old one
+    try:
+        status, data = await shop.api.post(path, body)
+    finally:
+        svc.writer.queue = queue
+    assert status == 503 and data["error"]["code"] == "busy", data
+    snap = await svc.flash.snapshot(sale["id"])
+    assert snap.stock == 5 and snap.users.get("eve", 0) == 0
+    status, order = await shop.api.post(path, body)
+    assert status == 201 and order["user_id"] == "eve"
+    assert (await svc.flash.snapshot(sale["id"])).stock == 4
+
+
 async def test_a_failed_script_run_fails_every_buy_of_its_batch(shop) -> None:
     svc = shop.svc
     product = await make_product(shop.api)
@@ -361,8 +422,9 @@ async def test_sqlite_writer_process_killed_costs_only_its_batch(shop) -> None:
     await asyncio.sleep(0.1)
     assert not second.done()
     proc.kill()  # ...and the process dies (SIGKILL: as the OOM killer would)
-    with pytest.raises(sqlite3.OperationalError, match="exited"):
+    with pytest.raises(WriteFailed, match="exited") as failed:
         await second
+    assert isinstance(failed.value.__cause__, sqlite3.OperationalError)
     assert await svc.writer.write(row("k3" * 16)) == INSERTED
     assert sqlite.started == started + 1
     # a process already known dead costs nothing: the next batch starts another one
@@ -391,7 +453,7 @@ async def test_postgres_writer_replaces_a_connection_that_died(shop) -> None:
     # the writer either notices the closed connection first or fails this one batch
     try:
         second = await svc.writer.write(row("p2" * 16))
-    except Exception as exc:  # asyncpg: "connection is closed", "another operation ..."
+    except WriteFailed as exc:  # asyncpg: "connection is closed", "another operation ..."
         logging.getLogger(__name__).info("batch on the killed connection failed: %s", exc)
         second = None
     assert await svc.writer.write(row("p3" * 16)) == INSERTED

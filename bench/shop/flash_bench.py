@@ -5,7 +5,19 @@ default, or --database-url / --redis-url), then N keep-alive HTTP/1.1 connection
 in a loop as distinct users (every buy succeeds: stock 100 000, limit 1), for --seconds.
 A buy counts only when the server answered 201, i.e. after the order row was committed.
 
+Two ways to load it:
+
+- closed loop (the default): each connection sends its next buy as soon as the last one is
+  answered. This finds the most buys/s; at that saturation the latency is set by the
+  throughput itself (Little's law: mean latency = connections / buys per second).
+- open loop (``--rate R``): the N connections together offer R buys/s on a fixed schedule
+  (connection i sends at ``t0 + (i + k * N) / R``), whatever the server does, as real
+  buyers pressing "buy" would. A buy's latency is counted from its *scheduled* time, so a
+  server that falls behind is charged for the queue it builds (no coordinated omission,
+  as in wrk2); the time from the actual send is reported too (``service_*``).
+
     python -m bench.shop.flash_bench --concurrency 200 --seconds 10
+    python -m bench.shop.flash_bench --concurrency 200 --seconds 10 --rate 3000
     python -m bench.shop.flash_bench \\
         --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench \\
         --redis-url redis://127.0.0.1:6379/9
@@ -27,6 +39,9 @@ import psutil
 
 from core.tokens import issue_token
 
+LATE_LIMIT = 10.0
+"""Open loop: seconds past the window after which buys still due are counted unsent."""
+
 
 async def buyer(
     port: int,
@@ -39,13 +54,27 @@ async def buyer(
     lat: list[float],
     when: list[float],
     codes: dict[int, int],
+    service: list[float],
+    unsent: list[int],
+    schedule: tuple[float, float] | None = None,
 ) -> None:
+    """Buy in a loop until ``deadline``: at once after each answer, or at the times of
+    ``schedule`` = (first send, interval) in the open loop."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     n = 0
     try:
         while True:
             now = time.perf_counter()
-            if now >= deadline:
+            due = now
+            if schedule is not None:
+                due = schedule[0] + n * schedule[1]
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    now = time.perf_counter()
+            if due >= deadline:
+                return
+            if now >= deadline + LATE_LIMIT:  # hopelessly behind: count what was never sent
+                unsent.append(int((deadline - due) / schedule[1]) + 1 if schedule else 0)
                 return
             body = b'{"idempotency_key": "k"}'
             token = issue_token(secret, f"{run_id}c{idx}n{n}", "buyer")  # the buyer's viewer token
@@ -68,10 +97,11 @@ async def buyer(
             await reader.readexactly(length)
             t1 = time.perf_counter()
             status = int(status_line.split()[1])
-            if t0 >= warm_until:
+            if due >= warm_until:
                 codes[status] = codes.get(status, 0) + 1
                 if status == 201:
-                    lat.append(t1 - t0)
+                    lat.append(t1 - due)  # = t1 - t0 in the closed loop
+                    service.append(t1 - t0)
                     when.append(t1 - warm_until)
     finally:
         writer.close()
@@ -132,9 +162,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             lat: list[float] = []
             when: list[float] = []
             codes: dict[int, int] = {}
+            service: list[float] = []
+            unsent: list[int] = []
             start = time.perf_counter()
             warm_until = start + args.warmup
             deadline = warm_until + args.seconds
+            n = args.concurrency
             buyers = asyncio.gather(
                 *(
                     buyer(
@@ -148,8 +181,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                         lat,
                         when,
                         codes,
+                        service,
+                        unsent,
+                        (start + 0.2 + i / args.rate, n / args.rate) if args.rate else None,
                     )
-                    for i in range(args.concurrency)
+                    for i in range(n)
                 )
             )
             pids = [p.pid for p in procs]
@@ -164,18 +200,21 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         with open(args.dump, "w") as f:
             f.writelines(f"{w:.4f} {x * 1000:.2f}\n" for w, x in zip(when, lat, strict=True))
     lat.sort()
+    service.sort()
     ok = len(lat)
 
-    def pct(p: float) -> float:
-        return round(lat[min(ok - 1, int(p * ok))] * 1000, 2) if ok else float("nan")
+    def pct(values: list[float], p: float) -> float:
+        return round(values[min(ok - 1, int(p * ok))] * 1000, 2) if ok else float("nan")
 
-    return {
+    figures: dict[str, object] = {
         "backend": "postgres+redis" if args.database_url else "embedded (sqlite+valkey)",
         "concurrency": args.concurrency,
+        "loop": f"open, {args.rate:g} buys/s offered" if args.rate else "closed",
         "seconds": args.seconds,
         "buys_per_s": round(ok / args.seconds),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
+        "p50_ms": pct(lat, 0.50),
+        "p99_ms": pct(lat, 0.99),
+        "p999_ms": pct(lat, 0.999),
         "max_ms": round(lat[-1] * 1000, 2) if ok else None,
         "statuses": codes,
         "server_cpu_pct": round(100 * cpu_s / args.seconds, 1),
@@ -186,6 +225,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "nodes": args.nodes,
         "server": [t.strip().splitlines()[-1] for t in reversed(tails) if t.strip()],
     }
+    if args.rate:  # from the actual send: what a server that is never behind would show
+        figures["unsent"] = sum(unsent)
+        figures["service_p50_ms"] = pct(service, 0.50)
+        figures["service_p99_ms"] = pct(service, 0.99)
+    return figures
 
 
 def main() -> None:
@@ -193,6 +237,12 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=200)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: buys/s offered by all connections together (0: closed loop)",
+    )
     p.add_argument("--database-url", default="")
     p.add_argument("--redis-url", default="")
     p.add_argument(

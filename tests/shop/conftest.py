@@ -8,6 +8,7 @@ unique key prefix; never FLUSHDB).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -258,3 +259,11 @@ async def make_sale(
         "ends_at": int((now + start_in + length) * 1000),
     }
     return await api.ok("POST", "/api/flash-sales", body, 201)
+
+
+async def journal_drained(svc: ShopService, sale_id: int, timeout: float = 10) -> None:
+    """Wait until the sale's reservation journal is empty: the post-commit tidy-up runs
+    after the buyers are answered (and takes the commits of a short while together)."""
+    async with asyncio.timeout(timeout):
+        while (await svc.flash.snapshot(sale_id)).journal:
+            await asyncio.sleep(0.01)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from shop_bridge.models import ORDERS
 from shop_bridge.redis_store import SaleKeys
-from tests.shop.conftest import make_product, make_sale, uid
+from tests.shop.conftest import journal_drained, make_product, make_sale, uid
 
 
 async def _orders_of_sale(env, sale_id: int) -> list[dict]:
@@ -150,6 +150,4 @@ async def test_orders_written_in_batches_are_all_durable(shop) -> None:
         ).scalar_one()
     assert n == 300
     # the journal entries go after the buyers were answered (a hint once rows are durable)
-    async with asyncio.timeout(10):
-        while (await shop.svc.flash.snapshot(sale["id"])).journal:
-            await asyncio.sleep(0.01)
+    await journal_drained(shop.svc, sale["id"])

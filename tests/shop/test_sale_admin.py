@@ -7,7 +7,7 @@ import time
 
 from shop_bridge.redis_store import SaleKeys
 from shop_bridge.state import OrderState
-from tests.shop.conftest import FakeClock, make_product, make_sale, uid
+from tests.shop.conftest import FakeClock, journal_drained, make_product, make_sale, uid
 
 
 async def _buy(api, sale_id: int, user: str, key: str = "k", qty: int = 1) -> tuple[int, dict]:
@@ -193,6 +193,7 @@ async def test_an_ended_sale_is_settled_by_the_sweeper(shop) -> None:
     status, pending = await _buy(api, sale["id"], "s1", qty=2)
     assert status == 201
     assert (await shop.svc.sweep())["settled"] == 0  # still on
+    await journal_drained(shop.svc, sale["id"])  # else the sweep finds it busy, tries later
     clock.advance(601)
     report = await shop.svc.sweep()
     assert report["settled"] == 1

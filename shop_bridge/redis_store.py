@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +105,21 @@ def buy_entry(b: BuyArgs) -> list[Any]:
 
 
 class FlashStore:
-    """Runs the flash-sale Lua scripts; holds no state besides the client and script objects."""
+    """Runs the flash-sale Lua scripts; holds no state besides the clients and script objects.
 
-    def __init__(self, redis: Any, prefix: str) -> None:
+    The buy batches go over ``lanes`` connections held for the store's life (taken from the
+    client's pool on first use, given back by :meth:`close`): a command through the pool pays
+    a checkout and a check-in, each under a lock and a timeout (~15 µs of event loop time
+    per batch here), and under a moderate load most batches are one or two buys. When every
+    lane is busy, or with a cluster client, a batch goes through the pool as before.
+    """
+
+    def __init__(self, redis: Any, prefix: str, lanes: int = 2) -> None:
         self.redis = redis
         self.prefix = prefix
+        self._lanes: list[Any] = []
+        self._lanes_made = 0
+        self._max_lanes = lanes if isinstance(redis, aioredis.Redis) else 0
         self._buy = redis.register_script(_script("buy.lua"))
         self._release = redis.register_script(_script("release.lua"))
         self._load = redis.register_script(_script("load.lua"))
@@ -143,7 +154,14 @@ class FlashStore:
         """
         k = self.keys(sale_id)
         packed = orjson.dumps([buy_entry(b) for b in buys])
-        raw = await self._buy(keys=[k.meta, k.stock, k.users, k.idem, k.journal], args=[packed])
+        lane = self._lane()
+        try:
+            raw = await self._buy(
+                keys=[k.meta, k.stock, k.users, k.idem, k.journal], args=[packed], client=lane
+            )
+        finally:
+            if lane is not None:
+                self._lanes.append(lane)
         try:
             res = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -151,6 +169,25 @@ class FlashStore:
         if not isinstance(res, list) or len(res) != 2 * len(buys):
             raise RuntimeError(f"buy script answered {str(raw)[:80]!r} for {len(buys)} buys")
         return [BuyResult(str(res[i]), str(res[i + 1])) for i in range(0, len(res), 2)]
+
+    def _lane(self) -> Any:
+        """A free lane (a client on one held connection), or None: use the pool."""
+        if self._lanes:
+            return self._lanes.pop()
+        if self._lanes_made < self._max_lanes:
+            self._lanes_made += 1
+            return aioredis.Redis(
+                connection_pool=self.redis.connection_pool, single_connection_client=True
+            )
+        return None
+
+    async def close(self) -> None:
+        """Give the lanes' connections back to the pool (batches on their way finish first:
+        call after the batcher stopped)."""
+        lanes, self._lanes = self._lanes, []
+        self._lanes_made -= len(lanes)
+        for lane in lanes:
+            await lane.aclose()
 
     async def release(
         self, sale_id: int, *, order_id: str, user: str, qty: int, now_ms: int

@@ -164,6 +164,7 @@ class ShopService:
                 await t
         self._tasks.clear()
         await self.batcher.stop()
+        await self.flash.close()
         await self.writer.stop()
 
     def _emit(self, topic: str, data: dict[str, Any]) -> None:

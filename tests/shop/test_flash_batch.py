@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from sqlalchemy import select, text
 from shop_bridge.flash_batch import BuyBatcher
 from shop_bridge.models import ORDERS, TRANSITIONS
 from shop_bridge.orders import EXISTS, INSERTED, QueueFull, WriteFailed
-from shop_bridge.redis_store import BuyArgs, BuyResult, buy_entry
+from shop_bridge.redis_store import BuyArgs, BuyResult, FlashStore, buy_entry
 from shop_bridge.state import OrderState
 from tests.shop.conftest import make_product, make_sale, uid
 
@@ -191,6 +192,57 @@ async def test_the_buy_script_answers_random_arguments_with_an_error_or_results(
         sync.close()
     assert answers["error"] > 0
     assert (await svc.flash.snapshot(sale["id"])).users == {}
+
+
+async def test_buy_batches_go_over_held_lanes_then_the_pool(shop) -> None:
+    """With one lane, three concurrent batches (three sales) each get their own answers
+    (one over the lane, two through the pool); the lane keeps its connection between
+    batches and gives it back on close."""
+    svc = shop.svc
+    store = FlashStore(svc.redis, svc.config.redis_prefix, lanes=1)
+    product = await make_product(shop.api)
+    sales = [await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=5) for _ in "abc"]
+    now = svc.now_ms()
+    try:
+        for user, left in (("u1", "4"), ("u2", "3")):
+            batches = [[_args(now, user, "k", f"{s['id']}{user}")] for s in sales]
+            answers = await asyncio.gather(
+                *(store.buy_many(s["id"], b) for s, b in zip(sales, batches, strict=True))
+            )
+            assert answers == [[BuyResult("ok", left)]] * 3
+            (lane,) = store._lanes
+            assert lane.connection is not None  # held between batches
+    finally:
+        await store.close()
+    for sale in sales:
+        assert (await svc.flash.snapshot(sale["id"])).users == {"u1": 1, "u2": 1}
+    assert store._lanes == [] and lane.connection is None
+
+
+async def test_a_batch_cancelled_on_a_lane_leaves_no_stale_reply(shop) -> None:
+    """A batch cancelled at any point (before, while or after its command is written) must
+    never hand its reply to the next batch on the same lane."""
+    svc = shop.svc
+    store = FlashStore(svc.redis, svc.config.redis_prefix, lanes=1)
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=100, limit=1)
+    now = svc.now_ms()
+    try:
+        for i in range(12):
+            first = asyncio.ensure_future(
+                store.buy_many(sale["id"], [_args(now, f"gone{i}", "k", f"gone{i}")])
+            )
+            for _ in range(i % 6):
+                await asyncio.sleep(0)
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            (res,) = await store.buy_many(sale["id"], [_args(now, f"kept{i}", "k", f"kept{i}")])
+            snap = await svc.flash.snapshot(sale["id"])
+            assert res == BuyResult("ok", str(snap.stock))  # this buy's own answer
+            assert f"kept{i}" in snap.journal
+    finally:
+        await store.close()
 
 
 async def test_forget_journal_drops_exactly_the_durable_entries_of_each_sale(shop) -> None:

@@ -109,7 +109,7 @@ class FlashStore:
 
     The buy batches go over ``lanes`` connections held for the store's life (taken from the
     client's pool on first use, given back by :meth:`close`): a command through the pool pays
-    a checkout and a check-in, each under a lock and a timeout (~15 µs of event loop time
+    a checkout and a check-in, each under a lock and a timeout (~25 µs of event-loop time
     per batch here), and under a moderate load most batches are one or two buys. When every
     lane is busy, or with a cluster client, a batch goes through the pool as before.
     """

@@ -89,6 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         elapsed = time.perf_counter() - t0
         await store.drop(sale_id)
     finally:
+        await store.close()
         await r.aclose()
         if embedded is not None:
             await embedded.stop()

@@ -7,6 +7,7 @@ runtime (Redis + event bus) -> relay registry -> ingest (RTMP server) -> danmaku
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -24,7 +25,7 @@ from control.config import Config
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.http import error_middleware
 from core.redis import EmbeddedValkey, connect
-from core.runtime import RUNTIME, Runtime
+from core.runtime import RUNTIME, Runtime, prepare_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ def create_app(config: Config) -> web.Application:
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     embedded: EmbeddedValkey | None = None
+    data_dir = await asyncio.to_thread(prepare_data_dir, config.data_path)
     if config.redis.url:
         redis_url = config.redis.url
     else:
-        embedded = EmbeddedValkey(config.data_path, port=config.redis.embedded_port)
+        embedded = EmbeddedValkey(data_dir, port=config.redis.embedded_port)
         await embedded.start()
         redis_url = embedded.url
     client = connect(redis_url)
@@ -77,7 +79,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis=client,
         redis_url=redis_url,
         bus=bus,
-        data_dir=config.data_path,
+        data_dir=data_dir,
         secret=config.server.secret,
         node_id=node_id,
         database_url=config.database_url,

@@ -163,4 +163,7 @@ def load_config(
     )
     if cfg.server.role not in ("origin", "edge"):
         raise ConfigError(f"server.role must be 'origin' or 'edge', not {cfg.server.role!r}")
+    # Absolute once, here: child processes (valkey-server, ffmpeg) must not depend on a cwd.
+    data_dir = os.path.abspath(os.path.expanduser(cfg.server.data_dir))
+    cfg = replace(cfg, server=replace(cfg.server, data_dir=data_dir))
     return _ensure_secret(cfg) if ensure_secret else cfg

@@ -38,7 +38,9 @@ class EmbeddedValkey:
     """A private valkey-server process, started and stopped by berrylive."""
 
     def __init__(self, data_dir: Path, port: int = 0, persist: bool = True) -> None:
-        self.dir = Path(data_dir) / "valkey"
+        # Absolute: valkey-server changes into --dir before it opens --logfile, so a
+        # relative data dir would point the log (and the socket) somewhere else.
+        self.dir = Path(os.path.abspath(data_dir)) / "valkey"
         self.port = port
         self.persist = persist
         self._proc: asyncio.subprocess.Process | None = None
@@ -80,7 +82,7 @@ class EmbeddedValkey:
                 if self._proc.returncode is not None:
                     raise EmbeddedValkeyError(
                         f"valkey-server exited with {self._proc.returncode}; "
-                        f"see {self.dir}/valkey.log"
+                        f"{self.dir / 'valkey.log'}: {_log_tail(self.dir / 'valkey.log')}"
                     )
                 try:
                     if await client.ping():
@@ -101,6 +103,14 @@ class EmbeddedValkey:
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)
                 os.rmdir(self._sockdir)
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError as exc:
+        return f"(no log: {exc.strerror})"
+    return " | ".join(text[-lines:]) or "(empty log)"
 
 
 def connect(url: str, max_connections: int = 64, wait_timeout: float = 5.0) -> aioredis.Redis:

@@ -7,6 +7,7 @@ context after that one and reads ``app[RUNTIME]`` when it starts.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,18 @@ class Runtime:
 
     def rtmp_base(self) -> str:
         return f"rtmp://{self.public_host}:{self.rtmp_port}"
+
+
+def prepare_data_dir(path: str | os.PathLike[str]) -> Path:
+    """The data dir as an absolute path, created (with its parents) if missing.
+
+    Called once at startup, before anything opens a file in it (the SQLite database, the
+    embedded valkey-server, recordings); absolute so that child processes that change
+    directory (valkey-server does) or run elsewhere get the same path.
+    """
+    data_dir = Path(os.path.abspath(os.path.expanduser(path)))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("berrylive.runtime", Runtime)

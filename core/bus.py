@@ -20,15 +20,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
+from core.events import BusEvent, EventDecodeError
 from core.ids import random_hex
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[["Event"], Awaitable[None] | None]
+E = TypeVar("E", bound=BusEvent)
+TypedHandler = Callable[[E], Awaitable[None] | None]
 
 CHANNEL_PREFIX = "berrylive:events:"
 
@@ -194,6 +197,25 @@ class EventBus:
             self._deliver(event)
         await self._send_remote_many(events)
         return events
+
+    async def emit(self, *events: BusEvent) -> list[Event]:
+        """Publish typed events (``core.events``), in order, as one :meth:`publish_many`."""
+        return await self.publish_many((ev.event_topic, ev.to_data()) for ev in events)
+
+    def on(self, cls: type[E], handler: TypedHandler[E]) -> Callable[[], None]:
+        """Call ``handler`` with an instance of ``cls`` for every event of its topic (or
+        family); a payload that does not fit the class is dropped with a log line."""
+
+        def typed(event: Event) -> Awaitable[None] | None:
+            try:
+                ev = cls.from_data(event.data, event.topic)
+            except EventDecodeError as exc:
+                logger.warning("event bus: dropping %s from %s: %s", event.topic, event.node, exc)
+                return None
+            return handler(ev)
+
+        typed.__qualname__ = f"on({cls.__name__}, {getattr(handler, '__qualname__', handler)})"
+        return self.subscribe(cls.TOPIC, typed)
 
     async def _send_remote(self, event: Event) -> None:
         return None

@@ -1,50 +1,25 @@
 """The operator console in a real browser: headless Chromium driven by Playwright.
 
 Log in, create a broadcast, copy its push URL, push with ffmpeg, watch the page turn
-``live`` in place, take a screenshot (kept under the test's tmp dir and, for people, at
-``/tmp/berrylive-console.png``).
+``live`` in place, play the preview, take a screenshot (kept under the test's tmp dir and,
+for people, at ``/tmp/berrylive-console.png``). The browser comes from ``tests/browser.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.browser import LAUNCH_ARGS, chromium_executable
 from tests.control.conftest import PASSWORD, make_staff
 from tests.control.publisher import start_ffmpeg, stop
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("BERRYLIVE_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _requirements() -> str | None:
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        return f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
-    return None
-
 
 async def test_console_login_create_go_live_screenshot(control_env, server_factory, tmp_path):
-    reason = _requirements()
-    if reason:
-        pytest.skip(reason)
     from playwright.async_api import async_playwright, expect
 
     server = await server_factory(control=control_env)
@@ -53,9 +28,7 @@ async def test_console_login_create_go_live_screenshot(control_env, server_facto
     base = server.http_url
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            args=ARGS,
-            headless=True,
+            executable_path=chromium_executable(), args=LAUNCH_ARGS, headless=True
         )
         try:
             context = await browser.new_context(viewport={"width": 1280, "height": 1100})
@@ -112,7 +85,10 @@ async def test_console_login_create_go_live_screenshot(control_env, server_facto
                 await expect(page.locator("#preview-status")).to_contain_text(
                     "Playing", timeout=10000
                 )
-                await asyncio.sleep(1.0)  # let a frame reach the preview for the picture
+                # a decoded frame in the preview (not a fixed wait) before the picture
+                await page.wait_for_function(
+                    "() => document.querySelector('#preview').readyState >= 2", timeout=15000
+                )
                 shot = tmp_path / "console.png"
                 await page.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 10000

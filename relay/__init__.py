@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from relay import cluster
 from relay.config import RelayConfig
 from relay.http import REGISTRY, add_routes
 from relay.hub import Publisher, PublisherInfo, StreamHub, StreamRegistry, Viewer, ViewerInfo
+from relay.wiring import setup_cluster
 
 __all__ = [
     "REGISTRY",
@@ -35,4 +35,4 @@ def setup(app: web.Application, config: RelayConfig) -> None:
 
     app.cleanup_ctx.append(ctx)
     add_routes(app)
-    cluster.setup(app, config)  # heartbeat, edge pulls, forwards, /api/play (docs/cluster.md)
+    setup_cluster(app, config)  # heartbeat, edge pulls, forwards, /api/play (docs/cluster.md)

@@ -24,14 +24,14 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from core.bus import Event
-from core.runtime import RUNTIME, Runtime
+from core.runtime import Runtime
+from relay.backoff import backoff_delay
 from relay.config import RelayConfig
 from relay.hub import StreamHub, StreamRegistry
 
@@ -201,13 +201,6 @@ class ClusterDirectory:
     async def stream_owner(self, key: str) -> str | None:
         raw = await self.redis.get(self.stream_key(key))
         return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: uniform in [base/2, min(cap, base * 2**attempt)]."""
-    r = rng or random
-    top = min(cap, base * (2 ** min(attempt, 30)))
-    return r.uniform(min(base / 2, top), top)
 
 
 class ClusterNode:
@@ -387,36 +380,3 @@ class ClusterNode:
 
 
 CLUSTER: web.AppKey[ClusterNode] = web.AppKey("relay.cluster", ClusterNode)
-
-
-def setup(app: web.Application, config: RelayConfig) -> None:
-    """Cluster lifecycle (heartbeat, edge pulls, forwards) and the cluster routes."""
-    from relay import edge, forward, scheduler
-    from relay.http import REGISTRY
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        rt = app[RUNTIME]
-        registry = app[REGISTRY]
-        node = ClusterNode(registry, rt, config)
-        app[CLUSTER] = node
-        await node.start()
-        puller: edge.EdgePuller | None = None
-        forwarder: forward.Forwarder | None = None
-        if rt.role == "edge":
-            puller = edge.EdgePuller(registry, node.directory, rt, config)
-            await puller.start()
-            app[edge.PULLER] = puller
-        else:  # origins forward (static rules and per-broadcast rules from Redis)
-            forwarder = forward.Forwarder(registry, rt, config)
-            await forwarder.start()
-        try:
-            yield
-        finally:
-            if forwarder is not None:
-                await forwarder.close()
-            if puller is not None:
-                await puller.close()
-            await node.close()
-
-    app.cleanup_ctx.append(ctx)
-    scheduler.add_routes(app)

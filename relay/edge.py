@@ -37,7 +37,8 @@ from media.errors import AMFError, FLVError
 from media.frame import Frame, Kind
 from media.rtmp.client import ClientConnection, ClientError, CommandReply, MediaMessage
 from media.rtmp.connection import metadata_payload
-from relay.cluster import ClusterDirectory, backoff_delay
+from relay.backoff import backoff_delay
+from relay.cluster import ClusterDirectory
 from relay.config import RelayConfig
 from relay.hub import Publisher, PublisherInfo, StreamHub, StreamRegistry
 

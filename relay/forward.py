@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from core.bus import Event
 from core.runtime import Runtime
 from media.rtmp.client import ClientConnection, ClientError, CommandReply
-from relay.cluster import backoff_delay
+from relay.backoff import backoff_delay
 from relay.config import RelayConfig
 from relay.formats import RtmpPlay
 from relay.hub import StreamHub, StreamRegistry, Viewer, ViewerInfo

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.redis import EmbeddedValkey, connect
-from relay.cluster import ClusterDirectory, NodeInfo, backoff_delay
+from relay.backoff import backoff_delay
+from relay.cluster import ClusterDirectory, NodeInfo
 from relay.forward import Rule
 from relay.scheduler import aggregate, choose_edge, play_url
 

@@ -3,6 +3,16 @@
 Values map to Python: number -> float, boolean -> bool, string -> str, null/undefined ->
 None, object/ECMA array -> dict, strict array -> list, date -> :class:`AMFDate`. AMF3
 integers decode to int. Encoding produces AMF0 only (what servers answer with).
+
+**Bounded work, not only bounded depth.** Both AMF versions let a value refer back to an
+earlier object. Decoded as shared Python objects, a few KB of references make a graph whose
+*expanded* size (what a re-encode, a JSON dump for a hook or a copy walks) grows as N^2,
+N^3... A depth bound does not stop that. So the decoder keeps, for every finished
+container, its expanded weight (values + string bytes, references counted at the weight of
+what they point to), and refuses a message whose expanded weight passes
+:data:`MAX_EXPANDED` (a reference to an object still being decoded, a cycle, is refused
+too). Whatever a caller then does with the values is bounded by that weight. The encoder
+refuses output over :data:`MAX_ENCODED` bytes as a second line.
 """
 
 from __future__ import annotations
@@ -15,6 +25,12 @@ from media.errors import AMFError
 
 MAX_DEPTH = 32
 MAX_ITEMS = 65536
+MAX_EXPANDED = 1 << 17
+"""Most expanded weight (values + string bytes, references expanded) in one message: far
+above any real command or ``onMetaData`` (a few hundred values), and small enough that
+walking it (a re-encode in Python) stays in the tens of milliseconds."""
+MAX_ENCODED = 1 << 20
+"""Most bytes one :func:`encode_amf0` call produces."""
 
 _DOUBLE = struct.Struct(">d")
 _U16 = struct.Struct(">H")
@@ -52,7 +68,17 @@ class ECMAArray(dict[str, Any]):
 
 
 class _Reader:
-    __slots__ = ("amf3_objs", "amf3_strs", "amf3_traits", "buf", "pos", "refs")
+    __slots__ = (
+        "amf3_objs",
+        "amf3_strs",
+        "amf3_traits",
+        "buf",
+        "expanded",
+        "open",
+        "pos",
+        "refs",
+        "weights",
+    )
 
     def __init__(self, buf: bytes | bytearray | memoryview, pos: int = 0) -> None:
         self.buf = bytes(buf)
@@ -61,6 +87,33 @@ class _Reader:
         self.amf3_strs: list[str] = []
         self.amf3_objs: list[Any] = []
         self.amf3_traits: list[tuple[str, bool, list[str]]] = []
+        self.expanded = 0
+        """Expanded weight decoded so far (see the module docstring)."""
+        self.weights: dict[int, int] = {}
+        """id(container) -> its expanded weight, once finished."""
+        self.open: set[int] = set()
+        """id() of the containers being decoded (a reference to one is a cycle)."""
+
+    def grow(self, n: int) -> None:
+        self.expanded += n
+        if self.expanded > MAX_EXPANDED:
+            raise AMFError(f"AMF message expands past {MAX_EXPANDED} (references)")
+
+    def begin(self, obj: Any) -> int:
+        self.open.add(id(obj))
+        self.grow(1)
+        return self.expanded
+
+    def end(self, obj: Any, start: int) -> None:
+        self.open.discard(id(obj))
+        self.weights[id(obj)] = self.expanded - start + 1
+
+    def refer(self, obj: Any) -> Any:
+        """A reference to an earlier value: charged at the weight of what it points to."""
+        if id(obj) in self.open:
+            raise AMFError("AMF reference cycle")
+        self.grow(self.weights.get(id(obj), 1 + (len(obj) if isinstance(obj, str | bytes) else 0)))
+        return obj
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
@@ -91,6 +144,7 @@ class _Reader:
 
     def utf8(self, n: int) -> str:
         raw = self.take(n)
+        self.grow(n)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -105,6 +159,7 @@ def _amf0_value(r: _Reader, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise AMFError("AMF nesting too deep")
     marker = r.u8()
+    r.grow(1)
     if marker == 0x00:
         return r.double()
     if marker == 0x01:
@@ -114,7 +169,9 @@ def _amf0_value(r: _Reader, depth: int) -> Any:
     if marker == 0x03:
         obj: dict[str, Any] = {}
         r.refs.append(obj)
+        start = r.begin(obj)
         _amf0_props(r, obj, depth)
+        r.end(obj, start)
         return obj
     if marker in (0x05, 0x06):
         return None
@@ -122,12 +179,14 @@ def _amf0_value(r: _Reader, depth: int) -> Any:
         idx = r.u16()
         if idx >= len(r.refs):
             raise AMFError(f"AMF0 reference {idx} out of range")
-        return r.refs[idx]
+        return r.refer(r.refs[idx])
     if marker == 0x08:
         r.u32()  # associative count: advisory only, and often wrong
         arr = ECMAArray()
         r.refs.append(arr)
+        start = r.begin(arr)
         _amf0_props(r, arr, depth)
+        r.end(arr, start)
         return arr
     if marker == 0x09:
         raise AMFError("unexpected AMF0 object-end marker")
@@ -137,8 +196,10 @@ def _amf0_value(r: _Reader, depth: int) -> Any:
             raise AMFError(f"AMF0 strict array of {count} items is too large")
         items: list[Any] = []
         r.refs.append(items)
+        start = r.begin(items)
         for _ in range(count):
             items.append(_amf0_value(r, depth + 1))
+        r.end(items, start)
         return items
     if marker == 0x0B:
         ms = r.double()
@@ -152,7 +213,9 @@ def _amf0_value(r: _Reader, depth: int) -> Any:
         r.utf8(r.u16())  # class name
         typed: dict[str, Any] = {}
         r.refs.append(typed)
+        start = r.begin(typed)
         _amf0_props(r, typed, depth)
+        r.end(typed, start)
         return typed
     if marker == 0x11:
         return _amf3_value(r, depth + 1)
@@ -207,7 +270,9 @@ def _amf3_string(r: _Reader) -> str:
         idx = ref >> 1
         if idx >= len(r.amf3_strs):
             raise AMFError(f"AMF3 string reference {idx} out of range")
-        return r.amf3_strs[idx]
+        known = r.amf3_strs[idx]
+        r.refer(known)
+        return known
     s = r.utf8(ref >> 1)
     if s:
         r.amf3_strs.append(s)
@@ -218,13 +283,14 @@ def _amf3_ref(r: _Reader, ref: int) -> Any:
     idx = ref >> 1
     if idx >= len(r.amf3_objs):
         raise AMFError(f"AMF3 object reference {idx} out of range")
-    return r.amf3_objs[idx]
+    return r.refer(r.amf3_objs[idx])
 
 
 def _amf3_value(r: _Reader, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise AMFError("AMF nesting too deep")
     marker = r.u8()
+    r.grow(1)
     if marker in (0x00, 0x01):
         return None
     if marker == 0x02:
@@ -243,6 +309,7 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
         if not ref & 1:
             return _amf3_ref(r, ref)
         raw = r.take(ref >> 1)
+        r.grow(len(raw))
         val: Any = raw if marker == 0x0C else raw.decode("utf-8", errors="replace")
         r.amf3_objs.append(val)
         return val
@@ -260,6 +327,7 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
         dense = ref >> 1
         assoc: dict[str, Any] = {}
         r.amf3_objs.append(assoc)
+        start = r.begin(assoc)
         for _ in range(MAX_ITEMS):
             key = _amf3_string(r)
             if key == "":
@@ -269,11 +337,18 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
             raise AMFError("AMF3 array has too many keys")
         if dense > MAX_ITEMS or dense > r.remaining:
             raise AMFError(f"AMF3 array of {dense} items is too large")
-        items = [_amf3_value(r, depth + 1) for _ in range(dense)]
+        slot = len(r.amf3_objs) - 1
+        items: list[Any] = []
+        r.open.add(id(items))
+        for _ in range(dense):
+            items.append(_amf3_value(r, depth + 1))
+        r.open.discard(id(items))
+        r.end(assoc, start)
         if assoc:
             assoc.update({str(i): v for i, v in enumerate(items)})
             return assoc
-        r.amf3_objs[-1] = items
+        r.amf3_objs[slot] = items
+        r.weights[id(items)] = r.weights[id(assoc)]
         return items
     if marker == 0x0A:
         ref = _u29(r)
@@ -296,6 +371,7 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
             r.amf3_traits.append((cls_name, dynamic, names))
         obj: dict[str, Any] = {}
         r.amf3_objs.append(obj)
+        start = r.begin(obj)
         for name in names:
             obj[name] = _amf3_value(r, depth + 1)
         if dynamic:
@@ -306,6 +382,7 @@ def _amf3_value(r: _Reader, depth: int) -> Any:
                 obj[key] = _amf3_value(r, depth + 1)
             else:
                 raise AMFError("AMF3 object has too many properties")
+        r.end(obj, start)
         return obj
     raise AMFError(f"unsupported AMF3 marker 0x{marker:02x}")
 
@@ -341,6 +418,8 @@ def _enc_props(obj: dict[str, Any], out: bytearray, depth: int) -> None:
 def _enc_value(value: Any, out: bytearray, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise ValueError("AMF value nested too deeply")
+    if len(out) > MAX_ENCODED:
+        raise ValueError(f"AMF0 encoding over {MAX_ENCODED} bytes")
     if value is None:
         out.append(0x05)
     elif value is UNDEFINED:
@@ -378,7 +457,11 @@ def _enc_value(value: Any, out: bytearray, depth: int) -> None:
 
 
 def encode_amf0(*values: Any) -> bytes:
+    """AMF0 bytes of ``values``; ValueError past :data:`MAX_ENCODED` bytes or
+    :data:`MAX_DEPTH` levels (a shared or cyclic structure cannot blow up the work)."""
     out = bytearray()
     for v in values:
         _enc_value(v, out, 0)
+    if len(out) > MAX_ENCODED:
+        raise ValueError(f"AMF0 encoding over {MAX_ENCODED} bytes")
     return bytes(out)

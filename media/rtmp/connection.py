@@ -418,7 +418,8 @@ class ServerConnection:
 
 def metadata_payload(values: tuple[Any, ...], name: str) -> tuple[bytes, dict[str, Any]] | None:
     """Normalise ``@setDataFrame onMetaData {...}`` / ``onMetaData {...}`` to an AMF0 payload
-    ``"onMetaData", {...}`` suitable for FLV script tags; None if it is not metadata."""
+    ``"onMetaData", {...}`` suitable for FLV script tags; None if it is not metadata, or
+    if it cannot be re-encoded within the AMF bounds (dropped, like a malformed one)."""
     args = list(values)
     if name == "@setDataFrame":
         if not args or not isinstance(args[0], str):
@@ -428,4 +429,7 @@ def metadata_payload(values: tuple[Any, ...], name: str) -> tuple[bytes, dict[st
         return None
     obj = args[0] if args and isinstance(args[0], dict) else {}
     meta = ECMAArray({str(k): v for k, v in obj.items()})
-    return encode_amf0("onMetaData", meta), dict(meta)
+    try:
+        return encode_amf0("onMetaData", meta), dict(meta)
+    except (ValueError, TypeError):
+        return None

@@ -57,6 +57,106 @@ def test_amf_nesting_bomb_is_refused() -> None:
         amf.decode_amf0(b"\x03\x00\x01a" * 100)
 
 
+def _amf0_reference_bomb(levels: int, fan: int) -> bytes:
+    """A strict array of objects o1..oL where o_k holds ``fan`` references to o_(k-1):
+    ~fan**L values once expanded, from a few hundred bytes (the review's 2.3 KB
+    ``onMetaData`` stalled the event loop for 1.1 s). AMF0 reference indexes count
+    objects in order of appearance: the array is 0, o_k is k."""
+    body = b"\x03\x00\x01x\x00" + struct.pack(">d", 1.0) + b"\x00\x00\x09"
+    for k in range(2, levels + 1):
+        props = b"".join(
+            struct.pack(">H", 2) + f"{i:02d}".encode() + b"\x07" + struct.pack(">H", k - 1)
+            for i in range(fan)
+        )
+        body += b"\x03" + props + b"\x00\x00\x09"
+    return b"\x0a" + struct.pack(">I", levels) + body
+
+
+def _amf0_flat_references(objects: int, fan: int) -> bytes:
+    """A strict array of ``objects`` objects, each referencing every earlier one ``fan``
+    times: N^2 growth without nesting deeper than 2."""
+    body = b""
+    for k in range(objects):
+        props = b"".join(
+            struct.pack(">H", 3)
+            + f"{k:01x}{i:02d}".encode()[:3]
+            + b"\x07"
+            + struct.pack(">H", j + 1)
+            for j in range(k)
+            for i in range(fan)
+        )
+        body += b"\x03" + props + b"\x00\x00\x09"
+    return b"\x0a" + struct.pack(">I", objects) + body
+
+
+def test_amf0_reference_bomb_is_refused_by_expanded_size() -> None:
+    small = _amf0_reference_bomb(levels=4, fan=3)  # 3**3 expanded leaves: fine
+    (value,) = amf.decode_amf0(small)
+    assert value[3] == {f"{i:02d}": value[2] for i in range(3)}
+    assert amf.decode_amf0(amf.encode_amf0(value)) == [value]
+    bomb = _amf0_reference_bomb(levels=30, fan=4)
+    assert len(bomb) < 3000
+    with pytest.raises(AMFError, match="expands"):
+        amf.decode_amf0(bomb)
+    flat = _amf0_flat_references(objects=60, fan=8)
+    with pytest.raises(AMFError, match="expands"):
+        amf.decode_amf0(flat)
+
+
+def test_amf_reference_cycles_are_refused() -> None:
+    # AMF0 object 0 whose property refers to object 0 itself
+    cyc0 = b"\x03\x00\x01a\x07\x00\x00\x00\x00\x09"
+    with pytest.raises(AMFError, match="cycle"):
+        amf.decode_amf0(cyc0)
+    # AMF3 dynamic object whose property "a" is an object reference to itself (index 0)
+    cyc3 = b"\x0a\x0b\x01\x03a\x0a\x00\x01"
+    with pytest.raises(AMFError, match="cycle"):
+        amf.decode_amf3(cyc3)
+
+
+def test_amf3_reference_bomb_is_refused() -> None:
+    """AMF3 array of anonymous dynamic objects o1..o40, o_k = {r0..r3: ref o_(k-1)}:
+    nesting depth 2, 4**40 values expanded. The object table: the array is 0, o_k is k."""
+    first = b"\x0a\x0b\x01" + b"\x03x" + b"\x04\x01" + b"\x01"
+    items = [first]
+    for k in range(2, 41):
+        members = b"".join(
+            bytes([(2 << 1) | 1]) + f"r{i}".encode() + b"\x0a" + bytes([(k - 1) << 1])
+            for i in range(4)
+        )
+        items.append(b"\x0a\x0b\x01" + members + b"\x01")
+    data = b"\x09" + bytes([(len(items) << 1) | 1]) + b"\x01" + b"".join(items)
+    small = b"\x09" + bytes([(3 << 1) | 1]) + b"\x01" + b"".join(items[:3])
+    (value,) = amf.decode_amf3(small)
+    assert value[2] == {f"r{i}": value[1] for i in range(4)}
+    with pytest.raises(AMFError, match="expands"):
+        amf.decode_amf3(data)
+
+
+@given(st.binary(max_size=2048))
+def test_decoded_garbage_re_encodes_within_bounds(data: bytes) -> None:
+    """Whatever decodes re-encodes (the relay re-encodes metadata) within the output
+    bound, or is refused: never a blow-up."""
+    for decode in (amf.decode_amf0, amf.decode_amf3):
+        try:
+            values = decode(data)
+        except AMFError:
+            continue
+        try:
+            out = amf.encode_amf0(*values)
+        except (ValueError, TypeError):
+            continue
+        assert len(out) <= amf.MAX_ENCODED
+
+
+def test_encoder_refuses_shared_structure_blow_up() -> None:
+    node: dict[str, object] = {"leaf": 1.0}
+    for _ in range(25):
+        node = {"a": node, "b": node}  # 2**25 leaves if expanded
+    with pytest.raises(ValueError, match="bytes"):
+        amf.encode_amf0(node)
+
+
 # ----------------------------------------------------------------------------- chunks
 
 

@@ -75,9 +75,18 @@ class _ChunkStream:
 class ChunkReader:
     """Feed bytes, get complete messages. Raises :class:`ProtocolViolation` on bad input."""
 
-    def __init__(self, max_message_size: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_message_size: int = 16 * 1024 * 1024, max_pending_bytes: int | None = None
+    ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
+        self.max_pending_bytes = (
+            max_pending_bytes if max_pending_bytes is not None else 2 * max_message_size
+        )
+        """Most bytes the messages in progress may declare together: up to
+        :data:`MAX_OPEN_STREAMS` interleaved messages of ``max_message_size`` each would
+        otherwise let one peer make us hold 64 x 16 MiB."""
+        self.pending_bytes = 0
         self._buf = bytearray()
         self._pos = 0
         self._streams: dict[int, _ChunkStream] = {}
@@ -134,6 +143,7 @@ class ChunkReader:
         if st is not None and st.partial is not None:
             st.partial = None
             self._open -= 1
+            self.pending_bytes -= st.length
 
     def _next(self) -> Message | _Nothing | None:
         buf = self._buf
@@ -229,8 +239,14 @@ class ChunkReader:
         if starting:
             if self._open >= MAX_OPEN_STREAMS:
                 raise ProtocolViolation("too many interleaved messages in progress")
+            if self.pending_bytes + length > self.max_pending_bytes:
+                raise ProtocolViolation(
+                    f"messages in progress would hold {self.pending_bytes + length} bytes "
+                    f"(limit {self.max_pending_bytes})"
+                )
             st.partial = bytearray(data)
             self._open += 1
+            self.pending_bytes += length
             return _NOTHING
         assert st.partial is not None
         st.partial += data
@@ -238,6 +254,7 @@ class ChunkReader:
             payload = bytes(st.partial)
             st.partial = None
             self._open -= 1
+            self.pending_bytes -= length
             return Message(csid, type_id, stream_id, st.timestamp, payload)
         return _NOTHING
 

@@ -65,12 +65,18 @@ class ServerConnection:
         self,
         *,
         max_message_size: int = 16 * 1024 * 1024,
+        max_command_size: int = 256 * 1024,
         out_chunk_size: int = 65536,
         ack_window: int = 2_500_000,
         random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         self.state = State.AWAIT_C0C1
-        self._reader = C.ChunkReader(max_message_size)
+        # Until a publish is accepted a peer sends commands (and, from a client that does
+        # not wait for Publish.Start, perhaps its first frames): messages and what is held
+        # for messages in progress stay small, so an unauthenticated connection costs at
+        # most 2 x max_command_size. accept_publish raises both limits.
+        self.max_message_size = max_message_size
+        self._reader = C.ChunkReader(max_command_size, 2 * max_command_size)
         self._hs = bytearray()
         self._hs_complex = False
         self._out: list[bytes] = []
@@ -109,6 +115,11 @@ class ServerConnection:
     def _user_control(self, event_type: int, *values: int) -> None:
         payload = struct.pack(">H", event_type) + b"".join(struct.pack(">I", v) for v in values)
         self._send(CSID_CONTROL, C.USER_CONTROL, 0, payload)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes declared by the messages in progress (bounded; see ``max_command_size``)."""
+        return self._reader.pending_bytes
 
     @property
     def bytes_received(self) -> int:
@@ -363,6 +374,8 @@ class ServerConnection:
     def accept_publish(self, stream_id: int, name: str) -> None:
         if not self._require_ready():
             return
+        self._reader.max_message_size = self.max_message_size
+        self._reader.max_pending_bytes = 2 * self.max_message_size
         self._user_control(UC_STREAM_BEGIN, stream_id)
         self._status(stream_id, "status", "NetStream.Publish.Start", f"{name} is now published.")
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from media import amf
-from media.errors import AMFError
+from media.errors import AMFError, ProtocolViolation
 from media.rtmp import chunk as C
 from media.rtmp import events as ev
 from media.rtmp.client import ClientConnection, CommandReply, MediaMessage
@@ -451,6 +451,48 @@ def test_aggregate_message_is_split() -> None:
     events = conn.receive_data(C.encode_message(6, C.AGGREGATE, 1, 50, agg, 128))
     media = [e for e in events if isinstance(e, ev.Media)]
     assert [(m.type_id, m.timestamp) for m in media] == [(9, 50), (8, 70)]
+
+
+def _partial_start(csid: int, length: int, chunk_size: int = 128) -> bytes:
+    """The first chunk of a ``length``-byte video message on ``csid`` (the rest never sent)."""
+    return C.encode_message(csid, C.VIDEO, 1, 0, bytes(length), chunk_size)[: 12 + chunk_size]
+
+
+def test_chunk_reader_bounds_bytes_held_by_interleaved_messages() -> None:
+    """64 interleaved partial messages of 16 MiB each would be 1 GiB held for one peer:
+    the messages in progress may declare at most ``max_pending_bytes`` together."""
+    big = (1 << 24) - 1  # the largest length the 24-bit header field carries
+    reader = C.ChunkReader(max_message_size=1 << 24, max_pending_bytes=3 * big)
+    for csid in (4, 5, 6):
+        assert reader.feed(_partial_start(csid, big)) == []
+    assert reader.pending_bytes == 3 * big
+    with pytest.raises(ProtocolViolation, match="in progress would hold"):
+        reader.feed(_partial_start(7, big))
+    # completing or aborting a message gives its bytes back
+    fresh = C.ChunkReader(max_message_size=1000, max_pending_bytes=1500)
+    whole = C.encode_message(4, C.VIDEO, 1, 0, bytes(1000), 128)
+    assert fresh.feed(whole[:500]) == [] and fresh.pending_bytes == 1000
+    (done,) = fresh.feed(whole[500:])
+    assert len(done.payload) == 1000 and fresh.pending_bytes == 0
+    fresh.feed(_partial_start(4, 1000))
+    fresh.feed(C.encode_message(2, C.ABORT, 0, 0, struct.pack(">I", 4), 128))
+    assert fresh.pending_bytes == 0
+    fresh.feed(_partial_start(5, 1000))  # room again after the abort
+
+
+def test_unauthenticated_connection_holds_little_until_publish_is_accepted() -> None:
+    conn = ServerConnection(max_message_size=1 << 24, max_command_size=64 * 1024)
+    conn.receive_data(client_hello() + b"\x00" * 1536)
+    events = conn.receive_data(_partial_start(6, 1 << 20))  # 1 MiB before any publish
+    assert any(isinstance(e, ev.ProtocolError) for e in events)
+    assert conn.state == State.CLOSED
+    # once a publish is accepted, frames up to max_message_size are taken
+    pub = ServerConnection(max_message_size=1 << 24, max_command_size=64 * 1024)
+    pub.receive_data(client_hello() + b"\x00" * 1536)
+    pub.accept_publish(1, "s")
+    events = pub.receive_data(C.encode_message(6, C.VIDEO, 1, 0, bytes(1 << 20), 128))
+    assert not any(isinstance(e, ev.ProtocolError) for e in events)
+    assert [len(e.payload) for e in events if isinstance(e, ev.Media)] == [1 << 20]
 
 
 # ----------------------------------------------------------------------------- fuzz

@@ -27,6 +27,7 @@ from control import qr, validate
 from control.accounts import AccountError, Accounts, LoginLimiter, Role, TokenInfo, User
 from control.auth import (
     AUTH,
+    LEGACY_UNDECLARED,
     PUBLIC,
     AuthState,
     auth_middleware,
@@ -44,13 +45,14 @@ from control.broadcasts import (
 from control.lifecycle import IllegalTransition, State, Trigger, allowed
 from control.metrics import Metrics
 from control.models import broadcasts as broadcasts_table
-from control.openapi import PAGING, OpDoc, build_spec, operation, query_param
+from control.openapi import SCHEMAS, build_spec, legacy_paths
 from control.settings import ControlSettings, load_settings
 from control.stats import LiveStats, viewers_of
 from control.validate import invalid, iso, path_id
 from control.webhooks import WebhookService
 from core.db import create_engine, migrate
 from core.http import ApiError, read_json
+from core.routes import PAGING, Op, OpDoc, RouteTable, installed, query_param
 from core.runtime import RUNTIME, Runtime
 
 logger = logging.getLogger(__name__)
@@ -956,21 +958,29 @@ async def docs_page(request: web.Request) -> web.Response:
     return web.Response(text=(CONSOLE_DIR / "docs.html").read_text(), content_type="text/html")
 
 
+# -- metrics and console ------------------------------------------------------------
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    m = _svc(request).metrics
+    if m is None:
+        raise ApiError(503, "starting", "the control plane is starting")
+    return await m.handle(request)
+
+
+async def _console_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/console/")
+
+
+async def _console_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
 # -- the route table ---------------------------------------------------------------------
 
 OPS_ROLES = ("operator",)
 STAFF = ("operator", "moderator", "anchor")
 OPERATOR_ANCHOR = ("operator", "anchor")
-
-JSON_OK: dict[str, Any] = {}
-
-
-@dataclass(frozen=True)
-class Op:
-    method: str
-    path: str
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    doc: OpDoc
 
 
 def _ops() -> list[Op]:
@@ -1351,6 +1361,9 @@ def _ops() -> list[Op]:
                 "reminders",
                 (PUBLIC,),
                 ok=204,
+                path_params={
+                    "subscriber": {"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,128}$"}
+                },
             ),
         ),
         Op(
@@ -1488,24 +1501,38 @@ def _ops() -> list[Op]:
                 response_media={"application/json": {"schema": {"type": "object"}}},
             ),
         ),
+        Op(
+            "GET",
+            "/api/docs",
+            docs_page,
+            OpDoc(
+                "The API reference page (renders this document)",
+                "meta",
+                (PUBLIC,),
+                response_media={"text/html": {"schema": {"type": "string"}}},
+            ),
+        ),
+        Op("GET", "/metrics", _metrics, OpDoc("Prometheus metrics", "meta", (PUBLIC,)), head=True),
+        Op(
+            "GET",
+            "/console",
+            _console_redirect,
+            OpDoc("To the console", "console", (PUBLIC,)),
+            head=True,
+        ),
+        Op(
+            "GET",
+            "/console/",
+            _console_index,
+            OpDoc("The operator console (its API calls need a token)", "console", (PUBLIC,)),
+            head=True,
+        ),
     ]
     return ops
 
 
-OPS = _ops()
-
-
-def own_paths() -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    for op in OPS:
-        op_id = getattr(op.handler, "__name__", "op")
-        paths.setdefault(op.path, {})[op.method.lower()] = operation(
-            op.method, op.path, op.doc, op_id
-        )
-    return paths
-
-
-OPENAPI_PATHS = own_paths()
+OPS = RouteTable("control", _ops(), schemas=SCHEMAS)
+"""Control's routes: every route, its roles and its API doc (see :mod:`core.routes`)."""
 
 
 # -- lifecycle -------------------------------------------------------------------------
@@ -1621,37 +1648,26 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    m = _svc(request).metrics
-    if m is None:
-        raise ApiError(503, "starting", "the control plane is starting")
-    return await m.handle(request)
-
-
-async def _console_redirect(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/console/")
-
-
-async def _console_index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-
 def setup(app: web.Application, config: Any) -> None:
     """Mount the control plane on ``app`` (``config``: the composed :class:`Config`)."""
     settings = load_settings(config)
-    ctl = Control(settings=settings)
-    spec = build_spec(OPENAPI_PATHS)
-    ctl.spec = spec
-    app[CONTROL] = ctl
-    app[AUTH] = AuthState(role_table=roles_from_spec(spec["paths"]))
+    app[CONTROL] = Control(settings=settings)
+    app[AUTH] = AuthState()
     app.middlewares.append(auth_middleware)
-    for op in OPS:
-        op.handler.__berrylive_roles__ = op.doc.roles  # type: ignore[attr-defined]
-        app.router.add_route(op.method, op.path, op.handler)
-    app.router.add_get("/api/docs", docs_page)
-    docs_page.__berrylive_roles__ = (PUBLIC,)  # type: ignore[attr-defined]
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/console", _console_redirect)
-    app.router.add_get("/console/", _console_index)
+    OPS.install(app)
     app.router.add_static("/console/", CONSOLE_DIR, follow_symlinks=False)
+    app.on_startup.append(_document)
     app.cleanup_ctx.append(_control_ctx)
+
+
+async def _document(app: web.Application) -> None:
+    """Every package's routes are on the router now: build the spec (and legacy roles)."""
+    routes = installed(app)
+    app[CONTROL].spec = build_spec(routes)
+    # COMPAT (issue 16): roles of packages that still ship OPENAPI_PATHS
+    packages = {t.package for t in routes.tables}
+    old, _ = legacy_paths(packages)
+    legacy = roles_from_spec(old)
+    if "relay" not in packages:
+        legacy = {**LEGACY_UNDECLARED, **legacy}
+    app[AUTH].legacy_roles = legacy

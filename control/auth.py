@@ -1,11 +1,15 @@
 """Who may call what under ``/api/``: one middleware for every package's routes.
 
-A route's roles come from, first match wins:
+A route's roles are those its package declared in its route table
+(:class:`core.routes.RouteTable`), recorded by ``install`` against the aiohttp route
+object the request matched (:func:`core.routes.roles_of`). A route under ``/api/`` that
+no table declares is refused (``403 undeclared_route``, logged as an error): nobody gets
+a default.
 
-1. the handler's ``__berrylive_roles__`` attribute (a tuple of role names; set it with
-   :func:`requires`, or directly in a package that must not import ``control``);
-2. the merged OpenAPI spec: the operation's ``x-roles`` list (``<package>/openapi.py``);
-3. otherwise ``("operator",)``: an undeclared route is for operators only.
+COMPAT (issue 16): until every package has a route table, a route of a package that
+still ships ``<package>/openapi.py`` with ``OPENAPI_PATHS`` gets the ``x-roles`` of the
+operation with the same method and path template (:attr:`AuthState.legacy_roles`,
+filled by :func:`roles_from_spec`). Remove that fallback with the last legacy package.
 
 Role names: ``operator``, ``anchor``, ``moderator``; ``public`` (no token needed) and
 ``any`` (any signed-in user). Operators pass every check.
@@ -23,19 +27,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from control.accounts import Accounts, Principal, Role
+from core import routes
 from core.http import CALLER, ApiError, Caller
+from core.routes import roles_of
 
 logger = logging.getLogger(__name__)
 
 PUBLIC = "public"
 ANY = "any"
 ROLE_NAMES = frozenset({PUBLIC, ANY, *(r.value for r in Role)})
+if ROLE_NAMES != routes.ROLE_NAMES:  # pragma: no cover - a programming error
+    raise ImportError("control.accounts.Role and core.routes.ROLE_NAMES disagree")
 
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("berrylive.principal")
 OwnerCheck = Callable[[int, int], Awaitable[bool]]
@@ -45,31 +53,25 @@ OwnerCheck = Callable[[int, int], Awaitable[bool]]
 class AuthState:
     """What the middleware needs; filled when the control plane starts."""
 
-    role_table: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    legacy_roles: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    """COMPAT (issue 16): ``(METHOD, path template) -> roles`` of legacy packages."""
     accounts: Accounts | None = None
     owner_check: OwnerCheck | None = None
 
 
 AUTH: web.AppKey[AuthState] = web.AppKey("berrylive.control.auth", AuthState)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def requires(*roles: str) -> Callable[[F], F]:
-    """Declare the roles a handler accepts: ``@requires("operator", "moderator")``."""
-    bad = set(roles) - ROLE_NAMES
-    if bad or not roles:
-        raise ValueError(f"unknown role(s) {sorted(bad)}; use {sorted(ROLE_NAMES)}")
-
-    def mark(fn: F) -> F:
-        fn.__berrylive_roles__ = tuple(roles)  # type: ignore[attr-defined]
-        return fn
-
-    return mark
+LEGACY_UNDECLARED: dict[tuple[str, str], tuple[str, ...]] = {
+    ("GET", "/api/streams"): ("operator",),
+    ("GET", "/api/streams/{app}/{stream}"): ("operator",),
+}
+"""COMPAT (issue 16): relay routes in no ``relay/openapi.py`` that were operator-only by
+default before; kept so until relay declares them in its route table."""
 
 
 def roles_from_spec(paths: dict[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
-    """``(METHOD, /path/{template}) -> roles`` from the ``x-roles`` of each operation."""
+    """COMPAT (issue 16): ``(METHOD, /path/{template}) -> roles`` from ``x-roles``."""
     table: dict[tuple[str, str], tuple[str, ...]] = {}
     for path, item in paths.items():
         if not isinstance(item, dict):
@@ -82,24 +84,22 @@ def roles_from_spec(paths: dict[str, Any]) -> dict[tuple[str, str], tuple[str, .
     return table
 
 
-def route_roles(request: web.Request) -> tuple[str, ...]:
-    match = request.match_info
-    handler: Any = match.handler
-    roles = getattr(handler, "__berrylive_roles__", None)
-    if roles is None:
-        # class-based views and partials keep the attribute on the wrapped function
-        roles = getattr(getattr(handler, "func", None), "__berrylive_roles__", None)
+def route_roles(request: web.Request) -> tuple[str, ...] | None:
+    """The roles of the matched route; ``None``: no table (nor legacy fragment) declares it."""
+    roles = roles_of(request)
     if roles is not None:
-        return tuple(roles)
-    route = match.route
-    resource = route.resource
-    canonical = resource.canonical if resource is not None else request.path
+        return roles
+    # COMPAT (issue 16): a legacy package's route, by method and path template
     state = request.app.get(AUTH)
-    table = state.role_table if state is not None else {}
+    if state is None or not state.legacy_roles:
+        return None
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None
     method = request.method.upper()
     if method == "HEAD":
         method = "GET"
-    return table.get((method, canonical), (Role.OPERATOR.value,))
+    return state.legacy_roles.get((method, resource.canonical))
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -140,7 +140,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     if request.match_info.http_exception is not None:
         return await handler(request)  # 404 / 405: let the router answer
-    roles = route_roles(request)
+    declared = route_roles(request)
+    if declared is None:
+        logger.error("%s %s: no route table declares this route", request.method, request.path)
+        raise ApiError(403, "undeclared_route", "this route declares no roles; refused")
+    roles = declared
     token = bearer_token(request)
     state = request.app[AUTH]
     accounts = state.accounts

@@ -1,23 +1,47 @@
-"""The OpenAPI 3.0 document of ``/api/``: control's operations plus every package's own.
+"""The OpenAPI 3.0 document of ``/api/``: every installed route table, merged.
 
-A package may expose, in ``<package>/openapi.py``:
+Each package declares its routes, roles and operation docs in one
+:class:`core.routes.RouteTable`; :func:`build_spec` merges the tables installed on the
+app (their ``openapi_paths()`` and ``schemas``), so the spec and the router cannot
+disagree. This module also holds control's own schemas (:data:`SCHEMAS`).
 
-* ``OPENAPI_PATHS``: ``{"/api/...": {"get": {...operation...}}}``; an operation may carry
-  ``"x-roles": ["operator", "moderator", "anchor", "public", "any"]``, which the auth
-  middleware (:mod:`control.auth`) enforces for the matching route;
-* ``OPENAPI_COMPONENTS``: ``{"SchemaName": {...}}`` merged into ``components.schemas``
-  (prefix names with the package to avoid clashes).
-
-Control's own paths are generated from its route table (:mod:`control.api`), so the
-spec and the router cannot disagree.
+COMPAT (issue 16): packages not yet converted to a route table still expose
+``<package>/openapi.py`` with ``OPENAPI_PATHS`` (operations carrying ``x-roles``) and
+``OPENAPI_COMPONENTS``; :func:`legacy_paths` reads them for packages that installed no
+table, and :mod:`control.auth` enforces their ``x-roles`` by path. Remove both once
+shop_bridge, relay and danmaku have route tables.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass, field
 from typing import Any
+
+from core.routes import (
+    ERROR_TEXT,
+    ID,
+    PAGING,
+    InstalledRoutes,
+    OpDoc,
+    nullable,
+    operation,
+    query_param,
+    ref,
+)
+
+__all__ = [
+    "ID",
+    "PAGING",
+    "SCHEMAS",
+    "OpDoc",
+    "build_spec",
+    "legacy_paths",
+    "nullable",
+    "operation",
+    "query_param",
+    "ref",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -25,19 +49,7 @@ PACKAGES = ("ingest", "relay", "replay", "danmaku", "shop_bridge")
 
 J = dict[str, Any]
 
-
-def ref(name: str) -> J:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(schema: J) -> J:
-    if "$ref" in schema:
-        return {"allOf": [schema], "nullable": True}
-    return {**schema, "nullable": True}
-
-
 TIME: J = {"type": "string", "format": "date-time"}
-ID: J = {"type": "integer", "minimum": 1, "maximum": 2**53}
 ROLE: J = {"type": "string", "enum": ["operator", "anchor", "moderator"]}
 STATE: J = {
     "type": "string",
@@ -407,118 +419,16 @@ SCHEMAS: J = {
     },
 }
 
-ERROR_TEXT = {
-    400: "invalid input",
-    401: "not signed in, or the token is unknown, expired or revoked",
-    403: "the caller's role may not do this",
-    404: "no such object (or not yours)",
-    409: "not possible in the object's current state",
-    413: "body too large",
-    415: "unsupported media type",
-    429: "too many attempts; see Retry-After",
-}
+# -- COMPAT (issue 16): packages without a route table -------------------------------
 
 
-@dataclass
-class OpDoc:
-    summary: str
-    tag: str
-    roles: tuple[str, ...]
-    body: str | None = None
-    body_required: bool = True
-    body_media: dict[str, J] | None = None
-    ok: int = 200
-    also_ok: tuple[int, ...] = ()
-    response: str | None = None
-    response_media: dict[str, J] | None = None
-    errors: tuple[int, ...] = ()
-    query: list[J] = field(default_factory=list)
-    description: str = ""
-
-
-def query_param(name: str, schema: J, description: str = "") -> J:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-PAGING = [
-    query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
-    query_param("offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000, "default": 0}),
-]
-
-
-def operation(method: str, path: str, doc: OpDoc, op_id: str) -> J:
-    op: J = {
-        "operationId": op_id,
-        "summary": doc.summary,
-        "tags": [doc.tag],
-        "x-roles": list(doc.roles),
-    }
-    if doc.description:
-        op["description"] = doc.description
-    if "public" not in doc.roles:
-        op["security"] = [{"bearer": []}]
-    else:
-        op["security"] = [{}, {"bearer": []}]
-    params: list[J] = []
-    for seg in path.split("/"):
-        if seg.startswith("{") and seg.endswith("}"):
-            name = seg[1:-1]
-            schema = (
-                {"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,128}$"}
-                if name == "subscriber"
-                else ID
-            )
-            params.append({"name": name, "in": "path", "required": True, "schema": schema})
-    params.extend(doc.query)
-    if params:
-        op["parameters"] = params
-    if doc.body is not None:
-        op["requestBody"] = {
-            "required": doc.body_required,
-            "content": {"application/json": {"schema": ref(doc.body)}},
-        }
-    elif doc.body_media is not None:
-        op["requestBody"] = {"required": True, "content": doc.body_media}
-    responses: J = {}
-    if doc.ok == 204:
-        responses["204"] = {"description": "done"}
-    elif doc.response_media is not None:
-        responses[str(doc.ok)] = {"description": "ok", "content": doc.response_media}
-    else:
-        responses[str(doc.ok)] = {
-            "description": "ok",
-            "content": {"application/json": {"schema": ref(doc.response or "Error")}},
-        }
-    for status in doc.also_ok:
-        responses[str(status)] = responses[str(doc.ok)]
-    errors = set(doc.errors)
-    if doc.body is not None or doc.body_media is not None:
-        errors |= {400, 413}
-    if doc.query:
-        errors.add(400)
-    if "public" not in doc.roles:
-        errors |= {401, 403}
-    if "{" in path:
-        errors.add(404)
-    for status in sorted(errors):
-        responses[str(status)] = {
-            "description": ERROR_TEXT.get(status, "error"),
-            "content": {"application/json": {"schema": ref("Error")}},
-        }
-    op["responses"] = responses
-    return op
-
-
-def _external() -> tuple[J, J]:
+def legacy_paths(skip: set[str]) -> tuple[J, J]:
+    """``OPENAPI_PATHS`` and ``OPENAPI_COMPONENTS`` of the packages not in ``skip``."""
     paths: J = {}
     schemas: J = {}
     for pkg in PACKAGES:
+        if pkg in skip:
+            continue
         try:
             mod = importlib.import_module(f"{pkg}.openapi")
         except ModuleNotFoundError as exc:
@@ -528,13 +438,16 @@ def _external() -> tuple[J, J]:
         except Exception as exc:
             logger.warning("%s.openapi failed to import: %s", pkg, exc)
             continue
-        for path, item in dict(getattr(mod, "OPENAPI_PATHS", {}) or {}).items():
+        legacy = getattr(mod, "OPENAPI_PATHS", None)
+        if not legacy:
+            continue
+        for path, item in dict(legacy).items():
             if path in paths:
                 logger.warning("OpenAPI path %s declared twice; keeping the first", path)
                 continue
             paths[path] = item
         schemas.update(dict(getattr(mod, "OPENAPI_COMPONENTS", {}) or {}))
-    return paths, schemas
+    return with_auth_errors(paths), schemas
 
 
 def with_auth_errors(paths: J) -> J:
@@ -567,11 +480,14 @@ def with_auth_errors(paths: J) -> J:
     return out
 
 
-def build_spec(own_paths: J, version: str = "0.1.0") -> J:
-    ext_paths, ext_schemas = _external()
-    paths = with_auth_errors(ext_paths)
-    paths.update(own_paths)  # control's own routes win over a clash
-    schemas = {**ext_schemas, **SCHEMAS}
+# -- end of COMPAT --------------------------------------------------------------------
+
+
+def build_spec(routes: InstalledRoutes, version: str = "0.1.0") -> J:
+    """The whole document: the installed tables (and, COMPAT, legacy package fragments)."""
+    old_paths, old_schemas = legacy_paths({t.package for t in routes.tables})
+    paths = {**old_paths, **routes.openapi_paths()}  # a table wins over a legacy fragment
+    schemas = {**old_schemas, **routes.schemas()}
     return {
         "openapi": "3.0.3",
         "info": {

@@ -764,7 +764,7 @@ def _issue_danmaku_token(
     request: web.Request, user_id: str, nick: str, role: str, ttl: int, room: str | None
 ) -> str:
     try:
-        from danmaku.tokens import issue_token
+        from core.tokens import issue_token
     except ImportError:  # pragma: no cover - the danmaku package is part of berrylive
         raise ApiError(503, "unavailable", "the danmaku hub is not installed") from None
     try:

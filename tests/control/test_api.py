@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 import time
 
-from danmaku.tokens import verify_token
+from core.tokens import verify_token
 from ingest import auth as ingest_auth
 from tests.conftest import TEST_SECRET
 

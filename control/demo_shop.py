@@ -260,20 +260,23 @@ async def _ensure_broadcast(
     """A scheduled demo broadcast to go live with: an earlier run's that never went live,
     else a new one. Demo broadcasts an earlier run left on air (it was killed) are ended
     first, so the schedule shows one live demo."""
-    found = await api.call("GET", f"/api/broadcasts?anchor_id={anchor_id}&limit=100")
     ended: list[int] = []
     reuse: dict[str, Any] | None = None
-    for b in found.get("items", []):
-        if b.get("title") != DEMO_TITLE:
-            continue
-        if b.get("state") in ("live", "interrupted"):
-            with contextlib.suppress(DemoApiError):
+    for state in ("live", "interrupted", "scheduled"):
+        found = await api.call(
+            "GET", f"/api/broadcasts?anchor_id={anchor_id}&state={state}&limit=100"
+        )
+        for b in found.get("items", []):
+            if b.get("title") != DEMO_TITLE:
+                continue
+            if state == "scheduled":
+                reuse = reuse or b
+                continue
+            with contextlib.suppress(DemoApiError):  # 409: it ended meanwhile
                 await api.call(
                     "POST", f"/api/broadcasts/{b['id']}/end", {"reason": "a new demo run started"}
                 )
                 ended.append(int(b["id"]))
-        elif b.get("state") == "scheduled" and reuse is None:
-            reuse = b
     if reuse is not None:
         if list(reuse.get("product_ids") or []) != product_ids:
             reuse = await api.call(

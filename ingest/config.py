@@ -24,5 +24,19 @@ class IngestConfig:
     ack_window: int = 2_500_000
     """Window acknowledgement size announced to clients."""
     handshake_timeout: float = 10.0
+    """The RTMP handshake must be complete this long after the connection was accepted
+    (a deadline for the whole handshake, not per read: a byte every few seconds does not
+    keep a connection open)."""
+    start_timeout: float = 20.0
+    """A connection must have a publish or play accepted this long after it was accepted
+    (connect, createStream, publish/play and their hooks)."""
     idle_timeout: float = 30.0
     """Close a publisher that sends nothing for this long."""
+    max_command_size: int = 256 * 1024
+    """Largest RTMP message before a publish is accepted (bytes): an unauthenticated
+    connection holds at most twice this."""
+    max_connections: int = 5000
+    """Most RTMP connections at once (publishers, players, edges pulling); over it new
+    connections are closed at once."""
+    max_connections_per_ip: int = 200
+    """Most RTMP connections at once from one address (0: no per-address limit)."""

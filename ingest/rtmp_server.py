@@ -55,6 +55,10 @@ class RtmpServer:
         self.sessions: set[RtmpSession] = set()
         self._ids = itertools.count(1)
         self.address: tuple[str, int] = ("", 0)
+        self.per_ip: dict[str, int] = {}
+        """Open connections per remote address (for ``max_connections_per_ip``)."""
+        self.refused = 0
+        """Connections closed at accept because a connection limit was reached."""
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
         self._server = await asyncio.start_server(
@@ -82,12 +86,36 @@ class RtmpServer:
         await self.hooks.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        cfg = self.config
+        over = len(self.sessions) >= cfg.max_connections or (
+            cfg.max_connections_per_ip > 0 and self.per_ip.get(ip, 0) >= cfg.max_connections_per_ip
+        )
+        if over:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                logger.warning(
+                    "rtmp: connection limit reached (%d open, %d from %s): %d refused so far",
+                    len(self.sessions),
+                    self.per_ip.get(ip, 0),
+                    ip,
+                    self.refused,
+                )
+            writer.transport.abort()
+            return
         session = RtmpSession(self, reader, writer, next(self._ids))
         self.sessions.add(session)
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            left = self.per_ip.get(ip, 1) - 1
+            if left > 0:
+                self.per_ip[ip] = left
+            else:
+                self.per_ip.pop(ip, None)
 
     def kick(self, app: str, stream: str, reason: str) -> bool:
         hub = self.registry.get(app, stream)
@@ -112,6 +140,7 @@ class RtmpSession:
         cfg = server.config
         self.conn = ServerConnection(
             max_message_size=cfg.max_message_size,
+            max_command_size=cfg.max_command_size,
             out_chunk_size=cfg.out_chunk_size,
             ack_window=cfg.ack_window,
         )
@@ -134,18 +163,27 @@ class RtmpSession:
 
     async def run(self) -> None:
         cfg = self.server.config
+        loop = asyncio.get_running_loop()
+        accepted = loop.time()
         try:
             while not self.closing:
                 if self.conn.state != State.READY:
-                    timeout: float | None = cfg.handshake_timeout
-                elif self.publisher is not None or self.viewer is None:
-                    timeout = cfg.idle_timeout
+                    # deadlines from the accept, not per read
+                    timeout: float | None = accepted + cfg.handshake_timeout - loop.time()
+                    why = "handshake not complete in time"
+                elif self.publisher is None and self.viewer is None:
+                    timeout = accepted + cfg.start_timeout - loop.time()
+                    why = "no publish or play in time"
+                elif self.publisher is not None:
+                    timeout, why = cfg.idle_timeout, "timed out waiting for data"
                 else:
-                    timeout = None  # players may stay silent
+                    timeout, why = None, ""  # players may stay silent
                 try:
+                    if timeout is not None and timeout <= 0:
+                        raise TimeoutError
                     data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
                 except TimeoutError:
-                    self._log_close("timed out waiting for data")
+                    self._log_close(why)
                     break
                 if not data:
                     self.close_reason = self.close_reason or "peer closed"

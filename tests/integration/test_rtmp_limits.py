@@ -1,0 +1,100 @@
+"""RTMP connection limits on a real server: caps per address and in total, and deadlines
+for the handshake and for the first publish/play (issue 17 item 8: one connection sending a
+byte every few seconds used to stay forever; no connection cap existed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ingest import RTMP_SERVER
+from media.rtmp.handshake import HANDSHAKE_SIZE, client_hello
+from tests.mediautil import wait_for
+
+
+async def _open(server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", server.runtime.rtmp_port)
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float = 20.0) -> bool:
+    """True when the server closes (EOF or reset) before ``within`` seconds pass."""
+    try:
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), within)
+            if not data:
+                return True
+    except (ConnectionError, OSError):
+        return True
+    except TimeoutError:
+        return False
+
+
+async def test_connections_per_address_are_capped_and_freed(server_factory) -> None:
+    server = await server_factory(ingest={"max_connections_per_ip": 3})
+    rtmp = server.app[RTMP_SERVER]
+    held = [await _open(server) for _ in range(3)]
+    await wait_for(lambda: rtmp.per_ip.get("127.0.0.1") == 3)
+    reader, writer = await _open(server)
+    assert await _closed_by_server(reader, 10)
+    assert rtmp.refused == 1
+    writer.close()
+    # the held ones are untouched: a handshake on one of them still gets S0S1S2
+    r0, w0 = held[0]
+    w0.write(client_hello())
+    await w0.drain()
+    s0s1s2 = await asyncio.wait_for(r0.readexactly(1 + 2 * HANDSHAKE_SIZE), 10)
+    assert s0s1s2[0] == 3
+    # closing one frees its place for a new connection
+    held[1][1].close()
+    await wait_for(lambda: rtmp.per_ip.get("127.0.0.1") == 2)
+    r4, w4 = await _open(server)
+    w4.write(client_hello())
+    await w4.drain()
+    assert (await asyncio.wait_for(r4.readexactly(1 + 2 * HANDSHAKE_SIZE), 10))[0] == 3
+    for _, w in [*held, (r4, w4)]:
+        w.close()
+
+
+async def test_total_connections_are_capped(server_factory) -> None:
+    server = await server_factory(ingest={"max_connections": 2, "max_connections_per_ip": 0})
+    rtmp = server.app[RTMP_SERVER]
+    held = [await _open(server) for _ in range(2)]
+    await wait_for(lambda: len(rtmp.sessions) == 2)
+    reader, writer = await _open(server)
+    assert await _closed_by_server(reader, 10)
+    writer.close()
+    for _, w in held:
+        w.close()
+
+
+async def test_a_byte_at_a_time_handshake_is_cut_at_the_deadline(server_factory) -> None:
+    """Each read comes well within the old per-read timeout; the whole handshake never
+    completes, so the deadline from the accept closes the connection."""
+    server = await server_factory(ingest={"handshake_timeout": 1.0})
+    reader, writer = await _open(server)
+    hello = client_hello()
+
+    async def dribble() -> None:
+        for b in hello:  # 1537 bytes at one per 0.2 s: ~5 minutes if never cut
+            writer.write(bytes([b]))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    sender = asyncio.create_task(dribble())
+    try:
+        assert await _closed_by_server(reader, 20)
+    finally:
+        sender.cancel()
+        writer.close()
+
+
+async def test_no_publish_or_play_after_the_handshake_is_cut(server_factory) -> None:
+    server = await server_factory(ingest={"start_timeout": 1.0})
+    rtmp = server.app[RTMP_SERVER]
+    reader, writer = await _open(server)
+    writer.write(client_hello())
+    s0s1s2 = await asyncio.wait_for(reader.readexactly(1 + 2 * HANDSHAKE_SIZE), 10)
+    writer.write(s0s1s2[1 : 1 + HANDSHAKE_SIZE])  # C2 echoes S1
+    await writer.drain()
+    assert await _closed_by_server(reader, 20)
+    await wait_for(lambda: len(rtmp.sessions) == 0)
+    writer.close()

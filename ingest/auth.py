@@ -62,6 +62,12 @@ async def current_key_version(redis: object, app: str, stream: str) -> str | Non
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _same(expected_hex: str, given: str) -> bool:
+    """Constant-time compare of a hex digest with what a URL carries (any characters:
+    ``compare_digest`` refuses non-ASCII str, so both are compared as UTF-8 bytes)."""
+    return hmac.compare_digest(expected_hex.encode(), given.lower().encode("utf-8", "replace"))
+
+
 def tencent_sign(key: str, stream: str, expire: int) -> tuple[str, str]:
     tx_time = format(expire, "X")
     return hashlib.md5((key + stream + tx_time).encode()).hexdigest(), tx_time
@@ -95,7 +101,7 @@ def verify(
         except ValueError:
             return AuthResult(False, "txTime is not a hexadecimal time")
         want = hashlib.md5((tencent_key + stream + tx_time).encode()).hexdigest()
-        if not hmac.compare_digest(want, tx_secret.lower()):
+        if not _same(want, tx_secret):
             return AuthResult(False, "txSecret does not match this stream")
         if expire < now:
             return AuthResult(False, f"push URL expired at {expire}", expire)
@@ -110,7 +116,7 @@ def verify(
     except ValueError:
         return AuthResult(False, "expire/nbf is not a number")
     kv = one("kv") or ""
-    if not hmac.compare_digest(sign(secret, app, stream, expire, nbf, kv), signature.lower()):
+    if not _same(sign(secret, app, stream, expire, nbf, kv), signature):
         return AuthResult(False, "signature does not match this app/stream")
     if key_version is not None and kv != key_version:
         return AuthResult(False, "push URL was revoked (stream key rotated)", expire)

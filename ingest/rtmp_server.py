@@ -402,6 +402,13 @@ class RtmpSession:
                 sid, "this connection is already publishing or playing", "NetStream.Play.Failed"
             )
             return
+        if not NAME_RE.match(event.name):
+            # refused before any lookup: on an edge a lookup starts a pull from an origin
+            conn.refuse_play(sid, f"invalid stream name {event.name!r}")
+            self._flush()
+            self.close_reason = "invalid stream name"
+            self.closing = True
+            return
         hub = await srv.registry.find(self.app, event.name)
         if hub is None:
             conn.refuse_play(sid, f"stream {self.app}/{event.name} is not live")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from core.tokens import Role, TokenError, Viewer, issue_token, verify_token
 from danmaku.config import DanmakuConfig
 from danmaku.openapi import OPENAPI_PATHS
-from danmaku.tokens import Role, TokenError, Viewer, issue_token, verify_token
 
 __all__ = [
     "OPENAPI_PATHS",
@@ -27,10 +27,13 @@ __all__ = [
 def setup(app: web.Application, config: DanmakuConfig) -> None:
     """Attach the Socket.IO server and REST routes; the hub starts in a cleanup context."""
     from danmaku.api import add_routes
-    from danmaku.service import SIO, make_ctx, make_sio
+    from danmaku.service import LIVE_WS, SIO, make_ctx, make_sio
+    from danmaku.websocket import LiveEndpoint
 
     sio = make_sio(config)
-    sio.attach(app, socketio_path="socket.io")
+    endpoint = LiveEndpoint(config, sio)
+    endpoint.add_routes(app)  # websocket-only clients: owned path; the rest: python-socketio
     app[SIO] = sio
+    app[LIVE_WS] = endpoint
     add_routes(app)
     app.cleanup_ctx.append(make_ctx(config))

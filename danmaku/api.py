@@ -12,10 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from core.http import ApiError, caller, read_json
+from core.tokens import Role
 from danmaku.moderation import Actor, ServiceUnavailable
 from danmaku.payloads import PayloadError, clean_text, parse_moderate, parse_room
 from danmaku.service import DANMAKU, DanmakuService
-from danmaku.tokens import Role
 
 __all__ = ["add_routes"]
 

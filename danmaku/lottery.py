@@ -33,10 +33,12 @@ from enum import StrEnum
 from typing import Any
 
 from core.bus import EventBus
-from danmaku.hub import REDIS_TIMEOUT, Hub, Member, Room
+from core.tokens import Role
+from danmaku.hub import Hub
+from danmaku.keys import REDIS_TIMEOUT
 from danmaku.moderation import Actor, ServiceUnavailable, audit
 from danmaku.payloads import PayloadError, clean_text, parse_room
-from danmaku.tokens import Role
+from danmaku.rooms import Member, Room
 
 logger = logging.getLogger(__name__)
 

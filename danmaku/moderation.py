@@ -16,9 +16,11 @@ import time
 from typing import Any
 
 from core.bus import EventBus
-from danmaku.hub import REDIS_TIMEOUT, Hub, Room
+from core.tokens import Role
+from danmaku.hub import Hub
+from danmaku.keys import REDIS_TIMEOUT
 from danmaku.payloads import ModerateIn, PayloadError
-from danmaku.tokens import Role
+from danmaku.rooms import Room
 
 logger = logging.getLogger(__name__)
 

@@ -1,166 +1,119 @@
-"""The ``/live`` Socket.IO namespace: a thin shell that validates and hands over to the hub.
+"""``/live`` over python-socketio: clients that long-poll, or started polling and upgraded.
 
-Every client event is answered: with the ack value when the client asked for one
-(``{"ok": true, ...}`` or ``{"ok": false, "error": {"code", "message"}}``), and, on a
-refusal, also with a ``rejected`` event so clients that do not use acks still learn why.
-A bad event affects only its sender.
+Websocket-only clients are served by :mod:`danmaku.websocket`; these sessions belong to
+python-socketio, and this namespace is a thin shell over :class:`~danmaku.session.Sessions`
+that uses only its public API. Packets to a member go through :class:`SioConnection`: one
+writer task per connection hands them, in order, to ``AsyncServer.eio.send``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections import deque
 from typing import Any
 
 import socketio
 from socketio.exceptions import ConnectionRefusedError as SioRefused
 
-from danmaku.hub import Hub, Member
-from danmaku.lottery import LotteryService
-from danmaku.moderation import Actor, Moderation, ServiceUnavailable
-from danmaku.payloads import (
-    PayloadError,
-    parse_join,
-    parse_lottery_enter,
-    parse_moderate,
-)
-from danmaku.tokens import Role, TokenError, Viewer, verify_token
+from danmaku.rooms import Member
+from danmaku.session import Refused, Sessions
+from danmaku.wire import Outbound
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LiveNamespace"]
+__all__ = ["LiveNamespace", "SioConnection"]
 
-EventHandler = Callable[[Member, Any], Awaitable[dict[str, Any]]]
+
+class SioConnection:
+    """A python-socketio session as a :class:`~danmaku.rooms.Connection`.
+
+    At most ``limit`` packets wait here; python-engineio then holds what the client has
+    not fetched yet (a polling client that stops fetching is closed by its ping timeout).
+    """
+
+    direct = False
+
+    def __init__(
+        self, sio: socketio.AsyncServer, sid: str, eio_sid: str, namespace: str, limit: int
+    ) -> None:
+        self.sio = sio
+        self.sid = sid
+        self.eio_sid = eio_sid
+        self.namespace = namespace
+        self.limit = max(1, limit)
+        self.closed = False
+        self._pending: deque[Outbound] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    def send(self, out: Outbound) -> bool:
+        if self.closed:
+            return True
+        if len(self._pending) >= self.limit:
+            return False
+        self._pending.append(out)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        return True
+
+    async def _write(self) -> None:
+        """The connection's one writer: each packet is handed over before the next."""
+        try:
+            while self._pending and not self.closed:
+                await self.sio.eio.send(self.eio_sid, self._pending.popleft().text)
+        except Exception as exc:
+            logger.debug("danmaku: send to %s failed: %s", self.sid, exc)
+            self.closed = True
+        finally:
+            self._writer = None
+
+    async def disconnect(self) -> None:
+        await self.sio.disconnect(self.sid, namespace=self.namespace)
+
+    async def drop(self) -> None:
+        self.closed = True
+        self._pending.clear()
+        with contextlib.suppress(Exception):
+            await self.sio.disconnect(self.sid, namespace=self.namespace)
+        await self.sio.eio.disconnect(self.eio_sid)
 
 
 class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(
-        self,
-        namespace: str,
-        hub: Hub,
-        moderation: Moderation,
-        lottery: LotteryService,
-        secret: str,
-    ) -> None:
+    def __init__(self, namespace: str, sessions: Sessions, backlog_max: int) -> None:
         super().__init__(namespace)
-        self.hub = hub
-        self.moderation = moderation
-        self.lottery = lottery
-        self._secret = secret
-        self._events: dict[str, EventHandler] = {
-            "comment": self._comment,
-            "like": self._like,
-            "moderate": self._moderate,
-            "lottery_enter": self._lottery_enter,
-        }
+        self.sessions = sessions
+        self.backlog_max = backlog_max
+        self._conns: dict[str, SioConnection] = {}
 
     async def trigger_event(self, event: Any, *args: Any) -> Any:
         if event == "connect":
             return await self._connect(*args)
         if event == "disconnect":
-            self.hub.leave(args[0])
+            conn = self._conns.pop(args[0], None)
+            if conn is not None:
+                conn.closed = True
+            self.sessions.leave(args[0])
             return None
-        sid = args[0]
-        member = self.hub.members.get(sid)
-        name = event if isinstance(event, str) else repr(event)
-        handler = self._events.get(event) if isinstance(event, str) else None
-        if member is None:
-            return self._reject(None, name, PayloadError("not_joined", "not in a room yet"))
-        if handler is None:
-            return self._reject(
-                member, name[:64], PayloadError("unknown_event", f"unknown event {name[:64]!r}")
-            )
-        payload = args[1:]
-        if len(payload) > 1:
-            return self._reject(member, name, PayloadError("bad_payload", "send one argument"))
-        try:
-            return await handler(member, payload[0] if payload else None)
-        except PayloadError as exc:
-            return self._reject(member, name, exc)
-        except ServiceUnavailable as exc:
-            return self._reject(member, name, PayloadError("unavailable", str(exc)))
-        except Exception:
-            logger.exception("danmaku: %s from %s failed", name, sid)
-            return self._reject(member, name, PayloadError("internal", "internal error"))
+        return await self.sessions.event(args[0], event, list(args[1:]))
 
-    def _reject(self, member: Member | None, event: str, exc: PayloadError) -> dict[str, Any]:
-        error = exc.as_dict()
-        if event == "comment":
-            self.hub.stats.comments_rejected += 1
-        if member is not None:
-            self.hub._send_frame(member, "rejected", {"event": event, **error})
-        return {"ok": False, "error": error}
-
-    # ------------------------------------------------------------------ connect
     async def _connect(self, sid: str, environ: Any, auth: Any = None) -> bool:
-        hub = self.hub
-        try:
-            room_name, token, last_id = parse_join(auth)
-        except PayloadError as exc:
-            hub.stats.refused += 1
-            raise SioRefused(str(exc), {"code": exc.code}) from None
-        viewer: Viewer | None = None
-        role = Role.ANONYMOUS
-        if token is not None:
-            try:
-                viewer = verify_token(self._secret, token)
-            except TokenError as exc:
-                hub.stats.refused += 1
-                raise SioRefused(str(exc), {"code": exc.code}) from None
-            role = viewer.role_in(room_name)
-        try:
-            room = await hub.open_room(room_name)
-        except PayloadError as exc:
-            hub.stats.refused += 1
-            raise SioRefused(str(exc), {"code": exc.code}) from None
-        now = time.time()
-        if viewer is not None and room.banned_until(viewer.user_id, now) is not None:
-            hub.stats.refused += 1
-            raise SioRefused("you are banned from this room", {"code": "banned"})
-        history, gap = await hub.history(room, last_id)
         eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
-        member = Member(sid=sid, eio_sid=eio_sid, viewer=viewer, role=role, room=room_name)
-        muted = room.muted_until(viewer.user_id, now) if viewer else None
-        joined = {
-            "room": room_name,
-            "you": {
-                "user": viewer.user_id if viewer else None,
-                "nick": viewer.nick if viewer else None,
-                "role": role.value,
-                "muted_until": muted,
-            },
-            "history": history,
-            "gap": gap,
-            "likes_total": room.buffer.likes_total,
-            "online": room.buffer.online + 1,
-            "slow_mode_s": room.slow_mode_s,
-            "room_muted": room.room_muted,
-            "lotteries": await self.lottery.open_for(room),
-            "tick_ms": hub.config.tick_ms,
-            "max_comment_chars": hub.config.max_comment_chars,
-        }
-        # The CONNECT packet is queued when this handler returns; activate right after it so
-        # that ``joined`` is the first event and no batch slips in between.
-        asyncio.get_running_loop().call_soon(hub.activate, member, joined)
+        conn = SioConnection(self.server, sid, eio_sid, self.namespace, self.backlog_max)
+        try:
+            member, joined = await self.sessions.join(sid, conn, auth)
+        except Refused as exc:
+            raise SioRefused(exc.message, {"code": exc.code}) from None
+        self._conns[sid] = conn
+        # python-socketio queues the CONNECT packet when this handler returns, in the same
+        # step; activating right after it makes ``joined`` the first event of the session.
+        asyncio.get_running_loop().call_soon(self._activate, member, joined)
         return True
 
-    # ------------------------------------------------------------------ events
-    async def _comment(self, member: Member, data: Any) -> dict[str, Any]:
-        return await self.hub.submit_comment(member, data)
-
-    async def _like(self, member: Member, data: Any) -> dict[str, Any]:
-        return self.hub.submit_like(member, data)
-
-    async def _moderate(self, member: Member, data: Any) -> dict[str, Any]:
-        if member.viewer is None or not member.role.moderates:
-            raise PayloadError("forbidden", "only moderators and operators may moderate")
-        cmd = parse_moderate(data)
-        actor = Actor(member.viewer.user_id, member.role, "socket")
-        return await self.moderation.apply(member.room, actor, cmd)
-
-    async def _lottery_enter(self, member: Member, data: Any) -> dict[str, Any]:
-        lid = parse_lottery_enter(data)
-        result = await self.lottery.enter_button(lid, member)
-        return {"ok": result["status"] in ("entered", "won"), **result}
+    def _activate(self, member: Member, joined: dict[str, Any]) -> None:
+        conn = member.conn
+        if conn is None or conn.closed:
+            return
+        if not self.server.manager.is_connected(member.sid, self.namespace):
+            return
+        self.sessions.hub.activate(member, joined)

@@ -15,17 +15,27 @@ from aiohttp import web
 from core.bus import Event, EventBus
 from core.runtime import RUNTIME
 from danmaku.config import DanmakuConfig
-from danmaku.fanout import install as install_direct_ws
+from danmaku.delivery import Delivery
 from danmaku.hub import Hub
 from danmaku.lottery import LotteryService
 from danmaku.moderation import Actor, Moderation, audit
 from danmaku.namespace import LiveNamespace
 from danmaku.payloads import PayloadError, parse_room
+from danmaku.session import Sessions
+from danmaku.websocket import PING_INTERVAL_S, PING_TIMEOUT_S, LiveEndpoint
 from danmaku.wordfilter import WordFilter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DANMAKU", "SIO", "DanmakuService", "make_ctx", "make_sio", "notice_from_event"]
+__all__ = [
+    "DANMAKU",
+    "LIVE_WS",
+    "SIO",
+    "DanmakuService",
+    "make_ctx",
+    "make_sio",
+    "notice_from_event",
+]
 
 PRIVATE_KEYS = frozenset({"client_ip", "ip", "node", "secret", "token", "url", "push_url"})
 TOPIC_TYPES = {"stream.published": "live_start", "stream.unpublished": "live_end"}
@@ -74,12 +84,11 @@ class DanmakuService:
         self.config = config
         self.sio = sio
         self.bus = bus
-        self.hub = Hub(config, sio, redis, node_id, load_filter(config))
+        self.hub = Hub(config, redis, node_id, load_filter(config))
         self.moderation = Moderation(self.hub, bus)
         self.lottery = LotteryService(self.hub, bus)
-        self.namespace = LiveNamespace(
-            config.namespace, self.hub, self.moderation, self.lottery, secret
-        )
+        self.sessions = Sessions(self.hub, self.moderation, self.lottery, secret)
+        self.namespace = LiveNamespace(config.namespace, self.sessions, config.client_backlog_max)
         self._unsubscribe: list[Callable[[], None]] = []
         self._broadcasts: OrderedDict[str, int] = OrderedDict()
         self.hub.on_tick_hooks.append(self.report_counts)
@@ -95,11 +104,8 @@ class DanmakuService:
         for unsub in self._unsubscribe:
             unsub()
         self._unsubscribe.clear()
-        for sid in list(self.hub.members):
-            try:
-                await self.sio.disconnect(sid, namespace=self.config.namespace)
-            except Exception:
-                logger.debug("disconnect of %s at shutdown failed", sid, exc_info=True)
+        for member in list(self.hub.members.values()):
+            await Delivery.disconnect(member)
         await self.lottery.stop()
         await self.hub.stop()
 
@@ -168,6 +174,7 @@ def load_filter(config: DanmakuConfig) -> WordFilter:
 
 DANMAKU: web.AppKey[DanmakuService] = web.AppKey("berrylive.danmaku", DanmakuService)
 SIO: web.AppKey[socketio.AsyncServer] = web.AppKey("berrylive.danmaku.sio", socketio.AsyncServer)
+LIVE_WS: web.AppKey[LiveEndpoint] = web.AppKey("berrylive.danmaku.ws", LiveEndpoint)
 
 
 def make_sio(config: DanmakuConfig) -> socketio.AsyncServer:
@@ -180,8 +187,9 @@ def make_sio(config: DanmakuConfig) -> socketio.AsyncServer:
         max_http_buffer_size=config.max_message_bytes,
         logger=False,
         engineio_logger=False,
+        ping_interval=PING_INTERVAL_S,
+        ping_timeout=PING_TIMEOUT_S,
     )
-    install_direct_ws(sio.eio)  # no permessage-deflate; pre-framed batches (danmaku.fanout)
     return sio
 
 
@@ -193,10 +201,13 @@ def make_ctx(
         svc = DanmakuService(config, app[SIO], rt.redis, rt.bus, rt.node_id, rt.secret)
         await svc.start()
         app[DANMAKU] = svc
+        endpoint = app[LIVE_WS]
+        endpoint.start(svc.sessions)
         logger.info("danmaku hub ready on /socket.io/ namespace %s", config.namespace)
         try:
             yield
         finally:
+            await endpoint.stop()
             await svc.stop()
 
     return ctx

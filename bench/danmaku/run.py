@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 
 from bench.danmaku.eio import EioClient, connect
-from danmaku.tokens import issue_token
+from core.tokens import issue_token
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

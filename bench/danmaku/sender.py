@@ -14,7 +14,7 @@ import json
 import time
 
 from bench.danmaku.eio import connect
-from danmaku.tokens import issue_token
+from core.tokens import issue_token
 
 
 async def main() -> None:

@@ -1,4 +1,5 @@
-"""Pre-framed fan-out (danmaku/fanout.py): shared frames, no deflate, fallbacks, slow viewers."""
+"""Pre-framed fan-out (danmaku/wire.py, danmaku/websocket.py): shared frames, no deflate,
+fallbacks, slow viewers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import socket
 from typing import Any
 
 from bench.danmaku import eio
-from danmaku.fanout import ws_text_frame
 from danmaku.service import DANMAKU
+from danmaku.wire import ws_text_frame
 from tests.danmaku.helpers import NS, Viewer, join, token, wait_until
 
 ROOM = "live/fan"

@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 
 from core.redis import EmbeddedValkey
-from danmaku.hub import Member
+from core.tokens import Role, Viewer
 from danmaku.lottery import verify
+from danmaku.rooms import Member
 from danmaku.service import DANMAKU
-from danmaku.tokens import Role, Viewer
 from tests.danmaku.helpers import join, staff_api, wait_until
 
 ROOM = "live/lottery"
@@ -21,7 +21,7 @@ ROOM = "live/lottery"
 
 def fake_member(i: int) -> Member:
     viewer = Viewer(user_id=f"user{i:05d}", nick=f"n{i}", role=Role.VIEWER, expires=2e9)
-    return Member(sid=f"sid{i}", eio_sid="", viewer=viewer, role=Role.VIEWER, room=ROOM)
+    return Member(sid=f"sid{i}", conn=None, viewer=viewer, role=Role.VIEWER, room=ROOM)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.tokens import Role, TokenError, issue_token, verify_token
 from danmaku.batch import RoomBuffer
 from danmaku.lottery import (
     commitment,
@@ -19,7 +20,6 @@ from danmaku.lottery import (
 )
 from danmaku.payloads import PayloadError, clean_text, parse_comment, parse_like, parse_moderate
 from danmaku.ratelimit import Buckets
-from danmaku.tokens import Role, TokenError, issue_token, verify_token
 from danmaku.wordfilter import WordFilter
 
 SECRET = "s3cret"

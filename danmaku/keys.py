@@ -1,0 +1,53 @@
+"""The hub's Redis layout: every key and channel (room keys share a hash tag, for Redis
+Cluster), the deadline of its calls, and how replies are read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["REDIS_TIMEOUT", "Keys", "decode"]
+
+REDIS_TIMEOUT = 2.0
+"""Deadline of every Redis call of the hub (seconds)."""
+
+
+def decode(raw: Any) -> str:
+    """A Redis reply as text."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+class Keys:
+    """Names under ``prefix`` (``danmaku.redis_prefix``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def history(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:history"
+
+    def likes(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:likes"
+
+    def presence(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:presence"
+
+    def moderation(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:mod"
+
+    def deleted(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:deleted"
+
+    def room_lotteries(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:lotteries"
+
+    def channel(self, room: str) -> str:
+        return f"{self.prefix}ch:{room}"
+
+    def room_of_channel(self, channel: str) -> str:
+        return channel[len(self.channel("")) :]
+
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
+
+    def lottery(self, lottery_id: str, part: str) -> str:
+        return f"{self.prefix}lot:{{{lottery_id}}}:{part}"

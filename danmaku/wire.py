@@ -1,0 +1,190 @@
+"""Engine.IO v4 / Socket.IO v5 text packets and server websocket frames: sans-I/O.
+
+Just what the websocket path of ``/live`` needs (:mod:`danmaku.websocket`): no polling, no
+binary attachments. A Socket.IO packet travels as one Engine.IO ``message`` (``4``), which
+travels as one websocket text frame::
+
+    frame( "4" + "2" + "/live," + [ack id] + json )
+            |     |     |                    '-- the event: ["name", arg]
+            |     |     '-- the namespace ("/" is written as nothing)
+            |     '-- Socket.IO type: 0 connect, 1 disconnect, 2 event, 3 ack, 4 connect error
+            '-- Engine.IO type: 0 open, 1 close, 2 ping, 3 pong, 4 message, 6 noop
+
+:class:`Outbound` is one packet for many connections: its text and its websocket frame are
+built once, on first use, and the same objects go to every connection (the frame header
+depends only on the payload length).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ACK",
+    "CONNECT",
+    "CONNECT_ERROR",
+    "DISCONNECT",
+    "EVENT",
+    "Outbound",
+    "SioPacket",
+    "WireError",
+    "ack_text",
+    "connect_error_text",
+    "connect_text",
+    "disconnect_text",
+    "event_packet",
+    "open_text",
+    "parse_sio",
+    "with_attachments",
+    "ws_text_frame",
+]
+
+# Socket.IO v5 packet types
+CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range(7)
+MAX_ATTACHMENTS = 8
+"""Binary attachments accepted in one packet (each one websocket message, size-capped)."""
+
+
+class WireError(ValueError):
+    """A client packet this path cannot understand (the connection is closed)."""
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed (RSV bits clear) server-to-client text frame, FIN set."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, n])
+    elif n < 65536:
+        head = b"\x81\x7e" + struct.pack(">H", n)
+    else:
+        head = b"\x81\x7f" + struct.pack(">Q", n)
+    return head + payload
+
+
+def _dumps(data: Any) -> str:
+    # the same JSON python-socketio writes (compact, ASCII-escaped)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _ns(namespace: str) -> str:
+    return "" if namespace == "/" else namespace + ","
+
+
+class Outbound:
+    """One Socket.IO packet, encoded once: ``text`` (Socket.IO) and ``frame`` (websocket)."""
+
+    __slots__ = ("_frame", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The Engine.IO message in one websocket text frame (built on first use)."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = ws_text_frame(("4" + self.text).encode())
+        return frame
+
+
+def event_packet(namespace: str, event: str, data: Any) -> Outbound:
+    return Outbound(f"2{_ns(namespace)}" + _dumps([event, data]))
+
+
+def open_text(sid: str, ping_interval_s: float, ping_timeout_s: float, max_payload: int) -> str:
+    """The Engine.IO ``open`` packet (the first message on a connection)."""
+    return "0" + _dumps(
+        {
+            "sid": sid,
+            "upgrades": [],
+            "pingTimeout": int(ping_timeout_s * 1000),
+            "pingInterval": int(ping_interval_s * 1000),
+            "maxPayload": max_payload,
+        }
+    )
+
+
+def connect_text(namespace: str, sid: str) -> str:
+    return f"0{_ns(namespace)}" + _dumps({"sid": sid})
+
+
+def connect_error_text(namespace: str, message: str, data: Any = None) -> str:
+    body: dict[str, Any] = {"message": message}
+    if data is not None:
+        body["data"] = data
+    return f"4{_ns(namespace)}" + _dumps(body)
+
+
+def disconnect_text(namespace: str) -> str:
+    return f"1{_ns(namespace)}"
+
+
+def ack_text(namespace: str, ack_id: int, args: list[Any]) -> str:
+    return f"3{_ns(namespace)}{ack_id}" + _dumps(args)
+
+
+@dataclass(frozen=True, slots=True)
+class SioPacket:
+    type: int
+    namespace: str
+    ack_id: int | None
+    data: Any
+    attachments: int = 0
+    """Binary messages that follow (``BINARY_EVENT`` / ``BINARY_ACK``)."""
+
+
+def parse_sio(text: str) -> SioPacket:
+    """Decode one Socket.IO packet sent by a client (without its Engine.IO ``4``)."""
+    if not text or not "0" <= text[0] <= "6":
+        raise WireError("bad packet type")
+    kind = ord(text[0]) - 48
+    i = 1
+    attachments = 0
+    if kind in (BINARY_EVENT, BINARY_ACK):
+        dash = text.find("-", 1, 4)
+        if dash < 0 or not text[1:dash].isdigit():
+            raise WireError("binary packet without an attachment count")
+        attachments = int(text[1:dash])
+        if not 0 < attachments <= MAX_ATTACHMENTS:
+            raise WireError("too many attachments")
+        i = dash + 1
+    namespace = "/"
+    if i < len(text) and text[i] == "/":
+        end = text.find(",", i)
+        if end < 0:
+            namespace, i = text[i:], len(text)
+        else:
+            namespace, i = text[i:end], end + 1
+    j = i
+    while j < len(text) and "0" <= text[j] <= "9" and j - i < 12:
+        j += 1
+    ack_id = int(text[i:j]) if j > i else None
+    data: Any = None
+    if j < len(text):
+        try:
+            data = json.loads(text[j:])
+        except ValueError:
+            raise WireError("packet data is not JSON") from None
+    if kind in (EVENT, BINARY_EVENT) and (not isinstance(data, list) or not data):
+        raise WireError("an event needs a non-empty array")
+    return SioPacket(kind, namespace, ack_id, data, attachments)
+
+
+def with_attachments(data: Any, blobs: list[bytes], depth: int = 0) -> Any:
+    """``data`` with each ``{"_placeholder": true, "num": i}`` replaced by ``blobs[i]``."""
+    if depth > 32:
+        raise WireError("packet nested too deep")
+    if isinstance(data, list):
+        return [with_attachments(x, blobs, depth + 1) for x in data]
+    if isinstance(data, dict):
+        if data.get("_placeholder") is True:
+            num = data.get("num")
+            if not isinstance(num, int) or not 0 <= num < len(blobs):
+                raise WireError("bad attachment placeholder")
+            return blobs[num]
+        return {k: with_attachments(v, blobs, depth + 1) for k, v in data.items()}
+    return data

@@ -1,0 +1,220 @@
+"""The Redis writer: what this node tells Redis (and through it the other nodes) per room.
+
+Everything that must reach Redis goes into the room's :class:`Outgoing` (comments as JSON,
+the like delta, small items: joins ``j``, leaves ``v``, notices ``x``, deleted ids ``d``,
+direct messages ``u``, moderation/lottery controls ``m``). The writer task wakes when there
+is something, waits ``WRITE_COALESCE_S`` so one round trip carries a few ms of traffic,
+and runs one pipelined ``EVALSHA room_flush`` per room: RPUSH to the history + LTRIM,
+INCRBY the likes, PUBLISH one envelope on the room channel (read by
+:mod:`danmaku.subscriber` on every node).
+
+Local delivery never waits for this. A failed write is counted (``lost_*`` in
+:class:`~danmaku.stats.HubStats`) and logged; a like delta, being a count, is kept for the
+next attempt. The outbox is bounded per room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from danmaku.keys import REDIS_TIMEOUT, Keys
+from danmaku.stats import HubStats, Warnings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ROOM_FLUSH_LUA", "Outgoing", "RedisWriter"]
+
+WRITE_COALESCE_S = 0.01
+MAX_OUTBOX_COMMENTS_PER_ROOM = 5000
+MAX_OUTBOX_ITEMS_PER_ROOM = 256
+
+ROOM_FLUSH_LUA = """
+local n = #ARGV
+local i = 5
+while i <= n do
+  local j = math.min(n, i + 999)
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+if n >= 5 then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
+local total
+local d = tonumber(ARGV[2])
+if d > 0 then
+  total = redis.call('INCRBY', KEYS[2], d)
+else
+  total = tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4] .. total .. '}') end
+return total
+"""
+
+
+@dataclass
+class Outgoing:
+    """What this node still has to write to Redis for one room."""
+
+    comments: list[str] = field(default_factory=list)
+    like_delta: int = 0
+    items: dict[str, list[Any]] = field(default_factory=dict)
+
+    def add(self, key: str, value: Any) -> bool:
+        bucket = self.items.setdefault(key, [])
+        if len(bucket) >= MAX_OUTBOX_ITEMS_PER_ROOM:
+            return False
+        bucket.append(value)
+        return True
+
+    def empty(self) -> bool:
+        return not (self.comments or self.like_delta or self.items)
+
+
+class RedisWriter:
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys,
+        history_size: int,
+        tag: str,
+        stats: HubStats,
+        warn: Warnings,
+        on_likes_total: Callable[[str, int], None],
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.history_size = history_size
+        self.tag = tag
+        self.stats = stats
+        self._warn = warn
+        self._on_likes_total = on_likes_total
+        self._outbox: dict[str, Outgoing] = {}
+        self._ready = asyncio.Event()
+        self._room_flush = redis.register_script(ROOM_FLUSH_LUA)
+
+    # ---------------------------------------------------------------- filling the outbox
+    def out(self, room: str) -> Outgoing:
+        """The room's pending writes (call :meth:`wake` after adding to them)."""
+        out = self._outbox.get(room)
+        if out is None:
+            out = self._outbox[room] = Outgoing()
+        return out
+
+    def wake(self) -> None:
+        self._ready.set()
+
+    def add_comment(self, room: str, comment: dict[str, Any]) -> None:
+        out = self.out(room)
+        if len(out.comments) < MAX_OUTBOX_COMMENTS_PER_ROOM:
+            out.comments.append(json.dumps(comment, separators=(",", ":"), ensure_ascii=False))
+        else:
+            self.stats.outbox_dropped += 1
+        self._ready.set()
+
+    def add_item(self, room: str, key: str, value: Any, count_lost: bool = True) -> bool:
+        """Queue a small item; False (counted if ``count_lost``) when the bucket is full."""
+        ok = self.out(room).add(key, value)
+        if not ok and count_lost:
+            self.stats.lost_remote_items += 1
+        self._ready.set()
+        return ok
+
+    # ---------------------------------------------------------------- writing
+    def _envelope_prefix(self, out: Outgoing) -> str:
+        env: dict[str, Any] = {"n": self.tag}
+        if out.like_delta:
+            env["l"] = out.like_delta
+        env.update(out.items)
+        body = json.dumps(env, separators=(",", ":"), ensure_ascii=False)[:-1]
+        if out.comments:
+            body += ',"c":[' + ",".join(out.comments) + "]"
+        return body + ',"t":'
+
+    async def _flush_rooms(self, rooms: list[tuple[str, Outgoing]]) -> list[Any]:
+        """One pipelined ``EVALSHA room_flush`` per room (no ``SCRIPT EXISTS`` round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        sha = self._room_flush.sha
+        for name, out in rooms:
+            pipe.evalsha(
+                sha,
+                2,
+                self.keys.history(name),
+                self.keys.likes(name),
+                self.history_size,
+                out.like_delta,
+                self.keys.channel(name),
+                self._envelope_prefix(out),
+                *out.comments,
+            )
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def flush(self) -> None:
+        """Write everything pending now (one round trip, plus one if Redis lost the script)."""
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, {}
+        rooms = list(batch.items())
+        try:
+            results = await asyncio.wait_for(self._flush_rooms(rooms), REDIS_TIMEOUT)
+        except BaseException as exc:
+            results = [exc] * len(rooms)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # Redis lost its script cache (restarted): load it, redo only those rooms
+            try:
+                await asyncio.wait_for(self.redis.script_load(ROOM_FLUSH_LUA), REDIS_TIMEOUT)
+                again = await asyncio.wait_for(
+                    self._flush_rooms([rooms[i] for i in missing]), REDIS_TIMEOUT
+                )
+            except BaseException as exc:
+                again = [exc] * len(missing)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            for i, r in zip(missing, again, strict=True):
+                results[i] = r
+        for (name, out), result in zip(rooms, results, strict=False):
+            if isinstance(result, BaseException):
+                self.stats.redis_errors += 1
+                self.stats.lost_history_comments += len(out.comments)
+                self.stats.lost_remote_comments += len(out.comments)
+                self.stats.lost_remote_items += sum(len(v) for v in out.items.values())
+                if out.like_delta:  # a count, not a message: keep it for the next attempt
+                    self.out(name).like_delta += out.like_delta
+                self._warn(
+                    "write",
+                    "danmaku: Redis write for %s failed (%s); %d comments not in history "
+                    "nor sent to other nodes",
+                    name,
+                    result,
+                    len(out.comments),
+                )
+            elif isinstance(result, int):
+                self._on_likes_total(name, result)
+
+    def pending(self, room: str) -> bool:
+        out = self._outbox.get(room)
+        return out is not None and not out.empty()
+
+    async def run(self) -> None:
+        """The writer task."""
+        while True:
+            await self._ready.wait()
+            await asyncio.sleep(WRITE_COALESCE_S)  # one round trip carries a few ms of comments
+            self._ready.clear()
+            errors = self.stats.redis_errors
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("danmaku: writer failed")
+            if self._outbox:
+                if self.stats.redis_errors != errors:  # failed: back off before retrying
+                    await asyncio.sleep(0.2 if self.stats.redis_connected else 1.0)
+                self._ready.set()

@@ -143,6 +143,7 @@ class Demo:
         self.show_task: asyncio.Task[None] | None = None
         self.data_dir = Path(os.path.abspath(config.data_path))
         self.http = self.rtmp = self.push = self.password = ""
+        self.viewer_page: str | None = None
 
     async def start(self) -> None:
         from control.app import create_app
@@ -190,6 +191,7 @@ class Demo:
             logger.warning(
                 "broadcast %d is not live yet; the audience starts anyway", self.seeded.id
             )
+        self.viewer_page = await self._viewer_page(base)
         self.show_task = asyncio.create_task(demo_shop.Show(self.api, self.seeded).run())
         if self.audience_on:
             env = dict(os.environ)
@@ -200,6 +202,17 @@ class Demo:
             self.audience = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.PIPE, env=env
             )
+
+    async def _viewer_page(self, base: str) -> str | None:
+        """The H5 viewer page of the broadcast, once the server has one (``/watch/...``)."""
+        assert self.session is not None and self.seeded is not None
+        path = f"/watch/{self.seeded.room}"
+        try:
+            async with self.session.get(base + path) as resp:
+                html = resp.status == 200 and resp.content_type == "text/html"
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        return self.http + path if html else None
 
     def banner(self) -> str:
         s = self.seeded
@@ -229,7 +242,8 @@ class Demo:
             f"  console:    {self.http}/console/   sign in as {OPERATOR} / {self.password}\n"
             f'  broadcast:  {s.id} "{s.broadcast["title"]}" (room {s.room}); '
             f"anchor account: {anchor}\n"
-            f"  HTTP-FLV:   {s.play['http_flv']}\n"
+            + (f"  viewer:     {self.viewer_page}\n" if self.viewer_page else "")
+            + f"  HTTP-FLV:   {s.play['http_flv']}\n"
             f"  WS-FLV:     {s.play['ws_flv']}\n"
             f"  HLS:        {s.play['hls']}\n"
             f"  RTMP play:  {s.play['rtmp']}\n"

@@ -94,6 +94,10 @@ class Audience:
         self._tokens: dict[str, str] = {}
         self._sockets: list[tuple[str, socketio.AsyncClient]] = []
         self._lottery_open: str | None = None
+        self._sale_id: int | None = None
+        """The flash sale announced in the room (``flash_sale.*`` notices), if one runs."""
+        self._winners: list[str] = []
+        """Lottery winners who have not shopped with their prize yet (bounded)."""
         self._bought: dict[int, set[str]] = {}
         """Users who bought in each flash sale (the limit is one each)."""
         self._rng = random.Random()
@@ -178,6 +182,12 @@ class Audience:
         sio = socketio.AsyncClient(reconnection=True, reconnection_delay=1)
         sio.on("comments", self._on_batch, namespace=NAMESPACE)
         sio.on("joined", self._on_joined, namespace=NAMESPACE)
+
+        async def won(data: Any) -> None:
+            if user not in self._winners and len(self._winners) < 20:
+                self._winners.append(user)
+
+        sio.on("lottery_won", won, namespace=NAMESPACE)
         await sio.connect(
             self.api.base,
             namespaces=[NAMESPACE],
@@ -194,9 +204,17 @@ class Audience:
 
     async def _on_batch(self, data: Any) -> None:
         for notice in (data or {}).get("notices") or []:
-            if not isinstance(notice, dict) or notice.get("type") != "lottery":
+            if not isinstance(notice, dict):
                 continue
-            info = notice.get("data") or {}
+            kind, info = notice.get("type"), notice.get("data") or {}
+            if kind == "flash_sale.created" and isinstance(info.get("id"), int):
+                self._sale_id = info["id"]
+            elif kind in ("flash_sale.closed", "flash_sale.settled") and (
+                info.get("id") == self._sale_id
+            ):
+                self._sale_id = None
+            if kind != "lottery":
+                continue
             if info.get("event") == "open":
                 self._lottery_open = str(info.get("lottery_id"))
             elif info.get("event") in ("closed", "drawn", "cancelled"):
@@ -258,20 +276,29 @@ class Audience:
             await asyncio.sleep(self._rng.uniform(0.5, 1.5) * self.buy_every)
 
     async def buy_once(self) -> None:
-        """One viewer buys: in the flash sale on the card, else the card's product (or
-        any product on the shelf); then most of them pay."""
+        """One viewer buys: a lottery winner spends their coupon; else someone buys in the
+        flash sale while one runs, or the product being explained (or any product on the
+        shelf); then most of them pay."""
         card = (await self.api.call("GET", f"/api/broadcasts/{self.bid}/card", auth=False)).get(
             "card"
         ) or {}
         order = None
-        sale_id = card.get("flash_sale_id")
-        if sale_id and self._rng.random() < 0.7:
+        if self._winners:
+            user = self._winners.pop(0)
+            order = await self._order(card.get("product_id"), user, await self._coupon(user))
+        if card.get("flash_sale_id"):  # seen on the card: they come back to it
+            self._sale_id = int(card["flash_sale_id"])
+        sale_id = self._sale_id
+        if order is None and sale_id and self._rng.random() < 0.7:
             order = await self._buy_flash(int(sale_id))
         if order is None:
-            order = await self._order(card.get("product_id"))
+            order = await self._order(card.get("product_id"), self.user())
         if order is None:
             return
         self.counters.orders += 1
+        if order.get("state") == "paid":  # a coupon paid all of it
+            self.counters.paid += 1
+            return
         if self._rng.random() >= self.pay_ratio:
             return  # changed their mind: the order times out unpaid
         headers = {"X-Viewer-Token": await self.token(str(order["user_id"]))}
@@ -285,6 +312,19 @@ class Audience:
         self.counters.paid += 1
         self.counters.gmv_fen += int(order.get("amount_fen", 0))
         await self._say_bought()
+
+    async def _coupon(self, user: str) -> str | None:
+        """One of ``user``'s unused coupons worth money, if they have one."""
+        found = await self.api.call(
+            "GET",
+            f"/api/users/{user}/coupons",
+            headers={"X-Viewer-Token": await self.token(user)},
+            auth=False,
+        )
+        for coupon in found.get("items", []):
+            if coupon.get("used_order_id") is None and int(coupon.get("value_fen") or 0) > 0:
+                return str(coupon["id"])
+        return None
 
     async def _buy_flash(self, sale_id: int) -> dict[str, Any] | None:
         bought = self._bought.setdefault(sale_id, set())
@@ -304,11 +344,15 @@ class Audience:
             )
         except DemoApiError as exc:
             if exc.status == 409:  # sold out, over, closed, limit: buy at list price instead
+                if exc.code != "limit_reached" and sale_id == self._sale_id:
+                    self._sale_id = None
                 return None
             raise
         return order
 
-    async def _order(self, product_id: Any) -> dict[str, Any] | None:
+    async def _order(
+        self, product_id: Any, user: str, coupon: str | None = None
+    ) -> dict[str, Any] | None:
         shelf = await self.api.call("GET", f"/api/broadcasts/{self.bid}/shelf", auth=False)
         products = [i["product"] for i in shelf.get("items", []) if i.get("on_shelf")]
         if not products:
@@ -320,18 +364,20 @@ class Audience:
         if not skus:
             return None
         sku = self._rng.choice(skus)
-        user = self.user()
+        body = {
+            "sku_id": sku["id"],
+            "quantity": 2 if self._rng.random() < 0.15 else 1,
+            "broadcast_id": str(self.bid),
+            "idempotency_key": uuid.uuid4().hex,
+            "channel": "live",
+        }
+        if coupon is not None:
+            body["coupon_id"] = coupon
         try:
             order: dict[str, Any] = await self.api.call(
                 "POST",
                 "/api/orders",
-                {
-                    "sku_id": sku["id"],
-                    "quantity": 2 if self._rng.random() < 0.15 else 1,
-                    "broadcast_id": str(self.bid),
-                    "idempotency_key": uuid.uuid4().hex,
-                    "channel": "live",
-                },
+                body,
                 headers={"X-Viewer-Token": await self.token(user)},
                 auth=False,
             )

@@ -7,7 +7,10 @@ when absent). ``nbf`` (not before) lets a broadcast's URL open shortly before it
 :func:`current_key_version`): rotating it revokes every URL issued before.
 
 Tencent Cloud form, accepted when a key is
-configured: ``?txSecret=MD5(key + STREAM + txTime)&txTime=<expiry, upper-case hex>``.
+configured: ``?txSecret=MD5(key + STREAM + txTime)&txTime=<expiry, upper-case hex>``. That
+scheme signs neither the app nor a key version, so it is accepted only for the configured
+app (``ingest.tencent_app``) and only while the stream's key was never rotated: a rotation
+or revocation ends every txSecret URL of that stream.
 
 Expiry is checked only when a publish starts: a stream already publishing keeps going.
 """
@@ -81,6 +84,7 @@ def verify(
     now: float,
     tencent_key: str = "",
     key_version: str | None = None,
+    tencent_app: str = "live",
 ) -> AuthResult:
     """Check the signature in ``query`` (the part after ``?``) for APP/STREAM at ``now``.
 
@@ -95,6 +99,10 @@ def verify(
     if one("txSecret") is not None or one("txTime") is not None:
         if not tencent_key:
             return AuthResult(False, "txSecret URLs are not enabled on this server")
+        if app != tencent_app:
+            return AuthResult(False, f"txSecret URLs are accepted for the app {tencent_app!r} only")
+        if key_version is not None:
+            return AuthResult(False, "push URL was revoked (stream key rotated)")
         tx_secret, tx_time = one("txSecret") or "", one("txTime") or ""
         try:
             expire = int(tx_time, 16)

@@ -11,6 +11,9 @@ class IngestConfig:
     """Default validity of a push URL issued by ``berrylive push-url`` (seconds)."""
     tencent_key: str = ""
     """Key for Tencent-style ``txSecret``/``txTime`` URLs (empty: that form is refused)."""
+    tencent_app: str = "live"
+    """The only app Tencent-style URLs are accepted for (that scheme does not sign the app);
+    a stream whose key was rotated or revoked refuses them."""
     on_publish: str = ""
     """SRS-style hook URLs (JSON POST; allowed on HTTP 200 with body ``0``)."""
     on_unpublish: str = ""

@@ -31,6 +31,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 READ_SIZE = 65536
 
 
+class KeyVersionUnknown(Exception):
+    """The stream's key version can't be read now and was never seen (Redis unreachable)."""
+
+
+KEY_VERSION_CACHE = 10_000
+"""Streams whose last key version read is remembered (for when Redis is unreachable)."""
+
+
 class RtmpServer:
     def __init__(
         self,
@@ -59,6 +67,32 @@ class RtmpServer:
         """Open connections per remote address (for ``max_connections_per_ip``)."""
         self.refused = 0
         """Connections closed at accept because a connection limit was reached."""
+        self._key_versions: dict[str, str | None] = {}
+        """APP/STREAM -> the key version last read from Redis (insertion-ordered, bounded)."""
+
+    async def key_version(self, app: str, stream: str) -> str | None:
+        """The stream's current key version (None: never rotated). When Redis can't be
+        read, the last version read for that stream is used; a stream never read then
+        refuses the publish (:class:`KeyVersionUnknown`): a rotated, revoked URL must not
+        work again because Redis is down."""
+        if self.redis is None:
+            return None
+        key = f"{app}/{stream}"
+        try:
+            version = await auth.current_key_version(self.redis, app, stream)
+        except Exception as exc:
+            if key in self._key_versions:
+                logger.warning(
+                    "key version of %s unreadable (%s): using the last one read", key, exc
+                )
+                return self._key_versions[key]
+            logger.warning("key version of %s unreadable (%s): publish refused", key, exc)
+            raise KeyVersionUnknown("cannot check the stream key now") from exc
+        self._key_versions.pop(key, None)
+        self._key_versions[key] = version
+        if len(self._key_versions) > KEY_VERSION_CACHE:
+            del self._key_versions[next(iter(self._key_versions))]
+        return version
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
         self._server = await asyncio.start_server(
@@ -319,12 +353,12 @@ class RtmpSession:
             return
         query = event.query or self.connect_query
         if srv.config.require_auth:
-            key_version = None
-            if srv.redis is not None:
-                try:
-                    key_version = await auth.current_key_version(srv.redis, self.app, name)
-                except Exception as exc:  # Redis down: signatures still protect the stream
-                    logger.warning("cannot read key version for %s/%s: %s", self.app, name, exc)
+            try:
+                key_version = await srv.key_version(self.app, name)
+            except KeyVersionUnknown as exc:
+                conn.refuse_publish(sid, f"publish refused: {exc}; retry shortly")
+                self._refused(name, str(exc))
+                return
             result = auth.verify(
                 srv.secret,
                 self.app,
@@ -333,6 +367,7 @@ class RtmpSession:
                 time.time(),
                 tencent_key=srv.config.tencent_key,
                 key_version=key_version,
+                tencent_app=srv.config.tencent_app,
             )
             if not result.ok:
                 conn.refuse_publish(sid, f"publish refused: {result.reason}")

@@ -4,12 +4,15 @@ checked before any lookup (on an edge a lookup starts a pull from an origin)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest import auth
+from ingest.rtmp_server import KeyVersionUnknown
 from media.rtmp.client import ClientConnection, CommandReply
 from tests.conftest import TEST_SECRET
 
@@ -24,6 +27,40 @@ def test_non_ascii_signature_is_refused_not_raised() -> None:
     assert not result.ok and "signature" in result.reason
     tx = auth.verify(TEST_SECRET, "live", "s", "txSecret=%E4%B8%AD&txTime=FF", now, "key")
     assert not tx.ok and "txSecret" in tx.reason
+
+
+def test_tencent_urls_only_for_their_app_and_until_a_rotation() -> None:
+    now = time.time()
+    secret, tx_time = auth.tencent_sign("tkey", "s", int(now) + 60)
+    query = f"txSecret={secret}&txTime={tx_time}"
+    assert auth.verify(TEST_SECRET, "live", "s", query, now, "tkey").ok
+    other_app = auth.verify(TEST_SECRET, "shop2", "s", query, now, "tkey")
+    assert not other_app.ok and "app" in other_app.reason
+    rotated = auth.verify(TEST_SECRET, "live", "s", query, now, "tkey", key_version="2")
+    assert not rotated.ok and "revoked" in rotated.reason
+
+
+async def test_rotated_key_stays_enforced_while_redis_is_unreachable(server) -> None:
+    """The key version is read from Redis at each publish; when Redis can't be read, the
+    last version read for that stream applies, and a stream never read is refused."""
+    import redis.asyncio as aioredis
+
+    from ingest import RTMP_SERVER
+
+    rtmp = server.app[RTMP_SERVER]
+    await server.runtime.redis.hset(auth.KEY_VERSIONS, "live/rot", "7")
+    assert await rtmp.key_version("live", "rot") == "7"
+    # a real client to a port nothing listens on: every command fails to connect
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    rtmp.redis = aioredis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=1)
+    try:
+        assert await rtmp.key_version("live", "rot") == "7"
+        with pytest.raises(KeyVersionUnknown):
+            await rtmp.key_version("live", "never_seen")
+    finally:
+        await rtmp.redis.aclose()
 
 
 @given(st.text(max_size=300))

@@ -1,4 +1,4 @@
-// Baseline for the benchmark: the npm `socket.io` server doing what most apps do, a naive
+// Naive peer (`--servers node`): the npm `socket.io` server doing what most apps do, a naive
 // per-message room broadcast (one `comments` event per comment to every viewer).
 // Usage: node node_server.js PORT   (prints "ready PORT" when listening on 127.0.0.1)
 const http = require("http");

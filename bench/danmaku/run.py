@@ -1,5 +1,12 @@
 """Side-by-side danmaku benchmark: berrylive's hub vs the npm ``socket.io`` server.
 
+Servers (``--servers``):
+
+- ``berrylive``: ``berrylive serve`` (150 ms per-room merge, ``danmaku.tick_ms``);
+- ``node-merged``: the honest peer, ``node_server_merged.js``: socket.io with the same
+  150 ms per-room merge (one ``comments`` event per room per tick, socket.io's broadcast);
+- ``node``: the naive peer, ``node_server.js``: one ``comments`` event per comment.
+
 For each server, N viewers (protocol-level clients, :mod:`bench.danmaku.eio`, all in this
 process) sit in one room while a separate sender process posts M comments/s. Measured over
 a fixed window after a warm-up: deliveries/s (comments received, summed over viewers),
@@ -128,13 +135,16 @@ async def wait_http(port: int, path: str, timeout: float = 60) -> None:
     raise RuntimeError(f"server on {port} did not come up")
 
 
+NODE_SERVERS = {"node": "node_server.js", "node-merged": "node_server_merged.js"}
+
+
 async def start_server(kind: str, port: int, data_dir: str) -> asyncio.subprocess.Process:
-    if kind == "node":
+    if kind in NODE_SERVERS:
         node = shutil.which("node")
         if node is None or not (HERE / "node_modules" / "socket.io").exists():
             raise RuntimeError("node or bench/danmaku/node_modules/socket.io missing")
         proc = await asyncio.create_subprocess_exec(
-            node, str(HERE / "node_server.js"), str(port), stdout=asyncio.subprocess.PIPE
+            node, str(HERE / NODE_SERVERS[kind]), str(port), stdout=asyncio.subprocess.PIPE
         )
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
@@ -268,7 +278,7 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--clients", default="1000,2000")
     p.add_argument("--rates", default="100,500,1000")
-    p.add_argument("--servers", default="berrylive,node")
+    p.add_argument("--servers", default="berrylive,node-merged,node")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--window", type=float, default=8.0)
     p.add_argument("--out", default=str(HERE / "results" / "latest.json"))

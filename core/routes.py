@@ -177,7 +177,7 @@ class Op:
     handler: Handler
     doc: OpDoc
     head: bool = False
-    """For a GET outside ``/api/``: answer HEAD too (as ``router.add_get`` does)."""
+    """For a GET: answer HEAD too (as ``router.add_get`` does); not in the API document."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -1,6 +1,7 @@
 """Recording through ffmpeg: live HLS, the VOD replay, covers, product clips, retention.
 
-See ``docs/replay.md``. ``setup(app, config)`` adds the routes and a cleanup context
+See ``docs/replay.md``. ``setup(app, config)`` installs the route table
+(:data:`replay.api.ROUTES`) and a cleanup context
 that starts :class:`~replay.service.ReplayService` once the runtime and the relay
 registry exist.
 """
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from core.runtime import RUNTIME
 from relay.http import REGISTRY
-from replay.api import SERVICE, add_routes
+from replay.api import ROUTES, SERVICE
 from replay.config import ReplayConfig
 from replay.model import Replay, ReplayState
 from replay.service import ReplayService
@@ -51,4 +52,4 @@ def setup(app: web.Application, config: ReplayConfig) -> None:
             await service.stop()
 
     app.cleanup_ctx.append(ctx)
-    add_routes(app)
+    ROUTES.install(app)

@@ -4,9 +4,11 @@
   type, grows into the replay; ``#EXT-X-ENDLIST`` once the broadcast ended).
 * ``GET /{app}/{stream}/{replay_id}/{file}``: segments (``p1/seg-00000.ts``), the VOD
   playlist ``index.m3u8``, ``replay.mp4``, ``cover.jpg``, sprites, ``thumbs.vtt``, clips.
-* ``/api/replays``: list, get, delete (roles in :mod:`replay.openapi`).
+* ``/api/replays``: list, get, delete.
 
-The ``{app}`` pattern refuses ``api`` so these routes never shadow ``/api/...``.
+Every route, its roles and its API doc are declared once, in :data:`ROUTES` (a
+:class:`core.routes.RouteTable`; schemas in :mod:`replay.openapi`). The ``{app}`` pattern
+refuses ``api`` so these routes never shadow ``/api/...``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from core.http import ApiError
+from core.routes import Op, OpDoc, RouteTable, query_param, ref
 from replay.model import ReplayState
+from replay.openapi import SCHEMAS
 from replay.service import ReplayService
 from replay.storage import FILE_RE, REPLAY_ID_RE
 
@@ -175,14 +179,134 @@ async def delete_replay(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/api/replays", list_replays)
-    r.add_get("/api/replays/clips", list_clips)
-    r.add_get("/api/replays/{replay_id}", get_replay)
-    r.add_delete("/api/replays/{replay_id}", delete_replay)
-    r.add_get(f"/{{app:{APP}}}/{{stream:{NAME}}}.m3u8", live_playlist)
-    r.add_get(
-        f"/{{app:{APP}}}/{{stream:{NAME}}}/{{rid:r[0-9a-f]+}}/{{file:(?:p[0-9]+/)?[A-Za-z0-9_.\\-]+}}",
-        replay_file,
-    )
+# -- the route table -------------------------------------------------------------------
+
+_BID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**53}
+_STATES: dict[str, Any] = {"type": "string", "enum": [s.value for s in ReplayState]}
+_RID = {"replay_id": {"type": "string"}}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+ROUTES = RouteTable(
+    "replay",
+    [
+        Op(
+            "GET",
+            "/api/replays",
+            list_replays,
+            OpDoc(
+                "Replays, newest first (per broadcast, stream or state)",
+                "replay",
+                ("public",),
+                operation_id="replay_list",
+                query=[
+                    query_param("broadcast_id", _BID, "only this broadcast's replays"),
+                    query_param("app", {"type": "string"}, "only this app"),
+                    query_param("stream", {"type": "string"}, "only this stream"),
+                    query_param("state", _STATES, "only replays in this state"),
+                    query_param(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page"
+                    ),
+                    query_param(
+                        "offset", {"type": "integer", "minimum": 0, "maximum": 2**31}, "skip"
+                    ),
+                ],
+                response_media=_json(
+                    {
+                        "type": "object",
+                        "required": ["items", "total", "limit", "offset"],
+                        "properties": {
+                            "items": {"type": "array", "items": ref("Replay")},
+                            "total": {"type": "integer"},
+                            "limit": {"type": "integer"},
+                            "offset": {"type": "integer"},
+                        },
+                    }
+                ),
+                errors=(404,),
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            "/api/replays/clips",
+            list_clips,
+            OpDoc(
+                "Product clips cut from finished replays (讲解回放)",
+                "replay",
+                ("public",),
+                operation_id="replay_clips",
+                query=[
+                    query_param("product_id", _BID, "only this product's clips"),
+                    query_param("broadcast_id", _BID, "only this broadcast's clips"),
+                    query_param(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "at most"
+                    ),
+                ],
+                response_media=_json(
+                    {
+                        "type": "object",
+                        "required": ["items", "total"],
+                        "properties": {
+                            "items": {"type": "array", "items": ref("ReplayClip")},
+                            "total": {"type": "integer"},
+                        },
+                    }
+                ),
+                errors=(404,),
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            "/api/replays/{replay_id}",
+            get_replay,
+            OpDoc(
+                "One replay with its URLs (HLS, MP4, cover, thumbnails, clips)",
+                "replay",
+                ("public",),
+                operation_id="replay_get",
+                path_params=_RID,
+                response="Replay",
+            ),
+            head=True,
+        ),
+        Op(
+            "DELETE",
+            "/api/replays/{replay_id}",
+            delete_replay,
+            OpDoc(
+                "Delete a finished replay and its files",
+                "replay",
+                ("operator",),
+                operation_id="replay_delete",
+                path_params=_RID,
+                ok=204,
+                errors=(409,),
+            ),
+        ),
+        Op(
+            "GET",
+            f"/{{app:{APP}}}/{{stream:{NAME}}}.m3u8",
+            live_playlist,
+            OpDoc("The live HLS playlist of the recording in progress", "replay", ("public",)),
+            head=True,
+        ),
+        Op(
+            "GET",
+            f"/{{app:{APP}}}/{{stream:{NAME}}}/{{rid:r[0-9a-f]+}}"
+            r"/{file:(?:p[0-9]+/)?[A-Za-z0-9_.\-]+}",
+            replay_file,
+            OpDoc(
+                "A replay's file: segment, playlist, MP4, cover, sprite, clip",
+                "replay",
+                ("public",),
+            ),
+            head=True,
+        ),
+    ],
+    schemas=SCHEMAS,
+)

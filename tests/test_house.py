@@ -36,7 +36,7 @@ async def test_router_tables_and_openapi_agree(server) -> None:
     reg = installed(app)
     spec: dict[str, Any] = app[CONTROL].spec
     legacy = app[AUTH].legacy_roles  # COMPAT (issue 16): packages without a table yet
-    assert {"control"} <= {t.package for t in reg.tables}
+    assert {"control", "replay"} <= {t.package for t in reg.tables}
     on_router: set[tuple[str, str]] = set()
     problems: list[str] = []
     for method, path, route in _api_routes(app):

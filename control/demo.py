@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -45,6 +46,8 @@ logger = logging.getLogger("berrylive.demo")
 OPERATOR = "demo"
 AUDIENCE_ENV = "BERRYLIVE_DEMO_AUDIENCE"
 """``0``/``false``/``no``/``off`` turns the synthetic audience off (as ``--no-audience``)."""
+SETUP_ERRORS: tuple[type[Exception], ...] = (RuntimeError, OSError, *demo_shop.RECOVERABLE)
+"""The shop could not be set up: the demo goes on with its stream only."""
 LIVE_TIMEOUT = 30.0
 """Seconds to wait for the broadcast to go live before the audience starts anyway."""
 
@@ -97,8 +100,6 @@ async def _operator_password(config: Config, data_dir: Path, config_file: str | 
     kept = await asyncio.to_thread(demo_shop.read_secret, password_file)
     if kept is not None and kept[0] == OPERATOR:
         return kept[1]
-    import secrets
-
     password = secrets.token_urlsafe(12)
     cmd = [sys.executable, "-m", "control.ops_cli", "user", "add", OPERATOR]
     cmd += ["--role", "operator", "--display-name", "Demo operator", "--password-stdin"]
@@ -172,7 +173,7 @@ class Demo:
             self.api.token = str(created["token"])
             self.password = password
             self.seeded = await demo_shop.seed(self.api, self.data_dir)
-        except (RuntimeError, demo_shop.DemoApiError, aiohttp.ClientError, OSError) as exc:
+        except SETUP_ERRORS as exc:
             logger.error("the demo shop could not be set up: %s", exc)
             self.seeded = None
         if self.seeded is not None:
@@ -260,18 +261,24 @@ class Demo:
         )
 
     async def wait(self) -> int:
-        """Until the anchor or the audience exits on its own: 1 (a signal cancels this)."""
-        watched = {"the synthetic anchor (ffmpeg)": self.anchor, "the audience": self.audience}
-        waits = {
-            asyncio.create_task(p.wait()): name for name, p in watched.items() if p is not None
-        }
+        """Until the anchor (ffmpeg) exits on its own: 1 (a signal cancels this first). An
+        audience that ends is logged; the show goes on without it."""
+        assert self.anchor is not None
+        anchor = asyncio.create_task(self.anchor.wait())
+        pending: set[asyncio.Task[int]] = {anchor}
+        if self.audience is not None:
+            pending.add(asyncio.create_task(self.audience.wait()))
         try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            while anchor in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if anchor not in done:
+                    logger.error(
+                        "the audience exited with %s; the demo goes on", done.pop().result()
+                    )
         finally:
-            for t in waits:
+            for t in pending:
                 t.cancel()
-        for t in done:
-            logger.error("%s exited with %s", waits[t], t.result())
+        logger.error("the synthetic anchor (ffmpeg) exited with %s", anchor.result())
         return 1
 
     async def stop(self) -> None:
@@ -328,8 +335,8 @@ async def run(config: Config, args: argparse.Namespace, audience: bool) -> int:
         if not stopping:
             raise
     finally:
-        # shielded: the clean-up runs to its end whatever happens to this task meanwhile
-        await asyncio.shield(demo.stop())
+        stopping = True  # from here on a signal changes nothing: the clean-up runs to its end
+        await demo.stop()
     return status
 
 

@@ -35,12 +35,13 @@ from typing import Any
 import aiohttp
 import socketio
 
-from control.demo_shop import LOTTERY_KEYWORD, Api, DemoApiError
+from control.demo_shop import LOTTERY_KEYWORD, RECOVERABLE, Api, DemoApiError
 
 logger = logging.getLogger("berrylive.demo.audience")
 
 TOKEN_ENV = "BERRYLIVE_DEMO_API_TOKEN"
 NAMESPACE = "/live"
+CONNECT_ERRORS: tuple[type[Exception], ...] = (socketio.exceptions.ConnectionError, *RECOVERABLE)
 
 NICKS = (
     "Ann", "Bo", "Chen", "Dara", "Eli", "Fang", "Gus", "Hana", "Ivo", "Jia", "Kai", "Lena",
@@ -225,7 +226,7 @@ class Audience:
         for user in users:
             try:
                 self._sockets.append((user, await self._connect(user)))
-            except (socketio.exceptions.ConnectionError, DemoApiError, aiohttp.ClientError) as e:
+            except CONNECT_ERRORS as e:
                 logger.warning("chatter %s could not connect: %s", user, e)
         if not self._sockets:
             return
@@ -270,7 +271,7 @@ class Audience:
         while True:
             try:
                 await self.buy_once()
-            except (DemoApiError, aiohttp.ClientError, TimeoutError, KeyError) as exc:
+            except RECOVERABLE as exc:
                 self.counters.failures += 1
                 logger.info("a buy failed: %s", exc)
             await asyncio.sleep(self._rng.uniform(0.5, 1.5) * self.buy_every)

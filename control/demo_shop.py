@@ -43,6 +43,18 @@ class DemoApiError(Exception):
         super().__init__(f"{method} {path}: {status} {self.code} {message}".strip())
 
 
+RECOVERABLE: tuple[type[Exception], ...] = (
+    DemoApiError,
+    aiohttp.ClientError,
+    TimeoutError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
+"""What one turn of a demo loop may fail with and the loop survives: an API refusal, a
+lost connection, a timeout, an answer not of the expected shape."""
+
+
 class Api:
     """A small JSON client for the server's ``/api``; ``token`` goes in as a bearer."""
 
@@ -363,7 +375,7 @@ class ShowSettings:
     """Length of each flash sale (its countdown)."""
     sale_pause: float = 30.0
     """Seconds between one flash sale's end and the next one's start."""
-    sale_stock: int = 40
+    sale_stock: int = 30
     lottery_every: float = 240.0
     """Seconds between the openings of two lotteries."""
     first_lottery: float = 20.0
@@ -414,7 +426,7 @@ class Show:
         while True:
             try:
                 await self.push_card(products[i % len(products)])
-            except (DemoApiError, aiohttp.ClientError, TimeoutError) as exc:
+            except RECOVERABLE as exc:
                 logger.warning("demo show: card not pushed: %s", exc)
             i += 1
             # A new flash sale interrupts the rotation: the anchor presents it at once.
@@ -438,7 +450,7 @@ class Show:
             n += 1
             try:
                 sale = await self._open_sale(sku)
-            except (DemoApiError, aiohttp.ClientError, TimeoutError) as exc:
+            except RECOVERABLE as exc:
                 logger.warning("demo show: flash sale not opened: %s", exc)
                 await asyncio.sleep(self.settings.sale_pause)
                 continue
@@ -483,7 +495,7 @@ class Show:
             await asyncio.sleep(min(5.0, max(0.1, ends - time.time())))
             try:
                 view = await self.api.call("GET", f"/api/flash-sales/{sale['id']}", auth=False)
-            except (DemoApiError, aiohttp.ClientError, TimeoutError) as exc:
+            except RECOVERABLE as exc:
                 logger.warning("demo show: flash sale %s not read: %s", sale["id"], exc)
                 continue
             if view.get("status") not in ("open", "scheduled") or not view.get("remaining"):
@@ -514,7 +526,7 @@ class Show:
                     },
                 )
                 logger.info("demo show: lottery %s open", lot.get("lottery_id"))
-            except (DemoApiError, aiohttp.ClientError, TimeoutError) as exc:
+            except RECOVERABLE as exc:
                 logger.warning("demo show: lottery not opened: %s", exc)
             await asyncio.sleep(self.settings.lottery_every)
 
@@ -533,5 +545,5 @@ class Show:
                                 f"/api/skus/{sku['id']}",
                                 {"stock_delta": self.settings.restock_delta},
                             )
-                except (DemoApiError, aiohttp.ClientError, TimeoutError) as exc:
+                except RECOVERABLE as exc:
                     logger.warning("demo show: restock of %s failed: %s", product["id"], exc)

@@ -34,6 +34,7 @@ from typing import Any
 
 from core.bus import EventBus
 from core.tokens import Role
+from danmaku.events import LotteryPrize
 from danmaku.hub import Hub
 from danmaku.keys import REDIS_TIMEOUT
 from danmaku.moderation import Actor, ServiceUnavailable, audit
@@ -549,19 +550,18 @@ class LotteryService:
     async def _deliver(self, info: dict[str, Any], winner: dict[str, Any]) -> None:
         room = info["room"]
         lid = info["lottery_id"]
-        await self.bus.publish(
-            "lottery.prize",
-            {
-                "lottery_id": lid,
-                "room": room,
-                "user_id": winner["user_id"],
-                "nick": winner["nick"],
-                "prize": winner["prize"],
-                "prize_index": winner["prize_index"],
-                "n": winner["n"],
-                "mode": info["mode"],
-                "title": info.get("title", ""),
-            },
+        await self.bus.emit(
+            LotteryPrize(
+                lottery_id=lid,
+                room=room,
+                user_id=winner["user_id"],
+                nick=winner["nick"],
+                prize=winner["prize"],
+                prize_index=winner["prize_index"],
+                n=winner["n"],
+                mode=info["mode"],
+                title=info.get("title", ""),
+            )
         )
         await self.hub.send_direct(
             room,

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.bus import EventBus
 from core.tokens import Role
+from danmaku.events import DanmakuModeration
 from danmaku.hub import Hub
 from danmaku.keys import REDIS_TIMEOUT
 from danmaku.payloads import ModerateIn, PayloadError
@@ -142,15 +143,10 @@ class Moderation:
                 },
                 propagate=True,
             )
-        await self.bus.publish(
-            "danmaku.moderation",
-            {
-                "room": room_name,
-                "action": cmd.action,
-                "target": target,
-                "actor": actor.as_dict(),
-                **detail,
-            },
+        await self.bus.emit(
+            DanmakuModeration(
+                room=room_name, action=cmd.action, target=target, actor=actor.as_dict(), **detail
+            )
         )
         result: dict[str, Any] = {"ok": True, "action": cmd.action, "room": room_name}
         if cmd.action == "delete":

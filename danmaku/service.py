@@ -16,6 +16,7 @@ from core.bus import Event, EventBus
 from core.runtime import RUNTIME
 from danmaku.config import DanmakuConfig
 from danmaku.delivery import Delivery
+from danmaku.events import DanmakuComment, DanmakuLike
 from danmaku.hub import Hub
 from danmaku.lottery import LotteryService
 from danmaku.moderation import Actor, Moderation, audit
@@ -137,18 +138,13 @@ class DanmakuService:
         every ``presence_interval_s``, never one event per comment.
         """
         for name, room in list(self.hub.rooms.items()):
-            for attr, topic in (
-                ("unreported_comments", "danmaku.comment"),
-                ("unreported_likes", "danmaku.like"),
-            ):
-                count = getattr(room, attr)
-                if not count:
-                    continue
-                setattr(room, attr, 0)
-                data: dict[str, Any] = {"room": name, "count": count}
-                if name in self._broadcasts:
-                    data["broadcast_id"] = self._broadcasts[name]
-                await self.bus.publish(topic, data)
+            bid = self._broadcasts.get(name)
+            comments, room.unreported_comments = room.unreported_comments, 0
+            if comments:
+                await self.bus.emit(DanmakuComment(room=name, count=comments, broadcast_id=bid))
+            likes, room.unreported_likes = room.unreported_likes, 0
+            if likes:
+                await self.bus.emit(DanmakuLike(room=name, count=likes, broadcast_id=bid))
 
     async def announce(self, room: str, actor: Actor, data: dict[str, Any]) -> None:
         await audit(self.hub, actor, "notice", room, "", data)

@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LEGACY_RAW = {
     "comment.posted",
     "like.added",
-    "lottery.prize",
     "order.paid",
     "replay.ready",
     "stream.kick",

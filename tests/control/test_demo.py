@@ -9,6 +9,7 @@ recorded while it runs; after SIGINT/SIGTERM it must exit 0 and leave none of th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -22,9 +23,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 import psutil
 import pytest
+
+from control import demo_shop
+from tests.control import publisher
+from tests.control.conftest import Staff
 
 BANNER_END = "  try: ffplay "
 START_TIMEOUT = 90.0
@@ -289,3 +295,83 @@ def test_demo_second_start_reuses_what_exists(tmp_path: Path) -> None:
         code = second.stop(signal.SIGTERM)
     assert code == 0, second.err()
     assert second.left_behind() == []
+
+
+# -- the seeding and the show, in process against a test server ------------------------------
+
+
+async def test_seed_reuses_what_exists_and_ends_a_leftover_show(
+    staff: Staff, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        api = demo_shop.Api(session, staff.server.http_url, staff.operator)
+        first = await demo_shop.seed(api, tmp_path)
+        assert first.created_products == len(demo_shop.CATALOGUE)
+        assert first.broadcast["state"] == "scheduled"
+        assert first.broadcast["anchor_id"] == first.anchor["id"]
+        shelf = await api.call("GET", f"/api/broadcasts/{first.id}/shelf")
+        assert [i["product"]["id"] for i in shelf["items"]] == [p["id"] for p in first.products]
+        assert (tmp_path / "demo-anchor.txt").read_text().split()[0] == "anchor"
+
+        again = await demo_shop.seed(api, tmp_path)  # nothing new: the scheduled show is reused
+        assert again.created_products == 0
+        assert again.id == first.id
+        assert [p["id"] for p in again.products] == [p["id"] for p in first.products]
+        assert again.anchor["id"] == first.anchor["id"]
+        assert again.anchor_password == first.anchor_password
+
+        anchor = await publisher.start_ffmpeg(again.push_url, 60)
+        try:
+            assert await demo_shop.wait_live(api, again.id, 30)
+            # an earlier demo killed while live: the next run ends that show, starts another
+            third = await demo_shop.seed(api, tmp_path)
+            assert third.ended_leftovers == [again.id]
+            assert third.id != again.id
+            assert third.broadcast["state"] == "scheduled"
+            old = await api.call("GET", f"/api/broadcasts/{again.id}")
+            assert old["state"] == "ended"
+        finally:
+            await publisher.stop(anchor)
+        users = await api.call("GET", "/api/users?role=anchor&limit=100")
+        assert [u["username"] for u in users["items"]].count("anchor") == 1
+
+
+async def test_show_rotates_the_card_opens_flash_sales_and_lotteries(
+    staff: Staff, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        api = demo_shop.Api(session, staff.server.http_url, staff.operator)
+        seeded = await demo_shop.seed(api, tmp_path)
+        settings = demo_shop.ShowSettings(
+            card_every=0.2, sale_seconds=60, first_lottery=0, lottery_every=600
+        )
+        show = demo_shop.Show(api, seeded, settings)
+        task = asyncio.create_task(show.run())
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                cards = (await api.call("GET", f"/api/broadcasts/{seeded.id}/cards"))["items"]
+                audit = await api.call("GET", f"/api/danmaku/audit?room={seeded.room}")
+                lotteries = [e for e in audit["entries"] if e["action"] == "lottery.create"]
+                explained = {c["product_id"] for c in cards}
+                if len(explained) == len(seeded.products) and show.sale and lotteries:
+                    break
+                assert time.monotonic() < deadline, (explained, show.sale, audit)
+                await asyncio.sleep(0.1)
+            assert not task.done()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        sale = await api.call("GET", f"/api/flash-sales/{show.sale['id']}")
+        assert sale["status"] == "open"
+        assert sale["broadcast_id"] == str(seeded.id)
+        sku = next(s for p in seeded.products for s in p["skus"] if s["id"] == sale["sku_id"])
+        assert 0 < sale["sale_price_fen"] < sku["price_fen"]
+        # the card of the sale's product carries the sale (the viewer page's countdown)
+        assert any(
+            c["product_id"] == sale["product_id"] and c["flash_sale_id"] == sale["id"]
+            for c in cards
+        )
+        lottery = lotteries[0]["detail"]
+        assert lottery["keyword"] == demo_shop.LOTTERY_KEYWORD
+        assert lottery["room"] == seeded.room

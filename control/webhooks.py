@@ -109,6 +109,11 @@ class WebhookService:
         self._task: asyncio.Task[None] | None = None
         self._pending_estimate = 0
 
+    @property
+    def pending(self) -> int:
+        """Deliveries waiting (an estimate, refreshed by the worker; for ``/metrics``)."""
+        return self._pending_estimate
+
     # -- records ---------------------------------------------------------------------
     async def list_page(self, limit: int, offset: int) -> tuple[list[Webhook], int]:
         async with self.engine.connect() as conn:

@@ -1,8 +1,12 @@
 """The house rules that span packages: the router agrees with the route tables and the
-OpenAPI document, and an undeclared ``/api/`` route is refused."""
+OpenAPI document, an undeclared ``/api/`` route is refused, and no import cycle exists
+between the project's modules."""
 
 from __future__ import annotations
 
+import ast
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -102,3 +106,160 @@ async def test_undeclared_api_route_is_refused() -> None:
             assert r.status == 503
         async with s.get(ts.make_url("/not-api")) as r:
             assert r.status == 200
+
+
+# -- no import cycles ------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Cycles known and being removed; this list only shrinks: a cycle found that is not listed
+# fails, and so does a listed cycle that is gone (delete its entry).
+KNOWN_CYCLES: set[frozenset[str]] = set()
+
+
+def project_packages() -> list[str]:
+    """The packages ``pyproject.toml`` ships (``media*``, ``core*``... -> top-level names)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = meta["tool"]["setuptools"]["packages"]["find"]["include"]
+    return sorted({pattern.rstrip("*").split(".")[0] for pattern in include})
+
+
+def module_files(packages: list[str]) -> dict[str, Path]:
+    mods: dict[str, Path] = {}
+    for pkg in packages:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            mods[".".join(parts)] = path
+    return mods
+
+
+def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
+    """``module -> modules it imports`` (within ``mods``), from every import statement.
+
+    Every import counts: at module level, inside functions (a lazy import), and under
+    ``if TYPE_CHECKING``. A cycle moved into a function still ties the two modules
+    together (neither can be read, tested or replaced alone) and only hides from the
+    interpreter; the point of this test is that the dependency graph is a DAG, not that
+    the interpreter happens to survive it. ``from pkg import name`` is an edge to
+    ``pkg.name`` when that is a module, else to ``pkg`` (its ``__init__``). The implicit
+    import of a parent package's ``__init__`` is not counted (every submodule would
+    otherwise form a cycle with a package whose ``__init__`` re-exports it).
+    """
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    here = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    here = here[: len(here) - (node.level - 1)]
+                    base = ".".join([*here, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.append(sub if sub in mods else base)
+            for target in targets:
+                while target not in mods and "." in target:
+                    target = target.rsplit(".", 1)[0]
+                if target in mods and target != mod:
+                    graph[mod].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def a_cycle(graph: dict[str, set[str]], members: list[str]) -> list[str]:
+    """One concrete loop through a component, for the failure message."""
+    inside = set(members)
+    start = members[0]
+    path = [start]
+    seen = {start}
+    while True:
+        nxt = sorted(m for m in graph[path[-1]] if m in inside)
+        back = [m for m in nxt if m in seen]
+        if back:
+            return [*path[path.index(back[0]) :], back[0]]
+        path.append(nxt[0])
+        seen.add(nxt[0])
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert a_cycle(graph, ["a", "b", "c"]) == ["a", "b", "c", "a"]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_import_graph_sees_function_level_and_relative_imports(tmp_path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .one import x\n")
+    (pkg / "one.py").write_text("def f():\n    from pkg import two\n")
+    (pkg / "two.py").write_text("from pkg.one import f\n")
+    mods = {
+        "pkg": pkg / "__init__.py",
+        "pkg.one": pkg / "one.py",
+        "pkg.two": pkg / "two.py",
+    }
+    graph = import_graph(mods)
+    assert graph == {"pkg": {"pkg.one"}, "pkg.one": {"pkg.two"}, "pkg.two": {"pkg.one"}}
+    assert cycles(graph) == [["pkg.one", "pkg.two"]]
+
+
+def test_no_import_cycle_in_the_project() -> None:
+    packages = project_packages()
+    assert {"media", "core", "control", "relay", "shop_bridge"} <= set(packages)
+    graph = import_graph(module_files(packages))
+    found = {frozenset(c): c for c in cycles(graph)}
+    new = [" -> ".join(a_cycle(graph, c)) for key, c in found.items() if key not in KNOWN_CYCLES]
+    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
+    assert not new, "import cycles:\n" + "\n".join(new)
+    assert not gone, f"listed in KNOWN_CYCLES but gone (delete the entry): {gone}"

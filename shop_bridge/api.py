@@ -21,9 +21,10 @@ from core.http import ApiError, caller, read_json
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
 from shop_bridge.errors import ShopError, invalid, not_found
-from shop_bridge.service import ShopService, order_view
+from shop_bridge.service import ShopService
 from shop_bridge.state import IllegalTransition, OrderState
 from shop_bridge.validate import ID_RE, ROOM_RE, Body, check_ident, query_int
+from shop_bridge.views import order_view
 
 logger = logging.getLogger(__name__)
 
@@ -187,21 +188,21 @@ async def create_product(request: web.Request) -> web.Response:
         "page_path": body.text("page_path", max_len=512, min_len=0, default=""),
         "skus": [_sku(Body(s, SKU_FIELDS, f"skus[{i}]")) for i, s in enumerate(skus)],
     }
-    return _json(await _svc(request).create_product(data), 201)
+    return _json(await _svc(request).catalog.create_product(data), 201)
 
 
 @api
 async def list_products(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 50, 1, 200)
     after = query_int(request.query, "after", 0, 0, 10**12)
-    items = await _svc(request).list_products(limit, after)
+    items = await _svc(request).catalog.list_products(limit, after)
     return _json({"items": items, "next_after": items[-1]["id"] if len(items) == limit else None})
 
 
 @api
 async def get_product(request: web.Request) -> web.Response:
     pid = _int_path(request, "product_id")
-    product = await _svc(request).get_product(pid)
+    product = await _svc(request).catalog.get_product(pid)
     if product is None:
         raise ShopError(404, "product_not_found", f"no product {pid}")
     return _json(product)
@@ -222,14 +223,14 @@ async def update_product(request: web.Request) -> web.Response:
         changes["page_path"] = body.text("page_path", max_len=512, min_len=0)
     if not changes:
         raise invalid("body", "nothing to change")
-    return _json(await _svc(request).update_product(pid, changes))
+    return _json(await _svc(request).catalog.update_product(pid, changes))
 
 
 @api
 async def add_sku(request: web.Request) -> web.Response:
     pid = _int_path(request, "product_id")
     body = await _body(request, SKU_FIELDS)
-    return _json(await _svc(request).add_sku(pid, _sku(body)), 201)
+    return _json(await _svc(request).catalog.add_sku(pid, _sku(body)), 201)
 
 
 @api
@@ -251,7 +252,7 @@ async def update_sku(request: web.Request) -> web.Response:
         changes["stock_delta"] = body.integer("stock_delta", lo=-(10**9), hi=10**9)
     if not changes:
         raise invalid("body", "nothing to change")
-    return _json(await _svc(request).update_sku(sku_id, changes))
+    return _json(await _svc(request).catalog.update_sku(sku_id, changes))
 
 
 # -- broadcasts: shop info, shelf, cards, sales ------------------------------------------
@@ -263,13 +264,13 @@ async def put_broadcast(request: web.Request) -> web.Response:
     body = await _body(request, {"anchor_id", "room"})
     anchor = body.ident("anchor_id")
     room = body.text("room", max_len=128, pattern=ROOM_RE, default="")
-    return _json(await _svc(request).set_broadcast(bid, anchor, room))
+    return _json(await _svc(request).shelf.set_broadcast(bid, anchor, room))
 
 
 @api
 async def get_shelf(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
-    return _json({"broadcast_id": bid, "items": await _svc(request).get_shelf(bid)})
+    return _json({"broadcast_id": bid, "items": await _svc(request).shelf.get_shelf(bid)})
 
 
 @api
@@ -280,7 +281,7 @@ async def put_shelf(request: web.Request) -> web.Response:
     for i, raw in enumerate(body.objects("items", max_items=500)):
         item = Body(raw, {"product_id", "on_shelf"}, f"items[{i}]")
         items.append((item.integer("product_id", lo=1), item.boolean("on_shelf", default=True)))
-    shelf = await _svc(request).put_shelf(bid, items, operator(request))
+    shelf = await _svc(request).shelf.put_shelf(bid, items, operator(request))
     return _json({"broadcast_id": bid, "items": shelf})
 
 
@@ -289,21 +290,22 @@ async def patch_shelf_item(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
     pid = _int_path(request, "product_id")
     body = await _body(request, {"on_shelf"})
-    shelf = await _svc(request).set_on_shelf(bid, pid, body.boolean("on_shelf"), operator(request))
+    on = body.boolean("on_shelf")
+    shelf = await _svc(request).shelf.set_on_shelf(bid, pid, on, operator(request))
     return _json({"broadcast_id": bid, "items": shelf})
 
 
 @api
 async def get_card(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
-    return _json({"broadcast_id": bid, "card": await _svc(request).current_card(bid)})
+    return _json({"broadcast_id": bid, "card": await _svc(request).shelf.current_card(bid)})
 
 
 @api
 async def push_card(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
     body = await _body(request, {"product_id", "sku_id", "flash_sale_id"})
-    card = await _svc(request).push_card(
+    card = await _svc(request).shelf.push_card(
         bid,
         body.integer("product_id", lo=1),
         body.integer("sku_id", lo=1, default=None),
@@ -316,20 +318,20 @@ async def push_card(request: web.Request) -> web.Response:
 @api
 async def clear_card(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
-    return _json(await _svc(request).clear_card(bid, operator(request)))
+    return _json(await _svc(request).shelf.clear_card(bid, operator(request)))
 
 
 @api
 async def card_history(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
     limit = query_int(request.query, "limit", 100, 1, 500)
-    return _json({"broadcast_id": bid, "items": await _svc(request).card_history(bid, limit)})
+    return _json({"broadcast_id": bid, "items": await _svc(request).shelf.card_history(bid, limit)})
 
 
 @api
 async def sales(request: web.Request) -> web.Response:
     bid = _ident_path(request, "broadcast_id")
-    return _json(await _svc(request).sales(bid))
+    return _json(await _svc(request).reports.sales(bid))
 
 
 # -- flash sales ---------------------------------------------------------------------------
@@ -358,12 +360,12 @@ async def create_flash_sale(request: web.Request) -> web.Response:
         "starts_ms": body.time_ms("starts_at"),
         "ends_ms": body.time_ms("ends_at"),
     }
-    return _json(await _svc(request).create_flash_sale(data, operator(request)), 201)
+    return _json(await _svc(request).flash.create(data, operator(request)), 201)
 
 
 @api
 async def get_flash_sale(request: web.Request) -> web.Response:
-    return _json(await _svc(request).get_flash_sale(_int_path(request, "sale_id")))
+    return _json(await _svc(request).flash.get(_int_path(request, "sale_id")))
 
 
 @api
@@ -397,7 +399,7 @@ async def edit_flash_sale(request: web.Request) -> web.Response:
 
 @api
 async def audit_flash_sale(request: web.Request) -> web.Response:
-    return _json(await _svc(request).audit_sale(_int_path(request, "sale_id")))
+    return _json(await _svc(request).upkeep.audit_sale(_int_path(request, "sale_id")))
 
 
 @api
@@ -406,10 +408,10 @@ async def buy(request: web.Request) -> web.Response:
     svc = _svc(request)
     body = await _body(request, {"quantity", "idempotency_key", "channel", "user_id"})
     user = buyer(request, body)
-    qty = body.integer("quantity", lo=1, hi=svc.config.max_quantity, default=1)
+    qty = body.integer("quantity", lo=1, hi=svc.ctx.config.max_quantity, default=1)
     key = body.ident("idempotency_key")
     channel = body.ident("channel", default="live")
-    order, created = await svc.buy(sale_id, user, qty, key, channel)
+    order, created = await svc.flash.buy(sale_id, user, qty, key, channel)
     return web.Response(  # orjson: the hot route's answer, ~10x cheaper than json.dumps
         body=orjson.dumps(order_view(order)),
         status=201 if created else 200,
@@ -437,10 +439,10 @@ async def place_order(request: web.Request) -> web.Response:
         },
     )
     user = buyer(request, body)
-    order, created = await svc.place_order(
+    order, created = await svc.checkout.place_order(
         user,
         body.integer("sku_id", lo=1),
-        body.integer("quantity", lo=1, hi=svc.config.max_quantity),
+        body.integer("quantity", lo=1, hi=svc.ctx.config.max_quantity),
         body.ident("broadcast_id", default=""),
         body.ident("idempotency_key"),
         body.ident("channel", default="live"),
@@ -460,7 +462,7 @@ async def list_orders(request: web.Request) -> web.Response:
     )
     bid = check_ident("broadcast_id", q["broadcast_id"]) if q.get("broadcast_id") else None
     before = query_int(q, "before_ms", 0, 0, 10**14) or None
-    orders = await _svc(request).book.list_orders(
+    orders = await _svc(request).checkout.book.list_orders(
         user_id=user,
         broadcast_id=bid,
         state=state,
@@ -475,7 +477,7 @@ async def _own_order(request: web.Request) -> tuple[str, str | None]:
     oid = _ident_path(request, "order_id")
     owner = order_owner(request)
     if owner is not None:
-        order = await _svc(request).order(oid)
+        order = await _svc(request).checkout.order(oid)
         if order["user_id"] != owner:
             raise not_found("order", oid)
     return oid, owner
@@ -484,20 +486,20 @@ async def _own_order(request: web.Request) -> tuple[str, str | None]:
 @api
 async def get_order(request: web.Request) -> web.Response:
     oid, _owner = await _own_order(request)
-    return _json(await _svc(request).order_with_history(oid))
+    return _json(await _svc(request).checkout.order_with_history(oid))
 
 
 @api
 async def pay_order(request: web.Request) -> web.Response:
     oid, owner = await _own_order(request)
-    return _json(await _svc(request).start_payment(oid, owner))
+    return _json(await _svc(request).checkout.start_payment(oid, owner))
 
 
 @api
 async def cancel_order(request: web.Request) -> web.Response:
     oid, owner = await _own_order(request)
     actor = owner or _request_user(request) or "operator"
-    order = await _svc(request).cancel_by_buyer(oid, actor)
+    order = await _svc(request).checkout.cancel_by_buyer(oid, actor)
     return _json(order_view(order))
 
 
@@ -505,7 +507,7 @@ def _mover(target: OrderState, reason: str) -> Handler:
     @api
     async def handler(request: web.Request) -> web.Response:
         oid = _ident_path(request, "order_id")
-        order = await _svc(request).move(oid, target, operator(request), reason)
+        order = await _svc(request).checkout.move(oid, target, operator(request), reason)
         return _json(order_view(order))
 
     return handler
@@ -518,7 +520,8 @@ async def refund_order(request: web.Request) -> web.Response:
     if request.can_read_body:
         body = await _body(request, {"reason"})
         reason = body.text("reason", max_len=200, default="")
-    order = await _svc(request).refund(oid, operator(request), reason or "refund requested")
+    reason = reason or "refund requested"
+    order = await _svc(request).checkout.refund(oid, operator(request), reason)
     return _json(order_view(order))
 
 
@@ -533,9 +536,7 @@ async def payment_notify(request: web.Request) -> web.Response:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
-    status, payload = await svc.handle_notification(
-        dict(request.headers), body, request.remote or ""
-    )
+    status, payload = await svc.notices.handle(dict(request.headers), body, request.remote or "")
     return _json(payload, status)
 
 
@@ -545,7 +546,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     if oid is not None:
         check_ident("order_id", oid)
     limit = query_int(request.query, "limit", 50, 1, 500)
-    return _json({"items": await _svc(request).notifications(oid, limit)})
+    return _json({"items": await _svc(request).notices.entries(oid, limit)})
 
 
 @api
@@ -568,7 +569,7 @@ async def grant_prize(request: web.Request) -> web.Response:
     )
     body.ident("lottery_id")
     body.ident("user_id")
-    result = await _svc(request).grant_prize(dict(body.data))
+    result = await _svc(request).prizes.grant(dict(body.data))
     return _json(result, 200 if result["duplicate"] else 201)
 
 
@@ -579,7 +580,7 @@ async def coupons(request: web.Request) -> web.Response:
     if owner is not None and owner != uid:
         raise ShopError(403, "forbidden", "a viewer sees only their own coupons")
     limit = query_int(request.query, "limit", 50, 1, 200)
-    return _json({"items": await _svc(request).coupons(uid, limit)})
+    return _json({"items": await _svc(request).checkout.coupons(uid, limit)})
 
 
 def add_routes(app: web.Application) -> None:

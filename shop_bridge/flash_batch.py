@@ -13,7 +13,7 @@ one whose caller went away later keeps its reservation, which the journal record
 reconciler completes or gives it back, as after a crash).
 
 A buy may come with its order row and the batcher with a ``sink`` (the order writer's
-:meth:`~shop_bridge.orders.OrderWriter.submit`): a reservation that succeeded is then handed
+:meth:`~shop_bridge.order_writer.OrderWriter.submit`): a reservation that succeeded is then handed
 to the writer here, with the buyer's future, and the buyer wakes once, when its row is
 committed (the future resolves with the write's outcome, ``inserted`` or ``exists``, or the
 writer's error). Without a row or a sink, or when the script refused the buy, the future

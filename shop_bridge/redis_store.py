@@ -129,6 +129,16 @@ class FlashStore:
     def keys(self, sale_id: int) -> SaleKeys:
         return SaleKeys.for_sale(self.prefix, sale_id)
 
+    @property
+    def buy_sha(self) -> str:
+        """The SHA1 of ``buy.lua`` (an ``EVALSHA`` of it with hand-made arguments: tests)."""
+        return str(self._buy.sha)
+
+    @property
+    def idle_lanes(self) -> list[Any]:
+        """The lanes not sending a batch right now (health, tests)."""
+        return list(self._lanes)
+
     async def buy(
         self,
         sale_id: int,

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, update
 
+from shop_bridge.context import ShopContext
 from shop_bridge.errors import ShopError, conflict, invalid, not_found
+from shop_bridge.flash import FlashSales
 from shop_bridge.models import SALES, SKUS
-
-if TYPE_CHECKING:
-    from shop_bridge.service import ShopService
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +58,16 @@ def sale_over(sale: dict[str, Any], now_ms: int) -> bool:
 class FlashSaleAdmin:
     """Close, edit and settle flash sales (operators; the sweeper settles ended sales)."""
 
-    def __init__(self, svc: ShopService) -> None:
-        self.svc = svc
+    def __init__(self, ctx: ShopContext, flash: FlashSales) -> None:
+        self.ctx = ctx
+        self.flash = flash
+        self.store = ctx.store
 
     async def _row(self, sale_id: int) -> dict[str, Any]:
-        sale = await self.svc._sale_row(sale_id)
+        sale = await self.flash.sale_row(sale_id)
         if sale is None:
             raise not_found("flash_sale", sale_id)
         return sale
-
-    async def _ensure_loaded(self, sale_id: int) -> None:
-        if not await self.svc.redis.exists(self.svc.flash.keys(sale_id).meta):
-            await self.svc._load_sale_by_id(sale_id)
 
     # -- close -------------------------------------------------------------------------
 
@@ -78,15 +75,14 @@ class FlashSaleAdmin:
         """End the sale now: buys are refused from this moment; placed orders stay valid.
 
         Closing a closed sale answers the same view again (nothing happens twice)."""
-        svc = self.svc
         sale = await self._row(sale_id)
         if sale["closed_ms"] is not None:
-            return await svc.get_flash_sale(sale_id)
+            return await self.flash.get(sale_id)
         if sale["settled_ms"] is not None:
             raise conflict("sale_over", "the flash sale is already over")
-        await self._ensure_loaded(sale_id)
-        now = svc.now_ms()
-        async with svc.engine.begin() as conn:
+        await self.flash.ensure_loaded(sale_id)
+        now = self.ctx.now_ms()
+        async with self.ctx.engine.begin() as conn:
             res = await conn.execute(
                 update(SALES)
                 .where(
@@ -100,17 +96,17 @@ class FlashSaleAdmin:
                 closed_now = None
             else:
                 closed_now = now
-                await svc.redis.hset(svc.flash.keys(sale_id).meta, "closed", 1)
+                await self.ctx.redis.hset(self.store.keys(sale_id).meta, "closed", 1)
         if closed_now is None:  # another close or the settlement won the race
             sale = await self._row(sale_id)
             if sale["closed_ms"] is not None:
-                return await svc.get_flash_sale(sale_id)
+                return await self.flash.get(sale_id)
             raise conflict("sale_over", "the flash sale is already over")
-        svc._sales.pop(sale_id)
+        self.flash.forget(sale_id)
         logger.info("flash sale %s closed by %s: %s", sale_id, actor, reason)
-        view = await svc.get_flash_sale(sale_id)
-        ctx = await svc._sale_ctx(sale_id)
-        await svc.bus.publish(
+        view = await self.flash.get(sale_id)
+        ctx = await self.flash.sale_ctx(sale_id)
+        await self.ctx.bus.publish(
             "flash_sale.closed",
             {
                 **view,
@@ -128,7 +124,7 @@ class FlashSaleAdmin:
             if settled is not None or loop.time() >= deadline:
                 break
             await asyncio.sleep(0.05)
-        return await svc.get_flash_sale(sale_id)
+        return await self.flash.get(sale_id)
 
     # -- edit --------------------------------------------------------------------------
 
@@ -136,8 +132,7 @@ class FlashSaleAdmin:
         """Change ``ends_ms``, ``per_user_limit`` and/or ``sale_stock`` of a sale that is
         not over. The stock may grow (taken from the SKU) or shrink down to what is sold
         or held (given back to the SKU)."""
-        svc = self.svc
-        now = svc.now_ms()
+        now = self.ctx.now_ms()
         for _attempt in range(3):
             sale = await self._row(sale_id)
             if sale["closed_ms"] is not None:
@@ -152,9 +147,9 @@ class FlashSaleAdmin:
             if ends <= now:
                 raise invalid("ends_at", "is in the past; close the sale to end it now")
             delta = stock - sale["sale_stock"]
-            await self._ensure_loaded(sale_id)
+            await self.flash.ensure_loaded(sale_id)
             try:
-                async with svc.engine.begin() as conn:
+                async with self.ctx.engine.begin() as conn:
                     res = await conn.execute(
                         update(SALES)
                         .where(
@@ -184,7 +179,7 @@ class FlashSaleAdmin:
                                     f"the SKU has fewer than {delta} units to add to the sale",
                                 )
                             )
-                    status, left = await svc.flash.edit(
+                    status, left = await self.store.edit(
                         sale_id,
                         ends_ms=ends,
                         limit=limit,
@@ -208,7 +203,7 @@ class FlashSaleAdmin:
             break
         else:
             raise conflict("sale_busy", "the sale changed while editing; retry")
-        svc._sales.pop(sale_id)
+        self.flash.forget(sale_id)
         changed = sorted(
             k
             for k, old in (
@@ -219,9 +214,9 @@ class FlashSaleAdmin:
             if old
         )
         logger.info("flash sale %s edited by %s: %s", sale_id, actor, changed)
-        view = await svc.get_flash_sale(sale_id)
-        ctx = await svc._sale_ctx(sale_id)
-        await svc.bus.publish(
+        view = await self.flash.get(sale_id)
+        ctx = await self.flash.sale_ctx(sale_id)
+        await self.ctx.bus.publish(
             "flash_sale.updated",
             {
                 **view,
@@ -241,16 +236,15 @@ class FlashSaleAdmin:
 
         Returns the units given back (0 if already settled), or None if the sale is not
         over or reservations are still being written (try again later)."""
-        svc = self.svc
         sale = await self._row(sale_id)
         if sale["settled_ms"] is not None:
             return 0
-        now = svc.now_ms()
+        now = self.ctx.now_ms()
         if not sale_over(sale, now):
             return None
-        await self._ensure_loaded(sale_id)
+        await self.flash.ensure_loaded(sale_id)
         try:
-            async with svc.engine.begin() as conn:
+            async with self.ctx.engine.begin() as conn:
                 res = await conn.execute(
                     update(SALES)
                     .where(SALES.c.id == sale_id, SALES.c.settled_ms.is_(None))
@@ -258,7 +252,7 @@ class FlashSaleAdmin:
                 )
                 if res.rowcount != 1:
                     return 0
-                status, units = await svc.flash.settle(sale_id)
+                status, units = await self.store.settle(sale_id)
                 if status == "no_sale":
                     # Its keys are gone for good (past the retention): nobody can buy or
                     # release there any more, so the database alone says what is unsold.
@@ -277,10 +271,10 @@ class FlashSaleAdmin:
         except _Refused as refused:
             logger.info("flash sale %s not settled yet: %s", sale_id, refused.error.message)
             return None
-        svc._sales.pop(sale_id)
+        self.flash.forget(sale_id)
         logger.info("flash sale %s settled: %d unsold units back to the SKU", sale_id, units)
-        ctx = await svc._sale_ctx(sale_id)
-        await svc.bus.publish(
+        ctx = await self.flash.sale_ctx(sale_id)
+        await self.ctx.bus.publish(
             "flash_sale.settled",
             {
                 "id": sale_id,
@@ -294,14 +288,14 @@ class FlashSaleAdmin:
         return units
 
     async def _unsold_in_db(self, sale: dict[str, Any]) -> int:
-        holders = await self.svc._holders(sale["id"])
+        holders = await self.flash.holders(sale["id"])
         taken = sum(int(h["quantity"]) for h in holders)  # held, or gone back to the SKU
         return max(0, int(sale["sale_stock"]) - taken)
 
     async def settle_due(self, limit: int) -> int:
         """Settle sales that are over and not settled yet (the sweeper calls this)."""
-        now = self.svc.now_ms()
-        async with self.svc.engine.connect() as conn:
+        now = self.ctx.now_ms()
+        async with self.ctx.engine.connect() as conn:
             ids = [
                 int(r[0])
                 for r in await conn.execute(
@@ -326,11 +320,10 @@ class FlashSaleAdmin:
     async def sync(self, sale_id: int) -> bool:
         """Make the sale's Redis meta match the database (after a commit that failed once
         Redis had changed). Holds the sale's row like an edit. True if something changed."""
-        svc = self.svc
-        first = await svc._sale_row(sale_id)
-        if first is None or _meta_matches(first, await svc.flash.meta(sale_id)):
+        first = await self.flash.sale_row(sale_id)
+        if first is None or _meta_matches(first, await self.store.meta(sale_id)):
             return False
-        async with svc.engine.begin() as conn:
+        async with self.ctx.engine.begin() as conn:
             await conn.execute(
                 update(SALES).where(SALES.c.id == sale_id).values(id=SALES.c.id)
             )  # take the row's lock: an edit in progress commits first
@@ -340,18 +333,18 @@ class FlashSaleAdmin:
             if row is None:
                 return False
             sale = dict(row)
-            meta = await svc.flash.meta(sale_id)
+            meta = await self.store.meta(sale_id)
             if _meta_matches(sale, meta):
                 return False
             if sale["settled_ms"] is None and meta.get("settled") == "1":
                 return False  # a settlement whose commit failed: settle() finishes it
-            status, _left = await svc.flash.edit(
+            status, _left = await self.store.edit(
                 sale_id,
                 ends_ms=sale["ends_ms"],
                 limit=sale["per_user_limit"],
                 cap=sale["sale_stock"],
                 old_cap=sale["sale_stock"],
-                now_ms=svc.now_ms(),
+                now_ms=self.ctx.now_ms(),
                 sync=True,
                 closed=sale["closed_ms"] is not None,
             )

@@ -73,9 +73,8 @@ class SimulatedProvider:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname()[1] if sockets else port
+        addresses = self._runner.addresses  # public: the sockets' bound addresses
+        bound = addresses[0][1] if addresses else port
         self.url = f"http://{host}:{bound}"
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         logger.info("simulated payment provider at %s", self.url)

@@ -1,6 +1,6 @@
 """The SQLite order writer's own process: batches of order rows in, one commit each.
 
-Run by :class:`shop_bridge.orders.SqliteWriterProcess` as ``python -I <this file>``; it
+Run by :class:`shop_bridge.sqlite_process.SqliteProcess` as ``python -I <this file>``; it
 imports the standard library only (no package import, so it starts in tens of ms and holds
 a few MB). It speaks over its stdin and stdout in frames: a 4-byte big-endian length, then
 a :mod:`marshal` payload (the parent is its only peer).

@@ -265,5 +265,5 @@ async def journal_drained(svc: ShopService, sale_id: int, timeout: float = 10) -
     """Wait until the sale's reservation journal is empty: the post-commit tidy-up runs
     after the buyers are answered (and takes the commits of a short while together)."""
     async with asyncio.timeout(timeout):
-        while (await svc.flash.snapshot(sale_id)).journal:
+        while (await svc.flash.store.snapshot(sale_id)).journal:
             await asyncio.sleep(0.01)

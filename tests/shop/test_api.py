@@ -15,7 +15,7 @@ from tests.shop.conftest import make_product, make_sale, uid
 
 
 async def test_shelf_cards_events_and_sales(shop) -> None:
-    api, bus = shop.api, shop.svc.bus
+    api, bus = shop.api, shop.svc.ctx.bus
     events: list[tuple[str, dict]] = []
     bus.subscribe("card.*", lambda e: events.append((e.topic, e.data)))
     bid = uid()
@@ -117,7 +117,7 @@ async def test_shelf_cards_events_and_sales(shop) -> None:
 
 
 async def test_lottery_prize_events_are_granted_exactly_once(shop) -> None:
-    api, bus = shop.api, shop.svc.bus
+    api, bus = shop.api, shop.svc.ctx.bus
     bid = uid()
     await api.ok("PUT", f"/api/broadcasts/{bid}/shop", {"anchor_id": "a1", "room": f"live/r{bid}"})
     product = await make_product(api, stock=3)
@@ -144,7 +144,7 @@ async def test_lottery_prize_events_are_granted_exactly_once(shop) -> None:
     await bus.drain()
     coupons = await api.ok("GET", "/api/users/winner1/coupons", token=None, viewer="winner1")
     assert [c["value_fen"] for c in coupons["items"]] == [500]
-    prize_orders = await shop.svc.book.list_orders(user_id="winner2")
+    prize_orders = await shop.svc.ctx.book.list_orders(user_id="winner2")
     assert len(prize_orders) == 1
     order = prize_orders[0]
     assert order["amount_fen"] == 0 and order["state"] == "paid" and order["broadcast_id"] == bid

@@ -96,7 +96,7 @@ async def test_two_orders_racing_for_one_coupon(shop) -> None:
 async def test_cancelled_orders_give_the_coupon_back(shop) -> None:
     api = shop.api
     clock = FakeClock()
-    shop.svc.set_clock(clock)
+    shop.svc.ctx.set_clock(clock)
     product = await make_product(api, price=1000, stock=5)
     sku = product["skus"][0]["id"]
     cid = await _coupon(api, "cole", 200)
@@ -106,8 +106,8 @@ async def test_cancelled_orders_give_the_coupon_back(shop) -> None:
     assert await _sku_stock(api, product["id"]) == 5
     status, second = await _order(api, "cole", sku, coupon=cid)  # usable again
     assert status == 201 and second["amount_fen"] == 800
-    clock.advance(shop.svc.config.payment_timeout + 1)
-    assert (await shop.svc.sweep())["cancelled"] == 1
+    clock.advance(shop.svc.ctx.config.payment_timeout + 1)
+    assert (await shop.svc.upkeep.sweep())["cancelled"] == 1
     assert (await _coupon_row(api, "cole", cid))["used_order_id"] is None
     assert await _sku_stock(api, product["id"]) == 5
 
@@ -115,7 +115,7 @@ async def test_cancelled_orders_give_the_coupon_back(shop) -> None:
 async def test_an_order_the_coupon_covers_is_paid_at_once(shop) -> None:
     api = shop.api
     paid: list[dict] = []
-    shop.svc.bus.subscribe("order.paid", lambda e: paid.append(e.data))
+    shop.svc.ctx.bus.subscribe("order.paid", lambda e: paid.append(e.data))
     product = await make_product(api, price=300, stock=3)
     sku = product["skus"][0]["id"]
     cid = await _coupon(api, "zed", 1000)
@@ -129,7 +129,7 @@ async def test_an_order_the_coupon_covers_is_paid_at_once(shop) -> None:
     ]
     status, body = await api.post(f"/api/orders/{order['id']}/pay", token=None, viewer="zed")
     assert (status, body["error"]["code"]) == (409, "illegal_transition")
-    await shop.svc.bus.drain()
+    await shop.svc.ctx.bus.drain()
     assert [e["order_id"] for e in paid] == [order["id"]]
     refunded = await api.ok("POST", f"/api/orders/{order['id']}/refund")
     assert refunded["state"] == "refunded"
@@ -168,35 +168,35 @@ async def test_refunds_return_stock_exactly_once(shop) -> None:
     for o in (flash, normal):
         await _pay(api, o)
     # the refund cannot start (provider down): stays refunding, nothing returned yet
-    real = shop.svc.provider
-    dead = HttpPaymentProvider("http://127.0.0.1:9", shop.svc.payment_key, timeout=1)
+    real = shop.svc.checkout.provider
+    dead = HttpPaymentProvider("http://127.0.0.1:9", shop.svc.notices.payment_key, timeout=1)
     await dead.start()
     try:
-        shop.svc.provider = dead
+        shop.svc.checkout.provider = dead
         for o in (flash, normal):
             got = await api.ok("POST", f"/api/orders/{o['id']}/refund")
             assert got["state"] == "refunding"
     finally:
-        shop.svc.provider = real
+        shop.svc.checkout.provider = real
         await dead.close_session()
     assert await _sku_stock(api, product["id"]) == 12
     status, body = await api.post(f"/api/orders/{normal['id']}/refund")
     assert (status, body["error"]["code"]) == (409, "illegal_transition")
     # the sweeper and direct retries race to confirm it: the units come back once
-    orders = [await shop.svc.order(o["id"]) for o in (flash, normal)]
+    orders = [await shop.svc.checkout.order(o["id"]) for o in (flash, normal)]
     await asyncio.gather(
-        shop.svc.sweep(),
-        shop.svc.sweep(),
-        *(shop.svc._try_refund(o, "api") for o in orders),
-        *(shop.svc._try_refund(o, "api") for o in orders),
+        shop.svc.upkeep.sweep(),
+        shop.svc.upkeep.sweep(),
+        *(shop.svc.checkout.try_refund(o, "api") for o in orders),
+        *(shop.svc.checkout.try_refund(o, "api") for o in orders),
     )
     for o in (flash, normal):
         got = await api.ok("GET", f"/api/orders/{o['id']}")
         assert got["state"] == "refunded"
         assert [h["to_state"] for h in got["history"]].count("refunded") == 1
     assert await _sku_stock(api, product["id"]) == 17
-    await shop.svc.sweep()
-    await shop.svc.reconcile()
+    await shop.svc.upkeep.sweep()
+    await shop.svc.upkeep.reconcile()
     assert await _sku_stock(api, product["id"]) == 17
     view = await api.ok("GET", f"/api/flash-sales/{sale['id']}")
     assert view["remaining"] == 3  # a refund never puts units back into a live sale
@@ -214,39 +214,39 @@ async def test_refunds_return_stock_exactly_once(shop) -> None:
 async def test_late_payment_of_a_cancelled_normal_order_is_refunded(shop) -> None:
     api = shop.api
     late_events: list[dict] = []
-    shop.svc.bus.subscribe("order.payment_late", lambda e: late_events.append(e.data))
+    shop.svc.ctx.bus.subscribe("order.payment_late", lambda e: late_events.append(e.data))
     clock = FakeClock()
-    shop.svc.set_clock(clock)
-    shop.svc.config = type(shop.svc.config)(
-        **{**shop.svc.config.__dict__, "notify_max_skew": 10**6}
+    shop.svc.ctx.set_clock(clock)
+    shop.svc.ctx.config = type(shop.svc.ctx.config)(
+        **{**shop.svc.ctx.config.__dict__, "notify_max_skew": 10**6}
     )
     product = await make_product(api, price=1500, stock=4)
     sku = product["skus"][0]["id"]
     cid = await _coupon(api, "lou", 500)
     _, order = await _order(api, "lou", sku, qty=2, coupon=cid)
     await api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer="lou")
-    clock.advance(shop.svc.config.payment_timeout + 1)
-    assert (await shop.svc.sweep())["cancelled"] == 1
+    clock.advance(shop.svc.ctx.config.payment_timeout + 1)
+    assert (await shop.svc.upkeep.sweep())["cancelled"] == 1
     assert await _sku_stock(api, product["id"]) == 4
     # the provider's refund endpoint is down when the money arrives: the order is on the
     # refund path already, and the sweeper finishes it later
-    real = shop.svc.provider
-    dead = HttpPaymentProvider("http://127.0.0.1:9", shop.svc.payment_key, timeout=1)
+    real = shop.svc.checkout.provider
+    dead = HttpPaymentProvider("http://127.0.0.1:9", shop.svc.notices.payment_key, timeout=1)
     await dead.start()
     try:
-        shop.svc.provider = dead
+        shop.svc.checkout.provider = dead
         async with api.session.post(f"{shop.sim.url}/sim/pay/{order['id']}?late=1") as r:
             assert (await r.json())["notify_status"] == 200
         got = await api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer="lou")
         assert got["state"] == "refunding" and got["transaction_id"]
     finally:
-        shop.svc.provider = real
+        shop.svc.checkout.provider = real
         await dead.close_session()
     # the provider repeats its notification (for a day): every repeat is acknowledged
     for _ in range(3):
         async with api.session.post(f"{shop.sim.url}/sim/notify/{order['id']}") as r:
             assert (await r.json())["notify_status"] == 200
-    assert (await shop.svc.sweep())["refunded"] == 1
+    assert (await shop.svc.upkeep.sweep())["refunded"] == 1
     async with api.session.post(f"{shop.sim.url}/sim/notify/{order['id']}") as r:
         assert (await r.json())["notify_status"] == 200
     got = await api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer="lou")
@@ -263,27 +263,27 @@ async def test_late_payment_of_a_cancelled_normal_order_is_refunded(shop) -> Non
     assert shop.sim.refund_calls[order["id"]] == 1
     # stock: returned once at the cancellation, neither again nor taken back
     assert await _sku_stock(api, product["id"]) == 4
-    await shop.svc.reconcile()
+    await shop.svc.upkeep.reconcile()
     assert await _sku_stock(api, product["id"]) == 4
     # the coupon came back at the cancellation and stays the buyer's
     assert (await _coupon_row(api, "lou", cid))["used_order_id"] is None
-    await shop.svc.bus.drain()
+    await shop.svc.ctx.bus.drain()
     assert [e["order_id"] for e in late_events] == [order["id"]]
 
 
 async def test_notification_log_is_bounded(shop_factory) -> None:
     env = await shop_factory(notification_max_rows=5, notification_retention=3600, prune_batch=2)
     svc = env.svc
-    now = svc.now_ms()
+    now = svc.ctx.now_ms()
     for i in range(4):  # older than the retention
-        await svc._log_notification(now - 7200_000 + i, f"old{i}", "", "", "forged", "", "x")
+        await svc.notices.log(now - 7200_000 + i, f"old{i}", "", "", "forged", "", "x")
     for i in range(8):
-        await svc._log_notification(now + i, f"new{i}", "", "", "forged", "", "x")
-    report = await svc.sweep()
+        await svc.notices.log(now + i, f"new{i}", "", "", "forged", "", "x")
+    report = await svc.upkeep.sweep()
     assert report["pruned"] == 7
-    kept = await svc.notifications(None, 100)
+    kept = await svc.notices.entries(None, 100)
     assert sorted(r["order_id"] for r in kept) == [f"new{i}" for i in range(3, 8)]
-    assert (await svc.sweep())["pruned"] == 0
+    assert (await svc.upkeep.sweep())["pruned"] == 0
 
 
 async def test_shelf_is_filled_from_the_broadcast_products(shop) -> None:

@@ -16,7 +16,7 @@ from tests.shop.conftest import journal_drained, make_product, make_sale, uid
 
 
 async def _orders_of_sale(env, sale_id: int) -> list[dict]:
-    async with env.svc.engine.connect() as conn:
+    async with env.svc.ctx.engine.connect() as conn:
         rows = await conn.execute(select(ORDERS).where(ORDERS.c.flash_sale_id == sale_id))
         return [dict(r) for r in rows.mappings()]
 
@@ -81,7 +81,7 @@ async def test_5000_attempts_repeated_users_limit_2(shop) -> None:
     assert created == len(orders)
     audit = await api.ok("GET", f"/api/flash-sales/{sale['id']}/audit")
     assert audit["consistent"] and audit["users_over_limit"] == [], audit
-    snap = await shop.svc.flash.snapshot(sale["id"])
+    snap = await shop.svc.flash.store.snapshot(sale["id"])
     assert snap.users == dict(per_user) and snap.stock == 0
 
 
@@ -117,7 +117,7 @@ async def test_redis_loss_is_rebuilt_from_the_database(shop) -> None:
     sale = await make_sale(api, uid(), product["skus"][0]["id"], stock=5, limit=1)
     for i in range(3):
         assert (await _attempt(api, sale["id"], f"u{i}", "k"))[0] == 201
-    await shop.svc.flash.drop(sale["id"])
+    await shop.svc.flash.store.drop(sale["id"])
     # same user again: still refused (its count comes back from the orders)
     status, body = await _attempt(api, sale["id"], "u0", "other")
     assert status == 409 and body["error"]["code"] == "limit_reached"
@@ -144,7 +144,7 @@ async def test_orders_written_in_batches_are_all_durable(shop) -> None:
     results = await asyncio.gather(*(_attempt(api, sale["id"], f"b{i}", "k") for i in range(300)))
     assert time.monotonic() - t0 < 60
     assert all(s == 201 for s, _ in results)
-    async with shop.svc.engine.connect() as conn:
+    async with shop.svc.ctx.engine.connect() as conn:
         n = (
             await conn.execute(select(func.count()).where(ORDERS.c.flash_sale_id == sale["id"]))
         ).scalar_one()

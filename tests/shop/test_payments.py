@@ -33,7 +33,7 @@ async def send(shop, body: bytes, key: bytes | None = None, ts: float | None = N
     h = (
         headers
         if headers is not None
-        else payments.signed_headers(key or shop.svc.payment_key, body, ts)
+        else payments.signed_headers(key or shop.svc.notices.payment_key, body, ts)
     )
     return await shop.api.call("POST", NOTIFY, body, token=None, headers=h)
 
@@ -49,7 +49,7 @@ async def buy(shop, sale_id: int, user: str, key: str = "k", qty: int = 1) -> di
 
 
 async def outcomes(shop, order_id: str) -> list[str]:
-    rows = await shop.svc.notifications(order_id, 100)
+    rows = await shop.svc.notices.entries(order_id, 100)
     return sorted(r["outcome"] for r in rows)
 
 
@@ -60,7 +60,7 @@ async def setup_sale(shop, stock: int = 10, limit: int = 1):
 
 async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     paid_events: list[dict] = []
-    shop.svc.bus.subscribe("order.paid", lambda e: paid_events.append(e.data))
+    shop.svc.ctx.bus.subscribe("order.paid", lambda e: paid_events.append(e.data))
     sale = await setup_sale(shop)
     order = await buy(shop, sale["id"], "alice")
     oid, amount = order["id"], order["amount_fen"]
@@ -73,7 +73,7 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     )
     assert status == 401
     good = notification(oid, amount)
-    h = payments.signed_headers(shop.svc.payment_key, good)
+    h = payments.signed_headers(shop.svc.notices.payment_key, good)
     status, _ = await send(shop, good.replace(b"SUCCESS", b"SUCCESS "), headers=h)
     assert status == 401
     # stale timestamp (a replay from long ago), malformed, unknown order, wrong amount
@@ -100,7 +100,7 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
     assert got["state"] == "paid" and got["transaction_id"] == txn
     assert [h["to_state"] for h in got["history"]] == ["pending_payment", "paid"]
     assert got["history"][1]["actor"] == "payment-notify"
-    await shop.svc.bus.drain()
+    await shop.svc.ctx.bus.drain()
     assert [e["order_id"] for e in paid_events] == [oid]
     assert await outcomes(shop, oid) == [
         "accepted",
@@ -109,7 +109,7 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
         "duplicate",
         "wrong_amount",
     ]
-    rows = await shop.svc.notifications(None, 500)
+    rows = await shop.svc.notices.entries(None, 500)
     assert {"forged", "stale", "malformed", "unknown_order"} <= {r["outcome"] for r in rows}
     # operators can read the log; buyers cannot
     assert (await shop.api.call("GET", f"/api/shop/payments/notifications?order_id={oid}"))[
@@ -157,13 +157,13 @@ async def test_full_flow_through_the_simulated_provider(shop) -> None:
 
 async def test_timeout_cancels_after_close_then_late_callback(shop) -> None:
     clock = FakeClock()
-    shop.svc.set_clock(clock)
+    shop.svc.ctx.set_clock(clock)
     sale = await setup_sale(shop, stock=3)
     order = await buy(shop, sale["id"], "carol")
     await shop.api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer=order["user_id"])
-    assert (await shop.svc.sweep())["cancelled"] == 0  # not due yet
-    clock.advance(shop.svc.config.payment_timeout + 1)
-    report = await shop.svc.sweep()
+    assert (await shop.svc.upkeep.sweep())["cancelled"] == 0  # not due yet
+    clock.advance(shop.svc.ctx.config.payment_timeout + 1)
+    report = await shop.svc.upkeep.sweep()
     assert report["cancelled"] == 1
     got = await shop.api.ok(
         "GET", f"/api/orders/{order['id']}", token=None, viewer=order["user_id"]
@@ -176,8 +176,8 @@ async def test_timeout_cancels_after_close_then_late_callback(shop) -> None:
     # ...unless the payment raced the close (a provider can lose that race): the money then
     # arrives for a cancelled order. It never resurrects the order nor moves stock again:
     # it is recorded and paid back through the provider.
-    shop.svc.config = type(shop.svc.config)(
-        **{**shop.svc.config.__dict__, "notify_max_skew": 10**6}
+    shop.svc.ctx.config = type(shop.svc.ctx.config)(
+        **{**shop.svc.ctx.config.__dict__, "notify_max_skew": 10**6}
     )
     async with shop.api.session.post(f"{shop.sim.url}/sim/pay/{order['id']}?late=1") as r:
         assert (await r.json())["notify_status"] == 200
@@ -193,8 +193,8 @@ async def test_timeout_cancels_after_close_then_late_callback(shop) -> None:
     assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 3
     assert await outcomes(shop, order["id"]) == ["late"]
     assert shop.sim.refund_calls[order["id"]] == 1
-    await shop.svc.sweep()
-    await shop.svc.reconcile()
+    await shop.svc.upkeep.sweep()
+    await shop.svc.upkeep.reconcile()
     assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 3
     assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}/audit"))["consistent"]
 
@@ -203,16 +203,16 @@ async def test_timeout_racing_late_payments(shop) -> None:
     """Sweeper and buyers paying at the last second, interleaved: a paid order is never
     cancelled and stock is returned exactly once per cancelled order."""
     clock = FakeClock()
-    shop.svc.set_clock(clock)
+    shop.svc.ctx.set_clock(clock)
     n = 40
     sale = await setup_sale(shop, stock=n)
     orders = [await buy(shop, sale["id"], f"p{i}") for i in range(n)]
     for o in orders:
         await shop.api.ok("POST", f"/api/orders/{o['id']}/pay", token=None, viewer=o["user_id"])
-    clock.advance(shop.svc.config.payment_timeout + 1)
+    clock.advance(shop.svc.ctx.config.payment_timeout + 1)
     # the notifications must not look stale to the shifted clock
-    shop.svc.config = type(shop.svc.config)(
-        **{**shop.svc.config.__dict__, "notify_max_skew": 10**6}
+    shop.svc.ctx.config = type(shop.svc.ctx.config)(
+        **{**shop.svc.ctx.config.__dict__, "notify_max_skew": 10**6}
     )
 
     async def pay(o: dict) -> int:
@@ -220,9 +220,9 @@ async def test_timeout_racing_late_payments(shop) -> None:
             return r.status
 
     payers = [pay(o) for o in orders[::2]]
-    results = await asyncio.gather(*payers, shop.svc.sweep(), shop.svc.sweep())
+    results = await asyncio.gather(*payers, shop.svc.upkeep.sweep(), shop.svc.upkeep.sweep())
     pay_status = results[: len(payers)]
-    await shop.svc.sweep()
+    await shop.svc.upkeep.sweep()
     states = {}
     for o in orders:
         got = await shop.api.ok("GET", f"/api/orders/{o['id']}", token=None, viewer=o["user_id"])
@@ -236,29 +236,29 @@ async def test_timeout_racing_late_payments(shop) -> None:
     accepted = {o["id"] for o, st in zip(orders[::2], pay_status, strict=True) if st == 200}
     assert paid == accepted
     assert cancelled >= {o["id"] for o in orders[1::2]}
-    snap = await shop.svc.flash.snapshot(sale["id"])
+    snap = await shop.svc.flash.store.snapshot(sale["id"])
     assert snap.released == cancelled
     assert snap.stock == len(cancelled)
     audit = await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}/audit")
     assert audit["consistent"], audit
     # running everything again changes nothing
-    await shop.svc.sweep()
-    await shop.svc.reconcile()
-    assert (await shop.svc.flash.snapshot(sale["id"])).stock == len(cancelled)
+    await shop.svc.upkeep.sweep()
+    await shop.svc.upkeep.reconcile()
+    assert (await shop.svc.flash.store.snapshot(sale["id"])).stock == len(cancelled)
 
 
 async def test_no_cancel_while_the_provider_cannot_confirm(shop) -> None:
     clock = FakeClock()
-    shop.svc.set_clock(clock)
+    shop.svc.ctx.set_clock(clock)
     sale = await setup_sale(shop, stock=2)
     order = await buy(shop, sale["id"], "dave")
-    real = shop.svc.provider
-    dead = HttpPaymentProvider("http://127.0.0.1:9", shop.svc.payment_key, timeout=1)
+    real = shop.svc.checkout.provider
+    dead = HttpPaymentProvider("http://127.0.0.1:9", shop.svc.notices.payment_key, timeout=1)
     await dead.start()
     try:
-        shop.svc.provider = dead
-        clock.advance(shop.svc.config.payment_timeout + 5)
-        report = await shop.svc.sweep()
+        shop.svc.checkout.provider = dead
+        clock.advance(shop.svc.ctx.config.payment_timeout + 5)
+        report = await shop.svc.upkeep.sweep()
         assert report == {
             "cancelled": 0,
             "paid": 0,
@@ -277,9 +277,9 @@ async def test_no_cancel_while_the_provider_cannot_confirm(shop) -> None:
         )
         assert (status, body["error"]["code"]) == (503, "provider_unavailable")
     finally:
-        shop.svc.provider = real
+        shop.svc.checkout.provider = real
         await dead.close_session()
-    assert (await shop.svc.sweep())["cancelled"] == 1
+    assert (await shop.svc.upkeep.sweep())["cancelled"] == 1
     assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 2
 
 
@@ -304,7 +304,7 @@ async def test_buyer_cancel_and_normal_orders_return_stock_once(shop) -> None:
         f"/api/orders/{order['id']}/cancel", token=None, viewer=order["user_id"]
     )
     assert status == 409
-    await shop.svc.reconcile()
+    await shop.svc.upkeep.reconcile()
     assert (await api.ok("GET", f"/api/products/{product['id']}"))["skus"][0]["stock"] == 5
     status, err = await api.post(f"/api/orders/{order['id']}/ship")
     assert status == 409 and err["error"]["code"] == "illegal_transition"

@@ -52,7 +52,7 @@ async def test_sale_stock_is_taken_from_the_sku(shop) -> None:
 async def test_close_refuses_buys_keeps_orders_and_returns_unsold_stock(shop) -> None:
     api = shop.api
     events: list[tuple[str, dict]] = []
-    shop.svc.bus.subscribe("flash_sale.*", lambda e: events.append((e.topic, e.data)))
+    shop.svc.ctx.bus.subscribe("flash_sale.*", lambda e: events.append((e.topic, e.data)))
     product = await make_product(api, stock=50)
     sale = await make_sale(api, uid(), product["skus"][0]["id"], stock=10, limit=2)
     assert await _sku_stock(api, product["id"]) == 40
@@ -92,11 +92,11 @@ async def test_close_refuses_buys_keeps_orders_and_returns_unsold_stock(shop) ->
     assert again_view["closed_at"] == closed["closed_at"]
     status, body = await api.call("PATCH", f"/api/flash-sales/{sale['id']}", {"sale_stock": 20})
     assert (status, body["error"]["code"]) == (409, "sale_closed")
-    await shop.svc.sweep()
-    await shop.svc.reconcile()
+    await shop.svc.upkeep.sweep()
+    await shop.svc.upkeep.reconcile()
     assert await _sku_stock(api, product["id"]) == 48
     await _audit(api, sale["id"])
-    await shop.svc.bus.drain()
+    await shop.svc.ctx.bus.drain()
     topics = [t for t, _ in events]
     assert topics.count("flash_sale.closed") == 1 and topics.count("flash_sale.settled") == 1
     closed_event = next(d for t, d in events if t == "flash_sale.closed")
@@ -109,7 +109,7 @@ async def test_close_refuses_buys_keeps_orders_and_returns_unsold_stock(shop) ->
 async def test_edit_a_live_sale(shop) -> None:
     api = shop.api
     events: list[dict] = []
-    shop.svc.bus.subscribe("flash_sale.updated", lambda e: events.append(e.data))
+    shop.svc.ctx.bus.subscribe("flash_sale.updated", lambda e: events.append(e.data))
     product = await make_product(api, stock=100)
     sale = await make_sale(api, uid(), product["skus"][0]["id"], stock=10, limit=1)
     sid = sale["id"]
@@ -128,7 +128,7 @@ async def test_edit_a_live_sale(shop) -> None:
     assert await _sku_stock(api, product["id"]) == 70
     assert (await _buy(api, sid, "e0", key="second"))[0] == 201  # the new limit applies
     # Redis (what buy.lua reads) agrees with the database
-    meta = await shop.svc.flash.meta(sid)
+    meta = await shop.svc.flash.store.meta(sid)
     assert meta["end"] == str(new_end) and meta["limit"] == "2" and meta["cap"] == "30"
     # shrink: unsold units go back to the SKU, never below what is sold or held
     shrunk = await api.ok("PATCH", f"/api/flash-sales/{sid}", {"sale_stock": 6})
@@ -150,7 +150,7 @@ async def test_edit_a_live_sale(shop) -> None:
     assert status == 401
     assert await _sku_stock(api, product["id"]) == 94
     await _audit(api, sid)
-    await shop.svc.bus.drain()
+    await shop.svc.ctx.bus.drain()
     assert [sorted(e["changed"]) for e in events] == [
         ["ends_at", "per_user_limit", "sale_stock"],
         ["sale_stock"],
@@ -187,15 +187,15 @@ async def test_buys_racing_edits_never_oversell(shop) -> None:
 async def test_an_ended_sale_is_settled_by_the_sweeper(shop) -> None:
     api = shop.api
     clock = FakeClock()
-    shop.svc.set_clock(clock)
+    shop.svc.ctx.set_clock(clock)
     product = await make_product(api, stock=20)
     sale = await make_sale(api, uid(), product["skus"][0]["id"], stock=10, limit=3, length=600)
     status, pending = await _buy(api, sale["id"], "s1", qty=2)
     assert status == 201
-    assert (await shop.svc.sweep())["settled"] == 0  # still on
+    assert (await shop.svc.upkeep.sweep())["settled"] == 0  # still on
     await journal_drained(shop.svc, sale["id"])  # else the sweep finds it busy, tries later
     clock.advance(601)
-    report = await shop.svc.sweep()
+    report = await shop.svc.upkeep.sweep()
     assert report["settled"] == 1
     view = await api.ok("GET", f"/api/flash-sales/{sale['id']}")
     assert view["status"] == "ended" and view["settled_at"] and view["returned_stock"] == 8
@@ -208,12 +208,12 @@ async def test_an_ended_sale_is_settled_by_the_sweeper(shop) -> None:
     )
     assert (status, body["error"]["code"]) == (409, "sale_over")
     # the buyer never paid: the timeout gives the units to the SKU (the sale is settled)
-    clock.advance(shop.svc.config.payment_timeout)
-    assert (await shop.svc.sweep())["cancelled"] == 1
+    clock.advance(shop.svc.ctx.config.payment_timeout)
+    assert (await shop.svc.upkeep.sweep())["cancelled"] == 1
     got = await api.ok("GET", f"/api/orders/{pending['id']}", token=None, viewer="s1")
     assert got["state"] == "cancelled"
     assert await _sku_stock(api, product["id"]) == 20
-    assert (await shop.svc.sweep())["settled"] == 0
+    assert (await shop.svc.upkeep.sweep())["settled"] == 0
     await _audit(api, sale["id"])
 
 
@@ -223,7 +223,7 @@ async def test_redis_loss_after_close_is_rebuilt_closed(shop) -> None:
     sale = await make_sale(api, uid(), product["skus"][0]["id"], stock=5)
     assert (await _buy(api, sale["id"], "x1"))[0] == 201
     await api.ok("POST", f"/api/flash-sales/{sale['id']}/close")
-    await shop.svc.flash.drop(sale["id"])
+    await shop.svc.flash.store.drop(sale["id"])
     view = await api.ok("GET", f"/api/flash-sales/{sale['id']}")
     assert view["status"] == "closed" and view["remaining"] == 0
     status, body = await _buy(api, sale["id"], "x2")
@@ -236,23 +236,23 @@ async def test_reconciliation_makes_redis_match_the_database(shop) -> None:
     api = shop.api
     product = await make_product(api, stock=50)
     sale = await make_sale(api, uid(), product["skus"][0]["id"], stock=10, limit=1)
-    keys = SaleKeys.for_sale(shop.svc.config.redis_prefix, sale["id"])
+    keys = SaleKeys.for_sale(shop.svc.ctx.config.redis_prefix, sale["id"])
     # as if an edit's commit had failed after Redis changed
-    await shop.svc.flash.edit(
+    await shop.svc.flash.store.edit(
         sale["id"],
         ends_ms=int((time.time() + 99999) * 1000),
         limit=9,
         cap=25,
         old_cap=10,
-        now_ms=shop.svc.now_ms(),
+        now_ms=shop.svc.ctx.now_ms(),
     )
-    assert (await shop.svc.flash.stock(sale["id"])) == 25
-    await shop.svc.reconcile()
-    meta = await shop.svc.flash.meta(sale["id"])
+    assert (await shop.svc.flash.store.stock(sale["id"])) == 25
+    await shop.svc.upkeep.reconcile()
+    meta = await shop.svc.flash.store.meta(sale["id"])
     assert meta["limit"] == "1" and meta["cap"] == "10"
-    row = await shop.svc._sale_row(sale["id"])
+    row = await shop.svc.flash.sale_row(sale["id"])
     assert meta["end"] == str(row["ends_ms"])
-    assert int(await shop.svc.redis.get(keys.stock)) == 10
+    assert int(await shop.svc.ctx.redis.get(keys.stock)) == 10
     await _audit(api, sale["id"])
 
 
@@ -263,16 +263,16 @@ async def test_an_old_sale_whose_keys_expired_is_settled_from_the_database(shop)
         api, uid(), product["skus"][0]["id"], stock=6, start_in=-12 * 86400, length=3600
     )
     assert await _sku_stock(api, product["id"]) == 4
-    async with shop.svc.engine.begin() as conn:  # one order bought back then
+    async with shop.svc.ctx.engine.begin() as conn:  # one order bought back then
         from shop_bridge.models import ORDERS
 
-        ctx = await shop.svc._sale_ctx(sale["id"])
-        j = {"u": "old", "q": 2, "k": "k", "t": shop.svc.now_ms(), "ch": "live"}
-        row = shop.svc._flash_row(ctx, "e" * 32, j, OrderState.PAID)
+        ctx = await shop.svc.flash.sale_ctx(sale["id"])
+        j = {"u": "old", "q": 2, "k": "k", "t": shop.svc.ctx.now_ms(), "ch": "live"}
+        row = shop.svc.flash.order_row(ctx, "e" * 32, j, OrderState.PAID)
         await conn.execute(ORDERS.insert().values(**row))
-    await shop.svc.flash.drop(sale["id"])  # expired: a reload expires at once
-    assert (await shop.svc.sweep())["settled"] == 1
+    await shop.svc.flash.store.drop(sale["id"])  # expired: a reload expires at once
+    assert (await shop.svc.upkeep.sweep())["settled"] == 1
     view = await api.ok("GET", f"/api/flash-sales/{sale['id']}")
     assert view["settled_at"] and view["returned_stock"] == 4
     assert await _sku_stock(api, product["id"]) == 8
-    assert (await shop.svc.sweep())["settled"] == 0
+    assert (await shop.svc.upkeep.sweep())["settled"] == 0

@@ -7,7 +7,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shop_bridge.service import _iso
+from shop_bridge.views import iso as _iso
 
 
 @given(st.integers(min_value=-(10**12), max_value=4 * 10**12))

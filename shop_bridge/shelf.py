@@ -1,0 +1,445 @@
+"""A broadcast's goods shelf and its "now explaining" card, and what the shop knows of
+the broadcast itself (its anchor and danmaku room, told by control).
+
+The card shown in a room is what an order is attributed to (``card_id``,
+``card_product_id``): :meth:`Shelf.card_for_room` answers from :attr:`Shelf.card_cache`,
+which pushes and clears on this node and ``card.*`` events of other nodes keep right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from core.bus import Event
+from shop_bridge.cache import BoundedCache
+from shop_bridge.catalog import Catalog
+from shop_bridge.context import ShopContext, primary_key
+from shop_bridge.errors import ShopError, conflict, not_found, unknown_ref
+from shop_bridge.models import BROADCASTS, CARDS, PRODUCTS, SALES, SHELF
+from shop_bridge.views import card_event, card_view
+
+logger = logging.getLogger(__name__)
+
+MAX_SHELF = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CardRef:
+    """The card shown in a room, as an order records it."""
+
+    card_id: int
+    product_id: int
+
+
+NO_CARD = CardRef(0, 0)
+
+
+class Shelf:
+    """Broadcasts, shelves and cards."""
+
+    def __init__(self, ctx: ShopContext, catalog: Catalog) -> None:
+        self.ctx = ctx
+        self.catalog = catalog
+        self.card_cache: BoundedCache[str, CardRef] = BoundedCache(
+            ctx.config.card_cache_rooms, ttl=30.0
+        )
+        """room -> the card shown there (read on every buy)."""
+        self._broadcast_changed: list[Callable[[str], Awaitable[None]]] = []
+
+    def on_broadcast_changed(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``listener(broadcast_id)`` after a broadcast's anchor or room changed (the
+        flash sales drop what they cached of them)."""
+        self._broadcast_changed.append(listener)
+
+    def subscribe(self) -> list[Callable[[], None]]:
+        """Follow control's broadcasts and other nodes' cards; the unsubscribers."""
+        bus = self.ctx.bus
+        return [
+            bus.subscribe("card.*", self.on_card_event),
+            bus.subscribe("broadcast.*", self.on_broadcast_event),
+        ]
+
+    # -- broadcasts (what control tells us) ---------------------------------------------
+
+    async def set_broadcast(self, broadcast_id: str, anchor_id: str, room: str) -> dict[str, Any]:
+        values = {
+            "anchor_id": anchor_id,
+            "room": room or broadcast_id,
+            "updated_ms": self.ctx.now_ms(),
+        }
+        async with self.ctx.engine.begin() as conn:
+            res = await conn.execute(
+                update(BROADCASTS).where(BROADCASTS.c.broadcast_id == broadcast_id).values(**values)
+            )
+            if res.rowcount == 0:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            insert(BROADCASTS).values(broadcast_id=broadcast_id, **values)
+                        )
+                except IntegrityError:
+                    await conn.execute(
+                        update(BROADCASTS)
+                        .where(BROADCASTS.c.broadcast_id == broadcast_id)
+                        .values(**values)
+                    )
+        for changed in self._broadcast_changed:
+            await changed(broadcast_id)
+        return {"broadcast_id": broadcast_id, **values}
+
+    async def broadcast_info(self, broadcast_id: str) -> tuple[str, str]:
+        """(anchor_id, room) of a broadcast; the room defaults to the broadcast id."""
+        async with self.ctx.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(BROADCASTS.c.anchor_id, BROADCASTS.c.room).where(
+                        BROADCASTS.c.broadcast_id == broadcast_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return "", broadcast_id
+        return str(row[0]), str(row[1] or broadcast_id)
+
+    async def broadcast_of_room(self, room: str) -> str:
+        """The broadcast shown in a danmaku room ("" if none)."""
+        async with self.ctx.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(BROADCASTS.c.broadcast_id).where(BROADCASTS.c.room == room).limit(1)
+                )
+            ).first()
+        return str(row[0]) if row is not None else ""
+
+    async def on_broadcast_event(self, event: Event) -> None:
+        """Learn a broadcast's anchor and danmaku room from control's ``broadcast.*`` events
+        (``{broadcast_id, anchor_id, app, stream, ...}``; the room is ``<app>/<stream>``)."""
+        if event.topic not in ("broadcast.created", "broadcast.updated"):
+            return
+        data = event.data
+        bid = data.get("broadcast_id", data.get("id"))
+        anchor = data.get("anchor_id")
+        if not isinstance(bid, str | int) or isinstance(bid, bool) or anchor is None:
+            return
+        room = data.get("room")
+        if not isinstance(room, str):
+            stream = data.get("stream")
+            app = data.get("app") if isinstance(data.get("app"), str) else "live"
+            room = f"{app}/{stream}" if isinstance(stream, str) and stream else ""
+        await self.set_broadcast(str(bid)[:64], str(anchor)[:64], room[:128])
+        pids = data.get("product_ids")
+        changed = data.get("changed")
+        if isinstance(pids, list) and (
+            (event.topic == "broadcast.created" and pids)
+            or (isinstance(changed, list) and "product_ids" in changed)
+        ):
+            await self.shelf_from_broadcast(str(bid)[:64], pids)
+
+    async def shelf_from_broadcast(self, broadcast_id: str, product_ids: list[Any]) -> None:
+        """Fill the shelf from the products control planned for the broadcast: the shelf
+        becomes that list in that order; products already on it keep their on/off-shelf
+        flag; ids the shop does not know are skipped (logged)."""
+        wanted: list[int] = []
+        for p in product_ids[:MAX_SHELF]:
+            if isinstance(p, int) and not isinstance(p, bool) and p > 0 and p not in wanted:
+                wanted.append(p)
+        async with self.ctx.engine.connect() as conn:
+            known = (
+                {
+                    int(r[0])
+                    for r in await conn.execute(
+                        select(PRODUCTS.c.id).where(PRODUCTS.c.id.in_(wanted))
+                    )
+                }
+                if wanted
+                else set()
+            )
+            flags = {
+                int(r[0]): bool(r[1])
+                for r in await conn.execute(
+                    select(SHELF.c.product_id, SHELF.c.on_shelf)
+                    .where(SHELF.c.broadcast_id == broadcast_id)
+                    .order_by(SHELF.c.position)
+                )
+            }
+        missing = [p for p in wanted if p not in known]
+        if missing:
+            logger.warning(
+                "broadcast %s lists products the shop does not know: %s", broadcast_id, missing
+            )
+        items = [(p, flags.get(p, True)) for p in wanted if p in known]
+        if [p for p, _ in items] == list(flags) and all(flags[p] == on for p, on in items):
+            return  # already that shelf (a repeated or unrelated update)
+        await self.put_shelf(broadcast_id, items, "control")
+
+    # -- goods shelf ---------------------------------------------------------------------
+
+    async def put_shelf(
+        self, broadcast_id: str, items: list[tuple[int, bool]], actor: str
+    ) -> list[dict[str, Any]]:
+        """Replace the shelf: products in display order with their on/off-shelf flag."""
+        ids = [pid for pid, _ in items]
+        if len(set(ids)) != len(ids):
+            raise ShopError(400, "invalid_field", "items: a product appears twice")
+        now = self.ctx.now_ms()
+        async with self.ctx.engine.begin() as conn:
+            if ids:
+                found = {
+                    r[0]
+                    for r in await conn.execute(select(PRODUCTS.c.id).where(PRODUCTS.c.id.in_(ids)))
+                }
+                missing = [i for i in ids if i not in found]
+                if missing:
+                    raise unknown_ref("product", missing[0])
+            old = {
+                r[0]: r[1]
+                for r in await conn.execute(
+                    select(SHELF.c.product_id, SHELF.c.added_ms).where(
+                        SHELF.c.broadcast_id == broadcast_id
+                    )
+                )
+            }
+            await conn.execute(delete(SHELF).where(SHELF.c.broadcast_id == broadcast_id))
+            if items:
+                await conn.execute(
+                    insert(SHELF),
+                    [
+                        {
+                            "broadcast_id": broadcast_id,
+                            "product_id": pid,
+                            "position": pos,
+                            "on_shelf": on,
+                            "added_ms": old.get(pid, now),
+                            "updated_ms": now,
+                        }
+                        for pos, (pid, on) in enumerate(items)
+                    ],
+                )
+        shelf = await self.get_shelf(broadcast_id)
+        await self.ctx.bus.publish(
+            "shelf.updated",
+            {"broadcast_id": broadcast_id, "product_ids": ids, "actor": actor, "ts": now / 1000},
+        )
+        return shelf
+
+    async def set_on_shelf(
+        self, broadcast_id: str, product_id: int, on_shelf: bool, actor: str
+    ) -> list[dict[str, Any]]:
+        now = self.ctx.now_ms()
+        async with self.ctx.engine.begin() as conn:
+            res = await conn.execute(
+                update(SHELF)
+                .where(SHELF.c.broadcast_id == broadcast_id, SHELF.c.product_id == product_id)
+                .values(on_shelf=on_shelf, updated_ms=now)
+            )
+            if res.rowcount != 1:
+                raise not_found("shelf_item", f"{broadcast_id}/{product_id}")
+        await self.ctx.bus.publish(
+            "shelf.updated",
+            {
+                "broadcast_id": broadcast_id,
+                "product_id": product_id,
+                "on_shelf": on_shelf,
+                "actor": actor,
+                "ts": now / 1000,
+            },
+        )
+        return await self.get_shelf(broadcast_id)
+
+    async def get_shelf(self, broadcast_id: str) -> list[dict[str, Any]]:
+        async with self.ctx.engine.connect() as conn:
+            rows = [
+                dict(r)
+                for r in (
+                    await conn.execute(
+                        select(SHELF)
+                        .where(SHELF.c.broadcast_id == broadcast_id)
+                        .order_by(SHELF.c.position)
+                        .limit(MAX_SHELF)
+                    )
+                ).mappings()
+            ]
+        out = []
+        for r in rows:
+            product = await self.catalog.get_product(r["product_id"])
+            out.append(
+                {
+                    "position": r["position"],
+                    "on_shelf": r["on_shelf"],
+                    "product": product,
+                }
+            )
+        return out
+
+    # -- the "now explaining" card ---------------------------------------------------------
+
+    async def push_card(
+        self,
+        broadcast_id: str,
+        product_id: int,
+        sku_id: int | None,
+        flash_sale_id: int | None,
+        actor: str,
+    ) -> dict[str, Any]:
+        anchor_id, room = await self.broadcast_info(broadcast_id)
+        async with self.ctx.engine.connect() as conn:
+            shelf = (
+                await conn.execute(
+                    select(SHELF.c.on_shelf).where(
+                        SHELF.c.broadcast_id == broadcast_id, SHELF.c.product_id == product_id
+                    )
+                )
+            ).first()
+        if shelf is None:
+            raise conflict("not_on_shelf", f"product {product_id} is not on this broadcast's shelf")
+        if not shelf[0]:
+            raise conflict("off_shelf", f"product {product_id} is off shelf")
+        if sku_id is not None:
+            sku = await self.catalog.sku(sku_id)
+            if sku is None or sku["product_id"] != product_id:
+                raise unknown_ref("sku", sku_id)
+        if flash_sale_id is not None:
+            async with self.ctx.engine.connect() as conn:
+                sale_product = (
+                    await conn.execute(
+                        select(SALES.c.product_id).where(SALES.c.id == flash_sale_id)
+                    )
+                ).scalar()
+            if sale_product != product_id:
+                raise unknown_ref("flash_sale", flash_sale_id)
+        previous: dict[str, Any] | None = None
+        for _attempt in range(5):
+            now = self.ctx.now_ms()
+            try:
+                async with self.ctx.engine.begin() as conn:
+                    prev = (
+                        (
+                            await conn.execute(
+                                select(CARDS).where(
+                                    CARDS.c.room == room, CARDS.c.cleared_ms.is_(None)
+                                )
+                            )
+                        )
+                        .mappings()
+                        .first()
+                    )
+                    if prev is not None:
+                        await conn.execute(
+                            update(CARDS)
+                            .where(CARDS.c.id == prev["id"])
+                            .values(cleared_ms=now, cleared_by=actor)
+                        )
+                    res = await conn.execute(
+                        insert(CARDS).values(
+                            broadcast_id=broadcast_id,
+                            room=room,
+                            product_id=product_id,
+                            sku_id=sku_id,
+                            flash_sale_id=flash_sale_id,
+                            actor=actor,
+                            pushed_ms=now,
+                        )
+                    )
+                    card_id = primary_key(res)
+                previous = dict(prev) if prev is not None else None
+                break
+            except IntegrityError:
+                await asyncio.sleep(0.005)  # another push for this room won; go again
+        else:
+            raise conflict("card_busy", "another card is being pushed to this room; retry")
+        self.card_cache.put(room, CardRef(card_id, product_id))
+        if previous is not None:
+            previous.update(cleared_ms=now, cleared_by=actor)
+            await self.ctx.bus.publish("card.cleared", card_event(previous, "replaced", anchor_id))
+        card = await self.card(card_id)
+        await self.ctx.bus.publish("card.pushed", card_event(card, "", anchor_id))
+        return card_view(card)
+
+    async def clear_card(self, broadcast_id: str, actor: str) -> dict[str, Any]:
+        anchor_id, room = await self.broadcast_info(broadcast_id)
+        now = self.ctx.now_ms()
+        async with self.ctx.engine.begin() as conn:
+            prev = await active_card(conn, room)
+            if prev is None:
+                raise not_found("card", f"shown in room {room}")
+            res = await conn.execute(
+                update(CARDS)
+                .where(CARDS.c.id == prev["id"], CARDS.c.cleared_ms.is_(None))
+                .values(cleared_ms=now, cleared_by=actor)
+            )
+            if res.rowcount != 1:
+                raise not_found("card", f"shown in room {room}")
+        self.card_cache.put(room, NO_CARD)
+        card = {**dict(prev), "cleared_ms": now, "cleared_by": actor}
+        await self.ctx.bus.publish("card.cleared", card_event(card, "cleared", anchor_id))
+        return card_view(card)
+
+    async def card(self, card_id: int) -> dict[str, Any]:
+        async with self.ctx.engine.connect() as conn:
+            row = (await conn.execute(select(CARDS).where(CARDS.c.id == card_id))).mappings().one()
+            return dict(row)
+
+    async def current_card(self, broadcast_id: str) -> dict[str, Any] | None:
+        _anchor, room = await self.broadcast_info(broadcast_id)
+        async with self.ctx.engine.connect() as conn:
+            row = await active_card(conn, room)
+        return card_view(dict(row)) if row is not None else None
+
+    async def card_history(self, broadcast_id: str, limit: int) -> list[dict[str, Any]]:
+        async with self.ctx.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(CARDS)
+                    .where(CARDS.c.broadcast_id == broadcast_id)
+                    .order_by(CARDS.c.pushed_ms.desc(), CARDS.c.id.desc())
+                    .limit(limit)
+                )
+            ).mappings()
+            return [card_view(dict(r)) for r in rows]
+
+    async def card_for_room(self, room: str) -> CardRef:
+        """The card shown in ``room`` (cached; :data:`NO_CARD` if none): what an order
+        placed now is attributed to."""
+        ref = self.card_cache.get(room)
+        if ref is not None:
+            return ref
+        async with self.ctx.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(CARDS.c.id, CARDS.c.product_id).where(
+                        CARDS.c.room == room, CARDS.c.cleared_ms.is_(None)
+                    )
+                )
+            ).first()
+        ref = CardRef(int(row[0]), int(row[1])) if row is not None else NO_CARD
+        self.card_cache.put(room, ref)
+        return ref
+
+    def on_card_event(self, event: Event) -> None:
+        """Keep the attribution cache right when another node pushes or clears a card."""
+        room = event.data.get("room")
+        if not isinstance(room, str):
+            return
+        if event.topic == "card.pushed":
+            cid, pid = event.data.get("card_id"), event.data.get("product_id")
+            if isinstance(cid, int) and isinstance(pid, int):
+                self.card_cache.put(room, CardRef(cid, pid))
+        elif event.topic == "card.cleared" and event.data.get("reason") != "replaced":
+            current = self.card_cache.get(room)
+            if current is None or current.card_id == event.data.get("card_id"):
+                self.card_cache.put(room, NO_CARD)
+
+
+async def active_card(conn: Any, room: str) -> Any:
+    """The card being explained in ``room`` (not cleared yet), or None."""
+    result = await conn.execute(
+        select(CARDS).where(CARDS.c.room == room, CARDS.c.cleared_ms.is_(None))
+    )
+    return result.mappings().first()

@@ -63,13 +63,15 @@ def clean_text(text: str, max_chars: int) -> str:
     """Trimmed, NFC-normalised text without control or bidi-override characters."""
     if len(text) > max_chars * 4 + 64:  # cheap bound before any per-character work
         raise PayloadError("too_long", f"comment over {max_chars} characters", max=max_chars)
-    _check_utf8(text, "comment")
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(
-        " " if ch in "\t\n\r" else ch
-        for ch in text
-        if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn") or ch in "\t\n\r\u200d"
-    )
+    if not (text.isascii() and text.isprintable()):  # printable ASCII: nothing to change
+        _check_utf8(text, "comment")
+        text = unicodedata.normalize("NFC", text)
+        text = "".join(
+            " " if ch in "\t\n\r" else ch
+            for ch in text
+            if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+            or ch in "\t\n\r\u200d"
+        )
     text = " ".join(text.split())
     if not text:
         raise PayloadError("empty", "comment is empty")

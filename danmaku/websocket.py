@@ -119,7 +119,17 @@ class LiveSocket:
         return True
 
     def send(self, out: Outbound) -> bool:
-        return self.write(out.frame)
+        # :meth:`write`, inlined: this runs once per viewer per tick
+        if self.closed:
+            return True
+        transport = self.transport
+        if transport.is_closing():
+            self.closed = True
+            return True
+        if transport.get_write_buffer_size() > self.max_backlog:
+            return False
+        transport.write(out.frame)
+        return True
 
     def send_text(self, text: str) -> None:
         """An Engine.IO packet of this connection only (too far behind: closed)."""

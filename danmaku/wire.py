@@ -11,7 +11,7 @@ travels as one websocket text frame::
             '-- Engine.IO type: 0 open, 1 close, 2 ping, 3 pong, 4 message, 6 noop
 
 :class:`Outbound` is one packet for many connections: its text and its websocket frame are
-built once, on first use, and the same objects go to every connection (the frame header
+built once, and the same objects go to every connection (the frame header
 depends only on the payload length).
 """
 
@@ -74,21 +74,14 @@ def _ns(namespace: str) -> str:
 
 
 class Outbound:
-    """One Socket.IO packet, encoded once: ``text`` (Socket.IO) and ``frame`` (websocket)."""
+    """One Socket.IO packet, encoded once: ``text`` (Socket.IO) and ``frame`` (the
+    Engine.IO message in one websocket text frame, what the websocket path writes)."""
 
-    __slots__ = ("_frame", "text")
+    __slots__ = ("frame", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._frame: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        """The Engine.IO message in one websocket text frame (built on first use)."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = ws_text_frame(("4" + self.text).encode())
-        return frame
+        self.frame = ws_text_frame(("4" + text).encode())
 
 
 def event_packet(namespace: str, event: str, data: Any) -> Outbound:

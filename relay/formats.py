@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from media import flv
 from media.frame import Frame
@@ -35,9 +36,16 @@ def ws_binary(raw: bytes) -> bytes:
 
 
 class Format:
-    """How a protocol wraps FLV or RTMP bytes. Subclasses are stateless singletons."""
+    """How a protocol wraps FLV or RTMP bytes.
 
-    name = "raw"
+    A format is an immutable value: two formats are equal exactly when they produce the
+    same bytes (same class, same parameters). Caches of encoded bytes (a batch's, a hub's
+    preludes) are keyed by the format itself, never by a name: RTMP at a 60 000-byte chunk
+    size (forwards) and at 65 536 (players) are two formats, and a cache keyed by a shared
+    name handed one of them the other's chunking.
+    """
+
+    __slots__ = ()
 
     def encode(self, frames: Sequence[Frame], raw_flv: bytes | None) -> bytes:
         raise NotImplementedError
@@ -51,13 +59,10 @@ class Format:
         return True
 
 
+@dataclass(frozen=True, slots=True)
 class HttpFlv(Format):
-    name = "flv"
-
-    def __init__(self, chunked: bool = True) -> None:
-        self.chunked = chunked
-        if not chunked:
-            self.name = "flv10"
+    chunked: bool = True
+    """HTTP/1.1 chunked transfer coding (False: HTTP/1.0, the body is the bare stream)."""
 
     def encode(self, frames: Sequence[Frame], raw_flv: bytes | None) -> bytes:
         raw = raw_flv if raw_flv is not None else flv_raw(frames)
@@ -67,9 +72,8 @@ class HttpFlv(Format):
         return http_chunk(raw_flv) if self.chunked else raw_flv
 
 
+@dataclass(frozen=True, slots=True)
 class WsFlv(Format):
-    name = "ws"
-
     def encode(self, frames: Sequence[Frame], raw_flv: bytes | None) -> bytes:
         return ws_binary(raw_flv if raw_flv is not None else flv_raw(frames))
 
@@ -77,11 +81,9 @@ class WsFlv(Format):
         return ws_binary(raw_flv)
 
 
+@dataclass(frozen=True, slots=True)
 class RtmpPlay(Format):
-    name = "rtmp"
-
-    def __init__(self, chunk_size: int) -> None:
-        self.chunk_size = chunk_size
+    chunk_size: int
 
     @property
     def uses_flv(self) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 from media import flv
 from media.frame import Frame, Kind
 from relay.config import RelayConfig
-from relay.formats import Format, flv_raw
+from relay.formats import Format, RtmpPlay, flv_raw
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,12 @@ INTERNAL_CONSUMERS = frozenset({"record"})
 
 
 class Batch:
-    """Frames delivered together, with their encodings cached per format."""
+    """Frames delivered together, with their encodings cached per format.
+
+    The cache is keyed by the format object (equal formats encode alike, see
+    :class:`~relay.formats.Format`) and whether the batch starts at its keyframe; ``None``
+    in place of a format is the bare FLV tags the FLV-based formats wrap.
+    """
 
     __slots__ = ("_cache", "frames", "key_index", "size")
 
@@ -50,16 +55,16 @@ class Batch:
         self.key_index = key_index
         """Index of the first sync point (keyframe) in ``frames``, or -1."""
         self.size = sum(len(f.payload) for f in frames)
-        self._cache: dict[tuple[str, bool], bytes] = {}
+        self._cache: dict[tuple[Format | None, bool], bytes] = {}
 
     def encoded(self, fmt: Format, from_key: bool = False) -> bytes:
-        ck = (fmt.name, from_key)
+        ck = (fmt, from_key)
         data = self._cache.get(ck)
         if data is None:
             frames = self.frames[self.key_index :] if from_key else self.frames
             raw: bytes | None = None
             if fmt.uses_flv:
-                rk = ("raw", from_key)
+                rk = (None, from_key)
                 raw = self._cache.get(rk)
                 if raw is None:
                     raw = self._cache[rk] = flv_raw(frames)
@@ -352,7 +357,7 @@ class StreamHub:
         self.frames_in = 0
         self.bytes_out_closed: dict[str, int] = {}
         self.gop_resets = 0
-        self._preludes: dict[str, tuple[int, bytes]] = {}
+        self._preludes: dict[Format, tuple[int, bytes]] = {}
         self._version = 0
         """Bumped whenever what a new viewer would get (headers, metadata, GOP) changes."""
 
@@ -609,13 +614,13 @@ class StreamHub:
             self.bytes_out_closed[proto] = self.bytes_out_closed.get(proto, 0) + viewer.bytes_sent
             self.registry.viewer_count_changed(self)
 
-    def _cached_prelude(self, name: str, build: Callable[[], bytes]) -> bytes:
-        """Viewers joining between two frames share one prelude object."""
-        hit = self._preludes.get(name)
+    def _cached_prelude(self, fmt: Format, build: Callable[[], bytes]) -> bytes:
+        """Viewers joining between two frames share one prelude object (per format)."""
+        hit = self._preludes.get(fmt)
         if hit is not None and hit[0] == self._version:
             return hit[1]
         data = build()
-        self._preludes[name] = (self._version, data)
+        self._preludes[fmt] = (self._version, data)
         return data
 
     def flv_prelude(self, fmt: Format) -> bytes:
@@ -624,14 +629,14 @@ class StreamHub:
             raw = flv.file_header(self.has_audio, self.has_video) + flv_raw(frames)
             return fmt.wrap_prelude(raw)
 
-        return self._cached_prelude(fmt.name, build)
+        return self._cached_prelude(fmt, build)
 
     def rtmp_prelude(self, chunk_size: int) -> bytes:
         def build() -> bytes:
             frames, _ok = self.prelude_frames()
             return b"".join(f.rtmp_message(chunk_size) for f in frames)
 
-        return self._cached_prelude(f"rtmp{chunk_size}", build)
+        return self._cached_prelude(RtmpPlay(chunk_size), build)
 
     def close(self, reason: str) -> None:
         if self._flush_handle is not None:

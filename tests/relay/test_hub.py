@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import pytest
+
 from media import flv
 from media.frame import Kind
+from media.rtmp.chunk import ChunkReader
 from relay.config import RelayConfig
-from relay.formats import HTTP_FLV_10
+from relay.formats import HTTP_FLV_10, RtmpPlay
 from relay.hub import PublisherInfo, StreamRegistry, Viewer, ViewerInfo
+from tests.mediautil import wait_for
 
 AVC_HDR = b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x1f\xff\xe1\x00\x04abcd\x01\x00\x02ef"
 AVC_HDR2 = b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x28\xff\xe1\x00\x04wxyz\x01\x00\x02gh"
@@ -101,6 +105,34 @@ async def test_takeover_continues_the_timeline_and_resumes_at_keyframe() -> None
     assert ts == sorted(ts)
     after = [(ts, i) for ts, i in video if ts > 5000 + 9 * 33]
     assert after[0][1].keyframe
+
+
+@pytest.mark.parametrize("coalesce", [0, 10])
+async def test_rtmp_viewers_get_frames_chunked_at_their_own_chunk_size(coalesce: int) -> None:
+    """A forward (60 000-byte chunks) and a player (65 536) on one stream: frames larger
+    than a chunk reach each chunked as it announced, whichever of them is served first."""
+    reg = registry(write_coalesce_ms=coalesce)
+    p = reg.publish("live", "c", PublisherInfo("p"))
+    p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "c")
+    transports: dict[int, MemTransport] = {}
+    for cs in (60_000, 65_536, 60_000):
+        t = MemTransport()
+        hub.add_viewer(Viewer(t, RtmpPlay(cs), ViewerInfo("rtmp")), hub.rtmp_prelude(cs))
+        t.received.clear()
+        transports.setdefault(cs, t)
+    sent = [key(150_000), inter(61_000), inter(100), key(70_000)]
+    for i, payload in enumerate(sent):
+        p.push(Kind.VIDEO, 33 * (i + 1), payload)
+    total = sum(len(x) for x in sent)
+    await wait_for(lambda: all(len(t.received) > total for t in transports.values()))
+    for cs, t in transports.items():
+        reader = ChunkReader()
+        reader.chunk_size = cs
+        got = [m.payload for m in reader.feed(bytes(t.received))]
+        assert got == sent, f"chunk size {cs}"
+    reg.close()
 
 
 async def test_changed_sequence_header_is_sent_before_next_keyframe() -> None:

@@ -294,14 +294,14 @@ class Demo:
             # ffmpeg finishes its stream cleanly on SIGINT
             await stop_process(self.anchor, timeout=5, sig=signal.SIGINT)
         if self.api is not None and self.seeded is not None:
-            with contextlib.suppress(demo_shop.DemoApiError, aiohttp.ClientError, TimeoutError):
+            with contextlib.suppress(*demo_shop.RECOVERABLE):
                 await demo_shop.end_broadcast(self.api, self.seeded.id)
         if self.api is not None and self.api_token_id is not None:
-            with contextlib.suppress(demo_shop.DemoApiError, aiohttp.ClientError, TimeoutError):
+            with contextlib.suppress(*demo_shop.RECOVERABLE):
                 await self.api.call("DELETE", f"/api/tokens/{self.api_token_id}")
         if self.api is not None and self.session_token:
             self.api.token = self.session_token
-            with contextlib.suppress(demo_shop.DemoApiError, aiohttp.ClientError, TimeoutError):
+            with contextlib.suppress(*demo_shop.RECOVERABLE):
                 await self.api.call("POST", "/api/auth/logout")
         if self.session is not None:
             await self.session.close()

@@ -1,10 +1,15 @@
-"""Locate ffmpeg: ``BERRYLIVE_FFMPEG``, then the system ``ffmpeg``, then imageio-ffmpeg's binary."""
+"""Locate ffmpeg: ``BERRYLIVE_FFMPEG``, then the system ``ffmpeg``, then imageio-ffmpeg's binary.
+
+ffprobe is optional: where there is none (the imageio-ffmpeg wheel ships none),
+:func:`probe_media` and :func:`video_keyframe_times` read the same facts with PyAV.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
 import shutil
+from typing import Any
 
 
 @functools.cache
@@ -36,3 +41,48 @@ def ffprobe_exe() -> str | None:
     if explicit:
         return explicit
     return shutil.which("ffprobe")
+
+
+def probe_media(path: str) -> dict[str, Any]:
+    """What ``ffprobe -show_format -show_streams -of json`` reports that berrylive reads,
+    from PyAV (its bundled FFmpeg libraries): ``format.duration`` (seconds, a string) and
+    ``format_name``; per stream ``codec_type``, ``codec_name``, ``profile``, ``width`` and
+    ``height`` or ``sample_rate`` (a string) and ``channels``. Blocking: call it in a thread.
+    Raises ``av.error.FFmpegError`` (an ``OSError``) when the file cannot be read."""
+    import av
+
+    with av.open(path) as container:
+        streams: list[dict[str, Any]] = []
+        for stream in container.streams:
+            ctx: Any = stream.codec_context
+            entry: dict[str, Any] = {
+                "index": stream.index,
+                "codec_type": stream.type,
+                "codec_name": ctx.name if ctx is not None else None,
+                "profile": getattr(ctx, "profile", None),
+            }
+            if stream.type == "video":
+                entry.update(width=ctx.width, height=ctx.height)
+            elif stream.type == "audio":
+                entry.update(sample_rate=str(ctx.sample_rate), channels=ctx.channels)
+            streams.append(entry)
+        fmt: dict[str, Any] = {"format_name": container.format.name}
+        if container.duration is not None:
+            fmt["duration"] = f"{container.duration / av.time_base:.6f}"
+    return {"format": fmt, "streams": streams}
+
+
+def video_keyframe_times(path: str) -> list[float]:
+    """Presentation times (seconds) of the keyframes of the first video stream, from the
+    packet headers (no decoding), sorted. Blocking: call it in a thread."""
+    import av
+
+    times: list[float] = []
+    with av.open(path) as container:
+        if not container.streams.video:
+            return times
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.is_keyframe and packet.pts is not None and packet.time_base is not None:
+                times.append(float(packet.pts * packet.time_base))
+    return sorted(times)

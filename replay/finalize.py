@@ -11,14 +11,17 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from core.ffmpeg import ffprobe_exe
+from core.ffmpeg import ffprobe_exe, probe_media, video_keyframe_times
 from replay import commands, playlist
 from replay.config import ReplayConfig
 from replay.model import Clip, Replay
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +124,8 @@ def _write(path: Path, text: str) -> None:
 
 async def probe(path: Path, timeout: float) -> dict[str, Any] | None:
     exe = ffprobe_exe()
-    if exe is None:
-        return None
+    if exe is None:  # no ffprobe: the same facts from PyAV
+        return await _in_thread(probe_media, path, timeout)
     args = [exe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
     code, out, _ = await run(args, timeout)
     if code != 0:
@@ -137,8 +140,8 @@ async def probe(path: Path, timeout: float) -> dict[str, Any] | None:
 async def keyframes(path: Path, timeout: float) -> list[float] | None:
     """Presentation times of the video keyframes of an MP4 (packet headers only)."""
     exe = ffprobe_exe()
-    if exe is None:
-        return None
+    if exe is None:  # no ffprobe: the same facts from PyAV
+        return await _in_thread(video_keyframe_times, path, timeout)
     args = [
         exe, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
         "-of", "csv=p=0", str(path),
@@ -155,6 +158,13 @@ async def keyframes(path: Path, timeout: float) -> list[float] | None:
             except ValueError:
                 pass
     return sorted(times)
+
+
+async def _in_thread(fn: Callable[[str], _T], path: Path, timeout: float) -> _T | None:
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, str(path)), timeout)
+    except (OSError, ValueError, TimeoutError):  # av.error.FFmpegError is an OSError
+        return None
 
 
 def codecs_from_probe(info: dict[str, Any]) -> dict[str, Any]:

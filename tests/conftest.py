@@ -1,4 +1,9 @@
-"""Shared fixtures: a real berrylive server on 127.0.0.1 with port 0, real clients."""
+"""Shared fixtures: a real berrylive server on 127.0.0.1 with port 0, real clients.
+
+Session hooks: the real PostgreSQL and Redis are resolved once before collection
+(``tests/services.py``), and a run in which any test was skipped fails
+(``BERRYLIVE_TEST_ALLOW_SKIPS=1`` turns that off for a partial local run).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,59 @@ from core.runtime import RUNTIME, Runtime
 from relay.fastplay import PlaySite
 
 TEST_SECRET = "test-secret-please-change"
+ALLOW_SKIPS_ENV = "BERRYLIVE_TEST_ALLOW_SKIPS"
+
+_services: Any = None
+_skipped: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _services
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller exported the URLs
+        return
+    from tests import services
+
+    _services = services.resolve()
+    config.stash[_SERVICES_KEY] = (
+        f"postgresql: {_services.origin['postgresql']} {_services.database_url} | "
+        f"redis: {_services.origin['redis']} {_services.redis_url}"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    return config.stash.get(_SERVICES_KEY, None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _services
+    if _services is not None:
+        _services.close()
+        _services = None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _skipped or os.environ.get(ALLOW_SKIPS_ENV, "") not in ("", "0"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", f"{len(_skipped)} test(s) skipped: a skip fails this run", red=True)
+        for nodeid in _skipped[:50]:
+            reporter.write_line(f"SKIPPED {nodeid}")
+        reporter.write_line(
+            "Every test must run (see the skip reasons above; "
+            f"{ALLOW_SKIPS_ENV}=1 allows skips for a partial local run)."
+        )
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_SERVICES_KEY = pytest.StashKey[str]()
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:

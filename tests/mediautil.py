@@ -1,25 +1,26 @@
-"""Helpers for media tests: real ffmpeg/ffprobe, clips, waiting on conditions."""
+"""Helpers for media tests: real ffmpeg, clips, reading media back, waiting on conditions.
+
+Media is read back with PyAV (its bundled FFmpeg libraries: files, HLS playlists, MP4,
+``http://.../x.flv`` and ``rtmp://`` URLs), in the shapes ffprobe's JSON had, so no
+ffprobe binary is needed.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+import av
 
-from core.ffmpeg import bundled_ffmpeg_exe, ffmpeg_exe, ffprobe_exe
+from core.ffmpeg import bundled_ffmpeg_exe, ffmpeg_exe
 
-
-def need_ffprobe() -> str:
-    exe = ffprobe_exe()
-    if exe is None:
-        pytest.skip("ffprobe not installed (Debian package ffmpeg; .ci/run installs it)")
-    return exe
+RW_TIMEOUT = 15.0
+"""Seconds a network read may stall before the reader gives up (ffprobe's -rw_timeout)."""
 
 
 async def wait_for(
@@ -75,17 +76,106 @@ def make_clip(
     return path
 
 
-def probe_packets(ffprobe: str, url: str, timeout: float = 60) -> list[dict[str, Any]]:
-    """Every packet ffprobe reads from ``url`` (stream type, dts, pts, flags)."""
+def _open(url: str, timeout: float) -> Any:
+    options = {"rw_timeout": str(int(RW_TIMEOUT * 1_000_000))} if "://" in url else {}
+    return av.open(url, options=options, timeout=(timeout, RW_TIMEOUT))
+
+
+def _flags(packet: Any) -> str:
+    return (
+        ("K" if packet.is_keyframe else "_")
+        + ("D" if packet.is_discard else "_")
+        + ("C" if packet.is_corrupt else "_")
+    )
+
+
+def probe_packets(
+    url: str, timeout: float = 60, seconds: float | None = None
+) -> list[dict[str, Any]]:
+    """Every packet PyAV demuxes from ``url`` (a file, an HLS/MP4 URL, ``http://.../x.flv``,
+    ``rtmp://``): ``codec_type``, ``dts``, ``pts`` (ints in the stream's time base, absent
+    when unset), ``flags`` (``K__`` for a keyframe) and ``size``, as ffprobe -show_packets
+    gave. ``seconds``: stop after that much stream time from the first packet (a live URL);
+    ``timeout`` bounds the whole read."""
+    deadline = time.monotonic() + timeout
+    packets: list[dict[str, Any]] = []
+    with _open(url, timeout) as container:
+        start: float | None = None
+        for packet in container.demux():
+            if packet.size == 0 and packet.dts is None:
+                continue  # the demuxer's end-of-stream flush packet
+            info: dict[str, Any] = {
+                "codec_type": packet.stream.type,
+                "flags": _flags(packet),
+                "size": packet.size,
+            }
+            if packet.dts is not None:
+                info["dts"] = int(packet.dts)
+            if packet.pts is not None:
+                info["pts"] = int(packet.pts)
+            packets.append(info)
+            if seconds is not None and packet.dts is not None and packet.time_base:
+                at = float(packet.dts * packet.time_base)
+                start = at if start is None else start
+                if at - start >= seconds:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {url} took more than {timeout}s")
+    return packets
+
+
+def probe(url: str, timeout: float = 60) -> dict[str, Any]:
+    """``{"format": {...}, "streams": [...]}`` of ``url``, as ffprobe -show_format
+    -show_streams gave: format ``duration`` (seconds, str) and ``format_name``; per stream
+    ``codec_type``, ``codec_name``, ``codec_tag_string`` and, for video, ``width``/``height``,
+    for audio ``sample_rate``/``channels``."""
+    with _open(url, timeout) as container:
+        streams: list[dict[str, Any]] = []
+        for stream in container.streams:
+            ctx = stream.codec_context
+            entry: dict[str, Any] = {
+                "index": stream.index,
+                "codec_type": stream.type,
+                "codec_name": ctx.name if ctx is not None else None,
+                "codec_tag_string": stream.codec_tag,
+            }
+            if stream.type == "video":
+                entry.update(width=ctx.width, height=ctx.height)
+            elif stream.type == "audio":
+                entry.update(sample_rate=str(ctx.sample_rate), channels=ctx.channels)
+            streams.append(entry)
+        fmt: dict[str, Any] = {"format_name": container.format.name}
+        if container.duration is not None:
+            fmt["duration"] = f"{container.duration / av.time_base:.6f}"
+        return {"format": fmt, "streams": streams}
+
+
+def frame_sizes(url: str, timeout: float = 90) -> set[tuple[int, int]]:
+    """The (width, height) of every decoded video frame of ``url``."""
+    sizes: set[tuple[int, int]] = set()
+    with _open(url, timeout) as container:
+        for frame in container.decode(video=0):
+            sizes.add((frame.width, frame.height))
+    return sizes
+
+
+def stream_types(info: dict[str, Any]) -> set[str]:
+    return {s["codec_type"] for s in info.get("streams", [])}
+
+
+def duration(info: dict[str, Any]) -> float:
+    return float(info["format"]["duration"])
+
+
+def decode_all(url: str, timeout: float = 90) -> str:
+    """Read every packet of ``url`` end to end with ffmpeg (-c copy to null); fail the test
+    on an error, return stderr."""
     out = subprocess.run(
-        [
-            ffprobe, "-v", "error", "-rw_timeout", "15000000", "-show_packets",
-            "-show_entries", "packet=codec_type,dts,pts,flags,size",
-            "-of", "json", url,
-        ],
-        capture_output=True, check=True, timeout=timeout,
+        [ffmpeg_exe(), "-v", "error", "-i", url, "-map", "0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True, timeout=timeout,
     )  # fmt: skip
-    return list(json.loads(out.stdout).get("packets", []))
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    return out.stderr.decode()
 
 
 async def start_publisher(

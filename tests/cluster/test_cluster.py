@@ -1,10 +1,9 @@
 """Origin + edges as real processes on 127.0.0.1 sharing one Redis; ffmpeg publishes,
-ffprobe and raw HTTP-FLV readers play from the edges."""
+PyAV and raw HTTP-FLV readers play from the edges."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import statistics
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from relay.forward import ForwardStore
 from tests.cluster.harness import TTL, Cluster, FlvViewer, Node, RtmpPublisher, cluster
-from tests.mediautil import make_clip, need_ffprobe, start_publisher, stop, wait_for
+from tests.mediautil import make_clip, probe_packets, start_publisher, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +26,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clips") / "cluster.flv", 6.0, gop=30)
 
 
-async def probe_live(ffprobe: str, url: str, seconds: float = 2.0) -> dict[str, int]:
-    """Packets per type ffprobe reads from a live URL in ``seconds`` of stream time."""
-    proc = await asyncio.create_subprocess_exec(
-        ffprobe, "-v", "error", "-rw_timeout", "15000000", "-read_intervals", f"%+{seconds}",
-        "-show_entries", "packet=codec_type", "-of", "json", url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode(errors="replace")
+async def probe_live(url: str, seconds: float = 2.0) -> dict[str, int]:
+    """Packets per type PyAV reads from a live URL in ``seconds`` of stream time."""
+    packets = await asyncio.to_thread(probe_packets, url, 60, seconds)
     counts: dict[str, int] = {}
-    for p in json.loads(out).get("packets", []):
+    for p in packets:
         counts[p["codec_type"]] = counts.get(p["codec_type"], 0) + 1
     return counts
 
@@ -49,7 +42,6 @@ async def stream_owner_is(c: Cluster, node: str | None, key: str = "live/s") -> 
 async def test_edges_pull_on_demand_one_upstream_each_and_stop_when_idle(
     tmp_path: Path, clip: Path
 ) -> None:
-    ffprobe = need_ffprobe()
     async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
         origin = await c.start("origin-a", "origin")
         edge1 = await c.start("edge-1", "edge", origins=[origin])  # configured origin
@@ -63,7 +55,7 @@ async def test_edges_pull_on_demand_one_upstream_each_and_stop_when_idle(
             # Concurrent first viewers on each edge: one pull per edge.
             viewers = [FlvViewer(session, e.flv_url("s")) for e in (edge1, edge2) for _ in range(4)]
             probes = await asyncio.gather(
-                probe_live(ffprobe, edge1.flv_url("s")), probe_live(ffprobe, edge2.flv_url("s"))
+                probe_live(edge1.flv_url("s")), probe_live(edge2.flv_url("s"))
             )
             for counts in probes:
                 assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
@@ -73,18 +65,18 @@ async def test_edges_pull_on_demand_one_upstream_each_and_stop_when_idle(
             async def upstreams_are(n: int) -> bool:
                 return await c.stream_viewers(origin) == n
 
-            # 8 edge viewers (+ 2 ffprobes): the origin serves exactly one upstream per edge.
+            # 8 edge viewers (+ 2 PyAV readers): the origin serves exactly one upstream per edge.
             await wait_for(lambda: upstreams_are(2), 10)
 
             async def edge_viewers_are(n: int) -> bool:
                 return [await c.stream_viewers(e) for e in (edge1, edge2)] == [n, n]
 
-            await wait_for(lambda: edge_viewers_are(4), 10)  # the ffprobes have left
+            await wait_for(lambda: edge_viewers_are(4), 10)  # the PyAV readers have left
             assert await c.stream_viewers(origin) == 2
             for e in (edge1, edge2):  # concurrent first viewers shared one pull
                 assert e.logs().count("edge: pulling live/s") == 1, e.logs()
             # RTMP play through an edge (same hub, same pull).
-            counts = await probe_live(ffprobe, f"{edge2.rtmp}/live/s")
+            counts = await probe_live(f"{edge2.rtmp}/live/s")
             assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
             assert await c.stream_viewers(origin) == 2
             for e in (edge1, edge2):
@@ -245,7 +237,6 @@ async def test_origin_forwards_to_an_external_rtmp_server_and_reconnects(
     """An origin pushes its stream to another RTMP server (standing in for a third-party
     CDN: another berrylive outside this cluster); the destination dies and comes back on
     the same port; the forward reconnects by itself."""
-    ffprobe = need_ffprobe()
     async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
         outside = {"BERRYLIVE_RELAY_CLUSTER_PREFIX": c.prefix + "cdn:"}
         cdn = await c.start("cdn", "origin", **outside)
@@ -260,13 +251,13 @@ async def test_origin_forwards_to_an_external_rtmp_server_and_reconnects(
                 return "publishing live/s" in node.logs()
 
             await wait_for(lambda: forwarded_to(cdn), 20, 0.2)
-            counts = await probe_live(ffprobe, cdn.flv_url("s"))
+            counts = await probe_live(cdn.flv_url("s"))
             assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
             port = cdn.rtmp_port
             await cdn.kill(signal.SIGKILL)
             cdn2 = await c.start("cdn-2", "origin", rtmp_port=port, **outside)
             await wait_for(lambda: forwarded_to(cdn2), 40, 0.5)
-            counts = await probe_live(ffprobe, cdn2.flv_url("s"))
+            counts = await probe_live(cdn2.flv_url("s"))
             assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
             assert "forward live/s" in origin.logs() and "retry in" in origin.logs()
 
@@ -323,8 +314,7 @@ async def test_anchor_stops_edge_viewers_end_without_replaying_the_old_gop(
 
 async def test_edge_pulls_over_rtmp_from_a_configured_origin(tmp_path: Path, clip: Path) -> None:
     """An edge outside the origin's directory (its own cluster prefix) with an ``rtmp://``
-    origin: it pulls over RTMP; ffprobe plays from it; one upstream for several viewers."""
-    ffprobe = need_ffprobe()
+    origin: it pulls over RTMP; PyAV plays from it; one upstream for several viewers."""
     async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
         origin = await c.start("origin-a", "origin")
         edge = await c.start(
@@ -335,7 +325,7 @@ async def test_edge_pulls_over_rtmp_from_a_configured_origin(tmp_path: Path, cli
         try:
             await wait_for(lambda: stream_owner_is(c, "origin-a"), 15)
             viewers = [FlvViewer(session, edge.flv_url("s")) for _ in range(3)]
-            counts = await probe_live(ffprobe, edge.flv_url("s"))
+            counts = await probe_live(edge.flv_url("s"))
             assert counts.get("video", 0) >= 30 and counts.get("audio", 0) >= 30, counts
             await wait_for(lambda: all(len(v.video()) > 30 for v in viewers), 15)
             assert f"pulling live/s from {origin.rtmp}" in edge.logs()

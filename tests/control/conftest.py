@@ -73,10 +73,9 @@ class Staff:
 
 
 def database_params() -> list[Any]:
-    params: list[Any] = ["sqlite"]
-    if os.environ.get("BERRYLIVE_TEST_DATABASE_URL"):
-        params.append(pytest.param("postgres", marks=pytest.mark.postgres))
-    return params
+    """Both backends, always: the session's PostgreSQL is resolved before any test runs
+    (``tests/services.py``), so this list does not depend on when this file is imported."""
+    return ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture
@@ -84,6 +83,7 @@ async def pg_database() -> AsyncIterator[Callable[[], Any]]:
     """Make a fresh PostgreSQL database per test (dropped after) from the test URL."""
     made: list[str] = []
     base = os.environ.get("BERRYLIVE_TEST_DATABASE_URL", "")
+    assert base, "BERRYLIVE_TEST_DATABASE_URL unset: tests/services.py resolves it per session"
 
     async def make() -> str:
         import asyncpg

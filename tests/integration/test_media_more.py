@@ -17,7 +17,7 @@ from media import flv
 from relay import REGISTRY
 from tests.conftest import TEST_SECRET
 from tests.integration.test_media_path import FlvReader, _push_and_capture, _read_http
-from tests.mediautil import make_clip, need_ffprobe, start_publisher, stop, wait_for
+from tests.mediautil import make_clip, start_publisher, stop, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +144,6 @@ async def test_single_track_streams_get_correct_flv_header(
 
 
 async def test_hevc_enhanced_rtmp_passes_through(server, clips, tmp_path):
-    ffprobe = need_ffprobe()
     pub = await start_publisher(
         server.push_url("hevc"), clips["hevc"], loop=True, exe=bundled_ffmpeg_exe()
     )
@@ -169,7 +168,6 @@ async def test_hevc_enhanced_rtmp_passes_through(server, clips, tmp_path):
             "-t", "1", "-c", "copy", "-f", "flv", str(out),
         )  # fmt: skip
         assert await asyncio.wait_for(proc.wait(), 20) == 0
-        _ = ffprobe
     finally:
         await stop(pub)
 

@@ -1,4 +1,4 @@
-"""The media path with real clients: ffmpeg publishes over RTMP, ffmpeg/ffprobe play
+"""The media path with real clients: ffmpeg publishes over RTMP, ffmpeg/PyAV play
 HTTP-FLV, WS-FLV and RTMP from a real server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from media import flv
 from tests.conftest import TEST_SECRET
 from tests.mediautil import (
     make_clip,
-    need_ffprobe,
     operator_token,
     probe_packets,
     start_publisher,
@@ -64,7 +63,6 @@ def _decode_errors(path: Path) -> str:
 
 
 async def test_publish_then_play_http_flv_and_rtmp_complete(server_factory, clip, tmp_path):
-    ffprobe = need_ffprobe()
     srv = await server_factory(relay=FAST)
     published: list[Event] = []
     srv.runtime.bus.subscribe("stream.*", published.append)
@@ -82,9 +80,9 @@ async def test_publish_then_play_http_flv_and_rtmp_complete(server_factory, clip
     finally:
         await stop(pub)
 
-    src_v, src_a = _split(probe_packets(ffprobe, str(clip)))
+    src_v, src_a = _split(probe_packets(str(clip)))
     for out in (out_flv, out_rtmp):
-        got_v, got_a = _split(probe_packets(ffprobe, str(out)))
+        got_v, got_a = _split(probe_packets(str(out)))
         assert len(got_v) == len(src_v), f"{out.name}: video frames {len(got_v)} != {len(src_v)}"
         # audio before the first keyframe may precede the GOP; allow a frame or two
         assert len(src_a) - 2 <= len(got_a) <= len(src_a), f"{out.name}: audio {len(got_a)}"

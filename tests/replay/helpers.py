@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from replay import SERVICE, Replay, ReplayService, ReplayState
-from tests.mediautil import wait_for
+from tests.mediautil import decode_all, duration, probe, stream_types, wait_for
+
+__all__ = [
+    "decode_all",
+    "duration",
+    "probe",
+    "stream_types",
+]
 
 LINGER = 2.0
 
@@ -49,32 +55,6 @@ async def get_json(url: str, **kw: Any) -> tuple[int, Any]:
 async def get_text(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         return r.status, await r.text()
-
-
-def probe(ffprobe: str, url: str, *extra: str, timeout: float = 60) -> dict[str, Any]:
-    out = subprocess.run(
-        [ffprobe, "-v", "error", *extra, "-show_format", "-show_streams", "-of", "json", url],
-        capture_output=True, check=True, timeout=timeout,
-    )  # fmt: skip
-    return dict(json.loads(out.stdout))
-
-
-def decode_all(ffmpeg: str, url: str, timeout: float = 90) -> str:
-    """Read every packet of ``url`` end to end (-c copy to null); return stderr (errors)."""
-    out = subprocess.run(
-        [ffmpeg, "-v", "error", "-i", url, "-map", "0", "-c", "copy", "-f", "null", "-"],
-        capture_output=True, timeout=timeout,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr.decode()[-2000:]
-    return out.stderr.decode()
-
-
-def stream_types(info: dict[str, Any]) -> set[str]:
-    return {s["codec_type"] for s in info.get("streams", [])}
-
-
-def duration(info: dict[str, Any]) -> float:
-    return float(info["format"]["duration"])
 
 
 def replay_dir(server: Any, replay: Replay) -> Path:

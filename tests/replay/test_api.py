@@ -9,7 +9,7 @@ import aiohttp
 
 from replay import Replay, ReplayState
 from tests.conftest import make_config, start_server
-from tests.mediautil import make_clip, need_ffprobe, operator_token, start_publisher, stop, wait_for
+from tests.mediautil import make_clip, operator_token, start_publisher, stop, wait_for
 from tests.replay.helpers import (
     LINGER,
     duration,
@@ -68,7 +68,6 @@ async def test_api_roles_errors_and_delete(server_factory, clip_dir):
 
 
 async def test_replay_left_recording_is_finalised_on_next_start(tmp_path, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "av12.flv", 12.0, gop=30)
     cfg = make_config(tmp_path / "node", relay={"publisher_linger": 30.0})
     server = await start_server(cfg)
@@ -89,7 +88,7 @@ async def test_replay_left_recording_is_finalised_on_next_start(tmp_path, clip_d
         await wait_done(again)
         assert again.state is ReplayState.READY, again.error
         _, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
-        info = await asyncio.to_thread(probe, ffprobe, view["mp4"])
+        info = await asyncio.to_thread(probe, view["mp4"])
         assert duration(info) >= recorded - 0.1
     finally:
         await asyncio.wait_for(server.runner.cleanup(), 30)

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from replay import ReplayState
-from tests.mediautil import make_clip, need_ffprobe, probe_packets, start_publisher, wait_for
+from tests.mediautil import make_clip, probe_packets, start_publisher, wait_for
 from tests.replay.helpers import (
     LINGER,
     decode_all,
@@ -25,7 +25,6 @@ GOP = 1.0
 
 
 async def test_reconnect_continues_the_same_replay_with_a_discontinuity(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "av4.flv", 4.0, gop=30)
     server = await server_factory(relay={"publisher_linger": 4.0})
     await run_publisher(server.push_url("rc"), clip)  # the phone drops...
@@ -41,17 +40,16 @@ async def test_reconnect_continues_the_same_replay_with_a_discontinuity(server_f
     _, text = await get_text(view["hls"])
     assert text.count("#EXT-X-DISCONTINUITY") == 1
     for url in (view["hls"], view["mp4"]):
-        info = await asyncio.to_thread(probe, ffprobe, url)
+        info = await asyncio.to_thread(probe, url)
         assert stream_types(info) == {"video", "audio"}
         assert abs(duration(info) - 8.0) <= GOP, (url, duration(info))
-        await asyncio.to_thread(decode_all, "ffmpeg", url)
-    packets = await asyncio.to_thread(probe_packets, ffprobe, view["mp4"])
+        await asyncio.to_thread(decode_all, url)
+    packets = await asyncio.to_thread(probe_packets, view["mp4"])
     video = [p for p in packets if p["codec_type"] == "video"]
     assert abs(len(video) - 240) <= 30
 
 
 async def test_ffmpeg_killed_is_restarted_and_clips_match_the_cards(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "av12.flv", 12.0, gop=30)
     server = await server_factory(relay={"publisher_linger": LINGER})
     bus = server.runtime.bus
@@ -92,11 +90,11 @@ async def test_ffmpeg_killed_is_restarted_and_clips_match_the_cards(server_facto
     _, text = await get_text(view["hls"])
     assert text.count("#EXT-X-DISCONTINUITY") == 1
     for url in (view["hls"], view["mp4"]):
-        info = await asyncio.to_thread(probe, ffprobe, url)
+        info = await asyncio.to_thread(probe, url)
         assert stream_types(info) == {"video", "audio"}
-        await asyncio.to_thread(decode_all, "ffmpeg", url)
+        await asyncio.to_thread(decode_all, url)
     # nothing already written was lost: every segment of part 1 is in the replay
-    total = duration(await asyncio.to_thread(probe, ffprobe, view["mp4"]))
+    total = duration(await asyncio.to_thread(probe, view["mp4"]))
     assert total >= rep.parts[0].duration + rep.parts[1].duration - GOP
     assert total >= 12.0 - 4.0  # lost at most the unfinished segment + the restart gap
 
@@ -109,10 +107,10 @@ async def test_ffmpeg_killed_is_restarted_and_clips_match_the_cards(server_facto
         assert at - GOP - 0.05 <= c["start"] <= at + 0.05, (c, at)
         assert abs(c["duration"] - (want + (at - c["start"]))) <= 0.2, (c, want)
         assert abs(c["duration"] - want) <= GOP + 0.2
-        info = await asyncio.to_thread(probe, ffprobe, c["url"])
+        info = await asyncio.to_thread(probe, c["url"])
         assert stream_types(info) == {"video", "audio"}
         assert abs(duration(info) - c["duration"]) <= 0.3, (duration(info), c)
-        packets = await asyncio.to_thread(probe_packets, ffprobe, c["url"])
+        packets = await asyncio.to_thread(probe_packets, c["url"])
         assert next(p for p in packets if p["codec_type"] == "video")["flags"].startswith("K")
     await wait_for(lambda: len(clips_seen) == 2, 5)
     assert {c["product_id"] for c in clips_seen} == {11, 12}
@@ -161,7 +159,6 @@ async def test_broadcast_outlives_the_hub_linger_one_replay(server_factory, clip
     """The control plane keeps a broadcast 'interrupted' longer than the relay keeps the hub:
     the publisher coming back after the hub is gone continues the same replay, which is
     finalised when the broadcast ends."""
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "av3.flv", 3.0, gop=30)
     server = await server_factory(relay={"publisher_linger": 0.5})
     bus = server.runtime.bus
@@ -188,7 +185,7 @@ async def test_broadcast_outlives_the_hub_linger_one_replay(server_factory, clip
     _, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
     _, text = await get_text(view["hls"])
     assert text.count("#EXT-X-DISCONTINUITY") == 1
-    info = await asyncio.to_thread(probe, ffprobe, view["mp4"])
+    info = await asyncio.to_thread(probe, view["mp4"])
     assert abs(duration(info) - 6.0) <= GOP
     await wait_for(lambda: bool(ready), 5)
     assert ready[0]["broadcast_id"] == 5

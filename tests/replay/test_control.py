@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.control.conftest import make_staff
-from tests.mediautil import make_clip, need_ffprobe
+from tests.mediautil import make_clip
 from tests.replay.helpers import (
     LINGER,
     duration,
@@ -30,7 +30,6 @@ from tests.replay.helpers import (
     ids=["broadcast-ends-first", "hub-goes-first"],
 )
 async def test_broadcast_gets_its_replay(server_factory, clip_dir, linger, grace):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "av4.flv", 4.0, gop=30)
     # either control ends the interrupted broadcast before the relay drops the hub, or the
     # hub goes first and the replay waits for the broadcast's end
@@ -58,6 +57,6 @@ async def test_broadcast_gets_its_replay(server_factory, clip_dir, linger, grace
         assert got["replay_url"].endswith(f"/{rep.id}/index.m3u8")
         status, page = await get_json(f"{server.http_url}/api/replays?broadcast_id={b['id']}")
         assert status == 200 and page["items"][0]["mp4"]
-        info = await asyncio.to_thread(probe, ffprobe, got["replay_url"])
+        info = await asyncio.to_thread(probe, got["replay_url"])
         assert abs(duration(info) - 4.0) <= 1.0
         assert len(service_of(server).replays) == 1

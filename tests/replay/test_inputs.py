@@ -8,7 +8,7 @@ from pathlib import Path
 from core.ffmpeg import bundled_ffmpeg_exe
 from media import flv
 from replay import ReplayState
-from tests.mediautil import make_clip, need_ffprobe, start_publisher, wait_for
+from tests.mediautil import frame_sizes, make_clip, start_publisher, wait_for
 from tests.replay.helpers import (
     LINGER,
     decode_all,
@@ -36,46 +36,43 @@ async def _record(server_factory, clip: Path, stream: str, exe: str | None = Non
 
 
 async def test_video_without_audio(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "v3.flv", 3.0, gop=30, audio=False)
     _server, rep, view = await _record(server_factory, clip, "mute")
     assert rep.state is ReplayState.READY, rep.error
     assert set(view["codecs"]) == {"video"}
     for url in (view["hls"], view["mp4"]):
-        info = await asyncio.to_thread(probe, ffprobe, url)
+        info = await asyncio.to_thread(probe, url)
         assert stream_types(info) == {"video"}
         assert abs(duration(info) - 3.0) <= GOP
-        await asyncio.to_thread(decode_all, "ffmpeg", url)
+        await asyncio.to_thread(decode_all, url)
     assert view["cover"] is not None
 
 
 async def test_audio_only(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "a3.flv", 3.0, video=False)
     _server, rep, view = await _record(server_factory, clip, "radio")
     assert rep.state is ReplayState.READY, rep.error
     assert set(view["codecs"]) == {"audio"}
     for url in (view["hls"], view["mp4"]):
-        info = await asyncio.to_thread(probe, ffprobe, url)
+        info = await asyncio.to_thread(probe, url)
         assert stream_types(info) == {"audio"}
         assert abs(duration(info) - 3.0) <= 0.5
-        await asyncio.to_thread(decode_all, "ffmpeg", url)
+        await asyncio.to_thread(decode_all, url)
     assert view["cover"] is None and view["thumbnails"] is None
 
 
 async def test_hevc_enhanced_rtmp(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "hevc3.flv", 3.0, gop=30, vcodec="libx265")
     _server, rep, view = await _record(server_factory, clip, "hevc", exe=bundled_ffmpeg_exe())
     assert rep.state is ReplayState.READY, rep.error
     assert rep.parts[0].video_codec == "hvc1"
     assert view["codecs"]["video"]["codec"] == "hevc"
     for url in (view["hls"], view["mp4"]):
-        info = await asyncio.to_thread(probe, ffprobe, url)
+        info = await asyncio.to_thread(probe, url)
         assert stream_types(info) == {"video", "audio"}
         assert abs(duration(info) - 3.0) <= GOP
-        await asyncio.to_thread(decode_all, "ffmpeg", url)
-    mp4 = await asyncio.to_thread(probe, ffprobe, view["mp4"])
+        await asyncio.to_thread(decode_all, url)
+    mp4 = await asyncio.to_thread(probe, view["mp4"])
     video = next(s for s in mp4["streams"] if s["codec_type"] == "video")
     assert video["codec_tag_string"] == "hvc1"  # plays on Apple devices
 
@@ -100,7 +97,6 @@ def _splice(a: Path, b: Path, out: Path) -> Path:
 
 
 async def test_codec_change_mid_stream(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     small = make_clip(clip_dir / "av3.flv", 3.0, gop=30)
     big = make_clip(clip_dir / "av3_big.flv", 3.0, gop=30, size="480x270")
     clip = _splice(small, big, clip_dir / "change.flv")
@@ -109,22 +105,16 @@ async def test_codec_change_mid_stream(server_factory, clip_dir):
     assert [p.reason for p in rep.parts] == ["start", "codec"]
     _, text = await get_text(view["hls"])
     assert text.count("#EXT-X-DISCONTINUITY") == 1
-    info = await asyncio.to_thread(probe, ffprobe, view["hls"])
+    info = await asyncio.to_thread(probe, view["hls"])
     assert stream_types(info) == {"video", "audio"}
     assert abs(duration(info) - 6.0) <= 2 * GOP
-    await asyncio.to_thread(decode_all, "ffmpeg", view["hls"])
+    await asyncio.to_thread(decode_all, view["hls"])
     # both resolutions are in the replay
-    out = await asyncio.create_subprocess_exec(
-        ffprobe, "-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height",
-        "-of", "csv=p=0", view["mp4"] or view["hls"], stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, _ = await out.communicate()
-    sizes = set(stdout.decode().split())
-    assert {"320,180", "480,270"} <= sizes, sizes
+    sizes = await asyncio.to_thread(frame_sizes, view["mp4"] or view["hls"])
+    assert {(320, 180), (480, 270)} <= sizes, sizes
 
 
 async def test_fmp4_segments(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "av4.flv", 4.0, gop=30)
     server = await server_factory(
         relay={"publisher_linger": LINGER}, replay={"segment_type": "fmp4"}
@@ -136,7 +126,7 @@ async def test_fmp4_segments(server_factory, clip_dir):
     live = f"{server.http_url}/live/frag.m3u8"
     _, text = await get_text(live)
     assert '#EXT-X-MAP:URI="frag/' in text and ".m4s" in text
-    info = await asyncio.to_thread(probe, ffprobe, live)
+    info = await asyncio.to_thread(probe, live)
     assert stream_types(info) == {"video", "audio"}
     _, err = await asyncio.wait_for(pub.communicate(), 30)
     assert pub.returncode == 0, err
@@ -144,17 +134,16 @@ async def test_fmp4_segments(server_factory, clip_dir):
     assert rep.state is ReplayState.READY, rep.error
     _, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
     for url in (view["hls"], view["mp4"]):
-        info = await asyncio.to_thread(probe, ffprobe, url)
+        info = await asyncio.to_thread(probe, url)
         assert stream_types(info) == {"video", "audio"}
         assert abs(duration(info) - 4.0) <= GOP, (url, duration(info))
-        await asyncio.to_thread(decode_all, "ffmpeg", url)
+        await asyncio.to_thread(decode_all, url)
     assert view["cover"] is not None
 
 
 async def test_codec_family_change_keeps_hls_and_explains_the_missing_mp4(server_factory, clip_dir):
     """H.264 then HEVC in one broadcast (the anchor switched encoder): both parts are in the
     HLS replay; one MP4 track cannot hold both, so no MP4 and a reason."""
-    ffprobe = need_ffprobe()
     h264 = make_clip(clip_dir / "av3.flv", 3.0, gop=30)
     hevc = make_clip(clip_dir / "hevc3.flv", 3.0, gop=30, vcodec="libx265")
     server = await server_factory(relay={"publisher_linger": LINGER})
@@ -170,7 +159,7 @@ async def test_codec_family_change_keeps_hls_and_explains_the_missing_mp4(server
     assert text.count("#EXT-X-DISCONTINUITY") == 1
     base = view["hls"].rsplit("/", 1)[0]
     for part, codec in (("p1", "h264"), ("p2", "hevc")):
-        info = await asyncio.to_thread(probe, ffprobe, f"{base}/{part}/index.m3u8")
+        info = await asyncio.to_thread(probe, f"{base}/{part}/index.m3u8")
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert video["codec_name"] == codec
         assert abs(duration(info) - 3.0) <= GOP

@@ -1,13 +1,12 @@
 """Recording with real ffmpeg: publish over RTMP, read live HLS, the VOD playlist and the
-MP4 with ffprobe/ffmpeg."""
+MP4 with PyAV/ffmpeg."""
 
 from __future__ import annotations
 
 import asyncio
 
-from core.ffmpeg import ffmpeg_exe
 from replay import ReplayState
-from tests.mediautil import make_clip, need_ffprobe, probe_packets, start_publisher, wait_for
+from tests.mediautil import make_clip, probe_packets, start_publisher, wait_for
 from tests.replay.helpers import (
     LINGER,
     decode_all,
@@ -25,7 +24,6 @@ GOP = 1.0  # seconds (30 frames at 30 fps)
 
 
 async def test_twenty_second_show_live_hls_then_vod_and_mp4(server_factory, clip_dir):
-    ffprobe = need_ffprobe()
     clip = make_clip(clip_dir / "av20.flv", 20.0, gop=30)
     server = await server_factory(relay={"publisher_linger": LINGER})
     ready: list[dict] = []
@@ -34,7 +32,7 @@ async def test_twenty_second_show_live_hls_then_vod_and_mp4(server_factory, clip
     rep = await wait_replay(server, "live", "show")
     svc = service_of(server)
 
-    # live: the playlist grows, is an EVENT playlist without an end, ffprobe reads it
+    # live: the playlist grows, is an EVENT playlist without an end, PyAV reads it
     def live_segments() -> int:
         rec = svc.live_recording("live", "show")
         return rec.segment_count if rec is not None else 0
@@ -44,7 +42,7 @@ async def test_twenty_second_show_live_hls_then_vod_and_mp4(server_factory, clip
     status, text = await get_text(live)
     assert status == 200, text
     assert "#EXT-X-PLAYLIST-TYPE:EVENT" in text and "#EXT-X-ENDLIST" not in text
-    info = await asyncio.to_thread(probe, ffprobe, live)
+    info = await asyncio.to_thread(probe, live)
     assert stream_types(info) == {"video", "audio"}
     status, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
     assert status == 200 and view["state"] == "recording" and view["hls"] == live
@@ -63,17 +61,17 @@ async def test_twenty_second_show_live_hls_then_vod_and_mp4(server_factory, clip
     assert "#EXT-X-DISCONTINUITY" not in vod_text
 
     for url in (view["hls"], view["mp4"]):
-        info = await asyncio.to_thread(probe, ffprobe, url)
+        info = await asyncio.to_thread(probe, url)
         assert stream_types(info) == {"video", "audio"}, url
         assert abs(duration(info) - 20.0) <= GOP, (url, duration(info))
-        await asyncio.to_thread(decode_all, ffmpeg_exe(), url)
-        packets = await asyncio.to_thread(probe_packets, ffprobe, url)
+        await asyncio.to_thread(decode_all, url)
+        packets = await asyncio.to_thread(probe_packets, url)
         video = [p for p in packets if p["codec_type"] == "video"]
         audio = [p for p in packets if p["codec_type"] == "audio"]
         assert abs(len(video) - 600) <= 30, (url, len(video))
         assert abs(len(audio) - 20 * 44100 / 1024) <= 44, (url, len(audio))
         assert video[0]["flags"].startswith("K")
-    mp4 = await asyncio.to_thread(probe, ffprobe, view["mp4"])
+    mp4 = await asyncio.to_thread(probe, view["mp4"])
     assert mp4["format"]["format_name"].startswith("mov,mp4")
     assert abs(view["duration"] - 20.0) <= GOP
     assert view["codecs"]["video"]["codec"] == "h264"

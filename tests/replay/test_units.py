@@ -137,14 +137,13 @@ async def test_salvage_lists_segments_ffmpeg_wrote_but_did_not_list(tmp_path):
     import shutil
     import subprocess
 
+    from core.ffmpeg import ffmpeg_exe
     from replay.finalize import PartFiles, salvage
-    from tests.mediautil import need_ffprobe
 
-    need_ffprobe()
     part = tmp_path / "p1"
     part.mkdir()
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10",
+        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10",
          "-t", "1", "-c:v", "libx264", "-f", "mpegts", str(part / "seg-00000.ts")],
         check=True,
     )  # fmt: skip

@@ -143,9 +143,12 @@ def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
     together (neither can be read, tested or replaced alone) and only hides from the
     interpreter; the point of this test is that the dependency graph is a DAG, not that
     the interpreter happens to survive it. ``from pkg import name`` is an edge to
-    ``pkg.name`` when that is a module, else to ``pkg`` (its ``__init__``). The implicit
-    import of a parent package's ``__init__`` is not counted (every submodule would
-    otherwise form a cycle with a package whose ``__init__`` re-exports it).
+    ``pkg.name`` when that is a module, else to ``pkg`` (its ``__init__``). Importing
+    ``pkg.sub.mod`` also runs ``pkg/__init__`` and ``pkg/sub/__init__``: an edge to each
+    of those packages the importer is not itself inside (``replay.service`` importing
+    ``control.events`` runs ``control/__init__``, which must therefore not assemble the
+    app). A module's own ancestors are not counted: every submodule would otherwise form
+    a cycle with a package whose ``__init__`` re-exports it.
     """
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, path in mods.items():
@@ -166,8 +169,14 @@ def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
             for target in targets:
                 while target not in mods and "." in target:
                     target = target.rsplit(".", 1)[0]
-                if target in mods and target != mod:
-                    graph[mod].add(target)
+                if target not in mods or target == mod:
+                    continue
+                graph[mod].add(target)
+                parts = target.split(".")
+                for i in range(1, len(parts)):
+                    parent = ".".join(parts[:i])
+                    if parent in mods and not (mod + ".").startswith(parent + "."):
+                        graph[mod].add(parent)
     return graph
 
 
@@ -244,14 +253,37 @@ def test_import_graph_sees_function_level_and_relative_imports(tmp_path) -> None
     (pkg / "__init__.py").write_text("from .one import x\n")
     (pkg / "one.py").write_text("def f():\n    from pkg import two\n")
     (pkg / "two.py").write_text("from pkg.one import f\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "__init__.py").write_text("from other.app import run\n")
+    (other / "app.py").write_text("import pkg\n")
+    (other / "events.py").write_text("X = 1\n")
+    (pkg / "three.py").write_text("from other.events import X\n")
     mods = {
         "pkg": pkg / "__init__.py",
         "pkg.one": pkg / "one.py",
         "pkg.two": pkg / "two.py",
+        "pkg.three": pkg / "three.py",
+        "other": other / "__init__.py",
+        "other.app": other / "app.py",
+        "other.events": other / "events.py",
     }
     graph = import_graph(mods)
-    assert graph == {"pkg": {"pkg.one"}, "pkg.one": {"pkg.two"}, "pkg.two": {"pkg.one"}}
+    assert graph == {
+        "pkg": {"pkg.one"},
+        "pkg.one": {"pkg.two"},
+        "pkg.two": {"pkg.one"},
+        "pkg.three": {"other.events", "other"},  # other/__init__ runs too
+        "other": {"other.app"},
+        "other.app": {"pkg"},
+        "other.events": set(),
+    }
     assert cycles(graph) == [["pkg.one", "pkg.two"]]
+    graph["pkg"].add("pkg.three")  # now pkg -> pkg.three -> other -> other.app -> pkg
+    assert sorted(cycles(graph)) == [
+        ["other", "other.app", "pkg", "pkg.three"],
+        ["pkg.one", "pkg.two"],
+    ]
 
 
 def test_no_import_cycle_in_the_project() -> None:

@@ -16,6 +16,7 @@ from core.bus import Event
 from core.ffmpeg import ffmpeg_exe
 from ingest import auth
 from media import flv
+from media.frame import Kind
 from tests.conftest import TEST_SECRET
 from tests.mediautil import (
     make_clip,
@@ -170,23 +171,49 @@ async def _read_http(url: str, reader: FlvReader, stop_when) -> None:
                 return
 
 
-async def test_gop_cache_gives_instant_start(server, looping_clip):
+GOP_FRAMES = 30  # looping_clip: one keyframe a second at 30 fps
+
+
+@pytest.mark.parametrize("where", ["just_after_a_keyframe", "late_in_the_gop"])
+async def test_gop_cache_gives_instant_start(server, looping_clip, where):
+    """A viewer joining anywhere in a GOP gets the headers, then at once every frame the
+    GOP cache held when it joined (so its first coded video frame is the keyframe that
+    opens the GOP), then the live frames. The cache is read through the registry's
+    viewer listener, which runs in the same step as the join."""
     registry = server.app[__import__("relay").REGISTRY]
     pub = await start_publisher(server.push_url("gop"), looping_clip, loop=True)
     try:
         await wait_for(lambda: (h := registry.get("live", "gop")) is not None and h.gop_valid, 10)
-        await asyncio.sleep(0.5)  # let the GOP cache hold more than one frame
         hub = registry.get("live", "gop")
-        cached = len(hub.gop)
-        assert cached > 1
+
+        def video_in_cache() -> int:
+            return sum(f.kind == Kind.VIDEO for f in hub.gop) if hub.gop_valid else 0
+
+        # where in the GOP to join: conditions on the cache, never a fixed wait
+        if where == "just_after_a_keyframe":
+            await wait_for(lambda: video_in_cache() >= GOP_FRAMES - 2, 10, step=0.005)
+            await wait_for(lambda: 1 <= video_in_cache() <= 2, 10, step=0.002)
+        else:
+            await wait_for(lambda: video_in_cache() >= GOP_FRAMES * 2 // 3, 10, step=0.005)
+        present = set(hub.viewers)
+        at_join: list[list[tuple[int, int]]] = []
+
+        def on_viewers(h) -> None:
+            joined = [v for v in h.viewers if v not in present and v.info.protocol == "flv"]
+            if h is hub and joined and not at_join:
+                at_join.append([(int(f.kind), f.dts) for f in h.gop] if h.gop_valid else [])
+
+        registry.on_viewers_changed(on_viewers)
         reader = FlvReader()
-        t0 = time.monotonic()
         await asyncio.wait_for(
             _read_http(
-                f"{server.http_url}/live/gop.flv", reader, lambda r: len(r.tags) >= cached + 3
+                f"{server.http_url}/live/gop.flv",
+                reader,
+                lambda r: bool(at_join) and len(r.tags) >= 3 + len(at_join[0]) + 3,
             ),
             10,
         )
+        (cached,) = at_join
         assert reader.header == flv.FlvHeader(has_audio=True, has_video=True)
         kinds = [t.tag_type for t in reader.tags[:3]]
         assert kinds == [flv.TAG_SCRIPT, flv.TAG_VIDEO, flv.TAG_AUDIO]  # metadata, both headers
@@ -194,10 +221,11 @@ async def test_gop_cache_gives_instant_start(server, looping_clip):
         video = reader.video()
         assert video[0][1].sequence_header
         assert video[1][1].keyframe, "first coded video frame must be a keyframe"
-        # The cached GOP arrived in one burst: media time spanned by what came at once.
-        burst = [t.timestamp for t in reader.tags[3 : 3 + cached]]
-        assert max(burst) - min(burst) >= 300
-        assert reader.first_bytes_at is not None and reader.first_bytes_at - t0 < 2.0
+        # the cache at the join: it opens with a keyframe, and the viewer got all of it first
+        assert cached and cached[0][0] == flv.TAG_VIDEO, cached[:3]
+        burst = [(t.tag_type, t.timestamp) for t in reader.tags[3 : 3 + len(cached)]]
+        assert burst == cached
+        assert reader.tags[3].timestamp == video[1][0].timestamp == cached[0][1]
     finally:
         await stop(pub)
 

@@ -10,10 +10,8 @@ from aiohttp import web
 
 from core.tokens import Role, TokenError, Viewer, issue_token, verify_token
 from danmaku.config import DanmakuConfig
-from danmaku.openapi import OPENAPI_PATHS
 
 __all__ = [
-    "OPENAPI_PATHS",
     "DanmakuConfig",
     "Role",
     "TokenError",
@@ -26,7 +24,7 @@ __all__ = [
 
 def setup(app: web.Application, config: DanmakuConfig) -> None:
     """Attach the Socket.IO server and REST routes; the hub starts in a cleanup context."""
-    from danmaku.api import add_routes
+    from danmaku.api import ROUTES
     from danmaku.service import LIVE_WS, SIO, make_ctx, make_sio
     from danmaku.websocket import LiveEndpoint
 
@@ -35,5 +33,5 @@ def setup(app: web.Application, config: DanmakuConfig) -> None:
     endpoint.add_routes(app)  # websocket-only clients: owned path; the rest: python-socketio
     app[SIO] = sio
     app[LIVE_WS] = endpoint
-    add_routes(app)
+    ROUTES.install(app)
     app.cleanup_ctx.append(make_ctx(config))

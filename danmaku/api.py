@@ -1,8 +1,10 @@
 """REST endpoints for staff under ``/api/danmaku/`` (thin handlers over the services).
 
-The control plane's auth middleware enforces the ``x-roles`` of ``danmaku/openapi.py``
-and puts the caller on the request (``core.http.caller``); the audit log records it.
-Without one (the hub used on its own), the body's ``actor`` field names an operator.
+Every route, its roles and its API doc are declared once, in :data:`ROUTES` (a
+:class:`core.routes.RouteTable`; schemas in :mod:`danmaku.openapi`). The control plane's
+auth middleware enforces the roles and puts the caller on the request
+(``core.http.caller``); the audit log records it. Without one (the hub used on its own),
+the body's ``actor`` field names an operator.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from core.http import ApiError, caller, read_json
+from core.routes import Op, OpDoc, RouteTable, query_param
 from core.tokens import Role
 from danmaku.moderation import Actor, ServiceUnavailable
+from danmaku.openapi import SCHEMAS
 from danmaku.payloads import PayloadError, clean_text, parse_moderate, parse_room
 from danmaku.service import DANMAKU, DanmakuService
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES"]
 
 _STATUS = {
     "not_found": 404,
@@ -138,13 +142,129 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(svc.stats())
 
 
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_post("/api/danmaku/lotteries", create_lottery)
-    r.add_get("/api/danmaku/lotteries/{id}", get_lottery)
-    r.add_post("/api/danmaku/lotteries/{id}/draw", draw_lottery)
-    r.add_post("/api/danmaku/lotteries/{id}/cancel", cancel_lottery)
-    r.add_post("/api/danmaku/moderation", moderate)
-    r.add_post("/api/danmaku/notices", notice)
-    r.add_get("/api/danmaku/audit", audit_log)
-    r.add_get("/api/danmaku/stats", stats)
+# -- the route table -------------------------------------------------------------------
+
+_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+_LID = {"id": {"type": "string"}}
+_STAFF = ("operator", "moderator")
+
+ROUTES = RouteTable(
+    "danmaku",
+    [
+        Op(
+            "POST",
+            "/api/danmaku/lotteries",
+            create_lottery,
+            OpDoc(
+                "Create and open a lottery in a room",
+                "danmaku",
+                ("operator",),
+                body="DanmakuLotteryCreate",
+                ok=201,
+                response="DanmakuLottery",
+                errors=(503,),
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/danmaku/lotteries/{id}",
+            get_lottery,
+            OpDoc(
+                "Lottery state; after the draw, the seed and (entrants=1) the audit data",
+                "danmaku",
+                ("public",),
+                response="DanmakuLottery",
+                query=[query_param("entrants", {"type": "string"}, "1: list the entrants")],
+                path_params=_LID,
+                errors=(503,),
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/danmaku/lotteries/{id}/draw",
+            draw_lottery,
+            OpDoc(
+                "Close the window now and draw (idempotent)",
+                "danmaku",
+                ("operator",),
+                body="DanmakuActor",
+                body_required=False,
+                response="DanmakuLottery",
+                path_params=_LID,
+                errors=(409, 503),
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/danmaku/lotteries/{id}/cancel",
+            cancel_lottery,
+            OpDoc(
+                "Cancel an open or closed lottery",
+                "danmaku",
+                ("operator",),
+                body="DanmakuActor",
+                body_required=False,
+                response="DanmakuLottery",
+                path_params=_LID,
+                errors=(409, 503),
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/danmaku/moderation",
+            moderate,
+            OpDoc(
+                "Mute/unmute, ban/unban, delete a comment, slow mode, room mute",
+                "danmaku",
+                _STAFF,
+                body="DanmakuModeration",
+                response_media=_OBJECT,
+                errors=(503,),
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/danmaku/notices",
+            notice,
+            OpDoc(
+                "Post an operator announcement to a room",
+                "danmaku",
+                _STAFF,
+                body="DanmakuNotice",
+                response_media=_OBJECT,
+                errors=(503,),
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/danmaku/audit",
+            audit_log,
+            OpDoc(
+                "Audit log of moderation and lottery actions, newest first",
+                "danmaku",
+                _STAFF,
+                query=[
+                    query_param("room", {"type": "string"}, "only this room"),
+                    query_param(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+                    ),
+                ],
+                response_media=_OBJECT,
+                errors=(503,),
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/danmaku/stats",
+            stats,
+            OpDoc(
+                "Hub counters: comments, batches, sampling, Redis losses and recovery",
+                "danmaku",
+                ("operator",),
+                response_media=_OBJECT,
+                errors=(503,),
+            ),
+        ),
+    ],
+    schemas=SCHEMAS,
+)

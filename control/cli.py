@@ -79,8 +79,7 @@ async def start_http(
     except BaseException:
         await runner.cleanup()
         raise
-    sockets = getattr(site._server, "sockets", None) or []
-    host, port = sockets[0].getsockname()[:2]
+    host, port = site.address
     app[RUNTIME].http_port = port
     logger.info("http listening on %s:%d", host, port)
     tune_gc()

@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 
 from aiohttp import web
 
@@ -265,35 +266,85 @@ class PlaySniffer(asyncio.Protocol):
         pass
 
 
-class PlaySite(web.TCPSite):
-    """``web.TCPSite`` whose connections start with a :class:`PlaySniffer`.
+class PlaySite(web.BaseSite):
+    """The HTTP listener: each connection starts with a :class:`PlaySniffer` in front of
+    aiohttp's handler. Apps without a stream registry (no relay) get aiohttp's handler
+    directly.
 
-    Apps without a stream registry (no relay) get aiohttp's handler directly.
+    Built on public APIs only, so an aiohttp upgrade cannot silently break it: a
+    ``web.BaseSite`` (the runner knows it, ``runner.cleanup()`` stops it), the runner's
+    ``server`` (aiohttp's low-level ``web.Server``, documented as a protocol factory for
+    ``loop.create_server``) and an ``asyncio.Server`` of this class's own.
     """
 
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str | None = None,
+        port: int = 8080,
+        *,
+        ssl_context: SSLContext | None = None,
+        backlog: int = 128,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self.runner = runner
+        self.host = host
+        self.requested_port = port
+        self.ssl_context = ssl_context
+        self.listen_backlog = backlog
+        self.reuse_address = reuse_address
+        self.reuse_port = reuse_port
+        self.listener: asyncio.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) listened on: the bound port once started (``port=0`` asks the
+        system for one), the requested one before."""
+        if self.listener is not None and self.listener.sockets:
+            host, port = self.listener.sockets[0].getsockname()[:2]
+            return str(host), int(port)
+        return self.host or "0.0.0.0", self.requested_port
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        host, port = self.address
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
     async def start(self) -> None:
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        handler_factory = self._runner.server
-        assert handler_factory is not None
-        app = getattr(self._runner, "app", None)
+        await super().start()  # registers the site with its runner
+        handler_factory = self.runner.server
+        if handler_factory is None:
+            raise RuntimeError("call runner.setup() before starting a site")
+        app = self.runner.app if isinstance(self.runner, web.AppRunner) else None
         registry = app.get(REGISTRY) if app is not None else None
+        factory: Callable[[], asyncio.BaseProtocol]
         if app is None or registry is None:
-            factory: Callable[[], asyncio.BaseProtocol] = handler_factory
+            factory = handler_factory
         else:
             hooked = app.get(PLAY_GUARD) is not None or app.get(PLAY_STOP) is not None
 
             def factory() -> asyncio.BaseProtocol:
                 return PlaySniffer(handler_factory, registry, hooked)
 
-        self._server = await loop.create_server(
+        self.listener = await asyncio.get_running_loop().create_server(
             factory,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
+            self.host,
+            self.requested_port,
+            ssl=self.ssl_context,
+            backlog=self.listen_backlog,
+            reuse_address=self.reuse_address,
+            reuse_port=self.reuse_port,
         )
-        sockets = self._server.sockets
-        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        """Stop listening (connections already accepted are the app's to end)."""
+        if self.listener is not None:
+            self.listener.close()
+        await super().stop()  # unregisters the site

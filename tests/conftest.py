@@ -129,10 +129,7 @@ async def start_server(config: Config) -> RunningServer:
     await runner.setup()
     site = PlaySite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    app[RUNTIME].http_port = port
+    app[RUNTIME].http_port = site.port
     return RunningServer(app, runner, config)
 
 

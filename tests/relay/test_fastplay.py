@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +19,7 @@ from relay.fastplay import (
     MAX_HEAD,
     NEED_MORE,
     PlayRequest,
+    PlaySite,
     PlaySniffer,
     parse_play_request,
 )
@@ -283,3 +286,33 @@ async def test_play_hooks_take_the_full_path_and_on_stop_is_called(server_factor
         assert stop["stream"] == "hooked" and stop["protocol"] == "flv"
     finally:
         await runner.cleanup()
+
+
+async def test_the_site_listens_through_the_runner_and_stops_with_it() -> None:
+    """PlaySite is an ordinary site of its runner: the bound port is public, an app without
+    a stream registry is served by aiohttp alone, and ``runner.cleanup()`` stops listening."""
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/live/x.flv", hello)  # a play path, but no relay here: aiohttp's
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    site = PlaySite(runner, "127.0.0.1", 0)
+    assert site.port == 0
+    try:
+        await site.start()
+        port = site.port
+        assert port != 0 and site.address == ("127.0.0.1", port)
+        assert site.name == f"http://127.0.0.1:{port}" and site in runner.sites
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/live/x.flv") as r:
+                assert r.status == 200 and await r.text() == "hello"
+                assert "aiohttp" in r.headers["Server"]
+    finally:
+        await runner.cleanup()
+    assert site not in runner.sites
+    with pytest.raises(OSError):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()

@@ -61,6 +61,7 @@ class DemoRun:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
+        self.eof = False
         threading.Thread(target=self._read, daemon=True).start()
         self.descendants: dict[int, psutil.Process] = {}
 
@@ -80,6 +81,7 @@ class DemoRun:
             except queue.Empty:
                 pytest.fail(f"no URLs within {START_TIMEOUT} s: {self.output}\n{self.err()}")
             if line is None:
+                self.eof = True
                 pytest.fail(f"the demo exited ({self.proc.wait()}): {self.output}\n{self.err()}")
             self.output.append(line)
             if line.startswith(BANNER_END):
@@ -115,8 +117,10 @@ class DemoRun:
                         pass
                 self.proc.wait()
             self.stderr.close()
-        while (line := self.lines.get(timeout=10)) is not None:  # the rest of stdout
-            self.output.append(line)
+        while not self.eof:  # the rest of stdout (the reader ends at the exit)
+            line = self.lines.get(timeout=10)
+            self.eof = line is None
+            self.output.append(line or "")
         return code
 
     def left_behind(self) -> list[str]:

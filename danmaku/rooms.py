@@ -42,7 +42,7 @@ class Connection(Protocol):
         ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Member:
     sid: str
     conn: Connection | None

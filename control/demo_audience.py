@@ -102,6 +102,7 @@ class Audience:
         self._bought: dict[int, set[str]] = {}
         """Users who bought in each flash sale (the limit is one each)."""
         self._rng = random.Random()
+        self._background: list[asyncio.Task[None]] = []
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class Audience:
         try:
             await asyncio.gather(*tasks)
         finally:
+            tasks += self._background
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -222,14 +224,19 @@ class Audience:
                 self._lottery_open = None
 
     async def _chat(self) -> None:
-        users = [f"fan-{n:04d}" for n in self._rng.sample(range(1, 400), self.chatters)]
-        for user in users:
-            try:
-                self._sockets.append((user, await self._connect(user)))
-            except CONNECT_ERRORS as e:
-                logger.warning("chatter %s could not connect: %s", user, e)
-        if not self._sockets:
-            return
+        waiting = [f"fan-{n:04d}" for n in self._rng.sample(range(1, 400), min(self.chatters, 399))]
+        while waiting:  # connected sockets reconnect by themselves; first connects retry here
+            for user in list(waiting):
+                try:
+                    self._sockets.append((user, await self._connect(user)))
+                    waiting.remove(user)
+                except CONNECT_ERRORS as e:
+                    logger.warning("chatter %s could not connect (trying again): %s", user, e)
+            if self._sockets:
+                break
+            await asyncio.sleep(2)
+        if waiting:
+            self._background.append(asyncio.create_task(self._late_chatters(waiting)))
         entered: set[tuple[str, str]] = set()
         next_like = time.monotonic()
         while True:
@@ -252,6 +259,16 @@ class Audience:
                     await self._emit(liker, "like", {"count": n})
                     self.counters.likes += n
                 next_like = time.monotonic() + self._rng.uniform(0.5, 2.0)
+
+    async def _late_chatters(self, waiting: list[str]) -> None:
+        while waiting:
+            await asyncio.sleep(5)
+            for user in list(waiting):
+                try:
+                    self._sockets.append((user, await self._connect(user)))
+                    waiting.remove(user)
+                except CONNECT_ERRORS as e:
+                    logger.debug("chatter %s could not connect: %s", user, e)
 
     async def _emit(self, sio: socketio.AsyncClient, event: str, data: Any) -> None:
         try:

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from relay.config import RelayConfig
-from relay.http import REGISTRY, add_routes
+from relay.http import REGISTRY
 from relay.hub import Publisher, PublisherInfo, StreamHub, StreamRegistry, Viewer, ViewerInfo
+from relay.routes import ROUTES
 from relay.wiring import setup_cluster
 
 __all__ = [
@@ -25,7 +26,8 @@ __all__ = [
 
 
 def setup(app: web.Application, config: RelayConfig) -> None:
-    """The stream registry (created at once, so ingest can find it) and the HTTP outputs."""
+    """The stream registry (created at once, so ingest can find it), the HTTP routes
+    (:data:`relay.routes.ROUTES`) and the cluster (:mod:`relay.wiring`)."""
     registry = StreamRegistry(config, linger_seconds=config.publisher_linger)
     app[REGISTRY] = registry
 
@@ -34,5 +36,5 @@ def setup(app: web.Application, config: RelayConfig) -> None:
         registry.close()
 
     app.cleanup_ctx.append(ctx)
-    add_routes(app)
-    setup_cluster(app, config)  # heartbeat, edge pulls, forwards, /api/play (docs/cluster.md)
+    ROUTES.install(app)  # HTTP-FLV / WS-FLV, /api/streams, /api/play, /api/cluster/*
+    setup_cluster(app, config)  # heartbeat, edge pulls, forwards (docs/cluster.md)

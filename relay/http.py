@@ -1,4 +1,5 @@
-"""HTTP outputs: HTTP-FLV and WS-FLV on ``/{app}/{stream}.flv``, ``GET /api/streams``.
+"""HTTP outputs: HTTP-FLV and WS-FLV on ``/{app}/{stream}.flv``, ``GET /api/streams``
+(routes declared in :mod:`relay.routes`).
 
 Headers go through aiohttp; after that the hub writes shared, pre-framed bytes (HTTP
 chunks or WebSocket frames) straight to the connection's transport.
@@ -152,11 +153,3 @@ async def stream_handler(request: web.Request) -> web.Response:
     if hub is None:
         raise ApiError(404, "stream_not_found", "no such live stream on this node")
     return web.json_response(hub.stats())
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get(r"/{app:[A-Za-z0-9_.\-]+}/{stream:[A-Za-z0-9_.\-]+}.flv", flv_handler)
-    app.router.add_get("/api/streams", streams_handler)
-    app.router.add_get(
-        r"/api/streams/{app:[A-Za-z0-9_.\-]+}/{stream:[A-Za-z0-9_.\-]+}", stream_handler
-    )

@@ -11,6 +11,8 @@
   (the replay recorder packages it there; edges relay FLV and RTMP only).
 - ``GET /api/cluster/nodes`` and ``GET /api/cluster/streams`` (operators): the nodes
   with their load, and every stream with its viewers summed across the cluster.
+
+Routes, roles and API docs are declared in :mod:`relay.routes`.
 """
 
 from __future__ import annotations
@@ -98,9 +100,6 @@ async def play_handler(request: web.Request) -> web.Response:
         },
         headers={"Cache-Control": "no-store"},
     )
-
-
-play_handler.__berrylive_roles__ = ("public",)  # type: ignore[attr-defined]
 
 
 async def nodes_handler(request: web.Request) -> web.Response:
@@ -196,13 +195,3 @@ async def forward_put_handler(request: web.Request) -> web.Response:
 async def forward_delete_handler(request: web.Request) -> web.Response:
     await _store(request).put(f"{request.match_info['app']}/{request.match_info['stream']}", [])
     return web.Response(status=204)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get(rf"/api/play/{{app:{NAME}}}/{{stream:{NAME}}}", play_handler)
-    app.router.add_get("/api/cluster/nodes", nodes_handler)
-    app.router.add_get("/api/cluster/streams", cluster_streams_handler)
-    app.router.add_get("/api/cluster/forwards", forwards_handler)
-    one = rf"/api/cluster/forwards/{{app:{NAME}}}/{{stream:{NAME}}}"
-    app.router.add_put(one, forward_put_handler)
-    app.router.add_delete(one, forward_delete_handler)

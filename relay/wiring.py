@@ -1,8 +1,8 @@
 """The cluster's place in the app: the node's heartbeat, then edge pulls (on an edge) or
-forwards (on an origin), and the scheduler's routes.
+forwards (on an origin). (The scheduler's routes are in :mod:`relay.routes`.)
 
-It sits above the modules it assembles (``cluster``, ``edge``, ``forward``,
-``scheduler``), which never import it: the import graph of ``relay`` stays acyclic.
+It sits above the modules it assembles (``cluster``, ``edge``, ``forward``), which never
+import it: the import graph of ``relay`` stays acyclic.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from core.runtime import RUNTIME
-from relay import edge, forward, scheduler
+from relay import edge, forward
 from relay.cluster import CLUSTER, ClusterNode
 from relay.config import RelayConfig
 from relay.http import REGISTRY
 
 
 def setup_cluster(app: web.Application, config: RelayConfig) -> None:
-    """Cluster lifecycle (heartbeat, edge pulls, forwards) and the cluster routes."""
+    """Cluster lifecycle: heartbeat, edge pulls, forwards."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[RUNTIME]
@@ -46,4 +46,3 @@ def setup_cluster(app: web.Application, config: RelayConfig) -> None:
             await node.close()
 
     app.cleanup_ctx.append(ctx)
-    scheduler.add_routes(app)

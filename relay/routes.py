@@ -1,0 +1,159 @@
+"""The relay's HTTP routes: each route, its roles and its API doc, declared once.
+
+* ``GET /{app}/{stream}.flv``: HTTP-FLV, or WS-FLV with an ``Upgrade`` (:mod:`relay.http`;
+  a plain play usually never gets here, :mod:`relay.fastplay` answers it first);
+* ``GET /api/streams[/{app}/{stream}]``: this node's live figures (operators: they show
+  publisher addresses);
+* ``GET /api/play/{app}/{stream}``: where to play (public), and ``/api/cluster/*``: the
+  cluster's nodes, streams and forwarding rules (operators) (:mod:`relay.scheduler`).
+
+Schemas are in :mod:`relay.openapi`; ``relay.setup`` installs :data:`ROUTES`.
+"""
+
+from __future__ import annotations
+
+from core.routes import Op, OpDoc, RouteTable, query_param
+from relay import http, scheduler
+from relay.openapi import NAME_SCHEMA, SCHEMAS
+
+__all__ = ["ROUTES"]
+
+_SEG = r"[A-Za-z0-9_.\-]+"
+_NAMES = {"app": NAME_SCHEMA, "stream": NAME_SCHEMA}
+_N = scheduler.NAME
+_OPERATOR = ("operator",)
+
+ROUTES = RouteTable(
+    "relay",
+    [
+        Op(
+            "GET",
+            rf"/{{app:{_SEG}}}/{{stream:{_SEG}}}.flv",
+            http.flv_handler,
+            OpDoc("Play a live stream: HTTP-FLV, or WS-FLV with an Upgrade", "relay", ("public",)),
+            head=True,
+        ),
+        Op(
+            "GET",
+            "/api/streams",
+            http.streams_handler,
+            OpDoc(
+                "Live streams on this node with their figures",
+                "relay",
+                _OPERATOR,
+                operation_id="relay_streams",
+                response="RelayStreamList",
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            rf"/api/streams/{{app:{_SEG}}}/{{stream:{_SEG}}}",
+            http.stream_handler,
+            OpDoc(
+                "One live stream on this node",
+                "relay",
+                _OPERATOR,
+                operation_id="relay_stream",
+                path_params=_NAMES,
+                response="RelayStream",
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            rf"/api/play/{{app:{_N}}}/{{stream:{_N}}}",
+            scheduler.play_handler,
+            OpDoc(
+                "Where to play a stream: the least-loaded live edge (CDN scheduler)",
+                "cluster",
+                ("public",),
+                operation_id="relay_play",
+                path_params=_NAMES,
+                query=[
+                    query_param("protocol", {"type": "string", "enum": list(scheduler.PROTOCOLS)}),
+                    query_param(
+                        "redirect",
+                        {"type": "string", "enum": ["0", "1"]},
+                        "1: answer 302 to the URL",
+                    ),
+                ],
+                response="RelayPlay",
+                errors=(503,),
+                extra={
+                    "responses": {
+                        "302": {"description": "redirect to the chosen node's URL (redirect=1)"}
+                    }
+                },
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            "/api/cluster/nodes",
+            scheduler.nodes_handler,
+            OpDoc(
+                "Live nodes of the cluster with their load",
+                "cluster",
+                _OPERATOR,
+                operation_id="relay_cluster_nodes",
+                response="RelayNodeList",
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            "/api/cluster/streams",
+            scheduler.cluster_streams_handler,
+            OpDoc(
+                "Streams across the cluster, viewers summed per node",
+                "cluster",
+                _OPERATOR,
+                operation_id="relay_cluster_streams",
+                response="RelayClusterStreamList",
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            "/api/cluster/forwards",
+            scheduler.forwards_handler,
+            OpDoc(
+                "Per-broadcast RTMP forwarding rules",
+                "cluster",
+                _OPERATOR,
+                operation_id="relay_forwards",
+                response="RelayForwardList",
+            ),
+            head=True,
+        ),
+        Op(
+            "PUT",
+            rf"/api/cluster/forwards/{{app:{_N}}}/{{stream:{_N}}}",
+            scheduler.forward_put_handler,
+            OpDoc(
+                "Set the RTMP destinations of one broadcast (empty list removes them)",
+                "cluster",
+                _OPERATOR,
+                operation_id="relay_forward_put",
+                path_params=_NAMES,
+                body="RelayForwardPut",
+                response="RelayForward",
+            ),
+        ),
+        Op(
+            "DELETE",
+            rf"/api/cluster/forwards/{{app:{_N}}}/{{stream:{_N}}}",
+            scheduler.forward_delete_handler,
+            OpDoc(
+                "Remove the forwarding rules of one broadcast",
+                "cluster",
+                _OPERATOR,
+                operation_id="relay_forward_delete",
+                path_params=_NAMES,
+                ok=204,
+            ),
+        ),
+    ],
+    schemas=SCHEMAS,
+)

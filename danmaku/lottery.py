@@ -1,17 +1,7 @@
 """In-stream lotteries: entry by keyword or button, timed or instant draw, auditable.
 
-Fairness protocol (anyone can check it with :func:`verify`):
-
-1. On creation the hub draws a random 256-bit ``seed`` and publishes only its
-   ``commitment = sha256(seed)`` to the room.
-2. Entries: one per user (a Redis set). ``instant`` mode decides each entry at once:
-   the entry wins when ``int(sha1(seed ":" user_id)[:8], 16) / 16**8 < probability`` and
-   stock is left; the first ``stock`` winning tickets in entry order win.
-3. ``timed`` mode: when the window closes the entrant list is frozen and
-   ``entrants_hash = sha256("\\n".join(sorted(user_ids)))`` is published, then winners are
-   drawn by :func:`draw_winners` (sha256 of ``seed:entrants_hash:i`` picks an index into
-   the remaining sorted list, k times), and the seed is revealed.
-4. The n-th winner (0-based) gets the prize whose cumulative stock covers n.
+Fairness protocol: :mod:`danmaku.draw` (anyone can check a draw with :func:`verify`).
+The create body is checked by :mod:`danmaku.lottery_spec`.
 
 Stock lives in Redis and is decremented only inside Lua scripts that also check the state,
 so prizes are never over-issued across nodes or concurrent draws. Prize delivery is the
@@ -22,39 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from core.bus import EventBus
 from core.tokens import Role
+from danmaku.draw import (
+    commitment,
+    draw_winners,
+    entrants_digest,
+    prize_index,
+)
 from danmaku.events import LotteryPrize
 from danmaku.hub import Hub
 from danmaku.keys import REDIS_TIMEOUT
+from danmaku.lottery_spec import parse_spec
 from danmaku.moderation import Actor, ServiceUnavailable, audit
-from danmaku.payloads import PayloadError, clean_text, parse_room
+from danmaku.payloads import PayloadError
 from danmaku.rooms import Member, Room
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "LotteryService",
-    "LotteryState",
-    "commitment",
-    "draw_winners",
-    "entrants_digest",
-    "instant_ticket_wins",
-    "verify",
-]
-
-MAX_PRIZES = 20
-MAX_STOCK = 100000
+__all__ = ["LotteryService", "LotteryState"]
 
 
 class LotteryState(StrEnum):
@@ -71,55 +54,6 @@ TRANSITIONS: dict[LotteryState, frozenset[LotteryState]] = {
     LotteryState.CANCELLED: frozenset(),
 }
 """Legal moves; the Lua scripts below implement exactly these (``open -> drawn`` is instant)."""
-
-
-# --------------------------------------------------------------------------- pure functions
-def commitment(seed: str) -> str:
-    return hashlib.sha256(seed.encode()).hexdigest()
-
-
-def entrants_digest(entrants: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(set(entrants))).encode()).hexdigest()
-
-
-def draw_winners(seed: str, entrants: Sequence[str], k: int) -> list[str]:
-    """Deterministic: the same seed and entrant set always give the same winners, in order."""
-    pool = sorted(set(entrants))
-    digest = entrants_digest(pool)
-    winners: list[str] = []
-    for i in range(min(k, len(pool))):
-        h = hashlib.sha256(f"{seed}:{digest}:{i}".encode()).digest()
-        winners.append(pool.pop(int.from_bytes(h, "big") % len(pool)))
-    return winners
-
-
-def instant_ticket_wins(seed: str, user_id: str, probability: float) -> bool:
-    h = hashlib.sha1(f"{seed}:{user_id}".encode()).hexdigest()
-    return int(h[:8], 16) / 16**8 < probability
-
-
-def prize_index(n: int, stocks: Sequence[int]) -> int:
-    for i, stock in enumerate(stocks):
-        if n < stock:
-            return i
-        n -= stock
-    raise ValueError("winner number beyond total stock")
-
-
-def verify(audit_data: dict[str, Any]) -> list[str]:
-    """Recompute the winners from published audit data; raises ValueError if it does not hold."""
-    seed = audit_data["seed"]
-    if commitment(seed) != audit_data["commitment"]:
-        raise ValueError("seed does not match the commitment")
-    total = sum(int(p["stock"]) for p in audit_data["prizes"])
-    if audit_data["mode"] == "timed":
-        entrants = list(audit_data["entrants"])
-        if entrants_digest(entrants) != audit_data["entrants_hash"]:
-            raise ValueError("entrant list does not match the published hash")
-        return draw_winners(seed, entrants, total)
-    p = float(audit_data["probability"])
-    winners = [u for u in audit_data["entry_order"] if instant_ticket_wins(seed, u, p)]
-    return winners[:total]
 
 
 # --------------------------------------------------------------------------- Redis scripts
@@ -175,76 +109,6 @@ end
 redis.call('HSET', KEYS[1], 'remaining', rem, 'state', 'drawn', 'drawn_at', ARGV[1])
 return k
 """
-
-
-@dataclass(frozen=True, slots=True)
-class LotterySpec:
-    room: str
-    title: str
-    prizes: tuple[dict[str, Any], ...]
-    entry: str
-    keyword: str
-    window_s: float
-    mode: str
-    probability: float
-
-
-def parse_spec(data: dict[str, Any], max_window_s: int) -> LotterySpec:
-    """Validate an operator's ``create`` body (see docs/danmaku.md)."""
-    room = parse_room(data.get("room"))
-    title = data.get("title", "")
-    if not isinstance(title, str) or len(title) > 100:
-        raise PayloadError("bad_payload", "title must be a string of at most 100 characters")
-    prizes_raw = data.get("prizes")
-    if not isinstance(prizes_raw, list) or not 1 <= len(prizes_raw) <= MAX_PRIZES:
-        raise PayloadError("bad_payload", f"prizes must be a list of 1..{MAX_PRIZES} objects")
-    prizes: list[dict[str, Any]] = []
-    for p in prizes_raw:
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not p["name"]:
-            raise PayloadError("bad_payload", "each prize needs a name")
-        stock = p.get("stock")
-        if not isinstance(stock, int) or isinstance(stock, bool) or not 1 <= stock <= MAX_STOCK:
-            raise PayloadError("bad_payload", f"prize stock must be an integer 1..{MAX_STOCK}")
-        try:
-            encoded = json.dumps(p)
-            encoded.encode()
-        except (TypeError, ValueError, UnicodeEncodeError):
-            raise PayloadError("bad_payload", "prize must be plain JSON") from None
-        if len(encoded) > 2000:
-            raise PayloadError("bad_payload", "prize object too large")
-        prizes.append(dict(p))
-    entry = data.get("entry", "keyword")
-    if entry not in ("keyword", "button"):
-        raise PayloadError("bad_payload", "entry must be 'keyword' or 'button'")
-    keyword = ""
-    if entry == "keyword":
-        kw = data.get("keyword")
-        if not isinstance(kw, str):
-            raise PayloadError("bad_payload", "keyword entry needs a keyword")
-        keyword = clean_text(kw, 50)
-    window = data.get("window_s", 60)
-    if not isinstance(window, int | float) or isinstance(window, bool):
-        raise PayloadError("bad_payload", "window_s must be a number")
-    if not 1 <= window <= max_window_s:
-        raise PayloadError("bad_payload", f"window_s must be 1..{max_window_s}")
-    mode = data.get("mode", "timed")
-    if mode not in ("timed", "instant"):
-        raise PayloadError("bad_payload", "mode must be 'timed' or 'instant'")
-    probability = data.get("probability", 1.0 if mode == "timed" else 0.1)
-    if not isinstance(probability, int | float) or isinstance(probability, bool):
-        raise PayloadError("bad_payload", "probability must be a number")
-    if not 0 < probability <= 1:
-        raise PayloadError("bad_payload", "probability must be in (0, 1]")
-    return LotterySpec(
-        room=room,
-        title=title,
-        prizes=tuple(prizes),
-        entry=entry,
-        keyword=keyword,
-        window_s=float(window),
-        mode=mode,
-        probability=float(probability),
-    )
 
 
 def _s(v: Any) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from core.redis import EmbeddedValkey
 from core.tokens import Role, Viewer
-from danmaku.lottery import verify
+from danmaku.draw import verify
 from danmaku.rooms import Member
 from danmaku.service import DANMAKU
 from tests.danmaku.helpers import join, staff_api, wait_until

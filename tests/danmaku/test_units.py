@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from core.tokens import Role, TokenError, issue_token, verify_token
 from danmaku.batch import RoomBuffer
-from danmaku.lottery import (
+from danmaku.draw import (
     commitment,
     draw_winners,
     entrants_digest,

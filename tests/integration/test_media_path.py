@@ -325,11 +325,24 @@ async def test_streams_api_reports_live_figures(server, looping_clip):
         read = asyncio.create_task(
             _read_http(f"{server.http_url}/live/stats.flv", reader, lambda r: False)
         )
-        await asyncio.sleep(2.5)
         headers = {"Authorization": f"Bearer {await operator_token(server)}"}
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{server.http_url}/api/streams", headers=headers) as r:
-                body = await r.json()
+        body: dict = {}
+
+        async def figures_in() -> bool:
+            """The API shows the running figures (measured over its window: polled)."""
+            nonlocal body
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{server.http_url}/api/streams", headers=headers) as r:
+                    body = await r.json()
+            st = body["streams"][0] if body.get("streams") else {}
+            return (
+                st.get("viewers_total") == 1
+                and st.get("uptime", 0) > 1
+                and 20 <= (st.get("fps") or 0) <= 40  # the clip's 30 fps, measured
+                and st.get("bitrate_in", 0) > 0
+            )
+
+        await wait_for(figures_in, 20, step=0.2)
         read.cancel()
         (st,) = body["streams"]
         assert st["app"] == "live" and st["name"] == "stats" and st["live"]

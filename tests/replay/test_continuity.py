@@ -172,7 +172,7 @@ async def test_broadcast_outlives_the_hub_linger_one_replay(server_factory, clip
     rec = service_of(server).recordings["live/long"]
     await wait_for(lambda: rec.hub_gone, 10)  # the hub is gone...
     await bus.publish("broadcast.interrupted", {**b, "state": "interrupted"})
-    await asyncio.sleep(1.0)
+    await bus.drain()  # every handler has seen it (no fixed wait)
     assert rep.state is ReplayState.RECORDING  # ...but the broadcast is not over
     await run_publisher(server.push_url("long"), clip)  # the anchor is back
     await wait_for(lambda: rec.hub_gone, 10)

@@ -298,11 +298,12 @@ async def test_origin_forwards_to_an_external_rtmp_server_and_reconnects(
 async def test_anchor_stops_edge_viewers_end_without_replaying_the_old_gop(
     tmp_path: Path, clip: Path
 ) -> None:
-    """The origin lingers 6 s for the anchor; the edge (silent upstream after 1 s) must not
+    """The origin lingers 60 s for the anchor; the edge (silent upstream after 1 s) must not
     re-pull that lingering hub (its cached GOP again): the origin released its claim when the
-    anchor left, so the edge gives up and its viewers see the end after its own 2 s linger."""
+    anchor left, so the edge gives up and its viewers see the end after its own 2 s linger,
+    long before the origin's hub would expire (no wall-clock race: 60 s against 20)."""
     async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
-        origin = await c.start("origin-a", "origin", BERRYLIVE_RELAY_PUBLISHER_LINGER="6")
+        origin = await c.start("origin-a", "origin", BERRYLIVE_RELAY_PUBLISHER_LINGER="60")
         edge = await c.start(
             "edge-1", "edge", origins=[origin],
             BERRYLIVE_RELAY_PUBLISHER_LINGER="2", BERRYLIVE_RELAY_PULL_READ_TIMEOUT="1",
@@ -316,10 +317,8 @@ async def test_anchor_stops_edge_viewers_end_without_replaying_the_old_gop(
             await stop(anchor)
         t0 = time.perf_counter()
         await wait_for(lambda: stream_owner_is(c, None), 5)
-        await wait_for(lambda: viewer.ended is not None, 10)
-        ended_after = time.perf_counter() - t0
+        await wait_for(lambda: viewer.ended is not None, 20)  # the origin still lingers
         assert viewer.ended == "eof", viewer.ended
-        assert ended_after < 5.5, ended_after  # before the origin's 6 s linger is over
         assert not viewer.video_after(t0 + 0.5), "stale GOP replayed"
         assert "pulling live/s" in edge.logs()
         assert edge.logs().count("edge: pulling live/s") == 1, edge.logs()

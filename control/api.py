@@ -140,13 +140,9 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     auth.owner_check = owner_check
     await ctl.broadcasts.sync_keys()
     unsubscribe = [
-        rt.bus.subscribe("stream.*", ctl.broadcasts.on_event),
-        rt.bus.subscribe("replay.ready", ctl.broadcasts.on_event),
-        rt.bus.subscribe("*", ctl.webhooks.on_event),
-        rt.bus.subscribe("order.paid", ctl.stats.on_event),
-        rt.bus.subscribe("danmaku.*", ctl.stats.on_event),
-        rt.bus.subscribe("comment.posted", ctl.stats.on_event),
-        rt.bus.subscribe("like.added", ctl.stats.on_event),
+        *ctl.broadcasts.subscribe_events(),
+        *ctl.stats.subscribe_events(rt.bus),
+        rt.bus.subscribe("*", ctl.webhooks.on_event),  # webhooks forward every event as is
     ]
     await ctl.webhooks.start()
     ctl.tasks.append(

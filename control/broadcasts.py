@@ -17,17 +17,21 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from control.events import BroadcastEvent, BroadcastReminder
 from control.lifecycle import OPEN, TERMINAL, IllegalTransition, State, Trigger, next_state
 from control.models import broadcasts, reminders, transitions
 from control.settings import ControlSettings
-from core.bus import Event, EventBus
+from core.bus import EventBus
 from ingest import auth as ingest_auth
+from ingest.events import StreamKick, StreamPublished, StreamUnpublished
+from replay.events import ReplayReady
 
 logger = logging.getLogger(__name__)
 
@@ -146,18 +150,22 @@ def _new_key_version(closed: bool = False) -> str:
     return ("x" if closed else "k") + secrets.token_hex(8)
 
 
-def event_payload(b: Broadcast) -> dict[str, Any]:
-    return {
-        "id": b.id,
-        "broadcast_id": b.id,
-        "app": b.app,
-        "stream": b.stream,
-        "title": b.title,
-        "anchor_id": b.anchor_id,
-        "state": b.state.value,
-        "product_ids": b.product_ids,
-        "settings": b.settings,
-    }
+def broadcast_event(topic: str, b: Broadcast, at: float, **extra: Any) -> BroadcastEvent:
+    """The ``broadcast.*`` event of ``b`` (``extra``: previous, trigger, reason, actor...)."""
+    return BroadcastEvent(
+        topic=topic,
+        id=b.id,
+        broadcast_id=b.id,
+        app=b.app,
+        stream=b.stream,
+        title=b.title,
+        anchor_id=b.anchor_id,
+        state=b.state.value,
+        product_ids=tuple(b.product_ids),
+        settings=dict(b.settings),
+        at=at,
+        **extra,
+    )
 
 
 class BroadcastService:
@@ -310,7 +318,7 @@ class BroadcastService:
             )
             b = await self.get(bid, conn)
         await self._set_key_version(b, kv)
-        await self.bus.publish("broadcast.created", {**event_payload(b), "at": now})
+        await self.bus.emit(broadcast_event("broadcast.created", b, now))
         return b
 
     async def update(
@@ -345,9 +353,10 @@ class BroadcastService:
                 broadcasts.update().where(broadcasts.c.id == broadcast_id).values(**values)
             )
             b = await self.get(broadcast_id, conn)
-        await self.bus.publish(
-            "broadcast.updated",
-            {**event_payload(b), "changed": sorted(changes), "actor": actor, "at": time.time()},
+        await self.bus.emit(
+            broadcast_event(
+                "broadcast.updated", b, time.time(), changed=tuple(sorted(changes)), actor=actor
+            )
         )
         return b
 
@@ -371,7 +380,7 @@ class BroadcastService:
             await conn.execute(reminders.delete().where(reminders.c.broadcast_id == b.id))
             await conn.execute(broadcasts.delete().where(broadcasts.c.id == b.id))
         await self.redis.hset(ingest_auth.KEY_VERSIONS, b.stream_path, _new_key_version(True))
-        await self.bus.publish("broadcast.deleted", {**event_payload(b), "at": time.time()})
+        await self.bus.emit(broadcast_event("broadcast.deleted", b, time.time()))
 
     # -- the lifecycle ---------------------------------------------------------------
     async def apply(
@@ -426,16 +435,16 @@ class BroadcastService:
                 await self._set_key_version(after, after.key_version)
                 if b.state in (State.LIVE, State.INTERRUPTED) and trigger is not Trigger.UNPUBLISH:
                     await self.kick(after, f"broadcast {new.value}")
-            await self.bus.publish(
-                f"broadcast.{new.value}",
-                {
-                    **event_payload(after),
-                    "previous": b.state.value,
-                    "trigger": trigger.value,
-                    "reason": reason,
-                    "actor": actor,
-                    "at": at,
-                },
+            await self.bus.emit(
+                broadcast_event(
+                    f"broadcast.{new.value}",
+                    after,
+                    at,
+                    previous=b.state.value,
+                    trigger=trigger.value,
+                    reason=reason,
+                    actor=actor,
+                )
             )
             if new is State.LIVE and b.state is State.SCHEDULED:
                 await self._fire_reminders(after, at)
@@ -477,27 +486,26 @@ class BroadcastService:
         return done
 
     # -- ingest and replay events ------------------------------------------------------
-    async def on_event(self, event: Event) -> None:
-        data = event.data
-        app, stream = str(data.get("app", "")), str(data.get("stream", ""))
-        if event.topic in ("stream.published", "stream.unpublished"):
-            b = await self.find_by_stream(app, stream)
-            if b is None:
-                return
-            if event.topic == "stream.published":
-                await self._on_published(b, data)
-            else:
-                await self._on_unpublished(b, data)
-        elif event.topic == "replay.ready":
-            await self._on_replay_ready(data)
+    def subscribe_events(self) -> list[Callable[[], None]]:
+        """Follow ingest (publisher up/down, in the order they happened) and replay
+        (replay ready); returns the unsubscribers."""
+        return [
+            self.bus.on_each(
+                {StreamPublished: self.on_published, StreamUnpublished: self.on_unpublished}
+            ),
+            self.bus.on(ReplayReady, self.on_replay_ready),
+        ]
 
-    async def _on_published(self, b: Broadcast, data: dict[str, Any]) -> None:
+    async def on_published(self, event: StreamPublished) -> None:
+        b = await self.find_by_stream(event.app, event.stream)
+        if b is None:
+            return
         if b.state is State.LIVE:
             return  # a takeover by a new publisher: still live
         if b.state not in (State.SCHEDULED, State.INTERRUPTED):
             await self.kick(b, f"broadcast is {b.state.value}")
             return
-        client = str(data.get("client_ip", ""))
+        client = event.client_ip
         try:
             await self.apply(
                 b.id, Trigger.PUBLISH, reason=f"publisher {client}".strip(), actor="ingest"
@@ -505,8 +513,11 @@ class BroadcastService:
         except (IllegalTransition, Conflict) as exc:
             logger.debug("broadcast %d: publish ignored: %s", b.id, exc)
 
-    async def _on_unpublished(self, b: Broadcast, data: dict[str, Any]) -> None:
-        reason = str(data.get("reason", "closed"))
+    async def on_unpublished(self, event: StreamUnpublished) -> None:
+        b = await self.find_by_stream(event.app, event.stream)
+        if b is None:
+            return
+        reason = event.reason
         if reason == "takeover" or b.state is not State.LIVE:
             return
         try:
@@ -514,19 +525,19 @@ class BroadcastService:
         except (IllegalTransition, Conflict) as exc:
             logger.debug("broadcast %d: unpublish ignored: %s", b.id, exc)
 
-    async def _on_replay_ready(self, data: dict[str, Any]) -> None:
-        bid = data.get("broadcast_id")
+    async def on_replay_ready(self, event: ReplayReady) -> None:
+        bid = event.broadcast_id
         b: Broadcast | None = None
-        if isinstance(bid, int):
+        if isinstance(bid, int) and not isinstance(bid, bool):
             try:
                 b = await self.get(bid)
             except NotFound:
                 b = None
         if b is None:
-            b = await self.find_by_stream(str(data.get("app", "")), str(data.get("stream", "")))
+            b = await self.find_by_stream(event.app, event.stream)
         if b is None or b.state is not State.ENDED or not b.settings.get("replay", True):
             return
-        url = data.get("url")
+        url = event.url
         extra = {"replay_url": str(url)[:1024]} if isinstance(url, str) else None
         try:
             await self.apply(b.id, Trigger.REPLAY_READY, actor="replay", extra=extra)
@@ -564,7 +575,7 @@ class BroadcastService:
             last = rows[-1].id
 
     async def kick(self, b: Broadcast, reason: str) -> None:
-        await self.bus.publish("stream.kick", {"app": b.app, "stream": b.stream, "reason": reason})
+        await self.bus.emit(StreamKick(b.app, b.stream, reason))
 
     def push_window(self, b: Broadcast) -> tuple[int, int]:
         s = self.settings
@@ -611,10 +622,8 @@ class BroadcastService:
             after = await self.get(b.id, conn)
         await self._set_key_version(after, kv)
         await self.kick(after, "push key revoked" if revoke else "push key rotated")
-        await self.bus.publish(
-            "broadcast.key_revoked" if revoke else "broadcast.key_rotated",
-            {**event_payload(after), "actor": actor, "at": time.time()},
-        )
+        topic = "broadcast.key_revoked" if revoke else "broadcast.key_rotated"
+        await self.bus.emit(broadcast_event(topic, after, time.time(), actor=actor))
         return after
 
     # -- reminders -------------------------------------------------------------------
@@ -674,14 +683,4 @@ class BroadcastService:
                     .values(notified_at=at)
                 )
             last = subs[-1]
-            await self.bus.publish(
-                "broadcast.reminder",
-                {
-                    "broadcast_id": b.id,
-                    "app": b.app,
-                    "stream": b.stream,
-                    "title": b.title,
-                    "subscribers": list(subs),
-                    "at": at,
-                },
-            )
+            await self.bus.emit(BroadcastReminder(b.id, b.app, b.stream, b.title, tuple(subs), at))

@@ -5,8 +5,8 @@ Two sources:
 * the relay's per-stream stats (viewers by protocol, bitrate, codec, fps, uptime): the
   ``relay`` package's Python accessor when it has one, else its ``GET /api/streams``;
 * counters kept here from bus events, per broadcast in Redis (so every node sees the same
-  figures): ``order.paid`` (orders, GMV in fen), ``danmaku.comment``/``comment.posted``
-  (comments), ``danmaku.like``/``like.added`` (likes, ``count`` each).
+  figures): ``order.paid`` (orders, GMV in fen), ``danmaku.comment`` (comments) and
+  ``danmaku.like`` (likes), ``count`` each.
 
 Comments per second is the difference of the comment counter over a short window, kept in
 a bounded in-memory ring per broadcast.
@@ -20,7 +20,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.bus import Event
+from core.bus import Event, EventBus
+from danmaku.events import DanmakuComment, DanmakuLike
 
 logger = logging.getLogger(__name__)
 
@@ -48,27 +49,36 @@ class LiveStats:
         self._samples: dict[int, deque[tuple[float, int]]] = {}
         self.totals = {"comments": 0, "likes": 0, "orders": 0, "gmv_fen": 0}
 
-    async def on_event(self, event: Event) -> None:
+    def subscribe_events(self, bus: EventBus) -> list[Callable[[], None]]:
+        """Count paid orders, comments and likes; returns the unsubscribers."""
+        return [
+            # raw until shop_bridge declares order.paid (payloads are read leniently)
+            bus.subscribe("order.paid", self.on_order_paid),
+            bus.on(DanmakuComment, self.on_comments),
+            bus.on(DanmakuLike, self.on_likes),
+        ]
+
+    async def on_order_paid(self, event: Event) -> None:
         data = event.data
         bid = _broadcast_id(data.get("broadcast_id"))
-        field: str | None = None
-        amount = 1
-        if event.topic == "order.paid":
-            field = "orders"
-            gmv = _int(data.get("amount_fen"))
-            self.totals["orders"] += 1
-            self.totals["gmv_fen"] += gmv
-            if bid is not None:
-                await self.redis.hincrby(KEY + str(bid), "gmv_fen", gmv)
-        elif event.topic in ("danmaku.comment", "comment.posted"):
-            field = "comments"
-            amount = max(1, _int(data.get("count", 1)))
-            self.totals["comments"] += amount
-        elif event.topic in ("danmaku.like", "like.added"):
-            field = "likes"
-            amount = max(1, _int(data.get("count", 1)))
-            self.totals["likes"] += amount
-        if field is not None and bid is not None:
+        gmv = _int(data.get("amount_fen"))
+        self.totals["orders"] += 1
+        self.totals["gmv_fen"] += gmv
+        if bid is not None:
+            await self.redis.hincrby(KEY + str(bid), "gmv_fen", gmv)
+            await self.redis.hincrby(KEY + str(bid), "orders", 1)
+
+    async def on_comments(self, event: DanmakuComment) -> None:
+        await self._count("comments", event.broadcast_id, event.count)
+
+    async def on_likes(self, event: DanmakuLike) -> None:
+        await self._count("likes", event.broadcast_id, event.count)
+
+    async def _count(self, field: str, broadcast_id: Any, count: Any) -> None:
+        amount = max(1, _int(count))
+        self.totals[field] += amount
+        bid = _broadcast_id(broadcast_id)  # the hub may send the id as a decimal string
+        if bid is not None:
             await self.redis.hincrby(KEY + str(bid), field, amount)
 
     async def counters(self, broadcast_id: int) -> dict[str, int]:

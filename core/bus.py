@@ -18,13 +18,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 
-from core.events import BusEvent, EventDecodeError
+from core.events import BusEvent, EventDecodeError, event_class_of
 from core.ids import random_hex
 
 logger = logging.getLogger(__name__)
@@ -204,9 +204,14 @@ class EventBus:
 
     def on(self, cls: type[E], handler: TypedHandler[E]) -> Callable[[], None]:
         """Call ``handler`` with an instance of ``cls`` for every event of its topic (or
-        family); a payload that does not fit the class is dropped with a log line."""
+        family); a payload that does not fit the class is dropped with a log line. A
+        family's handler does not get a topic declared as a class of its own
+        (``broadcast.reminder`` is not a ``broadcast.*`` family event)."""
+        family = cls.is_family()
 
         def typed(event: Event) -> Awaitable[None] | None:
+            if family and event_class_of(event.topic) is not cls:
+                return None
             try:
                 ev = cls.from_data(event.data, event.topic)
             except EventDecodeError as exc:
@@ -216,6 +221,30 @@ class EventBus:
 
         typed.__qualname__ = f"on({cls.__name__}, {getattr(handler, '__qualname__', handler)})"
         return self.subscribe(cls.TOPIC, typed)
+
+    def on_each(self, handlers: Mapping[type[BusEvent], TypedHandler[Any]]) -> Callable[[], None]:
+        """Like :meth:`on` for several classes, through one subscription: their events
+        reach the handlers in the order they were published (separate :meth:`on` calls
+        each get their own queue, so ``stream.published`` could overtake an earlier
+        ``stream.unpublished``)."""
+        by_class = dict(handlers)
+        heads = {cls.TOPIC.split(".", 1)[0] for cls in by_class}
+        pattern = f"{heads.pop()}.*" if len(heads) == 1 else "*"
+
+        def typed(event: Event) -> Awaitable[None] | None:
+            cls = event_class_of(event.topic)
+            handler = by_class.get(cls) if cls is not None else None
+            if cls is None or handler is None:
+                return None
+            try:
+                ev = cls.from_data(event.data, event.topic)
+            except EventDecodeError as exc:
+                logger.warning("event bus: dropping %s from %s: %s", event.topic, event.node, exc)
+                return None
+            return handler(ev)
+
+        typed.__qualname__ = f"on_each({', '.join(c.__name__ for c in by_class)})"
+        return self.subscribe(pattern, typed)
 
     async def _send_remote(self, event: Event) -> None:
         return None

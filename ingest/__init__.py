@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from core.bus import Event
 from core.runtime import RUNTIME
 from ingest.config import IngestConfig
+from ingest.events import StreamKick
 from ingest.hooks import Hooks
 from ingest.rtmp_server import RtmpServer
 from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY
@@ -64,13 +64,12 @@ def setup(
         rt.rtmp_port = bound
         app[RTMP_SERVER] = server
 
-        def on_kick(event: Event) -> None:
-            a, s = event.data.get("app"), event.data.get("stream")
-            reason = str(event.data.get("reason") or "kicked")
+        def on_kick(event: StreamKick) -> None:
+            a, s, reason = event.app, event.stream, event.reason or "kicked"
             if isinstance(a, str) and isinstance(s, str) and server.kick(a, s, reason):
                 logger.info("kicked publisher of %s/%s: %s", a, s, reason)
 
-        unsubscribe = rt.bus.subscribe("stream.kick", on_kick)
+        unsubscribe = rt.bus.on(StreamKick, on_kick)
         try:
             yield
         finally:

@@ -18,6 +18,7 @@ from typing import Any
 from core.bus import EventBus
 from ingest import auth
 from ingest.config import IngestConfig
+from ingest.events import StreamPublished, StreamUnpublished
 from ingest.hooks import Hooks
 from media.frame import Kind
 from media.rtmp import events as ev
@@ -273,10 +274,7 @@ class RtmpSession:
 
     async def _publish_ended(self, pub: Publisher, reason: str) -> None:
         app, name = pub.hub.app, pub.hub.name
-        await self.server.bus.publish(
-            "stream.unpublished",
-            {"app": app, "stream": name, "node": self.server.node, "reason": reason},
-        )
+        await self.server.bus.emit(StreamUnpublished(app, name, self.server.node, reason))
         if self.server.hooks.enabled("on_unpublish"):
             await self.server.hooks.call("on_unpublish", self._hook_payload(name, ""))
 
@@ -394,16 +392,8 @@ class RtmpSession:
             name,
             " (takeover)" if takeover else "",
         )
-        await srv.bus.publish(
-            "stream.published",
-            {
-                "app": self.app,
-                "stream": name,
-                "node": srv.node,
-                "client_ip": self.client_ip,
-                "protocol": "rtmp",
-                "takeover": takeover,
-            },
+        await srv.bus.emit(
+            StreamPublished(self.app, name, srv.node, self.client_ip, "rtmp", takeover)
         )
 
     def _refused(self, name: str, reason: str) -> None:

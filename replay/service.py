@@ -18,10 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from control.events import BroadcastEvent
 from core.bus import Event, EventBus
+from ingest.events import StreamPublished, StreamUnpublished
 from relay.hub import StreamHub, StreamRegistry
 from replay import commands, finalize
 from replay.config import ReplayConfig
+from replay.events import ReplayClip, ReplayReady
 from replay.model import Card, Replay, ReplayState
 from replay.recorder import Recording
 from replay.storage import ReplayStorage
@@ -89,8 +92,13 @@ class ReplayService:
             logger.warning("replay %s was left %s: finalising it", rep.id, rep.state.value)
             self._spawn(self._finalize(rep))
         self.registry.hub_listeners.append(self._on_hub)
-        self._unsub.append(self.bus.subscribe("stream.*", self._on_stream_event))
-        self._unsub.append(self.bus.subscribe("broadcast.*", self._on_broadcast_event))
+        self._unsub.append(
+            self.bus.on_each(
+                {StreamPublished: self._on_stream_event, StreamUnpublished: self._on_stream_event}
+            )
+        )
+        self._unsub.append(self.bus.on(BroadcastEvent, self._on_broadcast_event))
+        # raw until shop_bridge declares card.* (payloads are read leniently)
         self._unsub.append(self.bus.subscribe("card.*", self._on_card_event))
         for hub in list(self.registry.hubs.values()):
             self._on_hub(hub, "created")
@@ -277,53 +285,60 @@ class ReplayService:
             rep.size,
             len(rep.clips),
         )
-        await self.bus.publish(
-            "replay.ready",
-            {
-                "broadcast_id": rep.broadcast_id,
-                "app": rep.app,
-                "stream": rep.stream,
-                "replay_id": rep.id,
-                "url": view["hls"],
-                "hls": view["hls"],
-                "mp4": view["mp4"],
-                "cover": view["cover"],
-                "duration": rep.duration,
-                "size": rep.size,
-                "codecs": rep.codecs,
-                "clips": view["clips"],
-            },
+        clips = view["clips"]
+        await self.bus.emit(
+            ReplayReady(
+                rep.app,
+                rep.stream,
+                broadcast_id=rep.broadcast_id,
+                replay_id=rep.id,
+                url=view["hls"],
+                hls=view["hls"],
+                mp4=view["mp4"],
+                cover=view["cover"],
+                duration=rep.duration,
+                size=rep.size,
+                codecs=rep.codecs,
+                clips=tuple(clips),
+            ),
+            *(
+                ReplayClip(
+                    rep.app,
+                    rep.stream,
+                    broadcast_id=rep.broadcast_id,
+                    replay_id=rep.id,
+                    card_id=clip["card_id"],
+                    product_id=clip["product_id"],
+                    start=clip["start"],
+                    duration=clip["duration"],
+                    url=clip["url"],
+                )
+                for clip in clips
+            ),
         )
-        for clip in view["clips"]:
-            await self.bus.publish(
-                "replay.clip",
-                {"broadcast_id": rep.broadcast_id, "app": rep.app, "stream": rep.stream,
-                 "replay_id": rep.id, **clip},
-            )  # fmt: skip
 
     # ------------------------------------------------------------------ events
 
-    def _on_stream_event(self, event: Event) -> None:
-        key = f"{event.data.get('app')}/{event.data.get('stream')}"
+    def _on_stream_event(self, event: StreamPublished | StreamUnpublished) -> None:
+        key = f"{event.app}/{event.stream}"
         rec = self.recordings.get(key)
         if rec is not None:
             rec.wake()
 
-    def _on_broadcast_event(self, event: Event) -> None:
-        data = event.data
-        app, stream = data.get("app"), data.get("stream")
+    def _on_broadcast_event(self, event: BroadcastEvent) -> None:
+        app, stream = event.app, event.stream
         if not isinstance(app, str) or not isinstance(stream, str):
             return
-        bid = data.get("broadcast_id", data.get("id"))
+        bid: Any = event.broadcast_id if event.broadcast_id is not None else event.id
         bid = bid if isinstance(bid, int) and not isinstance(bid, bool) else None
-        settings = data.get("settings")
+        settings = event.settings
         wanted = not (isinstance(settings, dict) and settings.get("replay") is False)
         key = f"{app}/{stream}"
         if event.topic == "broadcast.deleted":
             self.broadcasts.pop(key, None)
             return
-        state = data.get("state") if isinstance(data.get("state"), str) else ""
-        if not state and event.topic.startswith("broadcast."):
+        state = event.state if isinstance(event.state, str) else ""
+        if not state:
             state = event.topic.split(".", 1)[1]
         self.broadcasts[key] = BroadcastInfo(bid, wanted, str(state))
         rec = self.recordings.get(key)

@@ -306,7 +306,8 @@ async def test_openapi_docs_and_metrics(staff) -> None:
     await bus.publish("order.paid", {"broadcast_id": b["id"], "amount_fen": 1990})
     # the shop and the hub carry broadcast ids as decimal strings
     await bus.publish("order.paid", {"broadcast_id": str(b["id"]), "amount_fen": 10})
-    await bus.publish("danmaku.like", {"broadcast_id": str(b["id"]), "count": 5})
+    room = f"{b['app']}/{b['stream']}"
+    await bus.publish("danmaku.like", {"room": room, "broadcast_id": str(b["id"]), "count": 5})
     await bus.drain()
     status, text = await staff.api.call("GET", "/metrics")
     assert b"berrylive_gmv_fen_total 2000.0" in text

@@ -1,0 +1,490 @@
+"""``Fmp4Muxer``: the stream's ``Frame`` objects in, CMAF parts (``moof`` + ``mdat``) out.
+
+Sans-I/O and clock-free: the caller (the relay hub, once per stream) pushes every frame
+and decides when to cut::
+
+    muxer = Fmp4Muxer()
+    for frame in frames:                      # sequence headers, media, metadata: all of them
+        forced = muxer.push(frame)            # a Part only when the codec config changed
+        if forced is not None:
+            emit(forced, ends_segment=True)   # the next part has a new ``part.init``
+        if frame.kind is Kind.VIDEO and frame.keyframe and segment_is_long_enough:
+            emit(muxer.flush_part(), ends_segment=True)   # the next part opens with that keyframe
+        elif muxer.pending_duration >= part_target - frame_interval:
+            emit(muxer.flush_part())
+    emit(muxer.flush_part(final=True))        # publisher gone
+
+Timing. FLV milliseconds become 90 kHz video ticks exactly (``dts * 90``, composition
+offset ``cts * 90``, signed, ``trun`` version 1). Audio ticks are AAC samples at the
+track's sampling rate: each frame starts where the previous one ended (``frame_length``
+later) as long as that stays within half a frame of its own millisecond timestamp (which
+was rounded from that very sample count by the encoder); beyond that (a gap, a jump) the
+timestamp wins. So an encoder's audio keeps exact 1024-sample durations and A/V sync stays
+within the timestamps' own precision.
+
+Durations come from the next sample's decode time: the muxer holds back the newest
+sample of each track until its successor arrives (one frame of latency), so every sample
+written has its exact duration and each track's ``tfdt`` continues exactly where the
+previous part ended. ``flush_part()`` therefore writes the samples *before* the newest
+one; audio is cut at the video cut point (audio frames stamped at or after the held
+video frame wait for the next part), so a part's tracks cover the same span. Only
+``flush_part(final=True)`` (end of stream, codec change) writes the held samples, the last
+duration taken from ``end_dts`` if given, else from the previous sample (video; 1/30 s
+if there is none) or the AAC frame length (audio).
+
+What is dropped (counted in ``dropped``, the last reason in ``last_drop_reason``; a
+publisher's stream is a peer's input, so none of this raises): frames of a track whose
+sequence header has not arrived, is malformed or is of a codec other than H.264, HEVC or
+AAC; video before the track's first keyframe (and after every init change); audio while a
+configured video track waits for that keyframe (every part then opens decodable); AVC/HEVC
+end-of-sequence, Enhanced-RTMP metadata and command frames. Script data is ignored
+(not counted). Timestamps
+going backwards within a track are clamped to the previous decode time (presentation time
+kept for video). What raises ``LocalProtocolError`` (our own misuse): buffering more than
+``max_buffer_bytes`` or ``max_buffer_samples`` without a flush; asking for an init segment
+before any track is configured.
+
+Codec changes. A sequence header that differs from the track's current one, or a new track
+after the first part went out, makes a new ``InitSegment`` (``version`` + 1): what was
+buffered under the old one is written at once (``push`` returns that part), video restarts
+at its next keyframe, and every later ``Part.init`` is the new one: the relay emits
+``EXT-X-DISCONTINUITY`` and a new ``EXT-X-MAP`` when ``part.init`` changes. A header
+identical to the current one (encoders repeat them) changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from media import codecs, flv
+from media.errors import FLVError, LocalProtocolError
+from media.fmp4.boxes import Sample, TrackFragment, fragment
+from media.fmp4.tracks import (
+    VIDEO_SAMPLE_ENTRIES,
+    AudioTrack,
+    Track,
+    VideoTrack,
+    init_segment,
+)
+from media.frame import Frame, Kind
+
+__all__ = ["Fmp4Muxer", "InitSegment", "Part", "TrackRun"]
+
+_VIDEO_TICKS_PER_MS = 90
+_DEFAULT_VIDEO_DURATION = 3000  # 1/30 s at 90 kHz, when a lone final sample has no other
+_AVC_NALU = 1
+_MIN_CTO, _MAX_CTO = -(1 << 31), (1 << 31) - 1
+_MAX_DURATION = 0xFFFFFFFF
+_LEGACY_NALU_CODECS = (flv.CODEC_AVC, flv.CODEC_HEVC_LEGACY)
+_ENHANCED_CODED = (flv.VideoPacketType.CODED_FRAMES, flv.VideoPacketType.CODED_FRAMES_X)
+
+
+@dataclass(frozen=True, slots=True)
+class InitSegment:
+    """An init segment (``ftyp`` + ``moov``) and what a playlist says about it."""
+
+    data: bytes
+    version: int
+    """1 for the stream's first; + 1 on every codec config change."""
+    video: VideoTrack | None
+    audio: AudioTrack | None
+
+    @property
+    def codecs(self) -> str:
+        """The ``CODECS`` attribute of a playlist (``avc1.64001f,mp4a.40.2``)."""
+        return ",".join(t.codec_string for t in (self.video, self.audio) if t is not None)
+
+    @property
+    def tracks(self) -> tuple[Track, ...]:
+        return tuple(t for t in (self.video, self.audio) if t is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackRun:
+    """One track's samples in a part, in its own timescale."""
+
+    track_id: int
+    timescale: int
+    base_decode_time: int
+    duration: int
+    sample_count: int
+    first_dts: int
+    """FLV timestamp (ms) of the first sample."""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A CMAF chunk: ``data`` is ``moof`` + ``mdat``; it plays after ``init.data``.
+
+    ``start`` and ``duration`` (seconds) are those of the video track when the part has
+    video samples, else of the audio track. ``independent``: the part opens with a
+    keyframe (always true for a stream without video): a segment may start here."""
+
+    data: bytes
+    sequence_number: int
+    init: InitSegment
+    independent: bool
+    start: float
+    duration: float
+    runs: tuple[TrackRun, ...]
+
+
+class _Pending:
+    __slots__ = ("cto", "data", "dts", "sync", "tick")
+
+    def __init__(self, dts: int, tick: int, cto: int, data: bytes | memoryview, sync: bool):
+        self.dts = dts
+        self.tick = tick
+        self.cto = cto
+        self.data = data
+        self.sync = sync
+
+
+class _TrackState:
+    __slots__ = ("buffer", "end_tick", "last_duration", "last_tick", "next_tick", "started")
+
+    def __init__(self) -> None:
+        self.buffer: list[_Pending] = []
+        self.last_tick: int | None = None
+        """Decode time of the newest sample pushed (ticks only grow)."""
+        self.end_tick = 0
+        """Where the samples written so far end."""
+        self.next_tick: int | None = None
+        """Audio: where the next AAC frame starts if it follows on."""
+        self.last_duration = 0
+        self.started = False
+
+
+class Fmp4Muxer:
+    """One stream's fMP4 muxer: H.264 / HEVC video and AAC audio, either or both.
+
+    ``push(frame)`` every frame of the stream (dts in ms on the hub's continuous timeline);
+    ``flush_part()`` returns the samples ready so far as one :class:`Part`. The muxer holds
+    only what was pushed since the last flush (plus one held-back sample per track), capped
+    by ``max_buffer_bytes`` / ``max_buffer_samples``.
+    """
+
+    def __init__(
+        self, *, max_buffer_bytes: int = 32 * 1024 * 1024, max_buffer_samples: int = 4096
+    ) -> None:
+        self._max_bytes = max_buffer_bytes
+        self._max_samples = max_buffer_samples
+        self._video_track: VideoTrack | None = None
+        self._audio_track: AudioTrack | None = None
+        self._video = _TrackState()
+        self._audio = _TrackState()
+        self._video_ok = False  # the current video header is usable
+        self._audio_ok = False
+        self._init: InitSegment | None = None
+        self._version = 1
+        self._frozen = False  # a part went out with the current init
+        self._sequence = 0
+        self._buffered_bytes = 0
+        self._buffered_samples = 0
+        self.dropped = 0
+        """Frames dropped so far (see the module doc for which)."""
+        self.last_drop_reason = ""
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def init(self) -> InitSegment | None:
+        """The init segment parts pushed from now on need (None: no track configured)."""
+        if self._init is None and (self._video_track or self._audio_track):
+            tracks = [t for t in (self._video_track, self._audio_track) if t is not None]
+            self._init = InitSegment(
+                init_segment(tracks), self._version, self._video_track, self._audio_track
+            )
+        return self._init
+
+    def init_segment(self) -> InitSegment:
+        init = self.init
+        if init is None:
+            raise LocalProtocolError("no track is configured yet: push a sequence header first")
+        return init
+
+    @property
+    def sequence_number(self) -> int:
+        """The ``mfhd`` sequence number of the last part written (0 before the first)."""
+        return self._sequence
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffered_bytes
+
+    @property
+    def pending_duration(self) -> float:
+        """Seconds of the main track (video if configured, else audio) that
+        ``flush_part()`` would write now: from the first buffered sample to the held one."""
+        state, timescale = self._main()
+        if state is None or len(state.buffer) < 2:
+            return 0.0
+        return (state.buffer[-1].tick - state.buffer[0].tick) / timescale
+
+    def _main(self) -> tuple[_TrackState | None, int]:
+        if self._video_track is not None:
+            return self._video, self._video_track.timescale
+        if self._audio_track is not None:
+            return self._audio, self._audio_track.timescale
+        return None, 1
+
+    # -- input ------------------------------------------------------------------------
+
+    def push(self, frame: Frame) -> Part | None:
+        """Take one frame. Returns a :class:`Part` only when this frame (a changed sequence
+        header) forced out what was buffered under the previous init segment."""
+        if frame.kind == Kind.VIDEO:
+            return self._push_video(frame)
+        if frame.kind == Kind.AUDIO:
+            return self._push_audio(frame)
+        return None
+
+    def _drop(self, reason: str) -> None:
+        self.dropped += 1
+        self.last_drop_reason = reason
+
+    def _push_video(self, frame: Frame) -> Part | None:
+        payload = frame.payload
+        try:
+            info = flv.parse_video_header(payload)
+        except FLVError as exc:
+            self._drop(f"video: {exc}")
+            return None
+        if info.sequence_header:
+            try:
+                track = VideoTrack.from_record(info.codec, payload[info.data_offset :])
+            except codecs.CodecError as exc:
+                self._video_ok = False
+                self._drop(f"video sequence header: {exc}")
+                return None
+            return self._configure(track)
+        if info.enhanced:
+            coded = payload[0] & 0x0F in _ENHANCED_CODED
+        else:
+            coded = info.codec_id not in _LEGACY_NALU_CODECS or payload[1] == _AVC_NALU
+        if not coded or info.command:
+            self._drop("video: not coded frames")
+            return None
+        vtrack = self._video_track
+        if vtrack is None or not self._video_ok:
+            self._drop("video before a usable sequence header")
+            return None
+        if VIDEO_SAMPLE_ENTRIES.get(info.codec) != vtrack.sample_entry_type:
+            self._drop(f"video: {info.codec} frame on a {vtrack.sample_entry_type} track")
+            return None
+        state = self._video
+        if not state.started:
+            if not info.keyframe:
+                self._drop("video before its first keyframe")
+                return None
+            state.started = True
+        data: bytes | memoryview
+        head = payload[info.data_offset : info.data_offset + 4]
+        if codecs.is_annexb(head):
+            try:
+                data = codecs.ensure_length_prefixed(
+                    payload[info.data_offset :], vtrack.nalu_length_size
+                )
+            except codecs.CodecError as exc:
+                self._drop(f"video: {exc}")
+                return None
+        else:
+            data = memoryview(payload)[info.data_offset :]
+        if not data:
+            self._drop("video: empty frame")
+            return None
+        tick = frame.dts * _VIDEO_TICKS_PER_MS
+        pts = (frame.dts + info.cts) * _VIDEO_TICKS_PER_MS
+        floor = state.end_tick if state.last_tick is None else state.last_tick
+        tick = max(tick, floor)
+        cto = min(max(pts - tick, _MIN_CTO), _MAX_CTO)  # only absurd jumps reach the bounds
+        self._append(state, _Pending(frame.dts, tick, cto, data, info.keyframe))
+        return None
+
+    def _push_audio(self, frame: Frame) -> Part | None:
+        payload = frame.payload
+        try:
+            info = flv.parse_audio_header(payload)
+        except FLVError as exc:
+            self._drop(f"audio: {exc}")
+            return None
+        if info.codec != "mp4a":
+            self._drop(f"audio codec {info.codec} is not supported")
+            return None
+        if info.sequence_header:
+            try:
+                track = AudioTrack.from_asc(payload[info.data_offset :])
+            except codecs.CodecError as exc:
+                self._audio_ok = False
+                self._drop(f"audio sequence header: {exc}")
+                return None
+            return self._configure(track)
+        packet_type = payload[0] & 0x0F if info.sound_format == flv.SOUND_EX_HEADER else payload[1]
+        if packet_type != 1:
+            self._drop("audio: not a coded frame")
+            return None
+        atrack = self._audio_track
+        if atrack is None or not self._audio_ok:
+            self._drop("audio before a usable sequence header")
+            return None
+        if self._video_track is not None and self._video_ok and not self._video.started:
+            self._drop("audio while video waits for a keyframe")
+            return None
+        if len(payload) <= info.data_offset:
+            self._drop("audio: empty frame")
+            return None
+        state = self._audio
+        exact = (frame.dts * atrack.sample_rate + 500) // 1000
+        follow = state.next_tick
+        if follow is not None and abs(exact - follow) <= atrack.frame_length // 2:
+            tick = follow
+        else:
+            floor = state.end_tick if state.last_tick is None else state.last_tick
+            tick = max(exact, floor)
+        state.next_tick = tick + atrack.frame_length
+        data = memoryview(payload)[info.data_offset :]
+        self._append(state, _Pending(frame.dts, tick, 0, data, True))
+        return None
+
+    def _append(self, state: _TrackState, sample: _Pending) -> None:
+        size = len(sample.data)
+        if (
+            self._buffered_bytes + size > self._max_bytes
+            or self._buffered_samples + 1 > self._max_samples
+        ):
+            raise LocalProtocolError(
+                f"fMP4 muxer holds {self._buffered_samples} samples / {self._buffered_bytes}"
+                " bytes: call flush_part() (parts are cut by the caller)"
+            )
+        state.buffer.append(sample)
+        state.last_tick = sample.tick
+        self._buffered_bytes += size
+        self._buffered_samples += 1
+
+    def _configure(self, track: Track) -> Part | None:
+        if isinstance(track, VideoTrack):
+            current: Track | None = self._video_track
+            self._video_ok = True
+        else:
+            current = self._audio_track
+            self._audio_ok = True
+        if current == track:
+            return None
+        forced: Part | None = None
+        state = self._video if isinstance(track, VideoTrack) else self._audio
+        if self._frozen or state.buffer:
+            if self._buffered_samples:
+                forced = self.flush_part(final=True)
+            self._version += 1
+            self._frozen = False
+            self._video.started = False  # a new init: decoding restarts at a keyframe
+        if isinstance(track, VideoTrack):
+            self._video_track = track
+        else:
+            self._audio_track = track
+        self._init = None
+        return forced
+
+    # -- output -----------------------------------------------------------------------
+
+    def flush_part(self, *, final: bool = False, end_dts: int | None = None) -> Part | None:
+        """Write the samples that are ready as one part (None when there are none).
+
+        Not ``final``: every buffered sample but the newest of each track (its duration
+        is not known yet), audio only up to the held video sample. ``final``: everything;
+        the last sample of each track lasts until ``end_dts`` (ms) if given and later,
+        else as long as the one before it (video) or one AAC frame (audio)."""
+        init = self.init
+        if init is None:
+            return None
+        cut: int | None = None
+        main, _ = self._main()
+        if not final and main is not None and main.buffer:
+            cut = main.buffer[-1].dts
+        trafs: list[TrackFragment] = []
+        runs: list[TrackRun] = []
+        independent = self._video_track is None
+        for track, state in ((self._video_track, self._video), (self._audio_track, self._audio)):
+            if track is None:
+                continue
+            buf = state.buffer
+            if final:
+                n = len(buf)
+            else:
+                n = max(0, len(buf) - 1)
+                if state is not main and cut is not None:
+                    while n and buf[n - 1].dts >= cut:
+                        n -= 1
+            if not n:
+                continue
+            taken = buf[:n]
+            del buf[:n]
+            samples = self._samples(track, state, taken, end_dts)
+            trafs.append(
+                TrackFragment(
+                    track.track_id,
+                    taken[0].tick,
+                    samples,
+                    composition_offsets=isinstance(track, VideoTrack),
+                )
+            )
+            duration = sum(s.duration for s in samples)
+            runs.append(
+                TrackRun(
+                    track.track_id,
+                    track.timescale,
+                    taken[0].tick,
+                    duration,
+                    len(samples),
+                    taken[0].dts,
+                )
+            )
+            if isinstance(track, VideoTrack):
+                independent = taken[0].sync
+            self._buffered_samples -= n
+            self._buffered_bytes -= sum(len(p.data) for p in taken)
+        if not trafs:
+            return None
+        self._sequence += 1
+        self._frozen = True
+        first = runs[0]
+        return Part(
+            data=fragment(self._sequence, trafs),
+            sequence_number=self._sequence,
+            init=init,
+            independent=independent,
+            start=first.base_decode_time / first.timescale,
+            duration=first.duration / first.timescale,
+            runs=tuple(runs),
+        )
+
+    @staticmethod
+    def _samples(
+        track: Track, state: _TrackState, taken: list[_Pending], end_dts: int | None
+    ) -> list[Sample]:
+        successor = state.buffer[0].tick if state.buffer else None
+        if successor is None:
+            if end_dts is not None:
+                if isinstance(track, VideoTrack):
+                    end = end_dts * _VIDEO_TICKS_PER_MS
+                else:
+                    end = (end_dts * track.sample_rate + 500) // 1000
+                if end > taken[-1].tick:
+                    successor = end
+            if successor is None:
+                if isinstance(track, AudioTrack):
+                    last = track.frame_length
+                elif len(taken) > 1:
+                    last = taken[-1].tick - taken[-2].tick
+                else:
+                    last = state.last_duration or _DEFAULT_VIDEO_DURATION
+                successor = taken[-1].tick + last
+        samples: list[Sample] = []
+        for i, p in enumerate(taken):
+            nxt = taken[i + 1].tick if i + 1 < len(taken) else successor
+            samples.append(Sample(p.data, min(nxt - p.tick, _MAX_DURATION), p.cto, p.sync))
+        state.last_duration = samples[-1].duration
+        state.end_tick = successor
+        if not state.buffer:
+            state.last_tick = None  # the next sample starts at end_tick at the earliest
+        return samples

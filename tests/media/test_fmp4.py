@@ -1,0 +1,739 @@
+"""media.fmp4: init segments and parts read back by PyAV and by a box parser of our own.
+
+Real input: clips encoded by ffmpeg into FLV (H.264 with B-frames, HEVC over Enhanced RTMP,
+AAC; audio-only, video-only), demuxed by ``media.flv.FlvDemuxer`` into ``Frame`` objects,
+muxed, concatenated (init + parts) and opened with PyAV: codecs, sizes, every packet's
+DTS / PTS / keyframe flag against the input, and a clean decode of every packet.
+Synthetic input (hypothesis): random frame sequences and cut points, checked box by box.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from media import flv
+from media.errors import LocalProtocolError
+from media.fmp4 import (
+    AudioTrack,
+    Fmp4Muxer,
+    Part,
+    Sample,
+    TrackFragment,
+    VideoTrack,
+    fragment,
+    init_segment,
+)
+from media.frame import Frame, Kind
+from tests.mediautil import make_clip
+
+# --------------------------------------------------------------------------------------
+# A small ISO BMFF reader (for checking only)
+# --------------------------------------------------------------------------------------
+
+CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"dinf", b"moof", b"traf"}
+
+
+@dataclass
+class Box:
+    kind: bytes
+    start: int
+    end: int
+    body: int  # where the payload starts
+    children: list[Box] = field(default_factory=list)
+
+    def find(self, *path: bytes) -> Box:
+        box = self
+        for kind in path:
+            matches = [c for c in box.children if c.kind == kind]
+            assert len(matches) == 1, f"{kind!r} x{len(matches)} in {box.kind!r}"
+            box = matches[0]
+        return box
+
+    def all(self, kind: bytes) -> list[Box]:
+        return [c for c in self.children if c.kind == kind]
+
+
+def parse_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[Box]:
+    end = len(data) if end is None else end
+    out: list[Box] = []
+    pos = start
+    while pos < end:
+        assert end - pos >= 8, "truncated box header"
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        assert size >= 8 and pos + size <= end, f"box {kind!r} size {size} overruns its parent"
+        box = Box(kind, pos, pos + size, pos + 8)
+        if kind in CONTAINERS:
+            box.children = parse_boxes(data, pos + 8, pos + size)
+        elif kind == b"stsd":
+            box.children = parse_boxes(data, pos + 16, pos + size)
+        out.append(box)
+        pos += size
+    assert pos == end
+    return out
+
+
+def full_header(data: bytes, box: Box) -> tuple[int, int]:
+    word = struct.unpack_from(">I", data, box.body)[0]
+    return word >> 24, word & 0xFFFFFF
+
+
+@dataclass
+class Run:
+    track_id: int
+    tfdt: int
+    durations: list[int]
+    sizes: list[int]
+    flags: list[int]
+    ctos: list[int]
+    samples: list[bytes]
+
+
+def parse_part(data: bytes) -> tuple[int, dict[int, Run]]:
+    """``moof`` + ``mdat`` -> (sequence number, runs by track id); checks offsets and sizes."""
+    top = parse_boxes(data)
+    assert [b.kind for b in top] == [b"moof", b"mdat"]
+    moof, mdat = top
+    mfhd = moof.find(b"mfhd")
+    assert full_header(data, mfhd) == (0, 0)
+    seq = struct.unpack_from(">I", data, mfhd.body + 4)[0]
+    runs: dict[int, Run] = {}
+    covered = 0
+    for traf in moof.all(b"traf"):
+        tfhd = traf.find(b"tfhd")
+        _, tf_flags = full_header(data, tfhd)
+        assert tf_flags & 0x020000, "default-base-is-moof"
+        assert not tf_flags & 0x000001, "no base data offset"
+        pos = tfhd.body + 4
+        track_id = struct.unpack_from(">I", data, pos)[0]
+        pos += 4
+        default_flags = None
+        for bit, size in ((0x02, 4), (0x08, 4), (0x10, 4)):
+            if tf_flags & bit:
+                pos += size
+        if tf_flags & 0x20:
+            default_flags = struct.unpack_from(">I", data, pos)[0]
+            pos += 4
+        assert pos == tfhd.end
+        tfdt = traf.find(b"tfdt")
+        assert full_header(data, tfdt) == (1, 0)
+        base = struct.unpack_from(">Q", data, tfdt.body + 4)[0]
+        trun = traf.find(b"trun")
+        version, flags = full_header(data, trun)
+        assert version == 1 and flags & 0x001 and flags & 0x100 and flags & 0x200
+        count, offset = struct.unpack_from(">Ii", data, trun.body + 4)
+        pos = trun.body + 12
+        run = Run(track_id, base, [], [], [], [], [])
+        for _ in range(count):
+            run.durations.append(struct.unpack_from(">I", data, pos)[0])
+            run.sizes.append(struct.unpack_from(">I", data, pos + 4)[0])
+            pos += 8
+            if flags & 0x400:
+                run.flags.append(struct.unpack_from(">I", data, pos)[0])
+                pos += 4
+            else:
+                assert default_flags is not None
+                run.flags.append(default_flags)
+            if flags & 0x800:
+                run.ctos.append(struct.unpack_from(">i", data, pos)[0])
+                pos += 4
+            else:
+                run.ctos.append(0)
+        assert pos == trun.end
+        at = moof.start + offset
+        assert at >= mdat.body
+        for size in run.sizes:
+            assert at + size <= mdat.end
+            run.samples.append(data[at : at + size])
+            at += size
+        covered += sum(run.sizes)
+        assert track_id not in runs
+        runs[track_id] = run
+    assert covered == mdat.end - mdat.body, "the mdat holds exactly the samples"
+    return seq, runs
+
+
+def parse_init(data: bytes) -> dict[int, dict[str, Any]]:
+    """ftyp + moov -> per track id: handler, timescale, sample entry, its config box."""
+    top = parse_boxes(data)
+    assert [b.kind for b in top] == [b"ftyp", b"moov"]
+    ftyp = top[0]
+    assert data[ftyp.body : ftyp.body + 4] == b"iso6"
+    assert b"cmfc" in data[ftyp.body + 8 : ftyp.end]
+    moov = top[1]
+    tracks: dict[int, dict[str, Any]] = {}
+    trex_ids = []
+    for trex in moov.find(b"mvex").all(b"trex"):
+        trex_ids.append(struct.unpack_from(">I", data, trex.body + 4)[0])
+    for trak in moov.all(b"trak"):
+        tkhd = trak.find(b"tkhd")
+        track_id = struct.unpack_from(">I", data, tkhd.body + 12)[0]
+        width, height = struct.unpack_from(">II", data, tkhd.end - 8)
+        mdhd = trak.find(b"mdia", b"mdhd")
+        timescale = struct.unpack_from(">I", data, mdhd.body + 12)[0]
+        hdlr = trak.find(b"mdia", b"hdlr")
+        handler = data[hdlr.body + 8 : hdlr.body + 12]
+        stbl = trak.find(b"mdia", b"minf", b"stbl")
+        for empty in (b"stts", b"stsc", b"stco"):
+            assert struct.unpack_from(">I", data, stbl.find(empty).body + 4)[0] == 0
+        (entry,) = stbl.find(b"stsd").children
+        info: dict[str, Any] = {
+            "handler": handler,
+            "timescale": timescale,
+            "entry": entry.kind,
+            "tkhd_size": (width >> 16, height >> 16),
+        }
+        if handler == b"vide":
+            info["size"] = struct.unpack_from(">HH", data, entry.body + 24)
+            inner = parse_boxes(data, entry.body + 78, entry.end)
+            info["config"] = {b.kind: data[b.body : b.end] for b in inner}
+        else:
+            channels, _, _, _, rate = struct.unpack_from(">HHHHI", data, entry.body + 16)
+            info["channels"] = channels
+            info["rate"] = rate >> 16
+            inner = parse_boxes(data, entry.body + 28, entry.end)
+            info["config"] = {b.kind: data[b.body : b.end] for b in inner}
+        tracks[track_id] = info
+    assert sorted(trex_ids) == sorted(tracks)
+    return tracks
+
+
+# --------------------------------------------------------------------------------------
+# Input helpers
+# --------------------------------------------------------------------------------------
+
+
+def flv_frames(path: Path) -> list[Frame]:
+    tags = [t for t in flv.FlvDemuxer().feed(path.read_bytes()) if isinstance(t, flv.FlvTag)]
+    return [Frame.from_payload(Kind(t.tag_type), t.timestamp, t.body) for t in tags]
+
+
+def coded_offset(frame: Frame) -> int | None:
+    """Where the sample bytes start in a coded audio/video frame; None for anything else
+    (sequence headers, end of sequence, Enhanced RTMP metadata). Written apart from the
+    muxer's own classification, from the FLV layout."""
+    p = frame.payload
+    if frame.kind == Kind.VIDEO:
+        if p[0] & 0x80:
+            packet_type = p[0] & 0x0F
+            return {1: 8, 3: 5}.get(packet_type)
+        return 5 if p[1] == 1 else None
+    if frame.kind == Kind.AUDIO:
+        return 2 if p[1] == 1 else None
+    return None
+
+
+def cut(
+    frames: list[Frame],
+    muxer: Fmp4Muxer,
+    part_target: float = 0.3,
+    segment_target: float = 0.9,
+) -> tuple[list[Part], set[int]]:
+    """Cut parts the way the relay is meant to: a segment at the first keyframe past
+    ``segment_target``, parts when ``part_target`` is ready. Returns the parts and the
+    indexes of the parts that open a segment."""
+    parts: list[Part] = []
+    segment_starts: set[int] = {0}
+    segment_start = None
+    for frame in frames:
+        forced = muxer.push(frame)
+        if forced is not None:
+            parts.append(forced)
+            segment_starts.add(len(parts))
+        key = frame.kind == Kind.VIDEO and frame.keyframe
+        if key and segment_start is None:
+            segment_start = frame.dts
+        if key and segment_start is not None and frame.dts - segment_start >= segment_target * 1000:
+            part = muxer.flush_part()
+            if part is not None:
+                parts.append(part)
+            segment_starts.add(len(parts))
+            segment_start = frame.dts
+        elif muxer.pending_duration >= part_target:
+            part = muxer.flush_part()
+            assert part is not None
+            parts.append(part)
+    last = muxer.flush_part(final=True)
+    if last is not None:
+        parts.append(last)
+    return parts, segment_starts
+
+
+def read_back(data: bytes) -> dict[str, Any]:
+    """Open with PyAV: stream facts and every packet per stream type; decode everything."""
+    out: dict[str, Any] = {"streams": {}, "packets": {}, "decoded": {}}
+    container: Any
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        for stream in container.streams:
+            ctx: Any = stream.codec_context
+            entry: dict[str, Any] = {"codec": ctx.name, "time_base": stream.time_base}
+            if stream.type == "video":
+                entry.update(width=ctx.width, height=ctx.height)
+            else:
+                entry.update(sample_rate=ctx.sample_rate)
+            out["streams"][stream.type] = entry
+            out["packets"][stream.type] = []
+            out["decoded"][stream.type] = 0
+        for packet in container.demux():
+            kind = packet.stream.type
+            if packet.size:
+                out["packets"][kind].append(
+                    {
+                        "dts": packet.dts,
+                        "pts": packet.pts,
+                        "key": packet.is_keyframe,
+                        "size": packet.size,
+                        "corrupt": packet.is_corrupt,
+                    }
+                )
+            out["decoded"][kind] += len(packet.decode())  # raises on a decoding error
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Real clips
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("fmp4clips")
+    return {
+        "h264": make_clip(d / "h264.flv", 3.0, gop=30),
+        "hevc": make_clip(d / "hevc.flv", 3.0, gop=30, vcodec="libx265"),
+        "audio": make_clip(d / "audio.flv", 3.0, video=False),
+        "video": make_clip(d / "video.flv", 3.0, gop=30, audio=False),
+        "big": make_clip(d / "big.flv", 2.0, gop=30, size="640x360"),
+    }
+
+
+def check_against_input(frames: list[Frame], data: bytes, codec: str | None) -> dict[str, Any]:
+    got = read_back(data)
+    video_in = [f for f in frames if f.kind == Kind.VIDEO and coded_offset(f) is not None]
+    audio_in = [f for f in frames if f.kind == Kind.AUDIO and coded_offset(f) is not None]
+    if codec is None:
+        assert "video" not in got["streams"]
+    else:
+        v = got["streams"]["video"]
+        assert v["codec"] == codec
+        assert v["time_base"] * 90_000 == 1
+        packets = got["packets"]["video"]
+        assert len(packets) == len(video_in)
+        for f, p in zip(video_in, packets, strict=True):
+            assert p["dts"] == f.dts * 90
+            assert p["pts"] == (f.dts + f.cts) * 90
+            assert p["key"] == f.keyframe
+            assert p["size"] == len(f.payload) - (coded_offset(f) or 0)
+            assert not p["corrupt"]
+        assert got["decoded"]["video"] == len(video_in), "every video packet decodes to a frame"
+    if not audio_in:
+        assert "audio" not in got["streams"]
+    else:
+        a = got["streams"]["audio"]
+        assert a["codec"] == "aac"
+        rate = a["sample_rate"]
+        assert a["time_base"] * rate == 1
+        packets = got["packets"]["audio"]
+        assert len(packets) == len(audio_in)
+        for f, p in zip(audio_in, packets, strict=True):
+            # within the millisecond timestamps' own rounding: each input timestamp is
+            # within 0.5 ms of the sample grid, and so is the grid's first tick
+            assert abs(p["dts"] - f.dts * rate / 1000) <= rate / 1000
+            assert p["pts"] == p["dts"]
+            assert p["key"]
+            assert p["size"] == len(f.payload) - 2
+        # the encoder's continuous audio keeps exact 1024-sample frames
+        assert {b["dts"] - a["dts"] for a, b in itertools.pairwise(packets)} == {1024}
+        assert got["decoded"]["audio"] >= len(audio_in) - 2  # the AAC decoder's own delay
+    return got
+
+
+@pytest.mark.parametrize(
+    ("clip", "codec", "entry"),
+    [("h264", "h264", b"avc1"), ("hevc", "hevc", b"hvc1"), ("video", "h264", b"avc1")],
+)
+def test_real_video_clips_read_back_exactly(
+    clips: dict[str, Path], clip: str, codec: str, entry: bytes
+) -> None:
+    frames = flv_frames(clips[clip])
+    assert any(f.cts > 0 for f in frames if f.kind == Kind.VIDEO), "the clip has B-frames"
+    muxer = Fmp4Muxer()
+    parts, segment_starts = cut(frames, muxer)
+    init = muxer.init_segment()
+    assert init.version == 1 and all(p.init is init for p in parts)
+    data = init.data + b"".join(p.data for p in parts)
+    got = check_against_input(frames, data, codec)
+    assert (got["streams"]["video"]["width"], got["streams"]["video"]["height"]) == (320, 180)
+
+    tracks = parse_init(init.data)
+    assert tracks[1]["entry"] == entry and tracks[1]["size"] == (320, 180)
+    assert tracks[1]["timescale"] == 90_000 and tracks[1]["tkhd_size"] == (320, 180)
+    header = next(f for f in frames if f.kind == Kind.VIDEO and f.header)
+    info = flv.parse_video_header(header.payload)
+    assert tracks[1]["config"][entry.replace(b"1", b"C")] == header.payload[info.data_offset :]
+    assert init.codecs.startswith(entry.decode())
+    if clip != "video":
+        assert tracks[2]["entry"] == b"mp4a" and tracks[2]["timescale"] == 44_100
+        assert init.codecs.endswith(",mp4a.40.2")
+    # parts: sequence numbers, continuity, independence, segment starts at keyframes
+    assert [p.sequence_number for p in parts] == list(range(1, len(parts) + 1))
+    ends: dict[int, int] = {}
+    for index, part in enumerate(parts):
+        seq, runs = parse_part(part.data)
+        assert seq == part.sequence_number
+        for track_id, run in runs.items():
+            if track_id in ends:
+                assert run.tfdt == ends[track_id], "tfdt continues where the last part ended"
+            ends[track_id] = run.tfdt + sum(run.durations)
+        video = runs.get(1)
+        assert part.independent == (video is not None and video.flags[0] == 0x02000000)
+        if index in segment_starts:
+            assert part.independent, "a segment opens with a keyframe"
+        if video is not None:
+            assert part.duration == pytest.approx(sum(video.durations) / 90_000)
+            assert part.start == video.tfdt / 90_000
+    assert sum(p.independent for p in parts) >= 3  # 3 s at a 1 s GOP
+    assert all(p.duration <= 0.3 + 1 / 30 + 1e-9 for p in parts)
+
+
+def test_real_audio_only_clip(clips: dict[str, Path]) -> None:
+    frames = flv_frames(clips["audio"])
+    muxer = Fmp4Muxer()
+    parts, _ = cut(frames, muxer, part_target=0.2)
+    init = muxer.init_segment()
+    assert init.video is None and init.codecs == "mp4a.40.2"
+    tracks = parse_init(init.data)
+    assert list(tracks) == [2] and tracks[2]["rate"] == 44_100 and tracks[2]["channels"] == 1
+    data = init.data + b"".join(p.data for p in parts)
+    check_against_input(frames, data, None)
+    assert all(p.independent for p in parts)
+    assert all(p.duration <= 0.2 + 1024 / 44_100 for p in parts)
+    assert len(parts) >= 10
+
+
+def test_codec_change_makes_a_new_init_segment(clips: dict[str, Path]) -> None:
+    """A second publisher at 640x360 after a 320x180 one (the hub's timeline continues):
+    the buffered samples go out under the old init, the rest under a new one; each half
+    plays with its own init and the second restarts at a keyframe."""
+    first = flv_frames(clips["h264"])
+    offset = max(f.dts for f in first) + 40
+    second = [f.with_dts(f.dts + offset) for f in flv_frames(clips["big"])]
+    muxer = Fmp4Muxer()
+    parts, _ = cut(first + second, muxer)
+    inits = {p.init.version: p.init for p in parts}
+    assert sorted(inits) == [1, 2]
+    assert inits[1].video is not None and inits[1].video.width == 320
+    assert inits[2].video is not None and inits[2].video.width == 640
+    switch = next(i for i, p in enumerate(parts) if p.init.version == 2)
+    assert all(p.init.version == 1 for p in parts[:switch])
+    assert all(p.init.version == 2 for p in parts[switch:])
+    assert parts[switch].independent
+    check_against_input(first, inits[1].data + b"".join(p.data for p in parts[:switch]), "h264")
+    got = check_against_input(
+        second, inits[2].data + b"".join(p.data for p in parts[switch:]), "h264"
+    )
+    assert (got["streams"]["video"]["width"], got["streams"]["video"]["height"]) == (640, 360)
+    # the same header again changes nothing
+    header = next(f for f in second if f.kind == Kind.VIDEO and f.header)
+    assert muxer.push(header) is None and muxer.init_segment() is inits[2]
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_cuts_of_a_real_stream_read_back(
+    clips: dict[str, Path], data: st.DataObject
+) -> None:
+    frames = flv_frames(clips["h264"])
+    muxer = Fmp4Muxer()
+    flush_after = data.draw(
+        st.sets(st.integers(0, len(frames) - 1), max_size=len(frames) // 3), label="cuts"
+    )
+    parts = []
+    for i, frame in enumerate(frames):
+        assert muxer.push(frame) is None
+        if i in flush_after:
+            part = muxer.flush_part()
+            if part is not None:
+                parts.append(part)
+    last = muxer.flush_part(final=True)
+    assert last is not None
+    parts.append(last)
+    check_against_input(frames, muxer.init_segment().data + b"".join(p.data for p in parts), "h264")
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic streams (hypothesis)
+# --------------------------------------------------------------------------------------
+
+AVC_HEADER = bytes.fromhex(
+    "1700000000014d400dffe10019674d400deca0a0cfcf8088000003000800000301e078a14cb001000468ce0fc8"
+)  # ffmpeg's x264, 320x180, Main
+AAC_HEADER = b"\xaf\x00\x12\x10"  # AAC LC, 44.1 kHz, stereo
+
+
+def video_payload(keyframe: bool, cts: int, size: int, seed: int) -> bytes:
+    nal = bytes([0x65 if keyframe else 0x41]) + bytes((seed + i) & 0xFF for i in range(size))
+    body = len(nal).to_bytes(4, "big") + nal
+    return bytes([0x17 if keyframe else 0x27, 1]) + (cts & 0xFFFFFF).to_bytes(3, "big") + body
+
+
+def audio_payload(size: int, seed: int) -> bytes:
+    return b"\xaf\x01" + bytes((seed * 3 + i) & 0xFF for i in range(size))
+
+
+@st.composite
+def synthetic(draw: st.DrawFn) -> tuple[list[Frame | str], bool, bool]:
+    """Frames of a stream with random timing and cut points (``"flush"`` entries)."""
+    has_video = draw(st.booleans())
+    has_audio = draw(st.booleans()) or not has_video
+    video: list[Frame] = []
+    audio: list[Frame] = []
+    if has_video:
+        dts = draw(st.integers(0, 10_000))
+        for i in range(draw(st.integers(1, 40))):
+            dts += draw(st.sampled_from([33, 33, 34, 0, 1, 17, 100, 500]))
+            key = draw(st.booleans()) if i else draw(st.booleans() | st.just(True))
+            cts = draw(st.sampled_from([0, 0, 33, 66, 133, -33, -100]))
+            size = draw(st.integers(1, 3000))
+            video.append(Frame.from_payload(Kind.VIDEO, dts, video_payload(key, cts, size, i)))
+    if has_audio:
+        dts = draw(st.integers(0, 10_000))
+        for i in range(draw(st.integers(1, 60))):
+            dts += draw(st.sampled_from([23, 23, 24, 0, 5, 40, 300]))
+            size = draw(st.integers(1, 800))
+            audio.append(Frame.from_payload(Kind.AUDIO, dts, audio_payload(size, i)))
+    events: list[Frame | str] = []
+    if has_video:
+        events.append(Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER))
+    if has_audio:
+        events.append(Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER))
+    vi = ai = 0
+    while vi < len(video) or ai < len(audio):
+        take_video = ai >= len(audio) or (vi < len(video) and draw(st.booleans()))
+        if take_video:
+            events.append(video[vi])
+            vi += 1
+        else:
+            events.append(audio[ai])
+            ai += 1
+        if draw(st.integers(0, 4)) == 0:
+            events.append("flush")
+    return events, has_video, has_audio
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=synthetic())
+def test_synthetic_streams_parse_back(stream: tuple[list[Frame | str], bool, bool]) -> None:
+    events, has_video, has_audio = stream
+    muxer = Fmp4Muxer()
+    parts: list[Part] = []
+    accepted: dict[int, list[Frame]] = {1: [], 2: []}
+    video_started = False
+    for event in events:
+        if event == "flush":
+            part = muxer.flush_part()
+            if part is not None:
+                parts.append(part)
+            continue
+        assert isinstance(event, Frame)
+        assert muxer.push(event) is None
+        # what the muxer must keep: video from its first keyframe, audio once video started
+        if event.header:
+            continue
+        if event.kind == Kind.VIDEO:
+            video_started = video_started or event.keyframe
+            if video_started:
+                accepted[1].append(event)
+        elif video_started or not has_video:
+            accepted[2].append(event)
+    last = muxer.flush_part(final=True)
+    if last is not None:
+        parts.append(last)
+    assert muxer.buffered_bytes == 0 and muxer.pending_duration == 0.0
+    dropped = sum(1 for e in events if isinstance(e, Frame) and not e.header) - sum(
+        len(v) for v in accepted.values()
+    )
+    assert muxer.dropped == dropped
+
+    init = muxer.init_segment()
+    tracks = parse_init(init.data)
+    assert (1 in tracks) == has_video and (2 in tracks) == has_audio
+
+    runs: dict[int, list[Run]] = {1: [], 2: []}
+    for n, part in enumerate(parts, start=1):
+        seq, by_track = parse_part(part.data)
+        assert seq == n == part.sequence_number
+        for track_id, run in by_track.items():
+            assert run.samples, "no empty track runs"
+            runs[track_id].append(run)
+        if has_video:
+            assert part.independent == (1 in by_track and by_track[1].flags[0] == 0x02000000)
+        else:
+            assert part.independent
+        main = by_track[1] if 1 in by_track else by_track[2]
+        timescale = 90_000 if 1 in by_track else 44_100
+        assert part.duration == pytest.approx(sum(main.durations) / timescale)
+
+    for track_id, track_runs in runs.items():
+        frames = accepted[track_id]
+        samples = [s for r in track_runs for s in r.samples]
+        offset = 5 if track_id == 1 else 2
+        assert samples == [f.payload[offset:] for f in frames]
+        # decode times: tfdt + the durations before, continuous across parts
+        ticks: list[int] = []
+        for a, b in itertools.pairwise(track_runs):
+            assert b.tfdt == a.tfdt + sum(a.durations)
+        for r in track_runs:
+            t = r.tfdt
+            for d in r.durations:
+                ticks.append(t)
+                t += d
+        if track_id == 1:
+            expected: list[int] = []
+            for f in frames:
+                expected.append(max([f.dts * 90, *expected[-1:]]))
+            assert ticks == expected
+            ctos = [c for r in track_runs for c in r.ctos]
+            assert [t + c for t, c in zip(ticks, ctos, strict=True)] == [f.pts * 90 for f in frames]
+            flags = [fl for r in track_runs for fl in r.flags]
+            assert flags == [0x02000000 if f.keyframe else 0x01010000 for f in frames]
+        else:
+            assert ticks == sorted(ticks)
+            for t, f in zip(ticks, frames, strict=True):
+                assert abs(t - f.dts * 44.1) <= 512 + 1
+            assert {fl for r in track_runs for fl in r.flags} <= {0x02000000}
+            assert all(c == 0 for r in track_runs for c in r.ctos)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([Kind.VIDEO, Kind.AUDIO, Kind.SCRIPT]),
+            st.integers(0, 1 << 40),
+            st.binary(max_size=64),
+            st.booleans(),
+        ),
+        max_size=60,
+    )
+)
+def test_garbage_never_crashes(items: list[tuple[Kind, int, bytes, bool]]) -> None:
+    """Random payloads (some with real headers mixed in): push never raises, every part
+    written parses."""
+    muxer = Fmp4Muxer()
+    for kind, dts, payload, flush in items:
+        if payload[:1] == b"\x00":
+            payload = AVC_HEADER if kind == Kind.VIDEO else AAC_HEADER
+        for frame in (Frame(kind, dts, payload), Frame.from_payload(kind, dts, payload)):
+            part = muxer.push(frame)
+            if part is not None:
+                parse_part(part.data)
+        if flush:
+            part = muxer.flush_part(final=dts % 2 == 0)
+            if part is not None:
+                parse_part(part.data)
+                parse_init(part.init.data)
+
+
+# --------------------------------------------------------------------------------------
+# Edges of the API
+# --------------------------------------------------------------------------------------
+
+
+def test_frames_before_their_sequence_header_are_dropped_and_counted() -> None:
+    muxer = Fmp4Muxer()
+    assert muxer.init is None
+    with pytest.raises(LocalProtocolError):
+        muxer.init_segment()
+    assert muxer.push(Frame.from_payload(Kind.VIDEO, 0, video_payload(True, 0, 10, 0))) is None
+    assert muxer.push(Frame.from_payload(Kind.AUDIO, 0, audio_payload(10, 0))) is None
+    assert muxer.dropped == 2 and "sequence header" in muxer.last_drop_reason
+    assert muxer.flush_part(final=True) is None
+    # a malformed header: the track stays unusable, its frames dropped
+    muxer.push(Frame.from_payload(Kind.AUDIO, 0, b"\xaf\x00\x00"))
+    muxer.push(Frame.from_payload(Kind.AUDIO, 10, audio_payload(10, 0)))
+    assert muxer.dropped == 4 and muxer.init is None
+    # MP3 is not muxed
+    muxer.push(Frame.from_payload(Kind.AUDIO, 20, b"\x2f\xff\xfb"))
+    assert muxer.dropped == 5 and "not supported" in muxer.last_drop_reason
+
+
+def test_the_buffer_is_bounded_and_overflow_is_our_misuse() -> None:
+    muxer = Fmp4Muxer(max_buffer_bytes=10_000, max_buffer_samples=1000)
+    muxer.push(Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER))
+    dts = 0
+    with pytest.raises(LocalProtocolError, match="flush_part"):
+        for i in range(100):
+            muxer.push(Frame.from_payload(Kind.VIDEO, dts, video_payload(i == 0, 0, 995, i)))
+            dts += 33
+    assert muxer.buffered_bytes <= 10_000
+    part = muxer.flush_part()
+    assert part is not None and muxer.buffered_bytes < 1100  # only the held sample is left
+    muxer.push(Frame.from_payload(Kind.VIDEO, dts, video_payload(False, 0, 995, 1)))
+
+
+def test_annexb_frames_are_written_length_prefixed() -> None:
+    muxer = Fmp4Muxer()
+    muxer.push(Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER))
+    nal_a, nal_b = b"\x65" + b"\x11" * 40, b"\x06" + b"\x22" * 9
+    annexb = b"\x00\x00\x00\x01" + nal_b + b"\x00\x00\x01" + nal_a
+    muxer.push(Frame.from_payload(Kind.VIDEO, 0, b"\x17\x01\x00\x00\x00" + annexb))
+    part = muxer.flush_part(final=True)
+    assert part is not None
+    _, runs = parse_part(part.data)
+    expected = len(nal_b).to_bytes(4, "big") + nal_b + len(nal_a).to_bytes(4, "big") + nal_a
+    assert runs[1].samples == [expected]
+    assert runs[1].durations == [3000]  # a lone final sample lasts 1/30 s
+
+
+def test_final_flush_uses_end_dts_and_the_timeline_never_goes_back() -> None:
+    muxer = Fmp4Muxer()
+    muxer.push(Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER))
+    for i, dts in enumerate((1000, 1040)):
+        muxer.push(Frame.from_payload(Kind.VIDEO, dts, video_payload(i == 0, 0, 10, i)))
+    part = muxer.flush_part(final=True, end_dts=1100)
+    assert part is not None
+    _, runs = parse_part(part.data)
+    assert runs[1].tfdt == 90_000 and runs[1].durations == [3600, 5400]
+    # a frame stamped before the end of what was written starts at that end instead
+    muxer.push(Frame.from_payload(Kind.VIDEO, 1090, video_payload(False, 20, 10, 3)))
+    muxer.push(Frame.from_payload(Kind.VIDEO, 1133, video_payload(False, 0, 10, 4)))
+    part = muxer.flush_part()
+    assert part is not None and not part.independent
+    _, runs = parse_part(part.data)
+    assert runs[1].tfdt == 1100 * 90 and runs[1].ctos == [(1110 - 1100) * 90]
+    assert runs[1].durations == [33 * 90]
+
+
+def test_stateless_writers_check_their_input() -> None:
+    video = VideoTrack.from_flv(AVC_HEADER)
+    audio = AudioTrack.from_flv(AAC_HEADER)
+    assert (video.width, video.height, video.codec_string) == (320, 180, "avc1.4d400d")
+    assert (audio.sample_rate, audio.channels, audio.codec_string) == (44_100, 2, "mp4a.40.2")
+    tracks = parse_init(init_segment([video, audio]))
+    assert tracks[2]["config"][b"esds"][4:5] == b"\x03"  # an ES_Descriptor after the header
+    with pytest.raises(LocalProtocolError):
+        init_segment([])
+    with pytest.raises(LocalProtocolError):
+        init_segment([video, video])
+    with pytest.raises(LocalProtocolError):
+        fragment(1, [])
+    with pytest.raises(LocalProtocolError):
+        fragment(1, [TrackFragment(1, -1, [Sample(b"x", 1)])])
+    with pytest.raises(LocalProtocolError):
+        fragment(1, [TrackFragment(2, 0, [Sample(b"x", 1, sync=False)], False)])
+    seq, runs = parse_part(fragment(7, [TrackFragment(1, 5, [Sample(b"ab", 3, -2, False)])]))
+    assert seq == 7 and runs[1].ctos == [-2] and runs[1].flags == [0x01010000]

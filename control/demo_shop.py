@@ -55,6 +55,10 @@ RECOVERABLE: tuple[type[Exception], ...] = (
 lost connection, a timeout, an answer not of the expected shape."""
 
 
+IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+RETRY_DELAYS = (0.1, 0.3, 1.0)
+
+
 class Api:
     """A small JSON client for the server's ``/api``; ``token`` goes in as a bearer."""
 
@@ -73,11 +77,25 @@ class Api:
         auth: bool = True,
         ok: Sequence[int] = (200, 201, 204),
     ) -> Any:
+        """One call; the JSON answer. An idempotent call (GET, PUT, DELETE) that gets ``503``
+        ("retry shortly") is tried again a few times, as the API asks clients to."""
         h = dict(headers or {})
         if auth and self.token:
             h["Authorization"] = f"Bearer {self.token}"
         url = path if path.startswith("http") else self.base + path
-        async with self.session.request(method, url, json=body, headers=h) as resp:
+        retries = RETRY_DELAYS if method in IDEMPOTENT else ()
+        for delay in (*retries, None):
+            status, data = await self._once(method, url, body, h)
+            if status in ok:
+                return data
+            if status != 503 or delay is None:
+                raise DemoApiError(method, path, status, data)
+            await asyncio.sleep(delay)
+
+    async def _once(
+        self, method: str, url: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        async with self.session.request(method, url, json=body, headers=headers) as resp:
             raw = await resp.read()
             data: Any = None
             if raw:
@@ -85,9 +103,7 @@ class Api:
                     data = await resp.json(content_type=None)
                 except ValueError:
                     data = raw.decode("utf-8", "replace")
-            if resp.status not in ok:
-                raise DemoApiError(method, path, resp.status, data)
-            return data
+            return resp.status, data
 
 
 # -- the catalogue ------------------------------------------------------------------------

@@ -379,3 +379,35 @@ async def test_show_rotates_the_card_opens_flash_sales_and_lotteries(
         lottery = lotteries[0]["detail"]
         assert lottery["keyword"] == demo_shop.LOTTERY_KEYWORD
         assert lottery["room"] == seeded.room
+
+
+async def test_api_client_retries_idempotent_calls_the_server_asks_to_retry() -> None:
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        if seen.count(request.method) < 3:  # "retry shortly", twice
+            return web.json_response(
+                {"error": {"code": "unavailable", "message": "retry shortly"}}, status=503
+            )
+        return web.json_response({"ok": request.method})
+
+    app = web.Application()
+    app.router.add_route("*", "/x", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = demo_shop.Api(session, f"http://127.0.0.1:{port}")
+            assert await api.call("PUT", "/x", {"a": 1}) == {"ok": "PUT"}
+            with pytest.raises(demo_shop.DemoApiError) as err:  # not idempotent: once
+                await api.call("POST", "/x", {"a": 1})
+            assert err.value.status == 503 and err.value.code == "unavailable"
+    finally:
+        await runner.cleanup()
+    assert seen == ["PUT", "PUT", "PUT", "POST"]

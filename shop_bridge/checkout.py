@@ -21,8 +21,8 @@ from shop_bridge import payments
 from shop_bridge.catalog import Catalog
 from shop_bridge.context import ShopContext, new_id
 from shop_bridge.errors import ProviderUnavailable, ShopError, conflict, not_found, unknown_ref
+from shop_bridge.events import OrderCreated, OrderPaid
 from shop_bridge.models import COUPONS, ORDERS, SKUS, TRANSITIONS
-from shop_bridge.orders import order_event
 from shop_bridge.shelf import NO_CARD, Shelf
 from shop_bridge.state import IllegalTransition, OrderState
 from shop_bridge.views import order_view
@@ -148,10 +148,10 @@ class Checkout:
                 raise
             return existing, False
         if row["state"] == OrderState.PAID.value:
-            await self.ctx.bus.publish(
-                "order.created", order_event({**row, "state": "pending_payment"}, user_id)
+            await self.ctx.bus.emit(
+                OrderCreated.of({**row, "state": "pending_payment"}, user_id),
+                OrderPaid.of(row, "checkout"),
             )
-            await self.ctx.bus.publish("order.paid", order_event(row, "checkout"))
         else:
             await self.book.publish_created([row])
         return row, True

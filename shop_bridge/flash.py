@@ -49,11 +49,11 @@ from shop_bridge.cache import BoundedCache
 from shop_bridge.catalog import Catalog
 from shop_bridge.context import ShopContext, primary_key
 from shop_bridge.errors import ShopError, conflict, not_found, unknown_ref
+from shop_bridge.events import FlashSaleCreated, OrderCreated, order_payload
 from shop_bridge.flash_batch import BuyBatcher
 from shop_bridge.models import ORDERS, SALES, SKUS
 from shop_bridge.order_rows import EXISTS
 from shop_bridge.order_writer import OrderWriter, QueueFull, WriteFailed
-from shop_bridge.orders import order_event
 from shop_bridge.redis_store import BuyArgs, idem_field
 from shop_bridge.shelf import CardRef, Shelf
 from shop_bridge.state import OrderState
@@ -160,9 +160,8 @@ class FlashSales:
         assert ctx is not None
         await self.load(ctx.sale)
         view = await self.get(sale_id)
-        await self.ctx.bus.publish(
-            "flash_sale.created",
-            {**view, "room": ctx.room, "anchor_id": ctx.anchor_id, "ts": now / 1000},
+        await self.ctx.bus.emit(
+            FlashSaleCreated(**view, room=ctx.room, anchor_id=ctx.anchor_id, ts=now / 1000)
         )
         return view
 
@@ -416,7 +415,8 @@ class FlashSales:
             if existing is None:
                 raise ShopError(503, "order_pending", "retry with the same idempotency_key")
             return existing, False
-        self.ctx.emit_later("order.created", order_event(row, row["user_id"]))
+        # the payload as a dict (no dataclass per buy): OrderCreated's JSON
+        self.ctx.emit_later(OrderCreated.TOPIC, order_payload(row, row["user_id"]))
         return row, True
 
     async def forget_journal(self, rows: list[dict[str, Any]]) -> None:

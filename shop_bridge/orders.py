@@ -22,32 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.bus import EventBus
+from shop_bridge.events import OrderCreated, order_moved
 from shop_bridge.models import COUPONS, ORDERS, SALES, SKUS, TRANSITIONS
 from shop_bridge.order_rows import created_log, insert_batch_or_rows
 from shop_bridge.redis_store import NOT_LOADED, RELEASED, SETTLED, FlashStore
-from shop_bridge.state import EVENT_TOPICS, IllegalTransition, OrderState, transition
+from shop_bridge.state import IllegalTransition, OrderState, transition
 
 logger = logging.getLogger(__name__)
-
-
-def order_event(order: dict[str, Any], actor: str) -> dict[str, Any]:
-    return {
-        "order_id": order["id"],
-        "state": order["state"],
-        "kind": order["kind"],
-        "user_id": order["user_id"],
-        "broadcast_id": order["broadcast_id"],
-        "anchor_id": order["anchor_id"],
-        "product_id": order["product_id"],
-        "sku_id": order["sku_id"],
-        "flash_sale_id": order["flash_sale_id"],
-        "quantity": order["quantity"],
-        "amount_fen": order["amount_fen"],
-        "card_id": order["card_id"],
-        "channel": order["channel"],
-        "actor": actor,
-        "ts": order["updated_ms"] / 1000,
-    }
 
 
 class OrderBook:
@@ -89,7 +70,7 @@ class OrderBook:
 
     async def publish_created(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            await self.bus.publish("order.created", order_event(row, row["user_id"]))
+            await self.bus.emit(OrderCreated.of(row, row["user_id"]))
 
     # -- reading -------------------------------------------------------------------
 
@@ -207,7 +188,7 @@ class OrderBook:
             if restocked:
                 order["stock_released"], order["restock"] = True, restocked
             logger.info("order %s: %s -> %s by %s %s", order_id, current, target, actor, reason)
-            await self.bus.publish(EVENT_TOPICS[target], order_event(order, actor))
+            await self.bus.emit(order_moved(target, order, actor))
             if target is OrderState.CANCELLED:
                 await self.release_stock(order)
             return order

@@ -18,6 +18,7 @@ from sqlalchemy import delete, insert, select
 from shop_bridge import payments
 from shop_bridge.checkout import Checkout
 from shop_bridge.context import ShopContext
+from shop_bridge.events import OrderPaymentLate
 from shop_bridge.models import NOTIFICATIONS
 from shop_bridge.state import PAID_STATES, IllegalTransition, OrderState
 
@@ -147,15 +148,14 @@ class PaymentNotices:
             remote,
         )
         logger.warning("payment %s arrived for cancelled order %s: refunding it", txn, order_id)
-        await self.ctx.bus.publish(
-            "order.payment_late",
-            {
-                "order_id": order_id,
-                "transaction_id": txn,
-                "amount_fen": total,
-                "refund": "started",
-                "ts": now / 1000,
-            },
+        await self.ctx.bus.emit(
+            OrderPaymentLate(
+                order_id=order_id,
+                transaction_id=txn,
+                amount_fen=total,
+                refund="started",
+                ts=now / 1000,
+            )
         )
         await self.checkout.try_refund(moved, "payment-notify")
         return 200, {"code": "SUCCESS", "message": "order cancelled; payment refunded"}

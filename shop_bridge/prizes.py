@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.bus import Event
+from danmaku.events import LotteryPrize
 from shop_bridge.context import ShopContext, new_id
 from shop_bridge.errors import ShopError
+from shop_bridge.events import OrderCreated, OrderPaid, PrizeGranted
 from shop_bridge.models import COUPONS, GRANTS, ORDERS, SKUS, TRANSITIONS
-from shop_bridge.orders import order_event
 from shop_bridge.shelf import Shelf
 from shop_bridge.state import OrderState
 
@@ -33,14 +33,15 @@ class Prizes:
 
     def subscribe(self) -> list[Callable[[], None]]:
         """Grant the danmaku hub's prizes; the unsubscribers."""
-        return [self.ctx.bus.subscribe("lottery.prize", self.on_prize)]
+        return [self.ctx.bus.on(LotteryPrize, self.on_prize)]
 
-    async def on_prize(self, event: Event) -> None:
+    async def on_prize(self, event: LotteryPrize) -> None:
+        data = event.to_data()
         try:
-            result = await self.grant(event.data)
+            result = await self.grant(data)
             logger.info("lottery prize handled: %s", result)
         except ShopError as exc:
-            logger.error("lottery prize event refused (%s): %s", exc.message, event.data)
+            logger.error("lottery prize event refused (%s): %s", exc.message, data)
 
     async def grant(self, data: dict[str, Any]) -> dict[str, Any]:
         """Give a lottery winner a coupon or a zero-price order, exactly once per grant key.
@@ -187,9 +188,10 @@ class Prizes:
         if grant["status"] != "granted":
             logger.warning("lottery prize %s could not be granted: %s", grant_key, grant["status"])
         if order_row is not None:
-            await self.ctx.bus.publish("order.created", order_event(order_row, "lottery"))
-            await self.ctx.bus.publish("order.paid", order_event(order_row, "lottery"))
-        await self.ctx.bus.publish("prize.granted", {**grant, "broadcast_id": broadcast_id})
+            await self.ctx.bus.emit(
+                OrderCreated.of(order_row, "lottery"), OrderPaid.of(order_row, "lottery")
+            )
+        await self.ctx.bus.emit(PrizeGranted(**grant, broadcast_id=broadcast_id))
         return {**grant, "duplicate": False}
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 
 from shop_bridge.context import ShopContext
 from shop_bridge.errors import ShopError, conflict, invalid, not_found
+from shop_bridge.events import FlashSaleClosed, FlashSaleSettled, FlashSaleUpdated
 from shop_bridge.flash import FlashSales
 from shop_bridge.models import SALES, SKUS
 
@@ -106,16 +107,15 @@ class FlashSaleAdmin:
         logger.info("flash sale %s closed by %s: %s", sale_id, actor, reason)
         view = await self.flash.get(sale_id)
         ctx = await self.flash.sale_ctx(sale_id)
-        await self.ctx.bus.publish(
-            "flash_sale.closed",
-            {
+        await self.ctx.bus.emit(
+            FlashSaleClosed(
                 **view,
-                "room": ctx.room if ctx else "",
-                "anchor_id": ctx.anchor_id if ctx else "",
-                "actor": actor,
-                "reason": reason,
-                "ts": now / 1000,
-            },
+                room=ctx.room if ctx else "",
+                anchor_id=ctx.anchor_id if ctx else "",
+                actor=actor,
+                reason=reason,
+                ts=now / 1000,
+            )
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_WAIT
@@ -216,16 +216,15 @@ class FlashSaleAdmin:
         logger.info("flash sale %s edited by %s: %s", sale_id, actor, changed)
         view = await self.flash.get(sale_id)
         ctx = await self.flash.sale_ctx(sale_id)
-        await self.ctx.bus.publish(
-            "flash_sale.updated",
-            {
+        await self.ctx.bus.emit(
+            FlashSaleUpdated(
                 **view,
-                "changed": changed,
-                "room": ctx.room if ctx else "",
-                "anchor_id": ctx.anchor_id if ctx else "",
-                "actor": actor,
-                "ts": now / 1000,
-            },
+                changed=tuple(changed),
+                room=ctx.room if ctx else "",
+                anchor_id=ctx.anchor_id if ctx else "",
+                actor=actor,
+                ts=now / 1000,
+            )
         )
         return view
 
@@ -274,16 +273,15 @@ class FlashSaleAdmin:
         self.flash.forget(sale_id)
         logger.info("flash sale %s settled: %d unsold units back to the SKU", sale_id, units)
         ctx = await self.flash.sale_ctx(sale_id)
-        await self.ctx.bus.publish(
-            "flash_sale.settled",
-            {
-                "id": sale_id,
-                "broadcast_id": sale["broadcast_id"],
-                "sku_id": sale["sku_id"],
-                "returned_stock": units if sale["carved"] else 0,
-                "room": ctx.room if ctx else "",
-                "ts": now / 1000,
-            },
+        await self.ctx.bus.emit(
+            FlashSaleSettled(
+                id=sale_id,
+                broadcast_id=sale["broadcast_id"],
+                sku_id=sale["sku_id"],
+                returned_stock=units if sale["carved"] else 0,
+                room=ctx.room if ctx else "",
+                ts=now / 1000,
+            )
         )
         return units
 

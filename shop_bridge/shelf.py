@@ -22,8 +22,9 @@ from shop_bridge.cache import BoundedCache
 from shop_bridge.catalog import Catalog
 from shop_bridge.context import ShopContext, primary_key
 from shop_bridge.errors import ShopError, conflict, not_found, unknown_ref
+from shop_bridge.events import CardEvent, ShelfUpdated
 from shop_bridge.models import BROADCASTS, CARDS, PRODUCTS, SALES, SHELF
-from shop_bridge.views import card_event, card_view
+from shop_bridge.views import card_view
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Shelf:
         """Follow control's broadcasts and other nodes' cards; the unsubscribers."""
         bus = self.ctx.bus
         return [
-            bus.subscribe("card.*", self.on_card_event),
+            bus.on(CardEvent, self.on_card_event),
             bus.subscribe("broadcast.*", self.on_broadcast_event),
         ]
 
@@ -223,9 +224,10 @@ class Shelf:
                     ],
                 )
         shelf = await self.get_shelf(broadcast_id)
-        await self.ctx.bus.publish(
-            "shelf.updated",
-            {"broadcast_id": broadcast_id, "product_ids": ids, "actor": actor, "ts": now / 1000},
+        await self.ctx.bus.emit(
+            ShelfUpdated(
+                broadcast_id=broadcast_id, product_ids=tuple(ids), actor=actor, ts=now / 1000
+            )
         )
         return shelf
 
@@ -241,15 +243,14 @@ class Shelf:
             )
             if res.rowcount != 1:
                 raise not_found("shelf_item", f"{broadcast_id}/{product_id}")
-        await self.ctx.bus.publish(
-            "shelf.updated",
-            {
-                "broadcast_id": broadcast_id,
-                "product_id": product_id,
-                "on_shelf": on_shelf,
-                "actor": actor,
-                "ts": now / 1000,
-            },
+        await self.ctx.bus.emit(
+            ShelfUpdated(
+                broadcast_id=broadcast_id,
+                product_id=product_id,
+                on_shelf=on_shelf,
+                actor=actor,
+                ts=now / 1000,
+            )
         )
         return await self.get_shelf(broadcast_id)
 
@@ -357,9 +358,9 @@ class Shelf:
         self.card_cache.put(room, CardRef(card_id, product_id))
         if previous is not None:
             previous.update(cleared_ms=now, cleared_by=actor)
-            await self.ctx.bus.publish("card.cleared", card_event(previous, "replaced", anchor_id))
+            await self.ctx.bus.emit(card_event(previous, "replaced", anchor_id))
         card = await self.card(card_id)
-        await self.ctx.bus.publish("card.pushed", card_event(card, "", anchor_id))
+        await self.ctx.bus.emit(card_event(card, "", anchor_id))
         return card_view(card)
 
     async def clear_card(self, broadcast_id: str, actor: str) -> dict[str, Any]:
@@ -378,7 +379,7 @@ class Shelf:
                 raise not_found("card", f"shown in room {room}")
         self.card_cache.put(room, NO_CARD)
         card = {**dict(prev), "cleared_ms": now, "cleared_by": actor}
-        await self.ctx.bus.publish("card.cleared", card_event(card, "cleared", anchor_id))
+        await self.ctx.bus.emit(card_event(card, "cleared", anchor_id))
         return card_view(card)
 
     async def card(self, card_id: int) -> dict[str, Any]:
@@ -422,19 +423,37 @@ class Shelf:
         self.card_cache.put(room, ref)
         return ref
 
-    def on_card_event(self, event: Event) -> None:
+    def on_card_event(self, event: CardEvent) -> None:
         """Keep the attribution cache right when another node pushes or clears a card."""
-        room = event.data.get("room")
+        room = event.room
         if not isinstance(room, str):
             return
         if event.topic == "card.pushed":
-            cid, pid = event.data.get("card_id"), event.data.get("product_id")
+            cid, pid = event.card_id, event.product_id
             if isinstance(cid, int) and isinstance(pid, int):
                 self.card_cache.put(room, CardRef(cid, pid))
-        elif event.topic == "card.cleared" and event.data.get("reason") != "replaced":
+        elif event.topic == "card.cleared" and event.reason != "replaced":
             current = self.card_cache.get(room)
-            if current is None or current.card_id == event.data.get("card_id"):
+            if current is None or current.card_id == event.card_id:
                 self.card_cache.put(room, NO_CARD)
+
+
+def card_event(c: dict[str, Any], reason: str, anchor_id: str) -> CardEvent:
+    """The ``card.pushed`` (no ``reason``) or ``card.cleared`` event of a card's row."""
+    return CardEvent(
+        topic="card.cleared" if reason else "card.pushed",
+        card_id=c["id"],
+        broadcast_id=c["broadcast_id"],
+        room=c["room"],
+        anchor_id=anchor_id,
+        product_id=c["product_id"],
+        sku_id=c["sku_id"],
+        flash_sale_id=c["flash_sale_id"],
+        actor=c["actor"] if not reason else c["cleared_by"],
+        ts=(c["cleared_ms"] if reason else c["pushed_ms"]) / 1000,
+        pushed_ts=c["pushed_ms"] / 1000,
+        reason=reason or None,
+    )
 
 
 async def active_card(conn: Any, room: str) -> Any:

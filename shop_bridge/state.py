@@ -56,9 +56,6 @@ HOLDS_STOCK: frozenset[OrderState] = frozenset(
 sale or the SKU, a completed refund gives it back to the SKU (``stock_released`` records it,
 so it happens once)."""
 
-EVENT_TOPICS: dict[OrderState, str] = {s: f"order.{s.value}" for s in OrderState}
-"""Bus topic published after a move into each state (``order.paid``, ``order.cancelled``...)."""
-
 
 class IllegalTransition(Exception):
     """A move the table does not allow (or the order moved on before us)."""

@@ -63,24 +63,6 @@ def card_view(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def card_event(c: dict[str, Any], reason: str, anchor_id: str) -> dict[str, Any]:
-    out = {
-        "card_id": c["id"],
-        "broadcast_id": c["broadcast_id"],
-        "room": c["room"],
-        "anchor_id": anchor_id,
-        "product_id": c["product_id"],
-        "sku_id": c["sku_id"],
-        "flash_sale_id": c["flash_sale_id"],
-        "actor": c["actor"] if not reason else c["cleared_by"],
-        "ts": (c["cleared_ms"] if reason else c["pushed_ms"]) / 1000,
-        "pushed_ts": c["pushed_ms"] / 1000,
-    }
-    if reason:
-        out["reason"] = reason
-    return out
-
-
 def sale_view(s: dict[str, Any], remaining: int | None, now_ms: int) -> dict[str, Any]:
     if s.get("closed_ms") is not None:
         status = "closed"

@@ -130,6 +130,7 @@ async def test_lottery_prize_events_are_granted_exactly_once(shop) -> None:
         "prize": {"name": "5 yuan off", "stock": 10, "coupon": "500"},
         "prize_index": 0,
         "n": 0,
+        "mode": "timed",  # every field danmaku's LotteryPrize carries
     }
     product_event = {
         **coupon_event,

@@ -227,8 +227,8 @@ class LiveEndpoint:
         ws = web.WebSocketResponse(
             compress=False, max_msg_size=self.config.max_message_bytes, autoping=True
         )
-        await ws.prepare(request)
-        transport = request.transport
+        await ws.prepare(request)  # the 101 response is on the transport (as aiohttp's own
+        transport = request.transport  # websocket writer needs): frames may follow
         if transport is None:
             return ws
         sock = LiveSocket(self, ws, transport, self.config.client_backlog_bytes)

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from control import routes_accounts, routes_broadcasts, routes_live, routes_meta, routes_webhooks
 from control.accounts import Accounts, LoginLimiter
-from control.auth import AUTH, LEGACY_UNDECLARED, AuthState, auth_middleware, roles_from_spec
+from control.auth import AUTH, AuthState, auth_middleware, roles_from_spec
 from control.broadcasts import BroadcastService, NotFound
 from control.context import CONSOLE_DIR, CONTROL, MIGRATIONS, Control
 from control.lifecycle import State
@@ -185,7 +185,4 @@ async def _document(app: web.Application) -> None:
     # COMPAT (issue 16): roles of packages that still ship OPENAPI_PATHS
     packages = {t.package for t in routes.tables}
     old, _ = legacy_paths(packages)
-    legacy = roles_from_spec(old)
-    if "relay" not in packages:
-        legacy = {**LEGACY_UNDECLARED, **legacy}
-    app[AUTH].legacy_roles = legacy
+    app[AUTH].legacy_roles = roles_from_spec(old)

@@ -62,14 +62,6 @@ class AuthState:
 AUTH: web.AppKey[AuthState] = web.AppKey("berrylive.control.auth", AuthState)
 
 
-LEGACY_UNDECLARED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("GET", "/api/streams"): ("operator",),
-    ("GET", "/api/streams/{app}/{stream}"): ("operator",),
-}
-"""COMPAT (issue 16): relay routes in no ``relay/openapi.py`` that were operator-only by
-default before; kept so until relay declares them in its route table."""
-
-
 def roles_from_spec(paths: dict[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
     """COMPAT (issue 16): ``(METHOD, /path/{template}) -> roles`` from ``x-roles``."""
     table: dict[tuple[str, str], tuple[str, ...]] = {}

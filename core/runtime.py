@@ -8,7 +8,7 @@ context after that one and reads ``app[RUNTIME]`` when it starts.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class Runtime:
     role: str = "origin"
     http_port: int = 0
     rtmp_port: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def http_base(self) -> str:
         return f"http://{self.public_host}:{self.http_port}"

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 
 from media import flv
-from media.frame import Kind
+from media.frame import Frame, Kind
 from media.rtmp.chunk import ChunkReader
 from relay.config import RelayConfig
-from relay.formats import HTTP_FLV_10, RtmpPlay
-from relay.hub import PublisherInfo, StreamRegistry, Viewer, ViewerInfo
+from relay.formats import HTTP_FLV, HTTP_FLV_10, HttpFlv, RtmpPlay, http_chunk
+from relay.hub import Batch, PublisherInfo, StreamRegistry, Viewer, ViewerInfo
 from tests.mediautil import wait_for
 
 AVC_HDR = b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x1f\xff\xe1\x00\x04abcd\x01\x00\x02ef"
@@ -133,6 +133,20 @@ async def test_rtmp_viewers_get_frames_chunked_at_their_own_chunk_size(coalesce:
         got = [m.payload for m in reader.feed(bytes(t.received))]
         assert got == sent, f"chunk size {cs}"
     reg.close()
+
+
+def test_a_batch_is_encoded_once_per_format_and_formats_are_one_object_per_value() -> None:
+    big = Frame(Kind.VIDEO, 0, key(70_000))
+    batch = Batch([big, Frame(Kind.VIDEO, 33, inter())], 0)
+    player = batch.encoded(RtmpPlay(65_536))
+    assert RtmpPlay(65_536) is RtmpPlay(65_536)  # each RTMP connection builds its own
+    assert batch.encoded(RtmpPlay(65_536)) is player  # shared by every player at that size
+    forward = batch.encoded(RtmpPlay(60_000))
+    assert forward != player
+    assert forward == big.rtmp_message(60_000) + batch.frames[1].rtmp_message(60_000)
+    assert player == big.rtmp_message(65_536) + batch.frames[1].rtmp_message(65_536)
+    assert HttpFlv() is HTTP_FLV and HttpFlv(chunked=False) is HTTP_FLV_10
+    assert batch.encoded(HTTP_FLV) == http_chunk(batch.encoded(HTTP_FLV_10))
 
 
 async def test_changed_sequence_header_is_sent_before_next_keyframe() -> None:

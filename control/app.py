@@ -17,7 +17,7 @@ from aiohttp import web
 
 import danmaku
 import ingest
-import relay
+import relay.wiring
 import replay
 import shop_bridge
 from control import api as control_api
@@ -38,7 +38,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_runtime_ctx)
-    relay.setup(app, config.relay)
+    relay.wiring.setup(app, config.relay)  # registry, routes, cluster (relay/wiring.py)
     ingest.setup(
         app,
         config.ingest,

@@ -29,8 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
-from core.bus import Event
 from core.runtime import Runtime
+from ingest.events import StreamPublished, StreamUnpublished
 from relay.backoff import backoff_delay
 from relay.config import RelayConfig
 from relay.hub import StreamHub, StreamRegistry
@@ -233,7 +233,10 @@ class ClusterNode:
         except Exception:  # pragma: no cover - psutil is a dependency
             self._proc = None
         self.registry.hub_listeners.append(self._on_hub)
-        self._unsubscribe = self.runtime.bus.subscribe("stream.*", self._on_stream_event)
+        # one subscription for both: a stream's up and down stay in the order they happened
+        self._unsubscribe = self.runtime.bus.on_each(
+            {StreamPublished: self._on_published, StreamUnpublished: self._on_unpublished}
+        )
         self._task = asyncio.get_running_loop().create_task(self._beat_loop(), name="cluster:beat")
 
     async def close(self) -> None:
@@ -261,24 +264,29 @@ class ClusterNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _on_stream_event(self, event: Event) -> None:
-        """Claim a stream when our ingest starts it; release the claim when it ends (the
-        hub lingers for a reconnect, but edges must not re-pull its stale GOP meanwhile)."""
+    async def _on_published(self, event: StreamPublished) -> None:
+        """Claim a stream when our ingest starts it."""
         if not self.is_origin or event.node != self.runtime.node_id:
             return
-        app, name = event.data.get("app"), event.data.get("stream")
-        if not isinstance(app, str) or not isinstance(name, str):
-            return
-        key = f"{app}/{name}"
+        key = f"{event.app}/{event.stream}"
         try:
-            if event.topic == "stream.published":
-                await self.directory.claim_stream(key, self.runtime.node_id)
-                self._claimed.add(key)
-            elif event.topic == "stream.unpublished":
-                hub = self.registry.get(app, name)
-                if hub is None or not hub.live:  # not republished in the meantime
-                    self._claimed.discard(key)
-                    await self.directory.release_stream(key, self.runtime.node_id)
+            await self.directory.claim_stream(key, self.runtime.node_id)
+            self._claimed.add(key)
+        except Exception as exc:
+            logger.warning("cluster: cannot update %s in Redis: %s", key, exc)
+
+    async def _on_unpublished(self, event: StreamUnpublished) -> None:
+        """Release the claim when it ends (the hub lingers for a reconnect, but edges must
+        not re-pull its stale GOP meanwhile)."""
+        if not self.is_origin or event.node != self.runtime.node_id:
+            return
+        key = f"{event.app}/{event.stream}"
+        hub = self.registry.get(event.app, event.stream)
+        if hub is not None and hub.live:  # republished in the meantime
+            return
+        self._claimed.discard(key)
+        try:
+            await self.directory.release_stream(key, self.runtime.node_id)
         except Exception as exc:
             logger.warning("cluster: cannot update %s in Redis: %s", key, exc)
 

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from core.bus import Event
 from core.runtime import Runtime
+from ingest.events import StreamPublished
 from media import flv
 from media.amf import decode_amf0
 from media.errors import AMFError, FLVError
@@ -378,7 +378,7 @@ class EdgePuller:
         self.registry.resolver = self.resolve
         self.registry.on_viewers_changed(self.viewers_changed)
         self.registry.hub_listeners.append(self._on_hub)
-        self._unsubscribe = self.runtime.bus.subscribe("stream.published", self._on_published)
+        self._unsubscribe = self.runtime.bus.on(StreamPublished, self._on_published)
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
@@ -490,13 +490,10 @@ class EdgePuller:
         if self.pulls.get(pull.key) is pull:
             del self.pulls[pull.key]
 
-    async def _on_published(self, event: Event) -> None:
+    async def _on_published(self, event: StreamPublished) -> None:
         if event.node == self.runtime.node_id:
             return
-        app, name = event.data.get("app"), event.data.get("stream")
-        if not isinstance(app, str) or not isinstance(name, str):
-            return
-        pull = self.pulls.get(f"{app}/{name}")
+        pull = self.pulls.get(f"{event.app}/{event.stream}")
         if pull is not None and pull.first.done():
             pull.published_elsewhere(event.node)
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.bus import Event
 from core.runtime import Runtime
+from ingest.events import StreamPublished
 from media.rtmp.client import ClientConnection, ClientError, CommandReply
 from relay.backoff import backoff_delay
 from relay.config import RelayConfig
@@ -218,7 +218,7 @@ class Forwarder:
 
     async def start(self) -> None:
         self.registry.hub_listeners.append(self._on_hub)
-        self._unsubscribe = self.runtime.bus.subscribe("stream.published", self._on_published)
+        self._unsubscribe = self.runtime.bus.on(StreamPublished, self._on_published)
         self._task = asyncio.get_running_loop().create_task(self._sync_loop(), name="forward")
 
     async def close(self) -> None:
@@ -287,7 +287,7 @@ class Forwarder:
                 f.stop()
                 del self.forwards[key]
 
-    def _on_published(self, event: Event) -> None:
+    def _on_published(self, event: StreamPublished) -> None:
         if event.node == self.runtime.node_id:
             self._poke.set()
 

@@ -7,7 +7,7 @@
 * ``GET /api/play/{app}/{stream}``: where to play (public), and ``/api/cluster/*``: the
   cluster's nodes, streams and forwarding rules (operators) (:mod:`relay.scheduler`).
 
-Schemas are in :mod:`relay.openapi`; ``relay.setup`` installs :data:`ROUTES`.
+Schemas are in :mod:`relay.openapi`; ``relay.wiring.setup`` installs :data:`ROUTES`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The cluster's place in the app: the node's heartbeat, then edge pulls (on an edge) or
-forwards (on an origin). (The scheduler's routes are in :mod:`relay.routes`.)
+"""The relay's place in the app: ``setup(app, config)`` creates the stream registry,
+installs the routes (:data:`relay.routes.ROUTES`) and starts the cluster: the node's
+heartbeat, then edge pulls (on an edge) or forwards (on an origin).
 
-It sits above the modules it assembles (``cluster``, ``edge``, ``forward``), which never
-import it: the import graph of ``relay`` stays acyclic.
+It sits above the modules it assembles (``cluster``, ``edge``, ``forward``, ``routes``),
+which never import it: the import graph of ``relay`` stays acyclic.
 """
 
 from __future__ import annotations
@@ -16,6 +17,24 @@ from relay import edge, forward
 from relay.cluster import CLUSTER, ClusterNode
 from relay.config import RelayConfig
 from relay.http import REGISTRY
+from relay.hub import StreamRegistry
+from relay.routes import ROUTES
+
+
+def setup(app: web.Application, config: RelayConfig) -> None:
+    """The stream registry (created at once, so ingest can find it), the HTTP routes
+    (HTTP-FLV / WS-FLV, ``/api/streams``, ``/api/play``, ``/api/cluster/*``) and the
+    cluster's lifecycle (docs/cluster.md)."""
+    registry = StreamRegistry(config, linger_seconds=config.publisher_linger)
+    app[REGISTRY] = registry
+
+    async def registry_ctx(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        registry.close()
+
+    app.cleanup_ctx.append(registry_ctx)
+    ROUTES.install(app)
+    setup_cluster(app, config)
 
 
 def setup_cluster(app: web.Application, config: RelayConfig) -> None:

@@ -30,7 +30,7 @@ one; audio is cut at the video cut point (audio frames stamped at or after the h
 video frame wait for the next part), so a part's tracks cover the same span. Only
 ``flush_part(final=True)`` (end of stream, codec change) writes the held samples, the last
 duration taken from ``end_dts`` if given, else from the previous sample (video; 1/30 s
-if there is none) or the AAC frame length (audio).
+if there is none or it lasted 0) or the AAC frame length (audio).
 
 What is dropped (counted in ``dropped``, the last reason in ``last_drop_reason``; a
 publisher's stream is a peer's input, so none of this raises): frames of a track whose
@@ -474,10 +474,11 @@ class Fmp4Muxer:
             if successor is None:
                 if isinstance(track, AudioTrack):
                     last = track.frame_length
-                elif len(taken) > 1:
-                    last = taken[-1].tick - taken[-2].tick
                 else:
-                    last = state.last_duration or _DEFAULT_VIDEO_DURATION
+                    last = (
+                        taken[-1].tick - taken[-2].tick if len(taken) > 1 else state.last_duration
+                    )
+                    last = last or _DEFAULT_VIDEO_DURATION
                 successor = taken[-1].tick + last
         samples: list[Sample] = []
         for i, p in enumerate(taken):

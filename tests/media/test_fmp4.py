@@ -542,11 +542,13 @@ def test_synthetic_streams_parse_back(stream: tuple[list[Frame | str], bool, boo
     parts: list[Part] = []
     accepted: dict[int, list[Frame]] = {1: [], 2: []}
     video_started = False
+    held_video: list[int | None] = []  # per part: the video dts held back at its cut
     for event in events:
         if event == "flush":
             part = muxer.flush_part()
             if part is not None:
                 parts.append(part)
+                held_video.append(accepted[1][-1].dts if accepted[1] else None)
             continue
         assert isinstance(event, Frame)
         assert muxer.push(event) is None
@@ -562,6 +564,7 @@ def test_synthetic_streams_parse_back(stream: tuple[list[Frame | str], bool, boo
     last = muxer.flush_part(final=True)
     if last is not None:
         parts.append(last)
+        held_video.append(None)
     assert muxer.buffered_bytes == 0 and muxer.pending_duration == 0.0
     dropped = sum(1 for e in events if isinstance(e, Frame) and not e.header) - sum(
         len(v) for v in accepted.values()
@@ -573,12 +576,19 @@ def test_synthetic_streams_parse_back(stream: tuple[list[Frame | str], bool, boo
     assert (1 in tracks) == has_video and (2 in tracks) == has_audio
 
     runs: dict[int, list[Run]] = {1: [], 2: []}
-    for n, part in enumerate(parts, start=1):
+    audio_done = 0
+    for n, (part, held) in enumerate(zip(parts, held_video, strict=True), start=1):
         seq, by_track = parse_part(part.data)
         assert seq == n == part.sequence_number
         for track_id, run in by_track.items():
             assert run.samples, "no empty track runs"
             runs[track_id].append(run)
+        if 2 in by_track:
+            count = len(by_track[2].samples)
+            in_part = accepted[2][audio_done : audio_done + count]
+            audio_done += count
+            if held is not None:
+                assert all(f.dts < held for f in in_part), "audio is cut at the held video"
         if has_video:
             assert part.independent == (1 in by_track and by_track[1].flags[0] == 0x02000000)
         else:
@@ -610,11 +620,16 @@ def test_synthetic_streams_parse_back(stream: tuple[list[Frame | str], bool, boo
             assert [t + c for t, c in zip(ticks, ctos, strict=True)] == [f.pts * 90 for f in frames]
             flags = [fl for r in track_runs for fl in r.flags]
             assert flags == [0x02000000 if f.keyframe else 0x01010000 for f in frames]
+            # the final sample lasts as long as the one before it
+            durations = [d for r in track_runs for d in r.durations]
+            if durations:
+                assert durations[-1] == ((durations[-2] if len(durations) > 1 else 0) or 3000)
         else:
             assert ticks == sorted(ticks)
             for t, f in zip(ticks, frames, strict=True):
                 assert abs(t - f.dts * 44.1) <= 512 + 1
             assert {fl for r in track_runs for fl in r.flags} <= {0x02000000}
+            assert not track_runs or track_runs[-1].durations[-1] == 1024
             assert all(c == 0 for r in track_runs for c in r.ctos)
 
 
@@ -737,3 +752,37 @@ def test_stateless_writers_check_their_input() -> None:
         fragment(1, [TrackFragment(2, 0, [Sample(b"x", 1, sync=False)], False)])
     seq, runs = parse_part(fragment(7, [TrackFragment(1, 5, [Sample(b"ab", 3, -2, False)])]))
     assert seq == 7 and runs[1].ctos == [-2] and runs[1].flags == [0x01010000]
+
+
+def test_after_a_codec_change_video_waits_for_a_keyframe() -> None:
+    """A header change in the middle of a GOP: the frames up to the next keyframe cannot
+    be decoded under the new init, so they (and the audio beside them) are dropped."""
+    muxer = Fmp4Muxer()
+    muxer.push(Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER))
+    muxer.push(Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER))
+    for i in range(5):
+        muxer.push(Frame.from_payload(Kind.VIDEO, i * 33, video_payload(i == 0, 0, 50, i)))
+        muxer.push(Frame.from_payload(Kind.AUDIO, i * 33, audio_payload(20, i)))
+    first = muxer.flush_part()
+    assert first is not None and first.init.version == 1 and first.independent
+    # the encoder restarts with another SPS (a different level): a new init
+    header = bytearray(AVC_HEADER)
+    header[8] = header[16] = 0x1E  # AVCLevelIndication and level_idc in the SPS
+    forced = muxer.push(Frame.from_payload(Kind.VIDEO, 170, bytes(header)))
+    assert forced is not None and forced.init is first.init
+    _, runs = parse_part(forced.data)
+    assert len(runs[1].samples) == 1 and runs[1].durations == [33 * 90]
+    before = muxer.dropped
+    for i in range(5, 8):  # inter frames and audio: dropped
+        muxer.push(Frame.from_payload(Kind.VIDEO, i * 33, video_payload(False, 0, 50, i)))
+        muxer.push(Frame.from_payload(Kind.AUDIO, i * 33, audio_payload(20, i)))
+    assert muxer.dropped == before + 6 and "keyframe" in muxer.last_drop_reason
+    assert muxer.flush_part(final=True) is None
+    for i in range(8, 11):
+        muxer.push(Frame.from_payload(Kind.VIDEO, i * 33, video_payload(i == 8, 0, 50, i)))
+        muxer.push(Frame.from_payload(Kind.AUDIO, i * 33, audio_payload(20, i)))
+    part = muxer.flush_part()
+    assert part is not None and part.independent and part.init.version == 2
+    assert part.init.video is not None and part.init.codecs.startswith("avc1.4d401e")
+    _, runs = parse_part(part.data)
+    assert runs[1].tfdt == 8 * 33 * 90 and len(runs[1].samples) == 2

@@ -20,8 +20,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.bus import Event, EventBus
+from core.bus import EventBus
 from danmaku.events import DanmakuComment, DanmakuLike
+from shop_bridge.events import OrderPaid
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +53,14 @@ class LiveStats:
     def subscribe_events(self, bus: EventBus) -> list[Callable[[], None]]:
         """Count paid orders, comments and likes; returns the unsubscribers."""
         return [
-            # raw until shop_bridge declares order.paid (payloads are read leniently)
-            bus.subscribe("order.paid", self.on_order_paid),
+            bus.on(OrderPaid, self.on_order_paid),
             bus.on(DanmakuComment, self.on_comments),
             bus.on(DanmakuLike, self.on_likes),
         ]
 
-    async def on_order_paid(self, event: Event) -> None:
-        data = event.data
-        bid = _broadcast_id(data.get("broadcast_id"))
-        gmv = _int(data.get("amount_fen"))
+    async def on_order_paid(self, event: OrderPaid) -> None:
+        bid = _broadcast_id(event.broadcast_id)  # the shop sends it as a decimal string
+        gmv = _int(event.amount_fen)
         self.totals["orders"] += 1
         self.totals["gmv_fen"] += gmv
         if bid is not None:

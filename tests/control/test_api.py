@@ -8,6 +8,7 @@ import time
 
 from core.tokens import verify_token
 from ingest import auth as ingest_auth
+from shop_bridge.events import OrderPaid
 from tests.conftest import TEST_SECRET
 
 PNG_1PX = (
@@ -303,9 +304,18 @@ async def test_openapi_docs_and_metrics(staff) -> None:
     # figures come from the bus: a paid order counts in orders, GMV and the broadcast's stats
     b = await staff.create_broadcast()
     bus = staff.server.runtime.bus
-    await bus.publish("order.paid", {"broadcast_id": b["id"], "amount_fen": 1990})
+
+    def paid(broadcast_id: object, amount_fen: int) -> OrderPaid:
+        return OrderPaid(
+            order_id=f"o{amount_fen}", state="paid", kind="normal", user_id="u1",
+            broadcast_id=broadcast_id, anchor_id="", product_id=1, sku_id=1,  # type: ignore[arg-type]
+            flash_sale_id=None, quantity=1, amount_fen=amount_fen, card_id=None,
+            channel="live", actor="u1", ts=time.time(),
+        )  # fmt: skip
+
+    await bus.emit(paid(b["id"], 1990))
     # the shop and the hub carry broadcast ids as decimal strings
-    await bus.publish("order.paid", {"broadcast_id": str(b["id"]), "amount_fen": 10})
+    await bus.emit(paid(str(b["id"]), 10))
     room = f"{b['app']}/{b['stream']}"
     await bus.publish("danmaku.like", {"room": room, "broadcast_id": str(b["id"]), "count": 5})
     await bus.drain()

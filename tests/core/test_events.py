@@ -124,7 +124,8 @@ def _name(node: ast.expr) -> str:
 
 def test_every_subscribed_event_is_published_somewhere() -> None:
     """A subscription nobody publishes is a bug (it waits for nothing): for every
-    ``bus.on(Cls, ...)`` in the packages, ``Cls(...)`` is constructed outside tests, and
+    ``bus.on(Cls, ...)`` in the packages, ``Cls(...)`` (or a classmethod constructor,
+    ``Cls.of(...)``) is called outside tests and ``events.py``, and
     every raw ``subscribe("topic")`` names a topic some declared class travels under."""
     for pkg in PACKAGES:
         if (ROOT / pkg / "events.py").exists():
@@ -149,7 +150,13 @@ def test_every_subscribed_event_is_published_somewhere() -> None:
                     if isinstance(value, str) and value != "*":
                         raw_topics.add(value)
                 elif fn in classes and path.name != "events.py":
-                    constructed.add(fn)
+                    constructed.add(fn)  # Cls(...)
+                elif (
+                    isinstance(call.func, ast.Attribute)
+                    and _name(call.func.value) in classes
+                    and path.name != "events.py"
+                ):
+                    constructed.add(_name(call.func.value))  # Cls.of(...): a classmethod
     never = sorted(subscribed - constructed)
     assert not never, f"subscribed but never published: {never}"
     exact = {t for t in raw_topics if not t.endswith(".*")}

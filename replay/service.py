@@ -98,7 +98,8 @@ class ReplayService:
             )
         )
         self._unsub.append(self.bus.on(BroadcastEvent, self._on_broadcast_event))
-        # raw until shop_bridge declares card.* (payloads are read leniently)
+        # raw, read leniently: only card_id, product_id, room/broadcast_id and the times
+        # matter here (shop_bridge.events.CardEvent requires every field of the card)
         self._unsub.append(self.bus.subscribe("card.*", self._on_card_event))
         for hub in list(self.registry.hubs.values()):
             self._on_hub(hub, "created")

@@ -12,6 +12,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 
+from control.events import BroadcastEvent
 from core.bus import Event, EventBus
 from core.runtime import RUNTIME
 from danmaku.config import DanmakuConfig
@@ -97,9 +98,11 @@ class DanmakuService:
     async def start(self) -> None:
         self.sio.register_namespace(self.namespace)
         await self.hub.start()
+        # raw on purpose: a configurable list of topics whose payloads pass through to
+        # the room as notices (only private keys removed), whatever their shape
         for topic in self.config.notice_topics:
             self._unsubscribe.append(self.bus.subscribe(topic, self._on_bus_event))
-        self._unsubscribe.append(self.bus.subscribe("broadcast.*", self._on_broadcast))
+        self._unsubscribe.append(self.bus.on(BroadcastEvent, self._on_broadcast))
 
     async def stop(self) -> None:
         for unsub in self._unsubscribe:
@@ -120,11 +123,14 @@ class DanmakuService:
         # Every node receives bus events itself: deliver locally only.
         self.hub.post_notice(room, notice, propagate=False)
 
-    def _on_broadcast(self, event: Event) -> None:
+    def _on_broadcast(self, event: BroadcastEvent) -> None:
         """Remember which broadcast a room belongs to, for the counters control reads."""
-        bid = event.data.get("id", event.data.get("broadcast_id"))
-        room = room_of(event.data)
-        if room is None or not isinstance(bid, int) or isinstance(bid, bool):
+        try:
+            room = parse_room(event.room)
+        except PayloadError:
+            return
+        bid = event.id
+        if not isinstance(bid, int) or isinstance(bid, bool):
             return
         self._broadcasts[room] = bid
         self._broadcasts.move_to_end(room)

@@ -1,9 +1,9 @@
 """shop_bridge: products in the stream, flash sales with exact stock, orders and payments.
 
-``setup(app, config)`` mounts the REST API under ``/api/`` and a lifecycle that opens the
-database (running this package's Alembic migrations), starts the payment provider client
-(or the simulated provider), the group-commit order writer, the payment-timeout sweeper
-and the Redis/DB reconciler. See ``docs/shop.md``.
+``setup(app, config)`` installs the route table (:data:`shop_bridge.routes.ROUTES`) and a
+lifecycle that opens the database (running this package's Alembic migrations), starts the
+payment provider client (or the simulated provider), the group-commit order writer, the
+payment-timeout sweeper and the Redis/DB reconciler. See ``docs/shop.md``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from aiohttp import web
 
 from core.db import create_engine, migrate
 from core.runtime import RUNTIME
-from shop_bridge.api import MAX_BODY, NOTIFY_PATH, SHOP, add_routes
+from shop_bridge.api import MAX_BODY, NOTIFY_PATH, SHOP
 from shop_bridge.config import ShopConfig
 from shop_bridge.payments import HttpPaymentProvider, derive_key
+from shop_bridge.routes import ROUTES
 from shop_bridge.service import ShopService
 from shop_bridge.simulator import SimulatedProvider
 from shop_bridge.state import OrderState
@@ -39,7 +40,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def setup(app: web.Application, config: ShopConfig) -> None:
     """Register this package's routes and lifecycle on ``app``."""
     app[MAX_BODY] = config.max_body
-    add_routes(app)
+    ROUTES.install(app)
 
     async def shop_ctx(app: web.Application) -> AsyncIterator[None]:
         runtime = app[RUNTIME]

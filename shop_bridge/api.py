@@ -1,4 +1,6 @@
-"""REST handlers of the shop under ``/api/``: decode, validate strictly, call the service.
+"""REST handlers of the shop under ``/api/``: decode, validate strictly, call the part of
+the service concerned. Which route reaches which handler, with its roles and API doc, is
+the table in :mod:`shop_bridge.routes`.
 
 Errors use the shared shape ``{"error": {"code", "message"}}`` (core.http). The acting user
 is ``request["user"]`` when an auth middleware set it (control will), else the body's or
@@ -503,7 +505,9 @@ async def cancel_order(request: web.Request) -> web.Response:
     return _json(order_view(order))
 
 
-def _mover(target: OrderState, reason: str) -> Handler:
+def mover(target: OrderState, reason: str) -> Handler:
+    """The handler of an operator's move of an order to ``target`` (ship, complete)."""
+
     @api
     async def handler(request: web.Request) -> web.Response:
         oid = _ident_path(request, "order_id")
@@ -581,42 +585,3 @@ async def coupons(request: web.Request) -> web.Response:
         raise ShopError(403, "forbidden", "a viewer sees only their own coupons")
     limit = query_int(request.query, "limit", 50, 1, 200)
     return _json({"items": await _svc(request).checkout.coupons(uid, limit)})
-
-
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_post("/api/products", create_product)
-    r.add_get("/api/products", list_products)
-    r.add_get("/api/products/{product_id}", get_product)
-    r.add_patch("/api/products/{product_id}", update_product)
-    r.add_post("/api/products/{product_id}/skus", add_sku)
-    r.add_patch("/api/skus/{sku_id}", update_sku)
-    r.add_put("/api/broadcasts/{broadcast_id}/shop", put_broadcast)
-    r.add_get("/api/broadcasts/{broadcast_id}/shelf", get_shelf)
-    r.add_put("/api/broadcasts/{broadcast_id}/shelf", put_shelf)
-    r.add_patch("/api/broadcasts/{broadcast_id}/shelf/{product_id}", patch_shelf_item)
-    r.add_get("/api/broadcasts/{broadcast_id}/card", get_card)
-    r.add_post("/api/broadcasts/{broadcast_id}/card", push_card)
-    r.add_delete("/api/broadcasts/{broadcast_id}/card", clear_card)
-    r.add_get("/api/broadcasts/{broadcast_id}/cards", card_history)
-    r.add_get("/api/broadcasts/{broadcast_id}/sales", sales)
-    r.add_post("/api/flash-sales", create_flash_sale)
-    # aiohttp tries the routes sharing a prefix in the order they were added: the hot
-    # route first (a flash-sale burst is thousands of buys a second)
-    r.add_post("/api/flash-sales/{sale_id}/buy", buy)
-    r.add_get("/api/flash-sales/{sale_id}", get_flash_sale)
-    r.add_patch("/api/flash-sales/{sale_id}", edit_flash_sale)
-    r.add_post("/api/flash-sales/{sale_id}/close", close_flash_sale)
-    r.add_get("/api/flash-sales/{sale_id}/audit", audit_flash_sale)
-    r.add_post("/api/orders", place_order)
-    r.add_get("/api/orders", list_orders)
-    r.add_get("/api/orders/{order_id}", get_order)
-    r.add_post("/api/orders/{order_id}/pay", pay_order)
-    r.add_post("/api/orders/{order_id}/cancel", cancel_order)
-    r.add_post("/api/orders/{order_id}/ship", _mover(OrderState.SHIPPED, "shipped"))
-    r.add_post("/api/orders/{order_id}/complete", _mover(OrderState.COMPLETED, "completed"))
-    r.add_post("/api/orders/{order_id}/refund", refund_order)
-    r.add_post(NOTIFY_PATH, payment_notify)
-    r.add_get("/api/shop/payments/notifications", list_notifications)
-    r.add_post("/api/lottery/prizes", grant_prize)
-    r.add_get("/api/users/{user_id}/coupons", coupons)

@@ -287,6 +287,7 @@ class FlashSales:
         The sale's context and the room's card come from memory; when a cache entry has
         expired, the buyers arriving meanwhile share one database read (no herd of reads
         every expiry under a flash-sale burst)."""
+        # what the order needs: the sale, its broadcast, the card shown in its room
         ctx = self._sales.get(sale_id)
         if ctx is None:
             ctx = await self._once(("sale", sale_id), lambda: self.sale_ctx(sale_id))
@@ -315,6 +316,8 @@ class FlashSales:
         # the order writer and this buyer wakes once, when it is committed
         row = self.order_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
         args = BuyArgs(now, user_id, quantity, idem_key, order_id, journal)
+        # 1. reserve (batched with the buys of this loop turn) -> 2. write (the batcher
+        # hands the reserved row to the writer) -> the future resolves after the commit
         for _attempt in range(2):
             try:
                 res = await self.batcher.buy(sale_id, args, row)
@@ -322,7 +325,8 @@ class FlashSales:
                 await self._not_written(ctx, row, exc)
             if isinstance(res, str) or res.status != "no_sale":
                 break
-            await self._once(("load", sale_id), lambda: self.load(sale))
+            await self._once(("load", sale_id), lambda: self.load(sale))  # keys missing
+        # 3. answer
         if isinstance(res, str):  # reserved and written (or already there)
             return await self._written(row, res)
         if res.status == "ok":  # reserved, not handed over (no sink): write it here

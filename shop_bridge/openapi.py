@@ -1,9 +1,7 @@
-"""The shop's part of the OpenAPI document (merged by ``control.openapi``).
+"""The shop's request and response schemas (``components.schemas`` of the API document).
 
-``x-roles`` on each operation is what the control plane's auth middleware enforces:
-buyer-facing calls are ``public`` for now (the buyer is named by ``user_id`` until viewer
-accounts exist; order ids are unguessable), the payment notification is ``public`` because
-it is authenticated by its HMAC signature, the rest is for operators and anchors.
+The operations (method, path, handler, roles, doc) are declared in one table,
+:data:`shop_bridge.routes.ROUTES`, which carries these schemas.
 """
 
 from __future__ import annotations
@@ -12,16 +10,12 @@ from typing import Any
 
 J = dict[str, Any]
 
-OPERATOR = ["operator"]
-STAFF = ["operator", "anchor"]
-PUBLIC = ["public"]
 
-
-def _ref(name: str) -> J:
+def ref(name: str) -> J:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _int(lo: int = 0, hi: int | None = None, **kw: Any) -> J:
+def int_schema(lo: int = 0, hi: int | None = None, **kw: Any) -> J:
     out: J = {"type": "integer", "minimum": lo, **kw}
     if hi is not None:
         out["maximum"] = hi
@@ -49,19 +43,19 @@ OPENAPI_COMPONENTS: J = {
                 "maxProperties": 10,
                 "example": {"colour": "red", "size": "M"},
             },
-            "price_fen": _int(0, 10**10, description="price in fen (1 yuan = 100 fen)"),
-            "stock": _int(0, 10**9),
+            "price_fen": int_schema(0, 10**10, description="price in fen (1 yuan = 100 fen)"),
+            "stock": int_schema(0, 10**9),
         },
     },
     "ShopSku": {
         "type": "object",
         "properties": {
-            "id": _int(1),
-            "product_id": _int(1),
+            "id": int_schema(1),
+            "product_id": int_schema(1),
             "code": {"type": "string"},
             "specs": {"type": "object", "additionalProperties": {"type": "string"}},
-            "price_fen": _int(0),
-            "stock": _int(0),
+            "price_fen": int_schema(0),
+            "stock": int_schema(0),
         },
     },
     "ShopProductIn": {
@@ -77,20 +71,20 @@ OPENAPI_COMPONENTS: J = {
                 "maxLength": 512,
                 "description": "mini-program page of the product",
             },
-            "skus": {"type": "array", "minItems": 1, "maxItems": 100, "items": _ref("ShopSkuIn")},
+            "skus": {"type": "array", "minItems": 1, "maxItems": 100, "items": ref("ShopSkuIn")},
         },
     },
     "ShopProduct": {
         "type": "object",
         "properties": {
-            "id": _int(1),
+            "id": int_schema(1),
             "title": {"type": "string"},
             "description": {"type": "string"},
             "images": {"type": "array", "items": {"type": "string"}},
             "page_path": {"type": "string"},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
-            "skus": {"type": "array", "items": _ref("ShopSku")},
+            "skus": {"type": "array", "items": ref("ShopSku")},
         },
     },
     "ShopShelf": {
@@ -102,9 +96,9 @@ OPENAPI_COMPONENTS: J = {
                 "items": {
                     "type": "object",
                     "properties": {
-                        "position": _int(0),
+                        "position": int_schema(0),
                         "on_shelf": {"type": "boolean"},
-                        "product": _ref("ShopProduct"),
+                        "product": ref("ShopProduct"),
                     },
                 },
             },
@@ -113,10 +107,10 @@ OPENAPI_COMPONENTS: J = {
     "ShopCard": {
         "type": "object",
         "properties": {
-            "id": _int(1),
+            "id": int_schema(1),
             "broadcast_id": {"type": "string"},
             "room": {"type": "string"},
-            "product_id": _int(1),
+            "product_id": int_schema(1),
             "sku_id": {"type": "integer", "nullable": True},
             "flash_sale_id": {"type": "integer", "nullable": True},
             "pushed_by": {"type": "string"},
@@ -138,10 +132,10 @@ OPENAPI_COMPONENTS: J = {
         ],
         "properties": {
             "broadcast_id": ID,
-            "sku_id": _int(1),
-            "sale_price_fen": _int(0, 10**10),
-            "sale_stock": _int(1, 100000),
-            "per_user_limit": _int(1, 1000, default=1),
+            "sku_id": int_schema(1),
+            "sale_price_fen": int_schema(0, 10**10),
+            "sale_stock": int_schema(1, 100000),
+            "per_user_limit": int_schema(1, 1000, default=1),
             "starts_at": TIME,
             "ends_at": TIME,
         },
@@ -149,14 +143,14 @@ OPENAPI_COMPONENTS: J = {
     "ShopFlashSale": {
         "type": "object",
         "properties": {
-            "id": _int(1),
+            "id": int_schema(1),
             "broadcast_id": {"type": "string"},
-            "product_id": _int(1),
-            "sku_id": _int(1),
-            "sale_price_fen": _int(0),
-            "sale_stock": _int(0),
+            "product_id": int_schema(1),
+            "sku_id": int_schema(1),
+            "sale_price_fen": int_schema(0),
+            "sale_stock": int_schema(0),
             "remaining": {"type": "integer", "nullable": True},
-            "per_user_limit": _int(1),
+            "per_user_limit": int_schema(1),
             "starts_at": {"type": "string", "format": "date-time"},
             "ends_at": {"type": "string", "format": "date-time"},
             "status": {"enum": ["scheduled", "open", "sold_out", "ended", "closed"]},
@@ -168,7 +162,7 @@ OPENAPI_COMPONENTS: J = {
                 "nullable": True,
                 "description": "when the unsold stock went back to the SKU (sale over)",
             },
-            "returned_stock": _int(0, description="unsold units given back to the SKU"),
+            "returned_stock": int_schema(0, description="unsold units given back to the SKU"),
         },
     },
     "ShopFlashSaleEdit": {
@@ -182,8 +176,8 @@ OPENAPI_COMPONENTS: J = {
         ),
         "properties": {
             "ends_at": TIME,
-            "per_user_limit": _int(1, 1000),
-            "sale_stock": _int(1, 100000),
+            "per_user_limit": int_schema(1, 1000),
+            "sale_stock": int_schema(1, 100000),
         },
     },
     "ShopFlashSaleClose": {
@@ -196,7 +190,7 @@ OPENAPI_COMPONENTS: J = {
         "additionalProperties": False,
         "required": ["idempotency_key"],
         "properties": {
-            "quantity": _int(1, 99, default=1),
+            "quantity": int_schema(1, 99, default=1),
             "idempotency_key": {
                 **ID,
                 "description": "one per buyer tap; the same key again returns the same order",
@@ -210,8 +204,8 @@ OPENAPI_COMPONENTS: J = {
         "additionalProperties": False,
         "required": ["sku_id", "quantity", "idempotency_key"],
         "properties": {
-            "sku_id": _int(1),
-            "quantity": _int(1, 99),
+            "sku_id": int_schema(1),
+            "quantity": int_schema(1, 99),
             "broadcast_id": ID,
             "idempotency_key": ID,
             "channel": ID,
@@ -240,13 +234,13 @@ OPENAPI_COMPONENTS: J = {
                 ]
             },
             "user_id": {"type": "string"},
-            "product_id": _int(1),
-            "sku_id": _int(1),
+            "product_id": int_schema(1),
+            "sku_id": int_schema(1),
             "flash_sale_id": {"type": "integer", "nullable": True},
-            "quantity": _int(1),
-            "unit_price_fen": _int(0),
-            "amount_fen": _int(0, description="to pay: quantity x unit price - discount"),
-            "discount_fen": _int(0),
+            "quantity": int_schema(1),
+            "unit_price_fen": int_schema(0),
+            "amount_fen": int_schema(0, description="to pay: quantity x unit price - discount"),
+            "discount_fen": int_schema(0),
             "coupon_id": {"type": "string", "nullable": True},
             "broadcast_id": {"type": "string"},
             "anchor_id": {"type": "string"},
@@ -265,7 +259,7 @@ OPENAPI_COMPONENTS: J = {
                         "to_state": {"type": "string"},
                         "actor": {"type": "string"},
                         "reason": {"type": "string"},
-                        "at_ms": _int(0),
+                        "at_ms": int_schema(0),
                     },
                 },
             },
@@ -280,356 +274,14 @@ OPENAPI_COMPONENTS: J = {
         ),
         "properties": {
             "broadcast_id": {"type": "string"},
-            "gmv_fen": _int(0),
-            "orders": _int(0),
-            "orders_placed": _int(0),
-            "buyers": _int(0),
-            "refunded_fen": _int(0),
-            "card_orders": _int(0),
+            "gmv_fen": int_schema(0),
+            "orders": int_schema(0),
+            "orders_placed": int_schema(0),
+            "buyers": int_schema(0),
+            "refunded_fen": int_schema(0),
+            "card_orders": int_schema(0),
             "card_conversion": {"type": "number"},
             "products": {"type": "array", "items": {"type": "object"}},
         },
     },
 }
-
-ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
-def _op(
-    summary: str,
-    roles: list[str],
-    ok: J | None = None,
-    body: J | None = None,
-    status: str = "200",
-    errors: tuple[int, ...] = (400, 404),
-    params: list[J] | None = None,
-) -> J:
-    op: J = {"summary": summary, "tags": ["shop"], "x-roles": roles}
-    if params:
-        op["parameters"] = params
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    responses: J = {status: {"description": "OK"}}
-    if ok is not None:
-        responses[status]["content"] = {"application/json": {"schema": ok}}
-    for code in errors:
-        responses[str(code)] = {"description": "error", **ERR}
-    op["responses"] = responses
-    if roles != PUBLIC:
-        op["security"] = [{"bearer": []}]
-    return op
-
-
-def _path(name: str, schema: J | None = None) -> J:
-    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
-
-
-def _query(name: str, schema: J) -> J:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
-
-
-PID = _path("product_id", {"type": "integer"})
-SKU = _path("sku_id", {"type": "integer"})
-BID = _path("broadcast_id")
-SID = _path("sale_id", {"type": "integer"})
-OID = _path("order_id")
-LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 200})
-
-OPENAPI_PATHS: J = {
-    "/api/products": {
-        "get": _op(
-            "List products (SPU with SKUs)",
-            PUBLIC,
-            {"type": "object"},
-            params=[LIMIT, _query("after", {"type": "integer"})],
-        ),
-        "post": _op(
-            "Create a product", OPERATOR, _ref("ShopProduct"), _ref("ShopProductIn"), "201"
-        ),
-    },
-    "/api/products/{product_id}": {
-        "get": _op("A product", PUBLIC, _ref("ShopProduct"), params=[PID]),
-        "patch": _op(
-            "Change a product", OPERATOR, _ref("ShopProduct"), {"type": "object"}, params=[PID]
-        ),
-    },
-    "/api/products/{product_id}/skus": {
-        "post": _op(
-            "Add a SKU", OPERATOR, _ref("ShopProduct"), _ref("ShopSkuIn"), "201", params=[PID]
-        ),
-    },
-    "/api/skus/{sku_id}": {
-        "patch": _op(
-            "Change a SKU (price, stock, or stock_delta)",
-            OPERATOR,
-            _ref("ShopSku"),
-            {"type": "object"},
-            errors=(400, 404, 409),
-            params=[SKU],
-        ),
-    },
-    "/api/broadcasts/{broadcast_id}/shop": {
-        "put": _op(
-            "Tell the shop a broadcast's anchor and danmaku room",
-            OPERATOR,
-            {"type": "object"},
-            {
-                "type": "object",
-                "required": ["anchor_id"],
-                "properties": {"anchor_id": ID, "room": {"type": "string"}},
-            },
-            params=[BID],
-        ),
-    },
-    "/api/broadcasts/{broadcast_id}/shelf": {
-        "get": _op("The goods shelf in display order", PUBLIC, _ref("ShopShelf"), params=[BID]),
-        "put": _op(
-            "Replace the goods shelf (order = display order)",
-            STAFF,
-            _ref("ShopShelf"),
-            {
-                "type": "object",
-                "required": ["items"],
-                "properties": {
-                    "items": {
-                        "type": "array",
-                        "maxItems": 500,
-                        "items": {
-                            "type": "object",
-                            "required": ["product_id"],
-                            "properties": {
-                                "product_id": _int(1),
-                                "on_shelf": {"type": "boolean", "default": True},
-                            },
-                        },
-                    }
-                },
-            },
-            errors=(400, 404, 422),
-            params=[BID],
-        ),
-    },
-    "/api/broadcasts/{broadcast_id}/shelf/{product_id}": {
-        "patch": _op(
-            "Put a product on or off shelf",
-            STAFF,
-            _ref("ShopShelf"),
-            {
-                "type": "object",
-                "required": ["on_shelf"],
-                "properties": {"on_shelf": {"type": "boolean"}},
-            },
-            params=[BID, PID],
-        ),
-    },
-    "/api/broadcasts/{broadcast_id}/card": {
-        "get": _op("The card being explained now", PUBLIC, {"type": "object"}, params=[BID]),
-        "post": _op(
-            "Push the 'now explaining' card (replaces the current one; event card.pushed)",
-            STAFF,
-            _ref("ShopCard"),
-            {
-                "type": "object",
-                "required": ["product_id"],
-                "properties": {
-                    "product_id": _int(1),
-                    "sku_id": _int(1),
-                    "flash_sale_id": _int(1),
-                },
-            },
-            "201",
-            errors=(400, 404, 409, 422),
-            params=[BID],
-        ),
-        "delete": _op("Clear the card (event card.cleared)", STAFF, _ref("ShopCard"), params=[BID]),
-    },
-    "/api/broadcasts/{broadcast_id}/cards": {
-        "get": _op(
-            "History of explained products, newest first",
-            STAFF,
-            {"type": "object"},
-            params=[BID, LIMIT],
-        ),
-    },
-    "/api/broadcasts/{broadcast_id}/sales": {
-        "get": _op(
-            "Sales of a broadcast: GMV, orders, buyers, card conversion, per product",
-            STAFF,
-            _ref("ShopSales"),
-            params=[BID],
-        ),
-    },
-    "/api/flash-sales": {
-        "post": _op(
-            "Create a flash sale (its stock is taken from the SKU's: 409 insufficient_stock)",
-            STAFF,
-            _ref("ShopFlashSale"),
-            _ref("ShopFlashSaleIn"),
-            "201",
-            errors=(400, 409, 422),
-        ),
-    },
-    "/api/flash-sales/{sale_id}": {
-        "get": _op(
-            "A flash sale with its remaining stock", PUBLIC, _ref("ShopFlashSale"), params=[SID]
-        ),
-        "patch": _op(
-            "Change a live flash sale: end time, per-user limit, total stock "
-            "(event flash_sale.updated; 409 sale_closed, sale_over, stock_held, "
-            "insufficient_stock)",
-            STAFF,
-            _ref("ShopFlashSale"),
-            _ref("ShopFlashSaleEdit"),
-            errors=(400, 404, 409, 413),
-            params=[SID],
-        ),
-    },
-    "/api/flash-sales/{sale_id}/close": {
-        "post": _op(
-            "Close a flash sale now: buys refused (409 sale_closed), placed orders stay valid, "
-            "unsold stock goes back to the SKU (events flash_sale.closed, flash_sale.settled)",
-            STAFF,
-            _ref("ShopFlashSale"),
-            _ref("ShopFlashSaleClose"),
-            errors=(400, 404, 409, 413),
-            params=[SID],
-        ),
-    },
-    "/api/flash-sales/{sale_id}/audit": {
-        "get": _op(
-            "Compare Redis stock with DB orders", OPERATOR, {"type": "object"}, params=[SID]
-        ),
-    },
-    "/api/flash-sales/{sale_id}/buy": {
-        "post": _op(
-            "Buy in a flash sale (201 new order, 200 same idempotency_key again; 409 sold_out, "
-            "limit_reached, sale_not_started, sale_ended, sale_closed; 503 retry with the same "
-            "key)",
-            PUBLIC,
-            _ref("ShopOrder"),
-            _ref("ShopBuyIn"),
-            "201",
-            errors=(400, 404, 409, 413, 503),
-            params=[SID],
-        ),
-    },
-    "/api/orders": {
-        "get": _op(
-            "List orders",
-            OPERATOR,
-            {"type": "object"},
-            params=[
-                LIMIT,
-                _query("user_id", ID),
-                _query("broadcast_id", ID),
-                _query("state", {"type": "string"}),
-                _query("before_ms", {"type": "integer"}),
-            ],
-        ),
-        "post": _op(
-            "Place an order at list price, less an optional coupon (stock from the SKU; "
-            "an order with nothing left to pay is paid at once)",
-            PUBLIC,
-            _ref("ShopOrder"),
-            _ref("ShopOrderIn"),
-            "201",
-            errors=(400, 409, 413, 422),
-        ),
-    },
-    "/api/orders/{order_id}": {
-        "get": _op("An order with its state history", PUBLIC, _ref("ShopOrder"), params=[OID]),
-    },
-    "/api/orders/{order_id}/pay": {
-        "post": _op(
-            "Start paying: creates the payment at the provider",
-            PUBLIC,
-            {"type": "object"},
-            errors=(404, 409, 503),
-            params=[OID],
-        ),
-    },
-    "/api/orders/{order_id}/cancel": {
-        "post": _op(
-            "Cancel an unpaid order (after the provider closes the payment)",
-            PUBLIC,
-            _ref("ShopOrder"),
-            errors=(404, 409, 503),
-            params=[OID],
-        ),
-    },
-    "/api/orders/{order_id}/ship": {
-        "post": _op("Mark shipped", OPERATOR, _ref("ShopOrder"), errors=(404, 409), params=[OID]),
-    },
-    "/api/orders/{order_id}/complete": {
-        "post": _op("Mark completed", OPERATOR, _ref("ShopOrder"), errors=(404, 409), params=[OID]),
-    },
-    "/api/orders/{order_id}/refund": {
-        "post": _op(
-            "Refund a paid or shipped order",
-            OPERATOR,
-            _ref("ShopOrder"),
-            errors=(404, 409),
-            params=[OID],
-        ),
-    },
-    "/api/shop/payments/notify": {
-        "post": _op(
-            "Payment notification from the provider (WeChat-Pay-v3-style headers, HMAC-SHA256)",
-            PUBLIC,
-            {"type": "object"},
-            {"type": "object"},
-            errors=(400, 401, 404, 413),
-            params=[
-                {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
-                for h in ("Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature")
-            ],
-        ),
-    },
-    "/api/shop/payments/notifications": {
-        "get": _op(
-            "Received payment notifications with their outcome (accepted, duplicate, forged...)",
-            OPERATOR,
-            {"type": "object"},
-            params=[LIMIT, _query("order_id", ID)],
-        ),
-    },
-    "/api/lottery/prizes": {
-        "post": _op(
-            "Grant a lottery prize (same payload as the lottery.prize event; exactly once)",
-            OPERATOR,
-            {"type": "object"},
-            {"type": "object"},
-            "201",
-        ),
-    },
-    "/api/users/{user_id}/coupons": {
-        "get": _op(
-            "A user's coupons", PUBLIC, {"type": "object"}, params=[_path("user_id"), LIMIT]
-        ),
-    },
-}
-
-OPENAPI_PATHS["/api/flash-sales/{sale_id}/close"]["post"]["requestBody"]["required"] = False
-
-# Buyer-facing operations: the buyer is identified by their viewer token (or an operator
-# API token naming ``user_id``); see ``shop_bridge.api.buyer``.
-VIEWER_TOKEN = {
-    "name": "X-Viewer-Token",
-    "in": "header",
-    "required": False,
-    "description": "The buyer's viewer token (issued by the control plane).",
-    "schema": {"type": "string"},
-}
-BUYER_OPERATIONS = (
-    ("post", "/api/flash-sales/{sale_id}/buy"),
-    ("post", "/api/orders"),
-    ("get", "/api/orders/{order_id}"),
-    ("post", "/api/orders/{order_id}/pay"),
-    ("post", "/api/orders/{order_id}/cancel"),
-    ("get", "/api/users/{user_id}/coupons"),
-)
-for _method, _p in BUYER_OPERATIONS:
-    _operation = OPENAPI_PATHS[_p][_method]
-    _operation["parameters"] = [*_operation.get("parameters", []), VIEWER_TOKEN]
-    for _code in (401, 403):
-        _operation["responses"].setdefault(str(_code), {"description": "error", **ERR})

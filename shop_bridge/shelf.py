@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.bus import Event
+from control.events import BroadcastEvent
 from shop_bridge.cache import BoundedCache
 from shop_bridge.catalog import Catalog
 from shop_bridge.context import ShopContext, primary_key
@@ -64,7 +64,7 @@ class Shelf:
         bus = self.ctx.bus
         return [
             bus.on(CardEvent, self.on_card_event),
-            bus.subscribe("broadcast.*", self.on_broadcast_event),
+            bus.on(BroadcastEvent, self.on_broadcast_event),
         ]
 
     # -- broadcasts (what control tells us) ---------------------------------------------
@@ -119,27 +119,20 @@ class Shelf:
             ).first()
         return str(row[0]) if row is not None else ""
 
-    async def on_broadcast_event(self, event: Event) -> None:
-        """Learn a broadcast's anchor and danmaku room from control's ``broadcast.*`` events
-        (``{broadcast_id, anchor_id, app, stream, ...}``; the room is ``<app>/<stream>``)."""
+    async def on_broadcast_event(self, event: BroadcastEvent) -> None:
+        """Learn a broadcast's anchor and danmaku room (``<app>/<stream>``) from control's
+        ``broadcast.created`` / ``broadcast.updated``; its ``product_ids`` (on creation, or
+        when an update changed them) become the shelf."""
         if event.topic not in ("broadcast.created", "broadcast.updated"):
             return
-        data = event.data
-        bid = data.get("broadcast_id", data.get("id"))
-        anchor = data.get("anchor_id")
-        if not isinstance(bid, str | int) or isinstance(bid, bool) or anchor is None:
+        bid = event.broadcast_id if event.broadcast_id is not None else event.id
+        if event.anchor_id is None:
             return
-        room = data.get("room")
-        if not isinstance(room, str):
-            stream = data.get("stream")
-            app = data.get("app") if isinstance(data.get("app"), str) else "live"
-            room = f"{app}/{stream}" if isinstance(stream, str) and stream else ""
-        await self.set_broadcast(str(bid)[:64], str(anchor)[:64], room[:128])
-        pids = data.get("product_ids")
-        changed = data.get("changed")
-        if isinstance(pids, list) and (
-            (event.topic == "broadcast.created" and pids)
-            or (isinstance(changed, list) and "product_ids" in changed)
+        room = f"{event.app}/{event.stream}" if event.stream else ""
+        await self.set_broadcast(str(bid)[:64], str(event.anchor_id)[:64], room[:128])
+        pids = list(event.product_ids)
+        if (event.topic == "broadcast.created" and pids) or (
+            event.changed is not None and "product_ids" in event.changed
         ):
             await self.shelf_from_broadcast(str(bid)[:64], pids)
 

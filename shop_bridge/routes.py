@@ -1,0 +1,500 @@
+"""The shop's routes: for each one its method, path, handler, roles and API doc, in one
+table (:class:`core.routes.RouteTable`, installed by :func:`shop_bridge.setup`).
+
+The roles are what the control plane's auth middleware enforces: buyer-facing calls are
+``public`` (the buyer is named by their viewer token, ``X-Viewer-Token``, or by an operator
+token naming ``user_id``: :func:`shop_bridge.api.buyer`), the payment notification is
+``public`` because it is authenticated by its HMAC signature, the rest is for operators
+and anchors. The request and response schemas are in :mod:`shop_bridge.openapi`.
+
+aiohttp tries routes sharing a prefix in the order they were added: the buy route comes
+first under ``/api/flash-sales/`` (a flash-sale burst is thousands of buys a second).
+"""
+
+from __future__ import annotations
+
+from core.routes import Op, OpDoc, RouteTable
+from shop_bridge import api
+from shop_bridge.openapi import ID, OPENAPI_COMPONENTS, J, int_schema, ref
+from shop_bridge.state import OrderState
+
+OPERATOR = ["operator"]
+STAFF = ["operator", "anchor"]
+PUBLIC = ["public"]
+
+ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+VIEWER_TOKEN = {
+    "name": "X-Viewer-Token",
+    "in": "header",
+    "required": False,
+    "description": "The buyer's viewer token (issued by the control plane).",
+    "schema": {"type": "string"},
+}
+
+
+def _doc(
+    summary: str,
+    roles: list[str],
+    ok: J | None = None,
+    body: J | None = None,
+    status: str = "200",
+    errors: tuple[int, ...] = (400, 404),
+    params: list[J] | None = None,
+    *,
+    buyer: bool = False,
+    body_required: bool = True,
+    operation_id: str = "",
+) -> OpDoc:
+    """An operation's doc: ``ok`` the success schema (status ``status``), ``body`` the
+    request's, ``errors`` the documented error statuses; ``buyer`` for calls a buyer makes
+    with their viewer token."""
+    params = [*(params or []), *([VIEWER_TOKEN] if buyer else [])]
+    extra: J = {}
+    if params:
+        extra["parameters"] = params
+    if body is not None:
+        extra["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": body}},
+        }
+    responses: J = {status: {"description": "OK"}}
+    if ok is not None:
+        responses[status]["content"] = {"application/json": {"schema": ok}}
+    for code in (*errors, *((401, 403) if buyer else ())):
+        responses[str(code)] = {"description": "error", **ERR}
+    extra["responses"] = responses
+    if roles != PUBLIC:
+        extra["security"] = [{"bearer": []}]
+    return OpDoc(
+        summary, "shop", tuple(roles), ok=int(status), operation_id=operation_id, extra=extra
+    )
+
+
+def _path(name: str, schema: J | None = None) -> J:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+
+
+def _query(name: str, schema: J) -> J:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+PID = _path("product_id", {"type": "integer"})
+SKU = _path("sku_id", {"type": "integer"})
+BID = _path("broadcast_id")
+SID = _path("sale_id", {"type": "integer"})
+OID = _path("order_id")
+LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 200})
+
+ROUTES = RouteTable(
+    "shop_bridge",
+    [
+        Op(
+            "POST",
+            "/api/products",
+            api.create_product,
+            _doc("Create a product", OPERATOR, ref("ShopProduct"), ref("ShopProductIn"), "201"),
+        ),
+        Op(
+            "GET",
+            "/api/products",
+            api.list_products,
+            _doc(
+                "List products (SPU with SKUs)",
+                PUBLIC,
+                {"type": "object"},
+                params=[LIMIT, _query("after", {"type": "integer"})],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/products/{product_id}",
+            api.get_product,
+            _doc("A product", PUBLIC, ref("ShopProduct"), params=[PID]),
+        ),
+        Op(
+            "PATCH",
+            "/api/products/{product_id}",
+            api.update_product,
+            _doc(
+                "Change a product", OPERATOR, ref("ShopProduct"), {"type": "object"}, params=[PID]
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/products/{product_id}/skus",
+            api.add_sku,
+            _doc("Add a SKU", OPERATOR, ref("ShopProduct"), ref("ShopSkuIn"), "201", params=[PID]),
+        ),
+        Op(
+            "PATCH",
+            "/api/skus/{sku_id}",
+            api.update_sku,
+            _doc(
+                "Change a SKU (price, stock, or stock_delta)",
+                OPERATOR,
+                ref("ShopSku"),
+                {"type": "object"},
+                errors=(400, 404, 409),
+                params=[SKU],
+            ),
+        ),
+        Op(
+            "PUT",
+            "/api/broadcasts/{broadcast_id}/shop",
+            api.put_broadcast,
+            _doc(
+                "Tell the shop a broadcast's anchor and danmaku room",
+                OPERATOR,
+                {"type": "object"},
+                {
+                    "type": "object",
+                    "required": ["anchor_id"],
+                    "properties": {"anchor_id": ID, "room": {"type": "string"}},
+                },
+                params=[BID],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/broadcasts/{broadcast_id}/shelf",
+            api.get_shelf,
+            _doc("The goods shelf in display order", PUBLIC, ref("ShopShelf"), params=[BID]),
+        ),
+        Op(
+            "PUT",
+            "/api/broadcasts/{broadcast_id}/shelf",
+            api.put_shelf,
+            _doc(
+                "Replace the goods shelf (order = display order)",
+                STAFF,
+                ref("ShopShelf"),
+                {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "maxItems": 500,
+                            "items": {
+                                "type": "object",
+                                "required": ["product_id"],
+                                "properties": {
+                                    "product_id": int_schema(1),
+                                    "on_shelf": {"type": "boolean", "default": True},
+                                },
+                            },
+                        }
+                    },
+                },
+                errors=(400, 404, 422),
+                params=[BID],
+            ),
+        ),
+        Op(
+            "PATCH",
+            "/api/broadcasts/{broadcast_id}/shelf/{product_id}",
+            api.patch_shelf_item,
+            _doc(
+                "Put a product on or off shelf",
+                STAFF,
+                ref("ShopShelf"),
+                {
+                    "type": "object",
+                    "required": ["on_shelf"],
+                    "properties": {"on_shelf": {"type": "boolean"}},
+                },
+                params=[BID, PID],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/broadcasts/{broadcast_id}/card",
+            api.get_card,
+            _doc("The card being explained now", PUBLIC, {"type": "object"}, params=[BID]),
+        ),
+        Op(
+            "POST",
+            "/api/broadcasts/{broadcast_id}/card",
+            api.push_card,
+            _doc(
+                "Push the 'now explaining' card (replaces the current one; event card.pushed)",
+                STAFF,
+                ref("ShopCard"),
+                {
+                    "type": "object",
+                    "required": ["product_id"],
+                    "properties": {
+                        "product_id": int_schema(1),
+                        "sku_id": int_schema(1),
+                        "flash_sale_id": int_schema(1),
+                    },
+                },
+                "201",
+                errors=(400, 404, 409, 422),
+                params=[BID],
+            ),
+        ),
+        Op(
+            "DELETE",
+            "/api/broadcasts/{broadcast_id}/card",
+            api.clear_card,
+            _doc("Clear the card (event card.cleared)", STAFF, ref("ShopCard"), params=[BID]),
+        ),
+        Op(
+            "GET",
+            "/api/broadcasts/{broadcast_id}/cards",
+            api.card_history,
+            _doc(
+                "History of explained products, newest first",
+                STAFF,
+                {"type": "object"},
+                params=[BID, LIMIT],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/broadcasts/{broadcast_id}/sales",
+            api.sales,
+            _doc(
+                "Sales of a broadcast: GMV, orders, buyers, card conversion, per product",
+                STAFF,
+                ref("ShopSales"),
+                params=[BID],
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/flash-sales",
+            api.create_flash_sale,
+            _doc(
+                "Create a flash sale (its stock is taken from the SKU's: 409 insufficient_stock)",
+                STAFF,
+                ref("ShopFlashSale"),
+                ref("ShopFlashSaleIn"),
+                "201",
+                errors=(400, 409, 422),
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/flash-sales/{sale_id}/buy",
+            api.buy,
+            _doc(
+                "Buy in a flash sale (201 new order, 200 same idempotency_key again; 409 sold_out, "
+                "limit_reached, sale_not_started, sale_ended, sale_closed; 503 retry with the same "
+                "key)",
+                PUBLIC,
+                ref("ShopOrder"),
+                ref("ShopBuyIn"),
+                "201",
+                errors=(400, 404, 409, 413, 503),
+                params=[SID],
+                buyer=True,
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/flash-sales/{sale_id}",
+            api.get_flash_sale,
+            _doc(
+                "A flash sale with its remaining stock", PUBLIC, ref("ShopFlashSale"), params=[SID]
+            ),
+        ),
+        Op(
+            "PATCH",
+            "/api/flash-sales/{sale_id}",
+            api.edit_flash_sale,
+            _doc(
+                "Change a live flash sale: end time, per-user limit, total stock "
+                "(event flash_sale.updated; 409 sale_closed, sale_over, stock_held, "
+                "insufficient_stock)",
+                STAFF,
+                ref("ShopFlashSale"),
+                ref("ShopFlashSaleEdit"),
+                errors=(400, 404, 409, 413),
+                params=[SID],
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/flash-sales/{sale_id}/close",
+            api.close_flash_sale,
+            _doc(
+                "Close a flash sale now: buys refused (409 sale_closed), placed orders stay valid, "
+                "unsold stock goes back to the SKU (events flash_sale.closed, flash_sale.settled)",
+                STAFF,
+                ref("ShopFlashSale"),
+                ref("ShopFlashSaleClose"),
+                errors=(400, 404, 409, 413),
+                params=[SID],
+                body_required=False,
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/flash-sales/{sale_id}/audit",
+            api.audit_flash_sale,
+            _doc("Compare Redis stock with DB orders", OPERATOR, {"type": "object"}, params=[SID]),
+        ),
+        Op(
+            "POST",
+            "/api/orders",
+            api.place_order,
+            _doc(
+                "Place an order at list price, less an optional coupon (stock from the SKU; "
+                "an order with nothing left to pay is paid at once)",
+                PUBLIC,
+                ref("ShopOrder"),
+                ref("ShopOrderIn"),
+                "201",
+                errors=(400, 409, 413, 422),
+                buyer=True,
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/orders",
+            api.list_orders,
+            _doc(
+                "List orders",
+                OPERATOR,
+                {"type": "object"},
+                params=[
+                    LIMIT,
+                    _query("user_id", ID),
+                    _query("broadcast_id", ID),
+                    _query("state", {"type": "string"}),
+                    _query("before_ms", {"type": "integer"}),
+                ],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/orders/{order_id}",
+            api.get_order,
+            _doc(
+                "An order with its state history",
+                PUBLIC,
+                ref("ShopOrder"),
+                params=[OID],
+                buyer=True,
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/orders/{order_id}/pay",
+            api.pay_order,
+            _doc(
+                "Start paying: creates the payment at the provider",
+                PUBLIC,
+                {"type": "object"},
+                errors=(404, 409, 503),
+                params=[OID],
+                buyer=True,
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/orders/{order_id}/cancel",
+            api.cancel_order,
+            _doc(
+                "Cancel an unpaid order (after the provider closes the payment)",
+                PUBLIC,
+                ref("ShopOrder"),
+                errors=(404, 409, 503),
+                params=[OID],
+                buyer=True,
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/orders/{order_id}/ship",
+            api.mover(OrderState.SHIPPED, "shipped"),
+            _doc(
+                "Mark shipped",
+                OPERATOR,
+                ref("ShopOrder"),
+                errors=(404, 409),
+                params=[OID],
+                operation_id="ship_order",
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/orders/{order_id}/complete",
+            api.mover(OrderState.COMPLETED, "completed"),
+            _doc(
+                "Mark completed",
+                OPERATOR,
+                ref("ShopOrder"),
+                errors=(404, 409),
+                params=[OID],
+                operation_id="complete_order",
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/orders/{order_id}/refund",
+            api.refund_order,
+            _doc(
+                "Refund a paid or shipped order",
+                OPERATOR,
+                ref("ShopOrder"),
+                errors=(404, 409),
+                params=[OID],
+            ),
+        ),
+        Op(
+            "POST",
+            api.NOTIFY_PATH,
+            api.payment_notify,
+            _doc(
+                "Payment notification from the provider (WeChat-Pay-v3-style headers, HMAC-SHA256)",
+                PUBLIC,
+                {"type": "object"},
+                {"type": "object"},
+                errors=(400, 401, 404, 413),
+                params=[
+                    {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+                    for h in ("Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature")
+                ],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/shop/payments/notifications",
+            api.list_notifications,
+            _doc(
+                "Received payment notifications and their outcome (accepted, duplicate, forged...)",
+                OPERATOR,
+                {"type": "object"},
+                params=[LIMIT, _query("order_id", ID)],
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/lottery/prizes",
+            api.grant_prize,
+            _doc(
+                "Grant a lottery prize (same payload as the lottery.prize event; exactly once)",
+                OPERATOR,
+                {"type": "object"},
+                {"type": "object"},
+                "201",
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/users/{user_id}/coupons",
+            api.coupons,
+            _doc(
+                "A user's coupons",
+                PUBLIC,
+                {"type": "object"},
+                params=[_path("user_id"), LIMIT],
+                buyer=True,
+            ),
+        ),
+    ],
+    schemas=OPENAPI_COMPONENTS,
+)

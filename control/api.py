@@ -26,7 +26,8 @@ from aiohttp import web
 from control import routes_accounts, routes_broadcasts, routes_live, routes_meta, routes_webhooks
 from control.accounts import Accounts, LoginLimiter
 from control.auth import AUTH, AuthState, auth_middleware, roles_from_spec
-from control.broadcasts import BroadcastService, NotFound
+from control.broadcast_model import NotFound
+from control.broadcasts import BroadcastService
 from control.context import CONSOLE_DIR, CONTROL, MIGRATIONS, Control
 from control.lifecycle import State
 from control.metrics import Metrics

@@ -1,4 +1,5 @@
-"""Broadcasts: records, the lifecycle applied to them, push keys and reminders.
+"""Broadcasts: storing them, the lifecycle applied to them, push keys and reminders
+(the record types themselves are in :mod:`control.broadcast_model`).
 
 Every state change goes through :meth:`BroadcastService.apply`: the move is checked
 against :mod:`control.lifecycle`, written with a compare-and-set on the stored state (so
@@ -18,13 +19,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control.events import BroadcastEvent, BroadcastReminder
+from control.broadcast_model import (
+    Broadcast,
+    Conflict,
+    Filters,
+    NotFound,
+    PushInfo,
+    TransitionRecord,
+    broadcast_event,
+    broadcast_of_row,
+    new_key_version,
+    settings_of,
+)
+from control.events import BroadcastReminder
 from control.lifecycle import OPEN, TERMINAL, IllegalTransition, State, Trigger, next_state
 from control.models import broadcasts, reminders, transitions
 from control.settings import ControlSettings
@@ -35,137 +47,8 @@ from replay.events import ReplayReady
 
 logger = logging.getLogger(__name__)
 
-SETTING_KEYS = ("comments", "likes", "replay", "sharing")
-DEFAULT_SETTINGS = dict.fromkeys(SETTING_KEYS, True)
-MAX_PRODUCTS = 200
 REMINDER_BATCH = 500
 MAX_REMINDERS_PER_BROADCAST = 1_000_000
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(Exception):
-    """The request does not fit the broadcast's current state."""
-
-
-@dataclass(frozen=True)
-class Broadcast:
-    id: int
-    title: str
-    description: str
-    anchor_id: int | None
-    app: str
-    stream: str
-    state: State
-    scheduled_start: float
-    scheduled_end: float | None
-    product_ids: list[int]
-    settings: dict[str, bool]
-    cover: str | None
-    key_version: str
-    push_revoked: bool
-    replay_url: str | None
-    ban_reason: str | None
-    created_at: float
-    updated_at: float
-    state_changed_at: float
-    started_at: float | None
-    ended_at: float | None
-    reminder_count: int = 0
-
-    @property
-    def stream_path(self) -> str:
-        return f"{self.app}/{self.stream}"
-
-
-@dataclass(frozen=True)
-class TransitionRecord:
-    id: int
-    broadcast_id: int
-    previous: State | None
-    state: State
-    trigger: str
-    reason: str
-    actor: str
-    at: float
-
-
-@dataclass
-class PushInfo:
-    url: str
-    server: str
-    stream_key: str
-    not_before: int
-    expires_at: int
-    key_version: str
-
-
-@dataclass
-class Filters:
-    state: list[State] = field(default_factory=list)
-    anchor_id: int | None = None
-    start_from: float | None = None
-    start_to: float | None = None
-
-
-def _settings(raw: Any) -> dict[str, bool]:
-    out = dict(DEFAULT_SETTINGS)
-    if isinstance(raw, dict):
-        for k in SETTING_KEYS:
-            if isinstance(raw.get(k), bool):
-                out[k] = raw[k]
-    return out
-
-
-def _row(row: Any, reminder_count: int = 0) -> Broadcast:
-    return Broadcast(
-        id=row.id,
-        title=row.title,
-        description=row.description,
-        anchor_id=row.anchor_id,
-        app=row.app,
-        stream=row.stream,
-        state=State(row.state),
-        scheduled_start=row.scheduled_start,
-        scheduled_end=row.scheduled_end,
-        product_ids=[int(p) for p in (row.product_ids or [])],
-        settings=_settings(row.settings),
-        cover=row.cover,
-        key_version=row.key_version,
-        push_revoked=bool(row.push_revoked),
-        replay_url=row.replay_url,
-        ban_reason=row.ban_reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        state_changed_at=row.state_changed_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        reminder_count=reminder_count,
-    )
-
-
-def _new_key_version(closed: bool = False) -> str:
-    return ("x" if closed else "k") + secrets.token_hex(8)
-
-
-def broadcast_event(topic: str, b: Broadcast, at: float, **extra: Any) -> BroadcastEvent:
-    """The ``broadcast.*`` event of ``b`` (``extra``: previous, trigger, reason, actor...)."""
-    return BroadcastEvent(
-        topic=topic,
-        id=b.id,
-        broadcast_id=b.id,
-        app=b.app,
-        stream=b.stream,
-        title=b.title,
-        anchor_id=b.anchor_id,
-        state=b.state.value,
-        product_ids=tuple(b.product_ids),
-        settings=dict(b.settings),
-        at=at,
-        **extra,
-    )
 
 
 class BroadcastService:
@@ -202,7 +85,7 @@ class BroadcastService:
             row = (await conn.execute(q)).first()
         if row is None:
             raise NotFound(f"no broadcast {broadcast_id}")
-        return _row(row, int(row.reminder_count or 0))
+        return broadcast_of_row(row, int(row.reminder_count or 0))
 
     async def find_by_stream(self, app: str, stream: str) -> Broadcast | None:
         async with self.engine.connect() as conn:
@@ -211,7 +94,7 @@ class BroadcastService:
                     self._select().where(broadcasts.c.app == app, broadcasts.c.stream == stream)
                 )
             ).first()
-        return _row(row, int(row.reminder_count or 0)) if row else None
+        return broadcast_of_row(row, int(row.reminder_count or 0)) if row else None
 
     async def list_page(
         self, filters: Filters, limit: int, offset: int
@@ -232,7 +115,7 @@ class BroadcastService:
                 await conn.scalar(sa.select(sa.func.count()).select_from(broadcasts).where(*cond))
                 or 0
             )
-        return [_row(r, int(r.reminder_count or 0)) for r in rows], total
+        return [broadcast_of_row(r, int(r.reminder_count or 0)) for r in rows], total
 
     async def history(
         self, broadcast_id: int, limit: int, offset: int
@@ -280,7 +163,7 @@ class BroadcastService:
         actor: str = "",
     ) -> Broadcast:
         now = time.time()
-        kv = _new_key_version()
+        kv = new_key_version()
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 broadcasts.insert().values(
@@ -293,7 +176,7 @@ class BroadcastService:
                     scheduled_start=scheduled_start,
                     scheduled_end=scheduled_end,
                     product_ids=list(product_ids or []),
-                    settings=_settings(settings or {}),
+                    settings=settings_of(settings or {}),
                     key_version=kv,
                     push_revoked=False,
                     created_at=now,
@@ -379,7 +262,7 @@ class BroadcastService:
             await conn.execute(transitions.delete().where(transitions.c.broadcast_id == b.id))
             await conn.execute(reminders.delete().where(reminders.c.broadcast_id == b.id))
             await conn.execute(broadcasts.delete().where(broadcasts.c.id == b.id))
-        await self.redis.hset(ingest_auth.KEY_VERSIONS, b.stream_path, _new_key_version(True))
+        await self.redis.hset(ingest_auth.KEY_VERSIONS, b.stream_path, new_key_version(True))
         await self.bus.emit(broadcast_event("broadcast.deleted", b, time.time()))
 
     # -- the lifecycle ---------------------------------------------------------------
@@ -405,7 +288,7 @@ class BroadcastService:
                 values["ended_at"] = at
             closing = new not in OPEN and b.state in OPEN
             if closing:
-                values["key_version"] = _new_key_version(closed=True)
+                values["key_version"] = new_key_version(closed=True)
             if new is State.BANNED:
                 values["ban_reason"] = reason[:500]
                 values["replay_url"] = None
@@ -612,7 +495,7 @@ class BroadcastService:
         b = await self.get(broadcast_id)
         if b.state not in OPEN:
             raise Conflict(f"a {b.state.value} broadcast has no push key")
-        kv = _new_key_version(closed=revoke)
+        kv = new_key_version(closed=revoke)
         async with self.engine.begin() as conn:
             await conn.execute(
                 broadcasts.update()

@@ -18,7 +18,7 @@ from aiohttp import web
 from control import validate
 from control.accounts import Role
 from control.auth import PUBLIC, principal_of
-from control.broadcasts import MAX_PRODUCTS, Broadcast, Conflict, Filters, NotFound
+from control.broadcast_model import MAX_PRODUCTS, Broadcast, Conflict, Filters, NotFound
 from control.context import (
     OPERATOR_ANCHOR,
     OPS_ROLES,

@@ -16,7 +16,7 @@ from aiohttp import web
 from control import qr, validate
 from control.accounts import Role
 from control.auth import PUBLIC, principal_of
-from control.broadcasts import Broadcast, Conflict
+from control.broadcast_model import Broadcast, Conflict
 from control.context import OPERATOR_ANCHOR, OPS_ROLES, STAFF, broadcasts_of, control_of
 from control.routes_broadcasts import broadcast_json, load_broadcast
 from control.stats import viewers_of

@@ -400,7 +400,7 @@ async def test_api_client_retries_idempotent_calls_the_server_asks_to_retry() ->
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]  # public: the bound (host, port) of each site
     try:
         async with aiohttp.ClientSession() as session:
             api = demo_shop.Api(session, f"http://127.0.0.1:{port}")

@@ -28,7 +28,7 @@ async def start_subscriber(fail_first: int):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]  # public: the bound (host, port) of each site
     return runner, f"http://127.0.0.1:{port}/hook", received
 
 

@@ -46,7 +46,7 @@ async def _hook_server(answers: dict[str, tuple[int, str]]):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]  # public: the bound (host, port) of each site
     return runner, f"http://127.0.0.1:{port}/hook", calls
 
 

@@ -55,6 +55,8 @@ class Subscriber:
         self._on_control = on_control
         self._reload_state = reload_state
         self._pubsub: Any = None
+        self._own_text = '{"n":' + json.dumps(tag) + ","
+        self._own = self._own_text.encode()
 
     @property
     def connected(self) -> bool:
@@ -75,6 +77,9 @@ class Subscriber:
                 await asyncio.wait_for(self._pubsub.unsubscribe(channel), REDIS_TIMEOUT)
 
     def on_envelope(self, channel: str, raw: bytes | str) -> None:
+        own = self._own if isinstance(raw, bytes) else self._own_text
+        if raw[: len(own)] == own:
+            return  # our own envelope, back from Redis (the writer puts "n" first)
         name = self.keys.room_of_channel(channel)
         room = self.rooms.get(name)
         if room is None:

@@ -18,6 +18,7 @@ depends only on the payload length).
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -64,9 +65,8 @@ def ws_text_frame(payload: bytes) -> bytes:
     return head + payload
 
 
-def _dumps(data: Any) -> str:
-    # the same JSON python-socketio writes (compact, ASCII-escaped)
-    return json.dumps(data, separators=(",", ":"))
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""The JSON python-socketio writes (compact, ASCII-escaped); one encoder, not one per call."""
 
 
 def _ns(namespace: str) -> str:
@@ -130,36 +130,32 @@ class SioPacket:
     """Binary messages that follow (``BINARY_EVENT`` / ``BINARY_ACK``)."""
 
 
+_HEAD = re.compile(r"([0-6])(?:(\d{1,3})-)?(/[^,]*)?,?(\d{0,12})")
+"""type, attachments (binary packets), namespace, ack id"""
+
+
 def parse_sio(text: str) -> SioPacket:
     """Decode one Socket.IO packet sent by a client (without its Engine.IO ``4``)."""
-    if not text or not "0" <= text[0] <= "6":
+    head = _HEAD.match(text)
+    if head is None:
         raise WireError("bad packet type")
-    kind = ord(text[0]) - 48
-    i = 1
+    kind = int(head[1])
     attachments = 0
     if kind in (BINARY_EVENT, BINARY_ACK):
-        dash = text.find("-", 1, 4)
-        if dash < 0 or not text[1:dash].isdigit():
+        if head[2] is None:
             raise WireError("binary packet without an attachment count")
-        attachments = int(text[1:dash])
+        attachments = int(head[2])
         if not 0 < attachments <= MAX_ATTACHMENTS:
             raise WireError("too many attachments")
-        i = dash + 1
-    namespace = "/"
-    if i < len(text) and text[i] == "/":
-        end = text.find(",", i)
-        if end < 0:
-            namespace, i = text[i:], len(text)
-        else:
-            namespace, i = text[i:end], end + 1
-    j = i
-    while j < len(text) and "0" <= text[j] <= "9" and j - i < 12:
-        j += 1
-    ack_id = int(text[i:j]) if j > i else None
+    elif head[2] is not None:
+        raise WireError("attachments on a text packet")
+    namespace = head[3] or "/"
+    ack_id = int(head[4]) if head[4] else None
     data: Any = None
-    if j < len(text):
+    rest = text[head.end() :]
+    if rest:
         try:
-            data = json.loads(text[j:])
+            data = json.loads(rest)
         except ValueError:
             raise WireError("packet data is not JSON") from None
     if kind in (EVENT, BINARY_EVENT) and (not isinstance(data, list) or not data):

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ROOM_FLUSH_LUA", "Outgoing", "RedisWriter"]
 
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 WRITE_COALESCE_S = 0.01
 MAX_OUTBOX_COMMENTS_PER_ROOM = 5000
 MAX_OUTBOX_ITEMS_PER_ROOM = 256
@@ -111,7 +113,7 @@ class RedisWriter:
     def add_comment(self, room: str, comment: dict[str, Any]) -> None:
         out = self.out(room)
         if len(out.comments) < MAX_OUTBOX_COMMENTS_PER_ROOM:
-            out.comments.append(json.dumps(comment, separators=(",", ":"), ensure_ascii=False))
+            out.comments.append(_dumps(comment))
         else:
             self.stats.outbox_dropped += 1
         self._ready.set()
@@ -130,7 +132,7 @@ class RedisWriter:
         if out.like_delta:
             env["l"] = out.like_delta
         env.update(out.items)
-        body = json.dumps(env, separators=(",", ":"), ensure_ascii=False)[:-1]
+        body = _dumps(env)[:-1]
         if out.comments:
             body += ',"c":[' + ",".join(out.comments) + "]"
         return body + ',"t":'

@@ -49,6 +49,10 @@ unless public, ``404`` with a path parameter. A hand-written piece of the operat
 be merged over that with ``OpDoc.extra`` (its ``responses`` and ``parameters`` are merged
 by status code and by name; other keys replace).
 
+``install`` adds the routes in declaration order, and aiohttp tries them in that order:
+put a hot route first, and a specific path before a pattern that would also match it.
+``Op(..., head=True)`` (or ``route(..., head=True)``) answers ``HEAD`` on a ``GET`` too.
+
 Routes outside ``/api/`` that a package serves (media files, playlists, ``/metrics``)
 are declared the same way (their roles are documentation: the auth middleware guards
 ``/api/`` only, so declare them ``("public",)``); they stay out of the API document,

@@ -46,7 +46,8 @@ before any track is configured.
 
 Codec changes. A sequence header that differs from the track's current one, or a new track
 after the first part went out, makes a new ``InitSegment`` (``version`` + 1): what was
-buffered under the old one is written at once (``push`` returns that part), video restarts
+buffered under the old one is written at once (``push`` returns that part; its last samples
+last until the new header's timestamp), video restarts
 at its next keyframe, and every later ``Part.init`` is the new one: the relay emits
 ``EXT-X-DISCONTINUITY`` and a new ``EXT-X-MAP`` when ``part.init`` changes. A header
 identical to the current one (encoders repeat them) changes nothing.
@@ -221,6 +222,25 @@ class Fmp4Muxer:
             return 0.0
         return (state.buffer[-1].tick - state.buffer[0].tick) / timescale
 
+    def pending_duration_at(self, dts: int) -> float:
+        """Seconds ``flush_part()`` would write after a main-track frame stamped ``dts``
+        (ms) were pushed: ask before pushing it, and flush first if that is too long, to
+        keep every part within a target."""
+        state, timescale = self._main()
+        if state is None or not state.buffer:
+            return 0.0
+        tick = (dts * timescale + 500) // 1000
+        return max(0, tick - state.buffer[0].tick) / timescale
+
+    @property
+    def main_kind(self) -> Kind | None:
+        """The track parts are timed by: video when configured, else audio."""
+        if self._video_track is not None:
+            return Kind.VIDEO
+        if self._audio_track is not None:
+            return Kind.AUDIO
+        return None
+
     def _main(self) -> tuple[_TrackState | None, int]:
         if self._video_track is not None:
             return self._video, self._video_track.timescale
@@ -257,7 +277,7 @@ class Fmp4Muxer:
                 self._video_ok = False
                 self._drop(f"video sequence header: {exc}")
                 return None
-            return self._configure(track)
+            return self._configure(track, frame.dts)
         if info.enhanced:
             coded = payload[0] & 0x0F in _ENHANCED_CODED
         else:
@@ -318,7 +338,7 @@ class Fmp4Muxer:
                 self._audio_ok = False
                 self._drop(f"audio sequence header: {exc}")
                 return None
-            return self._configure(track)
+            return self._configure(track, frame.dts)
         packet_type = payload[0] & 0x0F if info.sound_format == flv.SOUND_EX_HEADER else payload[1]
         if packet_type != 1:
             self._drop("audio: not a coded frame")
@@ -361,7 +381,32 @@ class Fmp4Muxer:
         self._buffered_bytes += size
         self._buffered_samples += 1
 
-    def _configure(self, track: Track) -> Part | None:
+    def changes_init(self, frame: Frame) -> bool:
+        """Whether pushing ``frame`` (a sequence header different from the track's current
+        one, or a new track after parts went out) makes a new init segment and so forces
+        out what is buffered: a caller keeping parts short flushes first."""
+        track: Track | None = None
+        try:
+            if frame.kind == Kind.VIDEO:
+                info = flv.parse_video_header(frame.payload)
+                if info.sequence_header:
+                    track = VideoTrack.from_record(info.codec, frame.payload[info.data_offset :])
+            elif frame.kind == Kind.AUDIO:
+                track = AudioTrack.from_flv(frame.payload)
+        except (FLVError, codecs.CodecError):
+            return False
+        return track is not None and self._forces_new_init(track)
+
+    def _forces_new_init(self, track: Track) -> bool:
+        if isinstance(track, VideoTrack):
+            current: Track | None = self._video_track
+            state = self._video
+        else:
+            current = self._audio_track
+            state = self._audio
+        return current != track and (self._frozen or bool(state.buffer))
+
+    def _configure(self, track: Track, dts: int) -> Part | None:
         if isinstance(track, VideoTrack):
             current: Track | None = self._video_track
             self._video_ok = True
@@ -371,10 +416,9 @@ class Fmp4Muxer:
         if current == track:
             return None
         forced: Part | None = None
-        state = self._video if isinstance(track, VideoTrack) else self._audio
-        if self._frozen or state.buffer:
+        if self._forces_new_init(track):
             if self._buffered_samples:
-                forced = self.flush_part(final=True)
+                forced = self.flush_part(final=True, end_dts=dts)
             self._version += 1
             self._frozen = False
             self._video.started = False  # a new init: decoding restarts at a keyframe

@@ -25,8 +25,10 @@ from media import flv
 from media.errors import LocalProtocolError
 from media.fmp4 import (
     AudioTrack,
+    Cut,
     Fmp4Muxer,
     Part,
+    PartCutter,
     Sample,
     TrackFragment,
     VideoTrack,
@@ -771,7 +773,8 @@ def test_after_a_codec_change_video_waits_for_a_keyframe() -> None:
     forced = muxer.push(Frame.from_payload(Kind.VIDEO, 170, bytes(header)))
     assert forced is not None and forced.init is first.init
     _, runs = parse_part(forced.data)
-    assert len(runs[1].samples) == 1 and runs[1].durations == [33 * 90]
+    # the held frame (dts 132) lasts until the new header's timestamp
+    assert len(runs[1].samples) == 1 and runs[1].durations == [(170 - 132) * 90]
     before = muxer.dropped
     for i in range(5, 8):  # inter frames and audio: dropped
         muxer.push(Frame.from_payload(Kind.VIDEO, i * 33, video_payload(False, 0, 50, i)))
@@ -786,3 +789,149 @@ def test_after_a_codec_change_video_waits_for_a_keyframe() -> None:
     assert part.init.video is not None and part.init.codecs.startswith("avc1.4d401e")
     _, runs = parse_part(part.data)
     assert runs[1].tfdt == 8 * 33 * 90 and len(runs[1].samples) == 2
+
+
+# --------------------------------------------------------------------------------------
+# PartCutter: the LL-HLS cutting policy
+# --------------------------------------------------------------------------------------
+
+
+def run_cutter(cutter: PartCutter, frames: list[Frame]) -> list[Cut]:
+    cuts = [c for f in frames for c in cutter.push(f)]
+    return cuts + cutter.finish()
+
+
+def segments_of(cuts: list[Cut]) -> list[list[Part]]:
+    segments: list[list[Part]] = []
+    for c in cuts:
+        if c.new_segment:
+            segments.append([])
+        segments[-1].append(c.part)
+    return segments
+
+
+@pytest.mark.parametrize("clip", ["h264", "hevc", "audio"])
+def test_cutter_keeps_parts_within_target_and_opens_segments_at_keyframes(
+    clips: dict[str, Path], clip: str
+) -> None:
+    frames = flv_frames(clips[clip])
+    cutter = PartCutter(part_target=0.3, segment_target=0.9)
+    cuts = run_cutter(cutter, frames)
+    assert cuts[0].new_segment
+    parts = [c.part for c in cuts]
+    assert [p.sequence_number for p in parts] == list(range(1, len(parts) + 1))
+    assert all(p.duration <= 0.3 + 1e-9 for p in parts)
+    assert sum(p.duration >= 0.2 for p in parts) >= len(parts) - 4  # not needlessly short
+    segments = segments_of(cuts)
+    for segment in segments:
+        assert segment[0].independent
+    for segment in segments[:-1]:
+        assert sum(p.duration for p in segment) >= 0.9 - 1e-9
+    if clip == "audio":
+        assert all(p.independent for p in parts)
+        assert len(segments) == 3  # 3 s of audio in segments of at least 0.9 s
+    else:
+        keyframes = [f for f in frames if f.kind == Kind.VIDEO and f.keyframe]
+        assert len(segments) == len(keyframes) == 3  # a keyframe a second
+        assert [round(s[0].start * 1000) for s in segments] == [f.dts for f in keyframes]
+    data = cutter.muxer.init_segment().data + b"".join(p.data for p in parts)
+    check_against_input(frames, data, {"h264": "h264", "hevc": "hevc", "audio": None}[clip])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    intervals=st.lists(
+        st.sampled_from([0, 1, 33, 34, 40, 100, 120]) | st.integers(0, 120),
+        min_size=1,
+        max_size=120,
+    ),
+    keys=st.sets(st.integers(0, 119)),
+    change_at=st.one_of(st.none(), st.integers(1, 119)),
+    part_target=st.sampled_from([0.2, 0.25, 0.333, 0.5]),
+)
+def test_cutter_never_exceeds_the_part_target(
+    intervals: list[int], keys: set[int], change_at: int | None, part_target: float
+) -> None:
+    cutter = PartCutter(part_target=part_target, segment_target=1.0, segment_max=3.0)
+    frames = [Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER)]
+    header = bytearray(AVC_HEADER)
+    header[8] = header[16] = 0x1E
+    dts = 0
+    for i, gap in enumerate(intervals):
+        dts += gap
+        if i == change_at:
+            frames.append(Frame.from_payload(Kind.VIDEO, dts, bytes(header)))
+        key = i == 0 or i in keys
+        frames.append(Frame.from_payload(Kind.VIDEO, dts, video_payload(key, 0, 20, i)))
+        frames.append(Frame.from_payload(Kind.AUDIO, dts, audio_payload(10, i)))
+    frames.insert(1, Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER))
+    cuts = run_cutter(cutter, frames)
+    parts = [c.part for c in cuts]
+    # intervals are at most 120 ms, below every target: no part may be longer
+    assert [p.duration for p in parts if p.duration > part_target + 1e-9] == []
+    segments = segments_of(cuts) if cuts else []
+    for previous, segment in zip([None, *segments], segments, strict=False):
+        assert len({p.init.version for p in segment}) == 1, "one init per segment"
+        assert sum(p.duration for p in segment[:-1]) < 3.0, "segment_max closes segments"
+        if not segment[0].independent:
+            # only a segment closed by segment_max may be followed by one without a keyframe
+            assert previous is not None and sum(p.duration for p in previous) >= 3.0 - 1e-9
+    if change_at is not None and parts:
+        versions = [p.init.version for p in parts]
+        assert versions == sorted(versions)
+
+
+def video_frames(dts_list: list[int], keys: set[int]) -> list[Frame]:
+    return [
+        Frame.from_payload(Kind.VIDEO, dts, video_payload(i in keys, 0, 20, i))
+        for i, dts in enumerate(dts_list)
+    ]
+
+
+def test_cutter_cuts_before_a_codec_change_so_the_forced_part_stays_short() -> None:
+    """The header comes stamped like the frame before it: the muxer cannot know how long
+    that held frame lasts, so the cutter writes the ready part first and the forced part
+    holds that one frame."""
+    cutter = PartCutter(part_target=0.3, segment_target=1.0)
+    changed = bytearray(AVC_HEADER)
+    changed[8] = changed[16] = 0x1E
+    frames = [Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER)]
+    frames += video_frames([i * 33 for i in range(10)], {0})  # 0..297 ms
+    frames.append(Frame.from_payload(Kind.VIDEO, 297, bytes(changed)))
+    frames += video_frames([297 + 33 * i for i in range(1, 5)], {0})
+    cuts = run_cutter(cutter, frames)
+    assert [round(c.part.duration, 3) for c in cuts] == [0.297, 0.033, 0.099, 0.033]
+    assert [c.part.init.version for c in cuts] == [1, 1, 2, 2]
+    assert [c.new_segment for c in cuts] == [True, False, True, False]
+
+
+def test_cutter_opens_a_segment_on_any_init_change_and_after_finish() -> None:
+    cutter = PartCutter(part_target=0.3, segment_target=1.0)
+    first = [Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER), *video_frames([0, 33, 66], {0})]
+    cuts = run_cutter(cutter, first)
+    assert [c.new_segment for c in cuts] == [True, False]
+    # the same publisher back: a new segment, same init
+    cuts = run_cutter(cutter, video_frames([100, 133, 166], {0}))
+    assert [c.new_segment for c in cuts] == [True, False]
+    assert {c.part.init.version for c in cuts} == {1}
+    # the relay flushed everything itself; then another codec config: nothing is forced
+    # out, yet the next part is under a new init, so it opens a segment
+    cuts = [c for f in video_frames(list(range(200, 700, 33)), set()) for c in cutter.push(f)]
+    assert [c.new_segment for c in cuts] == [True]  # after finish: a new segment
+    assert cutter.muxer.flush_part(final=True) is not None
+    changed = bytearray(AVC_HEADER)
+    changed[8] = changed[16] = 0x1E
+    assert cutter.push(Frame.from_payload(Kind.VIDEO, 300, bytes(changed))) == []
+    cuts = [c for f in video_frames([300, 333, 366], {0}) for c in cutter.push(f)]
+    cuts += cutter.finish()
+    assert cuts[0].new_segment and cuts[0].part.init.version == 2
+
+
+def test_cutter_segment_max_bounds_segments_without_keyframes() -> None:
+    cutter = PartCutter(part_target=0.3, segment_target=1.0, segment_max=2.0)
+    frames = [Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER)]
+    frames += video_frames([i * 40 for i in range(150)], {0})  # 6 s, one keyframe
+    segments = segments_of(run_cutter(cutter, frames))
+    durations = [sum(p.duration for p in s) for s in segments]
+    assert len(segments) == 3 and all(2.0 <= d < 2.0 + 0.3 for d in durations[:-1])
+    assert segments[0][0].independent and not segments[1][0].independent

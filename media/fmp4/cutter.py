@@ -1,0 +1,130 @@
+"""``PartCutter``: when to cut LL-HLS parts and segments, over an :class:`Fmp4Muxer`.
+
+The policy the relay needs, kept beside the muxer so it is tested against it::
+
+    cutter = PartCutter(part_target=0.333, segment_target=1.0)
+    for frame in frames:
+        for cut in cutter.push(frame):
+            playlist.add(cut.part, new_segment=cut.new_segment)
+    for cut in cutter.finish():
+        ...
+
+Rules:
+
+* a part never lasts longer than ``part_target`` (LL-HLS ``PART-TARGET``): before a frame
+  of the main track (video, else audio) is pushed, the muxer is asked how long the part
+  would be with it, and flushes first if that is too long. Only a single frame interval
+  longer than the target can make a longer part;
+* a segment opens with a video keyframe once the running segment reached
+  ``segment_target`` (that keyframe opens the next part, so the part is independent);
+  without video, at the first part boundary past ``segment_target``. ``segment_max``
+  (optional) also closes a segment at a part boundary once it is that long, keyframe or
+  not (a stream with rare keyframes keeps segments within the playlist's target);
+* a codec change ends the segment (the muxer's forced part); the next part opens a new
+  one under the new ``part.init``: the relay writes ``EXT-X-DISCONTINUITY`` and a new
+  ``EXT-X-MAP`` there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from media.errors import LocalProtocolError
+from media.fmp4.muxer import Fmp4Muxer, InitSegment, Part
+from media.frame import Frame, Kind
+
+__all__ = ["Cut", "PartCutter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    part: Part
+    new_segment: bool
+    """This part opens a segment (the stream's first part, a keyframe past the segment
+    target, the first part after an init change)."""
+
+
+class PartCutter:
+    """Feeds one stream's frames to an :class:`Fmp4Muxer` and cuts parts and segments."""
+
+    def __init__(
+        self,
+        *,
+        part_target: float = 0.333,
+        segment_target: float = 1.0,
+        segment_max: float | None = None,
+        muxer: Fmp4Muxer | None = None,
+    ) -> None:
+        if not 0 < part_target <= segment_target:
+            raise LocalProtocolError("need 0 < part_target <= segment_target")
+        if segment_max is not None and segment_max < segment_target:
+            raise LocalProtocolError("segment_max must be at least segment_target")
+        self.part_target = part_target
+        self.segment_target = segment_target
+        self.segment_max = segment_max
+        self.muxer = muxer if muxer is not None else Fmp4Muxer()
+        self._segment_elapsed = 0.0
+        self._new_segment = True
+        self._init: InitSegment | None = None
+
+    @property
+    def segment_elapsed(self) -> float:
+        """Seconds of parts already cut in the current segment."""
+        return 0.0 if self._new_segment else self._segment_elapsed
+
+    def push(self, frame: Frame) -> list[Cut]:
+        """Push one frame; returns the parts it completed (zero, one or two)."""
+        out: list[Cut] = []
+        muxer = self.muxer
+        if frame.header:
+            # A changed codec config makes the muxer write out all it holds: cut what is
+            # ready first, so that forced part holds only the newest sample of each track.
+            cut_first = muxer.changes_init(frame)
+        else:
+            cut_first = (
+                frame.kind == muxer.main_kind
+                and muxer.pending_duration_at(frame.dts) > self.part_target
+            )
+        if cut_first:
+            self._emit(muxer.flush_part(), out)
+        forced = muxer.push(frame)
+        if forced is not None:
+            self._emit(forced, out)
+            self._new_segment = True
+        if (
+            frame.kind == Kind.VIDEO
+            and frame.keyframe
+            and muxer.main_kind == Kind.VIDEO
+            and self.segment_elapsed + muxer.pending_duration >= self.segment_target
+        ):
+            self._emit(muxer.flush_part(), out)
+            self._new_segment = True
+        return out
+
+    def finish(self) -> list[Cut]:
+        """The stream ended (or the relay stops packaging it): everything left, as at most
+        two parts (what is ready, then the held samples). Frames pushed later (a publisher
+        back within the linger) continue the timeline in a new segment."""
+        out: list[Cut] = []
+        self._emit(self.muxer.flush_part(), out)
+        self._emit(self.muxer.flush_part(final=True), out)
+        self._new_segment = True  # whatever comes next (a new publisher) opens a segment
+        return out
+
+    def _emit(self, part: Part | None, out: list[Cut]) -> None:
+        if part is None:
+            return
+        if self._init is not None and part.init is not self._init:
+            self._new_segment = True  # a new init segment: a new segment, whatever came before
+        self._init = part.init
+        if self._new_segment:
+            self._new_segment = False
+            self._segment_elapsed = 0.0
+            out.append(Cut(part, True))
+        else:
+            out.append(Cut(part, False))
+        self._segment_elapsed += part.duration
+        if part.init.video is None and self._segment_elapsed >= self.segment_target:
+            self._new_segment = True
+        if self.segment_max is not None and self._segment_elapsed >= self.segment_max:
+            self._new_segment = True

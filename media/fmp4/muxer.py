@@ -1,17 +1,20 @@
 """``Fmp4Muxer``: the stream's ``Frame`` objects in, CMAF parts (``moof`` + ``mdat``) out.
 
 Sans-I/O and clock-free: the caller (the relay hub, once per stream) pushes every frame
-and decides when to cut::
+and decides when to cut; :class:`media.fmp4.cutter.PartCutter` is that decision for LL-HLS
+(use it). By hand, the shape is::
 
     muxer = Fmp4Muxer()
     for frame in frames:                      # sequence headers, media, metadata: all of them
+        if frame.header and muxer.changes_init(frame):
+            emit(muxer.flush_part())          # keep the forced part below short
+        elif muxer.pending_duration_at(frame.dts) > part_target:   # main-track frames
+            emit(muxer.flush_part())          # a part never longer than the target
         forced = muxer.push(frame)            # a Part only when the codec config changed
         if forced is not None:
             emit(forced, ends_segment=True)   # the next part has a new ``part.init``
         if frame.kind is Kind.VIDEO and frame.keyframe and segment_is_long_enough:
-            emit(muxer.flush_part(), ends_segment=True)   # the next part opens with that keyframe
-        elif muxer.pending_duration >= part_target - frame_interval:
-            emit(muxer.flush_part())
+            emit(muxer.flush_part(), ends_segment=True)   # the next part opens with it
     emit(muxer.flush_part(final=True))        # publisher gone
 
 Timing. FLV milliseconds become 90 kHz video ticks exactly (``dts * 90``, composition
@@ -229,8 +232,11 @@ class Fmp4Muxer:
         state, timescale = self._main()
         if state is None or not state.buffer:
             return 0.0
-        tick = (dts * timescale + 500) // 1000
-        return max(0, tick - state.buffer[0].tick) / timescale
+        if self._video_track is None and self._audio_track is not None:
+            tick = _audio_tick(state, self._audio_track, dts)
+        else:
+            tick = max(dts * _VIDEO_TICKS_PER_MS, state.buffer[-1].tick)
+        return (tick - state.buffer[0].tick) / timescale
 
     @property
     def main_kind(self) -> Kind | None:
@@ -354,13 +360,7 @@ class Fmp4Muxer:
             self._drop("audio: empty frame")
             return None
         state = self._audio
-        exact = (frame.dts * atrack.sample_rate + 500) // 1000
-        follow = state.next_tick
-        if follow is not None and abs(exact - follow) <= atrack.frame_length // 2:
-            tick = follow
-        else:
-            floor = state.end_tick if state.last_tick is None else state.last_tick
-            tick = max(exact, floor)
+        tick = _audio_tick(state, atrack, frame.dts)
         state.next_tick = tick + atrack.frame_length
         data = memoryview(payload)[info.data_offset :]
         self._append(state, _Pending(frame.dts, tick, 0, data, True))
@@ -533,3 +533,14 @@ class Fmp4Muxer:
         if not state.buffer:
             state.last_tick = None  # the next sample starts at end_tick at the earliest
         return samples
+
+
+def _audio_tick(state: _TrackState, track: AudioTrack, dts: int) -> int:
+    """Decode time of an AAC frame stamped ``dts`` (ms): where the previous frame ended if
+    that is within half a frame of the timestamp, else the timestamp (never backwards)."""
+    exact = (dts * track.sample_rate + 500) // 1000
+    follow = state.next_tick
+    if follow is not None and abs(exact - follow) <= track.frame_length // 2:
+        return follow
+    floor = state.end_tick if state.last_tick is None else state.last_tick
+    return max(exact, floor)

@@ -935,3 +935,44 @@ def test_cutter_segment_max_bounds_segments_without_keyframes() -> None:
     durations = [sum(p.duration for p in s) for s in segments]
     assert len(segments) == 3 and all(2.0 <= d < 2.0 + 0.3 for d in durations[:-1])
     assert segments[0][0].independent and not segments[1][0].independent
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=st.lists(st.sampled_from([23, 23, 24, 0, 5, 40, 100]), min_size=1, max_size=150),
+    part_target=st.sampled_from([0.2, 0.333]),
+)
+def test_cutter_keeps_audio_only_parts_within_target(gaps: list[int], part_target: float) -> None:
+    cutter = PartCutter(part_target=part_target, segment_target=1.0)
+    frames = [Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER)]
+    dts = 0
+    for i, gap in enumerate(gaps):
+        dts += gap
+        frames.append(Frame.from_payload(Kind.AUDIO, dts, audio_payload(10, i)))
+    cuts = run_cutter(cutter, frames)
+    assert sum(c.part.runs[0].sample_count for c in cuts) == len(gaps)
+    assert [c.part.duration for c in cuts if c.part.duration > part_target + 1e-9] == []
+    for segment in segments_of(cuts)[:-1]:
+        assert 1.0 - 1e-9 <= sum(p.duration for p in segment) < 1.0 + part_target
+
+
+def test_pending_duration_at_predicts_the_next_flush() -> None:
+    """What ``pending_duration_at(dts)`` says before a push is what ``pending_duration``
+    says after it: decode times clamped for video, on the AAC sample grid for audio."""
+    video = Fmp4Muxer()
+    video.push(Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER))
+    for frame in video_frames([1000, 1033, 1066], {0}):
+        video.push(frame)
+    for dts in (1100, 1050):  # a later frame, and one stamped before the newest
+        predicted = video.pending_duration_at(dts)
+        video.push(video_frames([dts], set())[0])
+        assert predicted == video.pending_duration
+    assert video.pending_duration == pytest.approx(0.1)
+    audio = Fmp4Muxer()
+    audio.push(Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER))
+    for i, dts in enumerate((0, 23, 46, 70, 93, 400)):
+        predicted = audio.pending_duration_at(dts)
+        audio.push(Frame.from_payload(Kind.AUDIO, dts, audio_payload(10, i)))
+        assert predicted == audio.pending_duration
+    assert audio.pending_duration == (400 * 44_100 + 500) // 1000 / 44_100
+    assert audio.buffered_bytes == 6 * 10

@@ -34,6 +34,7 @@ from media.fmp4 import (
     VideoTrack,
     fragment,
     init_segment,
+    styp,
 )
 from media.frame import Frame, Kind
 from tests.mediautil import make_clip
@@ -834,7 +835,10 @@ def test_cutter_keeps_parts_within_target_and_opens_segments_at_keyframes(
         keyframes = [f for f in frames if f.kind == Kind.VIDEO and f.keyframe]
         assert len(segments) == len(keyframes) == 3  # a keyframe a second
         assert [round(s[0].start * 1000) for s in segments] == [f.dts for f in keyframes]
-    data = cutter.muxer.init_segment().data + b"".join(p.data for p in parts)
+    # segments written as files: styp + their parts, after the init segment
+    init = cutter.muxer.init_segment().data
+    data = init + b"".join(styp() + b"".join(p.data for p in s) for s in segments)
+    assert parse_boxes(styp())[0].kind == b"styp"
     check_against_input(frames, data, {"h264": "h264", "hevc": "hevc", "audio": None}[clip])
 
 

@@ -99,9 +99,10 @@ class EmbeddedValkey:
     async def stop(self) -> None:
         if self._proc is not None:
             await stop_process(self._proc)
-        if self._sockdir:
+        if self._sockdir:  # valkey-server may have removed its socket already
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)
+            with contextlib.suppress(OSError):
                 os.rmdir(self._sockdir)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import sys
 import time
@@ -22,11 +23,41 @@ from control.config import Config, ConfigError, load_config
 from core.runtime import RUNTIME
 from ingest import auth
 from relay.fastplay import PlaySite
+from relay.http_guard import HttpLimits, handler_kwargs
 
 logger = logging.getLogger("berrylive")
 
 GC_GEN0_THRESHOLD = 20_000
 """Allocations between young-generation collections (CPython's default is 700)."""
+FD_RESERVE = 256
+"""File descriptors beyond the connection caps: listeners, files, database, Redis, ffmpeg."""
+
+
+def raise_fd_limit(config: Config) -> int:
+    """Raise the soft file-descriptor limit to the hard one (every connection is one), log
+    it, and warn when it is below what the configured connection caps need. Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard
+        if hard == resource.RLIM_INFINITY:
+            target = max(soft, 1 << 20)  # "unlimited" is not accepted as a soft value
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise the file-descriptor limit to %d: %s", target, exc)
+    caps = (config.relay.http_max_connections, config.ingest.max_connections)
+    if all(caps):
+        need = sum(caps) + FD_RESERVE
+        if soft < need:
+            logger.warning(
+                "file-descriptor limit %d is below what the connection caps need (%d: "
+                "relay.http_max_connections %d + ingest.max_connections %d + %d): raise the "
+                "hard limit (ulimit -Hn, LimitNOFILE=) or lower the caps",
+                soft, need, caps[0], caps[1], FD_RESERVE,
+            )  # fmt: skip
+    logger.info("file-descriptor limit %d", soft)
+    return soft
 
 
 def tune_gc() -> None:
@@ -56,7 +87,8 @@ async def start_http(
 ) -> web.AppRunner:
     """Start ``app``'s HTTP listener (the HTTP-FLV fast path in front of aiohttp), record
     and log its port, then tune the GC now that the app is built. Stop with
-    ``runner.cleanup()``."""
+    ``runner.cleanup()``. The port's deadlines and caps come from ``config.relay``."""
+    limits = HttpLimits.of(config.relay)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -65,6 +97,7 @@ async def start_http(
         # SO_KEEPALIVE's 2-hour default finds nothing our own timeouts and pings do not,
         # and setting it costs a syscall and a Python socket object per connection.
         tcp_keepalive=False,
+        **handler_kwargs(limits),  # idle keep-alive connections are closed (aiohttp's knob)
     )
     await runner.setup()
     try:
@@ -74,6 +107,7 @@ async def start_http(
             config.server.http_port,
             reuse_address=True,
             backlog=config.server.listen_backlog,
+            limits=limits,
         )
         await site.start()
     except BaseException:
@@ -88,6 +122,7 @@ async def start_http(
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT/SIGTERM (or cancellation)."""
+    raise_fd_limit(config)
     runner = await start_http(config, create_app(config))
     try:
         stop = asyncio.Event()

@@ -29,6 +29,31 @@ class RelayConfig:
     this))``; 0 keeps the tick fixed at ``write_coalesce_ms``."""
     publisher_linger: float = 10.0
     """Seconds a stream (and its viewers) waits for the publisher to come back."""
+    # ---- the HTTP port (docs/cluster.md, "Deadlines on the HTTP port") ---------------
+    http_head_timeout: float = 10.0
+    """Seconds a request head may take: from the accept for a connection's first request,
+    from its first byte for a later one on a keep-alive connection. A deadline for the whole
+    head, not per read (a byte a second does not keep a connection); then 408 and close."""
+    http_body_timeout: float = 10.0
+    """Seconds a request body may take beyond what ``http_body_min_rate`` allows for the
+    bytes already received; a slower body closes the connection (its request is not
+    handled). Only the reading of a request is timed: responses (HTTP-FLV, WS-FLV,
+    long-polls) last as long as they need."""
+    http_body_min_rate: int = 32 * 1024
+    """Bytes per second a request body must keep up on average (after the
+    ``http_body_timeout`` grace): a 5 MiB cover over a 256 kbit/s uplink passes, a body
+    trickled a few bytes at a time does not. 0: the body must be complete within
+    ``http_body_timeout``."""
+    http_keepalive_timeout: float = 30.0
+    """Seconds an idle keep-alive connection is kept before it is closed (aiohttp's
+    ``keepalive_timeout``)."""
+    http_max_connections: int = 10_000
+    """Most connections at once on the HTTP port (viewers, API, Socket.IO); over it new
+    connections get 503 and are closed at once. 0: no limit (the file-descriptor limit
+    still is one)."""
+    http_max_connections_per_ip: int = 1000
+    """Most connections at once on the HTTP port from one address (an IPv6 /64 counts as one
+    address). Generous: viewers behind a carrier NAT share an address. 0: no limit."""
     # ---- cluster (docs/cluster.md) -------------------------------------------------
     origins: tuple[str, ...] = ()
     """Edge: origins (``http://host:port`` HTTP-FLV, ``rtmp://host:port`` RTMP) tried after

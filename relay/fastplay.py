@@ -31,14 +31,14 @@ from aiohttp import web
 
 from relay.formats import HTTP_FLV, HTTP_FLV_10
 from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY
+from relay.http_guard import HTTP_LIMITS, Admission, HttpLimits, address_key
 from relay.hub import StreamRegistry, Viewer, ViewerInfo
+from relay.request_watch import Phase, RequestWatch
 
 logger = logging.getLogger(__name__)
 
 MAX_HEAD = 8192
 """A request head longer than this is not a plain play: aiohttp takes it (and its limits)."""
-HEAD_TIMEOUT = 30.0
-"""Seconds a connection may take to send its first request head; then it gets a 408."""
 MAX_TRAILING = 64 * 1024
 """Bytes a player may send after its request (it should send none) before it is cut."""
 
@@ -133,16 +133,54 @@ def response_head(http10: bool) -> bytes:
     )
 
 
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    b"Retry-After: 5\r\nContent-Length: 22\r\n\r\ntoo many connections.\r\n"
+)
+_TOO_SLOW = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+    b"Connection: close\r\nContent-Length: 26\r\n\r\nno request head in time.\r\n"
+)
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Connection: close\r\nContent-Length: 24\r\n\r\nrequest head too large.\r\n"
+)
+PAUSED_RECHECK = 1.0
+"""Seconds a deadline is pushed back while the server itself holds a connection's reading
+(aiohttp pauses it when a handler does not consume): that delay is not the client's."""
+
+
 class PlaySniffer(asyncio.Protocol):
-    """The first protocol of each HTTP connection (see the module docstring)."""
+    """The protocol of every connection on the HTTP port (see the module docstring).
+
+    Besides the fast path it keeps the port's bounds (:mod:`relay.http_guard`): the
+    connection caps, and deadlines on reading each request. The first request head must be
+    complete ``head_timeout`` after the accept, whatever its bytes; after the hand-over this
+    protocol stays in front of aiohttp's handler, forwarding every call, and follows the
+    framing (:class:`~relay.request_watch.RequestWatch`): a later head must be complete
+    ``head_timeout`` after its first byte, a body must keep ``body_min_rate`` after a grace
+    of ``body_timeout``. Responses are never timed. Idle keep-alive connections are
+    aiohttp's (``keepalive_timeout``).
+    """
 
     __slots__ = (
+        "_admission",
+        "_bodies_seen",
+        "_body_start",
         "_buf",
+        "_handler",
         "_handler_factory",
+        "_head_start",
+        "_heads_seen",
         "_hooked",
+        "_key",
+        "_limits",
+        "_loop",
+        "_peer",
         "_registry",
         "_timer",
         "_trailing",
+        "_watch",
         "transport",
         "viewer",
     )
@@ -150,42 +188,131 @@ class PlaySniffer(asyncio.Protocol):
     def __init__(
         self,
         handler_factory: Callable[[], asyncio.Protocol],
-        registry: StreamRegistry,
+        registry: StreamRegistry | None,
         hooked: bool,
+        limits: HttpLimits,
+        admission: Admission,
     ) -> None:
         self._handler_factory = handler_factory
         self._registry = registry
+        """None: no relay in this app, every request goes to aiohttp."""
         self._hooked = hooked
         """Play hooks are configured: every play takes the full path (they are async)."""
+        self._limits = limits
+        self._admission = admission
+        self._key: str | None = None
+        """The address this connection is counted under (None: not counted, refused)."""
+        self._peer: object = None
         self._buf = b""
         self._trailing = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._handler: asyncio.Protocol | None = None
+        self._watch: RequestWatch | None = None
+        self._head_start = 0.0
+        self._body_start = 0.0
+        self._heads_seen = 1
+        self._bodies_seen = 0
         self.transport: asyncio.Transport | None = None
         self.viewer: Viewer | None = None
 
-    head_timeout = HEAD_TIMEOUT
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        # A connection that never completes a request head must not be held forever
-        # (slowloris); aiohttp itself waits without limit for a first request.
-        self._timer = asyncio.get_running_loop().call_later(self.head_timeout, self._too_slow)
+        peer = transport.get_extra_info("peername")
+        self._peer = peer
+        key = address_key(str(peer[0])) if isinstance(peer, tuple) else ""
+        refused = self._admission.admit(key)
+        if refused is not None:
+            logger.debug("http connection from %s refused: %s", key, refused)
+            transport.write(_REFUSED)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._key = key
+        loop = self._loop = asyncio.get_running_loop()
+        # The first head is due from the accept, whatever its bytes (slowloris).
+        self._head_start = loop.time()
+        self._timer = loop.call_at(self._head_start + self._limits.head_timeout, self._expire)
+        if self._registry is None:
+            self._hand_over(b"")
 
-    def _too_slow(self) -> None:
+    # -- deadlines ---------------------------------------------------------------------------
+    def _deadline(self) -> float | None:
+        """When the request being read must be complete; None when none is being read."""
+        watch = self._watch
+        if watch is None:  # still sniffing the first request
+            return self._head_start + self._limits.head_timeout
+        phase = watch.phase
+        if phase is Phase.HEAD:
+            return self._head_start + self._limits.head_timeout
+        if phase is Phase.BODY:
+            limits = self._limits
+            rate = limits.body_min_rate
+            allowance = watch.body_received / rate if rate > 0 else 0.0
+            return self._body_start + limits.body_timeout + allowance
+        return None
+
+    def _watched(self, watch: RequestWatch) -> bool:
+        """Deadlines after the watch was fed; False if the connection was cut."""
+        phase = watch.phase
+        if phase is Phase.HEAD:
+            if watch.heads_begun != self._heads_seen:  # a later request's first byte: now
+                self._heads_seen = watch.heads_begun
+                self._head_start = self._loop.time()
+        elif phase is Phase.BODY:
+            if watch.bodies_begun != self._bodies_seen:
+                self._bodies_seen = watch.bodies_begun
+                self._body_start = self._loop.time()
+        elif phase is Phase.TOO_LARGE:
+            self._cut(phase)
+            return False
+        deadline = self._deadline()
+        timer = self._timer
+        if deadline is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+        elif timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
+        return True
+
+    def _expire(self) -> None:
         self._timer = None
         transport = self.transport
-        if transport is not None and self.viewer is None and not transport.is_closing():
-            transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
-                b"Connection: close\r\nContent-Length: 26\r\n\r\nno request head in time.\r\n"
-            )
+        if transport is None or transport.is_closing() or self.viewer is not None:
+            return
+        deadline = self._deadline()
+        if deadline is None:
+            return
+        loop = self._loop
+        if loop.time() < deadline:  # the body kept its rate, or a new request began
+            self._timer = loop.call_at(deadline, self._expire)
+            return
+        if self._handler is not None and not transport.is_reading():
+            self._head_start += PAUSED_RECHECK
+            self._body_start += PAUSED_RECHECK
+            self._timer = loop.call_later(PAUSED_RECHECK, self._expire)
+            return
+        watch = self._watch
+        self._cut(watch.phase if watch is not None else Phase.HEAD)
+
+    def _cut(self, phase: Phase) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        watch = self._watch
+        first = watch is None or watch.heads_done == 0
+        logger.debug("http connection from %s cut: %s", self._key, phase.value)
+        if first and phase is Phase.HEAD:
+            transport.write(_TOO_SLOW)  # nothing was answered on it yet
             transport.close()
+        elif first and phase is Phase.TOO_LARGE:
+            transport.write(_TOO_LARGE)
+            transport.close()
+        else:  # a response may be under way: no status of ours, and nothing left to flush
+            transport.abort()
 
-    def _decided(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
+    # -- the connection -----------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         viewer = self.viewer
         if viewer is not None:
@@ -194,13 +321,23 @@ class PlaySniffer(asyncio.Protocol):
             if self._trailing > MAX_TRAILING:
                 viewer.close("client sent data after its request")
             return
+        handler = self._handler
+        if handler is not None:
+            watch = self._watch
+            if watch is not None and watch.phase is not Phase.DONE:
+                watch.feed(data)
+                if not self._watched(watch):
+                    return
+            handler.data_received(data)
+            return
+        if self._key is None:
+            return  # refused
         buf = self._buf + data if self._buf else data
         verdict = parse_play_request(buf)
         if verdict is NEED_MORE:
             self._buf = buf
             return
         self._buf = b""
-        self._decided()
         if isinstance(verdict, PlayRequest) and self._play(verdict, len(buf) - verdict.head_len):
             return
         self._hand_over(buf)
@@ -209,41 +346,62 @@ class PlaySniffer(asyncio.Protocol):
         if self.viewer is not None:
             self.viewer.close("client closed")
             return None
-        # Half-closed before a full head: the HTTP stack decides what that means.
-        self._decided()
-        handler = self._hand_over(self._buf)
-        self._buf = b""
-        return handler.eof_received() if handler is not None else None
+        handler = self._handler
+        if handler is None:
+            if self._key is None:
+                return None
+            # Half-closed before a full head: the HTTP stack decides what that means.
+            handler = self._hand_over(self._buf)
+            self._buf = b""
+            if handler is None:
+                return None
+        return handler.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._decided()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._key is not None:
+            self._admission.release(self._key)
+            self._key = None
         if self.viewer is not None:
             self.viewer.close("client gone")
+        handler = self._handler
+        if handler is not None:
+            handler.connection_lost(exc)
 
     def _hand_over(self, buf: bytes) -> asyncio.Protocol | None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return None
         handler = self._handler_factory()
-        transport.set_protocol(handler)
+        self._handler = handler
+        watch = self._watch = RequestWatch()
         handler.connection_made(transport)
         if buf:
+            watch.feed(buf)
+            if not self._watched(watch):
+                return None
             handler.data_received(buf)
         return handler
 
     def _play(self, req: PlayRequest, trailing: int) -> bool:
         """Serve ``req`` here if this node can at once; False hands it to aiohttp."""
         transport = self.transport
-        if transport is None or trailing:
+        registry = self._registry
+        if transport is None or trailing or registry is None:
             return False
-        hub = self._registry.get(req.app, req.stream)
+        hub = registry.get(req.app, req.stream)
         if hub is None or not hub.ready or self._hooked:
             return False  # 404 / edge pull / waiting for codecs / play hooks: the slow path
         fmt = HTTP_FLV_10 if req.http10 else HTTP_FLV
-        peer = transport.get_extra_info("peername")
+        peer = self._peer
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         viewer = Viewer(transport, fmt, ViewerInfo("flv", remote))
         self.viewer = viewer
+        if self._timer is not None:  # a response is under way: nothing more is read
+            self._timer.cancel()
+            self._timer = None
         hub.add_viewer(viewer, hub.flv_prelude(fmt), head=response_head(req.http10))
         viewer.done.add_done_callback(self._finished)
         return True
@@ -258,18 +416,23 @@ class PlaySniffer(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")  # the last chunk: a clean end of the response
         transport.close()
 
-    # Writes are paced by the hub (it reads the transport's buffer size), not by pausing.
+    # Writes of a fast-path viewer are paced by the hub (it reads the transport's buffer
+    # size), not by pausing; aiohttp's handler gets these calls (its writers drain on them).
     def pause_writing(self) -> None:
-        pass
+        handler = self._handler
+        if handler is not None:
+            handler.pause_writing()
 
     def resume_writing(self) -> None:
-        pass
+        handler = self._handler
+        if handler is not None:
+            handler.resume_writing()
 
 
 class PlaySite(web.BaseSite):
-    """The HTTP listener: each connection starts with a :class:`PlaySniffer` in front of
-    aiohttp's handler. Apps without a stream registry (no relay) get aiohttp's handler
-    directly.
+    """The HTTP listener: each connection has a :class:`PlaySniffer` in front of aiohttp's
+    handler (the fast path, the caps and the deadlines on reading requests). Apps without a
+    stream registry (no relay) have no fast path; the bounds hold for them too.
 
     Built on public APIs only, so an aiohttp upgrade cannot silently break it: a
     ``web.BaseSite`` (the runner knows it, ``runner.cleanup()`` stops it), the runner's
@@ -287,8 +450,14 @@ class PlaySite(web.BaseSite):
         backlog: int = 128,
         reuse_address: bool | None = None,
         reuse_port: bool | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self.limits = limits
+        """Deadlines and caps; None: the app's (:data:`relay.http_guard.HTTP_LIMITS`, set by
+        the relay's setup) or the defaults."""
+        self.admission: Admission | None = None
+        """The connections open on this site (counted once it started)."""
         self.runner = runner
         self.host = host
         self.requested_port = port
@@ -324,14 +493,17 @@ class PlaySite(web.BaseSite):
             raise RuntimeError("call runner.setup() before starting a site")
         app = self.runner.app if isinstance(self.runner, web.AppRunner) else None
         registry = app.get(REGISTRY) if app is not None else None
-        factory: Callable[[], asyncio.BaseProtocol]
-        if app is None or registry is None:
-            factory = handler_factory
-        else:
-            hooked = app.get(PLAY_GUARD) is not None or app.get(PLAY_STOP) is not None
+        limits = self.limits or (app.get(HTTP_LIMITS) if app is not None else None) or HttpLimits()
+        self.limits = limits
+        admission = self.admission = Admission(
+            limits.max_connections, limits.max_connections_per_ip
+        )
+        hooked = app is not None and (
+            app.get(PLAY_GUARD) is not None or app.get(PLAY_STOP) is not None
+        )
 
-            def factory() -> asyncio.BaseProtocol:
-                return PlaySniffer(handler_factory, registry, hooked)
+        def factory() -> asyncio.BaseProtocol:
+            return PlaySniffer(handler_factory, registry, hooked, limits, admission)
 
         self.listener = await asyncio.get_running_loop().create_server(
             factory,

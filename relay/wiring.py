@@ -17,6 +17,7 @@ from relay import edge, forward
 from relay.cluster import CLUSTER, ClusterNode
 from relay.config import RelayConfig
 from relay.http import REGISTRY
+from relay.http_guard import HTTP_LIMITS, HttpLimits
 from relay.hub import StreamRegistry
 from relay.routes import ROUTES
 
@@ -27,6 +28,7 @@ def setup(app: web.Application, config: RelayConfig) -> None:
     cluster's lifecycle (docs/cluster.md)."""
     registry = StreamRegistry(config, linger_seconds=config.publisher_linger)
     app[REGISTRY] = registry
+    app[HTTP_LIMITS] = HttpLimits.of(config)  # the HTTP port's deadlines and caps (PlaySite)
 
     async def registry_ctx(_app: web.Application) -> AsyncIterator[None]:
         yield

@@ -20,7 +20,6 @@ from relay.fastplay import (
     NEED_MORE,
     PlayRequest,
     PlaySite,
-    PlaySniffer,
     parse_play_request,
 )
 from relay.hub import PublisherInfo
@@ -246,8 +245,8 @@ async def test_a_player_that_keeps_sending_is_cut_without_harming_others(server)
     bad_w.close()
 
 
-async def test_a_connection_that_never_finishes_its_head_is_answered_408(server, monkeypatch):
-    monkeypatch.setattr(PlaySniffer, "head_timeout", 0.3)
+async def test_a_connection_that_never_finishes_its_head_is_answered_408(server_factory):
+    server = await server_factory(relay={"http_head_timeout": 0.3})
     port = server.runtime.http_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /live/x.flv HTTP/1.1\r\nHost: x\r\n")  # and then nothing

@@ -9,6 +9,10 @@ class RelayConfig:
     """GOP cache bound in frames; beyond it the cache is cut (stream without keyframes)."""
     gop_max_bytes: int = 16 * 1024 * 1024
     """GOP cache bound in bytes."""
+    audio_only_cache_ms: int = 2000
+    """For a stream without video, the cache keeps this much of the latest audio (every
+    audio frame is a sync point): a new viewer, and the recorder, start with it, as a video
+    stream's viewers start with its GOP."""
     viewer_max_backlog_bytes: int = 4 * 1024 * 1024
     """A viewer further behind than this skips to the next keyframe."""
     viewer_drop_after_skips: int = 8
@@ -54,6 +58,27 @@ class RelayConfig:
     http_max_connections_per_ip: int = 1000
     """Most connections at once on the HTTP port from one address (an IPv6 /64 counts as one
     address). Generous: viewers behind a carrier NAT share an address. 0: no limit."""
+    # ---- LL-HLS (docs/hls.md) ------------------------------------------------------
+    hls_part_target: float = 0.333
+    """LL-HLS ``PART-TARGET`` (seconds): no part is longer (the cutter flushes before)."""
+    hls_segment_target: float = 1.0
+    """A segment closes at the first keyframe once it is this long (so a 2 s GOP gives
+    2 s segments)."""
+    hls_segment_max: float = 4.0
+    """A segment closes at a part boundary once it is this long, keyframe or not (rare
+    keyframes); sets ``EXT-X-TARGETDURATION`` (this + a part, rounded)."""
+    hls_window: int = 6
+    """Complete segments listed in the live playlist (and kept in memory, + 3 retired)."""
+    hls_idle_timeout: float = 30.0
+    """Seconds after the last HLS request (playlist, part, segment) a stream's packaging
+    stops; the next request starts it again from the GOP cache."""
+    hls_block_timeout: float = 0.0
+    """Seconds a blocking playlist or preload-hint request is held before 503;
+    0: 3 x ``EXT-X-TARGETDURATION``."""
+    hls_max_waiters_stream: int = 2000
+    """Blocking requests held at once for one stream; more get 503 at once."""
+    hls_max_waiters: int = 20000
+    """Blocking requests held at once on this node; more get 503 at once."""
     # ---- cluster (docs/cluster.md) -------------------------------------------------
     origins: tuple[str, ...] = ()
     """Edge: origins (``http://host:port`` HTTP-FLV, ``rtmp://host:port`` RTMP) tried after

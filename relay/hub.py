@@ -456,8 +456,8 @@ class StreamHub:
                     self._enqueue(frame, sync=False)
                 return
             if not self.has_video:
-                # Audio-only stream: every audio frame is a sync point.
-                self._reset_gop(frame)
+                # Audio-only stream: every audio frame is a sync point; keep a window.
+                self._cache_audio_only(frame)
                 self._enqueue(frame, sync=True)
                 self._maybe_ready()
                 return
@@ -483,6 +483,27 @@ class StreamHub:
         self.gop = [key]
         self.gop_bytes = len(key.payload)
         self.gop_valid = True
+
+    def _cache_audio_only(self, frame: Frame) -> None:
+        """The last ``audio_only_cache_ms`` of an audio-only stream (bounded like a GOP)."""
+        if not self.gop_valid or not self.gop:
+            self._reset_gop(frame)
+            return
+        self._version += 1
+        gop = self.gop
+        gop.append(frame)
+        self.gop_bytes += len(frame.payload)
+        cfg = self.config
+        drop = 0
+        while len(gop) - drop > 1 and (
+            frame.dts - gop[drop].dts > cfg.audio_only_cache_ms
+            or len(gop) - drop > cfg.gop_max_frames
+            or self.gop_bytes > cfg.gop_max_bytes
+        ):
+            self.gop_bytes -= len(gop[drop].payload)
+            drop += 1
+        if drop:
+            del gop[:drop]
 
     def _cache(self, frame: Frame) -> None:
         if not self.gop_valid:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -258,6 +259,26 @@ async def test_audio_only_stream_starts_viewers_at_once() -> None:
     got = tags(t)
     assert bytes(t.received[:5]) == b"FLV\x01\x04"
     assert got[0].body == AAC_HDR and got[-1].timestamp == 200
+
+
+async def test_audio_only_cache_keeps_a_window_of_the_latest_audio() -> None:
+    """A new viewer (and the recorder, which attaches after the publish) gets the last
+    ``audio_only_cache_ms`` of audio, not just the latest frame; the cache stays bounded."""
+    reg = registry(audio_only_cache_ms=500)
+    p = reg.publish("live", "aw", PublisherInfo("p"))
+    p.push(Kind.AUDIO, 0, AAC_HDR)
+    for i in range(100):  # 2.3 s of 23 ms frames
+        p.push(Kind.AUDIO, i * 23, aac())
+    hub = reg.get("live", "aw")
+    frames, complete = hub.prelude_frames()
+    audio = [f for f in frames if f.kind == Kind.AUDIO and not f.header]
+    assert complete and audio[-1].dts == 99 * 23
+    assert audio[-1].dts - audio[0].dts <= 500 < audio[-1].dts - audio[0].dts + 2 * 23
+    assert {b.dts - a.dts for a, b in itertools.pairwise(audio)} == {23}
+    t = MemTransport()
+    hub.add_viewer(Viewer(t, HTTP_FLV_10, ViewerInfo("flv")), hub.flv_prelude(HTTP_FLV_10))
+    got = [tag for tag in tags(t) if tag.body != AAC_HDR]
+    assert [tag.timestamp for tag in got] == [f.dts for f in audio]
 
 
 async def test_coalesced_batches_join_frames_and_new_viewers_miss_nothing() -> None:

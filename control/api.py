@@ -25,14 +25,14 @@ from aiohttp import web
 
 from control import routes_accounts, routes_broadcasts, routes_live, routes_meta, routes_webhooks
 from control.accounts import Accounts, LoginLimiter
-from control.auth import AUTH, AuthState, auth_middleware, roles_from_spec
+from control.auth import AUTH, AuthState, auth_middleware
 from control.broadcast_model import NotFound
 from control.broadcasts import BroadcastService
 from control.context import CONSOLE_DIR, CONTROL, MIGRATIONS, Control
 from control.lifecycle import State
 from control.metrics import Metrics
 from control.models import broadcasts as broadcasts_table
-from control.openapi import SCHEMAS, build_spec, legacy_paths
+from control.openapi import SCHEMAS, build_spec
 from control.settings import load_settings
 from control.stats import LiveStats
 from control.webhooks import WebhookService
@@ -180,10 +180,5 @@ def setup(app: web.Application, config: Any) -> None:
 
 
 async def _document(app: web.Application) -> None:
-    """Every package's routes are on the router now: build the spec (and legacy roles)."""
-    routes = installed(app)
-    app[CONTROL].spec = build_spec(routes)
-    # COMPAT (issue 16): roles of packages that still ship OPENAPI_PATHS
-    packages = {t.package for t in routes.tables}
-    old, _ = legacy_paths(packages)
-    app[AUTH].legacy_roles = roles_from_spec(old)
+    """Every package's routes are on the router now: build the spec."""
+    app[CONTROL].spec = build_spec(installed(app))

@@ -6,11 +6,6 @@ object the request matched (:func:`core.routes.roles_of`). A route under ``/api/
 no table declares is refused (``403 undeclared_route``, logged as an error): nobody gets
 a default.
 
-COMPAT (issue 16): until every package has a route table, a route of a package that
-still ships ``<package>/openapi.py`` with ``OPENAPI_PATHS`` gets the ``x-roles`` of the
-operation with the same method and path template (:attr:`AuthState.legacy_roles`,
-filled by :func:`roles_from_spec`). Remove that fallback with the last legacy package.
-
 Role names: ``operator``, ``anchor``, ``moderator``; ``public`` (no token needed) and
 ``any`` (any signed-in user). Operators pass every check.
 
@@ -26,8 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -53,8 +47,6 @@ OwnerCheck = Callable[[int, int], Awaitable[bool]]
 class AuthState:
     """What the middleware needs; filled when the control plane starts."""
 
-    legacy_roles: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
-    """COMPAT (issue 16): ``(METHOD, path template) -> roles`` of legacy packages."""
     accounts: Accounts | None = None
     owner_check: OwnerCheck | None = None
 
@@ -62,36 +54,9 @@ class AuthState:
 AUTH: web.AppKey[AuthState] = web.AppKey("berrylive.control.auth", AuthState)
 
 
-def roles_from_spec(paths: dict[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
-    """COMPAT (issue 16): ``(METHOD, /path/{template}) -> roles`` from ``x-roles``."""
-    table: dict[tuple[str, str], tuple[str, ...]] = {}
-    for path, item in paths.items():
-        if not isinstance(item, dict):
-            continue
-        for method, op in item.items():
-            if isinstance(op, dict) and isinstance(op.get("x-roles"), list):
-                roles = tuple(str(r) for r in op["x-roles"] if str(r) in ROLE_NAMES)
-                if roles:
-                    table[(method.upper(), path)] = roles
-    return table
-
-
 def route_roles(request: web.Request) -> tuple[str, ...] | None:
-    """The roles of the matched route; ``None``: no table (nor legacy fragment) declares it."""
-    roles = roles_of(request)
-    if roles is not None:
-        return roles
-    # COMPAT (issue 16): a legacy package's route, by method and path template
-    state = request.app.get(AUTH)
-    if state is None or not state.legacy_roles:
-        return None
-    resource = request.match_info.route.resource
-    if resource is None:
-        return None
-    method = request.method.upper()
-    if method == "HEAD":
-        method = "GET"
-    return state.legacy_roles.get((method, resource.canonical))
+    """The roles of the matched route; ``None``: no route table declares it."""
+    return roles_of(request)
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -4,22 +4,14 @@ Each package declares its routes, roles and operation docs in one
 :class:`core.routes.RouteTable`; :func:`build_spec` merges the tables installed on the
 app (their ``openapi_paths()`` and ``schemas``), so the spec and the router cannot
 disagree. This module also holds control's own schemas (:data:`SCHEMAS`).
-
-COMPAT (issue 16): packages not yet converted to a route table still expose
-``<package>/openapi.py`` with ``OPENAPI_PATHS`` (operations carrying ``x-roles``) and
-``OPENAPI_COMPONENTS``; :func:`legacy_paths` reads them for packages that installed no
-table, and :mod:`control.auth` enforces their ``x-roles`` by path. Remove both once
-shop_bridge, relay and danmaku have route tables.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
 from core.routes import (
-    ERROR_TEXT,
     ID,
     PAGING,
     InstalledRoutes,
@@ -36,7 +28,6 @@ __all__ = [
     "SCHEMAS",
     "OpDoc",
     "build_spec",
-    "legacy_paths",
     "nullable",
     "operation",
     "query_param",
@@ -44,8 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PACKAGES = ("ingest", "relay", "replay", "danmaku", "shop_bridge")
 
 J = dict[str, Any]
 
@@ -419,75 +408,11 @@ SCHEMAS: J = {
     },
 }
 
-# -- COMPAT (issue 16): packages without a route table -------------------------------
-
-
-def legacy_paths(skip: set[str]) -> tuple[J, J]:
-    """``OPENAPI_PATHS`` and ``OPENAPI_COMPONENTS`` of the packages not in ``skip``."""
-    paths: J = {}
-    schemas: J = {}
-    for pkg in PACKAGES:
-        if pkg in skip:
-            continue
-        try:
-            mod = importlib.import_module(f"{pkg}.openapi")
-        except ModuleNotFoundError as exc:
-            if exc.name not in (f"{pkg}.openapi", pkg):
-                logger.warning("%s.openapi failed to import: %s", pkg, exc)
-            continue
-        except Exception as exc:
-            logger.warning("%s.openapi failed to import: %s", pkg, exc)
-            continue
-        legacy = getattr(mod, "OPENAPI_PATHS", None)
-        if not legacy:
-            continue
-        for path, item in dict(legacy).items():
-            if path in paths:
-                logger.warning("OpenAPI path %s declared twice; keeping the first", path)
-                continue
-            paths[path] = item
-        schemas.update(dict(getattr(mod, "OPENAPI_COMPONENTS", {}) or {}))
-    return with_auth_errors(paths), schemas
-
-
-def with_auth_errors(paths: J) -> J:
-    """Every non-public operation may answer 401/403 (the auth middleware), say so."""
-    out: J = {}
-    for path, item in paths.items():
-        if not isinstance(item, dict):
-            continue
-        new_item: J = {}
-        for method, op in item.items():
-            if not isinstance(op, dict) or method.startswith("x-") or method == "parameters":
-                new_item[method] = op
-                continue
-            roles = op.get("x-roles") or ["operator"]
-            op = {**op, "x-roles": roles}
-            if "public" not in roles:
-                responses = dict(op.get("responses") or {})
-                for status in (401, 403):
-                    responses.setdefault(
-                        str(status),
-                        {
-                            "description": ERROR_TEXT[status],
-                            "content": {"application/json": {"schema": ref("Error")}},
-                        },
-                    )
-                op["responses"] = responses
-                op.setdefault("security", [{"bearer": []}])
-            new_item[method] = op
-        out[path] = new_item
-    return out
-
-
-# -- end of COMPAT --------------------------------------------------------------------
-
 
 def build_spec(routes: InstalledRoutes, version: str = "0.1.0") -> J:
-    """The whole document: the installed tables (and, COMPAT, legacy package fragments)."""
-    old_paths, old_schemas = legacy_paths({t.package for t in routes.tables})
-    paths = {**old_paths, **routes.openapi_paths()}  # a table wins over a legacy fragment
-    schemas = {**old_schemas, **routes.schemas()}
+    """The whole document: the paths and schemas of every installed route table."""
+    paths = routes.openapi_paths()
+    schemas = routes.schemas()
     return {
         "openapi": "3.0.3",
         "info": {

@@ -18,11 +18,6 @@ from control.auth import AUTH, AuthState, auth_middleware
 from core.http import error_middleware
 from core.routes import Op, OpDoc, RouteTable, installed
 
-# COMPAT (issue 16): routes of a legacy package enforced but in no OpenAPI fragment; this
-# list only shrinks (an entry that got documented, or left the router, fails the test).
-KNOWN_UNDOCUMENTED: set[tuple[str, str]] = set()  # relay declared /api/streams in its table
-
-
 # Routes outside /api/ that no table declares, and why; this list only shrinks.
 OUTSIDE_TABLES = {
     "/socket.io/": "python-socketio attaches its own routes (danmaku)",
@@ -48,23 +43,21 @@ async def test_router_tables_and_openapi_agree(server) -> None:
     app = server.app
     reg = installed(app)
     spec: dict[str, Any] = app[CONTROL].spec
-    legacy = app[AUTH].legacy_roles  # COMPAT (issue 16): packages without a table yet
-    assert {"control", "replay"} <= {t.package for t in reg.tables}
+    assert {"control", "replay", "relay", "danmaku", "shop_bridge"} <= {
+        t.package for t in reg.tables
+    }
     on_router: set[tuple[str, str]] = set()
     problems: list[str] = []
     for method, path, route in _api_routes(app):
         if method == "HEAD":
             method = "GET"  # router.add_get adds HEAD; it is the GET's
         on_router.add((method, path))
-        roles = reg.roles.get(route) or legacy.get((method, path))
+        roles = reg.roles.get(route)
         if not roles:
             problems.append(f"{method} {path}: no table declares it")
             continue
         op = spec["paths"].get(path, {}).get(method.lower())
-        if (method, path) in KNOWN_UNDOCUMENTED:
-            if op is not None:
-                problems.append(f"{method} {path}: documented now, drop it from the list")
-        elif op is None:
+        if op is None:
             problems.append(f"{method} {path}: not in /api/openapi.json")
         elif tuple(op["x-roles"]) != tuple(roles):
             problems.append(f"{method} {path}: enforced {roles}, documented {op['x-roles']}")
@@ -73,8 +66,6 @@ async def test_router_tables_and_openapi_agree(server) -> None:
             documented = isinstance(op, dict) and "responses" in op
             if documented and (method.upper(), path) not in on_router:
                 problems.append(f"{method.upper()} {path}: documented, not on the router")
-    for method, path in KNOWN_UNDOCUMENTED - on_router:
-        problems.append(f"{method} {path}: in KNOWN_UNDOCUMENTED but not on the router")
     routes = set(app.router.routes())
     declared = 0
     for table in reg.tables:

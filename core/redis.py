@@ -3,6 +3,12 @@
 The embedded server listens on a unix socket (and on a loopback TCP port when asked, so
 other processes on the machine can share it) and keeps an append-only file, so hot state
 such as flash-sale stock survives a restart of berrylive.
+
+One valkey per data dir, even after a crash: on Linux the child is started under
+``setpriv --pdeathsig SIGTERM`` (util-linux), so it ends (flushing its append-only file)
+when berrylive dies, even by SIGKILL; and at start-up a valkey-server still running on the
+same dir (its pid file names it; the process's name and working dir are checked) is stopped before
+a new one starts, so two servers never write the same append-only file.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import redis.asyncio as aioredis
 
 from core.proc import stop_process
@@ -45,6 +54,7 @@ class EmbeddedValkey:
         self.persist = persist
         self._proc: asyncio.subprocess.Process | None = None
         self._sockdir: str | None = None
+        self.pidfile = self.dir / "valkey.pid"
         self.socket_path = str(self.dir / "valkey.sock")
         if len(self.socket_path) > 100:  # AF_UNIX sun_path limit
             self._sockdir = tempfile.mkdtemp(prefix="berrylive-vk-")
@@ -56,9 +66,11 @@ class EmbeddedValkey:
 
     async def start(self, timeout: float = 10.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._stop_leftover)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         args = [
+            *_die_with_parent(),
             valkey_server_exe(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -69,6 +81,7 @@ class EmbeddedValkey:
             "--appendonly", "yes" if self.persist else "no",
             "--appendfsync", "everysec",
             "--logfile", str(self.dir / "valkey.log"),
+            "--pidfile", str(self.pidfile),
             "--daemonize", "no",
         ]  # fmt: skip
         self._proc = await asyncio.create_subprocess_exec(
@@ -96,6 +109,26 @@ class EmbeddedValkey:
             await client.aclose()
         logger.info("embedded valkey-server ready at %s", self.url)
 
+    def _stop_leftover(self, grace: float = 10.0) -> None:
+        """Stop a valkey-server left running on this dir by a berrylive that died."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            proc = psutil.Process(pid)
+            # valkey rewrites its command line (process title) but works in --dir
+            ours = "valkey" in proc.name() and os.path.samefile(proc.cwd(), self.dir)
+        except (OSError, ValueError, psutil.Error):
+            return
+        if not ours:
+            return  # the pid was reused by something else
+        logger.warning("stopping valkey-server %d left running on %s", pid, self.dir)
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()  # SIGTERM: valkey flushes its append-only file and exits
+            try:
+                proc.wait(grace)
+            except psutil.TimeoutExpired:
+                proc.kill()
+                proc.wait(grace)
+
     async def stop(self) -> None:
         if self._proc is not None:
             await stop_process(self._proc)
@@ -104,6 +137,16 @@ class EmbeddedValkey:
                 os.unlink(self.socket_path)
             with contextlib.suppress(OSError):
                 os.rmdir(self._sockdir)
+
+
+def _die_with_parent() -> list[str]:
+    """A command prefix that makes a child end (SIGTERM) when its parent dies, where the
+    system has one (Linux: util-linux ``setpriv``)."""
+    if sys.platform.startswith("linux"):
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            return [setpriv, "--pdeathsig", "TERM", "--"]
+    return []
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:

@@ -188,3 +188,72 @@ async def test_serve_with_redis_url_and_a_data_dir_that_does_not_exist(tmp_path:
         assert not [p for p in psutil.Process(served.proc.pid).children() if "valkey" in p.name()]
     finally:
         await stop_and_check_no_children(served)
+
+
+def _valkeys_on(data_dir: Path) -> list[psutil.Process]:
+    """valkey-server processes working in ``data_dir/valkey`` (valkey rewrites its
+    command line, but runs in its --dir)."""
+    found = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if "valkey" in (p.info["name"] or "") and Path(p.cwd()) == data_dir / "valkey":
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+async def test_killed_server_leaves_no_valkey_and_restarts_with_one(tmp_path: Path) -> None:
+    """SIGKILL gives berrylive no chance to stop its valkey-server: the child ends by itself
+    (parent-death signal), and the next start runs exactly one valkey on the dir."""
+    cwd = tmp_path / "k"
+    cwd.mkdir()
+    served = await serve(cwd, "data", clean_env())
+    (valkey,) = [p for p in psutil.Process(served.proc.pid).children() if "valkey" in p.name()]
+    served.proc.kill()
+    await served.proc.wait()
+    if served.drain is not None:
+        await served.drain
+    _gone, alive = await asyncio.to_thread(psutil.wait_procs, [valkey], 15)
+    for p in alive:
+        p.kill()
+    assert not alive, "valkey-server outlived a SIGKILLed berrylive"
+    again = await serve(cwd, "data", clean_env())
+    try:
+        assert (await healthz(again))["status"] == "ok"
+        assert len(_valkeys_on(cwd / "data")) == 1
+    finally:
+        await stop_and_check_no_children(again)
+
+
+async def test_a_leftover_valkey_on_the_data_dir_is_stopped_first(tmp_path: Path) -> None:
+    """A valkey-server still running on the dir (started without the parent-death signal,
+    as on a system without setpriv) is stopped before a new one starts on the same files."""
+    from core.redis import valkey_server_exe
+
+    data = tmp_path / "data"
+    vdir = data / "valkey"
+    vdir.mkdir(parents=True)
+    leftover = await asyncio.create_subprocess_exec(
+        valkey_server_exe(), "--port", "0", "--unixsocket", str(vdir / "old.sock"),
+        "--dir", str(vdir), "--appendonly", "yes", "--pidfile", str(vdir / "valkey.pid"),
+        "--logfile", str(vdir / "old.log"), "--daemonize", "no",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(15):
+            while not (vdir / "valkey.pid").exists():
+                await asyncio.sleep(0.05)
+        served = await serve(tmp_path, "data", clean_env())
+        try:
+            assert await asyncio.wait_for(leftover.wait(), 15) is not None
+            assert (await healthz(served))["status"] == "ok"
+            assert [p.pid for p in _valkeys_on(data)] != [leftover.pid]
+            assert len(_valkeys_on(data)) == 1
+            assert b"left running" in served.log
+        finally:
+            await stop_and_check_no_children(served)
+    finally:
+        if leftover.returncode is None:
+            leftover.kill()
+            await leftover.wait()

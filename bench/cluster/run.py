@@ -57,6 +57,9 @@ class Setup:
         for k in ("REDIS_URL", "DATABASE_URL"):
             self.env.pop(k, None)
         self.env["BERRYLIVE_SECRET"] = SECRET
+        # Every viewer comes from 127.0.0.1: no per-address cap, room for 10 000 viewers.
+        self.env.update(BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS_PER_IP="0")
+        self.env.update(BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS="12000")
 
     @property
     def command(self) -> list[str]:

@@ -184,6 +184,9 @@ class Berrylive(Server):
         self.env.pop("REDIS_URL", None)
         self.env.pop("DATABASE_URL", None)
         self.env["BERRYLIVE_SECRET"] = "bench-secret-loopback-only"
+        # Every viewer comes from 127.0.0.1: no per-address cap, room for 10 000 viewers.
+        self.env.update(BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS_PER_IP="0")
+        self.env.update(BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS="12000")
 
     @classmethod
     def available(cls) -> str | None:

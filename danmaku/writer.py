@@ -170,7 +170,8 @@ class RedisWriter:
         batch, self._outbox = self._outbox, {}
         rooms = list(batch.items())
         try:
-            results = await asyncio.wait_for(self._flush_rooms(rooms), REDIS_TIMEOUT)
+            async with asyncio.timeout(REDIS_TIMEOUT):  # no task per round trip (wait_for's)
+                results = await self._flush_rooms(rooms)
         except BaseException as exc:
             results = [exc] * len(rooms)
             if isinstance(exc, asyncio.CancelledError):

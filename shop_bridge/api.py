@@ -540,7 +540,7 @@ async def payment_notify(request: web.Request) -> web.Response:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
-    status, payload = await svc.notices.handle(dict(request.headers), body, request.remote or "")
+    status, payload = await svc.notices.handle(request.headers, body, request.remote or "")
     return _json(payload, status)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -34,9 +35,13 @@ class PaymentNotices:
         self.payment_key = payment_key
 
     async def handle(
-        self, headers: dict[str, str], body: bytes, remote: str
+        self, headers: Mapping[str, str], body: bytes, remote: str
     ) -> tuple[int, dict[str, Any]]:
-        """Verify and apply one payment notification. Returns (HTTP status, JSON body)."""
+        """Verify and apply one payment notification. Returns (HTTP status, JSON body).
+
+        ``headers`` is the request's own case-insensitive mapping (aiohttp's
+        ``request.headers``), never a plain ``dict`` copy of it: header names are
+        case-insensitive (HTTP/2 hops and many clients send them in lower case)."""
         now = self.ctx.now_ms()
         ts = headers.get(payments.TS_HEADER, "")
         nonce = headers.get(payments.NONCE_HEADER, "")

@@ -8,6 +8,8 @@ import json
 import secrets
 import time
 
+import aiohttp
+
 from shop_bridge import payments
 from shop_bridge.payments import HttpPaymentProvider
 from tests.shop.conftest import FakeClock, make_product, make_sale, uid
@@ -308,3 +310,30 @@ async def test_buyer_cancel_and_normal_orders_return_stock_once(shop) -> None:
     assert (await api.ok("GET", f"/api/products/{product['id']}"))["skus"][0]["stock"] == 5
     status, err = await api.post(f"/api/orders/{order['id']}/ship")
     assert status == 409 and err["error"]["code"] == "illegal_transition"
+
+
+async def test_lower_case_header_names_are_accepted(shop) -> None:
+    """Header names are case-insensitive (HTTP/2 hops send them in lower case): a
+    notification signed correctly but with lower-case (or upper-case) names pays the order
+    at once, not at the 15-minute sweep. The client really sends the names as given."""
+    sale = await setup_sale(shop)
+    for user, fold in (("lena", str.lower), ("ulla", str.upper)):
+        order = await buy(shop, sale["id"], user)
+        body = notification(order["id"], order["amount_fen"], "4200" + user)
+        signed = payments.signed_headers(shop.svc.notices.payment_key, body)
+        headers = {fold(k): v for k, v in signed.items()}
+        seen: list[str] = []
+
+        async def on_headers(_session, _ctx, params, seen=seen) -> None:
+            seen.extend(params.headers.keys())
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(on_headers)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            async with session.post(shop.api.base + NOTIFY, data=body, headers=headers) as r:
+                status, answer = r.status, await r.json()
+        assert fold(payments.SIG_HEADER) in seen  # the names went out folded
+        assert (status, answer["code"]) == (200, "SUCCESS"), answer
+        got = await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer=user)
+        assert got["state"] == "paid"
+        assert await outcomes(shop, order["id"]) == ["accepted"]

@@ -38,8 +38,9 @@ def _api_routes(app: web.Application) -> list[tuple[str, str, web.AbstractRoute]
 
 async def test_router_tables_and_openapi_agree(server) -> None:
     """Every ``/api/`` route is declared with roles, documented with the same roles, and
-    every documented operation is on the router; every declared route is on the router;
-    outside ``/api/`` every route is declared too, but for :data:`OUTSIDE_TABLES`."""
+    every documented operation is on the router; every declared route is on the router,
+    declared by one package only; outside ``/api/`` every route is declared too, but for
+    :data:`OUTSIDE_TABLES`."""
     app = server.app
     reg = installed(app)
     spec: dict[str, Any] = app[CONTROL].spec
@@ -66,6 +67,15 @@ async def test_router_tables_and_openapi_agree(server) -> None:
             documented = isinstance(op, dict) and "responses" in op
             if documented and (method.upper(), path) not in on_router:
                 problems.append(f"{method.upper()} {path}: documented, not on the router")
+    owners: dict[tuple[str, str], str] = {}
+    for table in reg.tables:
+        for op in table:
+            other = owners.setdefault((op.method, op.template), table.package)
+            if other != table.package:
+                problems.append(
+                    f"{op.method} {op.template}: declared by {other} and {table.package} "
+                    f"(aiohttp answers with the first installed; the other is never reached)"
+                )
     routes = set(app.router.routes())
     declared = 0
     for table in reg.tables:

@@ -36,7 +36,7 @@ TAKEOVER_GAP_MS = 40
 HERD_JOINS = 16
 """Joins within one tick that make the next tick as long as ``write_coalesce_max_ms``."""
 
-INTERNAL_CONSUMERS = frozenset({"record"})
+INTERNAL_CONSUMERS = frozenset({"record", "hls"})
 """Attached like viewers but not people watching: reported as ``consumers`` in stats."""
 
 

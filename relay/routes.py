@@ -2,6 +2,8 @@
 
 * ``GET /{app}/{stream}.flv``: HTTP-FLV, or WS-FLV with an ``Upgrade`` (:mod:`relay.http`;
   a plain play usually never gets here, :mod:`relay.fastplay` answers it first);
+* ``GET /{app}/{stream}.m3u8`` and ``/{app}/{stream}.hls/{token}/{file}``: LL-HLS playlist
+  (blocking reload), init segments, segments and parts (:mod:`relay.hls_http`);
 * ``GET /api/streams[/{app}/{stream}]``: this node's live figures (operators: they show
   publisher addresses);
 * ``GET /api/play/{app}/{stream}``: where to play (public), and ``/api/cluster/*``: the
@@ -13,7 +15,7 @@ Schemas are in :mod:`relay.openapi`; ``relay.wiring.setup`` installs :data:`ROUT
 from __future__ import annotations
 
 from core.routes import Op, OpDoc, RouteTable, query_param
-from relay import http, scheduler
+from relay import hls_http, http, scheduler
 from relay.openapi import NAME_SCHEMA, SCHEMAS
 
 __all__ = ["ROUTES"]
@@ -31,6 +33,25 @@ ROUTES = RouteTable(
             rf"/{{app:{_SEG}}}/{{stream:{_SEG}}}.flv",
             http.flv_handler,
             OpDoc("Play a live stream: HTTP-FLV, or WS-FLV with an Upgrade", "relay", ("public",)),
+            head=True,
+        ),
+        Op(
+            "GET",
+            rf"/{{app:{_SEG}}}/{{stream:{_SEG}}}.m3u8",
+            hls_http.playlist_handler,
+            OpDoc(
+                "Play a live stream: LL-HLS playlist (_HLS_msn/_HLS_part: blocking reload)",
+                "relay",
+                ("public",),
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
+            rf"/{{app:{_SEG}}}/{{stream:{_SEG}}}.hls/{{token:[0-9a-f]{{8}}}}"
+            r"/{file:[a-z0-9.\-]+}",
+            hls_http.file_handler,
+            OpDoc("LL-HLS init segment, segment or part (cacheable)", "relay", ("public",)),
             head=True,
         ),
         Op(

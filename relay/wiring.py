@@ -16,6 +16,8 @@ from core.runtime import RUNTIME
 from relay import edge, forward
 from relay.cluster import CLUSTER, ClusterNode
 from relay.config import RelayConfig
+from relay.hls import HlsService
+from relay.hls_http import HLS
 from relay.http import REGISTRY
 from relay.http_guard import HTTP_LIMITS, HttpLimits
 from relay.hub import StreamRegistry
@@ -30,8 +32,11 @@ def setup(app: web.Application, config: RelayConfig) -> None:
     app[REGISTRY] = registry
     app[HTTP_LIMITS] = HttpLimits.of(config)  # the HTTP port's deadlines and caps (PlaySite)
 
+    hls = app[HLS] = HlsService(registry, config)  # LL-HLS packaging (relay.hls)
+
     async def registry_ctx(_app: web.Application) -> AsyncIterator[None]:
         yield
+        hls.close()
         registry.close()
 
     app.cleanup_ctx.append(registry_ctx)

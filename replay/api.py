@@ -1,7 +1,7 @@
 """HTTP: live HLS, replay files, and the replay REST API.
 
-* ``GET /{app}/{stream}.m3u8``: the live playlist of the recording in progress (EVENT
-  type, grows into the replay; ``#EXT-X-ENDLIST`` once the broadcast ended).
+* the live playlist ``GET /{app}/{stream}.m3u8`` is the relay hub's LL-HLS
+  (:mod:`relay.hls`); the recording's ffmpeg writes the replay only.
 * ``GET /{app}/{stream}/{replay_id}/{file}``: segments (``p1/seg-00000.ts``), the VOD
   playlist ``index.m3u8``, ``replay.mp4``, ``cover.jpg``, sprites, ``thumbs.vtt``, clips.
 * ``/api/replays``: list, get, delete.
@@ -48,21 +48,6 @@ def _service(request: web.Request) -> ReplayService:
 
 def _cors(headers: Any) -> None:
     headers["Access-Control-Allow-Origin"] = "*"
-
-
-async def live_playlist(request: web.Request) -> web.Response:
-    service = _service(request)
-    app, stream = request.match_info["app"], request.match_info["stream"]
-    rec = service.live_recording(app, stream)
-    if rec is None or rec.segment_count == 0:
-        raise web.HTTPNotFound(text=f"no live HLS for {app}/{stream}\n")
-    body = rec.render(prefix=f"{stream}/{rec.replay.id}/")
-    resp = web.Response(text=body, content_type="application/vnd.apple.mpegurl")
-    resp.headers["Cache-Control"] = "no-cache"
-    if len(body) > 4096:
-        resp.enable_compression()  # when the player accepts it
-    _cors(resp.headers)
-    return resp
 
 
 async def replay_file(request: web.Request) -> web.StreamResponse:
@@ -287,13 +272,6 @@ ROUTES = RouteTable(
                 ok=204,
                 errors=(409,),
             ),
-        ),
-        Op(
-            "GET",
-            f"/{{app:{APP}}}/{{stream:{NAME}}}.m3u8",
-            live_playlist,
-            OpDoc("The live HLS playlist of the recording in progress", "replay", ("public",)),
-            head=True,
         ),
         Op(
             "GET",

@@ -125,7 +125,7 @@ async def test_fmp4_segments(server_factory, clip_dir):
     await wait_for(lambda: rec.segment_count >= 1, 15)
     live = f"{server.http_url}/live/frag.m3u8"
     _, text = await get_text(live)
-    assert '#EXT-X-MAP:URI="frag/' in text and ".m4s" in text
+    assert '#EXT-X-MAP:URI="frag.hls/' in text and ".m4s" in text  # the hub's LL-HLS
     info = await asyncio.to_thread(probe, live)
     assert stream_types(info) == {"video", "audio"}
     _, err = await asyncio.wait_for(pub.communicate(), 30)

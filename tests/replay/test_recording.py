@@ -32,7 +32,7 @@ async def test_twenty_second_show_live_hls_then_vod_and_mp4(server_factory, clip
     rep = await wait_replay(server, "live", "show")
     svc = service_of(server)
 
-    # live: the playlist grows, is an EVENT playlist without an end, PyAV reads it
+    # live: an LL-HLS playlist without an end, PyAV reads it
     def live_segments() -> int:
         rec = svc.live_recording("live", "show")
         return rec.segment_count if rec is not None else 0
@@ -41,7 +41,8 @@ async def test_twenty_second_show_live_hls_then_vod_and_mp4(server_factory, clip
     live = f"{server.http_url}/live/show.m3u8"
     status, text = await get_text(live)
     assert status == 200, text
-    assert "#EXT-X-PLAYLIST-TYPE:EVENT" in text and "#EXT-X-ENDLIST" not in text
+    # the live playlist is the hub's LL-HLS (relay.hls), the recording is ffmpeg's
+    assert "#EXT-X-PART-INF" in text and "#EXT-X-ENDLIST" not in text
     info = await asyncio.to_thread(probe, live)
     assert stream_types(info) == {"video", "audio"}
     status, view = await get_json(f"{server.http_url}/api/replays/{rep.id}")
@@ -95,6 +96,6 @@ async def test_twenty_second_show_live_hls_then_vod_and_mp4(server_factory, clip
     assert event["hls"] == view["hls"] == event["url"] and event["mp4"] == view["mp4"]
     assert abs(event["duration"] - 20.0) <= GOP and event["size"] > 0
     assert set(event["codecs"]) == {"video", "audio"}
-    # after the live tail the live URL still ends cleanly (ENDLIST) for lingering players
+    # the stream ended: its live LL-HLS URL is gone (404); the replay has its VOD URL
     status, text = await get_text(live)
-    assert status == 200 and "#EXT-X-ENDLIST" in text
+    assert status == 404, text

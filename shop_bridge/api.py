@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from core.http import ApiError, caller, read_json
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
+from shop_bridge import order_listing
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.service import ShopService
 from shop_bridge.state import IllegalTransition, OrderState
@@ -455,23 +456,31 @@ async def place_order(request: web.Request) -> web.Response:
 
 @api
 async def list_orders(request: web.Request) -> web.Response:
+    """Who sees which orders: see :func:`order_listing.scope`."""
     q = request.query
     state = q.get("state")
     if state is not None and state not in {s.value for s in OrderState}:
         raise invalid("state", f"unknown state {state[:30]!r}")
-    user = _request_user(request) or (
-        check_ident("user_id", q["user_id"]) if q.get("user_id") else None
-    )
-    bid = check_ident("broadcast_id", q["broadcast_id"]) if q.get("broadcast_id") else None
-    before = query_int(q, "before_ms", 0, 0, 10**14) or None
+    named = check_ident("user_id", q["user_id"]) if q.get("user_id") else None
+    user, anchor = order_listing.scope(_viewer_uid(request), caller(request), named)
+    limit = query_int(q, "limit", 50, 1, 200)
     orders = await _svc(request).checkout.book.list_orders(
         user_id=user,
-        broadcast_id=bid,
+        broadcast_id=check_ident("broadcast_id", q["broadcast_id"])
+        if q.get("broadcast_id")
+        else None,
+        anchor_id=anchor,
         state=state,
-        limit=query_int(q, "limit", 50, 1, 200),
-        before_ms=before,
+        limit=limit,
+        before_ms=query_int(q, "before_ms", 0, 0, 10**14) or None,
+        after=order_listing.parse_cursor(q.get("cursor")),
     )
-    return _json({"items": [order_view(o) for o in orders]})
+    return _json(
+        {
+            "items": [order_view(o) for o in orders],
+            "next_cursor": order_listing.next_cursor(orders, limit),
+        }
+    )
 
 
 async def _own_order(request: web.Request) -> tuple[str, str | None]:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.bus import EventBus
 from shop_bridge.events import OrderCreated, order_moved
-from shop_bridge.models import COUPONS, ORDERS, SALES, SKUS, TRANSITIONS
+from shop_bridge.models import BROADCASTS, COUPONS, ORDERS, SALES, SKUS, TRANSITIONS
 from shop_bridge.order_rows import created_log, insert_batch_or_rows
 from shop_bridge.redis_store import NOT_LOADED, RELEASED, SETTLED, FlashStore
 from shop_bridge.state import IllegalTransition, OrderState, transition
@@ -102,19 +102,32 @@ class OrderBook:
         *,
         user_id: str | None = None,
         broadcast_id: str | None = None,
+        anchor_id: str | None = None,
         state: str | None = None,
         limit: int = 50,
         before_ms: int | None = None,
+        after: tuple[int, str] | None = None,
     ) -> list[dict[str, Any]]:
-        q = select(ORDERS).order_by(ORDERS.c.created_ms.desc(), ORDERS.c.id).limit(limit)
+        """Orders, newest first. ``anchor_id`` keeps the orders of broadcasts whose anchor
+        it is (the shop's broadcast -> anchor mapping, from control's events, not the
+        order's own attribution); ``after`` is the ``(created_ms, id)`` of the last order
+        of the previous page (pages never skip or repeat an order with the same time)."""
+        o = ORDERS.c
+        q = select(ORDERS).order_by(o.created_ms.desc(), o.id.desc()).limit(limit)
         if user_id is not None:
-            q = q.where(ORDERS.c.user_id == user_id)
+            q = q.where(o.user_id == user_id)
         if broadcast_id is not None:
-            q = q.where(ORDERS.c.broadcast_id == broadcast_id)
+            q = q.where(o.broadcast_id == broadcast_id)
+        if anchor_id is not None:
+            own = select(BROADCASTS.c.broadcast_id).where(BROADCASTS.c.anchor_id == anchor_id)
+            q = q.where(o.broadcast_id.in_(own))
         if state is not None:
-            q = q.where(ORDERS.c.state == state)
+            q = q.where(o.state == state)
         if before_ms is not None:
-            q = q.where(ORDERS.c.created_ms < before_ms)
+            q = q.where(o.created_ms < before_ms)
+        if after is not None:
+            ms, oid = after
+            q = q.where((o.created_ms < ms) | ((o.created_ms == ms) & (o.id < oid)))
         async with self.engine.connect() as conn:
             return [dict(r) for r in (await conn.execute(q)).mappings()]
 

@@ -356,8 +356,10 @@ ROUTES = RouteTable(
             "/api/orders",
             api.list_orders,
             _doc(
-                "List orders",
-                OPERATOR,
+                "List orders, newest first: an operator all of them, an anchor those of "
+                "their own broadcasts, a buyer (viewer token) only their own, a moderator "
+                "none (403); filter by broadcast, state, user; page with next_cursor",
+                PUBLIC,
                 {"type": "object"},
                 params=[
                     LIMIT,
@@ -365,7 +367,9 @@ ROUTES = RouteTable(
                     _query("broadcast_id", ID),
                     _query("state", {"type": "string"}),
                     _query("before_ms", {"type": "integer"}),
+                    _query("cursor", {"type": "string"}),
                 ],
+                buyer=True,
             ),
         ),
         Op(

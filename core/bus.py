@@ -110,6 +110,17 @@ def topic_matches(pattern: str, topic: str) -> bool:
     return False
 
 
+def _call_typed(cls: type[E], handler: TypedHandler[E], event: Event) -> Awaitable[None] | None:
+    """``handler`` on the ``cls`` instance of ``event``; a payload that does not fit the
+    class (another node's version, a hand-made event) is dropped with a log line."""
+    try:
+        ev = cls.from_data(event.data, event.topic)
+    except EventDecodeError as exc:
+        logger.warning("event bus: dropping %s from %s: %s", event.topic, event.node, exc)
+        return None
+    return handler(ev)
+
+
 class _Subscription:
     def __init__(self, pattern: str, handler: Handler, maxsize: int) -> None:
         self.pattern = pattern
@@ -212,12 +223,7 @@ class EventBus:
         def typed(event: Event) -> Awaitable[None] | None:
             if family and event_class_of(event.topic) is not cls:
                 return None
-            try:
-                ev = cls.from_data(event.data, event.topic)
-            except EventDecodeError as exc:
-                logger.warning("event bus: dropping %s from %s: %s", event.topic, event.node, exc)
-                return None
-            return handler(ev)
+            return _call_typed(cls, handler, event)
 
         typed.__qualname__ = f"on({cls.__name__}, {getattr(handler, '__qualname__', handler)})"
         return self.subscribe(cls.TOPIC, typed)
@@ -236,12 +242,7 @@ class EventBus:
             handler = by_class.get(cls) if cls is not None else None
             if cls is None or handler is None:
                 return None
-            try:
-                ev = cls.from_data(event.data, event.topic)
-            except EventDecodeError as exc:
-                logger.warning("event bus: dropping %s from %s: %s", event.topic, event.node, exc)
-                return None
-            return handler(ev)
+            return _call_typed(cls, handler, event)
 
         typed.__qualname__ = f"on_each({', '.join(c.__name__ for c in by_class)})"
         return self.subscribe(pattern, typed)

@@ -6,6 +6,7 @@ ffprobe is optional: where there is none (the imageio-ffmpeg wheel ships none),
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -43,22 +44,25 @@ def ffprobe_exe() -> str | None:
     return shutil.which("ffprobe")
 
 
-def probe_media(path: str) -> dict[str, Any]:
+def probe_media(path: str, container: Any = None) -> dict[str, Any]:
     """What ``ffprobe -show_format -show_streams -of json`` reports that berrylive reads,
     from PyAV (its bundled FFmpeg libraries): ``format.duration`` (seconds, a string) and
-    ``format_name``; per stream ``codec_type``, ``codec_name``, ``profile``, ``width`` and
-    ``height`` or ``sample_rate`` (a string) and ``channels``. Blocking: call it in a thread.
-    Raises ``av.error.FFmpegError`` (an ``OSError``) when the file cannot be read."""
+    ``format_name``; per stream ``codec_type``, ``codec_name``, ``codec_tag_string``,
+    ``profile``, ``width`` and ``height`` or ``sample_rate`` (a string) and ``channels``.
+    ``container``: an already opened PyAV container (``path`` is then ignored). Blocking:
+    call it in a thread. Raises ``av.error.FFmpegError`` (an ``OSError``) when the file
+    cannot be read."""
     import av
 
-    with av.open(path) as container:
+    with contextlib.nullcontext(container) if container is not None else av.open(path) as c:
         streams: list[dict[str, Any]] = []
-        for stream in container.streams:
+        for stream in c.streams:
             ctx: Any = stream.codec_context
             entry: dict[str, Any] = {
                 "index": stream.index,
                 "codec_type": stream.type,
                 "codec_name": ctx.name if ctx is not None else None,
+                "codec_tag_string": stream.codec_tag,
                 "profile": getattr(ctx, "profile", None),
             }
             if stream.type == "video":
@@ -66,9 +70,9 @@ def probe_media(path: str) -> dict[str, Any]:
             elif stream.type == "audio":
                 entry.update(sample_rate=str(ctx.sample_rate), channels=ctx.channels)
             streams.append(entry)
-        fmt: dict[str, Any] = {"format_name": container.format.name}
-        if container.duration is not None:
-            fmt["duration"] = f"{container.duration / av.time_base:.6f}"
+        fmt: dict[str, Any] = {"format_name": c.format.name}
+        if c.duration is not None:
+            fmt["duration"] = f"{c.duration / av.time_base:.6f}"
     return {"format": fmt, "streams": streams}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import av
 
-from core.ffmpeg import bundled_ffmpeg_exe, ffmpeg_exe
+from core.ffmpeg import bundled_ffmpeg_exe, ffmpeg_exe, probe_media
 
 RW_TIMEOUT = 15.0
 """Seconds a network read may stall before the reader gives up (ffprobe's -rw_timeout)."""
@@ -126,28 +126,10 @@ def probe_packets(
 
 def probe(url: str, timeout: float = 60) -> dict[str, Any]:
     """``{"format": {...}, "streams": [...]}`` of ``url``, as ffprobe -show_format
-    -show_streams gave: format ``duration`` (seconds, str) and ``format_name``; per stream
-    ``codec_type``, ``codec_name``, ``codec_tag_string`` and, for video, ``width``/``height``,
-    for audio ``sample_rate``/``channels``."""
+    -show_streams gave (the product's own :func:`core.ffmpeg.probe_media`, with network
+    timeouts for URLs)."""
     with _open(url, timeout) as container:
-        streams: list[dict[str, Any]] = []
-        for stream in container.streams:
-            ctx = stream.codec_context
-            entry: dict[str, Any] = {
-                "index": stream.index,
-                "codec_type": stream.type,
-                "codec_name": ctx.name if ctx is not None else None,
-                "codec_tag_string": stream.codec_tag,
-            }
-            if stream.type == "video":
-                entry.update(width=ctx.width, height=ctx.height)
-            elif stream.type == "audio":
-                entry.update(sample_rate=str(ctx.sample_rate), channels=ctx.channels)
-            streams.append(entry)
-        fmt: dict[str, Any] = {"format_name": container.format.name}
-        if container.duration is not None:
-            fmt["duration"] = f"{container.duration / av.time_base:.6f}"
-        return {"format": fmt, "streams": streams}
+        return probe_media(url, container)
 
 
 def frame_sizes(url: str, timeout: float = 90) -> set[tuple[int, int]]:

@@ -120,6 +120,7 @@ class HlsPackager:
         self.cpu_seconds = 0.0
         """Thread CPU time spent cutting (for the figures and the benchmark)."""
         self._publisher: Publisher | None = hub.publisher
+        self._takeover = False
         self._sink = _Sink(self)
         self.closed = False
 
@@ -140,13 +141,18 @@ class HlsPackager:
         playlist = self.playlist
         before = playlist.parts_total
         pub = self.hub.publisher
-        if pub is not self._publisher:
-            if pub is not None and self._publisher is not None:
+        if pub is not None and pub is not self._publisher:
+            # A new publisher (takeover, reconnect). The hub drops its frames until its
+            # first keyframe, so what comes before a header or keyframe is the old one's
+            # tail: the discontinuity goes where the new publisher's media starts.
+            self._publisher = pub
+            self._takeover = True
+        for frame in frames:
+            if self._takeover and (frame.header or frame.keyframe or not self.hub.has_video):
+                self._takeover = False
                 for cut in self.cutter.finish():  # the old publisher's tail
                     playlist.add(cut.part, cut.new_segment, now)
                 playlist.mark_discontinuity()
-            self._publisher = pub if pub is not None else self._publisher
-        for frame in frames:
             for cut in self.cutter.push(frame):
                 playlist.add(cut.part, cut.new_segment, now)
         self.cpu_seconds += time.thread_time() - t0

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from control.events import BroadcastEvent
@@ -184,6 +186,7 @@ class Shelf:
             raise ShopError(400, "invalid_field", "items: a product appears twice")
         now = self.ctx.now_ms()
         async with self.ctx.engine.begin() as conn:
+            await self._lock_broadcast(conn, broadcast_id, now)
             if ids:
                 found = {
                     r[0]
@@ -223,6 +226,28 @@ class Shelf:
             )
         )
         return shelf
+
+    async def _lock_broadcast(self, conn: Any, broadcast_id: str, now: int) -> None:
+        """Serialise the shelf replaces of one broadcast: the first statement of the
+        replace's transaction makes sure the broadcast's ``shop_broadcasts`` row exists
+        (``INSERT ... ON CONFLICT DO NOTHING``: a row like the one an unknown broadcast
+        reads as, room = its id) and locks it (``SELECT ... FOR UPDATE``). On PostgreSQL a
+        second replace waits for the first to commit (two delete-then-insert replaces
+        in parallel both found the shelf empty and one failed on pk_shop_shelf); on
+        SQLite the INSERT takes the database's write lock (FOR UPDATE is not emitted
+        there), which serialises it the same way. One code path for both."""
+        dialect = self.ctx.engine.dialect.name
+        ins: Any = pg_insert(BROADCASTS) if dialect == "postgresql" else sqlite_insert(BROADCASTS)
+        await conn.execute(
+            ins.values(
+                broadcast_id=broadcast_id, anchor_id="", room=broadcast_id, updated_ms=now
+            ).on_conflict_do_nothing(index_elements=["broadcast_id"])
+        )
+        await conn.execute(
+            select(BROADCASTS.c.broadcast_id)
+            .where(BROADCASTS.c.broadcast_id == broadcast_id)
+            .with_for_update()
+        )
 
     async def set_on_shelf(
         self, broadcast_id: str, product_id: int, on_shelf: bool, actor: str

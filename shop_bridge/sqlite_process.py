@@ -52,6 +52,11 @@ class SqliteProcess:
         """The current writer process (None before the first batch or after close)."""
         return self._proc
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent to the writer process and not answered yet (for tests, health)."""
+        return len(self._waiting)
+
     async def insert(self, rows: list[dict[str, Any]]) -> list[str]:
         """The same as :meth:`shop_bridge.orders.OrderBook.insert_orders`, through the writer
         process: ``inserted`` or ``exists`` per row."""

@@ -485,7 +485,9 @@ async def test_sqlite_writer_process_killed_costs_only_its_batch(shop) -> None:
     assert proc is not None and proc.returncode is None
     os.kill(proc.pid, signal.SIGSTOP)  # the next batch stays in the pipe, unwritten...
     second = asyncio.ensure_future(svc.flash.writer.write(row("k2" * 16)))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):  # the batch is in the pipe, the process cannot answer
+        while sqlite.in_flight == 0:
+            await asyncio.sleep(0.005)
     assert not second.done()
     proc.kill()  # ...and the process dies (SIGKILL: as the OOM killer would)
     with pytest.raises(WriteFailed, match="exited") as failed:

@@ -11,7 +11,9 @@ first request: a plain HTTP-FLV GET for a stream that is live and ready on this 
 answered here, in the same event-loop turn as its bytes arrived, without a task. Anything
 else (API calls, Socket.IO, WS-FLV upgrades, HEAD, bodies, odd or oversized requests, a
 stream this node must first pull or wait for, an ``on_play`` hook to ask) is handed to
-aiohttp's handler untouched, which answers exactly as before.
+aiohttp's handler untouched, which answers exactly as before. The sniffer stays in front of
+it, forwarding every call, to keep the port's bounds (:mod:`relay.http_guard`): connection
+caps, and deadlines on reading each request head and body (never on responses).
 
 :func:`parse_play_request` is sans-I/O: bytes in, a :class:`PlayRequest` or a verdict out.
 """

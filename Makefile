@@ -30,6 +30,11 @@ console: $(CONSOLE)
 $(CHROMIUM): tests/chromium/package-lock.json
 	cd tests/chromium && npm ci --no-audit --no-fund --loglevel=error
 
+# hls.js for the LL-HLS browser test (tests/integration/test_hls_browser.py).
+HLSJS := tests/hlsjs/node_modules/.package-lock.json
+$(HLSJS): tests/hlsjs/package-lock.json
+	cd tests/hlsjs && npm ci --no-audit --no-fund --loglevel=error
+
 # The Node socket.io client of tests/danmaku/test_node_client.py.
 $(DANMAKU_NODE): bench/danmaku/package.json
 	cd bench/danmaku && npm install --no-audit --no-fund --no-package-lock --loglevel=error
@@ -50,7 +55,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy media ingest relay replay danmaku shop_bridge control core
 
-test-tools: $(STAMP) $(CONSOLE) $(CHROMIUM) $(DANMAKU_NODE)
+test-tools: $(STAMP) $(CONSOLE) $(CHROMIUM) $(DANMAKU_NODE) $(HLSJS)
 	@test -f control/console/node_modules/mpegts.js/package.json \
 		|| { echo "make test: the console's npm packages are missing (cd control/console && npm ci)"; exit 1; }
 

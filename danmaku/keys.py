@@ -43,6 +43,12 @@ class Keys:
     def channel(self, room: str) -> str:
         return f"{self.prefix}ch:{room}"
 
+    def node_mark(self, room: str, tag: str) -> str:
+        """A channel nobody publishes on: node ``tag``'s subscriber subscribes it in the same
+        SUBSCRIBE (and UNSUBSCRIBE) as the room channel, so ``PUBSUB NUMSUB`` of the two
+        tells the writer's script whether any *other* node listens to the room."""
+        return f"{self.prefix}sub:{tag}:{room}"
+
     def room_of_channel(self, channel: str) -> str:
         return channel[len(self.channel("")) :]
 

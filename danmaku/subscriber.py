@@ -1,9 +1,12 @@
 """The subscriber: what other nodes wrote to a room reaches this node's members.
 
-One Redis pub/sub connection subscribes the channel of every room this node serves. An
-envelope (published by another node's :mod:`danmaku.writer`) is merged into the room's
-buffer: comments (deduplicated by id), likes, joins/leaves, notices, deleted ids, direct
-messages to a user's sessions here, and moderation/lottery controls (handed to the hooks).
+One Redis pub/sub connection subscribes the channel of every room this node serves,
+each together with this node's mark channel for the room (one SUBSCRIBE, one UNSUBSCRIBE:
+the writer's script compares the two counts to publish only when another node listens;
+see :mod:`danmaku.writer`). An envelope (published by another node's
+:mod:`danmaku.writer`) is merged into the room's buffer: comments (deduplicated by id),
+likes, joins/leaves, notices, deleted ids, direct messages to a user's sessions here, and
+moderation/lottery controls (handed to the hooks).
 
 Recovery: when the connection is lost, local members keep being served; the subscriber
 reconnects with backoff, re-subscribes every room, delivers the comments other nodes put
@@ -62,19 +65,26 @@ class Subscriber:
     def connected(self) -> bool:
         return self._pubsub is not None
 
+    def _channels(self, room: str) -> tuple[str, str]:
+        """The room channel and this node's mark, always (un)subscribed in one command."""
+        return self.keys.channel(room), self.keys.node_mark(room, self.tag)
+
     async def subscribe(self, room: Room) -> None:
         if self._pubsub is None:
             return  # subscribed at the next (re)connection
         try:
-            await asyncio.wait_for(self._pubsub.subscribe(room.channel), REDIS_TIMEOUT)
+            await asyncio.wait_for(
+                self._pubsub.subscribe(*self._channels(room.name)), REDIS_TIMEOUT
+            )
         except Exception as exc:
             self.stats.redis_errors += 1
             self._warn("subscribe", "danmaku: cannot subscribe %s yet: %s", room.name, exc)
 
     async def unsubscribe(self, channel: str) -> None:
+        channels = self._channels(self.keys.room_of_channel(channel))
         with contextlib.suppress(Exception):
             if self._pubsub is not None:
-                await asyncio.wait_for(self._pubsub.unsubscribe(channel), REDIS_TIMEOUT)
+                await asyncio.wait_for(self._pubsub.unsubscribe(*channels), REDIS_TIMEOUT)
 
     def on_envelope(self, channel: str, raw: bytes | str) -> None:
         own = self._own if isinstance(raw, bytes) else self._own_text
@@ -124,9 +134,8 @@ class Subscriber:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await asyncio.wait_for(
-                    pubsub.subscribe(ctl, *[r.channel for r in self.rooms.values()]), REDIS_TIMEOUT
-                )
+                channels = [c for name in self.rooms for c in self._channels(name)]
+                await asyncio.wait_for(pubsub.subscribe(ctl, *channels), REDIS_TIMEOUT)
                 self._pubsub = pubsub
                 self.stats.redis_connected = True
                 backoff = 0.1

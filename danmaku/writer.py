@@ -8,6 +8,16 @@ and runs one pipelined ``EVALSHA room_flush`` per room: RPUSH to the history + L
 INCRBY the likes, PUBLISH one envelope on the room channel (read by
 :mod:`danmaku.subscriber` on every node).
 
+The envelope is published only when some *other* node listens to the room: the script
+compares ``PUBSUB NUMSUB`` of the room channel with that of this node's mark channel
+(:meth:`~danmaku.keys.Keys.node_mark`, subscribed and unsubscribed in the same command as
+the room channel by this node's subscriber, so the two counts are read atomically and
+consistently). A node alone in a room therefore neither publishes nor receives its own
+envelopes back; as soon as another node (of any version) subscribes the room channel, the
+count differs and every later flush publishes. Nodes that do not subscribe a mark (older
+versions) are simply counted as other listeners. Standalone Redis/valkey only: on a Redis
+Cluster ``NUMSUB`` counts one shard's subscribers, so this gate would have to go.
+
 Local delivery never waits for this. A failed write is counted (``lost_*`` in
 :class:`~danmaku.stats.HubStats`) and logged; a like delta, being a count, is kept for the
 next attempt. The outbox is bounded per room.
@@ -22,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from redis.exceptions import NoScriptError
 
 from danmaku.keys import REDIS_TIMEOUT, Keys
@@ -33,19 +44,29 @@ __all__ = ["ROOM_FLUSH_LUA", "Outgoing", "RedisWriter"]
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+
+def _dumps_comment(comment: dict[str, Any]) -> str:
+    """``_dumps(comment)``, the same text, through orjson (a comment is a flat dict of str
+    and int); anything orjson refuses (a lone surrogate in a nick) takes the json path."""
+    try:
+        return orjson.dumps(comment).decode()
+    except TypeError:
+        return _dumps(comment)
+
+
 WRITE_COALESCE_S = 0.01
 MAX_OUTBOX_COMMENTS_PER_ROOM = 5000
 MAX_OUTBOX_ITEMS_PER_ROOM = 256
 
 ROOM_FLUSH_LUA = """
 local n = #ARGV
-local i = 5
+local i = 6
 while i <= n do
   local j = math.min(n, i + 999)
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
   i = j + 1
 end
-if n >= 5 then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
+if n >= 6 then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
 local total
 local d = tonumber(ARGV[2])
 if d > 0 then
@@ -53,7 +74,10 @@ if d > 0 then
 else
   total = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4] .. total .. '}') end
+if ARGV[4] ~= '' then
+  local subs = redis.call('PUBSUB', 'NUMSUB', ARGV[3], ARGV[5])
+  if subs[2] > subs[4] then redis.call('PUBLISH', ARGV[3], ARGV[4] .. total .. '}') end
+end
 return total
 """
 
@@ -113,7 +137,7 @@ class RedisWriter:
     def add_comment(self, room: str, comment: dict[str, Any]) -> None:
         out = self.out(room)
         if len(out.comments) < MAX_OUTBOX_COMMENTS_PER_ROOM:
-            out.comments.append(_dumps(comment))
+            out.comments.append(_dumps_comment(comment))
         else:
             self.stats.outbox_dropped += 1
         self._ready.set()
@@ -147,6 +171,7 @@ class RedisWriter:
             out.like_delta,
             self.keys.channel(name),
             self._envelope_prefix(out),
+            self.keys.node_mark(name, self.tag),
             *out.comments,
         )
 

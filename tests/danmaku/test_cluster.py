@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -100,3 +101,58 @@ async def test_survives_redis_restart(valkey, server_factory) -> None:
     assert h1.stats.redis_disconnects >= 1 and h1.stats.redis_down_seconds > 0
     for v in (a1, a2, b):
         await v.close()
+
+
+async def envelopes_until(pubsub, marker: bytes, timeout: float = 5.0) -> list[bytes]:
+    """The messages ``pubsub`` receives, up to the first containing ``marker``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen: list[bytes] = []
+    while not seen or marker not in seen[-1]:
+        left = deadline - loop.time()
+        assert left > 0, f"no message with {marker!r} (got {seen})"
+        # None also for an (ignored) subscribe confirmation: read on until the deadline
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if msg is not None:
+            seen.append(msg["data"])
+    return seen
+
+
+async def test_alone_in_a_room_a_node_publishes_only_once_another_listens(
+    valkey, server_factory
+) -> None:
+    """A node alone in a room writes history but publishes no envelope (it would only come
+    back to itself); once another subscriber of the room channel exists (here a plain
+    SUBSCRIBE, as a node of an older version does it), every flush publishes again."""
+    import redis.asyncio as aioredis
+
+    n1 = await server_factory("n1", redis={"url": valkey.url}, danmaku={"rate_capacity": 100.0})
+    keys = n1.app[DANMAKU].hub.keys
+    r = aioredis.from_url(valkey.url)
+    watch = r.pubsub()  # PSUBSCRIBE: sees every publication, not counted by PUBSUB NUMSUB
+    await watch.psubscribe(keys.channel("*"))
+    other = r.pubsub()
+    a = await join(n1, ROOM, "alice")
+    try:
+        assert (await a.call("comment", "alone"))["ok"]
+
+        async def in_history(text: str) -> bool:
+            return any(text.encode() in e for e in await r.lrange(keys.history(ROOM), 0, -1))
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await in_history("alone"):  # the script that decided not to publish ran
+            assert asyncio.get_running_loop().time() < deadline, "'alone' never reached history"
+            await asyncio.sleep(0.01)
+        await other.subscribe(keys.channel(ROOM))
+        assert (await a.call("comment", "heard"))["ok"]
+        seen = await envelopes_until(watch, b"heard")
+        # publications arrive in order: had 'alone' been published, it would be in `seen`
+        assert not any(b"alone" in m for m in seen), seen
+        assert b"alone" not in b"".join(await envelopes_until(other, b"heard"))
+        # the node dropped nothing of its own: both comments reached its viewer
+        await wait_until(lambda: {"alone", "heard"} <= set(a.texts), what="local delivery")
+    finally:
+        await a.close()
+        await watch.aclose()
+        await other.aclose()
+        await r.aclose()

@@ -266,3 +266,21 @@ def test_draw_is_deterministic_and_verifiable() -> None:
     assert [prize_index(n, [4, 6]) for n in (0, 3, 4, 9)] == [0, 0, 1, 1]
     wins = sum(instant_ticket_wins(seed, u, 0.2) for u in entrants)
     assert 60 < wins < 140
+
+
+# ------------------------------------------------------------------ writer JSON
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.text(), st.integers(min_value=0, max_value=2**53))
+def test_writer_comment_json_is_the_json_modules_text(nick: str, text: str, ts: int) -> None:
+    """History entries and envelopes carry the same text as before orjson (json's compact,
+    non-ASCII form), including the fallback for what orjson refuses (lone surrogates)."""
+    import json
+
+    from danmaku.writer import _dumps_comment
+
+    c = {"id": "ab12cd-1f", "user": "u1", "nick": nick, "text": text, "ts": ts, "role": "viewer"}
+    expected = json.dumps(c, separators=(",", ":"), ensure_ascii=False)
+    assert _dumps_comment(c) == expected
+    assert _dumps_comment({**c, "nick": "\ud800" + nick}) == json.dumps(
+        {**c, "nick": "\ud800" + nick}, separators=(",", ":"), ensure_ascii=False
+    )

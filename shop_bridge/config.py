@@ -31,6 +31,10 @@ class ShopConfig:
     """Seconds a notification's ``Wechatpay-Timestamp`` may differ from our clock."""
     redis_prefix: str = "berrylive:shop"
     """Prefix of every Redis key the shop writes (keys of one flash sale share a hash tag)."""
+    redis_check_interval: float = 1.0
+    """Seconds between two checks that Redis is the one the flash sales were rebuilt on
+    (run id, epoch); a new connection of the buy path is checked at once
+    (:mod:`shop_bridge.redis_epoch`)."""
     redis_connections: int = 64
     """Size of the shop's own Redis connection pool (callers wait for a free connection)."""
     max_body: int = 64 * 1024

@@ -27,6 +27,12 @@ until its row is committed):
    full writer queue gives the reservation back and answers ``503 busy``; a failed write
    keeps it in the journal and answers ``503 order_pending`` (retry with the same key).
 
+Redis is a copy the database can rebuild: while :attr:`FlashStore.rebuilding` is set (at
+start-up, and after Redis restarted, failed over or went back to an older state, see
+:mod:`shop_bridge.redis_epoch`) a buy answers ``503 rebuilding`` before it reaches Redis;
+:meth:`FlashSales.rebuild` rewrites a sale from its orders. The buy path pays one flag
+test for it.
+
 The sale's row with its broadcast's anchor and room (:class:`SaleCtx`) and the room's
 card come from memory on the hot path; when an entry has expired, the buyers arriving
 meanwhile share one database read (:meth:`FlashSales._once`). Closing, editing and
@@ -42,6 +48,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import insert, select, update
 
 from core.ids import random_hex
@@ -54,7 +61,7 @@ from shop_bridge.flash_batch import BuyBatcher
 from shop_bridge.models import ORDERS, SALES, SKUS
 from shop_bridge.order_rows import EXISTS
 from shop_bridge.order_writer import OrderWriter, QueueFull, WriteFailed
-from shop_bridge.redis_store import BuyArgs, idem_field
+from shop_bridge.redis_store import BuyArgs, RedisRebuilding, idem_field
 from shop_bridge.shelf import CardRef, Shelf
 from shop_bridge.state import OrderState
 from shop_bridge.views import sale_view
@@ -233,11 +240,7 @@ class FlashSales:
         gone = sum(h["quantity"] for h in holders if h["stock_released"])
         settled = sale.get("settled_ms") is not None
         left = 0 if settled else sale["sale_stock"] - held - gone
-        expire_at = (
-            (sale["ends_ms"] // 1000)
-            + self.ctx.config.payment_timeout
-            + self.ctx.config.sale_retention
-        )
+        expire_at = self.expire_at(sale)
         loaded = await self.store.load(
             sale["id"],
             starts_ms=sale["starts_ms"],
@@ -258,6 +261,82 @@ class FlashSales:
                 )
             logger.info("flash sale %s loaded into Redis (%d held)", sale["id"], held)
         return loaded
+
+    async def rebuild(self, sale_id: int) -> dict[str, int] | None:
+        """Rewrite the sale's Redis state from the database, whatever Redis holds now (a
+        restart, a failover or an older snapshot may have rolled it back): stock, per-user
+        counts, idempotency keys, released orders and meta. Reservations still in the
+        journal without an order count as held. Runs holding the sale's row (like an edit,
+        a close or a settlement), with buys stopped (:mod:`shop_bridge.redis_epoch`).
+        Returns what it wrote (None: no such sale)."""
+        async with self.ctx.engine.begin() as conn:
+            await conn.execute(
+                update(SALES).where(SALES.c.id == sale_id).values(id=SALES.c.id)
+            )  # the row's lock: an edit, close or settlement in progress commits first
+            row = (await conn.execute(select(SALES).where(SALES.c.id == sale_id))).mappings()
+            found = row.first()
+            if found is None:
+                return None
+            sale = dict(found)
+            o = ORDERS.c
+            orders = [
+                dict(r)
+                for r in (
+                    await conn.execute(
+                        select(
+                            o.id,
+                            o.user_id,
+                            o.quantity,
+                            o.idempotency_key,
+                            o.stock_released,
+                            o.restock,
+                        ).where(o.flash_sale_id == sale_id)
+                    )
+                ).mappings()
+            ]
+            journal = (await self.store.snapshot(sale_id)).journal
+            known = {r["id"] for r in orders}
+            holders: list[tuple[str, int, str, str]] = []
+            idem_only: list[tuple[str, str, str]] = []
+            released: list[str] = []
+            held = 0
+            for r in orders:
+                if r["stock_released"] and r["restock"] == "sale":
+                    idem_only.append((r["user_id"], r["idempotency_key"], r["id"]))
+                    released.append(r["id"])
+                    continue
+                holders.append((r["user_id"], r["quantity"], r["idempotency_key"], r["id"]))
+                held += r["quantity"]
+            for oid, e in journal.items():
+                if oid not in known:  # reserved, not written yet: it holds its units
+                    qty = int(e.get("q", 0))
+                    holders.append((str(e.get("u")), qty, str(e.get("k")), oid))
+                    held += qty
+            settled = sale["settled_ms"] is not None
+            left = 0 if settled else max(0, sale["sale_stock"] - held)
+            await self.store.rebuild(
+                sale_id,
+                starts_ms=sale["starts_ms"],
+                ends_ms=sale["ends_ms"],
+                limit=sale["per_user_limit"],
+                price_fen=sale["sale_price_fen"],
+                stock_left=left,
+                expire_at=self.expire_at(sale),
+                closed=sale["closed_ms"] is not None,
+                settled=settled,
+                returned=(sale["returned_stock"] or 0) if settled else None,
+                cap=sale["sale_stock"],
+                holders=holders,
+                idem_only=idem_only,
+                released=released,
+            )
+        self.forget(sale_id)
+        return {"stock": left, "held": held, "orders": len(orders), "in_flight": len(journal)}
+
+    def expire_at(self, sale: dict[str, Any]) -> int:
+        """When a sale's Redis keys expire (unix seconds)."""
+        cfg = self.ctx.config
+        return int(sale["ends_ms"] // 1000 + cfg.payment_timeout + cfg.sale_retention)
 
     def forget(self, sale_id: int) -> None:
         """Drop the cached context of a sale (it changed)."""
@@ -287,6 +366,8 @@ class FlashSales:
         The sale's context and the room's card come from memory; when a cache entry has
         expired, the buyers arriving meanwhile share one database read (no herd of reads
         every expiry under a flash-sale burst)."""
+        if self.store.rebuilding:  # Redis is being rebuilt from the database: no buys
+            raise rebuilding()
         # what the order needs: the sale, its broadcast, the card shown in its room
         ctx = self._sales.get(sale_id)
         if ctx is None:
@@ -323,6 +404,10 @@ class FlashSales:
                 res = await self.batcher.buy(sale_id, args, row)
             except (QueueFull, WriteFailed) as exc:
                 await self._not_written(ctx, row, exc)
+            except (RedisRebuilding, RedisConnectionError):
+                if self.store.rebuilding:  # refused before the script ran: nothing reserved
+                    raise rebuilding() from None
+                raise
             if isinstance(res, str) or res.status != "no_sale":
                 break
             await self._once(("load", sale_id), lambda: self.load(sale))  # keys missing
@@ -449,6 +534,12 @@ class FlashSales:
         raise ShopError(
             503, "order_pending", "the first request is still being written; retry shortly"
         )
+
+
+def rebuilding() -> ShopError:
+    return ShopError(
+        503, "rebuilding", "flash sales are being checked against the orders; retry shortly"
+    )
 
 
 def buy_refusal(status: str, value: str, sale: dict[str, Any]) -> ShopError:

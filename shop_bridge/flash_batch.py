@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shop_bridge.redis_store import BuyArgs, BuyResult, FlashStore
+from shop_bridge.redis_store import BuyArgs, BuyResult, FlashStore, RedisRebuilding
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class BuyBatcher:
         self.batches += 1
         self.buys += len(batch)
         try:
+            if self.store.rebuilding:  # checked once per batch, not per buy
+                raise RedisRebuilding()
             results = await self.store.buy_many(sale_id, [item[0] for item in batch])
         except BaseException as exc:
             for _, fut, _row in batch:
@@ -125,6 +127,11 @@ class BuyBatcher:
                 sink(row, fut)
             except Exception as exc:
                 fut.set_exception(exc)
+
+    @property
+    def idle(self) -> bool:
+        """No batch queued or on its way to Redis."""
+        return not self._tasks and not self._pending
 
     async def stop(self) -> None:
         """Wait for batches on their way; refuse what is still queued."""

@@ -85,6 +85,7 @@ class OrderWriter:
         self._durable: list[dict[str, Any]] = []
         self._durable_ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing = 0
         self.committed = 0
         self.batches = 0
         """Transactions written (``committed / batches`` is the mean batch; for benchmarks)."""
@@ -129,6 +130,11 @@ class OrderWriter:
             await self.pg.close()
             self.pg = None
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch being written (every handed-over row answered)."""
+        return self.queue.empty() and self._writing == 0
+
     async def write(self, row: dict[str, Any]) -> str:
         """Queue ``row`` and wait for its commit: ``inserted`` or ``exists`` (the same order
         or idempotency key is already written). Raises :class:`QueueFull` (nothing queued)
@@ -163,6 +169,7 @@ class OrderWriter:
                 batch.append(self.queue.get_nowait())
             rows = [p.row for p in batch]
             t0 = time.perf_counter()
+            self._writing += 1
             try:
                 outcomes = await self._insert(rows)
             except asyncio.CancelledError:
@@ -178,6 +185,8 @@ class OrderWriter:
                         failed.__cause__ = exc
                         p.future.set_exception(failed)
                 continue
+            finally:
+                self._writing -= 1
             self.committed += outcomes.count(INSERTED)
             self.batches += 1
             self.insert_seconds += time.perf_counter() - t0

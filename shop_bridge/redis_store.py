@@ -81,6 +81,11 @@ class BuyArgs:
     journal: dict[str, Any]
 
 
+class RedisRebuilding(Exception):
+    """A buy refused before it reached Redis: the sales' state is being rebuilt from the
+    database (:attr:`FlashStore.rebuilding`), or a new connection found Redis changed."""
+
+
 RELEASED = 1
 ALREADY = 0
 SETTLED = 2
@@ -125,9 +130,22 @@ class FlashStore:
         self._load = redis.register_script(_script("load.lua"))
         self._edit = redis.register_script(_script("edit.lua"))
         self._settle = redis.register_script(_script("settle.lua"))
+        self._rebuild = redis.register_script(_script("rebuild.lua"))
+        self.rebuilding = True
+        """While True, no buy reaches Redis (buyers get ``503 rebuilding``): the sales'
+        state is being rebuilt from the database (:mod:`shop_bridge.redis_epoch`). True
+        until the start-up rebuild is done."""
+        self.buy_client: Any = None
+        """The client buys go through when set (the epoch guard's watched pool: every new
+        connection is checked against the Redis it was verified on); else ``redis``."""
 
     def keys(self, sale_id: int) -> SaleKeys:
         return SaleKeys.for_sale(self.prefix, sale_id)
+
+    @property
+    def epoch_key(self) -> str:
+        """Where the last rebuild's epoch is written (see :mod:`shop_bridge.redis_epoch`)."""
+        return "{" + f"{self.prefix}:epoch" + "}"
 
     @property
     def buy_sha(self) -> str:
@@ -167,7 +185,9 @@ class FlashStore:
         lane = self._lane()
         try:
             raw = await self._buy(
-                keys=[k.meta, k.stock, k.users, k.idem, k.journal], args=[packed], client=lane
+                keys=[k.meta, k.stock, k.users, k.idem, k.journal],
+                args=[packed],
+                client=lane if lane is not None else self.buy_client,
             )
         finally:
             if lane is not None:
@@ -186,8 +206,11 @@ class FlashStore:
             return self._lanes.pop()
         if self._lanes_made < self._max_lanes:
             self._lanes_made += 1
+            client = self.buy_client if self.buy_client is not None else self.redis
             return aioredis.Redis(
-                connection_pool=self.redis.connection_pool, single_connection_client=True
+                connection_pool=client.connection_pool,
+                single_connection_client=True,
+                retry=client.get_retry(),
             )
         return None
 
@@ -297,6 +320,51 @@ class FlashStore:
             args.extend([user, qty, idem_field(user, idem), order_id])
         res = await self._load(keys=k.all(), args=args)
         return bool(int(res))
+
+    async def rebuild(
+        self,
+        sale_id: int,
+        *,
+        starts_ms: int,
+        ends_ms: int,
+        limit: int,
+        price_fen: int,
+        stock_left: int,
+        expire_at: int,
+        closed: bool,
+        settled: bool,
+        returned: int | None,
+        cap: int,
+        holders: list[tuple[str, int, str, str]],
+        idem_only: list[tuple[str, str, str]],
+        released: list[str],
+    ) -> None:
+        """Rewrite the sale's keys from the database whatever Redis holds (``rebuild.lua``;
+        the journal is kept). ``holders``: (user, qty, idem key, order id) counted against
+        the limit; ``idem_only``: (user, idem key, order id) of the sale's other orders;
+        ``released``: the orders whose units went back on sale."""
+        k = self.keys(sale_id)
+        args: list[Any] = [
+            starts_ms,
+            ends_ms,
+            limit,
+            price_fen,
+            stock_left,
+            expire_at,
+            int(closed),
+            int(settled),
+            cap,
+            "" if returned is None else returned,
+            len(holders),
+            len(idem_only),
+            len(released),
+        ]
+        for user, qty, idem, order_id in holders:
+            args.extend([user, qty, idem_field(user, idem), order_id])
+        for user, idem, order_id in idem_only:
+            args.extend([idem_field(user, idem), order_id])
+        args.extend(released)
+        await self._rebuild(keys=k.all(), args=args)
 
     async def set_closed(self, sale_id: int, closed: bool) -> None:
         k = self.keys(sale_id)

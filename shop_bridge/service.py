@@ -9,6 +9,8 @@ attribute          what                                                         
 ``shelf``          broadcasts, goods shelf, the "now explaining" card           ``shelf``
 ``flash``          flash sales and the buy pipeline (reserve -> write -> answer)  ``flash``
 ``sale_admin``     closing, editing and settling live flash sales               ``sale_admin``
+``epoch``          rebuilding the sales' Redis state when Redis may have lost   ``redis_epoch``
+                   writes (start-up, restart, failover, older snapshot)
 ``checkout``       normal orders, payments, cancellations, refunds, coupons     ``checkout``
 ``notices``        the payment provider's notifications                         ``payment_notices``
 ``upkeep``         sweep (timeouts, settlement), reconciliation, audits         ``upkeep``
@@ -41,6 +43,7 @@ from shop_bridge.context import ShopContext
 from shop_bridge.flash import FlashSales
 from shop_bridge.payment_notices import PaymentNotices
 from shop_bridge.prizes import Prizes
+from shop_bridge.redis_epoch import RedisEpoch
 from shop_bridge.reports import Reports
 from shop_bridge.sale_admin import FlashSaleAdmin
 from shop_bridge.shelf import Shelf
@@ -69,6 +72,7 @@ class ShopService:
         self.shelf = Shelf(ctx, self.catalog)
         self.flash = FlashSales(ctx, self.catalog, self.shelf, write_workers)
         self.sale_admin = FlashSaleAdmin(ctx, self.flash)
+        self.epoch = RedisEpoch(ctx, self.flash)
         self.checkout = Checkout(ctx, self.catalog, self.shelf, provider, notify_url)
         self.notices = PaymentNotices(ctx, self.checkout, payment_key)
         self.upkeep = Upkeep(ctx, self.flash, self.sale_admin, self.checkout, self.notices)
@@ -82,6 +86,7 @@ class ShopService:
         self.flash.start()
         self.ctx.start()
         self._unsubscribe += self.prizes.subscribe() + self.shelf.subscribe()
+        await self.epoch.start(background)  # the sales rebuilt from the database first
         await self.upkeep.start(background)
 
     async def stop(self) -> None:
@@ -93,3 +98,4 @@ class ShopService:
         await self.upkeep.stop()
         await self.ctx.stop()
         await self.flash.stop()
+        await self.epoch.stop()

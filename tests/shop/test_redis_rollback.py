@@ -1,0 +1,215 @@
+"""Redis loses recent writes mid-sale (a restart whose append-only file missed the last
+second, a failover, a restore from an older snapshot): the shop rebuilds the sale from
+the orders before it takes another buy. No oversell, no reset per-user limit, no leaked
+unit, and a retried idempotency key answers with its order.
+
+The older state is made real: the sale's keys (and the shop's epoch key) are DUMPed early
+in the sale and RESTOREd after more buys. On the embedded backend the valkey-server is
+also killed (SIGKILL) and a new one started on the same socket and dir (a new run id);
+on the production backend (a shared Redis that must not be restarted) the buy path's
+connections are dropped, as a failover drops them, and the epoch that went back is what
+shows it. The periodic check is off in these tests (an hour): the new connection's check
+alone must find it. A last test shows the periodic check finding a rollback that no
+reconnect shows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+
+from core.redis import valkey_server_exe
+from shop_bridge.models import ORDERS
+from tests.shop.conftest import journal_drained, make_product, make_sale, uid
+
+BUY = "/api/flash-sales/{}/buy"
+
+
+async def _buy(shop, sale_id: int, user: str, key: str, qty: int = 1) -> tuple[int, Any]:
+    """One buy as a client does it: ``503`` means "retry" (with the same key)."""
+    body = {"user_id": user, "idempotency_key": key, "quantity": qty}
+    async with asyncio.timeout(30):
+        while True:
+            status, data = await shop.api.call("POST", BUY.format(sale_id), body, token=None)
+            if status != 503:
+                return status, data
+            assert data["error"]["code"] in ("rebuilding", "unavailable", "busy"), data
+            await asyncio.sleep(0.02)
+
+
+async def _dump(client: aioredis.Redis, keys: list[str]) -> dict[str, tuple[bytes | None, int]]:
+    out: dict[str, tuple[bytes | None, int]] = {}
+    for k in keys:
+        out[k] = (await client.dump(k), await client.pttl(k))
+    return out
+
+
+async def _restore(client: aioredis.Redis, snap: dict[str, tuple[bytes | None, int]]) -> None:
+    for k, (raw, ttl) in snap.items():
+        if raw is None:
+            await client.delete(k)
+        else:
+            await client.restore(k, max(ttl, 0), raw, replace=True)
+
+
+async def _restart_embedded_valkey(shop) -> asyncio.subprocess.Process:
+    """SIGKILL the server's valkey-server and start a new one on the same socket and dir
+    (the append-only file is read back: a new run id, the same data up to its last fsync)."""
+    runtime = shop.server.runtime
+    sock = runtime.redis_url.removeprefix("unix://")
+    vdir = Path(runtime.data_dir) / "valkey"
+    pid = int((vdir / "valkey.pid").read_text().strip())
+    os.kill(pid, signal.SIGKILL)
+    async with asyncio.timeout(10):
+        while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+            await asyncio.sleep(0.01)
+    Path(sock).unlink(missing_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        valkey_server_exe(),
+        "--port", "0",
+        "--unixsocket", sock,
+        "--unixsocketperm", "700",
+        "--dir", str(vdir),
+        "--save", "",
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--logfile", str(vdir / "valkey-restarted.log"),
+        "--daemonize", "no",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    client = aioredis.Redis.from_url(runtime.redis_url)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    if await client.ping():
+                        break
+                except (aioredis.ConnectionError, OSError):
+                    await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+    return proc
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "Z"
+
+
+async def _sold(shop, sale_id: int) -> int:
+    async with shop.svc.ctx.engine.connect() as conn:
+        got = await conn.execute(
+            select(func.coalesce(func.sum(ORDERS.c.quantity), 0)).where(
+                ORDERS.c.flash_sale_id == sale_id
+            )
+        )
+        return int(got.scalar_one())
+
+
+async def test_an_older_redis_state_mid_sale_is_rebuilt_from_the_orders(shop_factory) -> None:
+    shop = await shop_factory(redis_check_interval=3600.0)
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=2)
+    sid = sale["id"]
+    # before the snapshot: u0 at the limit, u1 one unit (key k1)
+    assert (await _buy(shop, sid, "u0", "a", 2))[0] == 201
+    status, first_k1 = await _buy(shop, sid, "u1", "k1")
+    assert status == 201
+    await journal_drained(svc, sid)
+    keys = [*svc.flash.store.keys(sid).all(), svc.flash.store.epoch_key]
+    client = aioredis.Redis.from_url(shop.server.runtime.redis_url)
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        snap = await _dump(client, keys)
+        if shop.backend.name == "production":
+            # a reconnect made the shop verify (and bump the epoch) after the snapshot
+            await svc.epoch.rebuild("test: a reconnect after the snapshot")
+        # after the snapshot: u2 at the limit, u3 (k3), u1 at the limit (k1b): 7 sold
+        assert (await _buy(shop, sid, "u2", "b", 2))[0] == 201
+        status, first_k3 = await _buy(shop, sid, "u3", "k3")
+        assert status == 201
+        assert (await _buy(shop, sid, "u1", "k1b"))[0] == 201
+        await journal_drained(svc, sid)
+        assert await _sold(shop, sid) == 7
+        rebuilds = svc.epoch.rebuilds
+
+        # Redis goes back to the snapshot: 3 sold, u1 and u2 "under" their limits
+        if shop.backend.name == "embedded":
+            await client.aclose()
+            proc = await _restart_embedded_valkey(shop)
+            client = aioredis.Redis.from_url(shop.server.runtime.redis_url)
+            await _restore(client, snap)
+        else:
+            await _restore(client, snap)
+            # a failover drops the connections: the buy path reconnects
+            await svc.flash.store.buy_client.connection_pool.disconnect()
+        assert int(await client.get(svc.flash.store.keys(sid).stock)) == 7  # rolled back
+
+        # buyers at their limit stay refused (their counts came back from the orders)
+        for user in ("u0", "u1", "u2"):
+            status, body = await _buy(shop, sid, user, f"again-{user}")
+            assert (status, body["error"]["code"]) == (409, "limit_reached"), (user, body)
+        assert svc.epoch.rebuilds > rebuilds
+        # retried keys answer with their orders (one from before the snapshot, one after)
+        status, again = await _buy(shop, sid, "u1", "k1")
+        assert (status, again["id"]) == (200, first_k1["id"])
+        status, again = await _buy(shop, sid, "u3", "k3")
+        assert (status, again["id"]) == (200, first_k3["id"])
+        # the 3 units left sell, and not one more
+        results = await asyncio.gather(*(_buy(shop, sid, f"n{i}", "k") for i in range(8)))
+        assert sorted(s for s, _ in results) == [201] * 3 + [409] * 5
+        assert {b["error"]["code"] for s, b in results if s == 409} == {"sold_out"}
+        await journal_drained(svc, sid)
+        sold = await _sold(shop, sid)
+        left = int(await client.get(svc.flash.store.keys(sid).stock))
+        assert sold == 10 and left == 0  # no oversell, no leaked unit
+        audit = await shop.api.ok("GET", f"/api/flash-sales/{sid}/audit")
+        assert audit["consistent"] and audit["users_over_limit"] == [], audit
+    finally:
+        await client.aclose()
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+
+
+async def test_the_periodic_check_finds_a_rollback_no_reconnect_shows(shop_factory) -> None:
+    """A restore into a running Redis (same run id, connections kept) that took our
+    epoch back: the periodic check finds it and rebuilds from the orders."""
+    shop = await shop_factory(redis_check_interval=0.05)
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=5, limit=1)
+    sid = sale["id"]
+    assert (await _buy(shop, sid, "p0", "a"))[0] == 201
+    keys = [*svc.flash.store.keys(sid).all(), svc.flash.store.epoch_key]
+    client = aioredis.Redis.from_url(shop.server.runtime.redis_url)
+    try:
+        await journal_drained(svc, sid)
+        snap = await _dump(client, keys)
+        await svc.epoch.rebuild("test: a reconnect after the snapshot")
+        for i in range(1, 4):
+            assert (await _buy(shop, sid, f"p{i}", "a"))[0] == 201
+        await journal_drained(svc, sid)
+        rebuilds = svc.epoch.rebuilds
+        await _restore(client, snap)
+        async with asyncio.timeout(10):
+            while svc.epoch.rebuilds == rebuilds:
+                await asyncio.sleep(0.01)
+        assert int(await client.get(svc.flash.store.keys(sid).stock)) == 1
+        status, body = await _buy(shop, sid, "p3", "other")
+        assert (status, body["error"]["code"]) == (409, "limit_reached")
+        assert (await _buy(shop, sid, "p9", "a"))[0] == 201
+        status, body = await _buy(shop, sid, "p10", "a")
+        assert (status, body["error"]["code"]) == (409, "sold_out")
+        assert await _sold(shop, sid) == 5
+    finally:
+        await client.aclose()

@@ -66,6 +66,8 @@ class EmbeddedValkey:
 
     async def start(self, timeout: float = 10.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self._sockdir:  # stop() removes it: a restart of the same server makes it again
+            os.makedirs(self._sockdir, mode=0o700, exist_ok=True)
         await asyncio.to_thread(self._stop_leftover)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)

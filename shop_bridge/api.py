@@ -559,7 +559,8 @@ async def list_notifications(request: web.Request) -> web.Response:
     if oid is not None:
         check_ident("order_id", oid)
     limit = query_int(request.query, "limit", 50, 1, 500)
-    return _json({"items": await _svc(request).notices.entries(oid, limit)})
+    notices = _svc(request).notices
+    return _json({"items": await notices.entries(oid, limit), "refused": notices.refused_summary()})
 
 
 @api

@@ -3,7 +3,13 @@
 :meth:`PaymentNotices.handle` verifies the signature and the timestamp, checks the body
 against the order (amount), and applies it: a pending order becomes paid; a repeat is
 answered as already paid; money for a cancelled order is never turned into a sale again,
-it is paid back (``order.payment_late``). Every notification, accepted or refused, is
+it is paid back (``order.payment_late``).
+
+Nothing is written before the signature is verified: anyone can post to the notify URL,
+and a row per forged request would let them fill the database. A refused notification
+(bad or missing signature, or a stale timestamp: a replay of an old signed one) is only
+counted and kept in a small in-memory log (:attr:`PaymentNotices.refused`, the last
+:data:`REFUSED_KEPT`). Every notification that passed the signature, accepted or not, is
 logged in ``shop_payment_notifications`` (bounded by age and count: :meth:`prune`).
 """
 
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +32,9 @@ from shop_bridge.state import PAID_STATES, IllegalTransition, OrderState
 
 logger = logging.getLogger(__name__)
 
+REFUSED_KEPT = 100
+"""Refused (unauthenticated) notifications kept in memory; older ones are only counted."""
+
 
 class PaymentNotices:
     """The provider's payment notifications and their log."""
@@ -33,6 +43,10 @@ class PaymentNotices:
         self.ctx = ctx
         self.checkout = checkout
         self.payment_key = payment_key
+        self.refused_counts: Counter[str] = Counter()
+        """Refused notifications since start, by outcome (``forged``, ``stale``)."""
+        self.refused: deque[dict[str, Any]] = deque(maxlen=REFUSED_KEPT)
+        """The last refused notifications (when, outcome, detail, from where)."""
 
     async def handle(
         self, headers: Mapping[str, str], body: bytes, remote: str
@@ -49,7 +63,7 @@ class PaymentNotices:
         if not (ts and nonce and sig) or not payments.verify(
             self.payment_key, ts, nonce, body, sig
         ):
-            await self.log(now, "", "", "", "forged", "bad or missing signature", remote)
+            self._refuse(now, "forged", "bad or missing signature", remote)
             logger.warning("payment notification with a bad signature from %s refused", remote)
             return 401, error_body("bad_signature", "signature verification failed")
         try:
@@ -57,7 +71,7 @@ class PaymentNotices:
         except ValueError:
             ts_s = 0
         if abs(now / 1000 - ts_s) > self.ctx.config.notify_max_skew:
-            await self.log(now, "", "", "", "stale", f"timestamp {ts[:20]}", remote)
+            self._refuse(now, "stale", f"timestamp {ts[:20]}", remote)
             return 401, error_body("stale_timestamp", "notification timestamp out of range")
         try:
             data = json.loads(body)
@@ -164,6 +178,17 @@ class PaymentNotices:
         )
         await self.checkout.try_refund(moved, "payment-notify")
         return 200, {"code": "SUCCESS", "message": "order cancelled; payment refunded"}
+
+    def _refuse(self, now: int, outcome: str, detail: str, remote: str) -> None:
+        """Count a refused notification and keep it in the capped in-memory log."""
+        self.refused_counts[outcome] += 1
+        self.refused.append(
+            {"received_ms": now, "outcome": outcome, "detail": detail, "remote": remote[:64]}
+        )
+
+    def refused_summary(self) -> dict[str, Any]:
+        """Refused notifications: counts since start and the last ones (newest first)."""
+        return {"counts": dict(self.refused_counts), "recent": list(reversed(self.refused))}
 
     async def log(
         self,

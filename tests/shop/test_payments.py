@@ -112,7 +112,10 @@ async def test_duplicate_forged_wrong_amount_unknown(shop) -> None:
         "wrong_amount",
     ]
     rows = await shop.svc.notices.entries(None, 500)
-    assert {"forged", "stale", "malformed", "unknown_order"} <= {r["outcome"] for r in rows}
+    assert {"malformed", "unknown_order"} <= {r["outcome"] for r in rows}
+    # the unauthenticated ones are only counted (and the last kept in memory)
+    assert not {"forged", "stale"} & {r["outcome"] for r in rows}
+    assert shop.svc.notices.refused_counts == {"forged": 3, "stale": 1}
     # operators can read the log; buyers cannot
     assert (await shop.api.call("GET", f"/api/shop/payments/notifications?order_id={oid}"))[
         0
@@ -337,3 +340,40 @@ async def test_lower_case_header_names_are_accepted(shop) -> None:
         got = await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer=user)
         assert got["state"] == "paid"
         assert await outcomes(shop, order["id"]) == ["accepted"]
+
+
+async def test_forged_notifications_write_nothing(shop) -> None:
+    """Anyone can post to the notify URL: a forged notification is refused before anything
+    is written; refused ones are counted and only the last REFUSED_KEPT kept (in memory)."""
+    from sqlalchemy import func, select
+
+    from shop_bridge.models import NOTIFICATIONS
+    from shop_bridge.payment_notices import REFUSED_KEPT
+
+    async def rows() -> int:
+        async with shop.svc.ctx.engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.count()).select_from(NOTIFICATIONS))).scalar_one()
+            )
+
+    sale = await setup_sale(shop)
+    order = await buy(shop, sale["id"], "frank")
+    before = await rows()
+    n = REFUSED_KEPT + 20
+    sem = asyncio.Semaphore(20)
+
+    async def forge(i: int) -> int:
+        async with sem:
+            body = notification(order["id"], order["amount_fen"], f"forged{i}")
+            status, _ = await send(shop, body, key=b"guessed-key")
+            return status
+
+    statuses = await asyncio.gather(*(forge(i) for i in range(n)))
+    assert set(statuses) == {401}
+    assert await rows() == before  # nothing stored
+    log = (await shop.api.ok("GET", "/api/shop/payments/notifications"))["refused"]
+    assert log["counts"] == {"forged": n}
+    assert len(log["recent"]) == REFUSED_KEPT
+    assert all(r["outcome"] == "forged" for r in log["recent"])
+    got = await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer="frank")
+    assert got["state"] == "pending_payment"

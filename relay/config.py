@@ -69,6 +69,12 @@ class RelayConfig:
     keyframes); sets ``EXT-X-TARGETDURATION`` (this + a part, rounded)."""
     hls_window: int = 6
     """Complete segments listed in the live playlist (and kept in memory, + 3 retired)."""
+    hls_package_always: bool = True
+    """Origins package every live stream from its first frame (the first HLS viewer finds
+    a running packager: no warm-up stall in hls.js; ~0.1 % of a core and up to
+    ``hls_window`` + 3 segments of memory per stream). False, and always on edges: a
+    stream is packaged from the first HLS request (starting from the GOP cache) until
+    ``hls_idle_timeout`` after the last."""
     hls_idle_timeout: float = 30.0
     """Seconds after the last HLS request (playlist, part, segment) a stream's packaging
     stops; the next request starts it again from the GOP cache."""

@@ -7,10 +7,11 @@ writes to FLV viewers; it feeds them to a :class:`media.fmp4.PartCutter` (parts 
 :class:`relay.hls_playlist.LivePlaylist` (a sliding window in memory). Nothing is
 encoded per HLS client: a playlist, part or segment request reads what is there.
 
-On demand, with a warm start: the first HLS request for a live stream attaches the
-packager, which starts from the hub's GOP cache (its cached frames are cut at once, so the
-first playlist already holds the current GOP); it detaches ``hls_idle_timeout`` seconds
-after the last HLS request. An edge packages from its own hub the same way (the first
+When: an origin packages every live stream from its first frame (``hls_package_always``).
+Otherwise (edges, or the option off) the first HLS request attaches the packager, which
+starts from the hub's GOP cache (its cached frames are cut at once, so the first playlist
+already holds the current GOP); it detaches ``hls_idle_timeout`` seconds after the last
+HLS request. An edge packages from its own hub the same way (the first
 request starts the edge's pull; the packager, a hub consumer, keeps it going).
 
 Blocking playlist reload (``_HLS_msn`` / ``_HLS_part``): a request waits on a future
@@ -27,7 +28,7 @@ import time
 from typing import Any
 
 from media.fmp4 import PartCutter
-from media.frame import Frame
+from media.frame import Frame, Kind
 from relay.config import RelayConfig
 from relay.hls_playlist import LivePlaylist
 from relay.hub import Batch, Publisher, StreamHub, StreamRegistry, Viewer, ViewerInfo
@@ -75,10 +76,18 @@ class _Sink(Viewer):
         else:
             key = batch.key_index
         if self.waiting_keyframe:
+            # Sequence headers and metadata pass (a packager attached before the stream's
+            # first frame needs them); media waits for the first keyframe.
+            head = [
+                f
+                for f in (frames if key < 0 else frames[:key])
+                if f.header or f.kind == Kind.SCRIPT
+            ]
             if key < 0:
+                self.packager.push(head)
                 return
             self.waiting_keyframe = False
-            frames = frames[key:]
+            frames = head + frames[key:]
         self.packager.push(frames)
 
 
@@ -213,8 +222,18 @@ class HlsService:
         self.config = config
         self.packagers: dict[str, HlsPackager] = {}
         self.waiting = 0
+        self.always = False
+        """Package every stream of this node from its creation (origins, see
+        ``RelayConfig.hls_package_always``), never stopped for idleness."""
         self._idle_task: asyncio.Task[None] | None = None
         registry.hub_listeners.append(self._on_hub)
+
+    def package_always(self, on: bool) -> None:
+        """Called once the node's role is known (origins: the config's choice)."""
+        self.always = on
+        if on:
+            for hub in list(self.registry.hubs.values()):
+                self.ensure(hub)
 
     def packager(self, hub: StreamHub) -> HlsPackager | None:
         pkg = self.packagers.get(hub.key)
@@ -232,7 +251,7 @@ class HlsService:
             pkg = self.packagers[hub.key] = HlsPackager(self, hub)
             pkg.start()
             logger.info("hls: packaging %s", hub.key)
-            if self._idle_task is None:
+            if self._idle_task is None and not self.always:
                 self._idle_task = asyncio.create_task(self._idle_loop())
         pkg.touch()
         return pkg
@@ -247,7 +266,9 @@ class HlsService:
         self.waiting -= 1
 
     def _on_hub(self, hub: StreamHub, what: str) -> None:
-        if what == "removed":
+        if what == "created" and self.always:
+            self.ensure(hub)  # before its publisher attaches: it starts at the first keyframe
+        elif what == "removed":
             pkg = self.packager(hub)
             if pkg is not None:
                 del self.packagers[hub.key]
@@ -261,7 +282,7 @@ class HlsService:
             for key, pkg in list(self.packagers.items()):
                 if pkg.closed:
                     self.packagers.pop(key, None)
-                elif now - pkg.last_request > idle and not pkg.waiters:
+                elif not self.always and now - pkg.last_request > idle and not pkg.waiters:
                     logger.info("hls: nobody asked for %s for %.0fs; stop packaging", key, idle)
                     self.packagers.pop(key, None)
                     pkg.close()

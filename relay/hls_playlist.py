@@ -118,6 +118,9 @@ class LivePlaylist:
         self._anchors: dict[int, float] = {}
         """Per epoch: wall-clock time (epoch seconds) of media time 0."""
         self._pending_discontinuity = False
+        self._text: str | None = None
+        """The rendered playlist until the next change (every waiter woken by a part gets
+        the same text: rendered once per part, not once per request)."""
 
     # ------------------------------------------------------------ input
 
@@ -138,10 +141,12 @@ class LivePlaylist:
         seg = self.open_segment
         if seg is not None:
             seg.complete = True
+            self._text = None
             self._trim()
 
     def add(self, part: Part, new_segment: bool, now: float) -> PlaylistSegment:
         """Add a part the cutter made at wall-clock time ``now``; returns its segment."""
+        self._text = None
         discontinuity = self._pending_discontinuity
         if part.init is not self._init:
             if self._init is not None:
@@ -248,6 +253,11 @@ class LivePlaylist:
         return f"{self.name}.hls/{self.token}/{file}"
 
     def render(self) -> str:
+        if self._text is None:
+            self._text = self._render()
+        return self._text
+
+    def _render(self) -> str:
         pt = self.part_target
         lines = [
             "#EXTM3U",

@@ -52,6 +52,7 @@ def setup_cluster(app: web.Application, config: RelayConfig) -> None:
         registry = app[REGISTRY]
         node = ClusterNode(registry, rt, config)
         app[CLUSTER] = node
+        app[HLS].package_always(config.hls_package_always and rt.role != "edge")
         await node.start()
         puller: edge.EdgePuller | None = None
         forwarder: forward.Forwarder | None = None

@@ -101,6 +101,8 @@ def _decode_some(url: str) -> int:
 async def test_bad_requests_and_not_live(server_factory: Any, clip: Path) -> None:
     server, pub = await live_server(server_factory, clip)
     base = f"{server.http_url}/live"
+    # an origin packages every live stream before anyone asks
+    assert "live/s" in server.app[HLS].packagers
     try:
         status, _h, body = await get(f"{base}/s.m3u8")
         assert status == 200
@@ -126,7 +128,12 @@ async def test_bad_requests_and_not_live(server_factory: Any, clip: Path) -> Non
 
 async def test_waiter_caps_and_timeout(server_factory: Any, clip: Path) -> None:
     server, pub = await live_server(
-        server_factory, clip, hls_max_waiters_stream=2, hls_block_timeout=1.5
+        server_factory,
+        clip,
+        hls_max_waiters_stream=2,
+        hls_block_timeout=1.5,
+        hls_package_always=False,  # on demand (as on edges): the first request starts it
+        hls_idle_timeout=1.0,
     )
     base = f"{server.http_url}/live"
     try:
@@ -150,5 +157,10 @@ async def test_waiter_caps_and_timeout(server_factory: Any, clip: Path) -> None:
         # the held ones time out with 503 (their part is still seconds away)
         assert [r[0] for r in await asyncio.gather(*held)] == [503, 503]
         assert service.waiting == 0
+        # nobody asks any more: packaging stops, the hub loses its consumer
+        hub = server.app[REGISTRY].get("live", "s")
+        assert "hls" in hub.stats()["consumers"]
+        await wait_for(lambda: not service.packagers, 10)
+        assert "hls" not in hub.stats()["consumers"]
     finally:
         await stop(pub)

@@ -130,15 +130,23 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     auth = app[AUTH]
     auth.accounts = ctl.accounts
 
-    async def owner_check(broadcast_id: int, user_id: int) -> bool:
+    async def anchor_of(broadcast_id: int) -> int | None:
         assert ctl.broadcasts is not None
         try:
-            b = await ctl.broadcasts.get(broadcast_id)
+            return (await ctl.broadcasts.get(broadcast_id)).anchor_id
         except NotFound:
-            return False
-        return b.anchor_id == user_id
+            return None
 
-    auth.owner_check = owner_check
+    async def room_broadcast(room: str) -> int | None:
+        assert ctl.broadcasts is not None
+        app_name, _, stream = room.partition("/")
+        if not app_name or not stream or len(room) > 256:
+            return None
+        found = await ctl.broadcasts.find_by_stream(app_name, stream)
+        return found.id if found is not None else None
+
+    auth.anchor_of = anchor_of
+    auth.room_broadcast = room_broadcast
     await ctl.broadcasts.sync_keys()
     unsubscribe = [
         *ctl.broadcasts.subscribe_events(),

@@ -17,7 +17,7 @@ from control.auth import PUBLIC, principal_of
 from control.context import OPS_ROLES, accounts_of, client_ip, control_of, page, paging
 from control.validate import invalid, iso, path_id
 from core.http import ApiError, read_json
-from core.routes import PAGING, Op, OpDoc, query_param
+from core.routes import CALLERS_OWN, PAGING, Op, OpDoc, query_param
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +235,15 @@ OPS: list[Op] = [
             ("any",),
             ok=204,
         ),
+        owner=CALLERS_OWN,
     ),
-    Op("GET", "/api/me", me, OpDoc("The signed-in user", "auth", ("any",), response="User")),
+    Op(
+        "GET",
+        "/api/me",
+        me,
+        OpDoc("The signed-in user", "auth", ("any",), response="User"),
+        owner=CALLERS_OWN,
+    ),
     Op(
         "GET",
         "/api/users",
@@ -310,6 +317,7 @@ OPS: list[Op] = [
             response="TokenList",
             query=PAGING,
         ),
+        owner=CALLERS_OWN,
     ),
     Op(
         "POST",
@@ -323,6 +331,7 @@ OPS: list[Op] = [
             ok=201,
             response="TokenCreated",
         ),
+        owner=CALLERS_OWN,
     ),
     Op(
         "DELETE",
@@ -334,5 +343,6 @@ OPS: list[Op] = [
             ("any",),
             ok=204,
         ),
+        owner=CALLERS_OWN,
     ),
 ]

@@ -32,7 +32,7 @@ from control.context import (
 from control.lifecycle import IllegalTransition, State, Trigger, allowed
 from control.validate import invalid, iso, path_id
 from core.http import ApiError, read_json
-from core.routes import PAGING, Op, OpDoc, query_param
+from core.routes import PAGING, Op, OpDoc, Owner, broadcast_in_path, query_param
 from core.runtime import RUNTIME
 
 logger = logging.getLogger(__name__)
@@ -329,6 +329,8 @@ _ACTION_DOC = {
     Trigger.BAN: ("Take a broadcast down: cut the publisher, no replay", OPS_ROLES),
 }
 
+LISTED = Owner((), "a list the handler filters: an anchor's own broadcasts, all for others")
+
 OPS: list[Op] = [
     Op(
         "GET",
@@ -347,6 +349,7 @@ OPS: list[Op] = [
                 query_param("to", {"type": "string", "format": "date-time"}, "start before"),
             ],
         ),
+        owner=LISTED,
     ),
     Op(
         "POST",
@@ -371,6 +374,7 @@ OPS: list[Op] = [
             STAFF,
             response="Broadcast",
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "PATCH",
@@ -411,6 +415,7 @@ OPS: list[Op] = [
                 response="Broadcast",
                 errors=(409,),
             ),
+            owner=broadcast_in_path("id"),
         )
         for t, (summary, roles) in _ACTION_DOC.items()
     ],
@@ -425,6 +430,7 @@ OPS: list[Op] = [
             response="TransitionList",
             query=PAGING,
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "PUT",
@@ -440,6 +446,7 @@ OPS: list[Op] = [
             response="Broadcast",
             errors=(409, 415),
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "GET",
@@ -462,5 +469,6 @@ OPS: list[Op] = [
             OPERATOR_ANCHOR,
             ok=204,
         ),
+        owner=broadcast_in_path("id"),
     ),
 ]

@@ -22,7 +22,7 @@ from control.routes_broadcasts import broadcast_json, load_broadcast
 from control.stats import viewers_of
 from control.validate import invalid, iso
 from core.http import ApiError, read_json
-from core.routes import Op, OpDoc, query_param
+from core.routes import Op, OpDoc, broadcast_in_path, query_param
 from core.runtime import RUNTIME, Runtime
 
 logger = logging.getLogger(__name__)
@@ -253,6 +253,7 @@ OPS: list[Op] = [
             response="PushInfo",
             errors=(409,),
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "POST",
@@ -265,6 +266,7 @@ OPS: list[Op] = [
             response="PushInfo",
             errors=(409,),
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "POST",
@@ -292,6 +294,7 @@ OPS: list[Op] = [
             response_media={"image/png": {"schema": {"type": "string", "format": "binary"}}},
             errors=(409,),
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "GET",
@@ -307,6 +310,7 @@ OPS: list[Op] = [
             response_media={"image/svg+xml": {"schema": {"type": "string"}}},
             errors=(409,),
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "GET",
@@ -318,6 +322,7 @@ OPS: list[Op] = [
             STAFF,
             response="PlayUrls",
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "GET",
@@ -329,6 +334,7 @@ OPS: list[Op] = [
             STAFF,
             response="Stats",
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "POST",
@@ -367,6 +373,7 @@ OPS: list[Op] = [
             STAFF,
             response="DanmakuToken",
         ),
+        owner=broadcast_in_path("id"),
     ),
     Op(
         "POST",

@@ -34,8 +34,19 @@ def fail(status: int, code: str, message: str) -> NoReturn:
     raise ApiError(status, code, message)
 
 
+_JSON_READ: web.RequestKey[tuple[int, dict[str, Any]]] = web.RequestKey("berrylive.json_body")
+
+
 async def read_json(request: web.Request, max_size: int = MAX_JSON_BODY) -> dict[str, Any]:
-    """The request body as a JSON object, or a 4xx ApiError with a clear reason."""
+    """The request body as a JSON object, or a 4xx ApiError with a clear reason.
+
+    Read once per request (the auth check may read it before the handler); a later call
+    gets a copy of the same object, its size checked against its own ``max_size``."""
+    seen = request.get(_JSON_READ)
+    if seen is not None:
+        if seen[0] > max_size:
+            fail(413, "body_too_large", f"request body over {max_size} bytes")
+        return dict(seen[1])
     if request.content_length is not None:
         if request.content_length > max_size:
             fail(413, "body_too_large", f"request body over {max_size} bytes")
@@ -61,7 +72,8 @@ async def read_json(request: web.Request, max_size: int = MAX_JSON_BODY) -> dict
         fail(400, "bad_json", f"body is not valid JSON: {exc.msg} at {exc.pos}")
     if not isinstance(data, dict):
         fail(400, "bad_json", "body must be a JSON object")
-    return data
+    request[_JSON_READ] = (len(raw), data)
+    return dict(data)
 
 
 @web.middleware

@@ -16,8 +16,18 @@ one declaration:
   undeclared_route``), never silently given a default.
 
 Roles: ``operator``, ``anchor``, ``moderator``; ``public`` (no token needed) and ``any``
-(any signed-in user). Operators pass every check. Anchors get ``404`` on a broadcast that
-is not theirs for routes with ``{broadcast_id}`` in the path (see :mod:`control.auth`).
+(any signed-in user). Operators pass every check.
+
+**Ownership** is a property of the resource, declared per route: every route that an
+``anchor``, a ``moderator`` or ``any`` signed-in user may call declares ``owner=`` (an
+:class:`Owner`): how to find the broadcast(s) the request acts on, by loading the
+resource (a sale -> its broadcast; a body's ``broadcast_id`` -> that broadcast; a danmaku
+room -> its broadcast), or :data:`CALLERS_OWN` when the handler only ever touches the
+caller's own records (their tokens, a list filtered to them). The auth middleware
+(:mod:`control.auth`) resolves it before the handler runs and asks whether this
+principal may act on those broadcasts; a non-operator calling a route without an
+``owner`` is refused (``403 undeclared_owner``). Which placeholder a URL has plays no
+part.
 
 Example (a package ``shelf`` with two routes)::
 
@@ -34,7 +44,8 @@ Example (a package ``shelf`` with two routes)::
 
     @ROUTES.route("PUT", "/api/shelves/{broadcast_id}",
                   OpDoc("Replace the shelf", "shelf", ("operator", "anchor"),
-                        body="ShelfPut", response="Shelf", errors=(409,)))
+                        body="ShelfPut", response="Shelf", errors=(409,)),
+                  owner=broadcast_in_path("broadcast_id"))
     async def put_shelf(request: web.Request) -> web.Response: ...
 
     def setup(app: web.Application, config: ShelfConfig) -> None:
@@ -72,6 +83,7 @@ from aiohttp import web
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CALLERS_OWN",
     "ERROR_TEXT",
     "ID",
     "PAGING",
@@ -80,13 +92,21 @@ __all__ = [
     "InstalledRoutes",
     "Op",
     "OpDoc",
+    "Owner",
     "RouteTable",
+    "Scope",
+    "broadcast_in_body",
+    "broadcast_in_path",
     "installed",
     "nullable",
+    "op_of",
     "operation",
     "query_param",
     "ref",
+    "resolved_by",
     "roles_of",
+    "room_in_body",
+    "room_in_query",
 ]
 
 J = dict[str, Any]
@@ -173,6 +193,103 @@ class OpDoc:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """What one request acts on, for the ownership check (:class:`Owner` finds it)."""
+
+    broadcasts: frozenset[str] = frozenset()
+    """Broadcast ids (control's id, as text)."""
+    rooms: frozenset[str] = frozenset()
+    """Danmaku rooms (``<app>/<stream>``); the check maps them to their broadcast."""
+    everything: bool = False
+    """The request acts across every broadcast (a list or log without a filter)."""
+    missing: str = ""
+    """The resource named does not exist (``"flash sale 7"``): 404 for a non-operator."""
+
+    @staticmethod
+    def of(broadcasts: Iterable[object] = (), rooms: Iterable[str] = ()) -> Scope:
+        return Scope(frozenset(str(b) for b in broadcasts), frozenset(rooms))
+
+
+Resolver = Callable[[web.Request], Awaitable[Scope]]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """How the auth check finds the broadcast(s) a request acts on.
+
+    ``parts``: resolvers, each with the status a refusal gets (``404`` when the resource
+    named in the path is someone else's; ``403`` when a body or query points at someone
+    else's broadcast). No parts: the handler only ever acts on the caller's own records.
+    """
+
+    parts: tuple[tuple[Resolver, int], ...]
+    doc: str
+
+    def __add__(self, other: Owner) -> Owner:
+        return Owner(self.parts + other.parts, f"{self.doc}; {other.doc}")
+
+
+CALLERS_OWN = Owner((), "the caller's own records only (the handler filters by the caller)")
+
+
+def _path_value(request: web.Request, name: str) -> str:
+    return request.match_info.get(name, "")
+
+
+def broadcast_in_path(name: str) -> Owner:
+    """The broadcast whose id is the path parameter ``name`` (a route *of* a broadcast)."""
+
+    async def resolve(request: web.Request) -> Scope:
+        return Scope.of([_path_value(request, name)])
+
+    return Owner(((resolve, 404),), f"the broadcast {{{name}}}")
+
+
+async def _json_field(request: web.Request, name: str) -> object:
+    from core.http import read_json  # core.http imports nothing of this module's users
+
+    if not request.body_exists:
+        return None
+    return (await read_json(request)).get(name)
+
+
+def broadcast_in_body(name: str = "broadcast_id") -> Owner:
+    """The broadcast named by the JSON body's field ``name`` (if present)."""
+
+    async def resolve(request: web.Request) -> Scope:
+        value = await _json_field(request, name)
+        return Scope.of([] if value is None else [value])
+
+    return Owner(((resolve, 403),), f"the broadcast of the body's {name}")
+
+
+def room_in_body(name: str = "room") -> Owner:
+    """The broadcast of the danmaku room named by the JSON body's field ``name``."""
+
+    async def resolve(request: web.Request) -> Scope:
+        value = await _json_field(request, name)
+        return Scope.of(rooms=[] if value is None else [str(value)])
+
+    return Owner(((resolve, 403),), f"the broadcast of the body's {name}")
+
+
+def room_in_query(name: str = "room") -> Owner:
+    """The broadcast of the danmaku room in the query's ``name``; without it, every room."""
+
+    async def resolve(request: web.Request) -> Scope:
+        value = request.query.get(name)
+        return Scope(everything=True) if not value else Scope.of(rooms=[value])
+
+    return Owner(((resolve, 403),), f"the broadcast of the query's {name} (else all)")
+
+
+def resolved_by(resolve: Resolver, doc: str, status: int = 404) -> Owner:
+    """An owner found by loading the resource: ``resolve`` returns the :class:`Scope`
+    (``Scope(missing=...)`` when the resource does not exist)."""
+    return Owner(((resolve, status),), doc)
+
+
+@dataclass(frozen=True)
 class Op:
     """One route: method, path (aiohttp syntax, regexes allowed), handler and doc."""
 
@@ -182,6 +299,9 @@ class Op:
     doc: OpDoc
     head: bool = False
     """For a GET: answer HEAD too (as ``router.add_get`` does); not in the API document."""
+    owner: Owner | None = None
+    """Whose resource the request acts on: required when an anchor, a moderator or any
+    signed-in user may call the route (see :class:`Owner`)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -294,12 +414,12 @@ class RouteTable:
         return op
 
     def route(
-        self, method: str, path: str, doc: OpDoc, *, head: bool = False
+        self, method: str, path: str, doc: OpDoc, *, head: bool = False, owner: Owner | None = None
     ) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add`; returns the handler unchanged."""
 
         def declare(handler: Handler) -> Handler:
-            self.add(Op(method, path, handler, doc, head=head))
+            self.add(Op(method, path, handler, doc, head=head, owner=owner))
             return handler
 
         return declare
@@ -331,8 +451,12 @@ class RouteTable:
         for op in self._ops:
             resource = app.router.add_resource(op.path)
             if op.head and op.method == "GET":
-                reg.roles[resource.add_route("HEAD", op.handler)] = op.roles
-            reg.roles[resource.add_route(op.method, op.handler)] = op.roles
+                head = resource.add_route("HEAD", op.handler)
+                reg.roles[head] = op.roles
+                reg.ops[head] = op
+            route = resource.add_route(op.method, op.handler)
+            reg.roles[route] = op.roles
+            reg.ops[route] = op
 
 
 @dataclass
@@ -341,6 +465,7 @@ class InstalledRoutes:
 
     tables: list[RouteTable] = field(default_factory=list)
     roles: dict[web.AbstractRoute, tuple[str, ...]] = field(default_factory=dict)
+    ops: dict[web.AbstractRoute, Op] = field(default_factory=dict)
 
     def openapi_paths(self) -> J:
         paths: J = {}
@@ -377,3 +502,11 @@ def roles_of(request: web.Request) -> tuple[str, ...] | None:
     if reg is None:
         return None
     return reg.roles.get(request.match_info.route)
+
+
+def op_of(request: web.Request) -> Op | None:
+    """The declared :class:`Op` of the route ``request`` matched, or ``None``."""
+    reg = request.app.get(ROUTES)
+    if reg is None:
+        return None
+    return reg.ops.get(request.match_info.route)

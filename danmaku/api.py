@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from core.http import ApiError, caller, read_json
-from core.routes import Op, OpDoc, RouteTable, query_param
+from core.routes import Op, OpDoc, RouteTable, query_param, room_in_body, room_in_query
 from core.tokens import Role
 from danmaku.moderation import Actor, ServiceUnavailable
 from danmaku.openapi import SCHEMAS
@@ -221,6 +221,7 @@ ROUTES = RouteTable(
                 response_media=_OBJECT,
                 errors=(503,),
             ),
+            owner=room_in_body("room"),
         ),
         Op(
             "POST",
@@ -234,6 +235,7 @@ ROUTES = RouteTable(
                 response_media=_OBJECT,
                 errors=(503,),
             ),
+            owner=room_in_body("room"),
         ),
         Op(
             "GET",
@@ -252,6 +254,7 @@ ROUTES = RouteTable(
                 response_media=_OBJECT,
                 errors=(503,),
             ),
+            owner=room_in_query("room"),
         ),
         Op(
             "GET",

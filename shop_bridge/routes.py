@@ -14,7 +14,7 @@ first under ``/api/flash-sales/`` (a flash-sale burst is thousands of buys a sec
 from __future__ import annotations
 
 from core.routes import Op, OpDoc, RouteTable
-from shop_bridge import api
+from shop_bridge import api, owners
 from shop_bridge.openapi import ID, OPENAPI_COMPONENTS, J, int_schema, ref
 from shop_bridge.state import OrderState
 
@@ -189,6 +189,7 @@ ROUTES = RouteTable(
                 errors=(400, 404, 422),
                 params=[BID],
             ),
+            owner=owners.BROADCAST,
         ),
         Op(
             "PATCH",
@@ -205,6 +206,7 @@ ROUTES = RouteTable(
                 },
                 params=[BID, PID],
             ),
+            owner=owners.BROADCAST,
         ),
         Op(
             "GET",
@@ -233,12 +235,14 @@ ROUTES = RouteTable(
                 errors=(400, 404, 409, 422),
                 params=[BID],
             ),
+            owner=owners.CARD,
         ),
         Op(
             "DELETE",
             "/api/broadcasts/{broadcast_id}/card",
             api.clear_card,
             _doc("Clear the card (event card.cleared)", STAFF, ref("ShopCard"), params=[BID]),
+            owner=owners.BROADCAST,
         ),
         Op(
             "GET",
@@ -250,6 +254,7 @@ ROUTES = RouteTable(
                 {"type": "object"},
                 params=[BID, LIMIT],
             ),
+            owner=owners.BROADCAST,
         ),
         Op(
             "GET",
@@ -261,6 +266,7 @@ ROUTES = RouteTable(
                 ref("ShopSales"),
                 params=[BID],
             ),
+            owner=owners.BROADCAST,
         ),
         Op(
             "POST",
@@ -274,6 +280,7 @@ ROUTES = RouteTable(
                 "201",
                 errors=(400, 409, 422),
             ),
+            owner=owners.NEW_SALE,
         ),
         Op(
             "POST",
@@ -314,6 +321,7 @@ ROUTES = RouteTable(
                 errors=(400, 404, 409, 413),
                 params=[SID],
             ),
+            owner=owners.SALE,
         ),
         Op(
             "POST",
@@ -329,6 +337,7 @@ ROUTES = RouteTable(
                 params=[SID],
                 body_required=False,
             ),
+            owner=owners.SALE,
         ),
         Op(
             "GET",

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shop_bridge import payments
@@ -110,6 +110,7 @@ class Checkout:
                 )
                 if res.rowcount != 1:
                     raise conflict("sold_out", f"SKU {sku_id} has fewer than {quantity} in stock")
+                await self._check_unpaid(conn, user_id, sku_id, quantity)
                 if coupon_id is not None:
                     value = await take_coupon(conn, coupon_id, user_id, row["id"])
                     row["discount_fen"] = min(value, row["amount_fen"])
@@ -155,6 +156,33 @@ class Checkout:
         else:
             await self.book.publish_created([row])
         return row, True
+
+    async def _check_unpaid(self, conn: Any, user_id: str, sku_id: int, quantity: int) -> None:
+        """One buyer may hold at most ``max_unpaid_per_sku`` unpaid units of a SKU (else
+        one buyer could keep a SKU's stock from everyone for a payment timeout). Runs after
+        the SKU's stock UPDATE in the order's transaction: that row's lock (PostgreSQL) or
+        the write lock (SQLite) serialises the orders of a SKU, so two orders of one buyer
+        cannot both pass."""
+        cap = self.ctx.config.max_unpaid_per_sku
+        if cap <= 0:
+            return
+        o = ORDERS.c
+        held = (
+            await conn.execute(
+                select(func.coalesce(func.sum(o.quantity), 0)).where(
+                    o.user_id == user_id,
+                    o.sku_id == sku_id,
+                    o.kind == "normal",
+                    o.state == OrderState.PENDING_PAYMENT.value,
+                )
+            )
+        ).scalar_one()
+        if int(held) + quantity > cap:
+            raise conflict(
+                "unpaid_limit",
+                f"at most {cap} unpaid units of a SKU per buyer; you have {held} unpaid: "
+                "pay or cancel them first",
+            )
 
     async def order(self, order_id: str) -> dict[str, Any]:
         """The order's row (404 if unknown)."""

@@ -41,6 +41,9 @@ class ShopConfig:
     """Largest accepted JSON request body in bytes."""
     max_quantity: int = 99
     """Largest quantity in one order line."""
+    max_unpaid_per_sku: int = 5
+    """Most unpaid units of one SKU a buyer may hold in normal orders (409 unpaid_limit
+    beyond it; 0: no limit). Flash sales have their own per-user limit."""
     write_batch: int = 256
     """Most orders committed in one database transaction by the group-commit writer."""
     write_queue: int = 20000

@@ -145,8 +145,9 @@ class OrderBook:
         """Move an order to ``target`` (raises IllegalTransition, LookupError if unknown).
 
         In the same transaction as the move: a cancellation gives the order's coupon back,
-        and a completed refund of a never-cancelled order gives its units back to the SKU
-        (``stock_released``, exactly once). A cancellation's stock goes back after the
+        and a completed refund of an order never cancelled nor shipped gives its units back
+        to the SKU (``stock_released``, exactly once; a shipped order's goods left the
+        warehouse). A cancellation's stock goes back after the
         commit (flash-sale stock lives in Redis) through :meth:`release_stock`.
         """
         current = OrderState.PENDING_PAYMENT
@@ -195,6 +196,7 @@ class OrderBook:
                 if (
                     target is OrderState.REFUNDED
                     and changes.get("cancelled_ms", order.get("cancelled_ms")) is None
+                    and not await self._was_shipped(conn, order_id)
                 ):
                     restocked = await self._restock_sku(conn, order)
             order.update(changes)
@@ -206,6 +208,19 @@ class OrderBook:
                 await self.release_stock(order)
             return order
         raise IllegalTransition(current, target)
+
+    async def _was_shipped(self, conn: Any, order_id: str) -> bool:
+        """True if the order was ever shipped: its goods left the warehouse, so a refund
+        does not put its units back in stock (after-sale returns are handled outside)."""
+        shipped = await conn.execute(
+            select(TRANSITIONS.c.id)
+            .where(
+                TRANSITIONS.c.order_id == order_id,
+                TRANSITIONS.c.to_state == OrderState.SHIPPED.value,
+            )
+            .limit(1)
+        )
+        return shipped.first() is not None
 
     async def _restock_sku(self, conn: Any, order: dict[str, Any]) -> str:
         """Give the order's units back to the SKU once (``stock_released`` guards it).

@@ -102,8 +102,13 @@ async def test_gives_up_and_counts_failures(staff) -> None:
         while not await failed():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-        assert len(received) == 3  # max attempts (3 in tests), then no more
+        # max attempts (3 in tests), then no more: the record is final, nothing scheduled
+        _, log = await staff.api.call(
+            "GET", f"/api/webhooks/{hook['id']}/deliveries?status=failed", staff.operator
+        )
+        (gave_up,) = log["items"]
+        assert gave_up["attempts"] == 3 and gave_up["next_attempt_at"] is None
+        assert len(received) == 3
         status, metrics = await staff.api.call("GET", "/metrics")
         assert b'berrylive_webhook_failures_total{final="true"} 1.0' in metrics
         assert b'berrylive_webhook_failures_total{final="false"} 3.0' in metrics

@@ -124,8 +124,8 @@ async def run(seconds: float) -> dict[str, Any]:
             while time.monotonic() < deadline:  # the stream takes a moment to go live
                 await asyncio.sleep(0.5)
                 ok = await page.evaluate(
-                    "u => fetch(u).then(r => r.status)",
-                    f"http://127.0.0.1:{http_port}/live/bench.m3u8",
+                    "u => fetch(u, {method: 'HEAD'}).then(r => r.status)",
+                    f"http://127.0.0.1:{http_port}/live/bench.flv",  # live? (no HLS request)
                 )
                 if ok == 200:
                     break

@@ -228,7 +228,7 @@ class Hub:
         room.unreported_likes += count
         room.buffer.add_likes(count)
         self.writer.out(room.name).like_delta += count
-        self.writer.wake()
+        self.writer.wake(room.name)
         return {"ok": True}
 
     # ----------------------------------------------------------------- from the services

@@ -15,7 +15,16 @@ the room channel by this node's subscriber, so the two counts are read atomicall
 consistently). A node alone in a room therefore neither publishes nor receives its own
 envelopes back; as soon as another node (of any version) subscribes the room channel, the
 count differs and every later flush publishes. Nodes that do not subscribe a mark (older
-versions) are simply counted as other listeners. Standalone Redis/valkey only: on a Redis
+versions) are simply counted as other listeners.
+
+The script also tells whether another node listened. While no pending room has another
+listener, the writer gathers for ``LONE_WRITE_COALESCE_S`` instead (fewer round trips: the
+history is for later joins, and a joining client of this node also gets the comments
+this node still has to write, from ``Room.recent``); a write for a room with a listener
+(or not written yet) cuts that wait short. A node that starts listening to a room gets
+every envelope flushed after its SUBSCRIBE, and what was flushed before is in the history
+it reads after subscribing; only the first envelope it gets may have waited up to
+``LONE_WRITE_COALESCE_S``. Standalone Redis/valkey only: on a Redis
 Cluster ``NUMSUB`` counts one shard's subscribers, so this gate would have to go.
 
 Local delivery never waits for this. A failed write is counted (``lost_*`` in
@@ -26,6 +35,7 @@ next attempt. The outbox is bounded per room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -55,6 +65,9 @@ def _dumps_comment(comment: dict[str, Any]) -> str:
 
 
 WRITE_COALESCE_S = 0.01
+LONE_WRITE_COALESCE_S = 0.15
+"""Gathering window while no pending room has a listener on another node."""
+MAX_LISTENED_ROOMS = 4096
 MAX_OUTBOX_COMMENTS_PER_ROOM = 5000
 MAX_OUTBOX_ITEMS_PER_ROOM = 256
 
@@ -68,6 +81,7 @@ while i <= n do
 end
 if n >= 6 then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
 local total
+local others = 0
 local d = tonumber(ARGV[2])
 if d > 0 then
   total = redis.call('INCRBY', KEYS[2], d)
@@ -76,9 +90,10 @@ else
 end
 if ARGV[4] ~= '' then
   local subs = redis.call('PUBSUB', 'NUMSUB', ARGV[3], ARGV[5])
-  if subs[2] > subs[4] then redis.call('PUBLISH', ARGV[3], ARGV[4] .. total .. '}') end
+  others = subs[2] - subs[4]
+  if others > 0 then redis.call('PUBLISH', ARGV[3], ARGV[4] .. total .. '}') end
 end
-return total
+return {total, others}
 """
 
 
@@ -121,6 +136,9 @@ class RedisWriter:
         self._on_likes_total = on_likes_total
         self._outbox: dict[str, Outgoing] = {}
         self._ready = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._listened: dict[str, bool] = {}
+        """Per room: another node listened at its last write (unknown rooms: assumed)."""
         self._room_flush = redis.register_script(ROOM_FLUSH_LUA)
 
     # ---------------------------------------------------------------- filling the outbox
@@ -131,8 +149,10 @@ class RedisWriter:
             out = self._outbox[room] = Outgoing()
         return out
 
-    def wake(self) -> None:
+    def wake(self, room: str) -> None:
         self._ready.set()
+        if self._listened.get(room, True):
+            self._urgent.set()
 
     def add_comment(self, room: str, comment: dict[str, Any]) -> None:
         out = self.out(room)
@@ -140,14 +160,14 @@ class RedisWriter:
             out.comments.append(_dumps_comment(comment))
         else:
             self.stats.outbox_dropped += 1
-        self._ready.set()
+        self.wake(room)
 
     def add_item(self, room: str, key: str, value: Any, count_lost: bool = True) -> bool:
         """Queue a small item; False (counted if ``count_lost``) when the bucket is full."""
         ok = self.out(room).add(key, value)
         if not ok and count_lost:
             self.stats.lost_remote_items += 1
-        self._ready.set()
+        self.wake(room)
         return ok
 
     # ---------------------------------------------------------------- writing
@@ -230,8 +250,11 @@ class RedisWriter:
                     result,
                     len(out.comments),
                 )
-            elif isinstance(result, int):
-                self._on_likes_total(name, result)
+            elif isinstance(result, list) and len(result) == 2:
+                self._on_likes_total(name, int(result[0]))
+                if len(self._listened) >= MAX_LISTENED_ROOMS and name not in self._listened:
+                    self._listened.clear()
+                self._listened[name] = int(result[1]) > 0
 
     def pending(self, room: str) -> bool:
         out = self._outbox.get(room)
@@ -242,7 +265,12 @@ class RedisWriter:
         while True:
             await self._ready.wait()
             await asyncio.sleep(WRITE_COALESCE_S)  # one round trip carries a few ms of comments
+            if not self._urgent.is_set():  # nobody else listens to the pending rooms: gather
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LONE_WRITE_COALESCE_S - WRITE_COALESCE_S):
+                        await self._urgent.wait()
             self._ready.clear()
+            self._urgent.clear()
             errors = self.stats.redis_errors
             try:
                 await self.flush()

@@ -32,7 +32,8 @@ from replay.storage import ReplayStorage
 logger = logging.getLogger(__name__)
 
 LIVE_TAIL = 60.0
-"""Seconds ``/APP/STREAM.m3u8`` keeps answering (with ``#EXT-X-ENDLIST``) after the end."""
+"""Seconds a finished recording stays findable by ``live_recording`` after the end (the
+live ``/APP/STREAM.m3u8`` is the relay's LL-HLS now, see docs/hls.md)."""
 MAX_CARDS = 2000
 """Cards remembered per replay."""
 

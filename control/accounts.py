@@ -341,14 +341,42 @@ class Accounts:
         return bool(result.rowcount)
 
 
-class LoginLimiter:
-    """Failed-login counters in Redis, per user name and per client address.
+@dataclass(frozen=True)
+class Attempt:
+    """What the limiter decided for one login attempt (already counted)."""
 
-    Checked before the password is: once over the limit, even the right password is
-    refused until the window passes (``Retry-After`` says how long).
+    wait: int
+    """Refused: seconds until this address may try this account (or any account) again."""
+    delay: float
+    """Allowed, but only after this many seconds (the account is being guessed at)."""
+
+
+class LoginLimiter:
+    """Login attempts counted in Redis **before** the password is checked.
+
+    Each attempt is counted first (``INCR``, one atomic step per counter, the window set
+    on the first), and only then is the password verified: twenty concurrent guesses get
+    twenty distinct counts, and only those under the limit are verified.
+
+    * per account **and** address (``max_user``, 5 in ``window``): over it, this address
+      may not try this account until the window passes (``429`` with ``Retry-After``),
+      even with the right password. A successful login from the address clears it.
+    * per address (``max_ip``, 30): over it, the address may not try any account.
+    * per account, from every address: never a lock-out (that would let anyone lock a
+      known user out from everywhere by guessing); past ``SLOW_AFTER`` times
+      ``max_user`` attempts in the window each attempt waits a little longer before its
+      verification (``DELAY_STEP`` a step, at most ``MAX_DELAY``), slowing a guessing
+      attack spread over many addresses while the user can still sign in.
+
+    A successful login refunds its own count on the address and account counters, so
+    they count failures (an attacker holding one account cannot reset an address's count
+    by signing in with it: only the successful attempt itself is refunded).
     """
 
-    PREFIX = "berrylive:control:loginfail:"
+    PREFIX = "berrylive:control:login:"
+    SLOW_AFTER = 4
+    DELAY_STEP = 0.25
+    MAX_DELAY = 5.0
 
     def __init__(self, redis: Any, max_user: int, max_ip: int, window: int) -> None:
         self.redis = redis
@@ -356,29 +384,42 @@ class LoginLimiter:
         self.max_ip = max_ip
         self.window = window
 
-    def _keys(self, username: str, ip: str) -> tuple[str, str]:
-        digest = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
-        return self.PREFIX + "u:" + digest, self.PREFIX + "ip:" + ip
+    def _keys(self, username: str, ip: str) -> tuple[str, str, str]:
+        user = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
+        addr = hashlib.sha256(ip.encode()).hexdigest()[:32]
+        return (
+            f"{self.PREFIX}ua:{user}:{addr}",
+            f"{self.PREFIX}ip:{addr}",
+            f"{self.PREFIX}u:{user}",
+        )
 
-    async def blocked_for(self, username: str, ip: str) -> int:
-        """Seconds until another attempt is allowed (0: allowed now)."""
-        ukey, ikey = self._keys(username, ip)
-        ucount, icount = await self.redis.mget(ukey, ikey)
-        wait = 0
-        for key, count, limit in ((ukey, ucount, self.max_user), (ikey, icount, self.max_ip)):
-            if count is not None and int(count) >= limit:
-                ttl = int(await self.redis.ttl(key))
-                wait = max(wait, ttl if ttl > 0 else self.window)
-        return wait
-
-    async def failed(self, username: str, ip: str) -> None:
-        ukey, ikey = self._keys(username, ip)
+    async def attempt(self, username: str, ip: str) -> Attempt:
+        """Count one attempt (before verifying it) and say whether it may go on."""
+        keys = self._keys(username, ip)
         pipe = self.redis.pipeline(transaction=False)
-        for key in (ukey, ikey):
+        for key in keys:
             pipe.incr(key)
             pipe.expire(key, self.window, nx=True)
-        await pipe.execute()
+            pipe.ttl(key)
+        out = await pipe.execute()
+        counts = [int(out[i * 3]) for i in range(3)]
+        ttls = [int(out[i * 3 + 2]) for i in range(3)]
+        wait = 0
+        for count, ttl, limit in zip(counts, ttls, (self.max_user, self.max_ip), strict=False):
+            if count > limit:
+                wait = max(wait, ttl if ttl > 0 else self.window)
+        if wait:
+            return Attempt(wait, 0.0)
+        over = counts[2] - self.SLOW_AFTER * self.max_user
+        delay = min(self.MAX_DELAY, over * self.DELAY_STEP) if over > 0 else 0.0
+        return Attempt(0, delay)
 
     async def succeeded(self, username: str, ip: str) -> None:
-        ukey, _ = self._keys(username, ip)
-        await self.redis.delete(ukey)
+        """The attempt was right: this address's count for the account is cleared, and
+        the attempt is refunded from the address's and the account's counts."""
+        pair, addr, user = self._keys(username, ip)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(pair)
+        pipe.decr(addr)
+        pipe.decr(user)
+        await pipe.execute()

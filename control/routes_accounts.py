@@ -5,6 +5,7 @@ Handlers and their part of control's route table (:data:`OPS`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -61,14 +62,17 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(password, str) or not 1 <= len(password) <= 1024:
         invalid("password must be a string of 1..1024 characters")
     ip = client_ip(request)
-    wait = await ctl.limiter.blocked_for(username, ip)
-    if wait:
-        err = ApiError(429, "too_many_attempts", f"too many failed logins; retry in {wait} s")
-        err.headers["Retry-After"] = str(wait)
+    attempt = await ctl.limiter.attempt(username, ip)  # counted before the password is
+    if attempt.wait:
+        err = ApiError(
+            429, "too_many_attempts", f"too many failed logins; retry in {attempt.wait} s"
+        )
+        err.headers["Retry-After"] = str(attempt.wait)
         raise err
+    if attempt.delay:
+        await asyncio.sleep(attempt.delay)  # the account is being guessed at: slowed
     user = await accounts.authenticate(username, password)
     if user is None:
-        await ctl.limiter.failed(username, ip)
         raise ApiError(401, "bad_credentials", "wrong user name or password")
     await ctl.limiter.succeeded(username, ip)
     token, info = await accounts.issue_token(

@@ -30,9 +30,10 @@ class ControlSettings:
     session_ttl: int = 12 * 3600
     """Lifetime of a console login token (seconds)."""
     login_max_failures: int = 5
-    """Failed logins per user name within ``login_window`` before logins are refused."""
+    """Login attempts on one account from one address within ``login_window`` before that
+    address is refused for the account (from every address at once: slowed, never refused)."""
     login_max_failures_ip: int = 30
-    """Failed logins per client address within ``login_window``."""
+    """Login attempts from one client address (any account) within ``login_window``."""
     login_window: int = 300
     cover_max_bytes: int = 5 * 1024 * 1024
     webhook_timeout: float = 5.0

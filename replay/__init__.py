@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from core.db import create_engine
 from core.runtime import RUNTIME
 from relay.http import REGISTRY
 from replay.api import ROUTES, SERVICE
+from replay.broadcasts import db_states
 from replay.config import ReplayConfig
 from replay.model import Replay, ReplayState
 from replay.service import ReplayService
@@ -43,13 +45,17 @@ def setup(app: web.Application, config: ReplayConfig) -> None:
             yield
             return
         storage = LocalStorage(rt.data_dir / "replay")
-        service = ReplayService(config, storage, app[REGISTRY], rt.bus, rt.http_base)
+        engine = create_engine(rt.database_url)
+        service = ReplayService(
+            config, storage, app[REGISTRY], rt.bus, rt.http_base, broadcast_states=db_states(engine)
+        )
         app[SERVICE] = service
         await service.start()
         try:
             yield
         finally:
             await service.stop()
+            await engine.dispose()
 
     app.cleanup_ctx.append(ctx)
     ROUTES.install(app)

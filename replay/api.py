@@ -60,6 +60,7 @@ async def replay_file(request: web.Request) -> web.StreamResponse:
         or rep.stream != request.match_info["stream"]
         or not FILE_RE.match(name)
         or name.endswith(".tmp")
+        or not await service.is_public(rep)  # its broadcast is banned or deleted
     ):
         raise web.HTTPNotFound()
     external = service.storage.url(rid, name)
@@ -111,6 +112,7 @@ async def list_replays(request: web.Request) -> web.Response:
         and ("stream" not in q or r.stream == q["stream"])
         and (state is None or r.state.value == state)
     ]
+    items = await service.public(items)
     items.sort(key=lambda r: r.created, reverse=True)
     page = items[offset : offset + limit]
     return web.json_response(
@@ -130,10 +132,9 @@ async def list_clips(request: web.Request) -> web.Response:
     broadcast = _int_query(request, "broadcast_id", None, 1, 2**53)
     limit = _int_query(request, "limit", 50, 1, MAX_LIMIT) or 50
     out: list[dict[str, Any]] = []
-    reps = sorted(service.replays.values(), key=lambda r: r.created, reverse=True)
+    ready = [r for r in service.replays.values() if r.state is ReplayState.READY]
+    reps = sorted(await service.public(ready), key=lambda r: r.created, reverse=True)
     for rep in reps:
-        if rep.state is not ReplayState.READY:
-            continue
         if broadcast is not None and rep.broadcast_id != broadcast:
             continue
         for clip in service.view(rep)["clips"]:
@@ -151,7 +152,10 @@ def _replay_id(request: web.Request) -> str:
 
 async def get_replay(request: web.Request) -> web.Response:
     service = _service(request)
-    return web.json_response(service.view(service.replays[_replay_id(request)]))
+    rep = service.replays[_replay_id(request)]
+    if not await service.is_public(rep):  # its broadcast is banned or deleted
+        raise ApiError(404, "replay_not_found", "no such replay")
+    return web.json_response(service.view(rep))
 
 
 async def delete_replay(request: web.Request) -> web.Response:

@@ -50,6 +50,10 @@ class ReplayConfig:
     """Replays older than this are deleted (0 = keep forever)."""
     max_total_bytes: int = 0
     """Total size of all replays; the oldest finished ones are deleted beyond it (0 = no cap)."""
+    broadcast_check_interval: float = 5.0
+    """Seconds a broadcast's state read from control's records is trusted: a replay whose
+    broadcast is banned or deleted is refused on read even if the ``broadcast.banned`` /
+    ``broadcast.deleted`` event was missed (at most this late)."""
     retention_interval: float = 600.0
     """Seconds between retention sweeps."""
     finalize_concurrency: int = 2

@@ -77,6 +77,9 @@ class Replay:
     sprites: str | None = None
     """WebVTT file mapping times to sprite tiles."""
     error: str | None = None
+    withheld: str | None = None
+    """Why the replay is no longer public (``banned``, ``deleted``: its broadcast was banned
+    or deleted); its files stay on disk for review until retention removes them."""
 
     @staticmethod
     def new_id() -> str:

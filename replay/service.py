@@ -23,6 +23,7 @@ from core.bus import Event, EventBus
 from ingest.events import StreamPublished, StreamUnpublished
 from relay.hub import StreamHub, StreamRegistry
 from replay import commands, finalize
+from replay.broadcasts import WITHHELD_STATES, BroadcastStates
 from replay.config import ReplayConfig
 from replay.events import ReplayClip, ReplayReady
 from replay.model import Card, Replay, ReplayState
@@ -57,6 +58,7 @@ class ReplayService:
         registry: StreamRegistry,
         bus: EventBus,
         base_url: Callable[[], str],
+        broadcast_states: BroadcastStates | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
@@ -73,6 +75,9 @@ class ReplayService:
         self._save_locks: dict[str, asyncio.Lock] = {}
         self._stopping = False
         self._finalizing = asyncio.Semaphore(max(1, config.finalize_concurrency))
+        self.broadcast_states = broadcast_states
+        self._state_seen: dict[int, tuple[float, str | None]] = {}
+        """broadcast id -> (monotonic time read, state or None = no record) from control."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -336,12 +341,19 @@ class ReplayService:
         settings = event.settings
         wanted = not (isinstance(settings, dict) and settings.get("replay") is False)
         key = f"{app}/{stream}"
-        if event.topic == "broadcast.deleted":
-            self.broadcasts.pop(key, None)
-            return
         state = event.state if isinstance(event.state, str) else ""
         if not state:
             state = event.topic.split(".", 1)[1]
+        if bid is not None:
+            deleted = event.topic == "broadcast.deleted"
+            if deleted or state in WITHHELD_STATES:
+                self._state_seen[bid] = (time.monotonic(), None if deleted else state)
+                for rep in list(self.replays.values()):
+                    if rep.broadcast_id == bid:
+                        self._withhold(rep, "deleted" if deleted else state)
+        if event.topic == "broadcast.deleted":
+            self.broadcasts.pop(key, None)
+            return
         self.broadcasts[key] = BroadcastInfo(bid, wanted, str(state))
         rec = self.recordings.get(key)
         if rec is None or rec.replay.state is not ReplayState.RECORDING or rec.ending:
@@ -364,6 +376,62 @@ class ReplayService:
         await rec.stop("replay disabled")
         self.replays.pop(rec.replay.id, None)
         await self.storage.delete(rec.replay.id)
+
+    def _withhold(self, rep: Replay, reason: str) -> None:
+        """``rep``'s broadcast is banned or deleted: no public URL serves it from now on."""
+        if rep.withheld is not None:
+            return
+        rep.withheld = reason
+        logger.info(
+            "replay %s of %s/%s withheld: broadcast %s %s",
+            rep.id,
+            rep.app,
+            rep.stream,
+            rep.broadcast_id,
+            reason,
+        )
+        if self.replays.get(rep.id) is rep:
+            self._spawn(self.save(rep))
+
+    async def public(self, reps: list[Replay]) -> list[Replay]:
+        """The replays of ``reps`` that may be served publicly: not withheld, and whose
+        broadcast control's records (read at most ``broadcast_check_interval`` ago) do not
+        show banned or deleted (an event may have been missed, e.g. this node was down)."""
+        now = time.monotonic()
+        ttl = self.config.broadcast_check_interval
+        stale = {
+            r.broadcast_id
+            for r in reps
+            if r.withheld is None
+            and r.broadcast_id is not None
+            and (
+                r.broadcast_id not in self._state_seen
+                or now - self._state_seen[r.broadcast_id][0] > ttl
+            )
+        }
+        if stale and self.broadcast_states is not None:
+            try:
+                found = await self.broadcast_states(sorted(stale))
+            except Exception as exc:  # control's tables not there (yet): events decide
+                logger.warning("replay: cannot read broadcast states: %s", exc)
+            else:
+                now = time.monotonic()
+                for bid in stale:
+                    self._state_seen[bid] = (now, found.get(bid))
+        out: list[Replay] = []
+        for rep in reps:
+            if rep.withheld is None and rep.broadcast_id is not None:
+                seen = self._state_seen.get(rep.broadcast_id)
+                if seen is not None and seen[1] is None:
+                    self._withhold(rep, "deleted")
+                elif seen is not None and seen[1] in WITHHELD_STATES:
+                    self._withhold(rep, str(seen[1]))
+            if rep.withheld is None:
+                out.append(rep)
+        return out
+
+    async def is_public(self, rep: Replay) -> bool:
+        return bool(await self.public([rep]))
 
     def _recording_for_card(self, data: dict[str, Any]) -> Recording | None:
         room = data.get("room")

@@ -126,3 +126,31 @@ async def test_other_namespaces_are_refused_on_the_websocket_path(server) -> Non
     with pytest.raises(ConnectionRefusedError) as refused:
         await eio.connect("127.0.0.1", port, {"room": "bad room"})
     assert refused.value.args[0]["data"]["code"] == "bad_room"
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.booleans())
+def test_event_data_decodes_as_json_loads_does(value, ascii_only: bool) -> None:
+    """The orjson fast path of parse_sio gives json.loads's value, also where orjson
+    refuses (big integers, lone surrogates) and json is used instead."""
+    text = json.dumps(["comment", value], ensure_ascii=ascii_only)
+    assert parse_sio("2/live," + text).data == json.loads(text)
+
+
+def test_event_data_json_only_forms() -> None:
+    assert parse_sio('2/live,["comment","\\ud800x"]').data == ["comment", "\ud800x"]
+    nan = parse_sio('2/live,["like",NaN]').data[1]
+    assert nan != nan
+    with pytest.raises(WireError):
+        parse_sio('2/live,["comment",]')

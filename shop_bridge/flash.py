@@ -266,7 +266,9 @@ class FlashSales:
         """Rewrite the sale's Redis state from the database, whatever Redis holds now (a
         restart, a failover or an older snapshot may have rolled it back): stock, per-user
         counts, idempotency keys, released orders and meta. Reservations still in the
-        journal without an order count as held. Runs holding the sale's row (like an edit,
+        journal without an order count as held; a cancelled order whose units have not
+        been marked released yet counts as back on sale (its release, before or after the
+        rebuild, then finds it done: no unit lost or given back twice). Runs holding the sale's row (like an edit,
         a close or a settlement), with buys stopped (:mod:`shop_bridge.redis_epoch`).
         Returns what it wrote (None: no such sale)."""
         async with self.ctx.engine.begin() as conn:
@@ -290,6 +292,8 @@ class FlashSales:
                             o.idempotency_key,
                             o.stock_released,
                             o.restock,
+                            o.state,
+                            o.cancelled_ms,
                         ).where(o.flash_sale_id == sale_id)
                     )
                 ).mappings()
@@ -300,8 +304,14 @@ class FlashSales:
             idem_only: list[tuple[str, str, str]] = []
             released: list[str] = []
             held = 0
+            settled = sale["settled_ms"] is not None
             for r in orders:
-                if r["stock_released"] and r["restock"] == "sale":
+                cancelled = r["state"] == OrderState.CANCELLED.value or r["cancelled_ms"]
+                # a cancelled order whose release is under way (or not yet done) is counted
+                # back on sale: its release then finds it done (``released``) and only marks
+                # the row, whether its script ran before this rebuild or runs after it
+                to_sale = not settled and cancelled and not r["stock_released"]
+                if (r["stock_released"] and r["restock"] == "sale") or to_sale:
                     idem_only.append((r["user_id"], r["idempotency_key"], r["id"]))
                     released.append(r["id"])
                     continue
@@ -312,7 +322,6 @@ class FlashSales:
                     qty = int(e.get("q", 0))
                     holders.append((str(e.get("u")), qty, str(e.get("k")), oid))
                     held += qty
-            settled = sale["settled_ms"] is not None
             left = 0 if settled else max(0, sale["sale_stock"] - held)
             await self.store.rebuild(
                 sale_id,

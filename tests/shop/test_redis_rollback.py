@@ -213,3 +213,47 @@ async def test_the_periodic_check_finds_a_rollback_no_reconnect_shows(shop_facto
         assert await _sold(shop, sid) == 5
     finally:
         await client.aclose()
+
+
+async def test_a_release_cut_in_two_by_a_rebuild_leaks_no_unit(shop_factory) -> None:
+    """A cancelled order's release is two steps: the script puts its units back in Redis,
+    then its row is marked. A rebuild between the two must not lose the units (the
+    rebuild counts a cancelled order as back on sale, and its release then finds it
+    done), nor give them back twice if the script had not run yet."""
+    from sqlalchemy import update
+
+    shop = await shop_factory(redis_check_interval=3600.0)
+    svc = shop.svc
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=3, limit=1)
+    sid = sale["id"]
+    orders = [(await _buy(shop, sid, f"c{i}", "k"))[1] for i in range(2)]
+    await journal_drained(svc, sid)
+    now = svc.ctx.now_ms()
+    async with svc.ctx.engine.begin() as conn:  # both cancelled; their releases not done
+        await conn.execute(
+            update(ORDERS)
+            .where(ORDERS.c.id.in_([o["id"] for o in orders]))
+            .values(state="cancelled", cancelled_ms=now)
+        )
+    first, second = orders
+    # the first release's script ran before the rebuild, its row is marked after it
+    released = await svc.flash.store.release_status(
+        sid, order_id=first["id"], user=first["user_id"], qty=1, now_ms=now
+    )
+    assert released == 1
+    await svc.epoch.rebuild("test: a reconnect between the two steps")
+    async with svc.ctx.engine.begin() as conn:
+        await conn.execute(
+            update(ORDERS)
+            .where(ORDERS.c.id == first["id"])
+            .values(stock_released=True, restock="sale")
+        )
+    # the second release runs wholly after the rebuild
+    await svc.ctx.book.release_stock(await svc.ctx.book.get(second["id"]))
+    assert (await svc.ctx.book.get(second["id"]))["stock_released"]
+    assert await svc.flash.store.stock(sid) == 3  # every unit back on sale, once
+    audit = await shop.api.ok("GET", f"/api/flash-sales/{sid}/audit")
+    assert audit["consistent"], audit
+    results = await asyncio.gather(*(_buy(shop, sid, f"d{i}", "k") for i in range(5)))
+    assert sorted(s for s, _ in results) == [201] * 3 + [409] * 2

@@ -268,8 +268,9 @@ class FlashSales:
         counts, idempotency keys, released orders and meta. Reservations still in the
         journal without an order count as held; a cancelled order whose units have not
         been marked released yet counts as back on sale (its release, before or after the
-        rebuild, then finds it done: no unit lost or given back twice). Runs holding the sale's row (like an edit,
-        a close or a settlement), with buys stopped (:mod:`shop_bridge.redis_epoch`).
+        rebuild, then finds it done: no unit lost or given back twice). Runs holding the
+        sale's row (like an edit, a close or a settlement), with buys stopped
+        (:mod:`shop_bridge.redis_epoch`).
         Returns what it wrote (None: no such sale)."""
         async with self.ctx.engine.begin() as conn:
             await conn.execute(

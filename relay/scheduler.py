@@ -7,8 +7,8 @@
   choices" among the edges (two picked at random, the less loaded wins): a burst of
   viewers spreads over the edges instead of all landing on the one that looked idlest a
   second ago. Edges whose registration expired (dead) are never chosen. Without any live
-  edge the origin holding the stream is returned; HLS is always answered by that origin
-  (the replay recorder packages it there; edges relay FLV and RTMP only).
+  edge the origin holding the stream is returned. Every protocol alike: LL-HLS is packaged
+  by each node's hub (docs/hls.md).
 - ``GET /api/cluster/nodes`` and ``GET /api/cluster/streams`` (operators): the nodes
   with their load, and every stream with its viewers summed across the cluster.
 
@@ -75,10 +75,7 @@ async def play_handler(request: web.Request) -> web.Response:
     local = request.app[CLUSTER].registry.get(app, name)
     if owner is None and not any(f"{app}/{name}" in n.streams for n in nodes) and local is None:
         raise ApiError(404, "stream_not_live", f"stream {app}/{name} is not live in the cluster")
-    edges = [n for n in nodes if n.role == "edge"]
-    if protocol == "hls":
-        # HLS is packaged where the stream is recorded (its origin); edges relay FLV/RTMP.
-        edges = []
+    edges = [n for n in nodes if n.role == "edge"]  # every protocol: edges package LL-HLS too
     chosen = choose_edge(edges, node.config.scheduler_cpu_weight)
     if chosen is None:
         chosen = next((n for n in nodes if n.node == owner), None) or next(

@@ -39,6 +39,8 @@ from control.webhooks import WebhookService
 from core.db import create_engine, migrate
 from core.routes import RouteTable, installed
 from core.runtime import RUNTIME
+from relay.cluster import CLUSTER
+from relay.http import REGISTRY
 
 __all__ = ["CONTROL", "OPS", "Control", "setup"]
 
@@ -101,9 +103,36 @@ async def _gather_metrics(app: web.Application) -> dict[str, Any]:
     }
 
 
-async def _sweeper(bs: BroadcastService, interval: float) -> None:
+RECONCILE_EVERY = 30.0
+"""Seconds between checks that every ``live`` broadcast's stream is live somewhere."""
+
+
+async def stream_live(app: web.Application, app_name: str, stream: str) -> bool:
+    """Whether ``app_name/stream`` is live on this node (the relay registry) or on a live
+    node of the cluster (the directory's claim, held by a node still beating)."""
+    registry = app.get(REGISTRY)
+    hub = registry.get(app_name, stream) if registry is not None else None
+    if hub is not None and hub.live:
+        return True
+    node = app.get(CLUSTER)
+    if node is None:
+        return False
+    owner = await node.directory.stream_owner(f"{app_name}/{stream}")
+    if owner is None or owner == app[RUNTIME].node_id:
+        return False
+    return await node.directory.node(owner) is not None
+
+
+async def _sweeper(app: web.Application, bs: BroadcastService, interval: float) -> None:
+    next_reconcile = 0.0
+    loop = asyncio.get_running_loop()
     while True:
         try:
+            if loop.time() >= next_reconcile:
+                next_reconcile = loop.time() + RECONCILE_EVERY
+                n = await bs.reconcile_live(lambda a, s: stream_live(app, a, s))
+                if n:
+                    logger.warning("%d live broadcast(s) had no stream: now interrupted", n)
             await bs.sweep()
         except asyncio.CancelledError:
             raise
@@ -112,16 +141,41 @@ async def _sweeper(bs: BroadcastService, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Control's records and its reactions to ingest: the database, accounts, broadcasts
+    and their ``stream.*`` / ``replay.ready`` subscriptions.
+
+    Placed right after the runtime (``create_app``), so it starts before ingest accepts a
+    publisher and stops after ingest has ended every RTMP session: the
+    ``stream.unpublished`` a shutdown publishes is still handled (the broadcast becomes
+    ``interrupted``), then the bus is drained, then the subscriptions end."""
+    ctl = app[CONTROL]
+    rt = app[RUNTIME]
+    engine = create_engine(rt.database_url)
+    await migrate(engine, MIGRATIONS, "control")
+    ctl.engine = engine
+    ctl.accounts = Accounts(engine, ctl.settings.session_ttl)
+    ctl.broadcasts = BroadcastService(engine, rt.redis, rt.bus, ctl.settings, rt.secret)
+    unsubscribe = ctl.broadcasts.subscribe_events()
+    try:
+        yield
+    finally:
+        try:
+            await asyncio.wait_for(rt.bus.drain(), 10)
+        except TimeoutError:
+            logger.warning("shutdown: events still queued after 10 s; not handled")
+        for unsub in unsubscribe:
+            unsub()
+        await engine.dispose()
+
+
 async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     ctl = app[CONTROL]
     rt = app[RUNTIME]
     settings = ctl.settings
-    engine = create_engine(rt.database_url)
-    await migrate(engine, MIGRATIONS, "control")
-    ctl.engine = engine
-    ctl.accounts = Accounts(engine, settings.session_ttl)
-    ctl.broadcasts = BroadcastService(engine, rt.redis, rt.bus, settings, rt.secret)
-    ctl.webhooks = WebhookService(engine, settings)
+    if ctl.engine is None or ctl.accounts is None or ctl.broadcasts is None:
+        raise RuntimeError("control.api.records_ctx must start before control's context")
+    ctl.webhooks = WebhookService(ctl.engine, settings)
     ctl.stats = LiveStats(rt.redis, lambda: _relay_streams(app))
     ctl.limiter = LoginLimiter(
         rt.redis, settings.login_max_failures, settings.login_max_failures_ip, settings.login_window
@@ -129,34 +183,32 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     ctl.metrics = Metrics(lambda: _gather_metrics(app))
     auth = app[AUTH]
     auth.accounts = ctl.accounts
+    broadcasts = ctl.broadcasts
 
     async def anchor_of(broadcast_id: int) -> int | None:
-        assert ctl.broadcasts is not None
         try:
-            return (await ctl.broadcasts.get(broadcast_id)).anchor_id
+            return (await broadcasts.get(broadcast_id)).anchor_id
         except NotFound:
             return None
 
     async def room_broadcast(room: str) -> int | None:
-        assert ctl.broadcasts is not None
         app_name, _, stream = room.partition("/")
         if not app_name or not stream or len(room) > 256:
             return None
-        found = await ctl.broadcasts.find_by_stream(app_name, stream)
+        found = await broadcasts.find_by_stream(app_name, stream)
         return found.id if found is not None else None
 
     auth.anchor_of = anchor_of
     auth.room_broadcast = room_broadcast
-    await ctl.broadcasts.sync_keys()
+    await broadcasts.sync_keys()
     unsubscribe = [
-        *ctl.broadcasts.subscribe_events(),
         *ctl.stats.subscribe_events(rt.bus),
         rt.bus.subscribe("*", ctl.webhooks.on_event),  # webhooks forward every event as is
     ]
     await ctl.webhooks.start()
     ctl.tasks.append(
         asyncio.get_running_loop().create_task(
-            _sweeper(ctl.broadcasts, settings.sweep_interval), name="control:sweeper"
+            _sweeper(app, broadcasts, settings.sweep_interval), name="control:sweeper"
         )
     )
     try:
@@ -172,7 +224,6 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
         ctl.tasks.clear()
         await ctl.webhooks.close()
         auth.accounts = None
-        await engine.dispose()
 
 
 def setup(app: web.Application, config: Any) -> None:
@@ -181,6 +232,8 @@ def setup(app: web.Application, config: Any) -> None:
     app[CONTROL] = Control(settings=settings)
     app[AUTH] = AuthState()
     app.middlewares.append(auth_middleware)
+    if records_ctx not in app.cleanup_ctx:  # create_app puts it right after the runtime
+        app.cleanup_ctx.append(records_ctx)
     OPS.install(app)
     app.router.add_static("/console/", CONSOLE_DIR, follow_symlinks=False)
     app.on_startup.append(_document)

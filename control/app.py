@@ -1,8 +1,11 @@
 """App assembly: ``create_app(config)`` wires every package onto one aiohttp application.
 
 Lifecycles are cleanup contexts, started in order and torn down in reverse:
-runtime (Redis + event bus) -> relay registry -> ingest (RTMP server) -> danmaku -> shop
--> replay -> control.
+runtime (Redis + event bus) -> control's records (database, broadcasts following
+``stream.*``) -> relay registry -> ingest (RTMP server) -> danmaku -> shop -> replay ->
+control (API, sweeper, webhooks). So on shutdown ingest ends its RTMP sessions and
+publishes ``stream.unpublished`` while control still listens (the broadcasts become
+``interrupted``, not stuck ``live``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.append(control_api.records_ctx)  # outlives ingest (see above)
     relay.wiring.setup(app, config.relay)  # registry, routes, cluster (relay/wiring.py)
     ingest.setup(
         app,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -362,6 +362,43 @@ class BroadcastService:
             try:
                 await self.apply(
                     bid, Trigger.GRACE_EXPIRED, reason="publisher did not return", now=now
+                )
+                done += 1
+            except (IllegalTransition, NotFound, Conflict):
+                pass
+        return done
+
+    async def reconcile_live(
+        self,
+        is_live: Callable[[str, str], Awaitable[bool]],
+        now: float | None = None,
+        settle: float = 15.0,
+        limit: int = 500,
+    ) -> int:
+        """A ``live`` broadcast whose stream is live nowhere becomes ``interrupted`` (the
+        sweeper then ends it after the grace period as usual): left by a crash, or by a
+        shutdown whose ``stream.unpublished`` was never handled. Broadcasts that changed
+        state less than ``settle`` seconds ago are left alone (their stream may be on its
+        way into the cluster directory)."""
+        now = time.time() if now is None else now
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(broadcasts.c.id, broadcasts.c.app, broadcasts.c.stream)
+                    .where(
+                        broadcasts.c.state == State.LIVE.value,
+                        broadcasts.c.state_changed_at <= now - settle,
+                    )
+                    .limit(limit)
+                )
+            ).all()
+        done = 0
+        for bid, app_name, stream in rows:
+            if await is_live(app_name, stream):
+                continue
+            try:
+                await self.apply(
+                    bid, Trigger.UNPUBLISH, reason="stream not live on any node", actor="control"
                 )
                 done += 1
             except (IllegalTransition, NotFound, Conflict):

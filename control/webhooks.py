@@ -325,9 +325,16 @@ class WebhookService:
         status: int | None = None
         error: str | None = None
         try:
-            async with self._session.post(row.url, data=body, headers=headers) as resp:
+            # never follow a redirect: a receiver could send the signed POST on to a
+            # loopback or private address (a 3xx is a failed attempt, retried as such)
+            async with self._session.post(
+                row.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 status = resp.status
-                if not 200 <= resp.status < 300:
+                if 300 <= resp.status < 400:
+                    where = resp.headers.get("Location", "")[:200]
+                    error = f"HTTP {resp.status}: redirect to {where!r} not followed"
+                elif not 200 <= resp.status < 300:
                     text = (await resp.content.read(MAX_RESPONSE_READ)).decode("utf-8", "replace")
                     error = f"HTTP {resp.status}: {text[:200]}"
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:

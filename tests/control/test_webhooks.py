@@ -127,3 +127,48 @@ async def test_webhook_validation(staff) -> None:
         status, err = await staff.api.call("POST", "/api/webhooks", staff.operator, json=body)
         assert status == 400, body
         assert set(err["error"]) >= {"code", "message"}
+
+
+async def test_redirects_are_not_followed(staff) -> None:
+    """A receiver answering 307 to a loopback address never gets the POST sent there."""
+    inside: list[bytes] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        port = request.url.port
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{port}/internal/admin")
+
+    async def internal(request: web.Request) -> web.Response:
+        inside.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", redirect)
+    app.router.add_post("/internal/admin", internal)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        status, hook = await staff.api.call(
+            "POST", "/api/webhooks", staff.operator, json={"url": url, "events": ["ping"]}
+        )
+        assert status == 201
+        status, _ = await staff.api.call("POST", f"/api/webhooks/{hook['id']}/ping", staff.operator)
+        assert status == 202
+
+        async def attempted() -> dict | None:
+            _, log = await staff.api.call(
+                "GET", f"/api/webhooks/{hook['id']}/deliveries", staff.operator
+            )
+            tried = [d for d in log["items"] if d["attempts"] >= 1]
+            return tried[0] if tried else None
+
+        deadline = time.monotonic() + 10
+        while (delivery := await attempted()) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert delivery["last_status"] == 307 and delivery["status"] != "delivered", delivery
+        assert "not followed" in delivery["last_error"]
+        assert inside == []
+    finally:
+        await runner.cleanup()

@@ -8,9 +8,11 @@ registry exist.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from core.db import create_engine
 from core.runtime import RUNTIME
@@ -57,5 +59,44 @@ def setup(app: web.Application, config: ReplayConfig) -> None:
             await service.stop()
             await engine.dispose()
 
+    async def metrics(app: web.Application) -> None:
+        # after every cleanup context (control's creates the /metrics registry)
+        from control.context import CONTROL
+
+        service, ctl = app.get(SERVICE), app.get(CONTROL)
+        if service is not None and ctl is not None and ctl.metrics is not None:
+            ctl.metrics.registry.register(ReplayCollector(service))
+
     app.cleanup_ctx.append(ctx)
+    app.on_startup.append(metrics)
     ROUTES.install(app)
+
+
+class ReplayCollector(Collector):
+    """``/metrics`` figures of the replay service (read from memory when scraped)."""
+
+    def __init__(self, service: ReplayService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self.service
+        g = GaugeMetricFamily(
+            "berrylive_replay_recording_paused",
+            "1 while recording is paused (disk: free space below replay.min_free_bytes)",
+            labels=["reason"],
+        )
+        g.add_metric(["disk"], 1 if svc.recording_paused == "disk" else 0)
+        yield g
+        g = GaugeMetricFamily(
+            "berrylive_replay_disk_free_bytes", "Free bytes on the recording filesystem"
+        )
+        g.add_metric([], svc.disk_free if svc.disk_free is not None else float("nan"))
+        yield g
+        g = GaugeMetricFamily(
+            "berrylive_replay_disk_floor_bytes", "Free-space floor below which recording pauses"
+        )
+        g.add_metric([], svc.disk_floor)
+        yield g
+        g = GaugeMetricFamily("berrylive_replay_bytes", "Bytes of finished replays")
+        g.add_metric([], sum(r.size for r in list(svc.replays.values())))
+        yield g

@@ -48,8 +48,19 @@ class ReplayConfig:
     """Cards shown for less than this make no clip."""
     max_age_days: float = 30.0
     """Replays older than this are deleted (0 = keep forever)."""
-    max_total_bytes: int = 0
-    """Total size of all replays; the oldest finished ones are deleted beyond it (0 = no cap)."""
+    max_total_bytes: int = 20 * 1024**3
+    """Total size of all replays (recordings in progress count, they are never deleted); the
+    oldest finished ones are deleted beyond it at each retention sweep (0 = no cap)."""
+    min_free_bytes: int = 1024**3
+    """Free-space floor on the recording filesystem (which holds the database and Redis's
+    append-only file too by default): below ``max(min_free_bytes, min_free_percent)`` every
+    recording pauses (logged, ``berrylive_replay_recording_paused{reason="disk"}`` = 1, the
+    replay's ``paused`` says ``disk``) and resumes, in a new part, once free space is back
+    above it. 0 (and ``min_free_percent`` 0) = no floor."""
+    min_free_percent: float = 5.0
+    """The floor as a share of the filesystem's size; the larger of the two applies."""
+    disk_check_interval: float = 5.0
+    """Seconds between free-space checks."""
     broadcast_check_interval: float = 5.0
     """Seconds a broadcast's state read from control's records is trusted: a replay whose
     broadcast is banned or deleted is refused on read even if the ``broadcast.banned`` /

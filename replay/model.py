@@ -24,7 +24,8 @@ class PartRecord:
     index: int
     reason: str
     """Why this part began: ``start``, ``publisher`` (a reconnect or takeover),
-    ``restart`` (ffmpeg died or fell behind), ``codec`` (new sequence headers)."""
+    ``restart`` (ffmpeg died or fell behind), ``codec`` (new sequence headers),
+    ``unpaused`` (recording resumed after a pause, e.g. the disk was full)."""
     wall_start: float
     """Wall-clock time of the part's first media frame (maps card times to the replay)."""
     video_codec: str | None = None
@@ -77,6 +78,8 @@ class Replay:
     sprites: str | None = None
     """WebVTT file mapping times to sprite tiles."""
     error: str | None = None
+    paused: str | None = None
+    """Why recording is paused now (``disk``: free space below ``replay.min_free_bytes``)."""
     withheld: str | None = None
     """Why the replay is no longer public (``banned``, ``deleted``: its broadcast was banned
     or deleted); its files stay on disk for review until retention removes them."""

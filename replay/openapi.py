@@ -80,6 +80,9 @@ SCHEMAS: J = {
             "thumbnails": _nullable({**_URL, "description": "WebVTT of sprite tiles"}),
             "clips": {"type": "array", "items": _ref("ReplayClip")},
             "error": _nullable({"type": "string"}),
+            "paused": _nullable(
+                {"type": "string", "description": "why recording is paused (disk: no room)"}
+            ),
         },
     },
 }

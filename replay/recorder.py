@@ -187,6 +187,8 @@ class Recording:
         self.crashes = 0
         self.gave_up = False
         self.cover_pending = False
+        self.paused: str | None = None
+        """Why recording is paused (``disk``); no part runs meanwhile."""
         self.hub_gone = False
         """The hub went away but the broadcast may continue on a new one (see ``resume``)."""
         self.ending = False
@@ -208,6 +210,26 @@ class Recording:
         self.hub_gone = True
         if self.current is not None:
             self._end_part(self.current, reason)
+        self.wake()
+
+    def pause(self, why: str) -> None:
+        """Stop writing (ffmpeg ends its part cleanly) until :meth:`unpause`."""
+        if self.paused is not None:
+            return
+        self.paused = self.replay.paused = why
+        if self.current is not None:
+            self._end_part(self.current, f"paused: {why}")
+        if self.replay.parts:
+            self._next_reason = "unpaused"
+        self.wake()
+
+    def unpause(self) -> None:
+        """Record again (a new part, from the next keyframe)."""
+        if self.paused is None:
+            return
+        self.paused = self.replay.paused = None
+        if self.replay.parts:
+            self._next_reason = "unpaused"
         self.wake()
 
     def resume(self, hub: StreamHub) -> None:
@@ -265,7 +287,13 @@ class Recording:
             if reason:
                 self._end_part(part, reason)
         await self._refresh()
-        if self.current is None and not self.stopping and not self.gave_up and hub.live:
+        if (
+            self.current is None
+            and not self.stopping
+            and not self.gave_up
+            and self.paused is None
+            and hub.live
+        ):
             now = time.monotonic()
             if now >= self._next_start and self._can_start(hub, now):
                 await self._start_part()

@@ -76,6 +76,11 @@ class ReplayService:
         self._stopping = False
         self._finalizing = asyncio.Semaphore(max(1, config.finalize_concurrency))
         self.broadcast_states = broadcast_states
+        self.recording_paused: str | None = None
+        """Why every recording is paused (``disk``), or None."""
+        self.disk_free: int | None = None
+        """Free bytes on the recording filesystem at the last check."""
+        self.disk_floor = 0
         self._state_seen: dict[int, tuple[float, str | None]] = {}
         """broadcast id -> (monotonic time read, state or None = no record) from control."""
 
@@ -107,6 +112,8 @@ class ReplayService:
         # raw, read leniently: only card_id, product_id, room/broadcast_id and the times
         # matter here (shop_bridge.events.CardEvent requires every field of the card)
         self._unsub.append(self.bus.subscribe("card.*", self._on_card_event))
+        await self.check_disk()
+        self._spawn(self._disk_loop())
         for hub in list(self.registry.hubs.values()):
             self._on_hub(hub, "created")
         if self.config.max_age_days > 0 or self.config.max_total_bytes > 0:
@@ -174,6 +181,8 @@ class ReplayService:
             self.recordings[hub.key] = rec
             self._ended_at.pop(hub.key, None)
             rec.start()
+            if self.recording_paused is not None:
+                rec.pause(self.recording_paused)
             logger.info("%s: recording replay %s", hub.key, rep.id)
         elif what == "removed":
             ended = self.recordings.get(hub.key)
@@ -527,6 +536,7 @@ class ReplayService:
                 for c in rep.clips
             ],
             "error": rep.error,
+            "paused": rep.paused if recording else None,
         }
 
     async def delete(self, replay_id: str) -> None:
@@ -536,6 +546,54 @@ class ReplayService:
                 del self.recordings[key]
         await self.storage.delete(replay_id)
         logger.info("replay %s of %s/%s deleted", rep.id, rep.app, rep.stream)
+
+    # ------------------------------------------------------------------ disk space
+
+    async def _disk_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.disk_check_interval)
+            try:
+                await self.check_disk()
+            except Exception:
+                logger.exception("replay free-space check failed")
+
+    async def check_disk(self) -> None:
+        """Pause every recording while free space on the recording filesystem is below
+        the floor (``min_free_bytes`` / ``min_free_percent``); resume when it is back. The
+        database and Redis's append-only file usually share that filesystem: recordings
+        must not be what fills it."""
+        got = await self.storage.disk_space()
+        if got is None:
+            return
+        free, size = got
+        floor = max(self.config.min_free_bytes, int(size * self.config.min_free_percent / 100))
+        self.disk_free, self.disk_floor = free, floor
+        low = floor > 0 and free < floor
+        if low and self.recording_paused is None:
+            self.recording_paused = "disk"
+            logger.error(
+                "replay: %d MiB free on the recording disk, below the floor of %d MiB: "
+                "recording paused (replays keep what they have)",
+                free >> 20,
+                floor >> 20,
+            )
+        elif not low and self.recording_paused == "disk":
+            self.recording_paused = None
+            logger.warning(
+                "replay: %d MiB free on the recording disk again (floor %d MiB): recording resumes",
+                free >> 20,
+                floor >> 20,
+            )
+        for rec in list(self.recordings.values()):
+            if rec.ending or rec.replay.state is not ReplayState.RECORDING:
+                continue
+            before = rec.paused
+            if self.recording_paused is not None:
+                rec.pause(self.recording_paused)
+            else:
+                rec.unpause()
+            if rec.paused != before:
+                self._spawn(self.save(rec.replay))
 
     # ------------------------------------------------------------------ retention
 
@@ -562,7 +620,14 @@ class ReplayService:
                 if (rep.ended or rep.created) < limit:
                     deleted.append(rep.id)
         if self.config.max_total_bytes > 0:
-            total = sum(r.size for r in self.replays.values() if r.id not in deleted)
+            total = 0
+            for rep in list(self.replays.values()):
+                if rep.id in deleted:
+                    continue
+                if rep.state in done:
+                    total += rep.size
+                else:  # recording or finalising: counts, on disk so far; never deleted
+                    total += max(rep.size, await self.storage.size(rep.id))
             for rep in finished:
                 if total <= self.config.max_total_bytes:
                     break

@@ -51,6 +51,10 @@ class ReplayStorage(Protocol):
 
     async def size(self, replay_id: str) -> int: ...
 
+    async def disk_space(self) -> tuple[int, int] | None:
+        """``(free, size)`` in bytes of the local filesystem ffmpeg writes to."""
+        ...
+
 
 class LocalStorage:
     """Replays as directories under ``root`` (``<data_dir>/replay``)."""
@@ -102,6 +106,18 @@ class LocalStorage:
 
     async def size(self, replay_id: str) -> int:
         return await asyncio.to_thread(dir_size, self.work_dir(replay_id))
+
+    async def disk_space(self) -> tuple[int, int] | None:
+        return await asyncio.to_thread(disk_space, self.root)
+
+
+def disk_space(path: Path) -> tuple[int, int]:
+    """``(free bytes for an unprivileged writer, filesystem size)`` of the filesystem
+    holding ``path`` (its nearest existing ancestor)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
 
 def dir_size(path: Path) -> int:

@@ -126,11 +126,12 @@ async def test_bad_requests_and_not_live(server_factory: Any, clip: Path) -> Non
     assert server.app[HLS].packagers == {}
 
 
-async def test_waiter_caps_and_timeout(server_factory: Any, clip: Path) -> None:
+@pytest.mark.parametrize("cap", ["hls_max_waiters_stream", "hls_max_waiters"])
+async def test_waiter_caps_and_timeout(server_factory: Any, clip: Path, cap: str) -> None:
     server, pub = await live_server(
         server_factory,
         clip,
-        hls_max_waiters_stream=2,
+        **{cap: 2},
         hls_block_timeout=1.5,
         hls_package_always=False,  # on demand (as on edges): the first request starts it
         hls_idle_timeout=1.0,

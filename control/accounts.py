@@ -226,14 +226,12 @@ class Accounts:
             if values:
                 await conn.execute(users.update().where(users.c.id == user_id).values(**values))
             if password is not None or disabled:
-                # a new password or a disabled account ends every session
+                # a new password or a disabled account ends every token, sessions and API
+                # tokens alike: whoever knew the old password could have minted API tokens
+                # (POST /api/tokens), and they must not outlive the change
                 await conn.execute(
                     tokens.update()
-                    .where(
-                        tokens.c.user_id == user_id,
-                        tokens.c.kind == "session",
-                        tokens.c.revoked_at.is_(None),
-                    )
+                    .where(tokens.c.user_id == user_id, tokens.c.revoked_at.is_(None))
                     .values(revoked_at=time.time())
                 )
         return await self.get_user(user_id)

@@ -43,7 +43,7 @@ def add_parsers(sub: Any) -> None:
     p = users.add_parser("list", help="list accounts")
     _server_args(p)
     p.set_defaults(ops=_user_list)
-    p = users.add_parser("passwd", help="set a new password (ends the user's sessions)")
+    p = users.add_parser("passwd", help="set a new password (revokes all their tokens)")
     p.add_argument("username")
     p.add_argument("--password-stdin", action="store_true")
     _server_args(p)
@@ -122,7 +122,7 @@ async def _user_passwd(args: argparse.Namespace, config: Any) -> int:
         await accounts.update_user(user.id, password=password)
     finally:
         await engine.dispose()
-    print(f"password of {args.username} changed; their sessions ended")
+    print(f"password of {args.username} changed; their sessions and API tokens are revoked")
     return 0
 
 

@@ -81,3 +81,24 @@ async def test_an_address_is_limited_over_every_account(server) -> None:
     assert 0 < refused.wait <= 60
     # another address is not affected
     assert (await limiter.attempt(f"fresh-{tag}", ip + "1")).wait == 0
+
+
+async def test_a_password_change_revokes_every_token(staff) -> None:
+    """Whoever knew the old password may have minted API tokens: none outlives a change."""
+    api = staff.api
+    status, created = await api.call(
+        "POST", "/api/tokens", staff.anchor, json={"name": "minted by a thief"}
+    )
+    assert status == 201
+    stolen = created["token"]
+    assert (await api.call("GET", "/api/me", stolen))[0] == 200
+    status, _ = await api.call(
+        "PATCH",
+        f"/api/users/{staff.ids['anchor']}",
+        staff.operator,
+        json={"password": "a brand new passphrase 42"},
+    )
+    assert status == 200
+    for token in (stolen, staff.anchor):
+        status, body = await api.call("GET", "/api/me", token)
+        assert status == 401 and body["error"]["code"] == "token_revoked", body

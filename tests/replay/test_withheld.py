@@ -10,7 +10,10 @@ import time
 from datetime import UTC, datetime
 
 import aiohttp
+import pytest
+import sqlalchemy as sa
 
+from core.db import create_engine
 from replay import ReplayState
 from tests.conftest import make_config, start_server
 from tests.control.conftest import make_staff
@@ -52,7 +55,11 @@ async def _listed(base: str, bid: int, rid: str) -> dict[str, bool]:
     return out
 
 
-async def test_ban_withholds_every_public_url_of_the_replay(tmp_path, clip_dir):
+@pytest.mark.parametrize("missed", [False, True], ids=["ban-event", "ban-missed-by-this-node"])
+async def test_ban_withholds_every_public_url_of_the_replay(tmp_path, clip_dir, missed):
+    """end -> replay_ready -> ban: every public URL refuses at once and after a restart. With
+    ``missed``, the ban is written to control's records while this node is down (it never
+    sees ``broadcast.banned``): the first reads after the restart refuse all the same."""
     clip = make_clip(clip_dir / "av5.flv", 5.0, gop=30)
     cfg = make_config(
         tmp_path / "node",
@@ -73,15 +80,8 @@ async def test_ban_withholds_every_public_url_of_the_replay(tmp_path, clip_dir):
                 rep = await wait_replay(server, b["app"], b["stream"])
                 rec = service_of(server).recordings[f"{b['app']}/{b['stream']}"]
                 await wait_for(lambda: rec.segment_count >= 1, 20)
-                await server.runtime.bus.publish(
-                    "card.pushed",
-                    {
-                        "room": f"{b['app']}/{b['stream']}",
-                        "card_id": 1,
-                        "product_id": 5,
-                        "ts": time.time(),
-                    },
-                )
+                card = {"room": f"{b['app']}/{b['stream']}", "card_id": 1, "product_id": 5}
+                await server.runtime.bus.publish("card.pushed", {**card, "ts": time.time()})
                 _, err = await asyncio.wait_for(pub.communicate(), 60)
                 assert pub.returncode == 0, err.decode()
             finally:
@@ -102,29 +102,43 @@ async def test_ban_withholds_every_public_url_of_the_replay(tmp_path, clip_dir):
             for url in urls:
                 assert await _status(session, url) == 200, url
             assert all((await _listed(base, bid, rep.id)).values())
+            database_url = server.runtime.database_url
 
-            status, body = await staff.api.call(
-                "POST", f"/api/broadcasts/{bid}/ban", staff.operator, json={"reason": "test"}
-            )
-            assert status == 200, body
-            # at once: the first requests after the ban answered are refused
-            for url in urls:
-                assert await _status(session, url) == 404, url
-            assert not any((await _listed(base, bid, rep.id)).values())
-            await wait_for(lambda: rep.withheld == "banned", 10)
-            manifest = replay_dir(server, rep) / "replay.json"
-            await wait_for(lambda: json.loads(manifest.read_text())["withheld"] == "banned", 10)
-            assert (replay_dir(server, rep) / "replay.mp4").exists()  # kept for review
+            if not missed:
+                status, body = await staff.api.call(
+                    "POST", f"/api/broadcasts/{bid}/ban", staff.operator, json={"reason": "t"}
+                )
+                assert status == 200, body
+                # at once: the first requests after the ban was answered are refused
+                for url in urls:
+                    assert await _status(session, url) == 404, url
+                assert not any((await _listed(base, bid, rep.id)).values())
+                await wait_for(lambda: rep.withheld == "banned", 10)
+                manifest = replay_dir(server, rep) / "replay.json"
+                await wait_for(lambda: json.loads(manifest.read_text())["withheld"] == "banned", 10)
+                assert (replay_dir(server, rep) / "replay.mp4").exists()  # kept for review
     finally:
         await asyncio.wait_for(server.runner.cleanup(), 30)
 
-    server = await start_server(cfg)  # the record says so after a restart too
+    if missed:  # banned elsewhere while this node was down: only the record says so
+        engine = create_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text("UPDATE control_broadcasts SET state = 'banned' WHERE id = :id"),
+                    {"id": bid},
+                )
+        finally:
+            await engine.dispose()
+
+    server = await start_server(cfg)  # after a restart, from the records
     try:
+        assert service_of(server).replays[rep.id].withheld == (None if missed else "banned")
         async with aiohttp.ClientSession() as session:
-            assert service_of(server).replays[rep.id].withheld == "banned"
             for url in urls:
                 url = url.replace(base, server.http_url)
                 assert await _status(session, url) == 404, url
             assert not any((await _listed(server.http_url, bid, rep.id)).values())
+        assert service_of(server).replays[rep.id].withheld == "banned"
     finally:
         await asyncio.wait_for(server.runner.cleanup(), 30)

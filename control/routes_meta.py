@@ -5,6 +5,8 @@ Handlers and their part of control's route table (:data:`OPS`).
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 
 from aiohttp import web
@@ -30,7 +32,35 @@ async def docs_page(request: web.Request) -> web.Response:
 # -- metrics and console ------------------------------------------------------------
 
 
+def _metrics_allowed(request: web.Request) -> bool:
+    """The token, or a client address in ``metrics_allow`` (figures like GMV and stream
+    names are not public)."""
+    settings = control_of(request).settings
+    header = request.headers.get("Authorization", "")
+    if settings.metrics_token and header[:7].lower() == "bearer ":
+        given = header[7:].strip().encode("utf-8", "replace")
+        if hmac.compare_digest(given, settings.metrics_token.encode()):
+            return True
+    try:
+        peer = ipaddress.ip_address((request.remote or "").split("%")[0])
+    except ValueError:
+        return False
+    for net in settings.metrics_allow:
+        try:
+            if peer in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            logger.warning("control.metrics_allow: %r is not a network; ignored", net)
+    return False
+
+
 async def _metrics(request: web.Request) -> web.Response:
+    if not _metrics_allowed(request):
+        if control_of(request).settings.metrics_token:
+            err = ApiError(401, "unauthorized", "send Authorization: Bearer <metrics_token>")
+            err.headers["WWW-Authenticate"] = 'Bearer realm="berrylive-metrics"'
+            raise err
+        raise ApiError(403, "forbidden", "this address may not read the metrics")
     m = control_of(request).metrics
     if m is None:
         raise ApiError(503, "starting", "the control plane is starting")
@@ -70,7 +100,13 @@ OPS: list[Op] = [
             response_media={"text/html": {"schema": {"type": "string"}}},
         ),
     ),
-    Op("GET", "/metrics", _metrics, OpDoc("Prometheus metrics", "meta", (PUBLIC,)), head=True),
+    Op(
+        "GET",
+        "/metrics",
+        _metrics,
+        OpDoc("Prometheus metrics (metrics_token or metrics_allow)", "meta", (PUBLIC,)),
+        head=True,
+    ),
     Op(
         "GET",
         "/console",

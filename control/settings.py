@@ -44,6 +44,12 @@ class ControlSettings:
     """Bound on pending deliveries; beyond it new deliveries are recorded as dropped."""
     sweep_interval: float = 1.0
     """How often the lifecycle sweeper looks for expired grace periods (seconds)."""
+    metrics_token: str = ""
+    """Bearer token that reads ``/metrics`` from any address (Prometheus: ``authorization``
+    in the scrape config); empty: no token."""
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Client networks that read ``/metrics`` without the token (the direct peer's address:
+    behind a reverse proxy on this host, set it empty and use the token)."""
 
 
 def load_settings(config: Any, env: Mapping[str, str] | None = None) -> ControlSettings:

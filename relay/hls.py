@@ -88,7 +88,13 @@ class _Sink(Viewer):
                 return
             self.waiting_keyframe = False
             frames = head + frames[key:]
-        self.packager.push(frames)
+        try:
+            self.packager.push(frames)
+        except Exception:
+            # Never let packaging break the hub's fan-out to the other viewers: this
+            # stream's packaging stops (the next HLS request starts it afresh).
+            logger.exception("hls: packaging %s failed; stopped", self.packager.hub.key)
+            self.packager.close()
 
 
 class _HlsFormat:
@@ -237,7 +243,7 @@ class HlsService:
 
     def packager(self, hub: StreamHub) -> HlsPackager | None:
         pkg = self.packagers.get(hub.key)
-        if pkg is not None and pkg.hub is hub:
+        if pkg is not None and pkg.hub is hub and not pkg.closed:
             return pkg
         return None
 

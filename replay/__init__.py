@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from control.metrics import Metrics
 from core.db import create_engine
 from core.runtime import RUNTIME
 from relay.http import REGISTRY
@@ -60,12 +61,13 @@ def setup(app: web.Application, config: ReplayConfig) -> None:
             await engine.dispose()
 
     async def metrics(app: web.Application) -> None:
-        # after every cleanup context (control's creates the /metrics registry)
-        from control.context import CONTROL
-
-        service, ctl = app.get(SERVICE), app.get(CONTROL)
-        if service is not None and ctl is not None and ctl.metrics is not None:
-            ctl.metrics.registry.register(ReplayCollector(service))
+        # after every cleanup context: control's creates the /metrics registry (found by
+        # its type: importing control's app key would tie control and replay in a cycle)
+        service = app.get(SERVICE)
+        found = [getattr(v, "metrics", None) for v in list(app.values())]
+        registries = [m for m in found if isinstance(m, Metrics)]
+        if service is not None and registries:
+            registries[0].registry.register(ReplayCollector(service))
 
     app.cleanup_ctx.append(ctx)
     app.on_startup.append(metrics)

@@ -35,6 +35,9 @@ from media.frame import Frame, Kind
 
 __all__ = ["Cut", "PartCutter"]
 
+_EPSILON = 1e-6
+"""Seconds: durations are sums of tick counts divided by the timescale."""
+
 
 @dataclass(frozen=True, slots=True)
 class Cut:
@@ -87,16 +90,21 @@ class PartCutter:
             )
         if cut_first:
             self._emit(muxer.flush_part(), out)
+        # The segment's length up to this frame, read before the push: after it the newest
+        # sample is held with no duration yet, so a keyframe exactly at the target (a 1 s
+        # GOP with a 1 s target) would look one frame short and be missed.
+        key_due = (
+            frame.kind == Kind.VIDEO
+            and frame.keyframe
+            and muxer.main_kind == Kind.VIDEO
+            and self.segment_elapsed + muxer.pending_duration_at(frame.dts)
+            >= self.segment_target - _EPSILON
+        )
         forced = muxer.push(frame)
         if forced is not None:
             self._emit(forced, out)
             self._new_segment = True
-        if (
-            frame.kind == Kind.VIDEO
-            and frame.keyframe
-            and muxer.main_kind == Kind.VIDEO
-            and self.segment_elapsed + muxer.pending_duration >= self.segment_target
-        ):
+        if key_due and forced is None:
             self._emit(muxer.flush_part(), out)
             self._new_segment = True
         return out

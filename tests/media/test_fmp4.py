@@ -892,6 +892,22 @@ def video_frames(dts_list: list[int], keys: set[int]) -> list[Frame]:
     ]
 
 
+@pytest.mark.parametrize("gop_ms", [990, 1000, 1020])
+def test_cutter_opens_a_segment_at_a_keyframe_exactly_on_the_target(gop_ms: int) -> None:
+    """A keyframe that lands exactly at ``segment_target`` opens the next segment (a 1 s
+    GOP with a 1 s target gives 1 s segments, not 2 s); one a frame early does not."""
+    cutter = PartCutter(part_target=0.3, segment_target=1.0)
+    dts = [round(i * gop_ms / 30) for i in range(91)]  # keyframes at 0, gop_ms, 2 gop_ms
+    frames = [Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER)]
+    frames += video_frames(dts, {0, 30, 60, 90})
+    segments = segments_of(run_cutter(cutter, frames))
+    lengths = [round(sum(p.duration for p in seg), 3) for seg in segments]
+    if gop_ms >= 1000:
+        assert lengths[:3] == [gop_ms / 1000] * 3
+    else:  # 0.99 s < target: the segment runs to the next keyframe
+        assert lengths[0] == round(2 * gop_ms / 1000, 3)
+
+
 def test_cutter_cuts_before_a_codec_change_so_the_forced_part_stays_short() -> None:
     """The header comes stamped like the frame before it: the muxer cannot know how long
     that held frame lasts, so the cutter writes the ready part first and the forced part

@@ -11,6 +11,10 @@ A broadcast publishes to ``<stream_app>/b<id>`` (``live/b42``). Its push key ver
 lives in the database and in the Redis hash :data:`ingest.auth.KEY_VERSIONS`, which
 ingest checks on every publish; rotating it (or closing the broadcast) refuses old URLs
 and a ``stream.kick`` cuts a live publisher.
+
+Length: one idea, the broadcast's lifecycle (the state machine's service side: create,
+edit, transitions, push keys, reminders, reconciliation with the streams actually live);
+the record types live in :mod:`control.broadcast_model`.
 """
 
 from __future__ import annotations

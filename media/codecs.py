@@ -18,6 +18,10 @@ sample entry) carries is parsed into frozen dataclasses:
 
 Any malformed input raises ``CodecError`` (a ``ValueError``) with a message saying what was
 being read; no ``IndexError`` or the like escapes.
+
+Length: one idea, codec configuration records (AVC, HEVC, AV1, AAC) with their bit readers,
+each a small parser; they are kept together because they share the bit reader, the error
+type and the RFC 6381 naming, and nothing here does I/O.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ stops receiving and waits for the next keyframe (it skips the rest of the GOP); 
 has not drained by then it keeps skipping, and after ``viewer_drop_after_skips`` keyframes
 it is disconnected with a log line. Server memory per viewer is bounded by the backlog
 limit plus one batch.
+
+Length: one idea kept in one file on purpose: the per-stream hot path (publisher, GOP
+cache, batches, viewers, takeover) shares state that splitting would turn into calls
+across modules on every frame; wire formats, HTTP, LL-HLS and the cluster are elsewhere.
 """
 
 from __future__ import annotations

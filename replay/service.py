@@ -6,6 +6,9 @@ begins / ends after the publisher linger), and bus events ``stream.*`` (wake the
 recorder at once), ``broadcast.*`` (which broadcast a stream belongs to, and whether its
 replay is wanted), ``card.pushed`` / ``card.cleared`` (product clips). It publishes
 ``replay.ready`` and ``replay.clip``.
+
+Length: one idea, the replay's lifecycle across events (stream up/down, broadcast state,
+cards, disk pauses); recording, storage, finalising and the HTTP side are their own modules.
 """
 
 from __future__ import annotations

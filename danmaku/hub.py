@@ -82,6 +82,7 @@ class Hub:
         self.subscriber = Subscriber(
             redis, self.keys, self.tag, self.rooms, self.stats, self._warn,
             self._deliver_direct, self._on_control, self._load_room_state,
+            self.writer.heard_from_other_node,
         )  # fmt: skip
         self.presence = Presence(redis, self.keys, node_id)
         self.on_comment_hooks: list[CommentHook] = []

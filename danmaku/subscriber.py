@@ -47,6 +47,7 @@ class Subscriber:
         send_direct: Callable[[str, str, str, Any], None],
         on_control: Callable[[Room, dict[str, Any]], None],
         reload_state: Callable[[Room], Awaitable[None]],
+        on_other_node: Callable[[str], None] = lambda room: None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -57,6 +58,7 @@ class Subscriber:
         self._send_direct = send_direct
         self._on_control = on_control
         self._reload_state = reload_state
+        self._on_other_node = on_other_node
         self._pubsub: Any = None
         self._own_text = '{"n":' + json.dumps(tag) + ","
         self._own = self._own_text.encode()
@@ -102,6 +104,7 @@ class Subscriber:
         if not isinstance(env, dict) or env.get("n") == self.tag:
             return
         self.stats.remote_envelopes_in += 1
+        self._on_other_node(name)  # another node is in the room: publish to it without delay
         buffer = room.buffer
         for c in env.get("c") or ():
             if isinstance(c, dict) and room.remember(c):

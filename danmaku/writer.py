@@ -23,9 +23,12 @@ history is for later joins, and a joining client of this node also gets the comm
 this node still has to write, from ``Room.recent``); a write for a room with a listener
 (or not written yet) cuts that wait short. A node that starts listening to a room gets
 every envelope flushed after its SUBSCRIBE, and what was flushed before is in the history
-it reads after subscribing; only the first envelope it gets may have waited up to
-``LONE_WRITE_COALESCE_S``. Standalone Redis/valkey only: on a Redis
-Cluster ``NUMSUB`` counts one shard's subscribers, so this gate would have to go.
+it reads after subscribing; and its first envelope (the join of its first member) makes
+this node's writer stop gathering for that room, so only what this node flushes before
+that envelope arrives may have waited up to ``LONE_WRITE_COALESCE_S``.
+
+Standalone Redis/valkey only: on a Redis Cluster ``NUMSUB`` counts one shard's
+subscribers, so this gate would have to go.
 
 Local delivery never waits for this. A failed write is counted (``lost_*`` in
 :class:`~danmaku.stats.HubStats`) and logged; a like delta, being a count, is kept for the
@@ -153,6 +156,14 @@ class RedisWriter:
         self._ready.set()
         if self._listened.get(room, True):
             self._urgent.set()
+
+    def heard_from_other_node(self, room: str) -> None:
+        """Another node published in ``room``: it listens, so stop gathering for it (a
+        node that starts serving a room announces its first member within ~10 ms)."""
+        if self._listened.get(room) is False:
+            self._listened[room] = True
+            if room in self._outbox:
+                self._urgent.set()
 
     def add_comment(self, room: str, comment: dict[str, Any]) -> None:
         out = self.out(room)

@@ -143,12 +143,20 @@ async def test_alone_in_a_room_a_node_publishes_only_once_another_listens(
         while not await in_history("alone"):  # the script that decided not to publish ran
             assert asyncio.get_running_loop().time() < deadline, "'alone' never reached history"
             await asyncio.sleep(0.01)
+        writer = n1.app[DANMAKU].hub.writer
+        # alone (seen by the writer once the script's answer is back): it may gather longer
+        await wait_until(lambda: writer._listened.get(ROOM) is False, what="room alone")
+        # an envelope from another node says it is there: no more gathering for the room
+        await r.publish(keys.channel(ROOM), '{"n":"0ther0","j":[1],"t":0}')
+        await wait_until(lambda: writer._listened.get(ROOM) is True, what="other node heard")
         await other.subscribe(keys.channel(ROOM))
         assert (await a.call("comment", "heard"))["ok"]
         seen = await envelopes_until(watch, b"heard")
         # publications arrive in order: had 'alone' been published, it would be in `seen`
         assert not any(b"alone" in m for m in seen), seen
         assert b"alone" not in b"".join(await envelopes_until(other, b"heard"))
+        # listened: back to the 10 ms window
+        await wait_until(lambda: writer._listened.get(ROOM) is True, what="room listened")
         # the node dropped nothing of its own: both comments reached its viewer
         await wait_until(lambda: {"alone", "heard"} <= set(a.texts), what="local delivery")
     finally:

@@ -54,28 +54,25 @@ async def get_push(request: web.Request) -> web.Response:
     return resp
 
 
-async def rotate_push(request: web.Request) -> web.Response:
+async def _new_key(request: web.Request, revoke: bool) -> Broadcast:
+    """The broadcast after its push key was rotated (or revoked: no key until the next)."""
     b = await load_broadcast(request)
     try:
-        after = await broadcasts_of(request).rotate_key(
-            b.id, revoke=False, actor=principal_of(request).user.username
+        return await broadcasts_of(request).rotate_key(
+            b.id, revoke=revoke, actor=principal_of(request).user.username
         )
     except Conflict as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    resp = web.json_response(_push_json(request, after))
+
+
+async def rotate_push(request: web.Request) -> web.Response:
+    resp = web.json_response(_push_json(request, await _new_key(request, revoke=False)))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
 
 async def revoke_push(request: web.Request) -> web.Response:
-    b = await load_broadcast(request)
-    try:
-        after = await broadcasts_of(request).rotate_key(
-            b.id, revoke=True, actor=principal_of(request).user.username
-        )
-    except Conflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    return web.json_response(broadcast_json(after))
+    return web.json_response(broadcast_json(await _new_key(request, revoke=True)))
 
 
 def _scale(request: web.Request) -> int:

@@ -200,16 +200,19 @@ class RtmpSession:
         cfg = self.server.config
         loop = asyncio.get_running_loop()
         accepted = loop.time()
+        started = False  # a publish or play was accepted on this connection at some point
         try:
             while not self.closing:
+                started = started or self.publisher is not None or self.viewer is not None
                 if self.conn.state != State.READY:
                     # deadlines from the accept, not per read
                     timeout: float | None = accepted + cfg.handshake_timeout - loop.time()
                     why = "handshake not complete in time"
-                elif self.publisher is None and self.viewer is None:
+                elif self.publisher is None and self.viewer is None and not started:
                     timeout = accepted + cfg.start_timeout - loop.time()
                     why = "no publish or play in time"
-                elif self.publisher is not None:
+                elif self.publisher is not None or self.viewer is None:
+                    # publishing, or done publishing/playing (ffmpeg unpublishes, then closes)
                     timeout, why = cfg.idle_timeout, "timed out waiting for data"
                 else:
                     timeout, why = None, ""  # players may stay silent

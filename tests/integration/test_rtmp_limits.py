@@ -22,10 +22,10 @@ async def _closed_by_server(reader: asyncio.StreamReader, within: float = 20.0) 
             data = await asyncio.wait_for(reader.read(65536), within)
             if not data:
                 return True
+    except TimeoutError:  # first: TimeoutError is an OSError
+        return False
     except (ConnectionError, OSError):
         return True
-    except TimeoutError:
-        return False
 
 
 async def test_connections_per_address_are_capped_and_freed(server_factory) -> None:
@@ -97,4 +97,42 @@ async def test_no_publish_or_play_after_the_handshake_is_cut(server_factory) -> 
     await writer.drain()
     assert await _closed_by_server(reader, 20)
     await wait_for(lambda: len(rtmp.sessions) == 0)
+    writer.close()
+
+
+async def test_no_start_deadline_after_a_publish(server_factory) -> None:
+    """ffmpeg unpublishes (deleteStream), then closes: in between, the connection is idle,
+    not 'late to publish'. The start deadline applies only before a publish or play."""
+    import time
+
+    from ingest import auth
+    from media.rtmp.client import ClientConnection, CommandReply
+    from tests.conftest import TEST_SECRET
+
+    server = await server_factory(ingest={"start_timeout": 1.0})
+    port = server.runtime.rtmp_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    query = auth.push_query(TEST_SECRET, "live", "sd", int(time.time()) + 60)
+    client = ClientConnection()
+    client.connect("live", f"rtmp://127.0.0.1:{port}/live")
+    client.create_stream()
+    client.publish(1, f"sd?{query}")
+    writer.write(client.data_to_send())
+    codes: list[str] = []
+    while "NetStream.Publish.Start" not in codes:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        assert data, f"closed before the publish started: {codes}"
+        codes += [
+            str(e.info.get("code"))
+            for e in client.receive_data(data)
+            if isinstance(e, CommandReply) and e.name == "onStatus"
+        ]
+        writer.write(client.data_to_send())
+    client.delete_stream(1)
+    writer.write(client.data_to_send())
+    await writer.drain()
+    started = asyncio.get_running_loop().time()
+    # well past the 1 s start deadline (the idle timeout is 30 s): still open
+    assert not await _closed_by_server(reader, 2.5)
+    assert asyncio.get_running_loop().time() - started >= 2.5
     writer.close()

@@ -91,6 +91,8 @@ async def _play(port: int, name: str) -> tuple[list[str], bool]:
                     info = event.info
                     codes.append(f"{info.get('code')}: {info.get('description')}")
             writer.write(client.data_to_send())
+    except TimeoutError:  # an OSError too: not a close
+        raise AssertionError(f"the server neither answered nor closed: {codes}") from None
     except (ConnectionError, OSError):
         closed = True
     finally:

@@ -13,18 +13,17 @@ import argparse
 import asyncio
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
+from bench.hls import start_media_server, stop_all
 from bench.replay.run import cpu_ticks, free_port, wait_port
 from core.ffmpeg import ffmpeg_exe
 from tests.mediautil import make_clip
 
-ROOT = Path(__file__).resolve().parents[2]
 HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -71,21 +70,7 @@ async def run(clients: list[int], seconds: float) -> list[dict[str, float]]:
     work = Path(tempfile.mkdtemp(prefix="hlsheld-"))
     clip = make_clip(work / "clip.flv", 10.0, gop=60, size="640x360")
     http_port, rtmp_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "BERRYLIVE_INGEST_REQUIRE_AUTH": "false",
-        "BERRYLIVE_DANMAKU_ENABLED": "false",
-        "BERRYLIVE_SHOP_ENABLED": "false",
-        "BERRYLIVE_REPLAY_ENABLED": "false",
-        "BERRYLIVE_SERVER_LOG_LEVEL": "warning",
-    }
-    with open(work / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "control.cli", "serve", "--data-dir", str(work),
-             "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
-             "--http-port", str(http_port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    server = start_media_server(work, http_port, rtmp_port)
     pub = None
     try:
         await wait_port(http_port)
@@ -104,13 +89,7 @@ async def run(clients: list[int], seconds: float) -> list[dict[str, float]]:
                 await asyncio.sleep(0.2)
         return [await measure(url, server.pid, n, seconds) for n in clients]
     finally:
-        for proc in (pub, server):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(pub, server)
 
 
 def main() -> None:

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.hls import ROOT, start_media_server, stop_all
 from bench.replay.run import free_port, wait_port
 from core.ffmpeg import ffmpeg_exe
 from tests.browser import LAUNCH_ARGS, chromium_executable
 
-ROOT = Path(__file__).resolve().parents[2]
 HLSJS = ROOT / "tests" / "hlsjs" / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 BITS = 16
 BOX = 40
@@ -91,21 +89,7 @@ async def run(seconds: float) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="hlsbench-"))
     http_port, rtmp_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "BERRYLIVE_INGEST_REQUIRE_AUTH": "false",
-        "BERRYLIVE_DANMAKU_ENABLED": "false",
-        "BERRYLIVE_SHOP_ENABLED": "false",
-        "BERRYLIVE_REPLAY_ENABLED": "false",
-        "BERRYLIVE_SERVER_LOG_LEVEL": "warning",
-    }
-    with open(work / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "control.cli", "serve", "--data-dir", str(work),
-             "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
-             "--http-port", str(http_port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    server = start_media_server(work, http_port, rtmp_port)
     pub = None
     try:
         await wait_port(http_port)
@@ -143,13 +127,7 @@ async def run(seconds: float) -> dict[str, Any]:
                 await asyncio.sleep(0.25)
             await browser.close()
     finally:
-        for proc in (pub, server):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(pub, server)
     g2g = [s["g2g"] for s in samples if s["g2g"] < 60]
     lat = [s["latency"] for s in samples if s["latency"] is not None]
     pdt = [s["pdt"] for s in samples if s["pdt"] is not None]

@@ -57,6 +57,7 @@ typecheck: $(STAMP)
 
 test-tools: $(STAMP) $(CONSOLE) $(CHROMIUM) $(DANMAKU_NODE) $(HLSJS)
 	@test -f control/console/node_modules/mpegts.js/package.json \
+		-a -f control/console/node_modules/uplot/package.json \
 		|| { echo "make test: the console's npm packages are missing (cd control/console && npm ci)"; exit 1; }
 
 # Every test runs: a skipped test fails the run (tests/conftest.py).

@@ -384,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not _free(host, server.http_port):
         server = replace(server, http_port=0)
     config = replace(config, server=server)
+    if not config.shop.provider_url:  # the demo's buyers pay through the simulator
+        config = replace(config, shop=replace(config.shop, pay_simulator=True))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -19,7 +19,8 @@ from core.db import create_engine, migrate
 from core.runtime import RUNTIME
 from shop_bridge.api import MAX_BODY, NOTIFY_PATH, SHOP
 from shop_bridge.config import ShopConfig
-from shop_bridge.payments import HttpPaymentProvider, derive_key
+from shop_bridge.no_provider import NoPaymentProvider
+from shop_bridge.payments import HttpPaymentProvider, PaymentProvider, derive_key
 from shop_bridge.routes import ROUTES
 from shop_bridge.service import ShopService
 from shop_bridge.simulator import SimulatedProvider
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 PAY_SIMULATOR: web.AppKey[SimulatedProvider] = web.AppKey(
     "berrylive.shop.pay_simulator", SimulatedProvider
 )
-"""Set when no ``provider_url`` is configured: the simulated provider this node started."""
+"""Set when ``pay_simulator`` is on and no ``provider_url`` is configured: the simulated
+provider this node started."""
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -56,12 +58,24 @@ def setup(app: web.Application, config: ShopConfig) -> None:
             await migrate(engine, MIGRATIONS, "shop")
             key = derive_key(config.payment_key, runtime.secret)
             url = config.provider_url
-            if not url:
+            if not url and config.pay_simulator:
                 simulator = SimulatedProvider(key)
                 url = await simulator.start("127.0.0.1", 0)
                 app[PAY_SIMULATOR] = simulator
-            provider = HttpPaymentProvider(url, key, config.provider_timeout)
-            await provider.start()
+                logger.warning(
+                    "payments go to the built-in simulator (%s): for demos and tests only", url
+                )
+            payer: PaymentProvider
+            if url:
+                provider = HttpPaymentProvider(url, key, config.provider_timeout)
+                await provider.start()
+                payer = provider
+            else:
+                logger.warning(
+                    "no payment provider configured (shop.provider_url): orders can be "
+                    "placed but not paid"
+                )
+                payer = NoPaymentProvider()
 
             def notify_url() -> str:
                 return config.notify_url or runtime.http_base() + NOTIFY_PATH
@@ -72,7 +86,7 @@ def setup(app: web.Application, config: ShopConfig) -> None:
                 engine,
                 redis,
                 runtime.bus,
-                provider,
+                payer,
                 key,
                 notify_url,
                 write_workers=workers,

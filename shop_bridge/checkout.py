@@ -23,6 +23,7 @@ from shop_bridge.context import ShopContext, new_id
 from shop_bridge.errors import ProviderUnavailable, ShopError, conflict, not_found, unknown_ref
 from shop_bridge.events import OrderCreated, OrderPaid
 from shop_bridge.models import COUPONS, ORDERS, SKUS, TRANSITIONS
+from shop_bridge.no_provider import PaymentsNotConfigured
 from shop_bridge.shelf import NO_CARD, Shelf
 from shop_bridge.state import IllegalTransition, OrderState
 from shop_bridge.views import order_view
@@ -215,6 +216,8 @@ class Checkout:
             prepay = await self.provider.create(
                 order_id, order["amount_fen"], f"berrylive order {order_id}", self.notify_url()
             )
+        except PaymentsNotConfigured as exc:
+            raise ShopError(503, "payments_not_configured", str(exc)) from None
         except ProviderUnavailable as exc:
             logger.warning("payment provider unavailable: %s", exc)
             raise ShopError(503, "provider_unavailable", "payment provider unavailable") from None

@@ -22,7 +22,12 @@ class ShopConfig:
     payment_key: str = ""
     """HMAC-SHA256 key for payment notifications. Empty: derived from the server secret."""
     provider_url: str = ""
-    """Base URL of the payment provider. Empty: start the simulated provider on 127.0.0.1."""
+    """Base URL of the payment provider. Empty: no payments (starting one answers 503
+    ``payments_not_configured``) unless ``pay_simulator`` is on."""
+    pay_simulator: bool = False
+    """With no ``provider_url``: start the simulated provider on 127.0.0.1 and hand buyers its
+    unauthenticated ``/sim/pay/{order}`` URL. For the demo and tests only (``make demo`` sets
+    it); a shop taking real money sets ``provider_url`` instead."""
     provider_timeout: float = 5.0
     """Seconds to wait for the payment provider (query, close, refund)."""
     notify_url: str = ""

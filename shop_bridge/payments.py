@@ -118,7 +118,11 @@ class HttpPaymentProvider:
         headers = signed_headers(self.key, raw)
         try:
             async with self._session.request(
-                method, self.base_url + path, data=raw or None, headers=headers
+                method,
+                self.base_url + path,
+                data=raw or None,
+                headers=headers,
+                allow_redirects=False,  # a signed call goes where it was configured, only
             ) as resp:
                 text = await resp.read()
                 data = json.loads(text) if text else {}

@@ -90,6 +90,7 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
         None, env=env, host="127.0.0.1", rtmp_port=0, http_port=0, data_dir=str(data_dir)
     )
     cfg = replace(cfg, server=replace(cfg.server, secret=TEST_SECRET))
+    cfg = replace(cfg, shop=replace(cfg.shop, pay_simulator=True))
     for name, fields in sections.items():
         cfg = replace(cfg, **{name: replace(getattr(cfg, name), **fields)})
     return cfg

@@ -1,0 +1,52 @@
+"""A shop with no payment provider configured (issue 17, item 12): the simulator does not
+run unless switched on, no unauthenticated pay URL reaches a buyer, starting a payment is a
+clear 503, and unpaid orders still time out and give their stock back."""
+
+from __future__ import annotations
+
+from shop_bridge import PAY_SIMULATOR
+from tests.shop.conftest import FakeClock, make_product, make_sale, uid
+
+
+async def test_no_provider_no_simulator(shop_factory) -> None:
+    shop = await shop_factory(pay_simulator=False)
+    assert PAY_SIMULATOR not in shop.server.app
+    clock = FakeClock()
+    shop.svc.ctx.set_clock(clock)
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=2)
+    order = await shop.api.ok(
+        "POST",
+        f"/api/flash-sales/{sale['id']}/buy",
+        {"user_id": "dora", "idempotency_key": "k1", "quantity": 1},
+        201,
+        token=None,
+    )
+    status, body = await shop.api.call(
+        "POST", f"/api/orders/{order['id']}/pay", token=None, viewer="dora"
+    )
+    assert status == 503, body
+    assert body["error"]["code"] == "payments_not_configured"
+    assert "/sim/pay" not in str(body)
+    # the order waits for its timeout, then the closed-at-no-provider payment cancels it
+    clock.advance(shop.svc.ctx.config.payment_timeout + 1)
+    assert (await shop.svc.upkeep.sweep())["cancelled"] == 1
+    got = await shop.api.ok("GET", f"/api/orders/{order['id']}", token=None, viewer="dora")
+    assert got["state"] == "cancelled"
+    assert (await shop.api.ok("GET", f"/api/flash-sales/{sale['id']}"))["remaining"] == 2
+
+
+async def test_simulator_only_when_switched_on(shop_factory) -> None:
+    shop = await shop_factory(pay_simulator=True)
+    assert PAY_SIMULATOR in shop.server.app
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=2)
+    order = await shop.api.ok(
+        "POST",
+        f"/api/flash-sales/{sale['id']}/buy",
+        {"user_id": "eve", "idempotency_key": "k1", "quantity": 1},
+        201,
+        token=None,
+    )
+    pay = await shop.api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer="eve")
+    assert pay["payment"]["sim_pay_url"].startswith(shop.sim.url + "/sim/pay/")

@@ -190,6 +190,13 @@ class Order(Base):
     coupon_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     discount_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Coupon discount; ``amount_fen`` is what the buyer pays (list amount - discount)."""
+    recipient: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    """Who receives the goods, sealed (AES-GCM, :mod:`shop_bridge.recipients`): never
+    plaintext. NULL until the buyer gives it (paying needs it)."""
+    recipient_masked: Mapped[str | None] = mapped_column(String(400), nullable=True, default=None)
+    """The recipient masked for lists, events and exports (JSON: name, phone, address)."""
+    sharer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    """The sharer (分享员) the order is credited to (:mod:`shop_bridge.sharers`)."""
 
 
 class OrderTransition(Base):
@@ -244,6 +251,49 @@ class PrizeGrant(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class Address(Base):
+    """One saved address of a buyer's address book (:mod:`shop_bridge.addresses`)."""
+
+    __tablename__ = "shop_addresses"
+    __table_args__ = (Index("ix_shop_addresses_user", "user_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    sealed: Mapped[str] = mapped_column(Text)
+    """Name, phone and address, sealed like an order's recipient."""
+    masked: Mapped[str] = mapped_column(String(400))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Sharer(Base):
+    """A registered sharer (分享员): may make share links of any broadcast for themselves."""
+
+    __tablename__ = "shop_sharers"
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class BlockEntry(Base):
+    """A blocked buyer: an account, a device or an IP (:mod:`shop_bridge.abuse`)."""
+
+    __tablename__ = "shop_blocklist"
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_shop_blocklist_entry"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``user``, ``device`` or ``ip``."""
+    value: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    expires_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """NULL: until removed."""
+
+
 def _table(cls: type[Base]) -> Table:
     return cast(Table, cls.__table__)
 
@@ -259,3 +309,6 @@ TRANSITIONS = _table(OrderTransition)
 NOTIFICATIONS = _table(PaymentNotification)
 COUPONS = _table(Coupon)
 GRANTS = _table(PrizeGrant)
+ADDRESSES = _table(Address)
+SHARERS = _table(Sharer)
+BLOCKLIST = _table(BlockEntry)

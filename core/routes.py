@@ -115,7 +115,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = "public"
 ANY = "any"
 ROLE_NAMES = frozenset({PUBLIC, ANY, "operator", "anchor", "moderator"})
-METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # OPTIONS: CORS
 
 ID: J = {"type": "integer", "minimum": 1, "maximum": 2**53}
 

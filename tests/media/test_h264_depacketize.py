@@ -27,6 +27,7 @@ from media.rtp.h264_depacketize import (
     H264Depacketizer,
     parse_rtp,
 )
+from media.rtp.h264_packetize import H264Packetizer, RtpSequencer
 
 # ---------------------------------------------------------------------- helpers
 
@@ -391,3 +392,21 @@ def test_packetize_depacketize_round_trip(
     got = run(dep, jittered) + dep.flush()
     assert [list(u.nalus) for u in got] == [n for _, n in units]
     assert dep.stats.lost == 0
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.integers(64, 1400), st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1))
+def test_the_relay_packetizer_round_trips(mtu: int, seq0: int, ts0: int) -> None:
+    """media.rtp.h264_packetize (WHEP's sending side) -> this depacketizer: same units."""
+    packetizer = H264Packetizer(mtu)
+    sequencer = RtpSequencer(102, 42, seq0)
+    units = units_of("high")
+    packets = [
+        pkt
+        for ts, nalus in units
+        for _, pkt in sequencer.packetize(packetizer.pack(nalus), (ts0 + ts) & 0xFFFFFFFF)
+    ]
+    dep = H264Depacketizer()
+    got = run(dep, packets) + dep.flush()
+    assert [u.nalus for u in got] == [tuple(n) for _, n in units]
+    assert [u.timestamp - got[0].timestamp for u in got] == [ts for ts, _ in units]

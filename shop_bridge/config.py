@@ -63,3 +63,42 @@ class ShopConfig:
     """Most payment notifications kept; the oldest beyond it are pruned (0: no limit)."""
     prune_batch: int = 5000
     """Most log rows deleted per statement (the sweeper repeats up to 20 times per run)."""
+    require_recipient: bool = True
+    """Paying an order needs its recipient (409 ``recipient_required`` otherwise): nobody
+    could ship it. Off only for shops that ship nothing."""
+    recipient_key_file: str = ""
+    """File of AES-256 keys sealing recipients and address books, one ``<key id> <base64>``
+    per line, the last one sealing new data (see docs/shop.md, rotation). Empty: a key
+    derived from the server secret (HKDF-SHA256)."""
+    max_addresses: int = 20
+    """Most saved addresses in one buyer's address book (409 ``address_book_full``)."""
+    sharer_attribution: str = "last"
+    """Which sharer an order is credited to when a buyer came through several share
+    links: ``first`` (the first link within the window) or ``last`` (the latest)."""
+    sharer_window: int = 86400
+    """Seconds after a buyer arrives through a share link during which their orders of
+    that broadcast are credited to the sharer."""
+    share_link_ttl: int = 7 * 86400
+    """Seconds a share link stays valid after it is made."""
+    share_link_base: str = ""
+    """URL of the viewer page that share links point to (``<base>?broadcast=<id>&share=<token>``).
+    Empty: this server's ``/live/`` viewer page."""
+    rate_window: int = 10
+    """Seconds of one rate-limit window (buys, orders, lottery entries)."""
+    buy_limit_user: int = 20
+    """Most buys and order placements of one account per window (0: no limit)."""
+    buy_limit_device: int = 30
+    """Most buys and order placements from one device (``X-Device-Id``) per window (0: no limit)."""
+    buy_limit_ip: int = 200
+    """Most buys and order placements from one IP address per window (0: no limit; many
+    buyers may share an address behind a carrier's NAT)."""
+    lottery_limit_user: int = 5
+    """Most lottery entries of one account per window (0: no limit)."""
+    lottery_limit_device: int = 10
+    """Most lottery entries from one device per window (0: no limit)."""
+    lottery_limit_ip: int = 100
+    """Most lottery entries from one IP address per window (0: no limit)."""
+    flash_min_account_age: int = 0
+    """Flash sales refuse accounts younger than this many seconds (403 ``account_too_new``;
+    0: no rule). The age comes from the viewer token's ``created`` claim, else from when
+    the shop first saw the account."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from control import qr, validate
 from control.accounts import Role
-from control.auth import PUBLIC, principal_of
+from control.auth import PRINCIPAL, PUBLIC, principal_of
 from control.broadcast_model import Broadcast, Conflict
 from control.context import OPERATOR_ANCHOR, OPS_ROLES, STAFF, broadcasts_of, control_of
 from control.routes_broadcasts import broadcast_json, load_broadcast
@@ -24,6 +25,7 @@ from control.validate import invalid, iso
 from core.http import ApiError, read_json
 from core.routes import Op, OpDoc, broadcast_in_path, query_param
 from core.runtime import RUNTIME, Runtime
+from core.tokens import TokenError, verify_token
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ async def get_stats(request: web.Request) -> web.Response:
     stats = control_of(request).need()[3]
     stream = await stats.stream(b.app, b.stream)
     counters = await stats.counters(b.id)
+    sales = (await stats.sales([b.id]))[b.id]
     viewers = viewers_of(stream)
     video = (stream or {}).get("video") if isinstance((stream or {}).get("video"), dict) else None
     audio = (stream or {}).get("audio") if isinstance((stream or {}).get("audio"), dict) else None
@@ -143,10 +146,9 @@ async def get_stats(request: web.Request) -> web.Response:
             else None,
             "uptime": num("uptime"),
             "comments": counters["comments"],
-            "comments_per_s": stats.comment_rate(b.id, counters["comments"]),
+            "comments_per_s": stats.comment_rate(b.id),
             "likes": counters["likes"],
-            "orders": counters["orders"],
-            "gmv_fen": counters["gmv_fen"],
+            **sales,
         }
     )
 
@@ -154,11 +156,40 @@ async def get_stats(request: web.Request) -> web.Response:
 # -- reminders and danmaku tokens --------------------------------------------------------
 
 
+VIEWER_TOKEN_HEADER = "X-Viewer-Token"
+
+
+def _reminder_subscriber(request: web.Request, named: Any) -> str:
+    """Whose reminder this is: the user of the viewer token (``X-Viewer-Token``, issued by
+    the app backend), or whomever an operator names. Nobody can subscribe or unsubscribe
+    someone else, and an anonymous caller cannot fill the table."""
+    raw = request.headers.get(VIEWER_TOKEN_HEADER)
+    if raw is not None:
+        try:
+            uid = verify_token(request.app[RUNTIME].secret, raw).user_id
+        except TokenError as exc:
+            raise ApiError(401, "invalid_viewer_token", f"viewer token refused: {exc}") from None
+        if named is not None and named != uid:
+            raise ApiError(403, "forbidden", "subscriber does not match the viewer token")
+        return _subscriber(uid)
+    who = request.get(PRINCIPAL)
+    if who is not None and who.role is Role.OPERATOR:
+        if named is None:
+            invalid("subscriber: is required (subscribing for a viewer)")
+        return _subscriber(named)
+    raise ApiError(
+        401,
+        "unauthorized",
+        f"reminders need the viewer's token ({VIEWER_TOKEN_HEADER}) or an operator naming "
+        "the subscriber",
+    )
+
+
 async def subscribe_reminder(request: web.Request) -> web.Response:
     b = await load_broadcast(request)
     body = await read_json(request, 4096)
     validate.only(body, {"subscriber"})
-    sub = _subscriber(body.get("subscriber"))
+    sub = _reminder_subscriber(request, body.get("subscriber"))
     try:
         new = await broadcasts_of(request).subscribe(b.id, sub)
     except Conflict as exc:
@@ -169,17 +200,21 @@ async def subscribe_reminder(request: web.Request) -> web.Response:
 
 
 def _subscriber(value: Any) -> str:
-    import re
-
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,128}", value):
+    if not isinstance(value, str) or not SUBSCRIBER.fullmatch(value):
         invalid("subscriber must be 1..128 characters of letters, digits and _.:@-")
     return value
 
 
+SUBSCRIBER = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+
+
 async def unsubscribe_reminder(request: web.Request) -> web.Response:
     b = await load_broadcast(request)
-    sub = request.match_info["subscriber"]
-    if len(sub) > 128 or not await broadcasts_of(request).unsubscribe(b.id, sub):
+    named = request.match_info["subscriber"]
+    if len(named) > 128:
+        raise ApiError(404, "not_found", "not subscribed")
+    sub = _reminder_subscriber(request, named)
+    if not await broadcasts_of(request).unsubscribe(b.id, sub):
         raise ApiError(404, "not_found", "not subscribed")
     return web.Response(status=204)
 
@@ -338,14 +373,15 @@ OPS: list[Op] = [
         "/api/broadcasts/{id}/reminders",
         subscribe_reminder,
         OpDoc(
-            "A viewer subscribes to the go-live reminder",
+            "A viewer subscribes to the go-live reminder (their X-Viewer-Token, or an "
+            "operator naming the subscriber)",
             "reminders",
             (PUBLIC,),
             body="ReminderRequest",
             ok=201,
             also_ok=(200,),
             response="Reminder",
-            errors=(409,),
+            errors=(401, 403, 409),
         ),
     ),
     Op(
@@ -353,10 +389,11 @@ OPS: list[Op] = [
         "/api/broadcasts/{id}/reminders/{subscriber}",
         unsubscribe_reminder,
         OpDoc(
-            "A viewer unsubscribes",
+            "A viewer unsubscribes (only their own reminder; operators any)",
             "reminders",
             (PUBLIC,),
             ok=204,
+            errors=(401, 403, 404),
             path_params={"subscriber": {"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,128}$"}},
         ),
     ),

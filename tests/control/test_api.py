@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 import time
 
-from core.tokens import verify_token
+from core.tokens import issue_token, verify_token
 from ingest import auth as ingest_auth
 from shop_bridge.events import OrderPaid
 from tests.conftest import TEST_SECRET
@@ -209,18 +209,44 @@ async def test_reminders_and_danmaku_tokens(staff) -> None:
     api = staff.api
     b = await staff.create_broadcast(anchor_id=staff.ids["anchor"])
     path = f"/api/broadcasts/{b['id']}/reminders"
-    status, r = await api.call("POST", path, json={"subscriber": "o-123"})
-    assert status == 201 and r["subscribed"] is True
-    status, r = await api.call("POST", path, json={"subscriber": "o-123"})
+
+    def viewer(uid: str) -> dict[str, str]:
+        return {"X-Viewer-Token": issue_token(TEST_SECRET, uid, uid)}
+
+    # a viewer subscribes themselves (named by their token, or naming themselves)
+    status, r = await api.call("POST", path, json={}, headers=viewer("o-123"))
+    assert status == 201 and r["subscribed"] is True and r["subscriber"] == "o-123"
+    status, r = await api.call("POST", path, json={"subscriber": "o-123"}, headers=viewer("o-123"))
     assert status == 200 and r["subscribed"] is False
-    status, _ = await api.call("POST", path, json={"subscriber": "has space"})
+    # nobody subscribes anonymously, or in someone else's name
+    status, r = await api.call("POST", path, json={"subscriber": "o-999"})
+    assert status == 401, r
+    status, r = await api.call("POST", path, json={"subscriber": "o-999"}, headers=viewer("o-1"))
+    assert status == 403, r
+    status, r = await api.call("POST", path, json={}, headers={"X-Viewer-Token": "forged.token"})
+    assert status == 401, r
+    # an operator (an app backend) names the subscriber; it must be well formed
+    status, r = await api.call("POST", path, staff.operator, json={"subscriber": "o-777"})
+    assert status == 201, r
+    status, _ = await api.call("POST", path, staff.operator, json={"subscriber": "has space"})
     assert status == 400
+    status, r = await api.call("POST", path, staff.anchor, json={"subscriber": "o-778"})
+    assert status == 401, r
     status, got = await api.call("GET", f"/api/broadcasts/{b['id']}", staff.operator)
-    assert got["reminder_count"] == 1
+    assert got["reminder_count"] == 2
+    # nobody removes someone else's reminder
     status, _ = await api.call("DELETE", f"{path}/o-123")
+    assert status == 401
+    status, _ = await api.call("DELETE", f"{path}/o-123", headers=viewer("o-777"))
+    assert status == 403
+    status, _ = await api.call("DELETE", f"{path}/o-123", headers=viewer("o-123"))
     assert status == 204
-    status, _ = await api.call("DELETE", f"{path}/o-123")
+    status, _ = await api.call("DELETE", f"{path}/o-123", headers=viewer("o-123"))
     assert status == 404
+    status, _ = await api.call("DELETE", f"{path}/o-777", staff.operator)
+    assert status == 204
+    status, got = await api.call("GET", f"/api/broadcasts/{b['id']}", staff.operator)
+    assert got["reminder_count"] == 0
 
     status, t = await api.call("POST", f"/api/broadcasts/{b['id']}/danmaku-token", staff.anchor)
     assert status == 200 and t["room"] == f"{b['app']}/{b['stream']}"

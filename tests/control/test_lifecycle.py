@@ -62,7 +62,10 @@ async def test_publish_events_drive_the_lifecycle(staff) -> None:
 
     b = await staff.create_broadcast(anchor_id=staff.ids["anchor"])
     status, _ = await staff.api.call(
-        "POST", f"/api/broadcasts/{b['id']}/reminders", json={"subscriber": "openid-1"}
+        "POST",
+        f"/api/broadcasts/{b['id']}/reminders",
+        staff.operator,
+        json={"subscriber": "openid-1"},
     )
     assert status == 201
     app, stream = b["app"], b["stream"]

@@ -76,6 +76,11 @@ class BroadcastInfo(Base):
     anchor_id: Mapped[str] = mapped_column(String(64), default="")
     room: Mapped[str] = mapped_column(String(128), default="")
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(24), default="", server_default="")
+    """The lifecycle state control last announced (``""``: not told)."""
+    source: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    """``control`` (its events), ``operator`` (``PUT .../shop``), ``legacy`` (before 0005),
+    ``""``: a placeholder row, not a broadcast the shop sells for."""
 
 
 class ShelfItem(Base):
@@ -190,6 +195,8 @@ class Order(Base):
     coupon_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     discount_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Coupon discount; ``amount_fen`` is what the buyer pays (list amount - discount)."""
+    refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Paid back so far (confirmed refunds, :class:`Refund`); never above ``amount_fen``."""
     recipient: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     """Who receives the goods, sealed (AES-GCM, :mod:`shop_bridge.recipients`): never
     plaintext. NULL until the buyer gives it (paying needs it)."""
@@ -294,6 +301,24 @@ class BlockEntry(Base):
     """NULL: until removed."""
 
 
+class Refund(Base):
+    """One refund of an order (whole or partial): asked, then confirmed by the provider."""
+
+    __tablename__ = "shop_refunds"
+    __table_args__ = (CheckConstraint("amount_fen > 0", name="amount"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("shop_orders.id"), index=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    actor: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    state: Mapped[str] = mapped_column(String(16))
+    """``pending`` (asked of the provider) or ``done`` (confirmed)."""
+    full: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """The refund that pays back what was left: the order becomes ``refunded``."""
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    done_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 def _table(cls: type[Base]) -> Table:
     return cast(Table, cls.__table__)
 
@@ -309,6 +334,7 @@ TRANSITIONS = _table(OrderTransition)
 NOTIFICATIONS = _table(PaymentNotification)
 COUPONS = _table(Coupon)
 GRANTS = _table(PrizeGrant)
+REFUNDS = _table(Refund)
 ADDRESSES = _table(Address)
 SHARERS = _table(Sharer)
 BLOCKLIST = _table(BlockEntry)

@@ -165,6 +165,9 @@ async def shop_factory(
                 "redis_prefix": prefix,
                 "sweep_interval": 3600.0,
                 "reconcile_interval": 3600.0,
+                # tests of other features pay orders without a recipient; the order core's
+                # tests (test_recipients*) turn the rule on
+                "require_recipient": False,
                 **shop,
             }
         }
@@ -218,9 +221,11 @@ async def staff_tokens(srv: RunningServer) -> dict[str, str]:
     return out
 
 
-def uid(prefix: str = "") -> str:
-    """A unique id; numeric by default (control's broadcast ids are integers)."""
-    return f"{prefix}{uuid.uuid4().int % 10**12}"
+def uid(prefix: str = "") -> Any:
+    """A unique id: with a prefix, a string (keys, users); without, an integer (a broadcast
+    id: control's ids are integers, and so is every broadcast id the shop takes and shows)."""
+    n = uuid.uuid4().int % 10**12 + 1
+    return f"{prefix}{n}" if prefix else n
 
 
 async def make_product(
@@ -240,7 +245,7 @@ async def make_product(
 
 async def make_sale(
     api: Api,
-    broadcast_id: str,
+    broadcast_id: int,
     sku_id: int,
     stock: int = 100,
     limit: int = 1,
@@ -249,6 +254,7 @@ async def make_sale(
     length: float = 3600,
 ) -> dict[str, Any]:
     now = time.time()
+    await on_shelf(api, broadcast_id, sku_id)
     body = {
         "broadcast_id": broadcast_id,
         "sku_id": sku_id,
@@ -259,6 +265,47 @@ async def make_sale(
         "ends_at": int((now + start_in + length) * 1000),
     }
     return await api.ok("POST", "/api/flash-sales", body, 201)
+
+
+async def known_broadcast(api: Api, broadcast_id: int) -> None:
+    """Make ``broadcast_id`` one the shop sells for: an operator tells the shop of it
+    (``PUT /api/broadcasts/{id}/shop``) unless it already knows it (from control, or an
+    earlier call). The shop refuses sales for broadcasts it does not know."""
+    status, info = await api.get(f"/api/broadcasts/{broadcast_id}/shop")
+    if status == 200 and info.get("known"):
+        return
+    await api.ok(
+        "PUT",
+        f"/api/broadcasts/{broadcast_id}/shop",
+        {"anchor_id": "anchor-t", "room": f"live/t{broadcast_id}"},
+    )
+
+
+async def on_shelf(api: Api, broadcast_id: int, sku_id: int) -> None:
+    """Put the SKU's product on the broadcast's shelf (kept in front of what is there):
+    the shop sells only what a broadcast's shelf shows."""
+    await known_broadcast(api, broadcast_id)
+    product_id = None
+    after = 0
+    while product_id is None:
+        page = await api.ok("GET", f"/api/products?limit=200&after={after}")
+        for p in page["items"]:
+            if any(s["id"] == sku_id for s in p["skus"]):
+                product_id = p["id"]
+        assert product_id is not None or page["next_after"], f"no product has SKU {sku_id}"
+        after = page["next_after"] or 0
+    shelf = await api.ok("GET", f"/api/broadcasts/{broadcast_id}/shelf")
+    items = [
+        {"product_id": i["product"]["id"], "on_shelf": i["on_shelf"]} for i in shelf["items"]
+    ]
+    if any(i["product_id"] == product_id and i["on_shelf"] for i in items):
+        return
+    items = [i for i in items if i["product_id"] != product_id]
+    await api.ok(
+        "PUT",
+        f"/api/broadcasts/{broadcast_id}/shelf",
+        {"items": [{"product_id": product_id}, *items]},
+    )
 
 
 async def journal_drained(svc: ShopService, sale_id: int, timeout: float = 10) -> None:

@@ -23,8 +23,11 @@ import ingest
 import relay.wiring
 import replay
 import shop_bridge
+import viewer
 from control import api as control_api
+from control.broadcast_model import Broadcast
 from control.config import Config
+from control.context import CONTROL
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.http import error_middleware
 from core.redis import EmbeddedValkey, connect
@@ -56,9 +59,17 @@ def create_app(config: Config) -> web.Application:
         shop_bridge.setup(app, config.shop)
     if config.replay.enabled:
         replay.setup(app, config.replay)
+    if config.viewer.enabled:
+        viewer.setup(app, config.viewer, _watch_broadcast)  # /watch/APP/STREAM
     control_api.setup(app, config)
     app.router.add_get("/healthz", _healthz)
     return app
+
+
+async def _watch_broadcast(app: web.Application, app_name: str, stream: str) -> Broadcast | None:
+    """The viewer page's lookup: the broadcast of ``app_name/stream`` (None: none yet)."""
+    broadcasts = app[CONTROL].broadcasts
+    return None if broadcasts is None else await broadcasts.find_by_stream(app_name, stream)
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:

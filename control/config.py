@@ -22,6 +22,7 @@ from ingest.config import IngestConfig
 from relay.config import RelayConfig
 from replay.config import ReplayConfig
 from shop_bridge.config import ShopConfig
+from viewer.config import ViewerConfig
 
 __all__ = ["Config", "ConfigError", "DatabaseConfig", "RedisConfig", "ServerConfig", "load_config"]
 
@@ -75,6 +76,7 @@ class Config:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     danmaku: DanmakuConfig = field(default_factory=DanmakuConfig)
     shop: ShopConfig = field(default_factory=ShopConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
     control: ControlSettings = field(default_factory=ControlSettings)
 
     @property
@@ -137,6 +139,7 @@ def load_config(
         "replay",
         "danmaku",
         "shop",
+        "viewer",
         "control",
     }
     unknown = set(data) - known
@@ -159,6 +162,7 @@ def load_config(
         replay=load_section(ReplayConfig, "replay", data, env),
         danmaku=load_section(DanmakuConfig, "danmaku", data, env),
         shop=load_section(ShopConfig, "shop", data, env),
+        viewer=load_section(ViewerConfig, "viewer", data, env),
         control=load_section(ControlSettings, "control", data, env),
     )
     if cfg.server.role not in ("origin", "edge"):

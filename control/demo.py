@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(config, server=server)
     if not config.shop.provider_url:  # the demo's buyers pay through the simulator
         config = replace(config, shop=replace(config.shop, pay_simulator=True))
+    # Anyone opening the demo's viewer page (/watch/...) gets a viewer token to chat and buy.
+    config = replace(config, viewer=replace(config.viewer, anonymous_tokens=True))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

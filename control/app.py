@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+import core.rtc
 import danmaku
 import ingest
 import relay.wiring
@@ -45,6 +46,7 @@ def create_app(config: Config) -> web.Application:
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(control_api.records_ctx)  # outlives ingest (see above)
+    core.rtc.setup(app, config.webrtc, default_host=config.server.host)  # the WebRTC UDP port
     relay.wiring.setup(app, config.relay)  # registry, routes, cluster (relay/wiring.py)
     ingest.setup(
         app,

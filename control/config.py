@@ -17,6 +17,7 @@ from typing import Any
 
 from control.settings import ControlSettings
 from core.config import ConfigError, load_section
+from core.rtc.config import WebRtcConfig
 from danmaku.config import DanmakuConfig
 from ingest.config import IngestConfig
 from relay.config import RelayConfig
@@ -78,6 +79,7 @@ class Config:
     shop: ShopConfig = field(default_factory=ShopConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
     control: ControlSettings = field(default_factory=ControlSettings)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 
     @property
     def data_path(self) -> Path:
@@ -141,6 +143,7 @@ def load_config(
         "shop",
         "viewer",
         "control",
+        "webrtc",
     }
     unknown = set(data) - known
     if unknown:
@@ -164,6 +167,7 @@ def load_config(
         shop=load_section(ShopConfig, "shop", data, env),
         viewer=load_section(ViewerConfig, "viewer", data, env),
         control=load_section(ControlSettings, "control", data, env),
+        webrtc=load_section(WebRtcConfig, "webrtc", data, env),
     )
     if cfg.server.role not in ("origin", "edge"):
         raise ConfigError(f"server.role must be 'origin' or 'edge', not {cfg.server.role!r}")

@@ -91,6 +91,7 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
     )
     cfg = replace(cfg, server=replace(cfg.server, secret=TEST_SECRET))
     cfg = replace(cfg, shop=replace(cfg.shop, pay_simulator=True))
+    cfg = replace(cfg, webrtc=replace(cfg.webrtc, udp_port=0))  # no fixed UDP port in tests
     for name, fields in sections.items():
         cfg = replace(cfg, **{name: replace(getattr(cfg, name), **fields)})
     return cfg

@@ -1,0 +1,355 @@
+"""The one UDP port of a process: every WebRTC session's ICE, DTLS and SRTP on it.
+
+Demultiplexing (RFC 7983 by first byte, then by remote address): a datagram from an
+address a session has validated goes to that session (0-3 STUN, 20-63 DTLS, 128-191
+SRTP/SRTCP); from an unknown address only a STUN binding request is looked at, and only
+one whose USERNAME starts with a live session's ufrag and whose MESSAGE-INTEGRITY is good
+with that session's password teaches the endpoint the address. Anything else is dropped
+with a counter and no reply (no reflection, no per-packet state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+from aiohttp import web
+
+from core.rtc.config import WebRtcConfig
+from core.rtc.dtls import DtlsCertificate, DtlsConnection, DtlsContexts
+from core.rtc.session import RtcSession
+from media.webrtc import stun
+from media.webrtc.negotiate import LocalParameters, OfferError, answer_offer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RTC_ENDPOINT", "RtcEndpoint", "RtcOfferError", "setup"]
+
+_ICE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+SWEEP_INTERVAL = 1.0
+WRITE_HIGH_WATER = 1024 * 1024
+"""Bytes the kernel may refuse before ``send_rtp`` starts dropping (asyncio's buffer)."""
+
+
+class RtcOfferError(OfferError):
+    """An offer refused: ``status`` (400 bad SDP, 406 no acceptable codec, 503 too many
+    sessions or WebRTC off) and ``reason`` (a sentence for the client)."""
+
+
+def _token(length: int) -> str:
+    return "".join(secrets.choice(_ICE_ALPHABET) for _ in range(length))
+
+
+def _parse_address(text: str, default_port: int) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    else:
+        host, port = text, default_port
+    ipaddress.ip_address(host)  # candidates must be IP literals
+    return host, port
+
+
+def _local_addresses(ipv6: bool) -> list[str]:
+    try:
+        import ifaddr
+    except ImportError:  # pragma: no cover - ifaddr comes with aioice
+        return ["127.0.0.1"]
+    found: list[str] = []
+    loopback: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                addr = ipaddress.ip_address(ip.ip)
+            elif ipv6:
+                addr = ipaddress.ip_address(ip.ip[0])
+            else:
+                continue
+            if addr.is_link_local:
+                continue
+            (loopback if addr.is_loopback else found).append(str(addr))
+    return found + loopback
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: RtcEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.endpoint._datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a gone peer etc.: the session's deadlines handle it.
+        logger.debug("webrtc udp: %s", exc)
+
+    def pause_writing(self) -> None:
+        self.endpoint.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.endpoint.write_paused = False
+
+
+class RtcEndpoint:
+    """One per process; see ``core.rtc`` for the interface."""
+
+    def __init__(self, config: WebRtcConfig, *, default_host: str = "0.0.0.0") -> None:
+        self.config = config
+        self.host = config.host or default_host
+        self.port = 0
+        self.write_paused = False
+        self.candidates: tuple[tuple[str, int], ...] = ()
+        self.sessions: dict[str, RtcSession] = {}
+        self.dropped = 0
+        """Datagrams dropped before reaching a session (unknown address, bad check...)."""
+        self._by_ufrag: dict[str, RtcSession] = {}
+        self._by_addr: dict[Any, RtcSession] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._contexts: DtlsContexts | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._contexts is None:
+            raise RuntimeError("RtcEndpoint not started")
+        return self._contexts.certificate.fingerprint
+
+    @property
+    def running(self) -> bool:
+        return self._transport is not None
+
+    async def start(self) -> None:
+        if self._transport is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        certificate = await asyncio.to_thread(DtlsCertificate.generate)
+        self._contexts = DtlsContexts(certificate)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(self.host, self.config.udp_port), family=family
+        )
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+        sock = transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+            except OSError:
+                pass
+        self.port = sock.getsockname()[1]
+        self.candidates = self._candidates()
+        self._sweeper = asyncio.create_task(self._sweep(), name="webrtc-sweep")
+        logger.info(
+            "webrtc: UDP %s:%d, candidates %s",
+            self.host,
+            self.port,
+            ", ".join(f"{h}:{p}" for h, p in self.candidates),
+        )
+
+    def _candidates(self) -> tuple[tuple[str, int], ...]:
+        if self.config.public_addresses:
+            return tuple(_parse_address(a, self.port) for a in self.config.public_addresses)
+        if self.host in ("0.0.0.0", "::", ""):
+            return tuple((a, self.port) for a in _local_addresses(self.host == "::"))
+        return ((self.host, self.port),)
+
+    async def close(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close("shutdown")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def link_headers(self) -> list[str]:
+        """``Link`` header values for the configured ICE servers (RFC 9725 4.6)."""
+        out: list[str] = []
+        for entry in self.config.ice_servers:
+            parts = entry.split()
+            if not parts:
+                continue
+            value = f'<{parts[0]}>; rel="ice-server"'
+            if len(parts) >= 3:
+                value += f'; username="{parts[1]}"; credential="{parts[2]}"'
+                value += '; credential-type="password"'
+            out.append(value)
+        return out
+
+    def open_session(
+        self,
+        offer_sdp: str,
+        *,
+        direction: Literal["recvonly", "sendonly"],
+        video_codecs: Sequence[str] = ("H264",),
+        audio_codecs: Sequence[str] = ("opus",),
+        header_extensions: Sequence[str] | None = None,
+    ) -> RtcSession:
+        """Answer ``offer_sdp`` and start a session; :class:`RtcOfferError` if refused."""
+        if self._transport is None or self._contexts is None or self._loop is None:
+            raise RtcOfferError(503, "WebRTC is not running on this node")
+        if len(self.sessions) >= self.config.max_sessions:
+            raise RtcOfferError(503, f"too many WebRTC sessions ({self.config.max_sessions})")
+        ufrag = _token(8)
+        while ufrag in self._by_ufrag:
+            ufrag = _token(8)
+        pwd = _token(24)
+        local = LocalParameters(
+            ice_ufrag=ufrag,
+            ice_pwd=pwd,
+            fingerprint=self._contexts.certificate.fingerprint,
+            candidates=self.candidates,
+            session_id=secrets.randbits(62),
+            video_ssrc=secrets.randbits(32) or 1,
+            audio_ssrc=secrets.randbits(32) or 2,
+            video_rtx_ssrc=secrets.randbits(32) or 3,
+            stream_id=f"berrylive-{ufrag}",
+        )
+        try:
+            answer = answer_offer(
+                offer_sdp,
+                direction=direction,
+                video_codecs=video_codecs,
+                audio_codecs=audio_codecs,
+                local=local,
+                header_extensions=header_extensions,
+            )
+        except OfferError as exc:
+            raise RtcOfferError(exc.status, exc.reason) from None
+        dtls = DtlsConnection(self._contexts, answer.dtls_role, mtu=self.config.dtls_mtu)
+        session = RtcSession(
+            self,
+            session_id=secrets.token_urlsafe(12),
+            direction=direction,
+            local_ufrag=ufrag,
+            local_pwd=pwd,
+            remote=answer.remote,
+            dtls=dtls,
+            answer_sdp=answer.sdp,
+            video=answer.video,
+            audio=answer.audio,
+            now=self._loop.time(),
+        )
+        self.sessions[session.id] = session
+        self._by_ufrag[ufrag] = session
+        return session
+
+    def now(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
+    # --- datagrams ----------------------------------------------------------------------
+
+    def _datagram(self, data: bytes, addr: Any) -> None:
+        session = self._by_addr.get(addr)
+        if not data:
+            return
+        first = data[0]
+        if first < 4:
+            self._stun(data, addr, session)
+            return
+        if session is None:
+            self.dropped += 1
+            return
+        if first >= 128:
+            if first < 192:
+                session._srtp_datagram(data, self._loop.time())  # type: ignore[union-attr]
+                return
+        elif 20 <= first < 64:
+            session._dtls_datagram(data, addr, self._loop.time())  # type: ignore[union-attr]
+            return
+        self.dropped += 1
+
+    def _stun(self, data: bytes, addr: Any, known: RtcSession | None) -> None:
+        if not stun.is_stun(data):
+            self.dropped += 1
+            return
+        try:
+            message = stun.parse(data)
+        except stun.StunError:
+            self.dropped += 1
+            return
+        if message.method != stun.BINDING or message.cls != stun.CLASS_REQUEST:
+            if known is not None and message.cls == stun.CLASS_INDICATION:
+                known.last_received_at = self._loop.time()  # type: ignore[union-attr]
+            else:
+                self.dropped += 1
+            return
+        username = message.username or ""
+        ours, _, theirs = username.partition(":")
+        session = self._by_ufrag.get(ours)
+        if session is None or theirs != session.remote.ice_ufrag:
+            self.dropped += 1
+            return
+        if not message.check_integrity(session._local_key):
+            self.dropped += 1
+            return
+        session._binding_request(message, addr, self._loop.time())  # type: ignore[union-attr]
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        transport = self._transport
+        if transport is not None and addr is not None:
+            transport.sendto(data, addr)
+
+    def _route(self, addr: Any, session: RtcSession) -> None:
+        previous = self._by_addr.get(addr)
+        if previous is not None and previous is not session:
+            # The same remote address now proves another session's credentials (a client
+            # that reuses its port): the newer session owns it.
+            previous._addresses = [a for a in previous._addresses if a != addr]
+        self._by_addr[addr] = session
+
+    def _unroute(self, addr: Any, session: RtcSession) -> None:
+        if self._by_addr.get(addr) is session:
+            del self._by_addr[addr]
+
+    def _forget(self, session: RtcSession) -> None:
+        self.sessions.pop(session.id, None)
+        if self._by_ufrag.get(session.local_ufrag) is session:
+            del self._by_ufrag[session.local_ufrag]
+        for addr in session._addresses:
+            self._unroute(addr, session)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for session in list(self.sessions.values()):
+                try:
+                    session._check_deadlines(now)
+                except Exception:
+                    logger.exception("webrtc sweep of session %s", session.id)
+
+
+RTC_ENDPOINT: web.AppKey[RtcEndpoint] = web.AppKey("berrylive.rtc_endpoint", RtcEndpoint)
+
+
+def setup(app: web.Application, config: WebRtcConfig, *, default_host: str = "0.0.0.0") -> None:
+    """Put the process's :class:`RtcEndpoint` at ``app[RTC_ENDPOINT]`` and run it in a
+    cleanup context (started before, closed after, the packages that open sessions)."""
+    endpoint = RtcEndpoint(config, default_host=default_host)
+    app[RTC_ENDPOINT] = endpoint
+
+    async def _ctx(app: web.Application) -> AsyncIterator[None]:
+        if config.enabled:
+            await endpoint.start()
+        try:
+            yield
+        finally:
+            await endpoint.close()
+
+    app.cleanup_ctx.append(_ctx)

@@ -90,6 +90,7 @@ def setup(app: web.Application, config: ShopConfig) -> None:
                 key,
                 notify_url,
                 write_workers=workers,
+                secret=runtime.secret,
             )
             await service.start()
             app[SHOP] = service

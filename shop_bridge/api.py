@@ -24,6 +24,8 @@ from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
 from shop_bridge import order_listing
 from shop_bridge.errors import ShopError, invalid, not_found
+from shop_bridge.order_extras import EXTRA_FIELDS as EXTRAS
+from shop_bridge.order_extras import order_extras
 from shop_bridge.service import ShopService
 from shop_bridge.state import IllegalTransition, OrderState
 from shop_bridge.validate import ID_RE, ROOM_RE, Body, check_ident, query_int
@@ -409,12 +411,13 @@ async def audit_flash_sale(request: web.Request) -> web.Response:
 async def buy(request: web.Request) -> web.Response:
     sale_id = _int_path(request, "sale_id")
     svc = _svc(request)
-    body = await _body(request, {"quantity", "idempotency_key", "channel", "user_id"})
+    body = await _body(request, {"quantity", "idempotency_key", "channel", "user_id", *EXTRAS})
     user = buyer(request, body)
     qty = body.integer("quantity", lo=1, hi=svc.ctx.config.max_quantity, default=1)
     key = body.ident("idempotency_key")
     channel = body.ident("channel", default="live")
-    order, created = await svc.flash.buy(sale_id, user, qty, key, channel)
+    extra = await order_extras(request, svc, user, body)
+    order, created = await svc.flash.buy(sale_id, user, qty, key, channel, extra)
     return web.Response(  # orjson: the hot route's answer, ~10x cheaper than json.dumps
         body=orjson.dumps(order_view(order)),
         status=201 if created else 200,
@@ -439,6 +442,7 @@ async def place_order(request: web.Request) -> web.Response:
             "channel",
             "user_id",
             "coupon_id",
+            *EXTRAS,
         },
     )
     user = buyer(request, body)
@@ -450,6 +454,7 @@ async def place_order(request: web.Request) -> web.Response:
         body.ident("idempotency_key"),
         body.ident("channel", default="live"),
         coupon_id=body.text("coupon_id", max_len=32, pattern=ID_RE, default=None),
+        extra=await order_extras(request, svc, user, body),
     )
     return _json(order_view(order), 201 if created else 200)
 

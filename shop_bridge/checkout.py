@@ -58,6 +58,7 @@ class Checkout:
         idem_key: str,
         channel: str,
         coupon_id: str | None = None,
+        extra: Callable[[str], dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Place an order at list price, less a coupon of the buyer's if one is given.
 
@@ -102,6 +103,8 @@ class Checkout:
             "coupon_id": coupon_id,
             "discount_fen": 0,
         }
+        if extra is not None:  # the order core's columns: sealed recipient, sharer
+            row.update(extra(row["id"]))
         try:
             async with self.ctx.engine.begin() as conn:
                 res = await conn.execute(
@@ -212,6 +215,12 @@ class Checkout:
             raise IllegalTransition(OrderState(order["state"]), OrderState.PAID)
         if order["expires_ms"] is not None and order["expires_ms"] <= self.ctx.now_ms():
             raise conflict("payment_expired", "the time to pay this order is over")
+        if self.ctx.config.require_recipient and not order.get("recipient"):
+            raise conflict(
+                "recipient_required",
+                "give the recipient first: PUT /api/orders/{id}/recipient",
+                order_id=order_id,
+            )
         try:
             prepay = await self.provider.create(
                 order_id, order["amount_fen"], f"berrylive order {order_id}", self.notify_url()

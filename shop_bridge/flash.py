@@ -369,7 +369,13 @@ class FlashSales:
     # -- buying: reserve -> write -> answer ----------------------------------------------
 
     async def buy(
-        self, sale_id: int, user_id: str, quantity: int, idem_key: str, channel: str
+        self,
+        sale_id: int,
+        user_id: str,
+        quantity: int,
+        idem_key: str,
+        channel: str,
+        extra: Callable[[str], dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Reserve in Redis, write the order durably, then answer. Returns (order, created).
 
@@ -403,6 +409,8 @@ class FlashSales:
             "cp": card.product_id or None,
             "ch": channel,
         }
+        if extra is not None:  # sealed recipient, sharer: computed here, outside the batch
+            journal["x"] = extra(order_id)
         # the row goes with the reservation: once reserved, the batcher hands it straight to
         # the order writer and this buyer wakes once, when it is committed
         row = self.order_row(ctx, order_id, journal, OrderState.PENDING_PAYMENT)
@@ -470,6 +478,7 @@ class FlashSales:
             "paid_ms": None,
             "transaction_id": "",
             "stock_released": False,
+            **(j.get("x") or {}),
         }
 
     async def commit(self, ctx: SaleCtx, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -30,6 +30,32 @@ TIME = {
     ]
 }
 
+RECIPIENT_IN: J = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "phone", "address"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 50},
+        "phone": {
+            "type": "string",
+            "description": "a Chinese mobile number (11 digits, +86 allowed) or + and the "
+            "international number (E.164)",
+        },
+        "address": {"type": "string", "minLength": 5, "maxLength": 200},
+    },
+}
+
+ORDER_EXTRAS_IN: J = {
+    "recipient": {**RECIPIENT_IN, "description": "who receives the goods (sealed at rest)"},
+    "address_id": int_schema(1, description="one of the buyer's saved addresses instead"),
+    "share": {
+        "type": "string",
+        "maxLength": 512,
+        "description": "the share token of the link the buyer came through (or the "
+        "X-Share-Token header): credits the order to its sharer",
+    },
+}
+
 OPENAPI_COMPONENTS: J = {
     "ShopSkuIn": {
         "type": "object",
@@ -197,6 +223,7 @@ OPENAPI_COMPONENTS: J = {
             },
             "channel": {**ID, "default": "live"},
             "user_id": {**ID, "description": "the buyer (until viewer accounts exist)"},
+            **ORDER_EXTRAS_IN,
         },
     },
     "ShopOrderIn": {
@@ -215,6 +242,7 @@ OPENAPI_COMPONENTS: J = {
                 "pattern": r"^[A-Za-z0-9_.:@-]{1,32}$",
                 "description": "one of the buyer's unused coupons, deducted from the amount",
             },
+            **ORDER_EXTRAS_IN,
         },
     },
     "ShopOrder": {
@@ -250,6 +278,17 @@ OPENAPI_COMPONENTS: J = {
             "pay_before": {"type": "string", "format": "date-time", "nullable": True},
             "paid_at": {"type": "string", "format": "date-time", "nullable": True},
             "transaction_id": {"type": "string", "nullable": True},
+            "recipient": {
+                "allOf": [{"$ref": "#/components/schemas/ShopRecipient"}],
+                "nullable": True,
+                "description": "masked (name 张*, phone 138****1234, address prefix****); "
+                "operators read it in full at GET /api/orders/{id}/recipient",
+            },
+            "sharer_id": {
+                "type": "string",
+                "nullable": True,
+                "description": "the sharer (分享员) the order is credited to",
+            },
             "history": {
                 "type": "array",
                 "items": {
@@ -282,6 +321,32 @@ OPENAPI_COMPONENTS: J = {
             "card_orders": int_schema(0),
             "card_conversion": {"type": "number"},
             "products": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "ShopRecipient": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "phone": {"type": "string"},
+            "address": {"type": "string"},
+        },
+    },
+    "ShopRecipientIn": RECIPIENT_IN,
+    "ShopAddressIn": {
+        **RECIPIENT_IN,
+        "properties": {**RECIPIENT_IN["properties"], "default": {"type": "boolean"}},
+    },
+    "ShopAddress": {
+        "type": "object",
+        "description": "a saved address, in full for its owner (masked: as others see it)",
+        "properties": {
+            "id": int_schema(1),
+            "name": {"type": "string"},
+            "phone": {"type": "string"},
+            "address": {"type": "string"},
+            "masked": {"$ref": "#/components/schemas/ShopRecipient"},
+            "default": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
         },
     },
 }

@@ -14,7 +14,7 @@ first under ``/api/flash-sales/`` (a flash-sale burst is thousands of buys a sec
 from __future__ import annotations
 
 from core.routes import Op, OpDoc, RouteTable
-from shop_bridge import api, owners
+from shop_bridge import api, order_core_api, owners
 from shop_bridge.openapi import ID, OPENAPI_COMPONENTS, J, int_schema, ref
 from shop_bridge.state import OrderState
 
@@ -403,6 +403,94 @@ ROUTES = RouteTable(
                 {"type": "object"},
                 errors=(404, 409, 503),
                 params=[OID],
+                buyer=True,
+            ),
+        ),
+        Op(
+            "PUT",
+            "/api/orders/{order_id}/recipient",
+            order_core_api.put_recipient,
+            _doc(
+                "Give or change the recipient of an order not shipped yet (the buyer, of "
+                "their own order, or an operator): recipient, address_id or name/phone/address "
+                "(409 recipient_locked once shipped)",
+                PUBLIC,
+                ref("ShopOrder"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "recipient": ref("ShopRecipientIn"),
+                        "address_id": int_schema(1),
+                        "name": {"type": "string"},
+                        "phone": {"type": "string"},
+                        "address": {"type": "string"},
+                    },
+                },
+                errors=(400, 404, 409, 413, 422),
+                params=[OID],
+                buyer=True,
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/orders/{order_id}/recipient",
+            order_core_api.get_recipient,
+            _doc(
+                "The order's recipient in full, for the operators who ship (logged)",
+                OPERATOR,
+                {
+                    "type": "object",
+                    "properties": {
+                        "order_id": {"type": "string"},
+                        "recipient": {"allOf": [ref("ShopRecipient")], "nullable": True},
+                    },
+                },
+                params=[OID],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/me/addresses",
+            order_core_api.list_addresses,
+            _doc(
+                "The buyer's address book (viewer token), the default first",
+                PUBLIC,
+                {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": ref("ShopAddress")},
+                        "limit": int_schema(1),
+                    },
+                },
+                errors=(400,),
+                buyer=True,
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/me/addresses",
+            order_core_api.add_address,
+            _doc(
+                "Save an address (viewer token; 409 address_book_full beyond shop.max_addresses)",
+                PUBLIC,
+                ref("ShopAddress"),
+                ref("ShopAddressIn"),
+                "201",
+                errors=(400, 409, 413),
+                buyer=True,
+            ),
+        ),
+        Op(
+            "DELETE",
+            "/api/me/addresses/{address_id}",
+            order_core_api.delete_address,
+            _doc(
+                "Delete a saved address of one's own (the newest left becomes the default)",
+                PUBLIC,
+                None,
+                status="204",
+                errors=(400, 404),
+                params=[_path("address_id", {"type": "integer"})],
                 buyer=True,
             ),
         ),

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.bus import EventBus
 from shop_bridge import payments
+from shop_bridge.addresses import AddressBook
 from shop_bridge.catalog import Catalog
 from shop_bridge.checkout import Checkout
 from shop_bridge.config import ShopConfig
@@ -43,6 +44,7 @@ from shop_bridge.context import ShopContext
 from shop_bridge.flash import FlashSales
 from shop_bridge.payment_notices import PaymentNotices
 from shop_bridge.prizes import Prizes
+from shop_bridge.recipients import Recipients, load_sealer
 from shop_bridge.redis_epoch import RedisEpoch
 from shop_bridge.reports import Reports
 from shop_bridge.sale_admin import FlashSaleAdmin
@@ -66,6 +68,7 @@ class ShopService:
         notify_url: Callable[[], str],
         clock: Callable[[], float] = time.time,
         write_workers: int = 1,
+        secret: str = "",
     ) -> None:
         self.ctx = ctx = ShopContext(config, engine, redis, bus, clock)
         self.catalog = Catalog(ctx)
@@ -78,6 +81,10 @@ class ShopService:
         self.upkeep = Upkeep(ctx, self.flash, self.sale_admin, self.checkout, self.notices)
         self.prizes = Prizes(ctx, self.shelf)
         self.reports = Reports(ctx)
+        # the order core: sealed recipients, address books (the key: docs/shop.md)
+        sealer = load_sealer(config.recipient_key_file, secret or payment_key.hex())
+        self.recipients = Recipients(ctx, sealer)
+        self.addresses = AddressBook(ctx, sealer)
         self._unsubscribe: list[Callable[[], None]] = []
 
     async def start(self, background: bool = True) -> None:

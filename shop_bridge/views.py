@@ -7,6 +7,7 @@ times as ISO 8601 UTC with milliseconds, internal columns left out.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from typing import Any
 
@@ -113,4 +114,12 @@ def order_view(o: dict[str, Any]) -> dict[str, Any]:
         "pay_before": iso(o["expires_ms"]),
         "paid_at": iso(o["paid_ms"]),
         "transaction_id": o["transaction_id"] or None,
+        "recipient": masked_recipient(o),
+        "sharer_id": o.get("sharer_id"),
     }
+
+
+def masked_recipient(o: dict[str, Any]) -> dict[str, str] | None:
+    """The order's recipient as everyone but a shipping operator sees it (masked)."""
+    raw = o.get("recipient_masked")
+    return json.loads(raw) if raw else None

@@ -1,0 +1,57 @@
+"""What a new order gets besides its goods, decided before it is placed: the buyer's
+sealed recipient (:mod:`shop_bridge.recipients`) and the sharer it is credited to
+(:mod:`shop_bridge.sharers`), after the abuse checks (:mod:`shop_bridge.abuse`).
+
+The buy and order handlers (:mod:`shop_bridge.api`) call :func:`order_extras` with the
+decoded body; it returns a function of the new order's id giving the extra columns (the
+recipient is sealed with the order id as associated data), or None when there is nothing
+to add: a flash-sale buy without a recipient pays no cryptography, and the sealing of
+one with a recipient happens before the buy reaches Redis, never inside the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from shop_bridge.errors import ShopError, invalid
+from shop_bridge.masking import Recipient, RecipientError, parse_recipient
+from shop_bridge.service import ShopService
+from shop_bridge.validate import Body
+
+__all__ = ["EXTRA_FIELDS", "Extra", "order_extras", "parse_body_recipient", "recipient_of_body"]
+
+Extra = Callable[[str], dict[str, Any]]
+
+EXTRA_FIELDS = frozenset({"recipient", "address_id", "share"})
+"""Body fields of a buy or an order that :func:`order_extras` reads."""
+
+
+def parse_body_recipient(data: object, prefix: str = "recipient.") -> Recipient:
+    """A recipient object, or 400 ``invalid_field`` naming the field."""
+    try:
+        return parse_recipient(data, prefix)
+    except RecipientError as exc:
+        raise ShopError(400, "invalid_field", str(exc), field=exc.field) from None
+
+
+async def recipient_of_body(svc: ShopService, user: str, body: Body) -> Recipient | None:
+    """The recipient a body gives: ``recipient`` or ``address_id`` (one of the buyer's
+    saved addresses), or None."""
+    if body.has("recipient") and body.has("address_id"):
+        raise invalid("address_id", "give recipient or address_id, not both")
+    if body.has("recipient"):
+        return parse_body_recipient(body.data["recipient"])
+    if body.has("address_id"):
+        return await svc.addresses.recipient(user, body.integer("address_id", lo=1))
+    return None
+
+
+async def order_extras(
+    request: web.Request, svc: ShopService, user: str, body: Body
+) -> Extra | None:
+    """The extra columns of a new order as a function of its id (None: nothing to add)."""
+    rcpt = await recipient_of_body(svc, user, body)
+    return svc.recipients.columns_for(rcpt)

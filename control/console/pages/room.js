@@ -1,0 +1,83 @@
+// A broadcast's live room: charts minute by minute since it went live, on one time axis
+// (viewers, comments and likes, orders and GMV, stream health), with the card pushes
+// marked, drawn from GET /api/broadcasts/{id}/series (polled with ?since=).
+import { h, $, badge, fmtFen, fmtTime } from "../lib/dom.js";
+import { api } from "../lib/api.js";
+import { every } from "../lib/view.js";
+import { timeChart } from "../lib/chart.js";
+import { productLabel, productMap } from "../lib/names.js";
+import { broadcastTabs } from "./broadcast.js";
+
+const POLL_MS = 5000;
+
+export async function roomView(main, id) {
+  const b = await api("GET", `/api/broadcasts/${id}`);
+  const products = await productMap();
+  const status = h("p", { class: "muted", id: "series-status" }, "Loading…");
+  const charts = h("div", { class: "charts", id: "charts" });
+  const totals = h("p", { id: "series-totals" });
+  main.replaceChildren(h("section", { class: "card" },
+    h("div", { class: "row-actions" }, h("h2", { class: "grow" }, `#${b.id} ${b.title}: live room`), badge(b.state)),
+    broadcastTabs(b, "room"), status, totals, charts));
+  const width = Math.max(320, Math.min(1200, main.clientWidth - 60));
+  const defs = [
+    ["Concurrent viewers", [
+      { label: "viewers (peak)", value: (p) => p.viewers },
+      ...["flv", "ws-flv", "hls", "rtmp", "whep"].map((k) => ({ label: k, value: (p) => p.viewers_by_protocol?.[k] ?? null })),
+    ]],
+    ["Comments and likes per minute", [
+      { label: "comments", value: (p) => p.comments },
+      { label: "likes", value: (p) => p.likes, scale: "likes" },
+    ], "likes"],
+    ["Orders and GMV per minute", [
+      { label: "orders", value: (p) => p.orders },
+      { label: "GMV ¥", value: (p) => (p.gmv_fen ?? 0) / 100, scale: "yuan" },
+      { label: "refunded ¥", value: (p) => (p.refunded_fen ?? 0) / 100, scale: "yuan" },
+    ], "yuan"],
+    ["Stream health", [
+      { label: "bitrate in kb/s", value: (p) => p.bitrate_in_kbps },
+      { label: "fps", value: (p) => p.fps, scale: "small" },
+      { label: "keyframe interval s", value: (p) => p.keyframe_interval_s, scale: "small" },
+      { label: "dropped viewers", value: (p) => p.dropped_viewers, scale: "small" },
+    ], "small"],
+  ];
+  const made = [];
+  for (const [title, series, axes2] of defs) made.push(await timeChart(title, series, { width, axes2 }));
+  charts.replaceChildren(...made.map((c) => c.el));
+
+  let points = [];
+  let markers = [];
+  let since = null;
+  const merge = (fresh) => {
+    const byT = new Map(points.map((p) => [p.t, p]));
+    for (const p of fresh) byT.set(p.t, p);
+    points = [...byT.values()].sort((a, c) => Date.parse(a.t) - Date.parse(c.t));
+  };
+  const poll = async () => {
+    let s;
+    try { s = await api("GET", `/api/broadcasts/${id}/series${since ? `?since=${encodeURIComponent(since)}` : ""}`); }
+    catch (e) {
+      if (e.status === 404) { status.textContent = "No data yet."; status.dataset.state = "empty"; return; }
+      status.textContent = `Series: ${e.message}`; return;
+    }
+    merge(s.points || []);
+    // the last minute is still filling: ask again from it
+    since = points.length ? points[points.length - 1].t : null;
+    if (since) since = new Date(Date.parse(since) - 1000).toISOString();
+    try {
+      const cards = await api("GET", `/api/broadcasts/${id}/cards?limit=100`);
+      markers = (cards.items || []).map((c) => ({ t: Date.parse(c.pushed_at) / 1000, label: (c.flash_sale_id ? "⚡ " : "") + productLabel(products, c.product_id) }));
+    } catch { /* markers are extra */ }
+    for (const c of made) c.set(points, markers);
+    if (!points.length) { status.textContent = "No data yet."; status.dataset.state = "empty"; }
+    else {
+      status.dataset.state = "data";
+      status.textContent = `${points.length} minute(s) since ${fmtTime(s.started_at || points[0].t)}${s.ended_at ? `, ended ${fmtTime(s.ended_at)}` : ", updated every 5 s"}.`;
+    }
+    const sum = (k) => points.reduce((n, p) => n + (p[k] || 0), 0);
+    const peak = points.reduce((n, p) => Math.max(n, p.viewers || 0), 0);
+    totals.textContent = points.length ? `peak viewers ${peak} · comments ${sum("comments")} · likes ${sum("likes")} · orders ${sum("orders")} · GMV ${fmtFen(sum("gmv_fen"))} · refunded ${fmtFen(sum("refunded_fen"))}` : "";
+    totals.dataset.gmv = String(sum("gmv_fen"));
+  };
+  every(POLL_MS, () => { poll().catch((e) => { status.textContent = e.message; }); });
+}

@@ -9,7 +9,6 @@ types; we send hand-packetized H.264 + Opus that aiortc's receiver decodes into 
 from __future__ import annotations
 
 import asyncio
-import fractions
 from typing import Any, Literal
 
 import av
@@ -19,6 +18,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamT
 
 from core.rtc import NegotiatedMedia, RtcEndpoint, RtcSession
 from tests.mediautil import wait_for
+from tests.rtc.media import h264_access_units, h264_payloads
 from tests.rtc.peer import rtp_packet
 
 
@@ -32,46 +32,6 @@ async def _answer(
     session = endpoint.open_session(pc.localDescription.sdp, direction=direction, **kw)
     await pc.setRemoteDescription(RTCSessionDescription(session.answer_sdp, "answer"))
     return session
-
-
-def h264_access_units(count: int, size: tuple[int, int] = (160, 120)) -> list[bytes]:
-    """``count`` Annex-B access units from libx264 (baseline, SPS/PPS in band, IDR first)."""
-    codec = av.CodecContext.create("libx264", "w")
-    codec.width, codec.height = size
-    codec.pix_fmt = "yuv420p"
-    codec.time_base = fractions.Fraction(1, 30)
-    codec.framerate = fractions.Fraction(30, 1)
-    codec.options = {"profile": "baseline", "tune": "zerolatency", "g": "15", "bf": "0"}
-    units: list[bytes] = []
-    for i in range(count):
-        frame = av.VideoFrame(size[0], size[1], "yuv420p")
-        for plane in frame.planes:
-            plane.update(bytes([(i * 7) % 256]) * plane.buffer_size)
-        frame.pts = i
-        units.extend(bytes(p) for p in codec.encode(frame))
-    units.extend(bytes(p) for p in codec.encode(None))
-    return units
-
-
-def _nal_units(annexb: bytes) -> list[bytes]:
-    # A NAL unit ends with its RBSP stop bit, so trailing zeros belong to the next start code.
-    return [c.rstrip(b"\x00") for c in annexb.split(b"\x00\x00\x01") if c.rstrip(b"\x00")]
-
-
-def h264_payloads(annexb: bytes, mtu: int = 1100) -> list[bytes]:
-    """RFC 6184 payloads: single NAL units, FU-A for larger ones."""
-    payloads: list[bytes] = []
-    for nal in _nal_units(annexb):
-        if len(nal) <= mtu:
-            payloads.append(nal)
-            continue
-        header, body = nal[0], nal[1:]
-        indicator = (header & 0xE0) | 28
-        pieces = [body[i : i + mtu] for i in range(0, len(body), mtu)]
-        for j, piece in enumerate(pieces):
-            fu = (header & 0x1F) | (0x80 if j == 0 else 0) | (0x40 if j == len(pieces) - 1 else 0)
-            payloads.append(bytes([indicator, fu]) + piece)
-    return payloads
 
 
 async def test_aiortc_publishes_and_we_receive_decrypted_rtp(endpoint: RtcEndpoint) -> None:

@@ -87,6 +87,8 @@ async def show(server_factory: Any, clip: Path) -> AsyncIterator[dict[str, Any]]
         ok=201,
     )
     room = f"{b['app']}/{b['stream']}"
+    shelf = {"items": [{"product_id": product["id"], "on_shelf": True}]}
+    await op.call("PUT", f"/api/broadcasts/{b['id']}/shelf", shelf)
     push = await op.call("GET", f"/api/broadcasts/{b['id']}/push")
     pub = await start_publisher(push["url"], clip, loop=True)
     procs = [pub]
@@ -99,6 +101,7 @@ async def show(server_factory: Any, clip: Path) -> AsyncIterator[dict[str, Any]]
             "room": room,
             "product": product,
             "push": push["url"],
+            "clip": clip,
             "procs": procs,
             "url": f"{server.http_url}/watch/{room}",
         }
@@ -201,6 +204,7 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
             mine = [o for o in orders["items"] if o["user_id"] == uid_b]
             assert [o["state"] for o in mine] == ["paid"], orders
             assert mine[0]["amount_fen"] == 3900
+            await _recipient_kept(op, b, mine[0], ("张*", "138****1234"))
             await b.click("#sheet-close")
 
             # a button lottery: A enters, the operator draws, A sees the winner (A) and checks it
@@ -244,5 +248,106 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
             await browser.close()
 
 
+async def _recipient_kept(op: Operator, page: Any, order: dict[str, Any], masked: Any) -> None:
+    """The order carries the recipient, masked (contracts.md), and the buyer's address book
+    has it; a server without the address book yet: the page kept it in the browser."""
+    spec = await op.call("GET", "/api/openapi.json")
+    if "/api/me/addresses" in spec["paths"]:
+        assert (order["recipient"]["name"], order["recipient"]["phone"]) == masked, order
+        token = await page.evaluate("berrylive.viewer.token")
+        async with (
+            aiohttp.ClientSession(headers={"X-Viewer-Token": token}) as s,
+            s.get(op.base + "/api/me/addresses") as r,
+        ):
+            assert r.status == 200, await r.text()
+            book = await r.json()
+        items = book if isinstance(book, list) else book["items"]
+        assert len(items) == 1, book
+    else:
+        kept = await page.evaluate(
+            "localStorage.getItem('berrylive:recipient:' + berrylive.viewer.user.uid)"
+        )
+        assert kept and masked[0][0] in kept
+
+
 async def _likes_at_least(page: Any, n: int) -> bool:
     return int(await page.locator("#like-total").inner_text()) >= n
+
+
+async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> None:
+    from playwright.async_api import async_playwright
+
+    op: Operator = show["op"]
+    bid = show["broadcast"]["id"]
+    sku = show["product"]["skus"][0]
+    log: list[str] = []
+    async with async_playwright() as pw:
+        browser = await _browser(pw)
+        try:
+            page = await _viewer(browser, show["url"], log)
+            await _playing(page)
+            await wait_for(lambda: page.evaluate("document.body.dataset.room === 'joined'"), 20)
+
+            # a flash sale on the card: sale price, countdown, remaining stock; a buy takes one
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
+            sale = await op.call(
+                "POST",
+                "/api/flash-sales",
+                {
+                    "broadcast_id": bid,
+                    "sku_id": sku["id"],
+                    "sale_price_fen": 1990,
+                    "sale_stock": 5,
+                    "per_user_limit": 1,
+                    "starts_at": now_ms,
+                    "ends_at": now_ms + 600_000,
+                },
+                ok=201,
+            )
+            card = {"product_id": show["product"]["id"], "flash_sale_id": sale["id"]}
+            await op.call("POST", f"/api/broadcasts/{bid}/card", card, ok=201)
+            await page.locator("#card-flash").wait_for(timeout=15_000)
+            await wait_for(lambda: _text_in(page, "#card-remaining", "5"), 10)
+            await wait_for(lambda: _text_in(page, "#card-countdown", "秒杀"), 10)
+            assert "19.90" in await page.locator("#card-price").inner_text()
+            await page.click("#card-buy")
+            await page.fill("#rc-name", "李四")
+            await page.fill("#rc-phone", "13900005678")
+            await page.fill("#rc-address", "北京市海淀区中关村大街 27 号")
+            await page.click("#buy-confirm")
+            await page.locator("#pay-confirm").wait_for(timeout=20_000)
+            await page.click("#pay-confirm")
+            await page.locator("#order-state[data-state='paid']").wait_for(timeout=30_000)
+            uid = await page.evaluate("berrylive.viewer.user.uid")
+            orders = await op.call("GET", f"/api/orders?broadcast_id={bid}")
+            mine = [o for o in orders["items"] if o["user_id"] == uid]
+            assert [(o["state"], o["flash_sale_id"], o["amount_fen"]) for o in mine] == [
+                ("paid", sale["id"], 1990)
+            ], orders
+            await _recipient_kept(op, page, mine[0], ("李*", "139****5678"))
+            await page.click("#sheet-close")
+            await wait_for(lambda: _text_in(page, "#card-remaining", "4"), 15)
+
+            # the publisher goes away: the page says so; it comes back: the page plays again
+            await stop(show["procs"][0])
+            await page.locator("#away").wait_for(timeout=30_000)
+            assert "主播马上回来" in await page.locator("#away").inner_text()
+            show["procs"].append(await start_publisher(show["push"], show["clip"], loop=True))
+            await _playing(page)
+            assert await page.locator("#away").is_hidden()
+
+            # the broadcast ends: the replay plays, with the product's clip and its buy button
+            await op.call("POST", f"/api/broadcasts/{bid}/end", {"reason": "done"})
+            item = page.locator(f"#clips li[data-product-id='{show['product']['id']}']")
+            await item.wait_for(timeout=60_000)
+            assert "Spring tea 100g" in await item.inner_text()
+            await wait_for(lambda: page.evaluate("video.currentTime > 0.5"), 30, step=0.2)
+            await item.locator("button.buy").click()
+            await page.locator("#buy-confirm").wait_for(timeout=10_000)
+            assert await page.locator("#recipient-saved").is_visible()  # asked once only
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "viewer-phone-replay.png"))
+            errors = [line for line in log if line.startswith("pageerror")]
+            assert errors == [], errors
+        finally:
+            await browser.close()

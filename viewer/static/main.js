@@ -102,6 +102,7 @@ async function main() {
         setStatus("live");
         player.wake();
       } else if (n.type === "live_end") {
+        player.gone();
         // The publisher left: the player shows the away card by itself; the broadcast may
         // be over (then the replay follows) or only interrupted.
         setTimeout(() => checkOver(), 3000);

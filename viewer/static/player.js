@@ -262,13 +262,18 @@ export class LivePlayer {
     }, 1000);
   }
 
-  async _lost(gen, why) {
+  // Playback broke (an error, or no progress for STALL_MS): the away card at once, and a new
+  // start as soon as the stream answers again (during the relay's publisher_linger the
+  // stream still answers without media: the start then finds no frame and comes back here).
+  _lost(gen, why) {
     if (gen !== this.generation) return;
     console.warn("player: lost", why);
-    this.generation += 1;
-    this._teardown();
-    if (await this.streamUp()) this.start();
-    else this.away();
+    this.away();
+  }
+
+  // The room says the publisher left (live_end): no need to wait for the stall.
+  gone() {
+    if (this.state === "playing" || this.state === "starting") this.away();
   }
 
   _teardown() {

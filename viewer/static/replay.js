@@ -47,6 +47,7 @@ export class Replay {
     document.getElementById("replay-status").textContent = `时长 · ${Math.round(rep.duration)} s`;
     this.video.muted = true;
     this.video.controls = true;
+    document.getElementById("unmute").hidden = true;
     this.handle = await playVod(this.video, rep.hls);
     const list = document.getElementById("clips");
     list.replaceChildren();

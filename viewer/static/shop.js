@@ -247,6 +247,7 @@ export class Shop {
       confirm.disabled = true;
       try {
         const order = await this.placeOrder({ sale, sku: chosen, who });
+        if (sale) this.refreshSale();
         await this.saveRecipient(who);
         await this.pay(order, who);
       } catch (e) {

@@ -116,8 +116,13 @@ def mask_name(name: str) -> str:
 
 def mask_phone(phone: str) -> str:
     """``138****1234``; an international number keeps ``+`` and its first two digits."""
-    if phone.startswith("+"):
-        return phone[:3] + "*" * max(len(phone) - 7, 1) + phone[-4:]
+    if phone.startswith("+"):  # at least 4 digits hidden, at most 6 shown
+        digits = phone[1:]
+        n = len(digits)
+        hidden = max(4, n - 6)
+        tail = min(4, n - hidden)
+        head = n - hidden - tail
+        return "+" + digits[:head] + "*" * hidden + digits[n - tail :]
     if len(phone) <= 7:
         return phone[:1] + "*" * (len(phone) - 1)
     return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]

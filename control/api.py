@@ -29,7 +29,7 @@ from control.auth import AUTH, AuthState, auth_middleware
 from control.broadcast_model import NotFound
 from control.broadcasts import BroadcastService
 from control.context import CONSOLE_DIR, CONTROL, MIGRATIONS, Control
-from control.lifecycle import State
+from control.lifecycle import OPEN, State
 from control.metrics import Metrics
 from control.models import broadcasts as broadcasts_table
 from control.openapi import SCHEMAS, build_spec
@@ -87,12 +87,21 @@ async def _gather_metrics(app: web.Application) -> dict[str, Any]:
                 )
             )
         ).all()
+        on_air = (
+            await conn.scalars(
+                sa.select(broadcasts_table.c.id)
+                .where(broadcasts_table.c.state.in_([s.value for s in OPEN]))
+                .order_by(broadcasts_table.c.id.desc())
+                .limit(MAX_METRIC_BROADCASTS)
+            )
+        ).all()
     counts = {s.value: 0 for s in State}
     counts.update({r[0]: int(r[1]) for r in rows})
     return {
         "streams": await stats.streams(),
         "broadcasts": counts,
         "totals": dict(stats.totals),
+        "sales": await stats.sales([int(b) for b in on_air]),
         "webhooks": {
             "delivered": wh.counters.delivered,
             "failed_attempts": wh.counters.failed_attempts,
@@ -101,6 +110,22 @@ async def _gather_metrics(app: web.Application) -> dict[str, Any]:
         },
         "bus_published": app[RUNTIME].bus.published,
     }
+
+
+MAX_METRIC_BROADCASTS = 500
+"""Broadcasts not over yet (scheduled, live, interrupted; the newest first) whose sales
+``/metrics`` labels at most (a label set each)."""
+
+
+async def _shop_sales(app: web.Application, ids: list[int]) -> dict[int, dict[str, int]]:
+    """The shop's figures of these broadcasts (:mod:`shop_bridge.gmv`, the one definition)."""
+    from shop_bridge.api import SHOP
+
+    shop = app.get(SHOP)
+    if shop is None:
+        return {}
+    figs = await shop.reports.figures([str(i) for i in ids])
+    return {int(k): v.as_dict() for k, v in figs.items()}
 
 
 RECONCILE_EVERY = 30.0
@@ -176,20 +201,7 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     if ctl.engine is None or ctl.accounts is None or ctl.broadcasts is None:
         raise RuntimeError("control.api.records_ctx must start before control's context")
     ctl.webhooks = WebhookService(ctl.engine, settings)
-    ctl.stats = LiveStats(rt.redis, lambda: _relay_streams(app))
-    ctl.limiter = LoginLimiter(
-        rt.redis, settings.login_max_failures, settings.login_max_failures_ip, settings.login_window
-    )
-    ctl.metrics = Metrics(lambda: _gather_metrics(app))
-    auth = app[AUTH]
-    auth.accounts = ctl.accounts
     broadcasts = ctl.broadcasts
-
-    async def anchor_of(broadcast_id: int) -> int | None:
-        try:
-            return (await broadcasts.get(broadcast_id)).anchor_id
-        except NotFound:
-            return None
 
     async def room_broadcast(room: str) -> int | None:
         app_name, _, stream = room.partition("/")
@@ -197,6 +209,25 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
             return None
         found = await broadcasts.find_by_stream(app_name, stream)
         return found.id if found is not None else None
+
+    ctl.stats = LiveStats(
+        rt.redis,
+        lambda: _relay_streams(app),
+        lambda ids: _shop_sales(app, ids),
+        room_broadcast,
+    )
+    ctl.limiter = LoginLimiter(
+        rt.redis, settings.login_max_failures, settings.login_max_failures_ip, settings.login_window
+    )
+    ctl.metrics = Metrics(lambda: _gather_metrics(app))
+    auth = app[AUTH]
+    auth.accounts = ctl.accounts
+
+    async def anchor_of(broadcast_id: int) -> int | None:
+        try:
+            return (await broadcasts.get(broadcast_id)).anchor_id
+        except NotFound:
+            return None
 
     auth.anchor_of = anchor_of
     auth.room_broadcast = room_broadcast

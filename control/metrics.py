@@ -2,7 +2,8 @@
 
 Figures are gathered when scraped, from what the packages expose: the relay's stream
 stats, the broadcast table, the counters :class:`control.stats.LiveStats` keeps from bus
-events, the webhook worker's counters, and the bus itself.
+events, the sales figures of the broadcasts not over yet (the one definition of GMV, orders and
+buyers: :mod:`shop_bridge.gmv`), the webhook worker's counters, and the bus itself.
 """
 
 from __future__ import annotations
@@ -67,12 +68,29 @@ class SnapshotCollector(Collector):
         for name, key, doc in (
             ("berrylive_comments", "comments", "Comments seen on the bus"),
             ("berrylive_likes", "likes", "Likes seen on the bus"),
-            ("berrylive_orders_paid", "orders", "Paid orders"),
-            ("berrylive_gmv_fen", "gmv_fen", "Gross merchandise value of paid orders (fen)"),
+            ("berrylive_orders_paid", "orders", "Sales paid (lottery prize orders excluded)"),
+            ("berrylive_paid_fen", "paid_fen", "Money paid for sales (fen)"),
+            ("berrylive_refunds", "refunds", "Sales refunded in full"),
+            ("berrylive_refunded_fen", "refunded_fen", "Money paid back for sales (fen)"),
         ):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], totals_.get(key, 0))
             yield c
+        sales = s.get("sales", {})
+        for name, key, doc in (
+            ("berrylive_broadcast_gmv_fen", "gmv_fen", "GMV of a broadcast not over (fen)"),
+            ("berrylive_broadcast_orders", "orders", "Orders of a broadcast not over"),
+            ("berrylive_broadcast_buyers", "buyers", "Buyers of a broadcast not over"),
+            (
+                "berrylive_broadcast_refunded_fen",
+                "refunded_fen",
+                "Money paid back for a broadcast not over (fen)",
+            ),
+        ):
+            g = GaugeMetricFamily(name, doc + "; docs/shop.md, GMV", labels=["broadcast_id"])
+            for bid, figs in sorted(sales.items()):
+                g.add_metric([str(bid)], figs.get(key, 0))
+            yield g
         wh = s.get("webhooks", {})
         c = CounterMetricFamily("berrylive_webhook_deliveries", "Webhook deliveries sent OK")
         c.add_metric([], wh.get("delivered", 0))

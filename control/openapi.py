@@ -292,8 +292,16 @@ SCHEMAS: J = {
             "comments": {"type": "integer"},
             "comments_per_s": {"type": "number"},
             "likes": {"type": "integer"},
-            "orders": {"type": "integer"},
-            "gmv_fen": {"type": "integer"},
+            "orders": {
+                "type": "integer",
+                "description": "sales not refunded in full, lottery prizes excluded "
+                "(docs/shop.md, GMV, orders and buyers)",
+            },
+            "buyers": {"type": "integer"},
+            "units": {"type": "integer"},
+            "gmv_fen": {"type": "integer", "description": "paid_fen - refunded_fen"},
+            "paid_fen": {"type": "integer"},
+            "refunded_fen": {"type": "integer"},
         },
     },
     "ReminderRequest": {

@@ -1,36 +1,47 @@
-"""Live figures of a broadcast for the dashboard and ``/metrics``.
+"""Live figures of a broadcast for the dashboard, the series and ``/metrics``.
 
-Two sources:
+Three sources:
 
 * the relay's per-stream stats (viewers by protocol, bitrate, codec, fps, uptime): the
   ``relay`` package's Python accessor when it has one, else its ``GET /api/streams``;
+* the shop's sales figures, by the one definition of GMV, orders and buyers
+  (:mod:`shop_bridge.gmv`), read from the order records when asked (never counted from
+  events, which would disagree with ``/sales`` after a refund or a lottery prize order);
 * counters kept here from bus events, per broadcast in Redis (so every node sees the same
-  figures): ``order.paid`` (orders, GMV in fen), ``danmaku.comment`` (comments) and
-  ``danmaku.like`` (likes), ``count`` each.
+  figures): ``danmaku.comment`` (comments) and ``danmaku.like`` (likes), ``count`` each.
+  A count whose event names no broadcast (the hub did not know the room's broadcast, e.g.
+  it was scheduled before that node started) is credited to the broadcast of its room,
+  looked up here.
 
-Comments per second is the difference of the comment counter over a short window, kept in
-a bounded in-memory ring per broadcast.
+Comments per second is the number of comments reported in the last :data:`RATE_WINDOW`
+seconds divided by it, from the events themselves (a bounded ring per broadcast), so it
+does not depend on how often anybody asks.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.bus import EventBus
 from danmaku.events import DanmakuComment, DanmakuLike
-from shop_bridge.events import OrderPaid
+from shop_bridge.events import OrderPaid, OrderRefunded
 
 logger = logging.getLogger(__name__)
 
 KEY = "berrylive:control:bstats:"
 RATE_WINDOW = 10.0
 MAX_TRACKED = 1000
+SALES_FIELDS = ("gmv_fen", "paid_fen", "refunded_fen", "orders", "buyers", "units")
 
 StreamsProvider = Callable[[], Awaitable[list[dict[str, Any]]]]
+SalesProvider = Callable[[list[int]], Awaitable[dict[int, dict[str, int]]]]
+"""Broadcast ids -> their sales figures (:class:`shop_bridge.gmv.Figures` as a dict)."""
+RoomResolver = Callable[[str], Awaitable[int | None]]
+"""A danmaku room (``<app>/<stream>``) -> its broadcast's id."""
 
 
 def _int(value: Any) -> int:
@@ -44,65 +55,123 @@ def _int(value: Any) -> int:
 
 
 class LiveStats:
-    def __init__(self, redis: Any, streams: StreamsProvider | None = None) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        streams: StreamsProvider | None = None,
+        sales: SalesProvider | None = None,
+        room_broadcast: RoomResolver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.streams_provider = streams
-        self._samples: dict[int, deque[tuple[float, int]]] = {}
-        self.totals = {"comments": 0, "likes": 0, "orders": 0, "gmv_fen": 0}
+        self.sales_provider = sales
+        self.room_broadcast = room_broadcast
+        self.clock = clock
+        self._reports: OrderedDict[int, deque[tuple[float, int]]] = OrderedDict()
+        self._rooms: OrderedDict[str, int | None] = OrderedDict()
+        self.totals = {
+            "comments": 0,
+            "likes": 0,
+            "orders": 0,
+            "paid_fen": 0,
+            "refunds": 0,
+            "refunded_fen": 0,
+        }
+        """This node's counts of events since it started (``/metrics`` counters)."""
 
     def subscribe_events(self, bus: EventBus) -> list[Callable[[], None]]:
-        """Count paid orders, comments and likes; returns the unsubscribers."""
+        """Count comments and likes (and, for ``/metrics``, paid and refunded sales);
+        returns the unsubscribers."""
         return [
             bus.on(OrderPaid, self.on_order_paid),
+            bus.on(OrderRefunded, self.on_order_refunded),
             bus.on(DanmakuComment, self.on_comments),
             bus.on(DanmakuLike, self.on_likes),
         ]
 
-    async def on_order_paid(self, event: OrderPaid) -> None:
-        bid = _broadcast_id(event.broadcast_id)  # the shop sends it as a decimal string
-        gmv = _int(event.amount_fen)
+    def on_order_paid(self, event: OrderPaid) -> None:
+        if event.kind == "prize":
+            return  # a lottery prize is not a sale (shop_bridge.gmv)
         self.totals["orders"] += 1
-        self.totals["gmv_fen"] += gmv
-        if bid is not None:
-            await self.redis.hincrby(KEY + str(bid), "gmv_fen", gmv)
-            await self.redis.hincrby(KEY + str(bid), "orders", 1)
+        self.totals["paid_fen"] += max(0, _int(event.amount_fen))
+
+    def on_order_refunded(self, event: OrderRefunded) -> None:
+        if event.kind == "prize":
+            return
+        self.totals["refunds"] += 1
+        self.totals["refunded_fen"] += max(0, _int(event.amount_fen))
 
     async def on_comments(self, event: DanmakuComment) -> None:
-        await self._count("comments", event.broadcast_id, event.count)
+        bid = await self._count("comments", event.room, event.broadcast_id, event.count)
+        if bid is not None:
+            ring = self._reports.get(bid)
+            if ring is None:
+                if len(self._reports) >= MAX_TRACKED:
+                    self._reports.popitem(last=False)
+                ring = self._reports[bid] = deque(maxlen=256)
+            ring.append((self.clock(), max(1, _int(event.count))))
 
     async def on_likes(self, event: DanmakuLike) -> None:
-        await self._count("likes", event.broadcast_id, event.count)
+        await self._count("likes", event.room, event.broadcast_id, event.count)
 
-    async def _count(self, field: str, broadcast_id: Any, count: Any) -> None:
+    async def _count(self, field: str, room: Any, broadcast_id: Any, count: Any) -> int | None:
         amount = max(1, _int(count))
         self.totals[field] += amount
-        bid = _broadcast_id(broadcast_id)  # the hub may send the id as a decimal string
+        bid = broadcast_id_of(broadcast_id)
+        if bid is None and isinstance(room, str):
+            bid = await self._broadcast_of_room(room)
         if bid is not None:
             await self.redis.hincrby(KEY + str(bid), field, amount)
+        return bid
+
+    async def _broadcast_of_room(self, room: str) -> int | None:
+        if room in self._rooms:
+            self._rooms.move_to_end(room)
+            return self._rooms[room]
+        if self.room_broadcast is None:
+            return None
+        try:
+            bid = await self.room_broadcast(room)
+        except Exception as exc:  # never lose the event loop's handler over a lookup
+            logger.debug("room %s: broadcast lookup failed: %s", room[:80], exc)
+            return None
+        if bid is not None:  # an unknown room may become a broadcast's later: not cached
+            self._rooms[room] = bid
+            while len(self._rooms) > MAX_TRACKED:
+                self._rooms.popitem(last=False)
+        return bid
 
     async def counters(self, broadcast_id: int) -> dict[str, int]:
+        """Comments and likes so far (Redis)."""
         raw = await self.redis.hgetall(KEY + str(broadcast_id))
-        out = {"comments": 0, "likes": 0, "orders": 0, "gmv_fen": 0}
+        out = {"comments": 0, "likes": 0}
         for k, v in raw.items():
             key = k.decode() if isinstance(k, bytes) else str(k)
             if key in out:
                 out[key] = int(v)
         return out
 
-    def comment_rate(self, broadcast_id: int, comments: int, now: float | None = None) -> float:
-        now = time.time() if now is None else now
-        ring = self._samples.get(broadcast_id)
-        if ring is None:
-            if len(self._samples) >= MAX_TRACKED:
-                self._samples.pop(next(iter(self._samples)))
-            ring = self._samples[broadcast_id] = deque(maxlen=64)
-        ring.append((now, comments))
-        while len(ring) > 2 and now - ring[0][0] > RATE_WINDOW:
-            ring.popleft()
-        t0, c0 = ring[0]
-        if now - t0 <= 0:
+    async def sales(self, broadcast_ids: list[int]) -> dict[int, dict[str, int]]:
+        """The shop's figures of each broadcast (zeros without a shop)."""
+        zero = dict.fromkeys(SALES_FIELDS, 0)
+        out = {b: dict(zero) for b in broadcast_ids}
+        if self.sales_provider is None or not broadcast_ids:
+            return out
+        for bid, figs in (await self.sales_provider(broadcast_ids)).items():
+            if bid in out:
+                out[bid].update({k: int(figs.get(k, 0)) for k in SALES_FIELDS})
+        return out
+
+    def comment_rate(self, broadcast_id: int, now: float | None = None) -> float:
+        """Comments per second over the last :data:`RATE_WINDOW` seconds."""
+        now = self.clock() if now is None else now
+        ring = self._reports.get(broadcast_id)
+        if not ring:
             return 0.0
-        return round(max(0, comments - c0) / (now - t0), 2)
+        while ring and now - ring[0][0] > RATE_WINDOW:
+            ring.popleft()
+        return round(sum(n for _t, n in ring) / RATE_WINDOW, 2)
 
     async def streams(self) -> list[dict[str, Any]]:
         if self.streams_provider is None:
@@ -130,12 +199,12 @@ def viewers_of(stream: dict[str, Any] | None) -> dict[str, int]:
     return out
 
 
-def _broadcast_id(value: Any) -> int | None:
-    """A broadcast id from an event: an int, or the decimal string other packages use."""
+def broadcast_id_of(value: Any) -> int | None:
+    """A broadcast id from an event: an int (a decimal string from an older node)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
     return None

@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from core.http import ApiError, caller, read_json
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
-from shop_bridge import order_listing
+from shop_bridge import broadcast_ids, order_listing
+from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.order_extras import EXTRA_FIELDS as EXTRAS
 from shop_bridge.order_extras import order_extras
@@ -164,6 +165,23 @@ def _ident_path(request: web.Request, name: str) -> str:
     return raw
 
 
+def _broadcast_path(request: web.Request) -> str:
+    """The broadcast of the path (control's integer id), as the shop stores it."""
+    raw = request.match_info["broadcast_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or int(raw) < 1:
+        raise ShopError(404, "broadcast_not_found", f"no broadcast {raw[:20]!r}: ids are integers")
+    return str(int(raw))
+
+
+def _broadcast_field(body: Body, default: str | None = None) -> str:
+    """The body's ``broadcast_id`` (an integer; a decimal string for one release)."""
+    if not body.has("broadcast_id"):
+        if default is not None:
+            return default
+        raise ShopError(400, "missing_field", "broadcast_id: is required", field="broadcast_id")
+    return broadcast_ids.parse(body.data["broadcast_id"])
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
@@ -265,50 +283,71 @@ async def update_sku(request: web.Request) -> web.Response:
 
 @api
 async def put_broadcast(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
+    bid = _broadcast_path(request)
     body = await _body(request, {"anchor_id", "room"})
     anchor = body.ident("anchor_id")
     room = body.text("room", max_len=128, pattern=ROOM_RE, default="")
-    return _json(await _svc(request).shelf.set_broadcast(bid, anchor, room))
+    info = await _svc(request).shelf.set_broadcast(bid, anchor, room)
+    return _json({**info, "broadcast_id": to_wire(bid)})
+
+
+@api
+async def get_broadcast_shop(request: web.Request) -> web.Response:
+    bid = _broadcast_path(request)
+    row = await _svc(request).shelf.broadcast_row(bid)
+    if row is None:
+        raise not_found("broadcast", bid)
+    return _json(
+        {
+            "broadcast_id": to_wire(bid),
+            "anchor_id": row["anchor_id"],
+            "room": row["room"],
+            "state": row["state"] or None,
+            "source": row["source"] or None,
+            "known": bool(row["source"]) and row["state"] != "deleted",
+        }
+    )
 
 
 @api
 async def get_shelf(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
-    return _json({"broadcast_id": bid, "items": await _svc(request).shelf.get_shelf(bid)})
+    bid = _broadcast_path(request)
+    return _json({"broadcast_id": to_wire(bid), "items": await _svc(request).shelf.get_shelf(bid)})
 
 
 @api
 async def put_shelf(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
+    bid = _broadcast_path(request)
     body = await _body(request, {"items"})
     items = []
     for i, raw in enumerate(body.objects("items", max_items=500)):
         item = Body(raw, {"product_id", "on_shelf"}, f"items[{i}]")
         items.append((item.integer("product_id", lo=1), item.boolean("on_shelf", default=True)))
     shelf = await _svc(request).shelf.put_shelf(bid, items, operator(request))
-    return _json({"broadcast_id": bid, "items": shelf})
+    return _json({"broadcast_id": to_wire(bid), "items": shelf})
 
 
 @api
 async def patch_shelf_item(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
+    bid = _broadcast_path(request)
     pid = _int_path(request, "product_id")
     body = await _body(request, {"on_shelf"})
     on = body.boolean("on_shelf")
     shelf = await _svc(request).shelf.set_on_shelf(bid, pid, on, operator(request))
-    return _json({"broadcast_id": bid, "items": shelf})
+    return _json({"broadcast_id": to_wire(bid), "items": shelf})
 
 
 @api
 async def get_card(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
-    return _json({"broadcast_id": bid, "card": await _svc(request).shelf.current_card(bid)})
+    bid = _broadcast_path(request)
+    return _json(
+        {"broadcast_id": to_wire(bid), "card": await _svc(request).shelf.current_card(bid)}
+    )
 
 
 @api
 async def push_card(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
+    bid = _broadcast_path(request)
     body = await _body(request, {"product_id", "sku_id", "flash_sale_id"})
     card = await _svc(request).shelf.push_card(
         bid,
@@ -322,20 +361,22 @@ async def push_card(request: web.Request) -> web.Response:
 
 @api
 async def clear_card(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
+    bid = _broadcast_path(request)
     return _json(await _svc(request).shelf.clear_card(bid, operator(request)))
 
 
 @api
 async def card_history(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
+    bid = _broadcast_path(request)
     limit = query_int(request.query, "limit", 100, 1, 500)
-    return _json({"broadcast_id": bid, "items": await _svc(request).shelf.card_history(bid, limit)})
+    return _json(
+        {"broadcast_id": to_wire(bid), "items": await _svc(request).shelf.card_history(bid, limit)}
+    )
 
 
 @api
 async def sales(request: web.Request) -> web.Response:
-    bid = _ident_path(request, "broadcast_id")
+    bid = _broadcast_path(request)
     return _json(await _svc(request).reports.sales(bid))
 
 
@@ -357,7 +398,7 @@ async def create_flash_sale(request: web.Request) -> web.Response:
         },
     )
     data = {
-        "broadcast_id": body.ident("broadcast_id"),
+        "broadcast_id": _broadcast_field(body),
         "sku_id": body.integer("sku_id", lo=1),
         "sale_price_fen": body.integer("sale_price_fen", lo=0, hi=10**10),
         "sale_stock": body.integer("sale_stock", lo=1, hi=100_000),
@@ -450,7 +491,7 @@ async def place_order(request: web.Request) -> web.Response:
         user,
         body.integer("sku_id", lo=1),
         body.integer("quantity", lo=1, hi=svc.ctx.config.max_quantity),
-        body.ident("broadcast_id", default=""),
+        _broadcast_field(body, default=""),
         body.ident("idempotency_key"),
         body.ident("channel", default="live"),
         coupon_id=body.text("coupon_id", max_len=32, pattern=ID_RE, default=None),
@@ -471,9 +512,7 @@ async def list_orders(request: web.Request) -> web.Response:
     limit = query_int(q, "limit", 50, 1, 200)
     orders = await _svc(request).checkout.book.list_orders(
         user_id=user,
-        broadcast_id=check_ident("broadcast_id", q["broadcast_id"])
-        if q.get("broadcast_id")
-        else None,
+        broadcast_id=broadcast_ids.parse(q["broadcast_id"]) if q.get("broadcast_id") else None,
         anchor_id=anchor,
         state=state,
         limit=limit,

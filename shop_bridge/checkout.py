@@ -74,6 +74,8 @@ class Checkout:
         anchor_id, room = ("", "")
         card = NO_CARD
         if broadcast_id:
+            await self.shelf.check_broadcast(broadcast_id, "order")
+            await self.shelf.check_on_shelf(broadcast_id, sku["product_id"])
             anchor_id, room = await self.shelf.broadcast_info(broadcast_id)
             card = await self.shelf.card_for_room(room)
         now = self.ctx.now_ms()

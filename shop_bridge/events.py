@@ -1,5 +1,9 @@
 """Events the shop publishes on the bus (the contract; see ``docs/events.md``).
 
+``broadcast_id`` is control's integer id in every payload (``None``: the order belongs to
+no broadcast); the shop stores it as text and converts at this edge
+(:mod:`shop_bridge.broadcast_ids`).
+
 The JSON payloads are what they were before the events were typed: every class lists the
 fields of its payload in the order they travel (``kw_only``, so optional ones need not
 come last), and a field that only some events of a class carry (``reason`` of a cleared
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Self, cast
 
 from core.events import BusEvent
+from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.state import OrderState
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "OrderRefunding",
     "OrderShipped",
     "PrizeGranted",
+    "SalesUpdated",
     "ShelfUpdated",
     "order_moved",
     "order_payload",
@@ -60,7 +66,7 @@ class CardEvent(BusEvent, topic="card.*"):
 
     topic: str
     card_id: int
-    broadcast_id: str
+    broadcast_id: int | None
     room: str
     anchor_id: str
     product_id: int
@@ -82,7 +88,7 @@ class ShelfUpdated(BusEvent, topic="shelf.updated"):
     """The whole shelf replaced (``product_ids``) or one product put on or off it
     (``product_id``, ``on_shelf``)."""
 
-    broadcast_id: str
+    broadcast_id: int | None
     product_ids: tuple[int, ...] | None = None
     product_id: int | None = None
     on_shelf: bool | None = None
@@ -101,7 +107,7 @@ class _SaleView:
     """The fields of a flash sale's API view (:func:`shop_bridge.views.sale_view`)."""
 
     id: int
-    broadcast_id: str
+    broadcast_id: int | None
     product_id: int
     sku_id: int
     sale_price_fen: int
@@ -152,7 +158,7 @@ class FlashSaleSettled(BusEvent, topic="flash_sale.settled"):
     """The sale is over and its unsold units went back to the SKU."""
 
     id: int
-    broadcast_id: str
+    broadcast_id: int | None
     sku_id: int
     returned_stock: int
     room: str
@@ -170,7 +176,7 @@ def order_payload(order: dict[str, Any], actor: str) -> dict[str, Any]:
         "state": order["state"],
         "kind": order["kind"],
         "user_id": order["user_id"],
-        "broadcast_id": order["broadcast_id"],
+        "broadcast_id": to_wire(order["broadcast_id"]),
         "anchor_id": order["anchor_id"],
         "product_id": order["product_id"],
         "sku_id": order["sku_id"],
@@ -194,7 +200,7 @@ class OrderEvent:
     kind: str
     """``flash``, ``normal`` or ``prize``."""
     user_id: str
-    broadcast_id: str
+    broadcast_id: int | None
     anchor_id: str
     product_id: int
     sku_id: int
@@ -294,4 +300,24 @@ class PrizeGranted(BusEvent, topic="prize.granted"):
     status: str
     """``granted``, ``manual`` or ``failed_no_stock``."""
     created_ms: int
-    broadcast_id: str
+    broadcast_id: int | None
+
+
+# -- sales figures ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SalesUpdated(BusEvent, topic="sales.updated"):
+    """A broadcast's sales figures after orders of it were paid or refunded (at most one
+    event per broadcast per second from the node that moved them). The figures follow the
+    one definition of :mod:`shop_bridge.gmv`: the same numbers as the live panel,
+    ``/sales``, the series and ``/metrics``."""
+
+    broadcast_id: int
+    gmv_fen: int
+    paid_fen: int
+    refunded_fen: int
+    orders: int
+    buyers: int
+    units: int
+    ts: float

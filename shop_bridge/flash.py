@@ -123,6 +123,9 @@ class FlashSales:
         sku = await self.catalog.sku(data["sku_id"])
         if sku is None:
             raise unknown_ref("sku", data["sku_id"])
+        await self.shelf.check_broadcast(data["broadcast_id"], "flash_sale")
+        # anchors may not take stock from any SKU of the catalog: only from their shelf's
+        await self.shelf.check_on_shelf(data["broadcast_id"], sku["product_id"])
         if data["ends_ms"] <= data["starts_ms"]:
             raise ShopError(
                 400, "invalid_field", "ends_at: must be after starts_at", field="ends_at"

@@ -14,6 +14,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from danmaku.events import LotteryPrize
+from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.context import ShopContext, new_id
 from shop_bridge.errors import ShopError
 from shop_bridge.events import OrderCreated, OrderPaid, PrizeGranted
@@ -191,7 +192,7 @@ class Prizes:
             await self.ctx.bus.emit(
                 OrderCreated.of(order_row, "lottery"), OrderPaid.of(order_row, "lottery")
             )
-        await self.ctx.bus.emit(PrizeGranted(**grant, broadcast_id=broadcast_id))
+        await self.ctx.bus.emit(PrizeGranted(**grant, broadcast_id=to_wire(broadcast_id)))
         return {**grant, "duplicate": False}
 
 

@@ -80,7 +80,7 @@ def _query(name: str, schema: J) -> J:
 
 PID = _path("product_id", {"type": "integer"})
 SKU = _path("sku_id", {"type": "integer"})
-BID = _path("broadcast_id")
+BID = _path("broadcast_id", {"type": "integer", "minimum": 1})
 SID = _path("sale_id", {"type": "integer"})
 OID = _path("order_id")
 LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 200})
@@ -136,6 +136,17 @@ ROUTES = RouteTable(
                 {"type": "object"},
                 errors=(400, 404, 409),
                 params=[SKU],
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/broadcasts/{broadcast_id}/shop",
+            api.get_broadcast_shop,
+            _doc(
+                "What the shop knows of a broadcast (anchor, room, state; known: it sells for it)",
+                OPERATOR,
+                {"type": "object"},
+                params=[BID],
             ),
         ),
         Op(

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.context import ShopContext
 from shop_bridge.errors import ShopError, conflict, invalid, not_found
 from shop_bridge.events import FlashSaleClosed, FlashSaleSettled, FlashSaleUpdated
@@ -276,7 +277,7 @@ class FlashSaleAdmin:
         await self.ctx.bus.emit(
             FlashSaleSettled(
                 id=sale_id,
-                broadcast_id=sale["broadcast_id"],
+                broadcast_id=to_wire(sale["broadcast_id"]),
                 sku_id=sale["sku_id"],
                 returned_stock=units if sale["carved"] else 0,
                 room=ctx.room if ctx else "",

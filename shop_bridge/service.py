@@ -46,7 +46,7 @@ from shop_bridge.payment_notices import PaymentNotices
 from shop_bridge.prizes import Prizes
 from shop_bridge.recipients import Recipients, load_sealer
 from shop_bridge.redis_epoch import RedisEpoch
-from shop_bridge.reports import Reports
+from shop_bridge.reports import Reports, SalesUpdates
 from shop_bridge.sale_admin import FlashSaleAdmin
 from shop_bridge.shelf import Shelf
 from shop_bridge.upkeep import Upkeep
@@ -81,6 +81,7 @@ class ShopService:
         self.upkeep = Upkeep(ctx, self.flash, self.sale_admin, self.checkout, self.notices)
         self.prizes = Prizes(ctx, self.shelf)
         self.reports = Reports(ctx)
+        self.sales_updates = SalesUpdates(ctx, self.reports)
         # the order core: sealed recipients, address books (the key: docs/shop.md)
         sealer = load_sealer(config.recipient_key_file, secret or payment_key.hex())
         self.recipients = Recipients(ctx, sealer)
@@ -93,6 +94,7 @@ class ShopService:
         self.flash.start()
         self.ctx.start()
         self._unsubscribe += self.prizes.subscribe() + self.shelf.subscribe()
+        self.sales_updates.start()
         await self.epoch.start(background)  # the sales rebuilt from the database first
         await self.upkeep.start(background)
 
@@ -102,6 +104,7 @@ class ShopService:
         for unsub in self._unsubscribe:
             unsub()
         self._unsubscribe.clear()
+        await self.sales_updates.stop()
         await self.upkeep.stop()
         await self.ctx.stop()
         await self.flash.stop()

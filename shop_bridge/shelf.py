@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from control.events import BroadcastEvent
+from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.cache import BoundedCache
 from shop_bridge.catalog import Catalog
 from shop_bridge.context import ShopContext, primary_key
@@ -31,6 +32,23 @@ from shop_bridge.views import card_view
 logger = logging.getLogger(__name__)
 
 MAX_SHELF = 500
+
+CLOSED_FOR_SELLING = frozenset({"ended", "replay_ready", "cancelled", "banned"})
+"""States of a broadcast that take no new card or flash sale."""
+CLOSED_FOR_ORDERS = frozenset({"cancelled", "banned"})
+"""States of a broadcast that take no order (an ended show still sells from its replay)."""
+
+
+def sku_not_of_product(sku_id: int, owner: int, product_id: int) -> ShopError:
+    """422: the SKU exists but belongs to another product (both named)."""
+    return ShopError(
+        422,
+        "sku_not_of_product",
+        f"SKU {sku_id} belongs to product {owner}, not to product {product_id}",
+        sku_id=sku_id,
+        sku_product_id=owner,
+        product_id=product_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,31 +89,110 @@ class Shelf:
 
     # -- broadcasts (what control tells us) ---------------------------------------------
 
-    async def set_broadcast(self, broadcast_id: str, anchor_id: str, room: str) -> dict[str, Any]:
-        values = {
+    async def set_broadcast(
+        self,
+        broadcast_id: str,
+        anchor_id: str,
+        room: str,
+        *,
+        state: str | None = None,
+        source: str = "operator",
+    ) -> dict[str, Any]:
+        """Record a broadcast's anchor and room (and, from control, its state). ``source``
+        ``control`` (its events) or ``operator`` (``PUT .../shop``); a row control told
+        of stays ``control``."""
+        values: dict[str, Any] = {
             "anchor_id": anchor_id,
             "room": room or broadcast_id,
             "updated_ms": self.ctx.now_ms(),
         }
+        if state is not None:
+            values["state"] = state[:24]
         async with self.ctx.engine.begin() as conn:
             res = await conn.execute(
-                update(BROADCASTS).where(BROADCASTS.c.broadcast_id == broadcast_id).values(**values)
+                update(BROADCASTS)
+                .where(BROADCASTS.c.broadcast_id == broadcast_id)
+                .values(
+                    **values,
+                    source=case((BROADCASTS.c.source == "control", "control"), else_=source),
+                )
             )
             if res.rowcount == 0:
                 try:
                     async with conn.begin_nested():
                         await conn.execute(
-                            insert(BROADCASTS).values(broadcast_id=broadcast_id, **values)
+                            insert(BROADCASTS).values(
+                                broadcast_id=broadcast_id, source=source, **values
+                            )
                         )
                 except IntegrityError:
                     await conn.execute(
                         update(BROADCASTS)
                         .where(BROADCASTS.c.broadcast_id == broadcast_id)
-                        .values(**values)
+                        .values(**values, source=source)
                     )
         for changed in self._broadcast_changed:
             await changed(broadcast_id)
         return {"broadcast_id": broadcast_id, **values}
+
+    async def broadcast_row(self, broadcast_id: str) -> dict[str, Any] | None:
+        """What the shop knows of a broadcast: ``anchor_id, room, state, source``."""
+        async with self.ctx.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(BROADCASTS).where(BROADCASTS.c.broadcast_id == broadcast_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row is not None else None
+
+    async def check_broadcast(self, broadcast_id: str, action: str) -> dict[str, Any]:
+        """Refuse to sell for a broadcast the shop does not know or that is over.
+
+        ``action``: ``card`` and ``flash_sale`` need a broadcast that is not over
+        (scheduled, live or interrupted); ``order`` one that is not banned, cancelled or
+        deleted (a replay still sells). 404 ``broadcast_not_found``; 409
+        ``broadcast_ended`` / ``broadcast_banned`` / ``broadcast_cancelled``."""
+        row = await self.broadcast_row(broadcast_id)
+        if row is None or not row["source"] or row["state"] == "deleted":
+            raise not_found("broadcast", broadcast_id)
+        state = row["state"]
+        refused = CLOSED_FOR_ORDERS if action == "order" else CLOSED_FOR_SELLING
+        if state in refused:
+            code = "broadcast_ended" if state == "replay_ready" else f"broadcast_{state}"
+            raise conflict(
+                code,
+                f"broadcast {broadcast_id} is {state}: no {action.replace('_', ' ')} for it",
+                state=state,
+            )
+        return row
+
+    async def check_on_shelf(self, broadcast_id: str, product_id: int) -> None:
+        """409 ``not_on_shelf`` / ``off_shelf`` unless the product is on sale on the
+        broadcast's shelf."""
+        async with self.ctx.engine.connect() as conn:
+            shelf = (
+                await conn.execute(
+                    select(SHELF.c.on_shelf).where(
+                        SHELF.c.broadcast_id == broadcast_id, SHELF.c.product_id == product_id
+                    )
+                )
+            ).first()
+        if shelf is None:
+            raise conflict(
+                "not_on_shelf",
+                f"product {product_id} is not on broadcast {broadcast_id}'s shelf",
+                product_id=product_id,
+            )
+        if not shelf[0]:
+            raise conflict(
+                "off_shelf",
+                f"product {product_id} is off broadcast {broadcast_id}'s shelf",
+                product_id=product_id,
+            )
 
     async def broadcast_info(self, broadcast_id: str) -> tuple[str, str]:
         """(anchor_id, room) of a broadcast; the room defaults to the broadcast id."""
@@ -122,21 +219,28 @@ class Shelf:
         return str(row[0]) if row is not None else ""
 
     async def on_broadcast_event(self, event: BroadcastEvent) -> None:
-        """Learn a broadcast's anchor and danmaku room (``<app>/<stream>``) from control's
-        ``broadcast.created`` / ``broadcast.updated``; its ``product_ids`` (on creation, or
-        when an update changed them) become the shelf."""
-        if event.topic not in ("broadcast.created", "broadcast.updated"):
+        """Learn every broadcast control announces: its anchor, danmaku room
+        (``<app>/<stream>``) and lifecycle state, from every ``broadcast.*`` event
+        (``broadcast.deleted`` marks it gone); its ``product_ids`` (on creation, or when an
+        update changed them) become the shelf."""
+        if event.topic == "broadcast.reminder":
             return
         bid = event.broadcast_id if event.broadcast_id is not None else event.id
-        if event.anchor_id is None:
+        if not isinstance(bid, int) or isinstance(bid, bool):
             return
+        state = "deleted" if event.topic == "broadcast.deleted" else event.state
+        if not state:
+            state = event.topic.partition(".")[2]
         room = f"{event.app}/{event.stream}" if event.stream else ""
-        await self.set_broadcast(str(bid)[:64], str(event.anchor_id)[:64], room[:128])
+        anchor = "" if event.anchor_id is None else str(event.anchor_id)[:64]
+        await self.set_broadcast(str(bid), anchor, room[:128], state=state, source="control")
+        if event.topic not in ("broadcast.created", "broadcast.updated"):
+            return
         pids = list(event.product_ids)
         if (event.topic == "broadcast.created" and pids) or (
             event.changed is not None and "product_ids" in event.changed
         ):
-            await self.shelf_from_broadcast(str(bid)[:64], pids)
+            await self.shelf_from_broadcast(str(bid), pids)
 
     async def shelf_from_broadcast(self, broadcast_id: str, product_ids: list[Any]) -> None:
         """Fill the shelf from the products control planned for the broadcast: the shelf
@@ -180,7 +284,9 @@ class Shelf:
     async def put_shelf(
         self, broadcast_id: str, items: list[tuple[int, bool]], actor: str
     ) -> list[dict[str, Any]]:
-        """Replace the shelf: products in display order with their on/off-shelf flag."""
+        """Replace the shelf: products in display order with their on/off-shelf flag (of a
+        broadcast the shop knows, not banned or cancelled)."""
+        await self.check_broadcast(broadcast_id, "order")
         ids = [pid for pid, _ in items]
         if len(set(ids)) != len(ids):
             raise ShopError(400, "invalid_field", "items: a product appears twice")
@@ -222,7 +328,10 @@ class Shelf:
         shelf = await self.get_shelf(broadcast_id)
         await self.ctx.bus.emit(
             ShelfUpdated(
-                broadcast_id=broadcast_id, product_ids=tuple(ids), actor=actor, ts=now / 1000
+                broadcast_id=to_wire(broadcast_id),
+                product_ids=tuple(ids),
+                actor=actor,
+                ts=now / 1000,
             )
         )
         return shelf
@@ -263,7 +372,7 @@ class Shelf:
                 raise not_found("shelf_item", f"{broadcast_id}/{product_id}")
         await self.ctx.bus.emit(
             ShelfUpdated(
-                broadcast_id=broadcast_id,
+                broadcast_id=to_wire(broadcast_id),
                 product_id=product_id,
                 on_shelf=on_shelf,
                 actor=actor,
@@ -307,23 +416,15 @@ class Shelf:
         flash_sale_id: int | None,
         actor: str,
     ) -> dict[str, Any]:
+        await self.check_broadcast(broadcast_id, "card")
         anchor_id, room = await self.broadcast_info(broadcast_id)
-        async with self.ctx.engine.connect() as conn:
-            shelf = (
-                await conn.execute(
-                    select(SHELF.c.on_shelf).where(
-                        SHELF.c.broadcast_id == broadcast_id, SHELF.c.product_id == product_id
-                    )
-                )
-            ).first()
-        if shelf is None:
-            raise conflict("not_on_shelf", f"product {product_id} is not on this broadcast's shelf")
-        if not shelf[0]:
-            raise conflict("off_shelf", f"product {product_id} is off shelf")
+        await self.check_on_shelf(broadcast_id, product_id)
         if sku_id is not None:
             sku = await self.catalog.sku(sku_id)
-            if sku is None or sku["product_id"] != product_id:
+            if sku is None:
                 raise unknown_ref("sku", sku_id)
+            if sku["product_id"] != product_id:
+                raise sku_not_of_product(sku_id, sku["product_id"], product_id)
         if flash_sale_id is not None:
             async with self.ctx.engine.connect() as conn:
                 sale_product = (
@@ -461,7 +562,7 @@ def card_event(c: dict[str, Any], reason: str, anchor_id: str) -> CardEvent:
     return CardEvent(
         topic="card.cleared" if reason else "card.pushed",
         card_id=c["id"],
-        broadcast_id=c["broadcast_id"],
+        broadcast_id=to_wire(c["broadcast_id"]),
         room=c["room"],
         anchor_id=anchor_id,
         product_id=c["product_id"],

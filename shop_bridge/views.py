@@ -11,6 +11,8 @@ import json
 import time
 from typing import Any
 
+from shop_bridge.broadcast_ids import to_wire
+
 
 def iso(ms: int | None) -> str | None:
     if ms is None:
@@ -52,7 +54,7 @@ def product_view(p: dict[str, Any], skus: list[dict[str, Any]]) -> dict[str, Any
 def card_view(c: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": c["id"],
-        "broadcast_id": c["broadcast_id"],
+        "broadcast_id": to_wire(c["broadcast_id"]),
         "room": c["room"],
         "product_id": c["product_id"],
         "sku_id": c["sku_id"],
@@ -75,7 +77,7 @@ def sale_view(s: dict[str, Any], remaining: int | None, now_ms: int) -> dict[str
         status = "sold_out" if remaining == 0 else "open"
     return {
         "id": s["id"],
-        "broadcast_id": s["broadcast_id"],
+        "broadcast_id": to_wire(s["broadcast_id"]),
         "product_id": s["product_id"],
         "sku_id": s["sku_id"],
         "sale_price_fen": s["sale_price_fen"],
@@ -106,7 +108,7 @@ def order_view(o: dict[str, Any]) -> dict[str, Any]:
         "amount_fen": o["amount_fen"],
         "discount_fen": o.get("discount_fen") or 0,
         "coupon_id": o.get("coupon_id"),
-        "broadcast_id": o["broadcast_id"],
+        "broadcast_id": to_wire(o["broadcast_id"]),
         "anchor_id": o["anchor_id"],
         "card_id": o["card_id"],
         "channel": o["channel"],

@@ -323,29 +323,34 @@ async def test_openapi_docs_and_metrics(staff) -> None:
         b"berrylive_comments_total",
         b"berrylive_likes_total",
         b"berrylive_orders_paid_total",
-        b"berrylive_gmv_fen_total",
+        b"berrylive_paid_fen_total",
+        b"berrylive_refunded_fen_total",
         b"berrylive_webhook_failures_total",
     ):
         assert name in text, name
-    # figures come from the bus: a paid order counts in orders, GMV and the broadcast's stats
+    # counters from the bus: a paid sale counts (a lottery prize does not); the broadcast's
+    # sales figures come from the shop's order records (tests/shop/test_gmv.py), not events
     b = await staff.create_broadcast()
     bus = staff.server.runtime.bus
 
-    def paid(broadcast_id: object, amount_fen: int) -> OrderPaid:
+    def paid(broadcast_id: object, amount_fen: int, kind: str = "normal") -> OrderPaid:
         return OrderPaid(
-            order_id=f"o{amount_fen}", state="paid", kind="normal", user_id="u1",
+            order_id=f"o{amount_fen}", state="paid", kind=kind, user_id="u1",
             broadcast_id=broadcast_id, anchor_id="", product_id=1, sku_id=1,  # type: ignore[arg-type]
             flash_sale_id=None, quantity=1, amount_fen=amount_fen, card_id=None,
             channel="live", actor="u1", ts=time.time(),
         )  # fmt: skip
 
     await bus.emit(paid(b["id"], 1990))
-    # the shop and the hub carry broadcast ids as decimal strings
-    await bus.emit(paid(str(b["id"]), 10))
+    await bus.emit(paid(b["id"], 10))
+    await bus.emit(paid(b["id"], 0, kind="prize"))
     room = f"{b['app']}/{b['stream']}"
     await bus.publish("danmaku.like", {"room": room, "broadcast_id": str(b["id"]), "count": 5})
+    # a count whose event names no broadcast is credited to its room's broadcast
+    await bus.publish("danmaku.like", {"room": room, "count": 2})
     await bus.drain()
     status, text = await staff.api.call("GET", "/metrics")
-    assert b"berrylive_gmv_fen_total 2000.0" in text
+    assert b"berrylive_orders_paid_total 2.0" in text
+    assert b"berrylive_paid_fen_total 2000.0" in text
     status, stats = await staff.api.call("GET", f"/api/broadcasts/{b['id']}/stats", staff.operator)
-    assert stats["orders"] == 2 and stats["gmv_fen"] == 2000 and stats["likes"] == 5
+    assert stats["orders"] == 0 and stats["gmv_fen"] == 0 and stats["likes"] == 7

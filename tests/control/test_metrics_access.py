@@ -24,12 +24,12 @@ async def _get(url: str, local: str = "127.0.0.1", token: str | None = None) -> 
 async def test_metrics_allow_list(server_factory: Callable[..., Any]) -> None:
     srv = await server_factory(control=dict(CONTROL_TEST_SETTINGS))
     status, text = await _get(srv.http_url)  # the default: loopback
-    assert status == 200 and "berrylive_gmv_fen_total" in text
+    assert status == 200 and "berrylive_orders_paid_total" in text
     srv = await server_factory(
         "narrow", control={**CONTROL_TEST_SETTINGS, "metrics_allow": ("127.0.0.1/32",)}
     )
     status, text = await _get(srv.http_url)
-    assert status == 200 and "berrylive_gmv_fen_total" in text
+    assert status == 200 and "berrylive_orders_paid_total" in text
     # an address outside the list (a second loopback address stands in for the outside)
     status, text = await _get(srv.http_url, local="127.0.0.2")
     assert status == 403 and "gmv" not in text

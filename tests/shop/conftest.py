@@ -295,9 +295,7 @@ async def on_shelf(api: Api, broadcast_id: int, sku_id: int) -> None:
         assert product_id is not None or page["next_after"], f"no product has SKU {sku_id}"
         after = page["next_after"] or 0
     shelf = await api.ok("GET", f"/api/broadcasts/{broadcast_id}/shelf")
-    items = [
-        {"product_id": i["product"]["id"], "on_shelf": i["on_shelf"]} for i in shelf["items"]
-    ]
+    items = [{"product_id": i["product"]["id"], "on_shelf": i["on_shelf"]} for i in shelf["items"]]
     if any(i["product_id"] == product_id and i["on_shelf"] for i in items):
         return
     items = [i for i in items if i["product_id"] != product_id]

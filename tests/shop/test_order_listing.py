@@ -11,7 +11,7 @@ from control.api import CONTROL
 from tests.shop.conftest import make_product, uid
 
 
-async def _place(shop, user: str, sku: int, broadcast: str, n: int) -> list[str]:
+async def _place(shop, user: str, sku: int, broadcast: int, n: int) -> list[str]:
     ids = []
     for i in range(n):
         body = {
@@ -38,6 +38,10 @@ async def test_who_lists_which_orders(shop) -> None:
     mine, other = uid(), uid()
     await api.ok("PUT", f"/api/broadcasts/{mine}/shop", {"anchor_id": anchor_id})
     await api.ok("PUT", f"/api/broadcasts/{other}/shop", {"anchor_id": "999999"})
+    for b in (mine, other):  # the shop sells only what a broadcast's shelf shows
+        await api.ok(
+            "PUT", f"/api/broadcasts/{b}/shelf", {"items": [{"product_id": product["id"]}]}
+        )
     alice_mine = await _place(shop, "alice", sku, mine, 3)
     bob_mine = await _place(shop, "bob", sku, mine, 2)
     alice_other = await _place(shop, "alice", sku, other, 2)

@@ -32,12 +32,13 @@ async def test_sale_stock_is_taken_from_the_sku(shop) -> None:
     api = shop.api
     product = await make_product(api, stock=30)
     sku = product["skus"][0]["id"]
-    await make_sale(api, uid(), sku, stock=20)
+    bid = uid()
+    await make_sale(api, bid, sku, stock=20)
     assert await _sku_stock(api, product["id"]) == 10
     status, body = await api.post(
         "/api/flash-sales",
         {
-            "broadcast_id": uid(),
+            "broadcast_id": bid,
             "sku_id": sku,
             "sale_price_fen": 100,
             "sale_stock": 11,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from tests.shop.conftest import make_product, uid
+from tests.shop.conftest import known_broadcast, make_product, uid
 
 
 async def test_concurrent_shelf_replaces_are_serialised(shop) -> None:
@@ -16,9 +16,10 @@ async def test_concurrent_shelf_replaces_are_serialised(shop) -> None:
     rng = random.Random(7)
     for _round in range(3):
         bid = uid()
+        await known_broadcast(shop.api, bid)
         lists = [rng.sample(products, k=rng.randint(2, 6)) for _ in range(12)]
 
-        async def by_api(pids: list[int], bid: str = bid) -> int:
+        async def by_api(pids: list[int], bid: int = bid) -> int:
             items = [{"product_id": p} for p in pids]
             status, body = await shop.api.call(
                 "PUT", f"/api/broadcasts/{bid}/shelf", {"items": items}
@@ -26,8 +27,8 @@ async def test_concurrent_shelf_replaces_are_serialised(shop) -> None:
             assert status == 200, body
             return status
 
-        async def by_event(pids: list[int], bid: str = bid) -> None:
-            await shop.svc.shelf.shelf_from_broadcast(bid, pids)
+        async def by_event(pids: list[int], bid: int = bid) -> None:
+            await shop.svc.shelf.shelf_from_broadcast(str(bid), pids)
 
         jobs = [by_api(p) if i % 2 else by_event(p) for i, p in enumerate(lists)]
         results = await asyncio.gather(*jobs, return_exceptions=True)

@@ -13,9 +13,11 @@ from ingest.config import IngestConfig
 from ingest.events import StreamKick
 from ingest.hooks import Hooks
 from ingest.rtmp_server import RtmpServer
+from ingest.whip import ROUTES as WHIP_ROUTES
+from ingest.whip import WHIP_SERVER, WhipServer, endpoint_of
 from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY
 
-__all__ = ["RTMP_SERVER", "IngestConfig", "RtmpServer", "setup"]
+__all__ = ["RTMP_SERVER", "WHIP_SERVER", "IngestConfig", "RtmpServer", "WhipServer", "setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +27,9 @@ RTMP_SERVER: web.AppKey[RtmpServer] = web.AppKey("ingest.rtmp_server", RtmpServe
 def setup(
     app: web.Application, config: IngestConfig, host: str, port: int, backlog: int = 1024
 ) -> None:
-    """Start the RTMP listener with the app; listen to ``stream.kick`` events."""
+    """Start the RTMP listener and WHIP (``/whip/APP/STREAM``) with the app; listen to
+    ``stream.kick`` events."""
+    WHIP_ROUTES.install(app)
     hooks = Hooks(
         config.on_publish, config.on_unpublish, config.on_play, config.on_stop, config.hook_timeout
     )
@@ -63,6 +67,20 @@ def setup(
         _host, bound = await server.start(host, port, backlog)
         rt.rtmp_port = bound
         app[RTMP_SERVER] = server
+        endpoint = endpoint_of(app)
+        whip = WhipServer(
+            config,
+            app[REGISTRY],
+            rt.bus,
+            rt.secret,
+            rt.node_id,
+            endpoint=endpoint,
+            rtc_config=endpoint.config if endpoint is not None else None,
+            hooks=hooks,
+            key_version=server.key_version,
+            role=rt.role,
+        )
+        app[WHIP_SERVER] = whip
 
         def on_kick(event: StreamKick) -> None:
             a, s, reason = event.app, event.stream, event.reason or "kicked"
@@ -74,6 +92,7 @@ def setup(
             yield
         finally:
             unsubscribe()
+            await whip.close()
             await server.close()
 
     app.cleanup_ctx.append(ctx)

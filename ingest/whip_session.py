@@ -1,0 +1,388 @@
+"""One WHIP publisher: a receiving WebRTC session feeding the relay hub like an RTMP publish.
+
+:class:`WhipPublish` owns one :class:`core.rtc.RtcSession` (``recvonly``) and, once ICE
+and DTLS are done, one :class:`relay.hub.Publisher`:
+
+* video: RTP/H.264 -> :class:`media.rtp.h264_depacketize.H264Depacketizer` (access units,
+  reordering, loss -> wait for the next IDR) -> :class:`~media.rtp.h264_depacketize.AvcTagWriter`
+  (AVC sequence header + AVCC frames, no re-encoding);
+* audio: RTP/Opus -> :class:`ingest.whip_audio.AudioTranscodeWorker` (AAC once per stream,
+  in a thread) -> AAC sequence header + frames;
+* times: both RTP clocks on one ms timeline (:class:`media.rtp.whip_clock.WhipClock`,
+  aligned with the publisher's RTCP sender reports);
+* feedback to the publisher: a PLI when a keyframe is needed (start, loss; at most one per
+  :data:`PLI_INTERVAL`), a REMB with ``bitrate_hint`` when ``goog-remb`` was agreed (so a
+  browser sends at full quality instead of its cautious start rate).
+
+It behaves like an RTMP publisher in every way the rest of berrylive sees: the hub's
+takeover (a newer valid publisher kicks this one, and this one kicks an older one),
+``stream.published`` / ``stream.unpublished`` events, ``on_publish`` / ``on_unpublish``
+hooks, ``stream.kick``, the hub's linger when the publisher is lost (ICE/DTLS failure,
+no media, DELETE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from core.bus import EventBus
+from core.rtc import RtcSession, WebRtcConfig
+from ingest.events import StreamPublished, StreamUnpublished
+from ingest.hooks import Hooks
+from ingest.whip_audio import AudioTranscodeWorker, flv_aac_frame, flv_aac_header
+from media.codecs import split_annexb
+from media.frame import Frame, Kind
+from media.rtp.h264_depacketize import AvcTagWriter, H264Depacketizer, parse_rtp
+from media.rtp.rtcp import Pli, Remb, SenderReport, parse_compound
+from media.rtp.whip_clock import WhipClock
+from relay.hub import Publisher, PublisherInfo, StreamRegistry
+
+__all__ = ["WhipHost", "WhipPublish"]
+
+logger = logging.getLogger(__name__)
+
+PLI_INTERVAL = 1.0
+"""Seconds between two keyframe requests to the publisher."""
+REMB_INTERVAL = 1.0
+REORDER_WAIT = 0.1
+"""Seconds packets may wait behind a missing one before it is given up as lost."""
+
+_CLOSE_REASONS = {
+    "closed": "unpublished",
+    "remote-closed": "peer closed",
+    "no-media": "timed out waiting for data",
+    "ice-timeout": "connection error: ICE timed out",
+    "dtls-failed": "connection error: DTLS failed",
+    "shutdown": "server shutting down",
+}
+
+
+def _sprop(fmtp: str) -> tuple[bytes, ...]:
+    """SPS/PPS from an fmtp's ``sprop-parameter-sets`` (base64, comma-separated)."""
+    import base64
+    import binascii
+
+    for part in fmtp.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "sprop-parameter-sets":
+            out: list[bytes] = []
+            for item in value.split(","):
+                with contextlib.suppress(binascii.Error, ValueError):
+                    nal = base64.b64decode(item, validate=False)
+                    if nal:
+                        out.extend(split_annexb(nal) if nal.startswith(b"\x00\x00") else [nal])
+            return tuple(out)
+    return ()
+
+
+class WhipHost(Protocol):
+    """What a publish needs from its server (:class:`ingest.whip.WhipServer`)."""
+
+    registry: StreamRegistry
+    bus: EventBus
+    node: str
+    hooks: Hooks
+    rtc_config: WebRtcConfig | None
+    bitrate_hint: int
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+    def forget(self, publish: WhipPublish) -> None: ...
+    def hook_payload(self, publish: WhipPublish, query: str) -> dict[str, Any]: ...
+
+
+class WhipPublish:
+    """The media path of one WHIP session (see the module doc)."""
+
+    def __init__(
+        self,
+        server: WhipHost,
+        rtc: RtcSession,
+        app: str,
+        stream: str,
+        *,
+        resource_id: str,
+        client_ip: str,
+        query: str,
+    ) -> None:
+        self.server = server
+        self.rtc = rtc
+        self.app = app
+        self.stream = stream
+        self.id = resource_id
+        self.client_ip = client_ip
+        self.query = query
+        self.remote = client_ip
+        self.publisher: Publisher | None = None
+        self.closed = False
+        self.close_reason = ""
+        self.created = time.time()
+        video, audio = rtc.video, rtc.audio
+        self.video_pt = video.payload_type if video is not None else None
+        self.audio_pt = audio.payload_type if audio is not None else None
+        first = video if video is not None else audio
+        self._local_ssrc = first.local_ssrc if first is not None else 1
+        self._video_origin: int | None = None
+        self._depacketizer = H264Depacketizer()
+        self._writer = AvcTagWriter(sprop=_sprop(video.fmtp) if video is not None else ())
+        self._clock = WhipClock(
+            video.clock_rate if video is not None else 90000,
+            audio.clock_rate if audio is not None else 48000,
+        )
+        self._remb = video is not None and "goog-remb" in video.rtcp_fb
+        self._pli = video is not None and "nack pli" in video.rtcp_fb
+        self._video_ssrc: int | None = None
+        self._audio_ssrc: int | None = None
+        channels = audio.channels if audio is not None and audio.channels else 2
+        self._audio: AudioTranscodeWorker | None = (
+            AudioTranscodeWorker(self._aac_frames, channels=min(channels, 2))
+            if audio is not None
+            else None
+        )
+        self._aac_header_sent = False
+        self._last_pli = -1e9
+        self._last_remb = -1e9
+        self._hole_since: float | None = None
+        self._loop = asyncio.get_running_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.video_frames = 0
+        self.audio_frames = 0
+        rtc.on_rtp = self._on_rtp
+        rtc.on_rtcp = self._on_rtcp
+        rtc.on_close = self._on_rtc_close
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._audio is not None:
+            self._audio.start()
+        self.task = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        cfg = self.server.rtc_config
+        timeout = cfg.connect_timeout + 1.0 if cfg is not None else 15.0
+        try:
+            connected = await self.rtc.wait_connected(timeout)
+            if not connected:
+                self.rtc.close(self.rtc.close_reason or "ice-timeout")
+            elif not self.closed:
+                self._go_live()
+                self._keyframe_please(force=True)
+            reason = await self.rtc.wait_closed()
+            self._finish(reason)
+        except asyncio.CancelledError:
+            self._finish("shutdown")
+            raise
+        finally:
+            await self._cleanup()
+
+    def _go_live(self) -> None:
+        """ICE and DTLS are done: take the stream (a takeover if someone else has it)."""
+        if self.publisher is not None or self.closed:
+            return
+        srv = self.server
+        hub = srv.registry.get(self.app, self.stream)
+        takeover = hub is not None and hub.live
+        addr = self.rtc.remote_address
+        if addr is not None:
+            self.remote = f"{addr[0]}:{addr[1]}"
+        info = PublisherInfo("whip", self.remote, srv.node)
+        self.publisher = srv.registry.publish(self.app, self.stream, info, on_kick=self._kicked)
+        logger.info(
+            "whip %s (%s): publishing %s/%s%s",
+            self.id,
+            self.remote,
+            self.app,
+            self.stream,
+            " (takeover)" if takeover else "",
+        )
+        srv.spawn(
+            srv.bus.emit(
+                StreamPublished(self.app, self.stream, srv.node, self.client_ip, "whip", takeover)
+            )
+        )
+
+    def _kicked(self, reason: str) -> None:
+        """The hub took our publisher away (takeover, operator kick)."""
+        logger.info("whip %s (%s): publisher %s: %s", self.id, self.remote, self.stream, reason)
+        pub = self.publisher
+        self.publisher = None
+        if pub is not None and reason != "takeover":
+            self.server.spawn(self._publish_ended(reason))
+        self.close_reason = reason
+        self.rtc.close("closed")
+
+    def close(self, reason: str) -> None:
+        """End this publish (DELETE, shutdown)."""
+        self.close_reason = self.close_reason or reason
+        self.rtc.close("closed")
+
+    def _on_rtc_close(self, reason: str) -> None:
+        self.close_reason = self.close_reason or _CLOSE_REASONS.get(reason, reason)
+
+    def _finish(self, rtc_reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        reason = self.close_reason or _CLOSE_REASONS.get(rtc_reason, rtc_reason)
+        self.close_reason = reason
+        pub = self.publisher
+        self.publisher = None
+        if pub is not None:
+            was_active = pub.active
+            pub.close(reason)
+            if was_active:
+                self.server.spawn(self._publish_ended(reason))
+        self.server.forget(self)
+        logger.info("whip %s (%s): ended: %s", self.id, self.remote, reason)
+
+    async def _cleanup(self) -> None:
+        if self._audio is not None:
+            await self._audio.close()
+
+    async def _publish_ended(self, reason: str) -> None:
+        srv = self.server
+        await srv.bus.emit(StreamUnpublished(self.app, self.stream, srv.node, reason))
+        if srv.hooks.enabled("on_unpublish"):
+            await srv.hooks.call("on_unpublish", srv.hook_payload(self, self.query))
+
+    # ------------------------------------------------------------------ media in
+
+    def _now_ms(self) -> float:
+        return self._loop.time() * 1000.0
+
+    def _on_rtp(self, packet: bytes) -> None:
+        view = parse_rtp(packet)
+        if view is None:
+            return
+        if self.publisher is None:
+            if self.closed:
+                return
+            self._go_live()
+            if self.publisher is None:
+                return
+        if view.payload_type == self.video_pt:
+            if self._video_ssrc is None:
+                self._video_ssrc = view.ssrc
+            elif view.ssrc != self._video_ssrc:
+                return  # an RTX or probing stream on another SSRC: not ours to depacketize
+            self._video(view.sequence, view.timestamp, view.marker, view.payload)
+        elif view.payload_type == self.audio_pt:
+            if self._audio_ssrc is None:
+                self._audio_ssrc = view.ssrc
+            elif view.ssrc != self._audio_ssrc:
+                return
+            if view.payload and self._audio is not None:
+                ts = self._clock.extend("audio", view.timestamp)
+                # anchor the audio clock at this packet's arrival (first one only)
+                self._clock.ms("audio", ts, self._now_ms())
+                self._audio.put(ts, view.payload)
+        self._feedback()
+
+    def _video(self, seq: int, ts: int, marker: bool, payload: bytes) -> None:
+        dep = self._depacketizer
+        units = dep.push(seq, ts, marker, payload)
+        now = self._loop.time()
+        if dep.holding:
+            if self._hole_since is None:
+                self._hole_since = now
+            elif now - self._hole_since > REORDER_WAIT:
+                units += dep.skip_holes()
+                self._hole_since = None
+        else:
+            self._hole_since = None
+        pub = self.publisher
+        for unit in units:
+            ext = self._clock.extend("video", unit.timestamp & 0xFFFFFFFF)
+            if self._video_origin is None:
+                # the writer's timeline starts at the first unit it is given: put it here
+                self._video_origin = self._clock.ms("video", ext, self._now_ms())
+            for tag in self._writer.write(unit):
+                if pub is None or not pub.active:
+                    return
+                dts = self._video_origin + tag.dts
+                frame = Frame(
+                    Kind.VIDEO,
+                    dts,
+                    tag.payload,
+                    keyframe=tag.keyframe,
+                    header=tag.header,
+                    cts=tag.cts,
+                )
+                pub.push_frame(frame)
+                if not tag.header:
+                    self.video_frames += 1
+
+    def _aac_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        pub = self.publisher
+        if pub is None or not pub.active or self._audio is None or self._audio.codec is None:
+            return
+        now = self._now_ms()
+        if not self._aac_header_sent:
+            first = self._clock.ms("audio", frames[0][0], now)
+            pub.push_frame(
+                Frame(Kind.AUDIO, first, flv_aac_header(self._audio.codec.asc), header=True)
+            )
+            self._aac_header_sent = True
+        for ts, raw in frames:
+            pub.push_frame(Frame(Kind.AUDIO, self._clock.ms("audio", ts, now), flv_aac_frame(raw)))
+            self.audio_frames += 1
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = parse_compound(data)
+        except Exception:
+            return
+        for p in packets:
+            if isinstance(p, SenderReport):
+                if p.ssrc == self._video_ssrc:
+                    self._clock.sender_report("video", p.ntp_timestamp, p.rtp_timestamp)
+                elif p.ssrc == self._audio_ssrc:
+                    self._clock.sender_report("audio", p.ntp_timestamp, p.rtp_timestamp)
+
+    # ------------------------------------------------------------------ feedback out
+
+    def _keyframe_please(self, force: bool = False) -> None:
+        if self._video_ssrc is None and not force:
+            return
+        now = self._loop.time()
+        if now - self._last_pli < PLI_INTERVAL:
+            return
+        media = self._video_ssrc or 0
+        if media == 0 and self.rtc.video is not None and self.rtc.video.remote_ssrcs:
+            media = self.rtc.video.remote_ssrcs[0]
+        if not media:
+            return
+        self._last_pli = now
+        self.rtc.send_rtcp(bytes(Pli(self._local_ssrc, media)))
+
+    def _feedback(self) -> None:
+        if self._depacketizer.needs_keyframe and self.video_pt is not None:
+            self._keyframe_please()
+        if self._remb and self._video_ssrc is not None:
+            now = self._loop.time()
+            if now - self._last_remb >= REMB_INTERVAL:
+                self._last_remb = now
+                ssrcs = tuple(s for s in (self._video_ssrc, self._audio_ssrc) if s is not None)
+                remb = Remb(self._local_ssrc, self.server.bitrate_hint, ssrcs)
+                self.rtc.send_rtcp(bytes(remb))
+
+    # ------------------------------------------------------------------ figures
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "app": self.app,
+            "stream": self.stream,
+            "remote": self.remote,
+            "state": self.rtc.state,
+            "live": self.publisher is not None and self.publisher.active,
+            "video_frames": self.video_frames,
+            "audio_frames": self.audio_frames,
+            "depacketizer": dataclasses.asdict(self._depacketizer.stats),
+        }

@@ -36,6 +36,13 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("viewer") / "gop1.flv", 6.0, gop=30, size="640x360")
 
 
+@pytest.fixture(scope="module")
+def clip_no_bframes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What WebRTC can carry (no B-frames)."""
+    path = tmp_path_factory.mktemp("viewer") / "nob.flv"
+    return make_clip(path, 6.0, gop=30, size="640x360", extra=["-bf", "0"])
+
+
 class Operator:
     """The operator's side, over the REST API with an operator API token."""
 
@@ -159,11 +166,13 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
     async with async_playwright() as pw:
         browser = await _browser(pw)
         try:
+            # A: whatever the page picks (this clip has B-frames: never WebRTC, LL-HLS);
+            # B: WS-FLV through mpegts.js, the last resort
             a = await _viewer(browser, show["url"], log)
-            b = await _viewer(browser, show["url"], log)
-            for page in (a, b):
+            b = await _viewer(browser, show["url"] + "?player=flv", log)
+            for page, way in ((a, "hls"), (b, "flv")):
                 await _playing(page)
-                assert await page.evaluate("document.body.dataset.way") == "hls", log[-20:]
+                assert await page.evaluate("document.body.dataset.way") == way, log[-20:]
             # both joined the room with their own anonymous users
             await wait_for(lambda: a.evaluate("document.body.dataset.room === 'joined'"), 20)
             await wait_for(lambda: b.evaluate("document.body.dataset.room === 'joined'"), 20)
@@ -351,3 +360,31 @@ async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> Non
             assert errors == [], errors
         finally:
             await browser.close()
+
+
+async def test_player_takes_whep_when_the_server_offers_it(
+    server_factory: Any, clip_no_bframes: Path
+) -> None:
+    """A stream WebRTC can carry: the page plays it over WHEP when ``OPTIONS /whep/...``
+    answers (the WebRTC package), else over LL-HLS; frames advance either way."""
+    from playwright.async_api import async_playwright
+
+    server = await server_factory(viewer={"anonymous_tokens": True})
+    pub = await start_publisher(server.push_url("nob"), clip_no_bframes, loop=True)
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.options(f"{server.http_url}/whep/live/nob") as r:
+                offered = r.status < 300
+        log: list[str] = []
+        async with async_playwright() as pw:
+            browser = await _browser(pw)
+            try:
+                page = await _viewer(browser, f"{server.http_url}/watch/live/nob", log)
+                await _playing(page)
+                way = await page.evaluate("document.body.dataset.way")
+                print(f"WHEP offered: {offered}; the page played over {way}")
+                assert way == ("whep" if offered else "hls"), (offered, way, log[-20:])
+            finally:
+                await browser.close()
+    finally:
+        await stop(pub)

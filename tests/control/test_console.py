@@ -301,7 +301,24 @@ async def test_console_runs_a_shop_evening(
             for gone in ("#card-card", "#lottery-card", "#preview-card"):
                 await expect(page.locator(gone)).to_have_count(0)
             await expect(page.locator("#push")).to_be_hidden()
+            # the replay arrives in place: a player page (not a raw playlist), MP4, clips
+            await expect(page.locator("#state [data-state]")).to_have_attribute(
+                "data-state", "replay_ready", timeout=60000
+            )
+            watch = page.locator("#watch-replay")
+            await expect(page.locator("#after-show ul.clips")).to_contain_text("Oolong tea 100g")
             await page.screenshot(path=str(shots / "6-ended.png"), full_page=True)
+            await watch.click()
+            await expect(page.locator("#replay-status")).to_contain_text("Playing")
+            await page.wait_for_function(
+                "() => document.querySelector('#replay-video').readyState >= 1"
+            )
+            await expect(
+                page.locator("table", has_text="Product clips")
+                .or_(page.locator("section", has_text="Product clips"))
+                .first
+            ).to_contain_text("Oolong tea 100g")
+            await page.screenshot(path=str(shots / "7-replay.png"), full_page=True)
 
             # the schedule names the anchor
             await page.click("a[data-nav=schedule]")

@@ -71,11 +71,16 @@ export async function broadcastView(main, id) {
     actions.replaceChildren(...buttons);
     renderCover();
   };
-  let shownLive = null;
+  let shown = null;
+  let comments = null;
   const renderBody = async () => {
     const live = LIVE_STATES.includes(b.state);
-    if (live === shownLive) return;
-    shownLive = live;
+    // while it can be live the body stays; after the show it follows the state (ended,
+    // then replay_ready brings the replay)
+    const key = live ? "live" : b.state;
+    if (key === shown) return;
+    shown = key;
+    comments?.close();
     if (live) {
       body.replaceChildren(h("div", { class: "grid" }, figures.el, previewCard(getB)),
         h("div", { class: "grid" }, picker.el, lotteryCard(getB), commentsCard()));
@@ -83,7 +88,7 @@ export async function broadcastView(main, id) {
     } else {
       body.replaceChildren(await afterShowCard(b), h("div", { class: "grid" }, commentsCard()));
     }
-    connectComments(b).catch((e) => { $("#comments-status").textContent = `Comments unavailable: ${e.message}`; });
+    connectComments(b).then((socket) => { comments = socket; }).catch((e) => { $("#comments-status").textContent = `Comments unavailable: ${e.message}`; });
   };
   const renderAll = async () => { renderHead(); await push.render(); await renderBody(); };
   await renderAll();

@@ -43,4 +43,5 @@ export async function connectComments(b) {
     if (batch.presence) status.textContent = `Room ${room}: ${batch.presence.online} online`;
     trim();
   });
+  return socket;
 }

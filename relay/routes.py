@@ -7,7 +7,9 @@
 * ``GET /api/streams[/{app}/{stream}]``: this node's live figures (operators: they show
   publisher addresses);
 * ``GET /api/play/{app}/{stream}``: where to play (public), and ``/api/cluster/*``: the
-  cluster's nodes, streams and forwarding rules (operators) (:mod:`relay.scheduler`).
+  cluster's nodes, streams and forwarding rules (operators) (:mod:`relay.scheduler`);
+* ``POST /whep/{app}/{stream}`` and the session resource ``/whep/{app}/{stream}/{session}``
+  (``DELETE``; ``PATCH`` 405; ``OPTIONS`` for CORS): WebRTC playback (:mod:`relay.whep`).
 
 Schemas are in :mod:`relay.openapi`; ``relay.wiring.setup`` installs :data:`ROUTES`.
 """
@@ -15,12 +17,14 @@ Schemas are in :mod:`relay.openapi`; ``relay.wiring.setup`` installs :data:`ROUT
 from __future__ import annotations
 
 from core.routes import Op, OpDoc, RouteTable, query_param
-from relay import hls_http, http, scheduler
+from relay import hls_http, http, scheduler, whep
 from relay.openapi import NAME_SCHEMA, SCHEMAS
 
 __all__ = ["ROUTES"]
 
 _SEG = r"[A-Za-z0-9_.\-]+"
+_WHEP = rf"/whep/{{app:{_SEG}}}/{{stream:{_SEG}}}"
+_WHEP_SESSION = _WHEP + r"/{session:[A-Za-z0-9_\-]{8,64}}"
 _NAMES = {"app": NAME_SCHEMA, "stream": NAME_SCHEMA}
 _N = scheduler.NAME
 _OPERATOR = ("operator",)
@@ -53,6 +57,44 @@ ROUTES = RouteTable(
             hls_http.file_handler,
             OpDoc("LL-HLS init segment, segment or part (cacheable)", "relay", ("public",)),
             head=True,
+        ),
+        Op(
+            "POST",
+            _WHEP,
+            whep.post_handler,
+            OpDoc(
+                "Play a live stream over WebRTC (WHEP): SDP offer in, answer out",
+                "relay",
+                ("public",),
+            ),
+        ),
+        Op(
+            "OPTIONS",
+            _WHEP,
+            whep.options_handler,
+            OpDoc("WHEP CORS preflight", "relay", ("public",)),
+        ),
+        Op(
+            "DELETE",
+            _WHEP_SESSION,
+            whep.delete_handler,
+            OpDoc("End a WHEP playback session", "relay", ("public",)),
+        ),
+        Op(
+            "PATCH",
+            _WHEP_SESSION,
+            whep.patch_handler,
+            OpDoc(
+                "Trickle ICE for a WHEP session: 405 (every candidate is in the answer)",
+                "relay",
+                ("public",),
+            ),
+        ),
+        Op(
+            "OPTIONS",
+            _WHEP_SESSION,
+            whep.options_handler,
+            OpDoc("WHEP session CORS preflight", "relay", ("public",)),
         ),
         Op(
             "GET",

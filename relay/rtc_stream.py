@@ -55,6 +55,7 @@ from media.rtp import (
     RtpError,
     RtpSequencer,
     SenderReport,
+    build_header,
     ntp_time,
     parse_compound,
     rewrite,
@@ -297,6 +298,13 @@ class RtcViewer:
         self.rtcp_errors = 0
         self._nack_budget = float(NACK_PER_SECOND)
         self._nack_at = time.monotonic()
+        self.rtx: tuple[int, int] | None = None
+        """(payload type, SSRC) of the video's RTX stream (RFC 4588) when agreed."""
+        self._rtx_seq = secrets.randbits(16)
+
+    def set_rtx(self, payload_type: int, ssrc: int) -> None:
+        """Resend video on this RTX stream (as the answer signalled) instead of in place."""
+        self.rtx = (payload_type, ssrc)
 
     def send(self, packet: bytes, track: NegotiatedTrack) -> None:
         data = rewrite(packet, track.payload_type, track.ssrc)
@@ -352,7 +360,25 @@ class RtcViewer:
             if packet is not None:
                 self._nack_budget -= 1
                 self.retransmits += 1
-                self.send(packet, track)
+                if self.rtx is not None and track is self.video:
+                    self._send_rtx(packet)
+                else:
+                    self.send(packet, track)
+
+    def _send_rtx(self, packet: bytes) -> None:
+        """RFC 4588: the original sequence number, then the payload, on the RTX stream
+        (our packets have a bare 12-byte header)."""
+        assert self.rtx is not None
+        pt, ssrc = self.rtx
+        seq = self._rtx_seq
+        self._rtx_seq = (seq + 1) & 0xFFFF
+        header = build_header(pt, seq, 0, ssrc, bool(packet[1] & 0x80))
+        data = header[:4] + packet[4:8] + header[8:] + packet[2:4] + packet[12:]
+        if self.sink.send_rtp(data):
+            self.packets_sent += 1
+            self.bytes_sent += len(data)
+        else:
+            self.send_drops += 1
 
     def close(self, reason: str = "closed") -> None:
         if self.closed:

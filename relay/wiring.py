@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from core.runtime import RUNTIME
-from relay import edge, forward
+from relay import edge, forward, whep
 from relay.cluster import CLUSTER, ClusterNode
 from relay.config import RelayConfig
 from relay.hls import HlsService
@@ -40,6 +40,7 @@ def setup(app: web.Application, config: RelayConfig) -> None:
         registry.close()
 
     app.cleanup_ctx.append(registry_ctx)
+    whep.setup(app)  # WebRTC playback (relay.whep): its viewings end before the registry
     ROUTES.install(app)
     setup_cluster(app, config)
 

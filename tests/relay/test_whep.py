@@ -1,0 +1,229 @@
+"""WHEP playback end to end: ffmpeg publishes H.264 + AAC over RTMP, aiortc plays it over
+WHEP (ICE, DTLS, SRTP on the node's one UDP port) and decodes video and audio; the errors
+(404, 400, 406, 415, 503, 405) and the CORS preflight; DELETE ends the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from relay.http import REGISTRY
+from relay.whep import WHEP
+from tests.mediautil import make_clip, start_publisher, stop, wait_for
+
+RTC = {"udp_port": 0, "host": "127.0.0.1"}
+
+
+@pytest.fixture
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.getbasetemp() / "whep_e2e.flv"
+    return make_clip(path, 4.0, fps=25, gop=25, extra=["-bf", "0"])
+
+
+async def _publish(server: Any, name: str, clip: Path) -> Any:
+    proc = await start_publisher(server.push_url(name), clip, loop=True)
+    registry = server.app[REGISTRY]
+    await wait_for(lambda: (h := registry.get("live", name)) is not None and h.gop_valid, 20)
+    return proc
+
+
+async def _offer(video: bool = True, audio: bool = True) -> tuple[RTCPeerConnection, str]:
+    pc = RTCPeerConnection()
+    if video:
+        pc.addTransceiver("video", direction="recvonly")
+    if audio:
+        pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+async def _post(url: str, body: str, ctype: str = "application/sdp") -> tuple[int, str, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body, headers={"Content-Type": ctype}) as resp:
+            return resp.status, await resp.text(), resp.headers
+
+
+async def test_aiortc_plays_an_rtmp_stream_over_whep(server_factory, clip) -> None:
+    server = await server_factory(webrtc=RTC)
+    proc = await _publish(server, "cam", clip)
+    pc, offer = await _offer()
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+    try:
+        posted = time.monotonic()
+        status, answer, headers = await _post(f"{server.http_url}/whep/live/cam", offer)
+        assert status == 201, answer
+        assert headers["Content-Type"].startswith("application/sdp")
+        location = headers["Location"]
+        assert location.startswith("/whep/live/cam/")
+        assert "Location" in headers["Access-Control-Expose-Headers"]
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        assert set(tracks) == {"video", "audio"}
+        frame = await asyncio.wait_for(tracks["video"].recv(), 20)
+        first = time.monotonic() - posted
+        print(f"\nWHEP POST -> first decoded video frame (aiortc): {first * 1000:.0f} ms")
+        assert (frame.width, frame.height) == (320, 180)
+        pts = [frame.pts]
+        for _ in range(30):
+            pts.append((await asyncio.wait_for(tracks["video"].recv(), 10)).pts)
+        assert pts == sorted(pts)
+        samples = 0
+        for _ in range(20):
+            a = await asyncio.wait_for(tracks["audio"].recv(), 10)
+            samples += a.samples
+            assert a.sample_rate == 48000
+        assert samples >= 20 * 960
+        hub = server.app[REGISTRY].get("live", "cam")
+        assert hub.stats()["viewers"].get("whep") == 1
+        service = server.app[WHEP]
+        (viewing,) = service.viewings.values()
+        assert viewing.viewer is not None and viewing.viewer.packets_sent > 100
+        # DELETE ends the session: the hub forgets the viewer
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(server.http_url + location) as resp:
+                assert resp.status == 200
+            async with http.delete(server.http_url + location) as resp:
+                assert resp.status == 404
+        await wait_for(lambda: hub.stats()["viewers"].get("whep") is None, 5)
+        assert not service.viewings and not service.streams.streams
+    finally:
+        await pc.close()
+        await stop(proc)
+
+
+async def test_errors_are_clear_and_disturb_nothing(server_factory, clip, tmp_path) -> None:
+    server = await server_factory(webrtc={**RTC, "max_sessions": 1})
+    proc = await _publish(server, "ok", clip)
+    bframes = make_clip(tmp_path / "bf.flv", 3.0, fps=25, gop=25)  # x264 main, B-frames
+    bproc = await _publish(server, "bf", bframes)
+    pcs: list[RTCPeerConnection] = []
+    try:
+        pc, offer = await _offer()
+        pcs.append(pc)
+        base = f"{server.http_url}/whep/live"
+        status, text, _ = await _post(f"{base}/nosuch", offer)
+        assert status == 404 and "not live" in text
+        status, text, _ = await _post(f"{base}/ok", "this is not sdp")
+        assert status == 400, text
+        status, text, _ = await _post(f"{base}/ok", offer, "application/json")
+        assert status == 415
+        status, text, _ = await _post(f"{base}/bf", offer)
+        assert status == 406 and "B-frames" in text
+        status, answer, headers = await _post(f"{base}/ok", offer)
+        assert status == 201
+        pc2, offer2 = await _offer()
+        pcs.append(pc2)
+        status, text, _ = await _post(f"{base}/ok", offer2)
+        assert status == 503 and "too many" in text
+        location = headers["Location"]
+        async with aiohttp.ClientSession() as http:
+            async with http.patch(server.http_url + location, data="a=candidate") as resp:
+                assert resp.status == 405
+            async with http.options(f"{base}/ok") as resp:
+                assert resp.status == 204
+                assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+                assert "Link" in resp.headers["Access-Control-Expose-Headers"]
+        # the one session that was admitted still plays
+        tracks: dict[str, Any] = {}
+        pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await asyncio.wait_for(tracks["video"].recv(), 20)
+    finally:
+        for p in pcs:
+            await p.close()
+        await stop(proc)
+        await stop(bproc)
+
+
+async def test_hevc_is_refused_with_the_reason(server_factory, tmp_path) -> None:
+    from core.ffmpeg import bundled_ffmpeg_exe
+
+    server = await server_factory(webrtc=RTC)
+    hevc = make_clip(tmp_path / "h.flv", 2.0, fps=25, gop=25, vcodec="libx265")
+    proc = await start_publisher(server.push_url("h"), hevc, loop=True, exe=bundled_ffmpeg_exe())
+    pc, offer = await _offer()
+    try:
+        registry = server.app[REGISTRY]
+        await wait_for(lambda: (h := registry.get("live", "h")) is not None and h.gop_valid, 20)
+        status, text, _ = await _post(f"{server.http_url}/whep/live/h", offer)
+        assert status == 406 and "HEVC" in text
+    finally:
+        await pc.close()
+        await stop(proc)
+
+
+async def test_an_edge_plays_whep_from_its_own_pull(server_factory, clip) -> None:
+    """WHEP on an edge: the edge's hub pulls the stream from the origin (as for any viewer)
+    and packetizes it itself; the origin sees one edge viewer, no WebRTC session."""
+    origin = await server_factory("origin", webrtc=RTC)
+    proc = await _publish(origin, "e", clip)
+    edge = await server_factory(
+        "edge", server={"role": "edge"}, relay={"origins": (origin.http_url,)}, webrtc=RTC
+    )
+    pc, offer = await _offer()
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+    try:
+        status, answer, _ = await _post(f"{edge.http_url}/whep/live/e", offer)
+        assert status == 201, answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        frame = await asyncio.wait_for(tracks["video"].recv(), 20)
+        assert frame.width == 320
+        await asyncio.wait_for(tracks["audio"].recv(), 10)
+        edge_hub = edge.app[REGISTRY].get("live", "e")
+        assert edge_hub.stats()["viewers"].get("whep") == 1
+        origin_viewers = origin.app[REGISTRY].get("live", "e").stats()["viewers"]
+        assert "whep" not in origin_viewers and sum(origin_viewers.values()) == 1
+        assert not origin.app[WHEP].viewings
+    finally:
+        await pc.close()
+        await stop(proc)
+
+
+async def test_play_hooks_apply_to_whep(server_factory, clip) -> None:
+    """The on_play hook decides as for HTTP-FLV (protocol whep): a refusal is 403 with its
+    reason, an allowed viewer plays; on_stop is called when it leaves."""
+    from aiohttp import web
+
+    calls: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        calls.append(body)
+        allowed = body["action"] != "on_play" or "token=good" in body["param"]
+        return web.Response(text="0" if allowed else '{"code": 1}')
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/hook", hook)
+    runner = web.AppRunner(hook_app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/hook"
+    server = await server_factory(webrtc=RTC, ingest={"on_play": url, "on_stop": url})
+    proc = await _publish(server, "h", clip)
+    pc, offer = await _offer()
+    try:
+        status, text, _ = await _post(f"{server.http_url}/whep/live/h?token=bad", offer)
+        assert status == 403 and "refused" in text
+        assert calls[-1]["protocol"] == "whep" and calls[-1]["stream"] == "h"
+        status, _, headers = await _post(f"{server.http_url}/whep/live/h?token=good", offer)
+        assert status == 201
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(server.http_url + headers["Location"]) as resp:
+                assert resp.status == 200
+        await wait_for(lambda: any(c["action"] == "on_stop" for c in calls), 10)
+        stop_call = next(c for c in calls if c["action"] == "on_stop")
+        assert stop_call["protocol"] == "whep" and stop_call["param"] == "?token=good"
+    finally:
+        await pc.close()
+        await stop(proc)
+        await runner.cleanup()

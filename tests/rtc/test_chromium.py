@@ -94,7 +94,7 @@ async def test_chromium_plays_what_we_send(endpoint: RtcEndpoint, page: Any) -> 
     async def decoded() -> bool:
         stats = await page.evaluate(INBOUND)
         video, audio = stats.get("video", {}), stats.get("audio", {})
-        return video.get("frames", 0) > 0 and audio.get("packets", 0) > 0
+        return bool(video.get("frames", 0) > 0 and audio.get("packets", 0) > 0)
 
     await wait_for(decoded, timeout=15)
     stats = await page.evaluate(INBOUND)

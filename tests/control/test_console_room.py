@@ -1,0 +1,128 @@
+"""The console's broadcast room without a stream, in Chromium: the cover shown once
+uploaded, the lottery form (a refused start shows its reason in the status line; a keyword
+lottery entered by a real Socket.IO viewer, drawn by its ``lottery_id``, then verified in
+the browser from its audit data), the comments with their history after a reload, and a
+moderator's delete. Screenshots under ``tests/artifacts/console/room/``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import expect
+
+from tests.control.conftest import make_staff
+from tests.control.test_console import console_page, sections, shot_dir, sign_in
+from tests.danmaku.helpers import Viewer
+
+pytestmark = pytest.mark.slow
+
+
+async def test_console_room_lottery_comments_cover(
+    control_env: dict[str, Any], server_factory: Callable[..., Any], tmp_path: Any
+) -> None:
+    server = await server_factory(**sections(control_env))
+    shots = shot_dir("room")
+    async with aiohttp.ClientSession() as session:
+        staff = await make_staff(server, session)
+        b = await staff.create_broadcast(title="Lottery night")
+        bid = b["id"]
+        # a PNG to upload as the cover: the push URL's QR code
+        async with session.get(
+            f"{server.http_url}/api/broadcasts/{bid}/push/qr.png",
+            headers={"Authorization": f"Bearer {staff.operator}"},
+        ) as r:
+            assert r.status == 200
+            cover = tmp_path / "cover.png"
+            cover.write_bytes(await r.read())
+        status, t = await staff.api.call(
+            "POST",
+            f"/api/broadcasts/{bid}/viewer-token",
+            staff.operator,
+            json={"user_id": "openid-mei", "nick": "Mei", "ttl": 600},
+        )
+        assert status == 200, t
+        viewer = Viewer()
+        async with console_page(server.http_url) as (page, errors):
+            await sign_in(page)
+            await page.goto(f"{server.http_url}/console/#/b/{bid}")
+            await expect(page.locator("#state [data-state]")).to_have_attribute(
+                "data-state", "scheduled"
+            )
+
+            # the cover, once uploaded, is shown (a decoded image, not a broken one)
+            await expect(page.locator("#cover .cover-empty")).to_be_visible()
+            await page.set_input_files("#cover-file", str(cover))
+            await page.wait_for_function(
+                "() => { const i = document.querySelector('#cover-img');"
+                " return i && i.complete && i.naturalWidth > 0; }"
+            )
+
+            # a keyword lottery without its keyword: the reason stays in the status line
+            form = page.locator("#lottery-form")
+            await form.locator("input[name=prize]").fill("Oolong 50g")
+            await form.locator("input[name=keyword]").fill("")
+            await form.locator("button[type=submit]").click()
+            lottery_status = page.locator("#lottery-status")
+            await expect(lottery_status).to_contain_text("empty")
+            await expect(lottery_status).to_have_class("status error")
+            await form.locator("input[name=keyword]").fill("tea please")
+            await form.locator("button[type=submit]").click()
+            await expect(lottery_status).to_contain_text("open")
+
+            # a viewer enters by commenting the keyword, and says hello
+            await viewer.connect(
+                server.http_url, {"room": f"{b['app']}/{b['stream']}", "token": t["token"]}
+            )
+            try:
+                ack = await viewer.call("comment", "tea please")
+                assert ack["ok"] and ack["lottery"]["status"] == "entered", ack
+                ack = await viewer.call("comment", "hello from Mei")
+                assert ack["ok"], ack
+            finally:
+                await viewer.close()
+            comments = page.locator("#comments")
+            await expect(comments).to_contain_text("hello from Mei")
+
+            # drawn by the id the API returned: Mei wins
+            await page.click("#lottery-draw")
+            await expect(lottery_status).to_contain_text("drawn: Mei")
+            await page.screenshot(path=str(shots / "1-room.png"), full_page=True)
+
+            # after a reload the comments are still there (the hub's history)
+            await page.reload()
+            await expect(comments).to_contain_text("hello from Mei")
+            await expect(page.locator("#cover-img")).to_be_visible()
+
+            # a moderator's delete removes it from the list
+            line = comments.locator("li", has_text="hello from Mei")
+            await line.locator("button", has_text="delete").click()
+            await expect(line).to_have_count(0)
+
+            # the lottery's history page checks the draw in the browser
+            await page.click("nav.tabs a[data-tab=lotteries]")
+            lot = page.locator("#lotteries article.lottery").first
+            await expect(lot).to_contain_text("keyword “tea please”")
+            await expect(lot).to_contain_text("Mei")
+            verdict = lot.locator(".verdict")
+            await expect(verdict).to_have_class("verdict ok")
+            await expect(verdict).to_contain_text("Verified")
+            await page.screenshot(path=str(shots / "2-lotteries.png"), full_page=True)
+            # the same check refuses altered audit data (a swapped winner, another seed)
+            lid = await lot.get_attribute("data-lottery")
+            refused = await page.evaluate(
+                """async (lid) => {
+                    const { verifyLottery } = await import("/console/lib/verify.js");
+                    const r = await fetch(`/api/danmaku/lotteries/${lid}?entrants=1`);
+                    const lot = await r.json();
+                    const swapped = { ...lot, winners: [{ user_id: "someone-else" }] };
+                    const reseeded = { ...lot, seed: "0".repeat(64) };
+                    return [(await verifyLottery(lot)).ok, (await verifyLottery(swapped)).ok,
+                            (await verifyLottery(reseeded)).ok];
+                }""",
+                lid,
+            )
+            assert refused == [True, False, False], refused
+            assert not errors, errors

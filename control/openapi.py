@@ -262,6 +262,11 @@ SCHEMAS: J = {
             "expires_at": TIME,
             "qr_png": {"type": "string"},
             "qr_svg": {"type": "string"},
+            "whip_url": {"type": "string", "description": "WHIP endpoint (OBS, browsers)"},
+            "whip_token": {
+                "type": "string",
+                "description": "WHIP Bearer token: the same credential as the RTMP URL",
+            },
         },
     },
     "PlayUrls": {
@@ -347,13 +352,18 @@ SCHEMAS: J = {
     },
     "Webhook": {
         "type": "object",
-        "required": ["id", "url", "events", "active", "secret", "created_at"],
+        "required": ["id", "url", "events", "active", "secret_hint", "created_at"],
         "properties": {
             "id": ID,
             "url": {"type": "string"},
             "events": {"type": "array", "items": {"type": "string"}},
             "active": {"type": "boolean"},
-            "secret": {"type": "string"},
+            "secret": {
+                "type": "string",
+                "description": "the signing secret: only in the answers to the creation "
+                "and to POST /api/webhooks/{id}/rotate-secret",
+            },
+            "secret_hint": {"type": "string", "description": "its last four characters"},
             "description": {"type": "string"},
             "created_at": TIME,
         },

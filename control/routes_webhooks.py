@@ -22,16 +22,22 @@ logger = logging.getLogger(__name__)
 # -- webhooks --------------------------------------------------------------------------
 
 
-def webhook_json(h: Any) -> dict[str, Any]:
-    return {
+def webhook_json(h: Any, reveal: bool = False) -> dict[str, Any]:
+    """A webhook as the API shows it. The signing secret is shown once: in the answer to
+    its creation (``reveal``) and to a rotation; every other answer carries only its
+    last four characters, to tell secrets apart."""
+    out = {
         "id": h.id,
         "url": h.url,
         "events": h.events,
         "active": h.active,
-        "secret": h.secret,
+        "secret_hint": "…" + h.secret[-4:],
         "description": h.description,
         "created_at": iso(h.created_at),
     }
+    if reveal:
+        out["secret"] = h.secret
+    return out
 
 
 def _webhook_fields(body: dict[str, Any], creating: bool) -> dict[str, Any]:
@@ -85,7 +91,9 @@ async def create_webhook(request: web.Request) -> web.Response:
         )
     except OverflowError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    return web.json_response(webhook_json(hook), status=201)
+    resp = web.json_response(webhook_json(hook, reveal=True), status=201)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 async def _webhook_or_404(request: web.Request) -> Any:
@@ -108,6 +116,20 @@ async def update_webhook(request: web.Request) -> web.Response:
     if updated is None:
         raise ApiError(404, "not_found", f"no webhook {hook.id}")
     return web.json_response(webhook_json(updated))
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    """A new signing secret, answered this once; deliveries are signed with it from now on
+    (a delivery being retried too)."""
+    import secrets
+
+    hook = await _webhook_or_404(request)
+    updated = await webhooks_of(request).update(hook.id, {"secret": secrets.token_urlsafe(32)})
+    if updated is None:
+        raise ApiError(404, "not_found", f"no webhook {hook.id}")
+    resp = web.json_response(webhook_json(updated, reveal=True))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -207,6 +229,17 @@ OPS: list[Op] = [
             "webhooks",
             OPS_ROLES,
             body="WebhookUpdate",
+            response="Webhook",
+        ),
+    ),
+    Op(
+        "POST",
+        "/api/webhooks/{id}/rotate-secret",
+        rotate_secret,
+        OpDoc(
+            "New signing secret (answered this once; the old one stops at once)",
+            "webhooks",
+            OPS_ROLES,
             response="Webhook",
         ),
     ),

@@ -439,7 +439,9 @@ async def sale_orders(database_url: str, sale_id: int) -> list[dict[str, Any]]:
         await engine.dispose()
 
 
-async def settled_audit(node: Node, token: str, sale_id: int, timeout: float = 60) -> dict[str, Any]:
+async def settled_audit(
+    node: Node, token: str, sale_id: int, timeout: float = 60
+) -> dict[str, Any]:
     """The sale's audit once no reservation is in flight any more (reconciliation done)."""
     last: dict[str, Any] = {}
 

@@ -223,7 +223,7 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
                 {
                     "room": show["room"],
                     "title": "Tea set",
-                    "prizes": [{"name": "Tea set", "stock": 1}],
+                    "prizes": [{"name": "Tea set", "stock": 1, "sku": "TEA-100"}],
                     "entry": "button",
                     "window_s": 120,
                     "mode": "timed",
@@ -246,6 +246,7 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
             )
             await a.click("#lottery-verify")
             await wait_for(lambda: _text_in(a, "#lottery-verify-result", "✓"), 15)
+            await _prize_shipped_to(op, a, uid_a)
             await a.click("#sheet-close")
 
             ARTIFACTS.mkdir(exist_ok=True)
@@ -261,6 +262,7 @@ async def _recipient_kept(op: Operator, page: Any, order: dict[str, Any], masked
     """The order carries the recipient, masked (contracts.md), and the buyer's address book
     has it; a server without the address book yet: the page kept it in the browser."""
     spec = await op.call("GET", "/api/openapi.json")
+    print("recipient: the server has the address book:", "/api/me/addresses" in spec["paths"])
     if "/api/me/addresses" in spec["paths"]:
         assert (order["recipient"]["name"], order["recipient"]["phone"]) == masked, order
         token = await page.evaluate("berrylive.viewer.token")
@@ -277,6 +279,37 @@ async def _recipient_kept(op: Operator, page: Any, order: dict[str, Any], masked
             "localStorage.getItem('berrylive:recipient:' + berrylive.viewer.user.uid)"
         )
         assert kept and masked[0][0] in kept
+
+
+async def _prize_shipped_to(op: Operator, page: Any, uid: str) -> None:
+    """The shop made the prize a zero-price order of the SKU for the winner; where the server
+    keeps recipients, the page asks the winner where to ship it and the order has it."""
+
+    async def prize_order() -> dict[str, Any] | None:
+        found = await op.call("GET", f"/api/orders?user_id={uid}")
+        return next((o for o in found["items"] if o["kind"] == "prize"), None)
+
+    await wait_for(lambda: _truthy(prize_order()), 15)
+    spec = await op.call("GET", "/api/openapi.json")
+    print(
+        "prize: the server keeps recipients:", "/api/orders/{order_id}/recipient" in spec["paths"]
+    )
+    if "/api/orders/{order_id}/recipient" in spec["paths"]:
+        await page.locator("#prize-box").wait_for(timeout=20_000)
+        await page.fill("#rc-name", "王五")
+        await page.fill("#rc-phone", "13700009999")
+        await page.fill("#rc-address", "杭州市西湖区文三路 90 号")
+        await page.click("#prize-claim")
+        await page.locator("#prize-state[data-state='claimed']").wait_for(timeout=15_000)
+        order = await prize_order()
+        assert order is not None and order["recipient"]["name"] == "王*", order
+    else:
+        order = await prize_order()
+        assert order is not None and order["state"] == "paid" and order["amount_fen"] == 0
+
+
+async def _truthy(value: Any) -> bool:
+    return bool(await value)
 
 
 async def _likes_at_least(page: Any, n: int) -> bool:

@@ -56,9 +56,10 @@ export async function verifyDraw(audit) {
 }
 
 export class Lotteries {
-  constructor({ room, viewer }) {
+  constructor({ room, viewer, shop }) {
     this.room = room;
     this.viewer = viewer;
+    this.shop = shop;
     this.open = new Map(); // lottery_id -> info
     this.current = null;
     this.box = document.getElementById("lottery");
@@ -149,6 +150,7 @@ export class Lotteries {
     const result = el("p", { id: "lottery-verify-result", class: "small" });
     const link = el("a", { id: "lottery-verify-link", href: `/api/danmaku/lotteries/${encodeURIComponent(d.lottery_id)}?entrants=1`, target: "_blank", rel: "noopener" }, "开奖数据 · draw data (JSON)");
     const check = el("button", { type: "button", class: "primary", id: "lottery-verify" }, "验证开奖 · Verify the draw");
+    const prizeBox = el("div");
     check.addEventListener("click", async () => {
       result.textContent = "…";
       try {
@@ -172,7 +174,9 @@ export class Lotteries {
       link,
       check,
       result,
+      prizeBox,
     );
+    if (mine) this.shop?.claimPrizes(prizeBox);
   }
 
   finish(id, text) {
@@ -193,5 +197,8 @@ export class Lotteries {
 
   won(w) {
     toast(`🎉 恭喜中奖：${w.prize?.name || ""} · You won`, 6000);
+    // an instant lottery has no "drawn" sheet for each winner: the claim opens its own
+    const info = this.open.get(w.lottery_id);
+    if (info && info.mode === "instant") this.shop?.claimPrizes();
   }
 }

@@ -86,7 +86,7 @@ async function main() {
   document.body.dataset.phase = "live";
   player.start();
 
-  const lotteries = new Lotteries({ room: null, viewer });
+  const lotteries = new Lotteries({ room: null, viewer, shop });
   const room = new Room({
     room: info.room,
     viewer,

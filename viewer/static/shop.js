@@ -463,6 +463,62 @@ export class Shop {
     return null;
   }
 
+  // -- a prize won in a lottery: the winner gives the address it ships to ----------------
+
+  // The viewer's prize orders without a recipient (the shop creates them from the draw, a
+  // moment after it): asked for an address in `box`, or in a sheet of its own. Only when the
+  // server keeps recipients (the order JSON has `recipient`).
+  async claimPrizes(box = null) {
+    if (this.claiming || !this.viewer.token) return;
+    this.claiming = true;
+    try {
+      for (let i = 0; i < 15; i++) {
+        let list;
+        try {
+          list = await api("GET", "/api/orders?state=paid&limit=50", { token: this.viewer.token });
+        } catch (e) {
+          list = { items: [] };
+        }
+        const prize = (list.items || []).find((o) => o.kind === "prize" && "recipient" in o && !o.recipient);
+        if (prize) return await this.claimForm(prize, box);
+        await sleep(1_000);
+      }
+    } finally {
+      this.claiming = false;
+    }
+  }
+
+  async claimForm(order, box) {
+    let title = `#${order.product_id}`;
+    try { title = (await this.product(order.product_id)).title; } catch (e) { /* keep the id */ }
+    const recipientBox = el("div");
+    const error = el("p", { class: "error" });
+    const done = el("p", { id: "prize-state", class: "small" });
+    const confirm = el("button", { class: "primary", id: "prize-claim", type: "button" }, "确认收货地址 · Ship my prize here");
+    const part = el("div", { id: "prize-box", "data-order-id": order.id },
+      el("h3", {}, `🎁 领奖 · Your prize: ${title}`), recipientBox, error, confirm, done);
+    if (box) box.replaceChildren(part);
+    else openSheet(part);
+    const recipient = await this.recipientForm(recipientBox);
+    confirm.addEventListener("click", async () => {
+      error.textContent = "";
+      const who = recipient.read();
+      if (!who) return (error.textContent = "请填写收货信息 · name, phone and address please");
+      confirm.disabled = true;
+      try {
+        await this.putRecipient(order, who);
+        await this.saveRecipient(who);
+        confirm.hidden = true;
+        done.className = "ok";
+        done.dataset.state = "claimed";
+        done.textContent = "已登记，等待发货 · we will ship it";
+      } catch (e) {
+        confirm.disabled = false;
+        error.textContent = this.explain(e);
+      }
+    });
+  }
+
   orderSheet(order) {
     openSheet(
       el("h3", {}, "订单 · Order"),

@@ -1,0 +1,156 @@
+"""The console's back-office pages in Chromium: the catalog (a SKU added, a price changed),
+a broadcast's shelf (reordered, a product taken off), coupons (granted and listed),
+accounts and API tokens (created, shown once, revoked), webhooks (a real receiver gets the
+ping, the delivery log shows it), the live overview and replays when nothing is live.
+Screenshots under ``tests/artifacts/console/admin/``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from playwright.async_api import expect
+
+from tests.control.conftest import make_staff
+from tests.control.test_console import console_page, sections, shot_dir, sign_in, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+async def _receiver() -> tuple[web.AppRunner, str, list[dict[str, Any]]]:
+    got: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(json.loads(await request.read()))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook", got
+
+
+async def test_console_back_office(
+    control_env: dict[str, Any], server_factory: Callable[..., Any]
+) -> None:
+    server = await server_factory(**sections(control_env))
+    shots = shot_dir("admin")
+    runner, hook_url, received = await _receiver()
+    try:
+        async with aiohttp.ClientSession() as session:
+            staff = await make_staff(server, session)
+            api, op = staff.api, staff.operator
+            ids = []
+            for title in ("Jasmine tea", "Tea cups"):
+                status, p = await api.call(
+                    "POST",
+                    "/api/products",
+                    op,
+                    json={"title": title, "skus": [{"price_fen": 1900, "stock": 10}]},
+                )
+                assert status == 201, p
+                ids.append(p["id"])
+            b = await staff.create_broadcast(title="Tea morning", product_ids=ids)
+
+            async with console_page(server.http_url) as (page, errors):
+                await sign_in(page)
+
+                # catalog: a second SKU with attributes; the first SKU's price changed
+                await page.click("a[data-nav=catalog]")
+                card = page.locator(f'#products article[data-product="{ids[0]}"]')
+                await card.locator("button", has_text="+ SKU").click()
+                add = card.locator("form.add-sku")
+                await add.locator("input[name=colour]").fill("green")
+                await add.locator("input[name=size]").fill("250g")
+                await add.locator("input[name=price]").fill("45.50")
+                await add.locator("input[name=stock]").fill("7")
+                await add.locator("button[type=submit]").click()
+                await expect(page.locator("#catalog-status")).to_contain_text("added")
+                card = page.locator(f'#products article[data-product="{ids[0]}"]')
+                await expect(card).to_contain_text("colour: green, size: 250g")
+                first = card.locator("tbody tr").first
+                await first.locator("input[name=price]").fill("21.00")
+                await first.locator("button", has_text="Save").click()
+                await expect(page.locator("#catalog-status")).to_contain_text("saved")
+                _, p = await api.call("GET", f"/api/products/{ids[0]}")
+                assert [s["price_fen"] for s in p["skus"]] == [2100, 4550], p
+                await page.screenshot(path=str(shots / "1-catalog.png"), full_page=True)
+
+                # shelf: the cups first, the tea off shelf
+                await page.goto(f"{server.http_url}/console/#/b/{b['id']}/shelf")
+                cups = page.locator(f'#shelf li[data-product="{ids[1]}"]')
+                await cups.locator("button[title=up]").click()
+                await expect(page.locator("#shelf-status")).to_contain_text("Moved")
+                tea = page.locator(f'#shelf li[data-product="{ids[0]}"]')
+                await tea.locator("button", has_text="Take off").click()
+                await expect(page.locator("#shelf-status")).to_contain_text("off shelf")
+                _, shelf = await api.call("GET", f"/api/broadcasts/{b['id']}/shelf")
+                got = [(i["product"]["id"], i["on_shelf"]) for i in shelf["items"]]
+                assert got == [(ids[1], True), (ids[0], False)], got
+
+                # coupons: granted to a buyer and listed
+                await page.click("a[data-nav=coupons]")
+                grant = page.locator("#coupon-grant")
+                await grant.locator("input[name=user_id]").fill("openid-li")
+                await grant.locator("input[name=value]").fill("8")
+                await grant.locator("button[type=submit]").click()
+                await expect(page.locator("#coupons-status")).to_contain_text("granted")
+                await expect(page.locator("#coupons-list")).to_contain_text("¥8.00")
+                await expect(page.locator("#coupons-list")).to_contain_text("unused")
+
+                # accounts: a new moderator; an API token shown once, then revoked
+                await page.click("a[data-nav=accounts]")
+                uf = page.locator("#user-form")
+                await uf.locator("input[name=username]").fill("mod2")
+                await uf.locator("input[name=password]").fill("a long enough password")
+                await uf.locator("select[name=role]").select_option("moderator")
+                await uf.locator("button[type=submit]").click()
+                await expect(page.locator("#users")).to_contain_text("mod2")
+                await page.fill("#token-form input[name=name]", "mini-program backend")
+                await page.click("#token-form button[type=submit]")
+                secret = await page.locator("#new-token").input_value()
+                status, _ = await api.call("GET", "/api/me", secret)
+                assert status == 200
+                row = page.locator("#tokens tr", has_text="mini-program backend")
+                await row.locator("button", has_text="Revoke").click()
+                await expect(row).to_contain_text("revoked")
+                status, _ = await api.call("GET", "/api/me", secret)
+                assert status == 401
+                await page.screenshot(path=str(shots / "2-accounts.png"), full_page=True)
+
+                # webhooks: a real receiver; the ping shows in the delivery log
+                await page.click("a[data-nav=webhooks]")
+                wf = page.locator("#webhook-form")
+                await wf.locator("input[name=url]").fill(hook_url)
+                await wf.locator("input[name=events]").fill("broadcast.*")
+                await wf.locator("button[type=submit]").click()
+                await expect(page.locator("#webhook-secret input")).not_to_have_value("")
+                hook = page.locator("#webhooks tbody tr").first
+                await hook.locator("button", has_text="Ping").click()
+
+                async def pinged() -> bool:
+                    return any(e.get("topic") == "ping" for e in received)
+
+                await wait_for(pinged, "the ping at the receiver")
+                await hook.locator("button", has_text="Deliveries").click()
+                await expect(page.locator("#deliveries tbody tr").first).to_contain_text(
+                    "delivered", timeout=10000
+                )
+                await page.screenshot(path=str(shots / "3-webhooks.png"), full_page=True)
+
+                # nothing is live: the overview says so; no replays yet
+                await page.click("a[data-nav=live]")
+                await expect(page.locator("#live-streams")).to_contain_text(
+                    "No stream is live on this node."
+                )
+                await page.click("a[data-nav=replays]")
+                await expect(page.locator("#replays")).to_contain_text("No replays yet.")
+                assert not errors, errors
+    finally:
+        await runner.cleanup()

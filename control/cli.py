@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import resource
 import signal
@@ -176,11 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_cluster.add_argument("--rtmp-port", type=int, help="origin RTMP port; edge i: +i")
     p_cluster.add_argument("--http-port", type=int, help="origin HTTP port; edge i: +i")
 
-    p_url = sub.add_parser("push-url", help="print a signed RTMP push URL")
+    p_url = sub.add_parser("push-url", help="print a signed RTMP push URL (or WHIP URL + token)")
     _add_server_args(p_url)
     p_url.add_argument("stream")
     p_url.add_argument("--app", default="live")
     p_url.add_argument("--ttl", type=int, help="validity in seconds (default ingest.push_ttl)")
+    p_url.add_argument(
+        "--whip", action="store_true", help="print the WHIP URL, then its Bearer token"
+    )
+    p_url.add_argument("--json", action="store_true", help="print RTMP and WHIP as JSON")
 
     ops_cli.add_parsers(sub)
     args = parser.parse_args(argv)
@@ -195,9 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "push-url":
         ttl = args.ttl if args.ttl is not None else config.ingest.push_ttl
         base = f"rtmp://{config.public_host()}:{config.server.rtmp_port}"
-        print(
-            auth.push_url(base, config.server.secret, args.app, args.stream, int(time.time()) + ttl)
-        )
+        expire = int(time.time()) + ttl
+        url = auth.push_url(base, config.server.secret, args.app, args.stream, expire)
+        if args.whip or args.json:
+            from ingest.whip import whip_token, whip_url
+
+            http = f"http://{config.public_host()}:{config.server.http_port}"
+            whip = whip_url(http, args.app, args.stream)
+            if args.json:
+                body = {"url": url, "whip_url": whip, "whip_token": whip_token(url)}
+                print(json.dumps(body | {"expires_at": expire}))
+            else:
+                print(whip)
+                print(whip_token(url))
+            return 0
+        print(url)
         return 0
 
     if args.command == "cluster":

@@ -26,6 +26,7 @@ from core.http import ApiError, read_json
 from core.routes import Op, OpDoc, broadcast_in_path, query_param
 from core.runtime import RUNTIME, Runtime
 from core.tokens import TokenError, verify_token
+from ingest.whip import whip_token, whip_url
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def _push_json(request: web.Request, b: Broadcast) -> dict[str, Any]:
         "expires_at": iso(info.expires_at),
         "qr_png": f"/api/broadcasts/{b.id}/push/qr.png",
         "qr_svg": f"/api/broadcasts/{b.id}/push/qr.svg",
+        "whip_url": whip_url(rt.http_base(), b.app, b.stream),
+        "whip_token": whip_token(info.url),
     }
 
 

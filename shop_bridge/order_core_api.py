@@ -10,16 +10,32 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from core.http import caller
+from core.runtime import RUNTIME
+from core.tokens import TokenError, verify_token
 from shop_bridge.api import MAX_BODY, SHOP, api, order_owner
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.masking import Recipient
-from shop_bridge.order_extras import parse_body_recipient, recipient_of_body
+from shop_bridge.models import BROADCASTS
+from shop_bridge.order_extras import parse_body_recipient, recipient_of_body, share_token
 from shop_bridge.service import ShopService
-from shop_bridge.validate import ID_RE, Body
+from shop_bridge.validate import ID_RE, Body, check_ident, query_int
 
-__all__ = ["add_address", "delete_address", "get_recipient", "list_addresses", "put_recipient"]
+__all__ = [
+    "add_address",
+    "create_share_link",
+    "deactivate_sharer",
+    "delete_address",
+    "get_recipient",
+    "list_addresses",
+    "list_sharers",
+    "put_recipient",
+    "register_sharer",
+    "share_visit",
+    "sharer_sales",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,3 +157,129 @@ async def delete_address(request: web.Request) -> web.Response:
     user = _viewer(request)
     await _svc(request).addresses.delete(user, _int_path(request, "address_id"))
     return web.Response(status=204)
+
+
+# -- sharers -------------------------------------------------------------------------------
+
+
+def _broadcast_path(request: web.Request) -> str:
+    raw = request.match_info["broadcast_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or int(raw) < 1:
+        raise ShopError(404, "broadcast_not_found", f"no broadcast {raw[:20]!r}: ids are integers")
+    return str(int(raw))
+
+
+def _viewer_or_none(request: web.Request) -> str | None:
+    raw = request.headers.get("X-Viewer-Token")
+    if raw is None:
+        return None
+    try:
+        return verify_token(request.app[RUNTIME].secret, raw).user_id
+    except TokenError as exc:
+        raise ShopError(401, "invalid_viewer_token", f"viewer token refused: {exc}") from None
+
+
+async def _broadcast_or_404(svc: ShopService, bid: str) -> dict[str, Any]:
+    async with svc.ctx.engine.connect() as conn:
+        row = (
+            (await conn.execute(select(BROADCASTS).where(BROADCASTS.c.broadcast_id == bid)))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise not_found("broadcast", bid)
+    return dict(row)
+
+
+@api
+async def create_share_link(request: web.Request) -> web.Response:
+    """A share link of the broadcast: an operator (any registered sharer), the broadcast's
+    anchor (decided from the shop's record of the broadcast), or a registered sharer for
+    themselves (viewer token)."""
+    bid = _broadcast_path(request)
+    svc = _svc(request)
+    body = await _body(request, {"sharer_id"}) if request.can_read_body else Body({}, set())
+    named = body.ident("sharer_id", default=None)
+    viewer = _viewer_or_none(request)
+    who = caller(request)
+    broadcast = await _broadcast_or_404(svc, bid)
+    if viewer is not None:
+        if named is not None and named != viewer:
+            raise ShopError(403, "forbidden", "a sharer makes links for themselves only")
+        sharer = viewer
+        if not await svc.sharers.is_active(sharer):
+            raise ShopError(403, "not_a_sharer", "you are not a registered sharer")
+    elif who is not None and (
+        who.role == "operator"
+        or (who.role == "anchor" and str(who.user_id) == str(broadcast["anchor_id"]))
+    ):
+        if named is None:
+            raise ShopError(400, "missing_field", "sharer_id: is required", field="sharer_id")
+        sharer = named
+        if not await svc.sharers.is_active(sharer):
+            raise ShopError(422, "unknown_sharer", f"{sharer} is not a registered sharer")
+    elif who is not None:
+        raise not_found("broadcast", bid)  # someone else's broadcast: as if it did not exist
+    else:
+        raise ShopError(401, "unauthorized", "sign in, or send a sharer's X-Viewer-Token")
+    room = broadcast["room"] or bid
+    link = svc.sharers.make_link(bid, sharer, request.app[RUNTIME].http_base(), room)
+    return _json(link, 201)
+
+
+@api
+async def share_visit(request: web.Request) -> web.Response:
+    """A viewer arrived through a share link: record the touch (first/last)."""
+    bid = _broadcast_path(request)
+    svc = _svc(request)
+    viewer = _viewer_or_none(request)
+    if viewer is None:
+        raise ShopError(401, "unauthorized", "send the viewer's X-Viewer-Token")
+    body = await _body(request, {"share"}) if request.can_read_body else Body({}, set())
+    token = share_token(request, body)
+    if not token:
+        raise ShopError(400, "missing_field", "share: is required (or X-Share-Token)")
+    credited = await svc.sharers.touch(token, viewer, bid)
+    cfg = svc.ctx.config
+    return _json(
+        {
+            "broadcast_id": int(bid),
+            "credited_to": credited,
+            "attribution": cfg.sharer_attribution,
+            "window_s": cfg.sharer_window,
+        }
+    )
+
+
+@api
+async def sharer_sales(request: web.Request) -> web.Response:
+    return _json(await _svc(request).sharers.report(_broadcast_path(request)))
+
+
+@api
+async def register_sharer(request: web.Request) -> web.Response:
+    body = await _body(request, {"user_id", "name"})
+    view, created = await _svc(request).sharers.register(
+        body.ident("user_id"), body.text("name", max_len=64, min_len=0, default=""), _actor(request)
+    )
+    return _json(view, 201 if created else 200)
+
+
+@api
+async def list_sharers(request: web.Request) -> web.Response:
+    limit = query_int(request.query, "limit", 100, 1, 500)
+    after = request.query.get("after", "")
+    if after:
+        check_ident("after", after)
+    items = await _svc(request).sharers.list(limit, after)
+    return _json(
+        {"items": items, "next_after": items[-1]["user_id"] if len(items) == limit else None}
+    )
+
+
+@api
+async def deactivate_sharer(request: web.Request) -> web.Response:
+    uid = request.match_info["user_id"]
+    if not ID_RE.match(uid):
+        raise not_found("sharer", uid[:20])
+    return _json(await _svc(request).sharers.deactivate(uid, _actor(request)))

@@ -21,7 +21,15 @@ from shop_bridge.masking import Recipient, RecipientError, parse_recipient
 from shop_bridge.service import ShopService
 from shop_bridge.validate import Body
 
-__all__ = ["EXTRA_FIELDS", "Extra", "order_extras", "parse_body_recipient", "recipient_of_body"]
+__all__ = [
+    "EXTRA_FIELDS",
+    "SHARE_HEADER",
+    "Extra",
+    "order_extras",
+    "parse_body_recipient",
+    "recipient_of_body",
+    "share_token",
+]
 
 Extra = Callable[[str], dict[str, Any]]
 
@@ -49,9 +57,52 @@ async def recipient_of_body(svc: ShopService, user: str, body: Body) -> Recipien
     return None
 
 
+SHARE_HEADER = "X-Share-Token"
+
+
+def share_token(request: web.Request, body: Body) -> str | None:
+    """The share token of the request: the body's ``share`` or ``X-Share-Token``."""
+    raw = body.data.get("share") if body.has("share") else request.headers.get(SHARE_HEADER)
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or len(raw) > 512:
+        raise invalid("share", "must be the share token of a share link (at most 512 chars)")
+    return raw
+
+
+def _body_broadcast(body: Body) -> str:
+    raw = body.data.get("broadcast_id")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        return str(int(raw))
+    return ""
+
+
 async def order_extras(
-    request: web.Request, svc: ShopService, user: str, body: Body
+    request: web.Request,
+    svc: ShopService,
+    user: str,
+    body: Body,
+    sale_id: int | None = None,
 ) -> Extra | None:
-    """The extra columns of a new order as a function of its id (None: nothing to add)."""
+    """The extra columns of a new order as a function of its id (None: nothing to add):
+    its sealed recipient and the sharer it is credited to. ``sale_id``: a flash-sale buy
+    (its broadcast is the sale's)."""
     rcpt = await recipient_of_body(svc, user, body)
-    return svc.recipients.columns_for(rcpt)
+    seal = svc.recipients.columns_for(rcpt)
+    token = share_token(request, body)
+    sharer: str | None = None
+    if token:
+        if sale_id is not None:
+            sale = await svc.flash.sale_ctx(sale_id)
+            broadcast = str(sale.sale["broadcast_id"]) if sale is not None else ""
+        else:
+            broadcast = _body_broadcast(body)
+        if broadcast:
+            sharer = await svc.sharers.touch(token, user, broadcast)
+    if sharer is None:
+        return seal
+    if seal is None:
+        return lambda _order_id: {"sharer_id": sharer}
+    return lambda order_id: {**seal(order_id), "sharer_id": sharer}

@@ -281,6 +281,91 @@ ROUTES = RouteTable(
         ),
         Op(
             "POST",
+            "/api/broadcasts/{broadcast_id}/share-links",
+            order_core_api.create_share_link,
+            _doc(
+                "A signed share link of the broadcast for a registered sharer: an operator "
+                "(sharer_id), the broadcast's anchor (sharer_id), or a sharer for themselves "
+                "(viewer token)",
+                PUBLIC,
+                {"type": "object"},
+                {"type": "object", "properties": {"sharer_id": ID}},
+                "201",
+                errors=(400, 401, 403, 404, 422),
+                params=[BID],
+                buyer=True,
+                body_required=False,
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/broadcasts/{broadcast_id}/share-visits",
+            order_core_api.share_visit,
+            _doc(
+                "A viewer arrived through a share link (share or X-Share-Token): the touch "
+                "that credits their orders of this broadcast to the sharer within the window",
+                PUBLIC,
+                {"type": "object"},
+                {"type": "object", "properties": {"share": {"type": "string"}}},
+                errors=(400, 401, 404),
+                params=[BID],
+                buyer=True,
+                body_required=False,
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/broadcasts/{broadcast_id}/sharers",
+            order_core_api.sharer_sales,
+            _doc(
+                "Sales per sharer of a broadcast (orders, buyers, gmv_fen net of refunds: the "
+                "shop's one definition of sales)",
+                STAFF,
+                {"type": "object"},
+                params=[BID],
+            ),
+            owner=owners.BROADCAST,
+        ),
+        Op(
+            "POST",
+            "/api/sharers",
+            order_core_api.register_sharer,
+            _doc(
+                "Register (or re-activate) a sharer (分享员)",
+                OPERATOR,
+                {"type": "object"},
+                {
+                    "type": "object",
+                    "required": ["user_id"],
+                    "properties": {"user_id": ID, "name": {"type": "string", "maxLength": 64}},
+                },
+                "201",
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/sharers",
+            order_core_api.list_sharers,
+            _doc(
+                "Registered sharers",
+                OPERATOR,
+                {"type": "object"},
+                params=[LIMIT, _query("after", ID)],
+            ),
+        ),
+        Op(
+            "DELETE",
+            "/api/sharers/{user_id}",
+            order_core_api.deactivate_sharer,
+            _doc(
+                "Deactivate a sharer: their links credit nobody from now on",
+                OPERATOR,
+                {"type": "object"},
+                params=[_path("user_id")],
+            ),
+        ),
+        Op(
+            "POST",
             "/api/flash-sales",
             api.create_flash_sale,
             _doc(

@@ -48,6 +48,7 @@ from shop_bridge.recipients import Recipients, load_sealer
 from shop_bridge.redis_epoch import RedisEpoch
 from shop_bridge.reports import Reports, SalesUpdates
 from shop_bridge.sale_admin import FlashSaleAdmin
+from shop_bridge.sharers import Sharers
 from shop_bridge.shelf import Shelf
 from shop_bridge.upkeep import Upkeep
 
@@ -86,6 +87,7 @@ class ShopService:
         sealer = load_sealer(config.recipient_key_file, secret or payment_key.hex())
         self.recipients = Recipients(ctx, sealer)
         self.addresses = AddressBook(ctx, sealer)
+        self.sharers = Sharers(ctx, secret or payment_key.hex())
         self._unsubscribe: list[Callable[[], None]] = []
 
     async def start(self, background: bool = True) -> None:

@@ -61,6 +61,12 @@ class DanmakuConfig:
     """Event-bus topics delivered to rooms as notices (payload names ``room`` or app+stream)."""
     lottery_max_window_s: int = 3600
     """Longest lottery entry window."""
+    lottery_retention_s: int = 30 * 86400
+    """Seconds a finished lottery's Redis keys (entrants, winners, seed) are kept once all
+    its prizes are in the outbox, for anyone verifying the draw; then they expire."""
+    room_ttl_s: int = 7 * 86400
+    """Seconds a room's Redis keys (comment history, likes, moderation, deleted ids,
+    presence) live after the room's last write; each write renews it."""
     audit_max: int = 100000
     """Moderation/lottery audit entries kept in Redis (approximate trim)."""
     max_rooms: int = 10000

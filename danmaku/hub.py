@@ -77,14 +77,14 @@ class Hub:
         )
         self.writer = RedisWriter(
             redis, self.keys, config.history_size, self.tag, self.stats, self._warn,
-            self._likes_total,
+            self._likes_total, config.room_ttl_s,
         )  # fmt: skip
         self.subscriber = Subscriber(
             redis, self.keys, self.tag, self.rooms, self.stats, self._warn,
             self._deliver_direct, self._on_control, self._load_room_state,
             self.writer.heard_from_other_node,
         )  # fmt: skip
-        self.presence = Presence(redis, self.keys, node_id)
+        self.presence = Presence(redis, self.keys, node_id, config.presence_interval_s)
         self.on_comment_hooks: list[CommentHook] = []
         self.on_tick_hooks: list[TickHook] = []
         self.on_remote_hooks: list[RemoteHook] = []

@@ -57,3 +57,8 @@ class Keys:
 
     def lottery(self, lottery_id: str, part: str) -> str:
         return f"{self.prefix}lot:{{{lottery_id}}}:{part}"
+
+    def lotteries_owed(self) -> str:
+        """Lotteries some of whose prizes may not be in the outbox yet (a sorted set,
+        scored by creation time): :meth:`LotteryService.deliver_owed` works through it."""
+        return f"{self.prefix}lot:owed"

@@ -4,8 +4,15 @@ Fairness protocol: :mod:`danmaku.draw` (anyone can check a draw with :func:`veri
 The create body is checked by :mod:`danmaku.lottery_spec`.
 
 Stock lives in Redis and is decremented only inside Lua scripts that also check the state,
-so prizes are never over-issued across nodes or concurrent draws. Prize delivery is the
-bus event ``lottery.prize``, handled by ``shop_bridge``.
+so prizes are never over-issued across nodes or concurrent draws.
+
+Prize delivery is durable: every winner becomes a ``lottery.prize`` entry in the outbox
+(:mod:`core.outbox`), which ``shop_bridge`` consumes and acknowledges once the grant is
+committed (its grant key ``<lottery_id>:<n>`` makes a repeat grant nothing). The draw
+itself commits in a Lua script; a lottery is listed in ``lot:owed`` from its creation until
+every winner is in the outbox, and :meth:`LotteryService.deliver_owed` (every node, on the
+hub's housekeeping rounds) puts in whatever a crash or a Redis error left out. The same
+event also goes over the bus at once (at-most-once) for anyone listening.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from core.bus import EventBus
+from core.outbox import Outbox
 from core.tokens import Role
 from danmaku.draw import (
     commitment,
@@ -111,6 +119,14 @@ return k
 """
 
 
+OWED_INTERVAL_S = 5.0
+"""How often each node looks for prizes missing from the outbox."""
+OWED_BATCH = 200
+"""Most owed lotteries looked at per round."""
+LOTTERY_PARTS = ("meta", "entrants", "order", "winners", "nicks", "outboxed")
+"""Every Redis key of one lottery (``Keys.lottery(id, part)``)."""
+
+
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -127,6 +143,8 @@ class LotteryService:
         self._enter = hub.redis.register_script(ENTER_LUA)
         self._transition = hub.redis.register_script(TRANSITION_LUA)
         self._draw = hub.redis.register_script(DRAW_LUA)
+        self.outbox = Outbox(hub.redis)
+        self._owed_at = 0.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._advancing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -175,7 +193,14 @@ class LotteryService:
         try:
             pipe = self.hub.redis.pipeline(transaction=False)
             pipe.hset(self._k(lid, "meta"), mapping=meta)
+            pipe.expire(  # refreshed by _retire once its prizes are out
+                self._k(lid, "meta"), int(spec.window_s + self.hub.config.lottery_retention_s)
+            )
             pipe.sadd(self.hub.keys.room_lotteries(spec.room), lid)
+            pipe.expire(
+                self.hub.keys.room_lotteries(spec.room), max(1, int(self.hub.config.room_ttl_s))
+            )
+            pipe.zadd(self.hub.keys.lotteries_owed(), {lid: now})
             await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
             await audit(self.hub, actor, "lottery.create", spec.room, lid, self.public(meta))
         except PayloadError:
@@ -411,22 +436,43 @@ class LotteryService:
             {"winners": [w["user_id"] for w in winners], "seed": info["seed"]},
         )
 
+    @staticmethod
+    def _prize_event(info: dict[str, Any], winner: dict[str, Any]) -> LotteryPrize:
+        return LotteryPrize(
+            lottery_id=str(info.get("lottery_id") or info.get("id")),
+            room=info["room"],
+            user_id=winner["user_id"],
+            nick=winner["nick"],
+            prize=winner["prize"],
+            prize_index=winner["prize_index"],
+            n=winner["n"],
+            mode=info["mode"],
+            title=info.get("title", ""),
+        )
+
+    async def _to_outbox(self, prizes: list[LotteryPrize]) -> bool:
+        """Put ``prizes`` in the outbox and mark them put; False (logged) if Redis failed:
+        :meth:`deliver_owed` puts them in later."""
+        if not prizes:
+            return True
+        try:
+            await asyncio.wait_for(self.outbox.put(*prizes), REDIS_TIMEOUT)
+            pipe = self.hub.redis.pipeline(transaction=False)
+            for p in prizes:
+                pipe.sadd(self._k(p.lottery_id, "outboxed"), p.n)
+            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+        except Exception as exc:
+            self.hub.stats.redis_errors += 1
+            logger.warning("lottery prizes not in the outbox yet (retried): %s", exc)
+            return False
+        return True
+
     async def _deliver(self, info: dict[str, Any], winner: dict[str, Any]) -> None:
         room = info["room"]
         lid = info["lottery_id"]
-        await self.bus.emit(
-            LotteryPrize(
-                lottery_id=lid,
-                room=room,
-                user_id=winner["user_id"],
-                nick=winner["nick"],
-                prize=winner["prize"],
-                prize_index=winner["prize_index"],
-                n=winner["n"],
-                mode=info["mode"],
-                title=info.get("title", ""),
-            )
-        )
+        prize = self._prize_event(info, winner)
+        await self._to_outbox([prize])
+        await self.bus.emit(prize)
         await self.hub.send_direct(
             room,
             winner["user_id"],
@@ -434,6 +480,58 @@ class LotteryService:
             {"lottery_id": lid, "room": room, "prize": winner["prize"], "title": info["title"]},
             propagate=True,
         )
+
+    async def deliver_owed(self, *, force: bool = False) -> int:
+        """Put in the outbox every prize of a listed lottery not put there yet (a node that
+        died after the draw, a Redis error); a finished lottery with all its prizes put
+        leaves the list and its keys expire after ``lottery_retention_s``. Runs every
+        ``OWED_INTERVAL_S`` on each node (``force``: now). Returns the prizes put."""
+        now = time.time()
+        if not force and now - self._owed_at < OWED_INTERVAL_S:
+            return 0
+        self._owed_at = now
+        redis = self.hub.redis
+        owed_key = self.hub.keys.lotteries_owed()
+        lids = [_s(x) for x in await redis.zrange(owed_key, 0, OWED_BATCH - 1)]
+        put = 0
+        for lid in lids:
+            meta = await self.meta(lid)
+            if not meta:
+                await redis.zrem(owed_key, lid)
+                continue
+            pipe = redis.pipeline(transaction=False)
+            pipe.lrange(self._k(lid, "winners"), 0, -1)
+            pipe.smembers(self._k(lid, "outboxed"))
+            winners_raw, done_raw = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            winners = [_s(w) for w in winners_raw]
+            done = {int(_s(d)) for d in done_raw}
+            missing = [n for n in range(len(winners)) if n not in done]
+            if missing:
+                nicks = await self._nicks(lid, [winners[n] for n in missing])
+                info = {**self.public(meta), "title": meta.get("title", "")}
+                prizes = [
+                    self._prize_event(
+                        info, self._winner(meta, n, winners[n], nicks.get(winners[n], ""))
+                    )
+                    for n in missing
+                ]
+                if not await self._to_outbox(prizes):
+                    continue
+                put += len(prizes)
+                logger.info("lottery %s: %d owed prize(s) put in the outbox", lid, len(prizes))
+            if meta["state"] in (LotteryState.DRAWN.value, LotteryState.CANCELLED.value):
+                await self._retire(lid)
+        return put
+
+    async def _retire(self, lid: str) -> None:
+        """All prizes of a finished lottery are in the outbox: off the owed list; its keys
+        stay ``lottery_retention_s`` for anyone verifying the draw, then expire."""
+        ttl = max(1, int(self.hub.config.lottery_retention_s))
+        pipe = self.hub.redis.pipeline(transaction=False)
+        for part in LOTTERY_PARTS:
+            pipe.expire(self._k(lid, part), ttl)
+        pipe.zrem(self.hub.keys.lotteries_owed(), lid)
+        await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
 
     async def _finished(self, room: str, lid: str) -> None:
         timer = self._timers.pop(lid, None)
@@ -543,7 +641,9 @@ class LotteryService:
         return list(room.lotteries.values())
 
     async def sweep(self) -> None:
-        """Advance lotteries whose window is over (covers a node that died before its timer)."""
+        """Advance lotteries whose window is over (covers a node that died before its timer),
+        and put owed prizes in the outbox."""
+        await self.deliver_owed()
         now = time.time()
         for room in list(self.hub.rooms.values()):
             for lid, info in list(room.lotteries.items()):

@@ -104,6 +104,10 @@ class Moderation:
             deleted = hub.keys.deleted(room_name)
             pipe.zadd(deleted, {cmd.comment_id or "": now})
             pipe.zremrangebyrank(deleted, 0, -(2 * hub.config.history_size + 1))
+        ttl = max(1, int(hub.config.room_ttl_s))
+        pipe.expire(key, ttl)  # the room's moderation lives as long as the room's other keys
+        if cmd.action == "delete":
+            pipe.expire(hub.keys.deleted(room_name), ttl)
         detail = {k: v for k, v in control.items() if k not in ("kind", "action") and v is not None}
         if cmd.reason:
             detail["reason"] = cmd.reason

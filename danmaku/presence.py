@@ -3,7 +3,8 @@
 Every ``presence_interval_s`` each node writes ``<members here>:<unix time>`` under its id
 in the room's presence hash and reads the whole hash back (with the like total) in one
 pipeline; the room's ``online`` is the sum of the fresh entries. Entries of nodes silent
-for three intervals (plus a second) are removed: a crashed node stops counting. Between
+for three intervals (plus a second) are removed: a crashed node stops counting, and the
+hash itself expires ten intervals (at least a minute) after the last node wrote. Between
 rounds, joins and leaves (here and from the envelopes) move ``online`` at once.
 """
 
@@ -20,8 +21,9 @@ __all__ = ["Presence"]
 
 
 class Presence:
-    def __init__(self, redis: Any, keys: Keys, node_id: str) -> None:
+    def __init__(self, redis: Any, keys: Keys, node_id: str, interval_s: float = 5.0) -> None:
         self.redis = redis
+        self.ttl_s = max(60, int(interval_s * 10))
         self.keys = keys
         self.node_id = node_id
 
@@ -37,12 +39,13 @@ class Presence:
                 pipe.hset(key, self.node_id, f"{len(room.members)}:{now:.3f}")
             else:
                 pipe.hdel(key, self.node_id)
+            pipe.expire(key, self.ttl_s)
             pipe.hgetall(key)
             pipe.get(self.keys.likes(room.name))
         results = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
         stale_after = interval * 3 + 1
         for i, room in enumerate(rooms):
-            fields, likes = results[3 * i + 1], results[3 * i + 2]
+            fields, likes = results[4 * i + 2], results[4 * i + 3]
             online = 0
             stale: list[str] = []
             for node, value in fields.items():

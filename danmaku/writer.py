@@ -5,8 +5,8 @@ the like delta, small items: joins ``j``, leaves ``v``, notices ``x``, deleted i
 direct messages ``u``, moderation/lottery controls ``m``). The writer task wakes when there
 is something, waits ``WRITE_COALESCE_S`` so one round trip carries a few ms of traffic,
 and runs one pipelined ``EVALSHA room_flush`` per room: RPUSH to the history + LTRIM,
-INCRBY the likes, PUBLISH one envelope on the room channel (read by
-:mod:`danmaku.subscriber` on every node).
+INCRBY the likes (both keys then live ``room_ttl_s`` more), PUBLISH one envelope on the
+room channel (read by :mod:`danmaku.subscriber` on every node).
 
 The envelope is published only when some *other* node listens to the room: the script
 compares ``PUBSUB NUMSUB`` of the room channel with that of this node's mark channel
@@ -76,18 +76,23 @@ MAX_OUTBOX_ITEMS_PER_ROOM = 256
 
 ROOM_FLUSH_LUA = """
 local n = #ARGV
-local i = 6
+local i = 7
+local ttl = tonumber(ARGV[6])
 while i <= n do
   local j = math.min(n, i + 999)
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
   i = j + 1
 end
-if n >= 6 then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
+if n >= 7 then
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
 local total
 local others = 0
 local d = tonumber(ARGV[2])
 if d > 0 then
   total = redis.call('INCRBY', KEYS[2], d)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 else
   total = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
@@ -129,10 +134,12 @@ class RedisWriter:
         stats: HubStats,
         warn: Warnings,
         on_likes_total: Callable[[str, int], None],
+        key_ttl_s: float = 7 * 86400,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.history_size = history_size
+        self.key_ttl_ms = max(1000, int(key_ttl_s * 1000))
         self.tag = tag
         self.stats = stats
         self._warn = warn
@@ -203,6 +210,7 @@ class RedisWriter:
             self.keys.channel(name),
             self._envelope_prefix(out),
             self.keys.node_mark(name, self.tag),
+            self.key_ttl_ms,
             *out.comments,
         )
 

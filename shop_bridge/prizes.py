@@ -1,7 +1,11 @@
 """Lottery prizes: a winner drawn by the danmaku hub gets a coupon or a zero-price order.
 
-The hub publishes ``lottery.prize``; :meth:`Prizes.on_prize` grants it (as does the
-operators' ``POST /api/lottery/prizes``), exactly once per grant key.
+The hub puts every ``lottery.prize`` in the outbox (:mod:`core.outbox`); this node reads
+it in the ``shop`` consumer group (:meth:`Prizes.consumer`) and acknowledges an entry once
+its grant is committed, so a prize is granted even if the shop was down, slow or crashed
+when it was drawn. The same event also arrives over the bus at once (:meth:`on_prize`);
+the operators' ``POST /api/lottery/prizes`` replays one by hand. All three grant exactly
+once per grant key.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.outbox import Consumer, Outbox, Rejected
 from danmaku.events import LotteryPrize
 from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.context import ShopContext, new_id
@@ -35,6 +40,27 @@ class Prizes:
     def subscribe(self) -> list[Callable[[], None]]:
         """Grant the danmaku hub's prizes; the unsubscribers."""
         return [self.ctx.bus.on(LotteryPrize, self.on_prize)]
+
+    def consumer(self, name: str, claim_idle_s: float = 30.0) -> Consumer[LotteryPrize]:
+        """This node's reader of the prize outbox (``start()``/``stop()`` by the service)."""
+        return Consumer(
+            Outbox(self.ctx.redis),
+            LotteryPrize,
+            "shop",
+            name,
+            self.on_durable_prize,
+            claim_idle_s=claim_idle_s,
+        )
+
+    async def on_durable_prize(self, event: LotteryPrize) -> None:
+        """Grant one outbox entry; a refusal (4xx) is final, anything else is retried."""
+        try:
+            result = await self.grant(event.to_data())
+        except ShopError as exc:
+            if exc.status >= 500:
+                raise
+            raise Rejected(f"{exc.code}: {exc.message}") from None
+        logger.info("lottery prize granted from the outbox: %s", result)
 
     async def on_prize(self, event: LotteryPrize) -> None:
         data = event.to_data()

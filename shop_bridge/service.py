@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +91,10 @@ class ShopService:
         self.addresses = AddressBook(ctx, sealer)
         self.sharers = Sharers(ctx, secret or payment_key.hex())
         self._unsubscribe: list[Callable[[], None]] = []
+        self.prize_outbox = self.prizes.consumer(
+            f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        )
+        """Lottery prizes from the durable outbox (``core.outbox``), granted exactly once."""
 
     async def start(self, background: bool = True) -> None:
         """Start the writer and the outbox, follow other packages' events, reconcile once
@@ -96,6 +102,7 @@ class ShopService:
         self.flash.start()
         self.ctx.start()
         self._unsubscribe += self.prizes.subscribe() + self.shelf.subscribe()
+        self.prize_outbox.start()
         self.sales_updates.start()
         await self.epoch.start(background)  # the sales rebuilt from the database first
         await self.upkeep.start(background)
@@ -106,6 +113,7 @@ class ShopService:
         for unsub in self._unsubscribe:
             unsub()
         self._unsubscribe.clear()
+        await self.prize_outbox.stop()
         await self.sales_updates.stop()
         await self.upkeep.stop()
         await self.ctx.stop()

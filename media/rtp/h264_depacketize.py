@@ -127,6 +127,8 @@ class DepacketizerStats:
     dropped_units: int = 0
     """Access units dropped: damaged by a loss, over a bound, or waiting for an IDR."""
     resyncs: int = 0
+    padding: int = 0
+    """Packets without payload (padding only)."""
 
 
 class H264Depacketizer:
@@ -272,6 +274,11 @@ class H264Depacketizer:
         self.needs_keyframe = True
 
     def _packet(self, marker: bool, ts: int, payload: bytes, out: list[AccessUnit]) -> None:
+        if not payload:
+            # padding only (a browser's bandwidth probe): it holds a sequence number and
+            # nothing else; it neither starts nor ends an access unit
+            self.stats.padding += 1
+            return
         ext = self._extend(ts)
         if self._cur_ts is not None and ext != self._cur_ts:
             self._finish_unit(out)

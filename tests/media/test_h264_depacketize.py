@@ -410,3 +410,26 @@ def test_the_relay_packetizer_round_trips(mtu: int, seq0: int, ts0: int) -> None
     got = run(dep, packets) + dep.flush()
     assert [u.nalus for u in got] == [tuple(n) for _, n in units]
     assert [u.timestamp - got[0].timestamp for u in got] == [ts for ts, _ in units]
+
+
+def test_padding_only_packets_are_ignored() -> None:
+    """Browsers probe bandwidth with padding-only packets on the video SSRC: they take
+    sequence numbers (no hole) and carry nothing (no damage)."""
+    units = units_of("baseline")[:20]
+    packets = to_packets(units, mtu=300)
+    padded: list[bytes] = []
+    seq = 5000
+    for p in packets:
+        view = parse_rtp(p)
+        assert view is not None
+        padded.append(rtp(seq, view.timestamp, view.marker, view.payload))
+        seq += 1
+        if view.marker:  # a probe after each picture, with that picture's timestamp
+            probe = bytearray(rtp(seq, view.timestamp, False, bytes(3) + b"\x04"))
+            probe[0] |= 0x20  # the padding bit: the last byte counts the padding
+            padded.append(bytes(probe))
+            seq += 1
+    dep = H264Depacketizer()
+    got = run(dep, padded) + dep.flush()
+    assert [u.nalus for u in got] == [tuple(n) for _, n in units]
+    assert dep.stats.padding == 20 and dep.stats.malformed == dep.stats.dropped_units == 0

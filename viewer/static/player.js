@@ -248,15 +248,23 @@ export class LivePlayer {
     });
   }
 
+  // Progress is new frames (requestVideoFrameCallback) or, without them (audio only, older
+  // browsers), the playhead; a WebRTC playhead runs on with a frozen picture, so there only
+  // frames count. Hidden tabs and a paused video are not stalls.
   _watchdog(gen) {
     clearInterval(this._watch);
-    this.lastProgress = { t: this.video.currentTime, at: Date.now() };
+    const rvfc = !!this.video.requestVideoFrameCallback;
+    const sample = () => ({ t: this.video.currentTime, f: this.frames, at: Date.now() });
+    this.lastProgress = sample();
     this._watch = setInterval(() => {
       if (gen !== this.generation) return clearInterval(this._watch);
-      const t = this.video.currentTime;
-      if (t !== this.lastProgress.t || this.video.paused) {
-        this.lastProgress = { t, at: Date.now() };
-      } else if (Date.now() - this.lastProgress.at > STALL_MS) {
+      const now = sample();
+      const last = this.lastProgress;
+      const framed = rvfc && now.f !== last.f;
+      const moved = now.t !== last.t && (this.way !== "whep" || !rvfc);
+      if (framed || moved || this.video.paused || document.hidden) {
+        this.lastProgress = now;
+      } else if (now.at - last.at > STALL_MS) {
         this._lost(gen, "stalled");
       }
     }, 1000);

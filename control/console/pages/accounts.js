@@ -70,7 +70,7 @@ export async function accountsView(main) {
     h("input", { name: "days", type: "number", min: 0, placeholder: "expires in days (0: never)", class: "narrow-input" }),
     h("button", { type: "submit" }, "Create API token"));
   main.replaceChildren(
-    isOperator() ? h("section", { class: "card" }, h("h2", {}, "Accounts"), users, h("h3", {}, "New account"), newUser) : null,
+    isOperator() ? h("section", { class: "card" }, h("h2", {}, "Accounts"), users, h("h3", {}, "New account"), newUser) : "",
     h("section", { class: "card" }, h("h2", {}, "My API tokens"), tokens, newToken, secret), status);
   await Promise.all([refreshUsers(), refreshTokens()]);
 }

@@ -30,5 +30,5 @@ export async function couponsView(main) {
     h("label", {}, "Broadcast id (optional)", h("input", { name: "broadcast_id", maxlength: 64 })),
     h("div", {}, h("button", { type: "submit" }, "Grant coupon")));
   main.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Coupons"), lookup, status, list),
-    isOperator() ? h("section", { class: "card" }, h("h3", {}, "Grant a coupon"), grant) : null);
+    isOperator() ? h("section", { class: "card" }, h("h3", {}, "Grant a coupon"), grant) : "");
 }

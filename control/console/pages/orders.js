@@ -1,6 +1,6 @@
 // Orders: search and filter (state, broadcast, buyer, time), newest first with paging; one
 // order's detail with its state history, ship, complete and refund (with a reason).
-import { h, badge, fmtFen, fmtTime, localToIso, specsText, statusLine, table } from "../lib/dom.js";
+import { h, $, badge, fmtFen, fmtTime, localToIso, specsText, statusLine, table, yuanToFen } from "../lib/dom.js";
 import { api, isOperator } from "../lib/api.js";
 import { productLabel, productMap } from "../lib/names.js";
 
@@ -62,6 +62,24 @@ export async function ordersView(main) {
   await load().catch((e) => status.fail(e));
 }
 
+// Refund: a reason, and the amount (the whole order unless a smaller amount is given: sent
+// as amount_fen, which the shop refuses until it takes partial refunds).
+function refundBox(o, status, done) {
+  return h("form", { id: "refund-form", class: "row-actions", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    const body = { reason: f.get("reason") || "refund requested" };
+    const fen = yuanToFen(f.get("amount"));
+    if (fen !== o.amount_fen) body.amount_fen = fen;
+    if (!confirm(`Refund ${fmtFen(fen)} of order ${o.id}?`)) return;
+    try { await api("POST", `/api/orders/${o.id}/refund`, body); status.ok("Refund: done"); await done(); }
+    catch (e) { status.fail(e); }
+  } },
+    h("label", {}, "Refund reason", h("input", { name: "reason", maxlength: 200, required: true })),
+    h("label", {}, "Amount ¥", h("input", { name: "amount", type: "number", min: 0.01, step: 0.01, max: (o.amount_fen / 100).toFixed(2), value: (o.amount_fen / 100).toFixed(2), class: "narrow-input" })),
+    h("button", { type: "submit", class: "danger" }, "Refund"));
+}
+
 export async function orderView(main, id) {
   const products = await productMap();
   const status = statusLine("order-status");
@@ -71,21 +89,25 @@ export async function orderView(main, id) {
     const o = await api("GET", `/api/orders/${encodeURIComponent(id)}`);
     const p = products.get(o.product_id);
     const sku = p?.skus?.find((s) => s.id === o.sku_id);
-    const act = (path, label, cls, ask) => h("button", { type: "button", class: cls, dataset: { action: path }, onclick: async () => {
-      let body;
-      if (ask) {
-        const reason = prompt(ask, "");
-        if (reason === null) return;
-        body = reason ? { reason } : undefined;
-      } else if (!confirm(`${label} order ${o.id}?`)) return;
-      try { await api("POST", `/api/orders/${o.id}/${path}`, body); status.ok(`${label}: done`); await render(); }
+    const act = (path, label, cls) => h("button", { type: "button", class: cls, dataset: { action: path }, onclick: async () => {
+      if (!confirm(`${label} order ${o.id}?`)) return;
+      try { await api("POST", `/api/orders/${o.id}/${path}`); status.ok(`${label}: done`); await render(); }
       catch (e) { status.fail(e); }
     } }, label);
     const actions = [];
+    let refundForm = null;
     if (isOperator()) {
       if (o.state === "paid") actions.push(act("ship", "Ship", ""));
       if (o.state === "shipped") actions.push(act("complete", "Complete", "secondary"));
-      if (["paid", "shipped"].includes(o.state)) actions.push(act("refund", "Refund", "danger", `Refund ${fmtFen(o.amount_fen)} in full. Reason?`));
+      if (["paid", "shipped"].includes(o.state)) refundForm = refundBox(o, status, render);
+      if (o.recipient) actions.push(h("button", { type: "button", class: "secondary", id: "reveal-recipient", onclick: async () => {
+        try {
+          const r = await api("GET", `/api/orders/${o.id}/recipient`);
+          const rc = r.recipient;
+          $("#recipient").textContent = rc ? `${rc.name} · ${rc.phone} · ${rc.address}` : "none";
+          status.ok("Recipient shown in full (logged)");
+        } catch (e) { status.fail(e); }
+      } }, "Show full recipient"));
     }
     box.replaceChildren(
       h("div", { class: "row-actions" }, h("h2", { class: "grow" }, `Order ${o.id}`), h("span", { id: "order-state" }, badge(o.state))),
@@ -96,9 +118,9 @@ export async function orderView(main, id) {
           ["Buyer", o.user_id], ["Broadcast", o.broadcast_id ? `#${o.broadcast_id}` : "—"], ["Card", o.card_id ?? "—"],
           ["Channel", o.channel || "—"], ["Placed", fmtTime(o.created_at)], ["Pay before", fmtTime(o.pay_before)],
           ["Paid", fmtTime(o.paid_at)], ["Transaction", o.transaction_id || "—"], ["Coupon", o.coupon_id || "—"],
-          ...(o.recipient ? [["Recipient", `${o.recipient.name} · ${o.recipient.phone} · ${o.recipient.address}`]] : [])]
+          ["Recipient", h("span", { id: "recipient" }, o.recipient ? `${o.recipient.name} · ${o.recipient.phone} · ${o.recipient.address}` : "—")]]
           .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-      h("div", { class: "row-actions" }, ...actions),
+      h("div", { class: "row-actions" }, ...actions), refundForm ?? "",
       h("h3", {}, "State history"),
       table(["When", "From", "To", "By", "Reason"], (o.history || []).map((t) => h("tr", {},
         h("td", {}, fmtTime(new Date(t.at_ms ?? Date.parse(t.at)).toISOString())), h("td", {}, t.from_state ?? t.from ?? "—"),

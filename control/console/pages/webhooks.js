@@ -1,4 +1,4 @@
-// Webhooks: subscriptions (URL, event patterns, active), the secret shown once at creation,
+// Webhooks: subscriptions (URL, event patterns, active), the secret shown once (creation, rotation),
 // the delivery log of each with retry, and a test ping.
 import { h, badge, fmtTime, statusLine, table } from "../lib/dom.js";
 import { api } from "../lib/api.js";
@@ -21,15 +21,23 @@ export async function webhooksView(main) {
           try { await api("POST", `/api/webhooks/${w.id}/deliveries/${d.id}/retry`); status.ok(`Delivery ${d.id} queued again`); await showLog(w); } catch (e) { status.fail(e); }
         } }, "Retry")))), "No delivery yet."));
   };
+  // the signing secret is shown once: in the answer of its creation or rotation
+  const showSecret = (w) => secret.replaceChildren(
+    h("p", { class: "ok" }, `Signing secret of #${w.id}: copy it now, it is not shown again (receivers check X-Berrylive-Signature with it).`),
+    h("input", { readonly: true, class: "mono", value: w.secret ?? "" }));
   const refresh = async () => {
     const r = await api("GET", "/api/webhooks?limit=100");
-    list.replaceChildren(table(["Id", "URL", "Events", "Active", "Created", ""], (r.items || []).map((w) => h("tr", { dataset: { webhook: w.id } },
+    list.replaceChildren(table(["Id", "URL", "Events", "Active", "Secret", "Created", ""], (r.items || []).map((w) => h("tr", { dataset: { webhook: w.id } },
       h("td", {}, w.id), h("td", { class: "mono" }, w.url, w.description ? h("div", { class: "muted" }, w.description) : null), h("td", {}, w.events.join(", ")),
-      h("td", {}, w.active ? badge("active") : badge("paused")), h("td", {}, fmtTime(w.created_at)),
+      h("td", {}, w.active ? badge("active") : badge("paused")), h("td", { class: "mono" }, w.secret_hint ?? "—"), h("td", {}, fmtTime(w.created_at)),
       h("td", {}, h("div", { class: "row-actions" },
         h("button", { type: "button", class: "secondary", onclick: () => showLog(w).catch((e) => status.fail(e)) }, "Deliveries"),
         h("button", { type: "button", class: "secondary", onclick: async () => { try { await api("POST", `/api/webhooks/${w.id}/ping`); status.ok(`Ping sent to #${w.id}`); await showLog(w); } catch (e) { status.fail(e); } } }, "Ping"),
         h("button", { type: "button", class: "secondary", onclick: async () => { try { await api("PATCH", `/api/webhooks/${w.id}`, { active: !w.active }); await refresh(); } catch (e) { status.fail(e); } } }, w.active ? "Pause" : "Resume"),
+        h("button", { type: "button", class: "secondary", onclick: async () => {
+          if (!confirm(`New signing secret for #${w.id}? Receivers must switch to it.`)) return;
+          try { showSecret(await api("POST", `/api/webhooks/${w.id}/rotate-secret`)); await refresh(); } catch (e) { status.fail(e); }
+        } }, "Rotate secret"),
         h("button", { type: "button", class: "danger", onclick: async () => {
           if (!confirm(`Delete webhook #${w.id} and its delivery log?`)) return;
           try { await api("DELETE", `/api/webhooks/${w.id}`); status.ok(`Webhook #${w.id} deleted`); log.replaceChildren(); await refresh(); } catch (e) { status.fail(e); }
@@ -41,7 +49,7 @@ export async function webhooksView(main) {
     const events = String(f.get("events")).split(",").map((s) => s.trim()).filter(Boolean);
     try {
       const w = await api("POST", "/api/webhooks", { url: f.get("url"), events, description: f.get("description") || "" });
-      secret.replaceChildren(h("p", { class: "ok" }, `Signing secret of #${w.id}: keep it now (receivers check X-Berrylive-Signature with it).`), h("input", { readonly: true, class: "mono", value: w.secret ?? "" }));
+      showSecret(w);
       status.ok(`Webhook #${w.id} created`); ev.target.reset(); await refresh();
     } catch (e) { status.fail(e); }
   } },

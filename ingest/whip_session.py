@@ -152,6 +152,9 @@ class WhipPublish:
         self.task: asyncio.Task[None] | None = None
         self.video_frames = 0
         self.audio_frames = 0
+        self.keyframes = 0
+        self.plis = 0
+        """Keyframe requests (RTCP PLI) sent to the publisher."""
         rtc.on_rtp = self._on_rtp
         rtc.on_rtcp = self._on_rtcp
         rtc.on_close = self._on_rtc_close
@@ -317,6 +320,7 @@ class WhipPublish:
                 pub.push_frame(frame)
                 if not tag.header:
                     self.video_frames += 1
+                    self.keyframes += tag.keyframe
 
     def _aac_frames(self, frames: list[tuple[int, bytes]]) -> None:
         pub = self.publisher
@@ -359,7 +363,8 @@ class WhipPublish:
         if not media:
             return
         self._last_pli = now
-        self.rtc.send_rtcp(bytes(Pli(self._local_ssrc, media)))
+        if self.rtc.send_rtcp(bytes(Pli(self._local_ssrc, media))):
+            self.plis += 1
 
     def _feedback(self) -> None:
         if self._depacketizer.needs_keyframe and self.video_pt is not None:
@@ -384,5 +389,7 @@ class WhipPublish:
             "live": self.publisher is not None and self.publisher.active,
             "video_frames": self.video_frames,
             "audio_frames": self.audio_frames,
+            "keyframes": self.keyframes,
+            "plis": self.plis,
             "depacketizer": dataclasses.asdict(self._depacketizer.stats),
         }

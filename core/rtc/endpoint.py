@@ -309,7 +309,7 @@ class RtcEndpoint:
         if previous is not None and previous is not session:
             # The same remote address now proves another session's credentials (a client
             # that reuses its port): the newer session owns it.
-            previous._addresses = [a for a in previous._addresses if a != addr]
+            previous._lose_address(addr)
         self._by_addr[addr] = session
 
     def _unroute(self, addr: Any, session: RtcSession) -> None:

@@ -167,7 +167,7 @@ class RtcSession:
         """Protect and send one RTP packet; False when dropped (not connected, socket
         backed up, or a packet libsrtp refuses). Never blocks."""
         tx = self._tx
-        if tx is None or self._endpoint.write_paused:
+        if tx is None or self._remote_addr is None or self._endpoint.write_paused:
             self.drops_out += 1
             return False
         try:
@@ -182,7 +182,7 @@ class RtcSession:
 
     def send_rtcp(self, packet: bytes) -> bool:
         tx = self._tx
-        if tx is None or self._endpoint.write_paused:
+        if tx is None or self._remote_addr is None or self._endpoint.write_paused:
             self.drops_out += 1
             return False
         try:
@@ -258,6 +258,13 @@ class RtcSession:
         if not self._dtls_started and self._dtls.role == "client":
             self._dtls_started = True
             self._dtls_out(self._safe_dtls(self._dtls.start))
+
+    def _lose_address(self, addr: Any) -> None:
+        """Another session proved this address is its peer's (a reused client port): stop
+        using it; without another address this session ends by its consent deadline."""
+        self._addresses = [a for a in self._addresses if a != addr]
+        if self._remote_addr == addr:
+            self._remote_addr = self._addresses[-1] if self._addresses else None
 
     def _safe_dtls(self, step: Callable[[], list[bytes]]) -> list[bytes]:
         try:

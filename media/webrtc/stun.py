@@ -251,7 +251,9 @@ def build(
 
 def encode_xor_address(host: str, port: int, transaction_id: bytes) -> bytes:
     """XOR-MAPPED-ADDRESS value for an IPv4 or IPv6 address."""
-    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # an IPv4 peer seen through a dual-stack socket
     xport = port ^ (MAGIC_COOKIE >> 16)
     if ip.version == 4:
         xaddr = int(ip) ^ MAGIC_COOKIE

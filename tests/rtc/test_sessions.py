@@ -14,7 +14,7 @@ import pytest
 from core.rtc import NegotiatedMedia, RtcEndpoint, RtcOfferError, RtcSession
 from media.webrtc import stun
 from tests.mediautil import wait_for
-from tests.rtc.peer import PlainPeer, receiver_report, rtp_packet
+from tests.rtc.peer import PlainPeer, _Proto, receiver_report, rtp_packet
 
 
 async def _connected_pair(
@@ -278,3 +278,38 @@ async def test_endpoint_close_ends_every_session(endpoint_factory: Callable[...,
     assert info.value.status == 503
     for peer, _ in pairs:
         peer.vanish()
+
+
+async def test_a_reused_client_port_moves_to_the_newer_session(
+    endpoint_factory: Callable[..., Any],
+) -> None:
+    endpoint = await endpoint_factory(consent_timeout=1.0, no_media_timeout=60)
+    old_peer, old = await _connected_pair(endpoint)
+    # a new client on the very same address and port (the old one gone without a word)
+    new_peer = PlainPeer(direction="sendonly")
+    assert old_peer.transport is not None
+    new_peer.transport = old_peer.transport
+    old_peer.transport.set_protocol(_Proto(new_peer))
+    new = endpoint.open_session(new_peer.offer(), direction="recvonly")
+    new_peer.use_answer(new.answer_sdp)
+    await new_peer.connect()
+    assert await new.wait_connected(5)
+    assert old.remote_address is None and not old.send_rtp(b"\x80" + bytes(20))
+    got: list[bytes] = []
+    new.on_rtp = got.append
+    packet = rtp_packet(_video(new).payload_type, 1, 0, new_peer.video_ssrc, b"mine")
+    new_peer.send_rtp(packet)
+    await wait_for(lambda: got == [packet])
+    closed = asyncio.ensure_future(old.wait_closed())
+    while not closed.done():  # the new peer keeps its consent fresh, the old one is silent
+        new_peer.send_check(use_candidate=False)
+        await asyncio.wait([closed], timeout=0.2)
+    assert closed.result() == "ice-timeout"
+    assert new.state == "connected"
+    new_peer.vanish()
+
+
+def test_ipv4_mapped_addresses_are_answered_as_ipv4() -> None:
+    tid = bytes(12)
+    value = stun.encode_xor_address("::ffff:192.0.2.9", 5000, tid)
+    assert stun.decode_xor_address(value, tid) == ("192.0.2.9", 5000)

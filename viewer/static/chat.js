@@ -44,6 +44,7 @@ export class Room {
     });
     socket.on("joined", (j) => {
       document.body.dataset.room = "joined";
+      this.roomState(j);
       this.setLikes(j.likes_total);
       this.setOnline(j.online);
       for (const c of j.history || []) this.show(c, { fly: false });
@@ -65,7 +66,10 @@ export class Room {
     for (const id of b.deleted || []) {
       document.querySelectorAll(`[data-id="${CSS.escape(id)}"]`).forEach((n) => n.remove());
     }
-    for (const n of b.notices || []) this.onNotice?.(n);
+    for (const n of b.notices || []) {
+      if (n.type === "room_state") this.roomState(n.data || {});
+      this.onNotice?.(n);
+    }
   }
 
   show(c, { fly }) {
@@ -107,6 +111,31 @@ export class Room {
     const width = this.layer.clientWidth || 360;
     const speed = (width + node.offsetWidth) / (duration * 1000);
     this.lanes[lane] = Math.max(now, this.lanes[lane]) + (node.offsetWidth + 24) / speed;
+  }
+
+  // room_muted / slow_mode_s from `joined` and `room_state` notices: said in the box.
+  roomState(st) {
+    const input = document.getElementById("comment-input");
+    if (!this.viewer.token || this.commentsOff) return;
+    if (st.room_muted) {
+      input.placeholder = "全员禁言中 · The room is muted";
+    } else if (st.slow_mode_s > 0) {
+      input.placeholder = `慢速模式 ${st.slow_mode_s}s · Slow mode`;
+    } else {
+      input.placeholder = "说点什么… Say something";
+    }
+  }
+
+  // The broadcast's settings: comments and likes can be switched off.
+  settings({ comments, likes }) {
+    if (comments === false) {
+      this.commentsOff = true;
+      const input = document.getElementById("comment-input");
+      input.disabled = true;
+      input.placeholder = "评论已关闭 · Comments are off";
+      document.getElementById("send").disabled = true;
+    }
+    if (likes === false) document.getElementById("like").hidden = true;
   }
 
   setLikes(total) {

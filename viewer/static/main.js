@@ -116,6 +116,7 @@ async function main() {
       }
     },
   });
+  if (b) room.settings(b);
   lotteries.room = room;
   exposed.room = room;
   exposed.lotteries = lotteries;

@@ -2,8 +2,8 @@
 
 The control plane calls :func:`issue_token` after it has authenticated a user; the danmaku
 hub verifies it on connect and the shop identifies buyers by it. Claims: ``uid`` (user
-id), ``nick``, ``role`` (viewer / anchor / moderator / operator), ``exp`` (Unix seconds)
-and optionally ``room``:
+id), ``nick``, ``role`` (viewer / anchor / moderator / operator), ``exp`` (Unix seconds),
+optionally ``ca`` (when the account was created, Unix seconds) and ``room``:
 when set, the anchor/moderator role applies only in that room (elsewhere the holder is a
 viewer). The key is derived from ``server.secret`` so the token cannot be confused with
 other signatures made from the same secret.
@@ -62,6 +62,9 @@ class Viewer:
     role: Role
     expires: float
     room: str | None = None
+    created: float | None = None
+    """When the holder's account was created (Unix seconds), if the issuer said so
+    (claim ``ca``): the shop's flash sales may refuse accounts younger than N minutes."""
 
     def role_in(self, room: str) -> Role:
         """The effective role in ``room`` (a room-bound anchor/moderator is a viewer elsewhere)."""
@@ -93,6 +96,7 @@ def issue_token(
     ttl: float = 86400,
     room: str | None = None,
     now: float | None = None,
+    created: float | None = None,
 ) -> str:
     """A token for ``user_id`` valid ``ttl`` seconds from ``now``."""
     if not secret:
@@ -108,6 +112,8 @@ def issue_token(
     claims: dict[str, object] = {"uid": user_id, "nick": nick, "role": role.value, "exp": exp}
     if room is not None:
         claims["room"] = room
+    if created is not None:
+        claims["ca"] = int(created)
     body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
     signed = f"{_VERSION}.{body}"
     sig = hmac.digest(_key(secret), signed.encode(), "sha256")
@@ -145,6 +151,9 @@ def verify_token(secret: str, token: object, *, now: float | None = None) -> Vie
         raise TokenError("bad_token", "token lacks exp")
     if room is not None and not isinstance(room, str):
         raise TokenError("bad_token", "token room must be a string")
+    created = claims.get("ca")
+    if created is not None and (not isinstance(created, int) or isinstance(created, bool)):
+        raise TokenError("bad_token", "token ca (account created) must be Unix seconds")
     try:
         role_v = Role(str(role))
     except ValueError:
@@ -153,4 +162,11 @@ def verify_token(secret: str, token: object, *, now: float | None = None) -> Vie
         raise TokenError("bad_token", "anonymous is not a token role")
     if exp < (time.time() if now is None else now):
         raise TokenError("token_expired", "token expired")
-    return Viewer(user_id=uid, nick=nick, role=role_v, expires=float(exp), room=room)
+    return Viewer(
+        user_id=uid,
+        nick=nick,
+        role=role_v,
+        expires=float(exp),
+        room=room,
+        created=None if created is None else float(created),
+    )

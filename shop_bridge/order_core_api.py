@@ -15,6 +15,7 @@ from sqlalchemy import select
 from core.http import caller
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
+from shop_bridge.abuse import KINDS, normalise_entry
 from shop_bridge.api import MAX_BODY, SHOP, api, order_owner
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.masking import Recipient
@@ -25,16 +26,19 @@ from shop_bridge.validate import ID_RE, Body, check_ident, query_int
 
 __all__ = [
     "add_address",
+    "block",
     "create_share_link",
     "deactivate_sharer",
     "delete_address",
     "get_recipient",
     "list_addresses",
+    "list_blocked",
     "list_sharers",
     "put_recipient",
     "register_sharer",
     "share_visit",
     "sharer_sales",
+    "unblock",
 ]
 
 logger = logging.getLogger(__name__)
@@ -283,3 +287,47 @@ async def deactivate_sharer(request: web.Request) -> web.Response:
     if not ID_RE.match(uid):
         raise not_found("sharer", uid[:20])
     return _json(await _svc(request).sharers.deactivate(uid, _actor(request)))
+
+
+# -- the blocklist -----------------------------------------------------------------------------
+
+
+@api
+async def block(request: web.Request) -> web.Response:
+    body = await _body(request, {"kind", "value", "reason", "ttl_s"})
+    kind = body.text("kind", max_len=16)
+    try:
+        value = normalise_entry(kind, body.text("value", max_len=128))
+    except ValueError as exc:
+        raise invalid("value" if kind in KINDS else "kind", str(exc)) from None
+    view, created = await _svc(request).blocklist.add(
+        kind,
+        value,
+        body.text("reason", max_len=200, min_len=0, default=""),
+        _actor(request),
+        body.integer("ttl_s", lo=1, hi=10 * 365 * 86400, default=None),
+    )
+    return _json(view, 201 if created else 200)
+
+
+@api
+async def list_blocked(request: web.Request) -> web.Response:
+    kind = request.query.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise invalid("kind", f"one of {', '.join(KINDS)}")
+    limit = query_int(request.query, "limit", 100, 1, 500)
+    after = query_int(request.query, "after", 0, 0, 2**53)
+    items = await _svc(request).blocklist.list(kind, limit, after)
+    return _json({"items": items, "next_after": items[-1]["id"] if len(items) == limit else None})
+
+
+@api
+async def unblock(request: web.Request) -> web.Response:
+    kind, value = request.match_info["kind"], request.match_info["value"]
+    try:
+        value = normalise_entry(kind, value)
+    except ValueError:
+        raise not_found("blocklist_entry", f"{kind[:16]} {value[:60]}") from None
+    if not await _svc(request).blocklist.remove(kind, value, _actor(request)):
+        raise not_found("blocklist_entry", f"{kind} {value}")
+    return web.Response(status=204)

@@ -16,6 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
+from core.http import ApiError
+from core.runtime import RUNTIME
+from core.tokens import verify_token
+from shop_bridge.abuse import Refused
 from shop_bridge.errors import ShopError, invalid
 from shop_bridge.masking import Recipient, RecipientError, parse_recipient
 from shop_bridge.service import ShopService
@@ -58,6 +62,45 @@ async def recipient_of_body(svc: ShopService, user: str, body: Body) -> Recipien
 
 
 SHARE_HEADER = "X-Share-Token"
+DEVICE_HEADER = "X-Device-Id"
+
+
+def device_id(request: web.Request) -> str | None:
+    """The caller's device id (``X-Device-Id``: 1..128 printable characters), if sent."""
+    raw = request.headers.get(DEVICE_HEADER)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > 128 or any(c.isspace() or not c.isprintable() for c in raw):
+        raise invalid(DEVICE_HEADER, "must be 1..128 printable characters without spaces")
+    return raw
+
+
+def refusal(exc: Refused) -> ApiError:
+    """The HTTP answer of an abuse refusal (429 with ``Retry-After``, 403)."""
+    extra = dict(exc.extra)
+    if exc.retry_after:
+        extra["retry_after"] = exc.retry_after
+    err = ApiError(exc.status, exc.code, exc.message, **extra)
+    if exc.retry_after and exc.status == 429:
+        err.headers["Retry-After"] = str(exc.retry_after)
+    return err
+
+
+async def check_abuse(request: web.Request, svc: ShopService, user: str, flash: bool) -> None:
+    """The blocklist and rate limits of buying (:mod:`shop_bridge.abuse`); with ``flash``
+    the account-age rule too. A buy an operator's backend places (no viewer token) is not
+    limited per IP: the backend's address is every buyer's."""
+    viewer_raw = request.headers.get("X-Viewer-Token")
+    ip = request.remote if viewer_raw is not None else None
+    try:
+        await svc.abuse.check("buy", user, device_id(request), ip)
+        if flash and svc.abuse.min_account_age > 0:
+            created = None
+            if viewer_raw is not None:
+                created = verify_token(request.app[RUNTIME].secret, viewer_raw).created
+            await svc.abuse.check_account_age(user, created)
+    except Refused as exc:
+        raise refusal(exc) from None
 
 
 def share_token(request: web.Request, body: Body) -> str | None:
@@ -89,6 +132,7 @@ async def order_extras(
     """The extra columns of a new order as a function of its id (None: nothing to add):
     its sealed recipient and the sharer it is credited to. ``sale_id``: a flash-sale buy
     (its broadcast is the sale's)."""
+    await check_abuse(request, svc, user, flash=sale_id is not None)
     rcpt = await recipient_of_body(svc, user, body)
     seal = svc.recipients.columns_for(rcpt)
     token = share_token(request, body)

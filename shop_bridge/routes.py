@@ -658,6 +658,55 @@ ROUTES = RouteTable(
             ),
         ),
         Op(
+            "POST",
+            "/api/shop/blocklist",
+            order_core_api.block,
+            _doc(
+                "Block an account (user), a device (X-Device-Id) or an IP from buying and "
+                "entering lotteries, on every node (ttl_s: for a while; again: replaces)",
+                OPERATOR,
+                {"type": "object"},
+                {
+                    "type": "object",
+                    "required": ["kind", "value"],
+                    "properties": {
+                        "kind": {"enum": ["user", "device", "ip"]},
+                        "value": {"type": "string", "maxLength": 128},
+                        "reason": {"type": "string", "maxLength": 200},
+                        "ttl_s": int_schema(1),
+                    },
+                },
+                "201",
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/shop/blocklist",
+            order_core_api.list_blocked,
+            _doc(
+                "The blocklist",
+                OPERATOR,
+                {"type": "object"},
+                params=[
+                    LIMIT,
+                    _query("kind", {"enum": ["user", "device", "ip"]}),
+                    _query("after", {"type": "integer"}),
+                ],
+            ),
+        ),
+        Op(
+            "DELETE",
+            "/api/shop/blocklist/{kind}/{value}",
+            order_core_api.unblock,
+            _doc(
+                "Unblock",
+                OPERATOR,
+                None,
+                status="204",
+                params=[_path("kind"), _path("value")],
+            ),
+        ),
+        Op(
             "GET",
             "/api/shop/payments/notifications",
             api.list_notifications,

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.bus import EventBus
 from shop_bridge import payments
+from shop_bridge.abuse import AbuseGuard, Blocklist, Limits
 from shop_bridge.addresses import AddressBook
 from shop_bridge.catalog import Catalog
 from shop_bridge.checkout import Checkout
@@ -90,6 +91,20 @@ class ShopService:
         self.recipients = Recipients(ctx, sealer)
         self.addresses = AddressBook(ctx, sealer)
         self.sharers = Sharers(ctx, secret or payment_key.hex())
+        self.abuse = AbuseGuard(
+            redis,
+            config.redis_prefix,
+            {
+                "buy": Limits(config.buy_limit_user, config.buy_limit_device, config.buy_limit_ip),
+                "lottery": Limits(
+                    config.lottery_limit_user, config.lottery_limit_device, config.lottery_limit_ip
+                ),
+            },
+            config.rate_window,
+            min_account_age=config.flash_min_account_age,
+            clock=lambda: ctx.clock(),
+        )
+        self.blocklist = Blocklist(engine, self.abuse, lambda: ctx.clock())
         self._unsubscribe: list[Callable[[], None]] = []
         self.prize_outbox = self.prizes.consumer(
             f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"

@@ -1,0 +1,376 @@
+"""Abuse control on buying and lottery entry: rate limits and a blocklist, shared by every
+node through Redis; an account-age rule for flash sales.
+
+**One Redis script per attempt** (:data:`CHECK_LUA`, keys under one hash tag so it runs
+on a cluster too): it first looks the account, the device (``X-Device-Id``) and the IP up
+in the blocklist (``403 blocked``, with which of them), then counts the attempt in one
+fixed window per account, device and IP (``shop.rate_window`` seconds; limits
+``shop.buy_limit_*`` for buys and orders, ``shop.lottery_limit_*`` for lottery entries;
+0 = no limit) and refuses beyond a limit with ``429 rate_limited``, the scope and
+``Retry-After``. A refused attempt counts too (hammering does not get through sooner).
+Buys placed by an operator's backend naming ``user_id`` are not limited per IP (every
+buyer of that backend shares its address).
+
+**The blocklist** (operator API: ``/api/shop/blocklist``) lives in the database (the
+truth) and in one Redis hash (``kind:value`` -> until, 0 = until removed) that every node
+reads; the hash carries a marker, and when Redis lost it (restart, failover) the next
+check finds no marker, the shop reloads the hash from the database and checks again.
+
+**Lottery entries**: the danmaku hub (or anything else holding the shop's Redis) builds
+an :class:`AbuseGuard` with the same prefix and calls ``await guard.check("lottery",
+user, device, ip)``; it raises :class:`Refused` (``status``, ``code``, ``retry_after``).
+A guard without a database (``loader=None``) lets attempts through while the blocklist is
+not loaded, and says so in the log; the shop's guard loads it at start.
+
+**Account age**: with ``shop.flash_min_account_age`` set, a flash-sale buy of an account
+younger than that is refused (``403 account_too_new``). The age comes from the viewer
+token's ``ca`` claim (when the account was created, set by the issuer), else from when
+the shop first saw the account (kept in Redis for 400 days).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shop_bridge.views import iso
+
+__all__ = [
+    "ACTIONS",
+    "KINDS",
+    "AbuseGuard",
+    "Blocklist",
+    "Limits",
+    "Refused",
+    "normalise_entry",
+]
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = ("buy", "lottery")
+KINDS = ("user", "device", "ip")
+SCOPE_NAMES = {"user": "account", "device": "device", "ip": "IP address"}
+MARKER = "__loaded"
+SEEN_TTL = 400 * 86400
+
+CHECK_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unloaded'} end
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local m = ARGV[3 + i]
+  if m ~= '' then
+    local u = redis.call('HGET', KEYS[1], m)
+    if u then
+      u = tonumber(u)
+      if u == 0 or u > now then return {'blocked', m, tostring(u)} end
+    end
+  end
+end
+for i = 1, n do
+  local lim = tonumber(ARGV[3 + n + i])
+  if lim > 0 and ARGV[3 + i] ~= '' then
+    local k = KEYS[1 + i]
+    local c = redis.call('INCR', k)
+    if c == 1 then redis.call('PEXPIRE', k, window) end
+    if c > lim then
+      local ttl = redis.call('PTTL', k)
+      if ttl < 0 then redis.call('PEXPIRE', k, window); ttl = window end
+      return {'limited', ARGV[3 + i], tostring(ttl)}
+    end
+  end
+end
+return {'ok'}
+"""
+
+
+class Refused(Exception):
+    """An attempt refused: ``status`` 403 (blocked, too new) or 429 (rate limited)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: int = 0, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.extra = extra
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Attempts allowed per window, per account, device and IP (0: no limit)."""
+
+    user: int
+    device: int
+    ip: int
+
+    def of(self, kind: str) -> int:
+        return int(getattr(self, kind))
+
+
+def normalise_entry(kind: str, value: str) -> str:
+    """A blocklist value in its one spelling (an IP address compressed); ValueError if the
+    kind or the value is not acceptable."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    value = value.strip()
+    if kind == "ip":
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value[:60]!r} is not an IP address") from None
+    if not 1 <= len(value) <= 128 or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("value must be 1..128 printable characters without spaces")
+    return value
+
+
+def _member(kind: str, value: str) -> str:
+    return f"{kind}:{value}"
+
+
+class AbuseGuard:
+    """Rate limits and the blocklist of one shop (see the module's docstring)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str,
+        limits: dict[str, Limits],
+        window: int,
+        *,
+        loader: Callable[[], Awaitable[list[tuple[str, str, int | None]]]] | None = None,
+        min_account_age: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.tag = f"{{{prefix}:abuse}}"
+        self.limits = limits
+        self.window = window
+        self.loader = loader
+        self.min_account_age = min_account_age
+        self.clock = clock
+        self._script: Any = None
+        self.unloaded_passes = 0
+
+    @property
+    def block_key(self) -> str:
+        return f"{self.tag}:block"
+
+    def _counter(self, action: str, kind: str, value: str) -> str:
+        digest = hashlib.sha256(value.encode()).hexdigest()[:20]
+        return f"{self.tag}:rl:{action}:{kind}:{digest}"
+
+    async def check(
+        self,
+        action: str,
+        user: str | None,
+        device: str | None = None,
+        ip: str | None = None,
+    ) -> None:
+        """Refuse (:class:`Refused`) a blocked or too frequent attempt; count it."""
+        lim = self.limits.get(action)
+        if lim is None:
+            raise ValueError(f"unknown action {action!r}")
+        values = {"user": user or "", "device": device or "", "ip": ip or ""}
+        if self._script is None:
+            self._script = self.redis.register_script(CHECK_LUA)
+        now_ms = int(self.clock() * 1000)
+        keys = [self.block_key] + [self._counter(action, k, values[k]) for k in KINDS]
+        args: list[Any] = [now_ms, self.window * 1000, len(KINDS)]
+        args += [_member(k, values[k]) if values[k] else "" for k in KINDS]
+        args += [lim.of(k) for k in KINDS]
+        for _attempt in range(2):
+            res = await self._script(keys=keys, args=args)
+            status = _text(res[0])
+            if status != "unloaded":
+                break
+            if self.loader is None:
+                self.unloaded_passes += 1
+                if self.unloaded_passes == 1 or self.unloaded_passes % 1000 == 0:
+                    logger.warning("blocklist not loaded in Redis: %s let through", action)
+                return
+            await self.reload()
+        else:
+            raise Refused(503, "blocklist_unavailable", "the blocklist is being reloaded; retry")
+        if status == "ok":
+            return
+        kind = _text(res[1]).partition(":")[0]
+        scope = SCOPE_NAMES.get(kind, kind)
+        if status == "blocked":
+            raise Refused(403, "blocked", f"this {scope} may not {_verb(action)}", scope=kind)
+        retry = max(1, math.ceil(int(_text(res[2])) / 1000))
+        raise Refused(
+            429,
+            "rate_limited",
+            f"too many attempts to {_verb(action)} from this {scope}; retry in {retry} s",
+            retry_after=retry,
+            scope=kind,
+        )
+
+    async def check_account_age(self, user: str, created: float | None) -> None:
+        """Refuse an account younger than ``min_account_age`` (flash sales)."""
+        if self.min_account_age <= 0:
+            return
+        now = self.clock()
+        if created is None:
+            key = f"{self.tag}:seen:{hashlib.sha256(user.encode()).hexdigest()[:24]}"
+            await self.redis.set(key, int(now), nx=True, ex=SEEN_TTL)
+            raw = await self.redis.get(key)
+            created = float(_text(raw)) if raw is not None else now
+        age = now - created
+        if age < self.min_account_age:
+            wait = math.ceil(self.min_account_age - age)
+            raise Refused(
+                403,
+                "account_too_new",
+                f"flash sales are open to accounts older than {self.min_account_age // 60} "
+                f"min; retry in {wait} s",
+                retry_after=wait,
+            )
+
+    async def reload(self) -> int:
+        """Rewrite the Redis blocklist from the database (the loader)."""
+        if self.loader is None:
+            return 0
+        entries = await self.loader()
+        mapping: dict[str, int] = {MARKER: 0}
+        for kind, value, until in entries:
+            mapping[_member(kind, value)] = until or 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.block_key)
+            pipe.hset(self.block_key, mapping=mapping)
+            await pipe.execute()
+        logger.info("blocklist loaded into Redis: %d entries", len(entries))
+        return len(entries)
+
+    async def mirror_add(self, kind: str, value: str, until: int | None) -> None:
+        if not await self.redis.exists(self.block_key):
+            await self.reload()
+            return
+        await self.redis.hset(self.block_key, _member(kind, value), until or 0)
+
+    async def mirror_remove(self, kind: str, value: str) -> None:
+        await self.redis.hdel(self.block_key, _member(kind, value))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _verb(action: str) -> str:
+    return "enter lotteries" if action == "lottery" else "buy"
+
+
+def entry_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": row["kind"],
+        "value": row["value"],
+        "reason": row["reason"],
+        "created_at": iso(row["created_ms"]),
+        "created_by": row["created_by"] or None,
+        "expires_at": iso(row["expires_ms"]),
+    }
+
+
+class Blocklist:
+    """The blocklist's records (database) mirrored into the guard's Redis hash."""
+
+    def __init__(self, engine: Any, guard: AbuseGuard, clock: Callable[[], float]) -> None:
+        from shop_bridge.models import BLOCKLIST
+
+        self.engine = engine
+        self.guard = guard
+        self.clock = clock
+        self.table = BLOCKLIST
+        guard.loader = self.entries_for_redis
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def entries_for_redis(self) -> list[tuple[str, str, int | None]]:
+        t = self.table.c
+        now = self.now_ms()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.kind, t.value, t.expires_ms).where(
+                    t.expires_ms.is_(None) | (t.expires_ms > now)
+                )
+            )
+            return [(str(k), str(v), e) for k, v, e in rows]
+
+    async def add(
+        self, kind: str, value: str, reason: str, actor: str, ttl: int | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Block ``kind:value`` (again: its reason and expiry are replaced)."""
+        value = normalise_entry(kind, value)
+        now = self.now_ms()
+        expires = now + ttl * 1000 if ttl else None
+        values = {"reason": reason, "created_ms": now, "created_by": actor[:64]}
+        t = self.table.c
+        created = True
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    insert(self.table).values(kind=kind, value=value, expires_ms=expires, **values)
+                )
+        except IntegrityError:
+            created = False
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(self.table)
+                    .where(t.kind == kind, t.value == value)
+                    .values(expires_ms=expires, **values)
+                )
+        await self.guard.mirror_add(kind, value, expires)
+        logger.info("blocklist: %s %s blocked by %s", kind, _shown(kind, value), actor)
+        return (await self.get(kind, value)), created
+
+    async def get(self, kind: str, value: str) -> dict[str, Any]:
+        t = self.table.c
+        async with self.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(self.table).where(t.kind == kind, t.value == value)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise LookupError(f"{kind} {value} is not blocked")
+        return entry_view(dict(row))
+
+    async def remove(self, kind: str, value: str, actor: str) -> bool:
+        value = normalise_entry(kind, value)
+        t = self.table.c
+        async with self.engine.begin() as conn:
+            res = await conn.execute(delete(self.table).where(t.kind == kind, t.value == value))
+        await self.guard.mirror_remove(kind, value)
+        if res.rowcount:
+            logger.info("blocklist: %s %s unblocked by %s", kind, _shown(kind, value), actor)
+        return bool(res.rowcount)
+
+    async def list(self, kind: str | None, limit: int, after: int) -> list[dict[str, Any]]:
+        t = self.table.c
+        q = select(self.table).where(t.id > after).order_by(t.id).limit(limit)
+        if kind is not None:
+            q = q.where(t.kind == kind)
+        async with self.engine.connect() as conn:
+            return [
+                {"id": r["id"], **entry_view(dict(r))} for r in (await conn.execute(q)).mappings()
+            ]
+
+
+def _shown(kind: str, value: str) -> str:
+    """A value as logs show it (an account or device id in full, an IP address too: the
+    blocklist is the operator's own record)."""
+    return value[:64]

@@ -33,6 +33,7 @@ from control.lifecycle import OPEN, State
 from control.metrics import Metrics
 from control.models import broadcasts as broadcasts_table
 from control.openapi import SCHEMAS, build_spec
+from control.series import LiveSeries
 from control.settings import load_settings
 from control.stats import LiveStats
 from control.webhooks import WebhookService
@@ -73,6 +74,20 @@ async def _relay_streams(app: web.Application) -> list[dict[str, Any]]:
     if registry is None:
         return []
     return [hub.stats() for hub in list(registry.hubs.values())]
+
+
+def _viewer_addresses(app: web.Application, app_name: str, stream: str) -> list[str]:
+    """The client addresses of this node's viewers of a stream (unique-viewer counts)."""
+    registry = app.get(REGISTRY)
+    hub = registry.get(app_name, stream) if registry is not None else None
+    if hub is None:
+        return []
+    out = []
+    for viewer in list(hub.viewers):
+        remote = getattr(viewer.info, "remote", "")
+        if remote and viewer.info.protocol not in ("record", "hls", "forward"):
+            out.append(str(remote).rsplit(":", 1)[0] if remote.count(":") == 1 else str(remote))
+    return out
 
 
 async def _gather_metrics(app: web.Application) -> dict[str, Any]:
@@ -220,6 +235,14 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
         rt.redis, settings.login_max_failures, settings.login_max_failures_ip, settings.login_window
     )
     ctl.metrics = Metrics(lambda: _gather_metrics(app))
+    ctl.series = LiveSeries(
+        ctl.engine,
+        rt.redis,
+        ctl.stats,
+        settings,
+        rt.node_id,
+        lambda a, s: _viewer_addresses(app, a, s),
+    )
     auth = app[AUTH]
     auth.accounts = ctl.accounts
 
@@ -234,6 +257,7 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     await broadcasts.sync_keys()
     unsubscribe = [
         *ctl.stats.subscribe_events(rt.bus),
+        ctl.series.start(rt.bus),
         rt.bus.subscribe("*", ctl.webhooks.on_event),  # webhooks forward every event as is
     ]
     await ctl.webhooks.start()
@@ -247,6 +271,7 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         for unsub in unsubscribe:
             unsub()
+        await ctl.series.stop()
         for task in ctl.tasks:
             task.cancel()
         for task in ctl.tasks:

@@ -17,6 +17,7 @@ from control import validate
 from control.accounts import Accounts, LoginLimiter
 from control.broadcasts import BroadcastService
 from control.metrics import Metrics
+from control.series import LiveSeries
 from control.settings import ControlSettings
 from control.stats import LiveStats
 from control.webhooks import WebhookService
@@ -45,6 +46,7 @@ class Control:
     stats: LiveStats | None = None
     limiter: LoginLimiter | None = None
     metrics: Metrics | None = None
+    series: LiveSeries | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def need(self) -> tuple[Accounts, BroadcastService, WebhookService, LiveStats]:

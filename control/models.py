@@ -140,3 +140,29 @@ deliveries = sa.Table(
     sa.UniqueConstraint("webhook_id", "event_id", name="uq_control_delivery_event"),
     sa.Index("ix_control_deliveries_due", "status", "next_attempt_at"),
 )
+
+series_points = sa.Table(
+    "control_series_points",
+    metadata,
+    sa.Column(
+        "broadcast_id",
+        sa.Integer,
+        sa.ForeignKey("control_broadcasts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("t", sa.Integer, primary_key=True),  # the step's start, Unix seconds (UTC)
+    sa.Column("data", sa.JSON, nullable=False),  # one point (control.series)
+)
+
+broadcast_summaries = sa.Table(
+    "control_broadcast_summaries",
+    metadata,
+    sa.Column(
+        "broadcast_id",
+        sa.Integer,
+        sa.ForeignKey("control_broadcasts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("data", sa.JSON, nullable=False),  # peak and unique viewers, totals
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,62 @@ async def broadcast_history(request: web.Request) -> web.Response:
     return web.json_response(page(out, total, limit, offset))
 
 
+# -- the live room's series and the show's summary ---------------------------------------
+
+
+def _series_of(request: web.Request) -> Any:
+    series = control_of(request).series
+    if series is None:
+        raise ApiError(503, "starting", "the control plane is starting")
+    return series
+
+
+async def broadcast_series(request: web.Request) -> web.Response:
+    """Points step by step since the broadcast went live (``?since=``: points whose step
+    starts at or after it; the last one may have grown since it was last read)."""
+    b = await load_broadcast(request)
+    since = None
+    if "since" in request.query:
+        since = int(validate.parse_time("since", request.query["since"]))
+    series = _series_of(request)
+    points = await series.points(b.id, since)
+    return web.json_response(
+        {
+            "broadcast_id": b.id,
+            "step_s": series.step,
+            "state": b.state.value,
+            "started_at": iso(b.started_at),
+            "ended_at": iso(b.ended_at),
+            "points": points,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def broadcast_summary(request: web.Request) -> web.Response:
+    """The show in figures: peak concurrent and unique viewers, comments, likes and
+    sales (by the one definition, docs/shop.md); stored at its end, so far while live."""
+    b = await load_broadcast(request)
+    series = _series_of(request)
+    stored = await series.summary(b.id)
+    figures = stored if stored is not None else await series.live_summary(b.id)
+    figures.pop("broadcast_id", None)
+    duration = None
+    if b.started_at is not None:
+        duration = round((b.ended_at or time.time()) - b.started_at, 3)
+    return web.json_response(
+        {
+            "broadcast_id": b.id,
+            "state": b.state.value,
+            "final": stored is not None,
+            "started_at": iso(b.started_at),
+            "ended_at": iso(b.ended_at),
+            "duration_s": duration,
+            **figures,
+        }
+    )
+
+
 # -- covers ----------------------------------------------------------------------------
 
 
@@ -429,6 +486,37 @@ OPS: list[Op] = [
             STAFF,
             response="TransitionList",
             query=PAGING,
+        ),
+        owner=broadcast_in_path("id"),
+    ),
+    Op(
+        "GET",
+        "/api/broadcasts/{id}/series",
+        broadcast_series,
+        OpDoc(
+            "The live room's figures step by step (a minute) since it went live",
+            "broadcasts",
+            OPERATOR_ANCHOR,
+            response="Series",
+            query=[
+                query_param(
+                    "since",
+                    {"type": "string", "format": "date-time"},
+                    "only points whose step starts at or after this time",
+                )
+            ],
+        ),
+        owner=broadcast_in_path("id"),
+    ),
+    Op(
+        "GET",
+        "/api/broadcasts/{id}/summary",
+        broadcast_summary,
+        OpDoc(
+            "The show in figures: peak and unique viewers, comments, likes, sales",
+            "broadcasts",
+            OPERATOR_ANCHOR,
+            response="BroadcastSummary",
         ),
         owner=broadcast_in_path("id"),
     ),

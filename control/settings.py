@@ -44,6 +44,17 @@ class ControlSettings:
     """Bound on pending deliveries; beyond it new deliveries are recorded as dropped."""
     sweep_interval: float = 1.0
     """How often the lifecycle sweeper looks for expired grace periods (seconds)."""
+    series_step: float = 60.0
+    """Seconds per point of a live room's series (the console's minute-by-minute charts,
+    ``GET /api/broadcasts/{id}/series``); 1 in tests."""
+    series_sample: float = 5.0
+    """Seconds between two samples of every live broadcast (a point's ``viewers`` is the
+    peak of its samples); at most ``series_step``."""
+    series_max_points: int = 1440
+    """Points a broadcast keeps in Redis while live (a day of 60 s points); the database
+    has them all (written every ``series_flush`` and at the end)."""
+    series_flush: float = 60.0
+    """Seconds between writes of a live broadcast's points to the database."""
     metrics_token: str = ""
     """Bearer token that reads ``/metrics`` from any address (Prometheus: ``authorization``
     in the scrape config); empty: no token."""

@@ -98,6 +98,19 @@ ROUTES = RouteTable(
         ),
         Op(
             "GET",
+            "/api/whep",
+            whep.stats_handler,
+            OpDoc(
+                "WHEP sessions on this node: per stream its RTP figures and its viewers'",
+                "relay",
+                _OPERATOR,
+                operation_id="relay_whep",
+                response_media={"application/json": {"schema": {"type": "object"}}},
+            ),
+            head=True,
+        ),
+        Op(
+            "GET",
             "/api/streams",
             http.streams_handler,
             OpDoc(

@@ -158,10 +158,14 @@ class WhepService:
         self.streams.close()
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "viewings": len(self.viewings),
-            "streams": [s.stats() for s in self.streams.streams.values()],
-        }
+        """Per stream: its RTP figures and its viewers' (sends, drops, NACKs...)."""
+        streams = []
+        for stream in self.streams.streams.values():
+            item = stream.stats()
+            item["viewer_figures"] = [v.stats() for v in stream.viewers]
+            streams.append(item)
+        connecting = sum(1 for v in self.viewings.values() if v.viewer is None)
+        return {"sessions": len(self.viewings), "connecting": connecting, "streams": streams}
 
 
 WHEP: web.AppKey[WhepService] = web.AppKey("relay.whep", WhepService)
@@ -252,6 +256,12 @@ async def post_handler(request: web.Request) -> web.StreamResponse:
     for link in endpoint.link_headers():
         resp.headers.add("Link", link)
     return resp
+
+
+async def stats_handler(request: web.Request) -> web.Response:
+    service = request.app.get(WHEP)
+    body = service.stats() if service is not None else {"sessions": 0, "streams": []}
+    return web.json_response(body)
 
 
 def _viewing(request: web.Request) -> WhepViewing | None:

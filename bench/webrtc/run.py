@@ -64,7 +64,9 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def run_loadgen(module: str, argv: list[str], server_pid: int) -> dict[str, Any]:
+async def run_loadgen(
+    module: str, argv: list[str], server_pid: int, on_end: Any = None
+) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", module, *argv,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(REPO),
@@ -88,6 +90,9 @@ async def run_loadgen(module: str, argv: list[str], server_pid: int) -> dict[str
         elif ev["event"] == "measure_end":
             window["cpu1"], window["t1"] = cpu_seconds(server_pid), now
             window["rss"] = rss_bytes(server_pid)
+            if on_end is not None:
+                window_figures = await on_end()
+                events.append({"event": "server_figures", **window_figures})
         elif ev["event"] == "result":
             result = ev
     await proc.wait()
@@ -96,7 +101,47 @@ async def run_loadgen(module: str, argv: list[str], server_pid: int) -> dict[str
         raise RuntimeError(f"{module} gave no window: {events[-3:]} {err}")
     span = window["t1"] - window["t0"]
     cpu = window["cpu1"] - window["cpu0"]
-    return {"cpu_s": cpu, "span_s": span, "rss_mb": window["rss"] / 1e6, "loadgen": result}
+    figures = next((e for e in events if e["event"] == "server_figures"), None)
+    return {
+        "cpu_s": cpu,
+        "span_s": span,
+        "rss_mb": window["rss"] / 1e6,
+        "loadgen": result,
+        "server_figures": figures,
+    }
+
+
+async def operator_token(server: Berrylive) -> str:
+    """An operator's API token on the server under test (for ``GET /api/whep``)."""
+    exe = str(REPO / ".venv" / "bin" / "berrylive")
+    data = ["--data-dir", str(server.data_dir)]
+    subprocess.run(
+        [exe, "user", "add", "bench-op", "--role", "operator", "--password-stdin", *data],
+        input=b"bench operator password\n", env=server.env, check=True, capture_output=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [exe, "token", "create", "bench-op", "--name", "bench", *data],
+        env=server.env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out.stdout.strip().split()[-1]
+
+
+async def whep_figures(http_port: int, token: str) -> dict[str, Any]:
+    """Sums over the server's WHEP viewers: packets sent, send drops, NACKs, resends."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{http_port}/api/whep"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+            body = await resp.json()
+    keys = ("packets_sent", "send_drops", "nacks", "retransmits", "nack_refused")
+    sums = dict.fromkeys(keys, 0)
+    for stream in body.get("streams", []):
+        for v in stream.get("viewer_figures", []):
+            for k in keys:
+                sums[k] += v.get(k) or 0
+    sums["sessions"] = body.get("sessions", 0)
+    return sums
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,6 +161,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     pid = server.proc.pid
     http = server.ports["http"]
     push = await server.push_url("bench")
+    token = await operator_token(server)
     pub = subprocess.Popen(
         [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
          "-i", str(src), "-c", "copy", "-f", "flv", push],
@@ -148,7 +194,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                             "--viewers", str(n), "--window", str(args.window),
                             "--bitrate", "2000000"]  # fmt: skip
                 started = time.monotonic()
-                m = await run_loadgen(module, argv, pid)
+                on_end = (lambda: whep_figures(http, token)) if proto == "whep" else None
+                m = await run_loadgen(module, argv, pid, on_end)
                 span = m["span_s"]
                 per = 1e6 * m["cpu_s"] / (n * span)
                 marginal = 1e6 * (m["cpu_s"] - base_pct / 100 * span) / (n * span)
@@ -160,6 +207,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     "server_cpu_pct": round(100 * m["cpu_s"] / span, 1),
                     "rss_mb": round(m["rss_mb"], 1),
                     "loadgen": m["loadgen"],
+                    "server_figures": m["server_figures"],
                     "wall_s": round(time.monotonic() - started, 1),
                     "load_avg": os.getloadavg(),
                 }
@@ -168,7 +216,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"{proto:5} N={n:4} {per:8.1f} µs/viewer·s (marginal {marginal:8.1f}) "
                     f"server {row['server_cpu_pct']:5.1f} % rss {row['rss_mb']:.0f} MB | "
-                    f"loadgen: {json.dumps({k: v for k, v in lg.items() if k != 'event'})[:400]}",
+                    f"loadgen: {json.dumps({k: v for k, v in lg.items() if k != 'event'})[:400]}"
+                    f" | server: {m['server_figures']}",
                     flush=True,
                 )
                 await asyncio.sleep(2)  # sessions torn down before the next row

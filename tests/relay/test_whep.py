@@ -16,7 +16,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from relay.http import REGISTRY
 from relay.whep import WHEP
-from tests.mediautil import make_clip, start_publisher, stop, wait_for
+from tests.mediautil import make_clip, operator_token, start_publisher, stop, wait_for
 
 RTC = {"udp_port": 0, "host": "127.0.0.1"}
 
@@ -85,6 +85,18 @@ async def test_aiortc_plays_an_rtmp_stream_over_whep(server_factory, clip) -> No
         service = server.app[WHEP]
         (viewing,) = service.viewings.values()
         assert viewing.viewer is not None and viewing.viewer.packets_sent > 100
+        # operators see the session's figures; others do not
+        token = await operator_token(server)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.http_url}/api/whep") as resp:
+                assert resp.status == 401
+            auth = {"Authorization": f"Bearer {token}"}
+            async with http.get(f"{server.http_url}/api/whep", headers=auth) as resp:
+                figures = await resp.json()
+        assert figures["sessions"] == 1
+        (stream_figures,) = figures["streams"]
+        assert stream_figures["stream"] == "live/cam" and stream_figures["opus"]["packets_out"] > 0
+        assert stream_figures["viewer_figures"][0]["packets_sent"] > 100
         # DELETE ends the session: the hub forgets the viewer
         async with aiohttp.ClientSession() as http:
             async with http.delete(server.http_url + location) as resp:

@@ -204,6 +204,15 @@ class Checkout:
     async def move(
         self, order_id: str, target: OrderState, actor: str, reason: str = ""
     ) -> dict[str, Any]:
+        if target is OrderState.SHIPPED and self.ctx.config.require_recipient:
+            order = await self.order(order_id)
+            if not order.get("recipient"):  # a prize order's winner may not have said yet
+                raise conflict(
+                    "recipient_required",
+                    "nobody to ship to: the buyer gives the recipient first "
+                    "(PUT /api/orders/{id}/recipient)",
+                    order_id=order_id,
+                )
         try:
             return await self.book.move(order_id, target, actor, reason)
         except LookupError:

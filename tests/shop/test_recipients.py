@@ -282,3 +282,38 @@ async def test_flash_buy_with_a_recipient_or_a_saved_address(shop_factory: Any) 
     dumped = b"".join([await redis.dump(k) or b"" for k in keys]).decode("utf-8", "replace")
     assert _leaks(dumped) == [] and "王五" not in dumped
     assert _leaks(await _dump(shop)) == [] and "建国路" not in await _dump(shop)
+
+
+async def test_a_prize_order_ships_only_once_the_winner_gave_a_recipient(
+    shop_factory: Any,
+) -> None:
+    shop: ShopEnv = await shop_factory(require_recipient=True)
+    api = shop.api
+    product = await make_product(api)
+    winner = uid("w")
+    grant = await api.ok(
+        "POST",
+        "/api/lottery/prizes",
+        {
+            "lottery_id": uid("lot"),
+            "user_id": winner,
+            "n": 0,
+            "prize": {"name": "a scarf", "sku": str(product["skus"][0]["id"])},
+        },
+        201,
+    )
+    oid = grant["order_id"]
+    order = await api.ok("GET", f"/api/orders/{oid}")
+    assert order["kind"] == "prize" and order["state"] == "paid" and order["recipient"] is None
+    status, err = await api.call("POST", f"/api/orders/{oid}/ship")
+    assert (status, err["error"]["code"]) == (409, "recipient_required")
+    saved = await api.ok("POST", "/api/me/addresses", RECIPIENT, 201, token=None, viewer=winner)
+    await api.ok(
+        "PUT",
+        f"/api/orders/{oid}/recipient",
+        {"address_id": saved["id"]},
+        token=None,
+        viewer=winner,
+    )
+    shipped = await api.ok("POST", f"/api/orders/{oid}/ship")
+    assert shipped["state"] == "shipped" and shipped["recipient"]["name"] == "张**"

@@ -395,29 +395,60 @@ async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> Non
             await browser.close()
 
 
-async def test_player_takes_whep_when_the_server_offers_it(
-    server_factory: Any, clip_no_bframes: Path
-) -> None:
-    """A stream WebRTC can carry: the page plays it over WHEP when ``OPTIONS /whep/...``
-    answers (the WebRTC package), else over LL-HLS; frames advance either way."""
+async def test_site_token_and_whep_when_offered(server_factory: Any, clip_no_bframes: Path) -> None:
+    """The production way in: the site's backend mints its user's token
+    (``/api/broadcasts/{id}/viewer-token``, operator API token) and opens the page with
+    ``#token=``; anonymous tokens are off. The stream has no B-frames, so the page plays it
+    over WHEP when ``OPTIONS /whep/...`` answers (the WebRTC package), else over LL-HLS."""
     from playwright.async_api import async_playwright
 
-    server = await server_factory(viewer={"anonymous_tokens": True})
-    pub = await start_publisher(server.push_url("nob"), clip_no_bframes, loop=True)
+    server = await server_factory()  # viewer.anonymous_tokens off (the default)
+    op = Operator(server.http_url, await operator_token(server))
+    procs: list[Any] = []
     try:
+        b = await op.call(
+            "POST",
+            "/api/broadcasts",
+            {"title": "Site show", "scheduled_start": datetime.now(UTC).isoformat()},
+            ok=201,
+        )
+        room = f"{b['app']}/{b['stream']}"
+        push = await op.call("GET", f"/api/broadcasts/{b['id']}/push")
+        procs.append(await start_publisher(push["url"], clip_no_bframes, loop=True))
+        await wait_for(lambda: _is(op, b["id"], "live"), 30, step=0.2)
+        minted = await op.call(
+            "POST",
+            f"/api/broadcasts/{b['id']}/viewer-token",
+            {"user_id": "site-user-42", "nick": "Mei"},
+        )
         async with aiohttp.ClientSession() as s:
-            async with s.options(f"{server.http_url}/whep/live/nob") as r:
+            async with s.options(f"{server.http_url}/whep/{room}") as r:
                 offered = r.status < 300
         log: list[str] = []
         async with async_playwright() as pw:
             browser = await _browser(pw)
             try:
-                page = await _viewer(browser, f"{server.http_url}/watch/live/nob", log)
+                page = await _viewer(
+                    browser, f"{server.http_url}/watch/{room}#token={minted['token']}", log
+                )
                 await _playing(page)
                 way = await page.evaluate("document.body.dataset.way")
                 print(f"WHEP offered: {offered}; the page played over {way}")
                 assert way == ("whep" if offered else "hls"), (offered, way, log[-20:])
+                assert await page.evaluate("berrylive.viewer.user") == {
+                    "uid": "site-user-42",
+                    "nick": "Mei",
+                }
+                assert "token" not in await page.evaluate("location.href")  # out of the bar
+                await wait_for(lambda: page.evaluate("document.body.dataset.room === 'joined'"), 20)
+                await page.fill("#comment-input", "from the site")
+                await page.press("#comment-input", "Enter")
+                line = page.locator("#chat-list li", has_text="from the site")
+                await line.wait_for(timeout=15_000)
+                assert "Mei" in await line.inner_text()
             finally:
                 await browser.close()
     finally:
-        await stop(pub)
+        for p in procs:
+            await stop(p)
+        await op.session.close()

@@ -47,6 +47,7 @@ async function main() {
   const viewer = new Viewer(info.room);
   await viewer.obtain(info);
   const video = document.getElementById("video");
+  if (b && b.cover_url) video.poster = b.cover_url;
   const shop = new Shop({ broadcastId: b ? b.id : null, viewer });
   const replay = b ? new Replay({ broadcastId: b.id, video, shop }) : null;
   const state = { broadcast: b ? b.state : null };

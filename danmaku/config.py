@@ -69,6 +69,9 @@ class DanmakuConfig:
     presence) live after the room's last write; each write renews it."""
     audit_max: int = 100000
     """Moderation/lottery audit entries kept in Redis (approximate trim)."""
+    anonymous_rooms: str = "known"
+    """``known``: a socket without a token may join only a room that exists (a broadcast's
+    or a live stream's, or one open with members on some node); ``any``: any room name."""
     max_rooms: int = 10000
     """Rooms one node serves at once (a join beyond is refused)."""
     max_users_tracked: int = 200000

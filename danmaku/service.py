@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from danmaku.config import DanmakuConfig
 from danmaku.delivery import Delivery
 from danmaku.events import DanmakuComment, DanmakuLike
 from danmaku.hub import Hub
+from danmaku.known_rooms import CLOSING_STATES, KnownRooms
 from danmaku.lottery import LotteryService
 from danmaku.moderation import Actor, Moderation, audit
 from danmaku.namespace import LiveNamespace
@@ -26,6 +27,7 @@ from danmaku.payloads import PayloadError, parse_room
 from danmaku.session import Sessions
 from danmaku.websocket import PING_INTERVAL_S, PING_TIMEOUT_S, LiveEndpoint
 from danmaku.wordfilter import WordFilter
+from ingest.events import StreamPublished
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,10 @@ class DanmakuService:
         self.hub = Hub(config, redis, node_id, load_filter(config))
         self.moderation = Moderation(self.hub, bus)
         self.lottery = LotteryService(self.hub, bus)
-        self.sessions = Sessions(self.hub, self.moderation, self.lottery, secret)
+        self.known_rooms = KnownRooms(redis, self.hub.keys, config.room_ttl_s)
+        self.sessions = Sessions(
+            self.hub, self.moderation, self.lottery, secret, self._may_open(config)
+        )
         self.namespace = LiveNamespace(config.namespace, self.sessions, config.client_backlog_max)
         self._unsubscribe: list[Callable[[], None]] = []
         self._broadcasts: OrderedDict[str, int] = OrderedDict()
@@ -103,6 +108,8 @@ class DanmakuService:
         for topic in self.config.notice_topics:
             self._unsubscribe.append(self.bus.subscribe(topic, self._on_bus_event))
         self._unsubscribe.append(self.bus.on(BroadcastEvent, self._on_broadcast))
+        self._unsubscribe.append(self.bus.on(BroadcastEvent, self._room_of_broadcast))
+        self._unsubscribe.append(self.bus.on(StreamPublished, self._room_of_stream))
 
     async def stop(self) -> None:
         for unsub in self._unsubscribe:
@@ -136,6 +143,35 @@ class DanmakuService:
         self._broadcasts.move_to_end(room)
         while len(self._broadcasts) > self.config.max_rooms:
             self._broadcasts.popitem(last=False)
+
+    def _may_open(self, config: DanmakuConfig) -> Callable[[str], Awaitable[bool]] | None:
+        """The check a socket without a token passes to join ``room`` (None: any room)."""
+        if config.anonymous_rooms == "any":
+            return None
+
+        async def may_open(room: str) -> bool:
+            return room in self.hub.rooms or await self.known_rooms.exists(room)
+
+        return may_open
+
+    async def _room_of_broadcast(self, event: BroadcastEvent) -> None:
+        """A broadcast's room exists from its creation until it is deleted, banned or
+        cancelled (and ``room_ttl_s`` after its last event)."""
+        try:
+            room = parse_room(event.room)
+        except PayloadError:
+            return
+        if event.event_topic.rpartition(".")[2] in CLOSING_STATES:
+            await self.known_rooms.remove(room)
+        else:
+            await self.known_rooms.add(room)
+
+    async def _room_of_stream(self, event: StreamPublished) -> None:
+        try:
+            room = parse_room(f"{event.app}/{event.stream}")
+        except PayloadError:
+            return
+        await self.known_rooms.add(room)
 
     async def report_counts(self) -> None:
         """Publish this node's comment/like counts per room since the last report.

@@ -41,9 +41,16 @@ class Refused(Exception):
 
 class Sessions:
     def __init__(
-        self, hub: Hub, moderation: Moderation, lottery: LotteryService, secret: str
+        self,
+        hub: Hub,
+        moderation: Moderation,
+        lottery: LotteryService,
+        secret: str,
+        may_open: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.hub = hub
+        self._may_open = may_open
+        """Asked before a socket without a token joins a room (None: any room)."""
         self.moderation = moderation
         self.lottery = lottery
         self._secret = secret
@@ -74,6 +81,15 @@ class Sessions:
                 hub.stats.refused += 1
                 raise Refused(str(exc), exc.code) from None
             role = viewer.role_in(room_name)
+        elif self._may_open is not None:
+            try:
+                known = await self._may_open(room_name)
+            except Exception as exc:  # Redis down: the room cannot be checked, so no
+                hub.stats.refused += 1
+                raise Refused("rooms are unavailable, try again", "unavailable") from exc
+            if not known:
+                hub.stats.refused += 1
+                raise Refused(f"no room {room_name!r} (log in to open one)", "unknown_room")
         try:
             room = await hub.open_room(room_name)
         except PayloadError as exc:

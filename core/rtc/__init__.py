@@ -13,12 +13,16 @@ after) relay and ingest. Config: :class:`WebRtcConfig` (``[webrtc]``: ``udp_port
 
 - ``endpoint.port``: the bound UDP port; ``endpoint.candidates``: (ip, port) advertised.
 - ``endpoint.open_session(offer_sdp, *, direction, video_codecs=("H264",),
-  audio_codecs=("opus",), header_extensions=None) -> RtcSession``. ``direction`` is
+  audio_codecs=("opus",), header_extensions=None, prefer_h264_profile=None)
+  -> RtcSession``. ``direction`` is
   ours: ``"recvonly"`` (the peer publishes: WHIP) or ``"sendonly"`` (the peer plays:
   WHEP). Codec names in order of preference (``"H264"``, ``"VP8"``, ``"opus"``; an empty
   tuple: that kind is not wanted and its section is rejected). ``header_extensions``: the
   RTP header extension URIs to accept (default: mid, abs-send-time, audio-level when
   receiving; none when sending, so one packet serialised per stream fits every viewer).
+  ``prefer_h264_profile``: profile-level-id hex of the H.264 you will send (e.g. from the
+  stream's SPS, ``"640028"``): among packetization-mode 1 payload types, one with the same
+  profile is chosen first (Chromium 147 offers 42001f, 42e01f, 4d001f, f4001f; no 64).
   Raises :class:`RtcOfferError` (``.status``, ``.reason``): 400 bad/unanswerable SDP (no
   BUNDLE for several sections, no rtcp-mux, no ICE credentials or fingerprint, nothing in
   the wanted direction), 406 no acceptable codec (the reason lists what was offered), 503

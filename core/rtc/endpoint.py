@@ -198,6 +198,7 @@ class RtcEndpoint:
         video_codecs: Sequence[str] = ("H264",),
         audio_codecs: Sequence[str] = ("opus",),
         header_extensions: Sequence[str] | None = None,
+        prefer_h264_profile: str | None = None,
     ) -> RtcSession:
         """Answer ``offer_sdp`` and start a session; :class:`RtcOfferError` if refused."""
         if self._transport is None or self._contexts is None or self._loop is None:
@@ -227,6 +228,7 @@ class RtcEndpoint:
                 audio_codecs=audio_codecs,
                 local=local,
                 header_extensions=header_extensions,
+                prefer_h264_profile=prefer_h264_profile,
             )
         except OfferError as exc:
             raise RtcOfferError(exc.status, exc.reason) from None

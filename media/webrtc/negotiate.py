@@ -17,8 +17,9 @@ Rules (each refusal is an :class:`OfferError` with an HTTP status and a reason):
 - DTLS role: an ``actpass`` or ``active`` offer makes us the DTLS server
   (``a=setup:passive``); a ``passive`` offer (ffmpeg's whip muxer by default) makes us
   the client (``a=setup:active``).
-- H.264: packetization-mode=1 first, then Constrained Baseline (42e0..), Baseline,
-  Main, High; any profile is accepted (the fmtp is echoed, level-asymmetry-allowed).
+- H.264: packetization-mode=1 first, then the profile the caller says it will send
+  (``prefer_h264_profile``), then Constrained Baseline (42e0..), Baseline, Main, High;
+  any profile is accepted (the offered fmtp is echoed).
 - RTCP feedback kept: ``nack``, ``nack pli``, ``ccm fir``, ``goog-remb`` (no
   transport-cc: we send no transport feedback). Header extensions: only the URIs asked for.
 """
@@ -124,20 +125,23 @@ def _priority(index: int) -> int:
     return (126 << 24) | ((65535 - index) << 8) | 255
 
 
-def _h264_rank(codec: RtpCodec) -> tuple[int, int]:
+def _h264_rank(codec: RtpCodec, prefer_profile: str | None) -> tuple[int, int, int]:
     params = codec.fmtp_params()
     mode = 0 if params.get("packetization-mode", "0") == "1" else 1
     profile = params.get("profile-level-id", "42e01f").lower()
     order = {"42e0": 0, "4200": 1, "4d00": 2, "6400": 3}
-    return mode, order.get(profile[:4], 4)
+    same = 0 if prefer_profile and profile[:2] == prefer_profile[:2].lower() else 1
+    return mode, same, order.get(profile[:4], 4)
 
 
-def _pick_codec(section: MediaSection, wanted: Sequence[str]) -> tuple[RtpCodec, RtpCodec | None]:
+def _pick_codec(
+    section: MediaSection, wanted: Sequence[str], prefer_h264_profile: str | None = None
+) -> tuple[RtpCodec, RtpCodec | None]:
     offered = section.codecs()
     for name in wanted:
         matches = [c for c in offered if c.name.lower() == name.lower()]
         if name.lower() == "h264":
-            matches.sort(key=_h264_rank)
+            matches.sort(key=lambda c: _h264_rank(c, prefer_h264_profile))
         if not matches:
             continue
         best = matches[0]
@@ -191,8 +195,13 @@ def answer_offer(
     audio_codecs: Sequence[str],
     local: LocalParameters,
     header_extensions: Sequence[str] | None = None,
+    prefer_h264_profile: str | None = None,
 ) -> Answer:
-    """Answer ``offer``; :class:`OfferError` when it cannot be answered (see module doc)."""
+    """Answer ``offer``; :class:`OfferError` when it cannot be answered (see module doc).
+
+    ``prefer_h264_profile``: the profile-level-id (hex, e.g. ``"640028"``) of the H.264
+    we will send; among the offered packetization-mode 1 payload types, one of the same
+    profile is chosen first (a browser is then told the truth about what it gets)."""
     try:
         desc = sdp.parse(offer)
     except SdpError as exc:
@@ -222,7 +231,7 @@ def answer_offer(
         if not wanted:
             continue
         try:
-            accepted[index] = _pick_codec(section, wanted)
+            accepted[index] = _pick_codec(section, wanted, prefer_h264_profile)
         except LookupError:
             no_codec.append(
                 f"no acceptable {kind} codec: offered {_offered_names(section)}; "

@@ -254,3 +254,14 @@ def test_size_and_count_bounds() -> None:
     many = "v=0\r\n" + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n" * (sdp.MAX_MEDIA + 1)
     with pytest.raises(sdp.SdpError):
         sdp.parse(many)
+
+
+def test_the_profile_we_will_send_is_preferred() -> None:
+    # Chromium 147 offers no High (64) to receive: the default order then
+    video = answer(CHROMIUM_PLAY, "sendonly", prefer_h264_profile="640028").video
+    assert video is not None and "profile-level-id=42e01f" in video.fmtp
+    assert "packetization-mode=1" in video.fmtp
+    video = answer(CHROMIUM_PLAY, "sendonly", prefer_h264_profile="4d401f").video
+    assert video is not None and "profile-level-id=4d001f" in video.fmtp
+    video = answer(CHROMIUM_PLAY, "sendonly").video
+    assert video is not None and "profile-level-id=42e01f" in video.fmtp

@@ -33,7 +33,7 @@ from control.lifecycle import OPEN, State
 from control.metrics import Metrics
 from control.models import broadcasts as broadcasts_table
 from control.openapi import SCHEMAS, build_spec
-from control.series import LiveSeries
+from control.series import HubProbe, LiveSeries
 from control.settings import load_settings
 from control.stats import LiveStats
 from control.webhooks import WebhookService
@@ -42,6 +42,7 @@ from core.routes import RouteTable, installed
 from core.runtime import RUNTIME
 from relay.cluster import CLUSTER
 from relay.http import REGISTRY
+from relay.hub import INTERNAL_CONSUMERS
 
 __all__ = ["CONTROL", "OPS", "Control", "setup"]
 
@@ -76,18 +77,27 @@ async def _relay_streams(app: web.Application) -> list[dict[str, Any]]:
     return [hub.stats() for hub in list(registry.hubs.values())]
 
 
-def _viewer_addresses(app: web.Application, app_name: str, stream: str) -> list[str]:
-    """The client addresses of this node's viewers of a stream (unique-viewer counts)."""
+def _hub_probe(app: web.Application, app_name: str, stream: str) -> HubProbe | None:
+    """What the series samples of this node's hub of a stream (relay's public state): its
+    viewers' addresses, the last keyframe's and frame's times, who is behind."""
     registry = app.get(REGISTRY)
     hub = registry.get(app_name, stream) if registry is not None else None
     if hub is None:
-        return []
-    out = []
+        return None
+    addresses: list[str] = []
+    behind: set[int] = set()
+    ids: set[int] = set()
     for viewer in list(hub.viewers):
-        remote = getattr(viewer.info, "remote", "")
-        if remote and viewer.info.protocol not in ("record", "hls", "forward"):
-            out.append(str(remote).rsplit(":", 1)[0] if remote.count(":") == 1 else str(remote))
-    return out
+        if viewer.info.protocol in INTERNAL_CONSUMERS or viewer.info.protocol == "forward":
+            continue
+        ids.add(id(viewer))
+        if viewer.waiting_keyframe and viewer.skips > 0:
+            behind.add(id(viewer))
+        remote = str(viewer.info.remote or "")
+        if remote:  # the host of host:port (an IPv6 address has more colons)
+            addresses.append(remote.rsplit(":", 1)[0] if remote.count(":") == 1 else remote)
+    keyframe = hub.gop[0].dts if hub.gop_valid and hub.gop else None
+    return HubProbe(addresses, keyframe, hub.last_dts, frozenset(behind), frozenset(ids))
 
 
 async def _gather_metrics(app: web.Application) -> dict[str, Any]:
@@ -241,7 +251,7 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
         ctl.stats,
         settings,
         rt.node_id,
-        lambda a, s: _viewer_addresses(app, a, s),
+        lambda a, s: _hub_probe(app, a, s),
     )
     auth = app[AUTH]
     auth.accounts = ctl.accounts

@@ -62,8 +62,24 @@ KEEP_AFTER_END = 86400
 MAX_BROADCASTS = 500
 """Broadcasts on air sampled at most (the newest)."""
 
-ViewerAddresses = Callable[[str, str], list[str]]
-"""``(app, stream)`` -> the client addresses of this node's viewers of that stream."""
+
+@dataclass(frozen=True)
+class HubProbe:
+    """What a sample reads of this node's hub of a stream (the relay's public state)."""
+
+    addresses: list[str]
+    """Client addresses of its viewers (unique-viewer counts)."""
+    keyframe_ms: int | None
+    """Timestamp of the last keyframe (the GOP cache's first frame), ms."""
+    last_ms: int
+    """Timestamp of the newest frame, ms."""
+    behind: frozenset[int]
+    """Viewers skipping to the next keyframe (their connection is behind), by ``id()``."""
+    viewers: frozenset[int]
+
+
+ViewerProbe = Callable[[str, str], HubProbe | None]
+"""``(app, stream)`` -> what this node's hub of that stream shows (None: no hub here)."""
 Streams = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
@@ -92,6 +108,32 @@ class _Step:
     by_protocol: dict[str, int] = field(default_factory=dict)
     health: dict[str, list[float]] = field(default_factory=dict)
     dropped: int = 0
+    behind_peak: int = 0
+    since_keyframe_ms: int = 0
+    """The longest time since a keyframe seen in this step's samples."""
+
+
+@dataclass
+class _Gop:
+    """Keyframes seen in a stream's samples: the keyframe interval is estimated from the
+    distance between the keyframes two samples saw, divided by the number of GOPs in
+    between (that distance over the longest time since a keyframe any sample saw)."""
+
+    keyframe_ms: int | None = None
+    longest_ms: int = 0
+    interval_s: float | None = None
+    behind: frozenset[int] = frozenset()
+
+    def see(self, probe: HubProbe) -> None:
+        kf = probe.keyframe_ms
+        if kf is None:
+            return
+        self.longest_ms = max(self.longest_ms, probe.last_ms - kf)
+        if self.keyframe_ms is not None and kf > self.keyframe_ms:
+            gap = kf - self.keyframe_ms
+            gops = max(1, round(gap / self.longest_ms)) if self.longest_ms > 0 else 1
+            self.interval_s = round(gap / gops / 1000, 3)
+        self.keyframe_ms = kf
 
 
 class LiveSeries:
@@ -104,7 +146,7 @@ class LiveSeries:
         stats: LiveStats,
         settings: ControlSettings,
         node: str,
-        addresses: ViewerAddresses | None = None,
+        probe: ViewerProbe | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -115,10 +157,10 @@ class LiveSeries:
         self.sample_every = max(0.2, min(float(settings.series_sample), float(self.step)))
         self.max_points = max(2, settings.series_max_points)
         self.flush_every = max(float(self.step), float(settings.series_flush))
-        self.addresses = addresses
+        self.probe = probe
+        self._gops: dict[int, _Gop] = {}
         self.clock = clock
         self._steps: dict[int, _Step] = {}
-        self._dropped_seen: dict[int, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ending: set[int] = set()
 
@@ -209,7 +251,8 @@ class LiveSeries:
             stream = streams.get((row.app, row.stream))
             counters = await self.stats.counters(bid)
             totals = {**counters, **{k: sales[bid].get(k, 0) for k in TOTALS[2:]}}
-            fields = self._node_fields(bid, t, stream)
+            seen = self.probe(row.app, row.stream) if self.probe is not None else None
+            fields = self._node_fields(bid, t, stream, seen)
             fields.update({f"c:{k}": int(totals.get(k, 0)) for k in TOTALS})
             key = self._step_key(bid, t)
             pipe.hset(key, mapping=fields)
@@ -221,18 +264,19 @@ class LiveSeries:
             pipe.zadd(self._index(bid), {str(t): t})
             pipe.zremrangebyrank(self._index(bid), 0, -self.max_points - 1)
             pipe.expire(self._index(bid), KEEP_AFTER_END)
-            if self.addresses is not None and stream is not None:
-                seen = self.addresses(row.app, row.stream)[:10_000]
-                if seen:
-                    pipe.pfadd(self._viewers(bid), *seen)
-                    pipe.expire(self._viewers(bid), KEEP_AFTER_END)
+            if seen is not None and seen.addresses:
+                pipe.pfadd(self._viewers(bid), *seen.addresses[:10_000])
+                pipe.expire(self._viewers(bid), KEEP_AFTER_END)
         await pipe.execute()
         for key_t in [k for k, s in self._steps.items() if s.t < t - self.step * 2]:
             self._steps.pop(key_t, None)
         return len(rows)
 
-    def _node_fields(self, bid: int, t: int, stream: dict[str, Any] | None) -> dict[str, Any]:
-        """This node's part of the step: its viewers' peak, dropped viewers, health."""
+    def _node_fields(
+        self, bid: int, t: int, stream: dict[str, Any] | None, seen: HubProbe | None
+    ) -> dict[str, Any]:
+        """This node's part of the step: its viewers' peak, viewers behind or dropped,
+        the stream's health."""
         step = self._steps.get(bid)
         if step is None or step.t != t:
             step = self._steps[bid] = _Step(t)
@@ -251,12 +295,18 @@ class LiveSeries:
         step.peak = max(step.peak, sum(now_by.values()))
         for proto, n in now_by.items():
             step.by_protocol[proto] = max(step.by_protocol.get(proto, 0), n)
-        dropped_total = _num(stream.get("viewers_dropped"))
-        if dropped_total is not None:
-            before = self._dropped_seen.get(bid, int(dropped_total))
-            step.dropped += max(0, int(dropped_total) - before)
-            self._dropped_seen[bid] = int(dropped_total)
-        fields: dict[str, Any] = {f"v:{node}": step.peak, f"d:{node}": step.dropped}
+        gop = self._gops.setdefault(bid, _Gop())
+        if seen is not None:
+            gop.see(seen)
+            # a viewer seen behind at the last sample and gone now was dropped as too slow
+            gone = len(gop.behind - seen.viewers)
+            step.dropped += gone
+            gop.behind = seen.behind
+            step.behind_peak = max(step.behind_peak, len(seen.behind))
+        fields: dict[str, Any] = {
+            f"v:{node}": step.peak,
+            f"d:{node}": step.dropped + step.behind_peak,
+        }
         fields.update({f"p:{node}:{p}": n for p, n in step.by_protocol.items()})
         publishing = stream.get("live") and stream.get("publisher") is not None
         if publishing:
@@ -266,7 +316,7 @@ class LiveSeries:
             health = {
                 "bitrate": None if bitrate is None else bitrate / 1000,
                 "fps": _num(stream.get("fps")) or _num(video.get("fps")),
-                "gop": _num(stream.get("keyframe_interval")),
+                "gop": _num(stream.get("keyframe_interval")) or gop.interval_s,
             }
             for name, value in health.items():
                 if value is not None:
@@ -404,7 +454,7 @@ class LiveSeries:
                 )
             )
         self._steps.pop(bid, None)
-        self._dropped_seen.pop(bid, None)
+        self._gops.pop(bid, None)
         logger.info("broadcast %d: series and summary written (%s)", bid, summary)
         return summary
 

@@ -158,7 +158,11 @@ async def test_series_of_a_real_show(live_server) -> None:
                     and p["viewers_by_protocol"]["ws-flv"] >= 1
                 ]
                 healthy = [
-                    p for p in pts if (p["bitrate_in_kbps"] or 0) > 0 and (p["fps"] or 0) > 0
+                    p
+                    for p in pts
+                    if (p["bitrate_in_kbps"] or 0) > 0
+                    and (p["fps"] or 0) > 0
+                    and p["keyframe_interval_s"]
                 ]
                 if (
                     sums == {"comments": 5, "likes": 3, "orders": 1, "gmv_fen": 4200}
@@ -169,6 +173,9 @@ async def test_series_of_a_real_show(live_server) -> None:
                 return None
 
             series = await _until("the series to show the show", series_shows_it)
+            # ffmpeg sends a keyframe every 25 frames at 25 fps: a 1 s GOP
+            gops = [p["keyframe_interval_s"] for p in series["points"] if p["keyframe_interval_s"]]
+            assert gops and all(0.8 <= g <= 1.2 for g in gops), gops
             assert series["broadcast_id"] == bid and series["step_s"] == 1
             assert series["started_at"] is not None and series["ended_at"] is None
             points = series["points"]

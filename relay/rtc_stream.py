@@ -286,6 +286,8 @@ class RtcViewer:
         self.seat = _Seat(self, remote)
         self.joined = time.monotonic()
         self.first_packet_at: float | None = None
+        self.first_video_timestamp: int | None = None
+        """RTP timestamp of the first video packet sent (where this viewer started)."""
         self.packets_sent = 0
         self.bytes_sent = 0
         self.send_drops = 0
@@ -313,6 +315,8 @@ class RtcViewer:
             self.bytes_sent += len(data)
             if self.first_packet_at is None:
                 self.first_packet_at = time.monotonic()
+            if self.first_video_timestamp is None and track is self.video:
+                self.first_video_timestamp = int.from_bytes(packet[4:8], "big")
         else:
             self.send_drops += 1
 

@@ -239,3 +239,52 @@ async def test_play_hooks_apply_to_whep(server_factory, clip) -> None:
         await pc.close()
         await stop(proc)
         await runner.cleanup()
+
+
+async def test_whep_viewer_survives_a_publisher_reconnect(server_factory, clip) -> None:
+    """The publisher goes away and another one takes the stream over: the WHEP viewer
+    keeps its session and decodes the new publisher's pictures (the same RTP stream goes
+    on: sequence numbers and timestamps continue, SPS/PPS come again before the IDR)."""
+    server = await server_factory(webrtc=RTC)
+    first = await _publish(server, "t", clip)
+    pc, offer = await _offer()
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+    second = None
+    try:
+        status, answer, _ = await _post(f"{server.http_url}/whep/live/t", offer)
+        assert status == 201
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await asyncio.wait_for(tracks["video"].recv(), 20)
+        hub = server.app[REGISTRY].get("live", "t")
+        await stop(first)
+        await wait_for(lambda: hub.publisher is None, 10)
+        # drain what the first publisher sent, then the new one's pictures must come
+        stream = next(iter(server.app[WHEP].streams.streams.values()))
+        frames_before = stream.frames
+        second = await start_publisher(server.push_url("t"), clip, loop=True)
+        await wait_for(lambda: stream.frames > frames_before + 25, 20)
+        assert hub.publisher is not None and hub.publisher.first_dts is not None
+        # the RTP timestamp where the new publisher's pictures begin, as aiortc counts it
+        # (from the first timestamp it received)
+        (viewing,) = server.app[WHEP].viewings.values()
+        assert viewing.viewer is not None and viewing.viewer.first_video_timestamp is not None
+        threshold = (
+            hub.publisher.first_dts * 90
+            + stream.video_offset
+            - viewing.viewer.first_video_timestamp
+        ) & 0xFFFFFFFF
+        got = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while got < 25 and asyncio.get_running_loop().time() < deadline:
+            frame = await asyncio.wait_for(tracks["video"].recv(), 10)
+            if frame.pts >= threshold:
+                got += 1  # a picture of the new publisher, decoded
+        assert got >= 25
+        assert hub.stats()["viewers"].get("whep") == 1
+        assert len(server.app[WHEP].viewings) == 1
+    finally:
+        await pc.close()
+        await stop(first)
+        if second is not None:
+            await stop(second)

@@ -20,15 +20,17 @@ const COLORS = ["#d92d5b", "#2e90fa", "#079455", "#dc6803", "#7a5af8", "#667085"
 /**
  * A chart: `series` = [{label, value: (point) => number|null, scale?, color?}], x = the
  * points' minute starts. `markers` = [{t: seconds, label}] drawn as vertical lines (card
- * pushes, flash sales). Returns {el, set(points, markers)}.
+ * pushes, flash sales) as vertical lines. Returns {el, set(points, markers)}.
  */
-export async function timeChart(title, series, { width = 560, height = 200, sync = "room", axes2 = null } = {}) {
+export async function timeChart(title, series, { width = 560, height = 200, sync = "room", axes2 = null, xRange = null } = {}) {
   const U = await uPlot();
   const el = document.createElement("div");
   el.className = "chart";
   el.dataset.chart = title;
   let markers = [];
-  const scales = { x: { time: true } };
+  // xRange() -> [from, to] in Unix seconds: every chart of the room spans the same window
+  // (a show's first minute is one point, which uPlot alone would spread over years)
+  const scales = { x: { time: true, range: (u, min, max) => (xRange ? xRange() : [min, max]) } };
   const opts = {
     title, width, height,
     cursor: { sync: { key: sync } },

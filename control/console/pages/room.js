@@ -41,8 +41,10 @@ export async function roomView(main, id) {
       { label: "dropped viewers", value: (p) => p.dropped_viewers, scale: "small" },
     ], "small"],
   ];
+  let window_ = null; // [from, to] in seconds, from the series' start to its end (or now)
+  const xRange = () => window_ || [Date.now() / 1000 - 600, Date.now() / 1000];
   const made = [];
-  for (const [title, series, axes2] of defs) made.push(await timeChart(title, series, { width, axes2 }));
+  for (const [title, series, axes2] of defs) made.push(await timeChart(title, series, { width, axes2, xRange }));
   charts.replaceChildren(...made.map((c) => c.el));
 
   let points = [];
@@ -68,6 +70,13 @@ export async function roomView(main, id) {
       const cards = await api("GET", `/api/broadcasts/${id}/cards?limit=100`);
       markers = (cards.items || []).map((c) => ({ t: Date.parse(c.pushed_at) / 1000, label: (c.flash_sale_id ? "⚡ " : "") + productLabel(products, c.product_id) }));
     } catch { /* markers are extra */ }
+    if (points.length) {
+      const step = s.step_s || 60;
+      const from = Date.parse(s.started_at || points[0].t) / 1000;
+      const last = Date.parse(points[points.length - 1].t) / 1000 + step;
+      const to = Math.max(last, s.ended_at ? Date.parse(s.ended_at) / 1000 : Date.now() / 1000);
+      window_ = [Math.min(from, Date.parse(points[0].t) / 1000), to];
+    }
     for (const c of made) c.set(points, markers);
     if (!points.length) { status.textContent = "No data yet."; status.dataset.state = "empty"; }
     else {

@@ -242,16 +242,24 @@ class Publisher:
             Kind.SCRIPT: _Unwrapper(),
         }
         self._offset: int | None = None
+        self._start = 0
         self.first_dts: int | None = None
         """Where this publisher's first frame landed on the stream's timeline."""
         self.frames_in = 0
         self.bytes_in = 0
 
     def _timeline(self, kind: Kind, raw_ts: int) -> int:
-        ext = self._unwrap[kind](raw_ts)
+        unwrap = self._unwrap[kind]
+        first_of_track = unwrap.last is None and kind != Kind.SCRIPT
+        ext = unwrap(raw_ts)
         if self._offset is None:
-            self._offset = self.hub.continue_at() - ext
+            self._start = self.hub.continue_at()
+            self._offset = self._start - ext
             self.first_dts = max(0, ext + self._offset)
+        elif first_of_track and ext + self._offset < self._start:
+            # this track starts behind the one that placed the timeline (video behind
+            # audio): move the timeline on so it too lands after what viewers have
+            self._offset = self._start - ext
         return max(0, ext + self._offset)
 
     def push(self, kind: Kind, raw_ts: int, payload: bytes) -> None:
@@ -343,6 +351,9 @@ class StreamHub:
         self.viewers: set[Viewer] = set()
         self.last_dts = -1
         self._last_dts_kind: dict[Kind, int] = {}
+        self._last_pts = -1
+        """Latest presentation time sent (DTS + composition offset): with B-frames, pictures
+        are shown up to a few frames after the last DTS."""
         self._video_seen = False
         self._await_keyframe = False
         self._pending: list[Frame] = []
@@ -373,7 +384,11 @@ class StreamHub:
 
     def continue_at(self) -> int:
         """Where a new publisher's first frame lands on the timeline."""
-        return 0 if self.last_dts < 0 else self.last_dts + TAKEOVER_GAP_MS
+        if self.last_dts < 0:
+            return 0
+        # after the last picture *shown*, not only the last decoded: the new publisher's
+        # first keyframe must not be presented before frames already sent (B-frames)
+        return max(self.last_dts, self._last_pts) + TAKEOVER_GAP_MS
 
     def attach(self, info: PublisherInfo, on_kick: Callable[[str], None] | None) -> Publisher:
         old = self.publisher
@@ -421,9 +436,15 @@ class StreamHub:
     def push(self, frame: Frame) -> None:
         kind = frame.kind
         last = self._last_dts_kind.get(kind, -1)
-        if frame.dts < last:
-            frame = frame.with_dts(last)  # keep each track monotonic for players
-        self._last_dts_kind[kind] = frame.dts
+        if frame.header:  # a configuration shares the time of the frame after it
+            if frame.dts < last:
+                frame = frame.with_dts(last)
+        else:
+            if frame.dts <= last:  # each track strictly increasing, as muxers require
+                frame = frame.with_dts(last + 1)
+            self._last_dts_kind[kind] = frame.dts
+            if frame.pts > self._last_pts:
+                self._last_pts = frame.pts
         if frame.dts > self.last_dts:
             self.last_dts = frame.dts
         now = time.time()

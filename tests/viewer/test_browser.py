@@ -176,6 +176,8 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
             # both joined the room with their own anonymous users
             await wait_for(lambda: a.evaluate("document.body.dataset.room === 'joined'"), 20)
             await wait_for(lambda: b.evaluate("document.body.dataset.room === 'joined'"), 20)
+            for page in (a, b):  # the online count: both viewers (and no one else)
+                await wait_for(lambda p=page: _text_in(p, "#online", "2"), 20)
             uid_a = await a.evaluate("berrylive.viewer.user.uid")
             uid_b = await b.evaluate("berrylive.viewer.user.uid")
             assert uid_a != uid_b
@@ -369,6 +371,28 @@ async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> Non
             await _recipient_kept(op, page, mine[0], ("李*", "139****5678"))
             await page.click("#sheet-close")
             await wait_for(lambda: _text_in(page, "#card-remaining", "4"), 15)
+
+            # a keyword lottery: the page's button comments the keyword, which enters
+            lot = await op.call(
+                "POST",
+                "/api/danmaku/lotteries",
+                {
+                    "room": show["room"],
+                    "title": "Mug",
+                    "prizes": [{"name": "Mug", "stock": 1}],
+                    "entry": "keyword",
+                    "keyword": "我要抽奖",
+                    "window_s": 120,
+                    "mode": "timed",
+                },
+                ok=201,
+            )
+            await wait_for(lambda: _text_in(page, "#lottery-how", "我要抽奖"), 15)
+            await page.click("#lottery-enter")
+            await wait_for(lambda: _text_in(page, "#lottery-status", "已参与"), 15)
+            await wait_for(lambda: _text_in(page, "#chat-list", "我要抽奖"), 15)
+            audit = await op.call("GET", f"/api/danmaku/lotteries/{lot['lottery_id']}?entrants=1")
+            assert audit["entrant_count"] == 1, audit
 
             # the publisher goes away: the page says so; it comes back: the page plays again
             await stop(show["procs"][0])

@@ -30,7 +30,8 @@ after) relay and ingest. Config: :class:`WebRtcConfig` (``[webrtc]``: ``udp_port
   answer is ready at once (all our candidates are in it: no trickle needed, a PATCH can be
   answered 405).
 - ``endpoint.link_headers()``: ``Link`` header values for ``ice_servers`` (WHIP/WHEP).
-- ``endpoint.sessions``: id -> session, live ones only.
+- ``endpoint.sessions``: id -> session, live ones only; ``endpoint.stats``: sessions by
+  state, ``dropped`` (datagrams that reached no session), ``write_paused``.
 
 A session (:class:`RtcSession`)
 -------------------------------

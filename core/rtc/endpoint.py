@@ -124,6 +124,20 @@ class RtcEndpoint:
         return self._contexts.certificate.fingerprint
 
     @property
+    def stats(self) -> dict[str, Any]:
+        """Figures for /metrics: sessions by state, datagrams dropped before a session."""
+        states: dict[str, int] = {}
+        for session in self.sessions.values():
+            states[session.state] = states.get(session.state, 0) + 1
+        return {
+            "port": self.port,
+            "sessions": len(self.sessions),
+            "states": states,
+            "dropped": self.dropped,
+            "write_paused": self.write_paused,
+        }
+
+    @property
     def running(self) -> bool:
         return self._transport is not None
 

@@ -83,6 +83,11 @@ class PlainPeer:
         self.connected = asyncio.Event()
         self.closed_by_remote = False
         self._timer: asyncio.TimerHandle | None = None
+        self.drop_dtls = 0
+        """DTLS datagrams from the server to ignore (a lossy path), then counted here."""
+        self.dropped_dtls = 0
+        self.retransmit = True
+        """False: this peer never resends a DTLS flight (only the server's timer can)."""
 
     def offer(self) -> str:
         video, audio = self.video, self.audio
@@ -189,7 +194,7 @@ class PlainPeer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.dtls is None or self.dtls.handshake_done:
+        if self.dtls is None or self.dtls.handshake_done or not self.retransmit:
             return
         delay = self.dtls.timeout()
         if delay is not None:
@@ -209,6 +214,10 @@ class PlainPeer:
             self.stun_responses.append(message)
             return
         if 20 <= data[0] < 64 and self.dtls is not None:
+            if self.drop_dtls > 0:
+                self.drop_dtls -= 1
+                self.dropped_dtls += 1
+                return
             self._send_all(self.dtls.receive(data))
             if self.dtls.closed_by_peer:
                 self.closed_by_remote = True

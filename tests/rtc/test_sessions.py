@@ -71,6 +71,7 @@ async def test_dtls_roles_and_srtp_both_ways(endpoint: RtcEndpoint, setup: str) 
 async def test_many_sessions_share_the_port(endpoint: RtcEndpoint) -> None:
     pairs = await asyncio.gather(*[_connected_pair(endpoint) for _ in range(12)])
     assert len(endpoint.sessions) == 12
+    assert endpoint.stats["states"] == {"connected": 12}
     inboxes: list[list[bytes]] = []
     for _, session in pairs:
         inbox: list[bytes] = []
@@ -313,3 +314,19 @@ def test_ipv4_mapped_addresses_are_answered_as_ipv4() -> None:
     tid = bytes(12)
     value = stun.encode_xor_address("::ffff:192.0.2.9", 5000, tid)
     assert stun.decode_xor_address(value, tid) == ("192.0.2.9", 5000)
+
+
+@pytest.mark.parametrize("setup", ["active", "passive"])
+async def test_lost_dtls_flights_are_resent(endpoint: RtcEndpoint, setup: str) -> None:
+    """The server's first flight (as DTLS server: ServerHello...; as client: ClientHello)
+    is lost twice on the way; OpenSSL's timer resends it and the handshake completes."""
+    peer = PlainPeer(direction="sendonly", setup=setup)  # type: ignore[arg-type]
+    await peer.open()
+    session = endpoint.open_session(peer.offer(), direction="recvonly")
+    peer.use_answer(session.answer_sdp)
+    peer.drop_dtls = 2
+    peer.retransmit = False  # only the server's timer can recover
+    await peer.connect(timeout=15)
+    assert await session.wait_connected(15)
+    assert peer.dropped_dtls == 2
+    peer.vanish()

@@ -121,10 +121,6 @@ async def _read_all(proc: asyncio.subprocess.Process) -> str:
     return (await proc.stderr.read()).decode(errors="replace")
 
 
-NODE_ENV = {"BERRYLIVE_WEBRTC_UDP_PORT": "0"}
-"""Every node: its default WebRTC UDP port may be taken on this machine."""
-
-
 def _working_tree_first() -> None:
     """The nodes import berrylive from this working tree (a package added since the
     editable install is found too); the cluster harness passes the environment on."""
@@ -137,9 +133,12 @@ def _working_tree_first() -> None:
 async def drill(root: Path, clip: Path, viewers: int = 2, after: float = 4.0) -> dict[str, Any]:
     _working_tree_first()
     async with cluster(root) as c, aiohttp.ClientSession() as session:
-        origin_a = await c.start("origin-a", "origin", **NODE_ENV)
-        origin_b = await c.start("origin-b", "origin", **NODE_ENV)
-        edge = await c.start("edge", "edge", origins=[origin_a, origin_b], **NODE_ENV)
+        # every node: WebRTC's default UDP port may be taken on this machine
+        origin_a = await c.start("origin-a", "origin", BERRYLIVE_WEBRTC_UDP_PORT="0")
+        origin_b = await c.start("origin-b", "origin", BERRYLIVE_WEBRTC_UDP_PORT="0")
+        edge = await c.start(
+            "edge", "edge", origins=[origin_a, origin_b], BERRYLIVE_WEBRTC_UDP_PORT="0"
+        )
         anchor = await start_publisher(origin_a.push_url("s"), clip, loop=True)
         anchor2 = None
         players: list[asyncio.subprocess.Process] = []

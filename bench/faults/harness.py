@@ -63,6 +63,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def source_address(i: int) -> str:
+    """A loopback source address of its own for client ``i`` (127.0.1.1, 127.0.1.2, ...):
+    real buyers come from many addresses, and the shop limits buys per address."""
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
+
+
+async def connect(port: int, i: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source_address(i), 0))
+
+
 async def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.05) -> Any:
     """Poll ``predicate`` (sync or async) until it returns a truthy value."""
     deadline = time.monotonic() + timeout
@@ -317,9 +327,7 @@ class Buyers:
                 n += 1
                 if conn is None:
                     try:
-                        conn = await asyncio.wait_for(
-                            asyncio.open_connection("127.0.0.1", self.port), 2
-                        )
+                        conn = await asyncio.wait_for(connect(self.port, idx), 2)
                     except (TimeoutError, OSError):
                         self.answers.append(Answer(user, "k", -1, sent=due - self.started))
                         continue
@@ -384,32 +392,45 @@ async def buy(
 
 
 async def retry_unknown(
-    port: int, secret: str, sale_id: int, answers: Iterable[Answer], rounds: int = 20
+    port: int,
+    secret: str,
+    sale_id: int,
+    answers: Iterable[Answer],
+    rounds: int = 30,
+    connections: int = 100,
 ) -> list[Answer]:
     """Retry, with the same idempotency key, every buy whose outcome the buyer never learnt
-    (no answer, or 503 "retry"), until it gets a final answer: what a buyer's app does."""
-    todo = [a for a in answers if a.status <= 0 or a.status == 503]
+    (no answer, 503 "retry", 429 "slow down") until it gets a final answer: what a buyer's
+    app does. ``connections`` buyers' addresses share the work."""
+    todo = [a for a in answers if a.status <= 0 or a.status in (429, 503)]
     final: list[Answer] = []
-    for _ in range(rounds):
-        if not todo:
-            break
-        again: list[Answer] = []
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def lane(i: int, mine: list[Answer], again: list[Answer]) -> None:
+        conn = None
         try:
-            for a in todo:
-                ans = await buy((reader, writer), secret, sale_id, a.user, a.key)
+            for a in mine:
+                if conn is None:
+                    conn = await connect(port, i)
+                ans = await buy(conn, secret, sale_id, a.user, a.key)
                 if ans.status <= 0:
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                if ans.status <= 0 or ans.status == 503:
+                    conn[1].close()
+                    conn = None
+                if ans.status <= 0 or ans.status in (429, 503):
                     again.append(a)
                 else:
                     final.append(ans)
         finally:
-            writer.close()
+            if conn is not None:
+                conn[1].close()
+
+    for _ in range(rounds):
+        if not todo:
+            break
+        again: list[Answer] = []
+        await asyncio.gather(*(lane(i, todo[i::connections], again) for i in range(connections)))
         todo = again
         if todo:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
     if todo:
         raise AssertionError(f"{len(todo)} buys never got a final answer: {todo[:3]}")
     return final

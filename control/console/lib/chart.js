@@ -42,12 +42,13 @@ export async function timeChart(title, series, { width = 560, height = 200, sync
       ctx.save();
       ctx.strokeStyle = "#7a5af8"; ctx.fillStyle = "#7a5af8"; ctx.setLineDash([4, 4]);
       ctx.font = `${10 * devicePixelRatio}px system-ui`;
-      for (const m of markers) {
+      markers.forEach((m, i) => {
         const x = u.valToPos(m.t, "x", true);
-        if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+        if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) return;
         ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
-        ctx.fillText(m.label, x + 3, u.bbox.top + 10 * devicePixelRatio);
-      }
+        // labels of cards close together go on staggered lines
+        ctx.fillText(m.label, x + 3, u.bbox.top + (10 + 12 * (i % 4)) * devicePixelRatio);
+      });
       ctx.restore();
     }] },
   };

@@ -1,17 +1,25 @@
-// An ended broadcast: when it ran, its sales summary, its replay (player page), MP4 and clips.
+// An ended broadcast: when it ran, its audience (peak and unique viewers, when the summary
+// API answers), its sales summary, its replay (player page), MP4 and clips.
 import { h, fmtDuration, fmtFen, fmtTime, table } from "../lib/dom.js";
 import { api } from "../lib/api.js";
 import { productLabel, productMap } from "../lib/names.js";
 
 export async function afterShowCard(b) {
   const el = h("section", { class: "card", id: "after-show" }, h("h3", {}, "After the show"));
-  const [sales, replays, products] = await Promise.all([
+  const [sales, summary, replays, products] = await Promise.all([
     api("GET", `/api/broadcasts/${b.id}/sales`).catch((e) => ({ error: e.message })),
+    api("GET", `/api/broadcasts/${b.id}/summary`).catch(() => null),
     api("GET", `/api/replays?broadcast_id=${b.id}&limit=10`).catch(() => ({ items: [] })),
     productMap(),
   ]);
   const ran = b.started_at && b.ended_at ? (new Date(b.ended_at) - new Date(b.started_at)) / 1000 : null;
   el.append(h("p", { id: "ended-at" }, `Live ${fmtTime(b.started_at)} → ended ${fmtTime(b.ended_at)}`, ran ? ` (${fmtDuration(ran)})` : ""));
+  if (summary) {
+    el.append(h("div", { class: "figures", id: "audience-summary" },
+      ...[[summary.peak_viewers ?? 0, `peak viewers${summary.peak_at ? ` (${fmtTime(summary.peak_at)})` : ""}`],
+        [summary.unique_viewers ?? 0, "unique viewers"], [summary.comments ?? 0, "comments"], [summary.likes ?? 0, "likes"]]
+        .map(([v, label]) => h("div", { class: "figure" }, h("b", {}, v), h("span", {}, label)))));
+  }
   if (sales.error) el.append(h("p", { class: "error" }, `Sales: ${sales.error}`));
   else {
     el.append(h("div", { class: "figures", id: "sales-summary" },

@@ -32,6 +32,7 @@ from core.routes import Op, OpDoc, RouteTable
 from core.runtime import RUNTIME
 from core.tokens import issue_token
 from viewer.config import ViewerConfig
+from viewer.files import FileCache
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ STATIC_DIR = PACKAGE_DIR / "static"
 MODULES_DIR = PACKAGE_DIR / "node_modules"
 
 VENDOR: dict[str, tuple[str, str]] = {
-    "hls.mjs": ("hls.js/dist/hls.mjs", "text/javascript"),
+    "hls.min.js": ("hls.js/dist/hls.min.js", "text/javascript"),
     "socket.io.esm.min.js": ("socket.io-client/dist/socket.io.esm.min.js", "text/javascript"),
     "mpegts.js": ("mpegts.js/dist/mpegts.js", "text/javascript"),
 }
@@ -122,6 +123,7 @@ def _iso(ts: float | None) -> str | None:
 class ViewerState:
     config: ViewerConfig
     lookup: BroadcastLookup | None
+    files: FileCache
 
 
 VIEWER: web.AppKey[ViewerState] = web.AppKey("berrylive.viewer", ViewerState)
@@ -131,18 +133,19 @@ VIEWER: web.AppKey[ViewerState] = web.AppKey("berrylive.viewer", ViewerState)
 
 
 async def watch_page(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    files = request.app[VIEWER].files
+    resp = await files.respond(request, STATIC_DIR / "index.html", "text/html", "no-cache")
+    if resp is None:
+        raise web.HTTPNotFound()
+    return resp
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["file"]
-    path = STATIC_DIR / name
-    if not path.is_file():
+    path = STATIC_DIR / request.match_info["file"]
+    resp = await request.app[VIEWER].files.respond(request, path, _TYPES[path.suffix], "no-cache")
+    if resp is None:
         raise web.HTTPNotFound()
-    return web.FileResponse(
-        path,
-        headers={"Cache-Control": "no-cache", "Content-Type": _TYPES[path.suffix]},
-    )
+    return resp
 
 
 async def vendor(request: web.Request) -> web.StreamResponse:
@@ -150,15 +153,14 @@ async def vendor(request: web.Request) -> web.StreamResponse:
     if entry is None:
         raise web.HTTPNotFound()
     path = MODULES_DIR / entry[0]
-    if not path.is_file():
+    resp = await request.app[VIEWER].files.respond(request, path, entry[1], "public, max-age=3600")
+    if resp is None:
         raise ApiError(
             503,
             "viewer_modules_missing",
             f"{path} is missing: run `npm ci` in {PACKAGE_DIR} (make demo / make test do)",
         )
-    return web.FileResponse(
-        path, headers={"Cache-Control": "public, max-age=3600", "Content-Type": entry[1]}
-    )
+    return resp
 
 
 # -- the page's API -----------------------------------------------------------------------
@@ -356,7 +358,7 @@ def setup(
     app: web.Application, config: ViewerConfig, lookup: BroadcastLookup | None = None
 ) -> None:
     """Serve the viewer page on ``app``; ``lookup`` finds a stream's broadcast."""
-    app[VIEWER] = ViewerState(config, lookup)
+    app[VIEWER] = ViewerState(config, lookup, FileCache())
     ROUTES.install(app)
     if not (MODULES_DIR / "hls.js").is_dir():
         logger.warning(

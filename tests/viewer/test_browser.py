@@ -63,7 +63,7 @@ class Operator:
 @pytest.fixture
 async def show(server_factory: Any, clip: Path) -> AsyncIterator[dict[str, Any]]:
     """A live broadcast with one product on its shelf, published by ffmpeg."""
-    hlsjs = MODULES_DIR / "hls.js" / "dist" / "hls.mjs"
+    hlsjs = MODULES_DIR / "hls.js" / "dist" / "hls.min.js"
     assert hlsjs.is_file(), f"{hlsjs} missing: make test runs npm ci in viewer/"
     server = await server_factory(
         viewer={"anonymous_tokens": True},

@@ -135,3 +135,38 @@ async def test_anonymous_tokens_only_when_on(server_factory: Any) -> None:
     for bad in ({"nick": ""}, {"nick": "x" * 33}, {"nick": 5}, {"user_id": "admin"}):
         status, err = await _post_token(on, room, bad)
         assert status == 400, (bad, err)
+
+
+async def test_files_gzip_once_etag_and_change(server: Any) -> None:
+    """Compressed for clients that accept gzip (the same bytes once decompressed), plain for
+    the others, 304 for an unchanged ETag; a changed file is served changed."""
+    import gzip
+
+    url = server.http_url + "/viewer/vendor/hls.min.js"
+    want = (MODULES_DIR / VENDOR["hls.min.js"][0]).read_bytes()
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.get(url, headers={"Accept-Encoding": "gzip"}) as r:
+            assert r.status == 200 and r.headers["Content-Encoding"] == "gzip"
+            zipped = await r.read()
+            etag = r.headers["ETag"]
+        assert gzip.decompress(zipped) == want and len(zipped) < len(want) / 2
+        async with s.get(url, headers={"Accept-Encoding": "identity"}) as r:
+            assert "Content-Encoding" not in r.headers and await r.read() == want
+        async with s.get(url, headers={"If-None-Match": etag}) as r:
+            assert r.status == 304 and await r.read() == b""
+
+
+async def test_file_cache_reads_a_changed_file_again(tmp_path: Any) -> None:
+    from viewer.files import FileCache
+
+    cache = FileCache()
+    f = tmp_path / "a.js"
+    f.write_text("one")
+    first = await cache.get(f)
+    assert first is not None and first.raw == b"one"
+    assert await cache.get(f) is first  # unchanged: the same entry, not read again
+    f.write_text("two, longer")
+    second = await cache.get(f)
+    assert second is not None and second.raw == b"two, longer" and second.etag != first.etag
+    f.unlink()
+    assert await cache.get(f) is None

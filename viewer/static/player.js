@@ -13,25 +13,32 @@ const PROBE_MS = 2_000;
 
 const VENDOR = "/viewer/vendor";
 
-let hlsModule = null;
-export async function loadHls() {
-  if (!hlsModule) hlsModule = import(`${VENDOR}/hls.mjs`).then((m) => m.default);
-  return hlsModule;
+// hls.js and mpegts.js are loaded only when a way needs them (their minified UMD builds:
+// a WHEP viewer downloads neither).
+const scripts = new Map();
+function loadScript(name, global) {
+  if (window[global]) return Promise.resolve(window[global]);
+  if (!scripts.has(name)) {
+    scripts.set(name, new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = `${VENDOR}/${name}`;
+      s.onload = () => (window[global] ? resolve(window[global]) : reject(new Error(`${name}: no ${global}`)));
+      s.onerror = () => {
+        scripts.delete(name);
+        reject(new Error(`${name} did not load`));
+      };
+      document.head.append(s);
+    }));
+  }
+  return scripts.get(name);
 }
 
-let mpegtsScript = null;
+export function loadHls() {
+  return loadScript("hls.min.js", "Hls");
+}
+
 function loadMpegts() {
-  if (window.mpegts) return Promise.resolve(window.mpegts);
-  if (!mpegtsScript) {
-    mpegtsScript = new Promise((resolve, reject) => {
-      const s = document.createElement("script");
-      s.src = `${VENDOR}/mpegts.js`;
-      s.onload = () => resolve(window.mpegts);
-      s.onerror = () => reject(new Error("mpegts.js did not load"));
-      document.head.append(s);
-    });
-  }
-  return mpegtsScript;
+  return loadScript("mpegts.js", "mpegts");
 }
 
 function isApple() {

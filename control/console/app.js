@@ -18,6 +18,7 @@ import { shelfView } from "./pages/shelf.js";
 import { flashView } from "./pages/flash-sales.js";
 import { ordersView, orderView } from "./pages/orders.js";
 import { couponsView } from "./pages/coupons.js";
+import { paymentsView } from "./pages/payments.js";
 import { lotteriesView } from "./pages/lotteries.js";
 import { accountsView } from "./pages/accounts.js";
 import { webhooksView } from "./pages/webhooks.js";
@@ -35,6 +36,7 @@ const ROUTES = [
   [/^#\/new/, () => newBroadcastView(main)],
   [/^#\/live/, () => liveView(main)],
   [/^#\/catalog/, () => catalogView(main)],
+  [/^#\/payments/, () => paymentsView(main)],
   [/^#\/orders\/([0-9a-zA-Z_-]+)/, (id) => orderView(main, id)],
   [/^#\/orders/, () => ordersView(main)],
   [/^#\/coupons/, () => couponsView(main)],

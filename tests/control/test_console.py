@@ -259,6 +259,11 @@ async def test_console_runs_a_shop_evening(
                 # a buyer orders through the API: the sale and the figures move
                 order = await buy_and_pay(staff, bid, sale_id, "openid-mei")
                 await expect(row).to_contain_text("1 sold · 4 left of 5", timeout=10000)
+                await row.locator("button", has_text="Audit").click()
+                await expect(page.locator("#flash-status")).to_contain_text(
+                    "4 on sale + 1 held by orders"
+                )
+                await expect(page.locator("#flash-status")).to_contain_text(": consistent")
                 await page.screenshot(path=str(shots / "3-flash-sale.png"), full_page=True)
                 await page.click("nav.tabs a[data-tab=overview]")
                 await expect(page.locator("#fig-orders")).to_have_text("1", timeout=10000)

@@ -1,7 +1,8 @@
 """The console's back-office pages in Chromium: the catalog (a SKU added, a price changed),
 a broadcast's shelf (reordered, a product taken off), coupons (granted and listed),
 accounts and API tokens (created, shown once, revoked), webhooks (a real receiver gets the
-ping, the delivery log shows it), the live overview and replays when nothing is live.
+ping, the delivery log shows it), the live overview, replays and payment notifications
+when nothing happened; then the anchor's console: their show, no operator page.
 Screenshots under ``tests/artifacts/console/admin/``."""
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ async def test_console_back_office(
                 )
                 assert status == 201, p
                 ids.append(p["id"])
-            b = await staff.create_broadcast(title="Tea morning", product_ids=ids)
+            b = await staff.create_broadcast(
+                title="Tea morning", product_ids=ids, anchor_id=staff.ids["anchor"]
+            )
 
             async with console_page(server.http_url) as (page, errors):
                 await sign_in(page)
@@ -151,6 +154,20 @@ async def test_console_back_office(
                 )
                 await page.click("a[data-nav=replays]")
                 await expect(page.locator("#replays")).to_contain_text("No replays yet.")
+                await page.goto(f"{server.http_url}/console/#/payments")
+                await expect(page.locator("#notifications")).to_contain_text("No notification")
+
+                # the anchor: their show with its card picker, none of the operators' pages
+                await page.click("#logout")
+                await sign_in(page, "anchor1")
+                for nav in ("live", "catalog", "coupons", "webhooks", "new"):
+                    await expect(page.locator(f"a[data-nav={nav}]")).to_be_hidden()
+                await expect(page.locator("a[data-nav=orders]")).to_be_visible()
+                await page.locator("#schedule-body tr", has_text="Tea morning").click()
+                await expect(page.locator("#card-picker")).to_contain_text("Tea cups")
+                await expect(page.locator("#qr img")).to_be_visible()
+                for gone in ("#lottery-card", "#edit-broadcast", "#announce-form"):
+                    await expect(page.locator(gone)).to_have_count(0)
                 assert not errors, errors
     finally:
         await runner.cleanup()

@@ -2,7 +2,7 @@
 // live figures, preview, card, lottery and comments while it can be live; the after-show
 // summary (replay, MP4, clips, sales) once it ended.
 import { h, $, badge, fmtTime, toast } from "../lib/dom.js";
-import { api, isOperator } from "../lib/api.js";
+import { api, isOperator, me } from "../lib/api.js";
 import { every } from "../lib/view.js";
 import { userLabel, userNames } from "../lib/names.js";
 import { pushCard } from "../parts/push.js";
@@ -12,6 +12,7 @@ import { cardPicker } from "../parts/card-picker.js";
 import { lotteryCard } from "../parts/lottery.js";
 import { commentsCard, connectComments } from "../parts/comments.js";
 import { afterShowCard } from "../parts/after-show.js";
+import { editBroadcast, historyBox } from "../parts/edit-broadcast.js";
 
 const LIVE_STATES = ["scheduled", "live", "interrupted"];
 
@@ -38,7 +39,9 @@ export async function broadcastView(main, id) {
   const figures = figuresCard();
   const picker = cardPicker(getB);
   const body = h("div", { id: "b-body" });
-  main.replaceChildren(head, push.el, body);
+  const extras = h("div", { id: "b-extras" });
+  main.replaceChildren(head, push.el, body, extras);
+  const renderExtras = () => extras.replaceChildren(editBroadcast(b, (nb) => { b = nb; renderHead(); renderExtras(); }), historyBox(b));
 
   const renderCover = () => {
     cover.replaceChildren(b.cover_url ? h("img", { id: "cover-img", src: `${b.cover_url}?v=${encodeURIComponent(b.updated_at || "")}`, alt: "cover" }) : h("div", { class: "cover-empty muted" }, "no cover"));
@@ -62,7 +65,13 @@ export async function broadcastView(main, id) {
     if (b.actions.includes("end")) buttons.push(act("end", "End broadcast", "secondary"));
     if (b.actions.includes("cancel") && isOperator()) buttons.push(act("cancel", "Cancel", "secondary"));
     if (b.actions.includes("ban") && isOperator()) buttons.push(act("ban", "Ban", "danger"));
-    if (!["banned", "cancelled"].includes(b.state)) {
+    if (["scheduled", "cancelled"].includes(b.state) && isOperator()) {
+      buttons.push(h("button", { type: "button", class: "danger", dataset: { action: "delete" }, onclick: async () => {
+        if (!confirm(`Delete “${b.title}”?`)) return;
+        try { await api("DELETE", `/api/broadcasts/${b.id}`); location.hash = "#/schedule"; } catch (e) { toast(e.message); }
+      } }, "Delete"));
+    }
+    if (!["banned", "cancelled"].includes(b.state) && ["operator", "anchor"].includes(me()?.role)) {
       buttons.push(h("label", { class: "button secondary" }, "Upload cover", h("input", { type: "file", id: "cover-file", hidden: true, accept: "image/png,image/jpeg,image/webp", onchange: async (ev) => {
         const file = ev.target.files[0]; if (!file) return;
         try { b = await api("PUT", `/api/broadcasts/${b.id}/cover`, file); renderCover(); toast("Cover uploaded"); } catch (e) { toast(e.message); }
@@ -81,16 +90,20 @@ export async function broadcastView(main, id) {
     if (key === shown) return;
     shown = key;
     comments?.close();
+    const role = me()?.role;
+    const sells = role === "operator" || role === "anchor"; // card, flash sales (shop roles)
+    const moderates = role === "operator" || role === "moderator";
     if (live) {
       body.replaceChildren(h("div", { class: "grid" }, figures.el, previewCard(getB)),
-        h("div", { class: "grid" }, picker.el, lotteryCard(getB), commentsCard()));
-      picker.refresh().catch((e) => toast(e.message));
+        h("div", { class: "grid" }, sells ? picker.el : "", role === "operator" ? lotteryCard(getB) : "", commentsCard(b, moderates)));
+      if (sells) picker.refresh().catch((e) => toast(e.message));
     } else {
-      body.replaceChildren(await afterShowCard(b), h("div", { class: "grid" }, commentsCard()));
+      body.replaceChildren(await afterShowCard(b), h("div", { class: "grid" }, commentsCard(b, moderates)));
     }
     connectComments(b).then((socket) => { comments = socket; }).catch((e) => { $("#comments-status").textContent = `Comments unavailable: ${e.message}`; });
   };
-  const renderAll = async () => { renderHead(); await push.render(); await renderBody(); };
+  const canPush = ["operator", "anchor"].includes(me()?.role);
+  const renderAll = async () => { renderHead(); renderExtras(); if (canPush) await push.render(); else push.el.hidden = true; await renderBody(); };
   await renderAll();
   let tick = 0;
   every(2000, async () => {
@@ -101,7 +114,7 @@ export async function broadcastView(main, id) {
       if (changed) await renderAll();
       if (LIVE_STATES.includes(b.state)) {
         figures.update(await api("GET", `/api/broadcasts/${b.id}/stats`));
-        if (++tick % 2 === 0) await picker.refresh();
+        if (++tick % 2 === 0 && canPush) await picker.refresh();
       }
     } catch (e) { if (e.status !== 401) toast(e.message); }
   });

@@ -2,7 +2,7 @@
 // watch sold/left with a countdown, change the end, limit or stock live, close, and show
 // the sale's card in the room.
 import { h, badge, fmtFen, fmtTime, isoToLocal, localToIso, specsText, statusLine, table, yuanToFen } from "../lib/dom.js";
-import { api, shopCall } from "../lib/api.js";
+import { api, isOperator, shopCall } from "../lib/api.js";
 import { every } from "../lib/view.js";
 import { productMap } from "../lib/names.js";
 import { broadcastTabs } from "./broadcast.js";
@@ -66,6 +66,14 @@ export async function flashView(main, id) {
     h("button", { type: "submit" }, "Create flash sale"));
 
   let sales = [];
+  // where every unit of the sale is (Redis, orders, in flight, given back): docs/shop.md
+  const audit = (s) => isOperator() ? h("button", { type: "button", class: "secondary", onclick: async () => {
+    try {
+      const a = await api("GET", `/api/flash-sales/${s.id}/audit`);
+      const text = `Audit of #${s.id}: ${a.redis_stock} on sale + ${a.db_held} held by orders + ${a.in_flight} in flight + ${a.returned_at_settlement} returned at settlement + ${a.returned_to_sku} back to the SKU = ${a.sale_stock}: ${a.consistent ? "consistent" : "NOT consistent"}${a.users_over_limit.length ? `; over the limit: ${a.users_over_limit.join(", ")}` : ""}`;
+      if (a.consistent) status.ok(text); else status.fail(new Error(text));
+    } catch (e) { status.fail(e); }
+  } }, "Audit") : "";
   const editRow = (s) => {
     const ends = h("input", { type: "datetime-local", value: isoToLocal(s.ends_at), class: "narrow-input" });
     const limit = h("input", { type: "number", min: 1, value: s.per_user_limit, class: "narrow-input" });
@@ -90,7 +98,7 @@ export async function flashView(main, id) {
         h("button", { type: "button", class: "danger", dataset: { close: s.id }, onclick: async () => {
           if (!confirm(`Close flash sale #${s.id} now?`)) return;
           try { await api("POST", `/api/flash-sales/${s.id}/close`, { reason: "closed from the console" }); status.ok(`Flash sale #${s.id} closed`); await refresh(); } catch (e) { status.fail(e); }
-        } }, "Close")) : h("span", { class: "muted" }, s.returned_stock ? `${s.returned_stock} returned to the SKU` : "")));
+        } }, "Close"), audit(s)) : h("span", { class: "muted" }, s.returned_stock ? `${s.returned_stock} returned to the SKU ` : "", audit(s))));
   };
   const refresh = async () => {
     const ids = new Set(known(id));

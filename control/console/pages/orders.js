@@ -27,7 +27,8 @@ export async function ordersView(main) {
     h("label", {}, "Placed from", h("input", { name: "from", type: "datetime-local", value: q.get("from") || "" })),
     h("label", {}, "Placed before", h("input", { name: "to", type: "datetime-local", value: q.get("to") || "" })),
     h("div", {}, h("button", { type: "submit" }, "Search")));
-  main.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Orders"), form, status,
+  main.replaceChildren(h("section", { class: "card" },
+    h("div", { class: "row-actions" }, h("h2", { class: "grow" }, "Orders"), isOperator() ? h("a", { href: "#/payments" }, "Payment notifications") : ""), form, status,
     h("table", {}, h("thead", {}, h("tr", {}, ...["Placed", "Order", "State", "Product", "Qty", "Amount", "Buyer", "Broadcast", "Kind"].map((x) => h("th", {}, x)))), body), more));
   const fromMs = q.get("from") ? Date.parse(localToIso(q.get("from"))) : null;
   let cursor = null;

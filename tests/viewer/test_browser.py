@@ -413,6 +413,26 @@ async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> Non
             assert await page.locator("#recipient-saved").is_visible()  # asked once only
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "viewer-phone-replay.png"))
+            await page.click("#buy-confirm")
+            await page.locator("#pay-confirm").wait_for(timeout=20_000)
+            await page.click("#sheet-close")  # not now: paid later from the bag
+
+            # the bag: the shelf, and the viewer's orders with the unpaid one to pay
+            await page.click("#bag")
+            shelf_item = f"#shelf-list li[data-product-id='{show['product']['id']}']"
+            await page.locator(shelf_item).wait_for(timeout=10_000)
+            assert "Spring tea 100g" in await page.locator(shelf_item).inner_text()
+            pending = page.locator("#my-orders li[data-state='pending_payment']")
+            await pending.wait_for(timeout=10_000)
+            assert await page.locator("#my-orders li[data-state='paid']").count() == 1
+            await page.screenshot(path=str(ARTIFACTS / "viewer-phone-bag.png"))
+            await pending.locator("button").click()
+            await page.locator("#pay-confirm").wait_for(timeout=20_000)
+            await page.click("#pay-confirm")
+            await page.locator("#order-state[data-state='paid']").wait_for(timeout=30_000)
+            orders = await op.call("GET", f"/api/orders?broadcast_id={bid}")
+            states = sorted(o["state"] for o in orders["items"] if o["user_id"] == uid)
+            assert states == ["paid", "paid"], orders
             errors = [line for line in log if line.startswith("pageerror")]
             assert errors == [], errors
         finally:

@@ -63,6 +63,11 @@ async function main() {
 
   if (b && OVER.has(b.state)) {
     document.body.dataset.phase = "replay";
+    const input = document.getElementById("comment-input");
+    input.disabled = true;
+    input.placeholder = "直播已结束 · The show is over";
+    document.getElementById("send").hidden = true;
+    document.getElementById("like").hidden = true;
     away(false);
     await shop.load();
     await replay.show();

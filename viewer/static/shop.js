@@ -60,6 +60,7 @@ export class Shop {
     this._saleTimer = null;
     this._tick = null;
     document.getElementById("card-buy").addEventListener("click", () => this.buyFromCard());
+    document.getElementById("bag").addEventListener("click", () => this.openBag());
     document.getElementById("sheet-close").addEventListener("click", closeSheet);
     document.getElementById("sheet").addEventListener("click", (e) => {
       if (e.target.id === "sheet") closeSheet();
@@ -181,6 +182,56 @@ export class Shop {
     if (s.status === "open") buy.textContent = "马上抢 · Grab it";
     else if (s.status === "scheduled") buy.textContent = "原价购买 · Buy at list price (sale soon)";
     else buy.textContent = "原价购买 · Buy at list price";
+  }
+
+  // -- the bag: the broadcast's shelf and the viewer's orders ------------------------------
+
+  async openBag() {
+    const shelf = el("ol", { id: "shelf-list", class: "shelf" }, el("li", { class: "small" }, "…"));
+    const orders = el("ol", { id: "my-orders", class: "orders" });
+    openSheet(el("h3", {}, "商品 · Products"), shelf, el("h3", {}, "我的订单 · My orders"), orders);
+    const items = [];
+    if (this.bid) {
+      try {
+        const r = await api("GET", `/api/broadcasts/${this.bid}/shelf`);
+        for (const it of r.items || []) {
+          if (it.on_shelf === false || !it.product) continue;
+          this.products.set(it.product.id, Promise.resolve(it.product));
+          items.push(it.product);
+        }
+      } catch (e) {
+        console.warn("shelf", e);
+      }
+    }
+    shelf.replaceChildren(...items.map((p, i) => {
+      const prices = (p.skus || []).map((s) => s.price_fen);
+      const from = prices.length ? Math.min(...prices) : null;
+      const inStock = (p.skus || []).some((s) => s.stock > 0);
+      return el("li", { "data-product-id": p.id },
+        el("img", { src: (p.images || [])[0] || "", alt: "" }),
+        el("span", { class: "t" }, `${i + 1}. ${p.title}`, el("br"), el("span", { class: "price" }, from === null ? "" : yuan(from))),
+        el("button", { type: "button", disabled: !inStock, onclick: () => this.buyProduct(p.id) }, inStock ? "购买 · Buy" : "无货 · Sold out"));
+    }));
+    if (!items.length) shelf.append(el("li", { class: "small" }, "暂无商品 · nothing on the shelf"));
+    if (!this.viewer.token) {
+      orders.append(el("li", { class: "small" }, "登录后查看 · sign in to see your orders"));
+      return;
+    }
+    try {
+      const r = await api("GET", "/api/orders?limit=20", { token: this.viewer.token });
+      for (const o of r.items || []) {
+        const title = el("span", {}, `#${o.product_id}`);
+        this.product(o.product_id).then((p) => { title.textContent = p.title; }).catch(() => {});
+        orders.append(el("li", { "data-order-id": o.id, "data-state": o.state },
+          el("span", { class: "t" }, title, el("br"), el("span", { class: "small" }, `${yuan(o.amount_fen)} · ${STATE_TEXT[o.state] || o.state}`)),
+          o.state === "pending_payment"
+            ? el("button", { type: "button", onclick: () => this.pay(o, null).catch((e) => toast(this.explain(e))) }, "去支付 · Pay")
+            : ""));
+      }
+      if (!orders.children.length) orders.append(el("li", { class: "small" }, "暂无订单 · no orders yet"));
+    } catch (e) {
+      orders.append(el("li", { class: "error" }, this.explain(e)));
+    }
   }
 
   // -- buying -----------------------------------------------------------------------------
@@ -331,6 +382,27 @@ export class Shop {
     };
   }
 
+  // The recipient for an order placed without one (paying it from "my orders").
+  askRecipient() {
+    return new Promise((resolve) => {
+      const box = el("div");
+      const error = el("p", { class: "error" });
+      const ok = el("button", { class: "primary", id: "recipient-confirm", type: "button" }, "确认 · Confirm");
+      openSheet(box, error, ok);
+      const close = document.getElementById("sheet-close");
+      const cancel = () => { close.removeEventListener("click", cancel); resolve(null); };
+      close.addEventListener("click", cancel);
+      this.recipientForm(box).then((form) => {
+        ok.addEventListener("click", () => {
+          const who = form.read();
+          if (!who) return (error.textContent = "请填写收货信息 · name, phone and address please");
+          close.removeEventListener("click", cancel);
+          resolve(who);
+        });
+      });
+    });
+  }
+
   async saveRecipient(who) {
     if (who.saved) return;
     const uid = this.viewer.user?.uid;
@@ -393,12 +465,12 @@ export class Shop {
     try {
       pay = await api("POST", `/api/orders/${order.id}/pay`, { token: this.viewer.token });
     } catch (e) {
-      if (e.code === "recipient_required" && who) {
-        await this.putRecipient(order, who);
-        pay = await api("POST", `/api/orders/${order.id}/pay`, { token: this.viewer.token });
-      } else {
-        throw e;
-      }
+      if (e.code !== "recipient_required") throw e;
+      who = who || (await this.askRecipient());
+      if (!who) throw e;
+      await this.putRecipient(order, who);
+      await this.saveRecipient(who);
+      pay = await api("POST", `/api/orders/${order.id}/pay`, { token: this.viewer.token });
     }
     const payment = pay.payment || {};
     const state = el("p", { id: "order-state", "data-state": order.state }, STATE_TEXT[order.state]);

@@ -31,7 +31,8 @@ after) relay and ingest. Config: :class:`WebRtcConfig` (``[webrtc]``: ``udp_port
   answered 405).
 - ``endpoint.link_headers()``: ``Link`` header values for ``ice_servers`` (WHIP/WHEP).
 - ``endpoint.sessions``: id -> session, live ones only; ``endpoint.stats``: sessions by
-  state, ``dropped`` (datagrams that reached no session), ``write_paused``.
+  state, ``dropped`` (datagrams that reached no session), ``send_drops`` (refused by a
+  full socket buffer), ``send_errors``, ``gso`` (UDP GSO in use), ``gso_sends``.
 
 A session (:class:`RtcSession`)
 -------------------------------
@@ -53,8 +54,12 @@ A session (:class:`RtcSession`)
   ``no-media`` (receiving session without RTP for ``no_media_timeout``),
   ``remote-closed`` (the peer sent a DTLS close_notify), ``shutdown`` (endpoint closing).
 - ``send_rtp(packet) -> bool`` / ``send_rtcp(packet) -> bool``: protect with SRTP and send
-  now; False = dropped (not connected yet, socket backed up, packet refused). Never
-  blocks, never queues. Resending the same packet (NACK) is allowed.
+  now, straight to the socket; False = dropped (not connected yet, the kernel's send
+  buffer full, packet refused). Never blocks, never queues. Resending the same packet
+  (NACK) is allowed.
+- ``send_rtp_batch(packets) -> int``: the same for several packets in order (one frame's
+  packets to one viewer): runs of equal-size packets leave in one UDP GSO syscall on Linux
+  (about 0.8 instead of 2.8 µs of CPU per packet on loopback); returns how many went out.
 - ``close(reason="closed")``: idempotent; sends a DTLS close_notify.
 - ``stats``: packets/bytes in/out, drops_out, srtp_errors, stun_requests,
   last_received_at / last_media_at (loop clock), remote_address, srtp_profile.

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -32,8 +33,10 @@ __all__ = ["RTC_ENDPOINT", "RtcEndpoint", "RtcOfferError", "setup"]
 
 _ICE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SWEEP_INTERVAL = 1.0
-WRITE_HIGH_WATER = 1024 * 1024
-"""Bytes the kernel may refuse before ``send_rtp`` starts dropping (asyncio's buffer)."""
+GSO_MAX_SEGMENTS = 64
+"""Datagrams per UDP GSO send (the kernel's limit is 64)."""
+GSO_MAX_BYTES = 65000
+_UDP_SEGMENT: int | None = getattr(socket, "UDP_SEGMENT", 103 if sys.platform == "linux" else None)
 
 
 class RtcOfferError(OfferError):
@@ -91,12 +94,6 @@ class _Protocol(asyncio.DatagramProtocol):
         # ICMP port unreachable from a gone peer etc.: the session's deadlines handle it.
         logger.debug("webrtc udp: %s", exc)
 
-    def pause_writing(self) -> None:
-        self.endpoint.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.endpoint.write_paused = False
-
 
 class RtcEndpoint:
     """One per process; see ``core.rtc`` for the interface."""
@@ -105,7 +102,6 @@ class RtcEndpoint:
         self.config = config
         self.host = config.host or default_host
         self.port = 0
-        self.write_paused = False
         self.candidates: tuple[tuple[str, int], ...] = ()
         self.sessions: dict[str, RtcSession] = {}
         self.dropped = 0
@@ -113,6 +109,13 @@ class RtcEndpoint:
         self._by_ufrag: dict[str, RtcSession] = {}
         self._by_addr: dict[Any, RtcSession] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self.gso = False
+        """UDP GSO (Linux UDP_SEGMENT) is used by :meth:`RtcSession.send_rtp_batch`."""
+        self.send_drops = 0
+        """Datagrams the kernel refused because the send buffer was full."""
+        self.send_errors = 0
+        self.gso_sends = 0
         self._contexts: DtlsContexts | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,7 +137,10 @@ class RtcEndpoint:
             "sessions": len(self.sessions),
             "states": states,
             "dropped": self.dropped,
-            "write_paused": self.write_paused,
+            "send_drops": self.send_drops,
+            "send_errors": self.send_errors,
+            "gso": self.gso,
+            "gso_sends": self.gso_sends,
         }
 
     @property
@@ -148,17 +154,26 @@ class RtcEndpoint:
         certificate = await asyncio.to_thread(DtlsCertificate.generate)
         self._contexts = DtlsContexts(certificate)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.host, self.config.udp_port), family=family
-        )
+        # Our own socket: asyncio's transport only receives; sends go straight to the
+        # socket (one syscall, no asyncio buffer: a full socket buffer drops the datagram).
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+                except OSError:
+                    pass
+            sock.bind((self.host, self.config.udp_port))
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _Protocol(self), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
         self._transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-        sock = transport.get_extra_info("socket")
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
-            except OSError:
-                pass
+        self.gso = _UDP_SEGMENT is not None
         self.port = sock.getsockname()[1]
         self.candidates = self._candidates()
         self._sweeper = asyncio.create_task(self._sweep(), name="webrtc-sweep")
@@ -187,8 +202,9 @@ class RtcEndpoint:
                 pass
             self._sweeper = None
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close()  # closes the socket too
             self._transport = None
+            self._sock = None
 
     def link_headers(self) -> list[str]:
         """``Link`` header values for the configured ICE servers (RFC 9725 4.6)."""
@@ -315,10 +331,81 @@ class RtcEndpoint:
             return
         session._binding_request(message, addr, self._loop.time())  # type: ignore[union-attr]
 
-    def _send(self, data: bytes, addr: Any) -> None:
-        transport = self._transport
-        if transport is not None and addr is not None:
-            transport.sendto(data, addr)
+    def _send(self, data: bytes, addr: Any) -> bool:
+        sock = self._sock
+        if sock is None or addr is None:
+            return False
+        try:
+            sock.sendto(data, addr)
+        except BlockingIOError:
+            self.send_drops += 1  # the kernel's send buffer is full: UDP may drop
+            return False
+        except OSError as exc:
+            self.send_errors += 1
+            logger.debug("webrtc udp send to %s: %s", addr, exc)
+            return False
+        return True
+
+    def _send_many(self, datagrams: list[bytes], addr: Any) -> int:
+        """Send datagrams to one address in order; runs of equal size (the last may be
+        shorter) go as one UDP GSO ``sendmsg`` (Linux UDP_SEGMENT) where the kernel can.
+        Returns how many were handed to the kernel."""
+        sent = 0
+        count = len(datagrams)
+        i = 0
+        while i < count:
+            size = len(datagrams[i])
+            j = i + 1
+            if self.gso:
+                total = size
+                while (
+                    j < count
+                    and j - i < GSO_MAX_SEGMENTS
+                    and total + len(datagrams[j]) <= GSO_MAX_BYTES
+                    and len(datagrams[j - 1]) == size
+                    and len(datagrams[j]) <= size
+                ):
+                    total += len(datagrams[j])
+                    j += 1
+            if j - i == 1:
+                if not self._send(datagrams[i], addr):
+                    return sent
+                sent += 1
+            else:
+                outcome = self._send_segments(datagrams[i:j], size, addr)
+                if outcome < 0:
+                    return sent
+                sent += outcome
+            i = j
+        return sent
+
+    def _send_segments(self, group: list[bytes], size: int, addr: Any) -> int:
+        sock = self._sock
+        option = _UDP_SEGMENT
+        if sock is None or addr is None or option is None:
+            return -1
+        try:
+            sock.sendmsg(
+                [b"".join(group)],
+                [(socket.SOL_UDP, option, size.to_bytes(2, "little"))],
+                0,
+                addr,
+            )
+        except BlockingIOError:
+            self.send_drops += len(group)
+            return -1
+        except OSError as exc:
+            # No GSO here after all (old kernel, a device without it): per datagram from now.
+            logger.info("webrtc: UDP GSO unavailable (%s); sending one datagram per call", exc)
+            self.gso = False
+            sent = 0
+            for data in group:
+                if not self._send(data, addr):
+                    return sent if sent else -1
+                sent += 1
+            return sent
+        self.gso_sends += 1
+        return len(group)
 
     def _route(self, addr: Any, session: RtcSession) -> None:
         previous = self._by_addr.get(addr)

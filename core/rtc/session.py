@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import pylibsrtp
@@ -167,7 +167,7 @@ class RtcSession:
         """Protect and send one RTP packet; False when dropped (not connected, socket
         backed up, or a packet libsrtp refuses). Never blocks."""
         tx = self._tx
-        if tx is None or self._remote_addr is None or self._endpoint.write_paused:
+        if tx is None or self._remote_addr is None:
             self.drops_out += 1
             return False
         try:
@@ -175,14 +175,37 @@ class RtcSession:
         except pylibsrtp.Error:
             self.drops_out += 1
             return False
-        self._endpoint._send(data, self._remote_addr)
+        if not self._endpoint._send(data, self._remote_addr):
+            self.drops_out += 1
+            return False
         self.packets_out += 1
         self.bytes_out += len(data)
         return True
 
+    def send_rtp_batch(self, packets: Sequence[bytes]) -> int:
+        """Protect and send several RTP packets in order (e.g. one frame's); returns how
+        many went out. Runs of equal-size packets leave in one UDP GSO syscall where the
+        kernel has it (a third of the cost per packet); a full socket drops the rest."""
+        tx = self._tx
+        addr = self._remote_addr
+        if tx is None or addr is None:
+            self.drops_out += len(packets)
+            return 0
+        protected: list[bytes] = []
+        for packet in packets:
+            try:
+                protected.append(tx.protect(packet))
+            except pylibsrtp.Error:
+                self.drops_out += 1
+        sent = self._endpoint._send_many(protected, addr)
+        self.drops_out += len(protected) - sent
+        self.packets_out += sent
+        self.bytes_out += sum(len(d) for d in protected[:sent])
+        return sent
+
     def send_rtcp(self, packet: bytes) -> bool:
         tx = self._tx
-        if tx is None or self._remote_addr is None or self._endpoint.write_paused:
+        if tx is None or self._remote_addr is None:
             self.drops_out += 1
             return False
         try:
@@ -190,7 +213,9 @@ class RtcSession:
         except pylibsrtp.Error:
             self.drops_out += 1
             return False
-        self._endpoint._send(data, self._remote_addr)
+        if not self._endpoint._send(data, self._remote_addr):
+            self.drops_out += 1
+            return False
         self.packets_out += 1
         self.bytes_out += len(data)
         return True

@@ -120,6 +120,16 @@ class Answer:
     audio: NegotiatedMedia | None
 
 
+_TOKEN_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`{|}~"
+)
+
+
+def _valid_mid(mid: str | None) -> bool:
+    """A mid we can echo and list in BUNDLE: a token (RFC 8866), at most 32 characters."""
+    return mid is not None and 0 < len(mid) <= 32 and set(mid) <= _TOKEN_CHARS
+
+
 def _priority(index: int) -> int:
     """Host candidate priority (RFC 8445 5.1.2.1): type 126, local preference by order."""
     return (126 << 24) | ((65535 - index) << 8) | 255
@@ -223,7 +233,7 @@ def answer_offer(
         kind = section.kind
         if kind not in ("audio", "video") or kind in kinds_done or section.port == 0:
             continue
-        if "SAVP" not in section.proto or section.mid is None:
+        if "SAVP" not in section.proto or not _valid_mid(section.mid):
             continue
         if (section.direction() or "sendrecv") not in wanted_remote:
             continue

@@ -40,6 +40,14 @@ class SdpError(ProtocolViolation):
     """The text is not an SDP this parser accepts."""
 
 
+def _number(text: str, digits: int = 10) -> int | None:
+    """A non-negative decimal of at most ``digits`` ASCII digits, else None (``isdigit``
+    alone accepts ``²``, and ``int`` accepts ``1_0``, spaces and non-ASCII digits)."""
+    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _split_attribute(value: str) -> tuple[str, str | None]:
     name, sep, rest = value.partition(":")
     return (name, rest) if sep else (name, None)
@@ -115,19 +123,20 @@ class MediaSection(_Lines):
         for value in self.attributes("rtpmap"):
             pt_text, _, desc = value.partition(" ")
             parts = desc.strip().split("/")
-            try:
-                pt = int(pt_text)
-                rate = int(parts[1]) if len(parts) > 1 else 0
-                channels = int(parts[2]) if len(parts) > 2 else None
-            except ValueError:
+            pt = _number(pt_text, 3)
+            rate = _number(parts[1]) if len(parts) > 1 else None
+            channels = _number(parts[2], 3) if len(parts) > 2 else None
+            if pt is None or pt > 127 or rate is None or not parts[0]:
                 continue
-            if parts[0]:
-                rtpmaps.setdefault(pt, (parts[0], rate, channels))
+            if len(parts) > 2 and channels is None:
+                continue
+            rtpmaps.setdefault(pt, (parts[0], rate, channels))
         fmtps: dict[int, str] = {}
         for value in self.attributes("fmtp"):
             pt_text, _, params = value.partition(" ")
-            if pt_text.isdigit():
-                fmtps.setdefault(int(pt_text), params.strip())
+            pt = _number(pt_text, 3)
+            if pt is not None:
+                fmtps.setdefault(pt, params.strip())
         feedback: dict[str, list[str]] = {}
         for value in self.attributes("rtcp-fb"):
             pt_text, _, fb = value.partition(" ")
@@ -135,9 +144,10 @@ class MediaSection(_Lines):
                 feedback.setdefault(pt_text, []).append(" ".join(fb.split()))
         out: list[RtpCodec] = []
         for fmt in self.formats:
-            if not fmt.isdigit() or int(fmt) not in rtpmaps:
+            number = _number(fmt, 3)
+            if number is None or number not in rtpmaps:
                 continue
-            pt = int(fmt)
+            pt = number
             name, rate, channels = rtpmaps[pt]
             fb_list = feedback.get(fmt, []) + feedback.get("*", [])
             out.append(RtpCodec(pt, name, rate, channels, fmtps.get(pt, ""), tuple(fb_list)))
@@ -150,13 +160,9 @@ class MediaSection(_Lines):
             tokens.extend(group.split()[1:])
         seen: list[int] = []
         for token in tokens:
-            if (
-                token.isdigit()
-                and len(token) <= 10
-                and int(token) < 2**32
-                and int(token) not in seen
-            ):
-                seen.append(int(token))
+            ssrc = _number(token)
+            if ssrc is not None and ssrc < 2**32 and ssrc not in seen:
+                seen.append(ssrc)
         return seen
 
     def extmaps(self) -> dict[str, int]:
@@ -166,8 +172,9 @@ class MediaSection(_Lines):
             head, _, rest = value.partition(" ")
             ident = head.split("/", 1)[0]
             uri = rest.split(" ", 1)[0].strip()
-            if ident.isdigit() and uri and 1 <= int(ident) <= 255:
-                out.setdefault(uri, int(ident))
+            number = _number(ident, 3)
+            if number is not None and uri and 1 <= number <= 255:
+                out.setdefault(uri, number)
         return out
 
 
@@ -259,9 +266,10 @@ def _parse_m_line(value: str) -> tuple[str, int, str, tuple[str, ...]]:
     if len(tokens) < 3 or any(t == "" for t in tokens):
         raise SdpError(f"bad m= line: {value[:60]!r}")
     kind, port_text, proto = tokens[0], tokens[1].split("/", 1)[0], tokens[2]
-    if not port_text.isdigit() or int(port_text) > 65535 or len(port_text) > 5:
+    port = _number(port_text, 5)
+    if port is None or port > 65535:
         raise SdpError(f"bad port in m= line: {value[:60]!r}")
-    return kind, int(port_text), proto, tuple(tokens[3:])
+    return kind, port, proto, tuple(tokens[3:])
 
 
 def build(

@@ -54,22 +54,34 @@ def h264_payloads(annexb: bytes, mtu: int = 1100) -> list[bytes]:
     return payloads
 
 
-def send_h264_and_opus(session: RtcSession, units: list[bytes], *, start_seq: int = 0) -> int:
-    """Packetize ``units`` (30 fps) and one Opus frame per 20 ms; returns video packets sent."""
+def send_h264_and_opus(
+    session: RtcSession, units: list[bytes], *, start_seq: int = 0, batch: bool = False
+) -> int:
+    """Packetize ``units`` (30 fps) and one Opus frame per 20 ms; returns video packets
+    sent. ``batch``: one ``send_rtp_batch`` per frame, as a WHEP fan-out sends."""
     video, audio = session.video, session.audio
     assert video is not None
     seq = start_seq
     for i, unit in enumerate(units):
         payloads = h264_payloads(unit)
+        frame: list[bytes] = []
         for j, payload in enumerate(payloads):
             marker = j == len(payloads) - 1
-            packet = rtp_packet(
-                video.payload_type, seq, i * 3000, video.local_ssrc, payload, marker
+            frame.append(
+                rtp_packet(video.payload_type, seq, i * 3000, video.local_ssrc, payload, marker)
             )
-            assert session.send_rtp(packet)
             seq += 1
+        if batch:
+            assert session.send_rtp_batch(frame) == len(frame)
+        else:
+            assert all(session.send_rtp(packet) for packet in frame)
     if audio is not None:
-        for i in range(len(units) * 3 // 2):
+        for i in range(audio_packets(units)):
             packet = rtp_packet(audio.payload_type, i, i * 960, audio.local_ssrc, OPUS_SILENCE)
             assert session.send_rtp(packet)
     return seq - start_seq
+
+
+def audio_packets(units: list[bytes]) -> int:
+    """Opus packets :func:`send_h264_and_opus` sends along ``units`` (20 ms each)."""
+    return len(units) * 3 // 2

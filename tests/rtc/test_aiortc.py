@@ -18,8 +18,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamT
 
 from core.rtc import NegotiatedMedia, RtcEndpoint, RtcSession
 from tests.mediautil import wait_for
-from tests.rtc.media import h264_access_units, h264_payloads
-from tests.rtc.peer import rtp_packet
+from tests.rtc.media import audio_packets, h264_access_units, send_h264_and_opus
 
 
 async def _answer(
@@ -71,7 +70,10 @@ class _Inbox:
         self.tracks: list[MediaStreamTrack] = []
 
 
-async def test_we_send_h264_and_opus_that_aiortc_decodes(endpoint: RtcEndpoint) -> None:
+@pytest.mark.parametrize("batch", [False, True])
+async def test_we_send_h264_and_opus_that_aiortc_decodes(
+    endpoint: RtcEndpoint, batch: bool
+) -> None:
     pc = RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
@@ -84,24 +86,7 @@ async def test_we_send_h264_and_opus_that_aiortc_decodes(endpoint: RtcEndpoint) 
         video, audio = session.video, session.audio
         assert video is not None and audio is not None
         units = h264_access_units(20)
-        seq = 0
-        for i, unit in enumerate(units):
-            payloads = h264_payloads(unit)
-            for j, payload in enumerate(payloads):
-                packet = rtp_packet(
-                    video.payload_type,
-                    seq,
-                    i * 3000,
-                    video.local_ssrc,
-                    payload,
-                    marker=j == len(payloads) - 1,
-                )
-                assert session.send_rtp(packet)
-                seq += 1
-        opus_silence = b"\xf8\xff\xfe"
-        for i in range(25):
-            packet = rtp_packet(audio.payload_type, i, i * 960, audio.local_ssrc, opus_silence)
-            assert session.send_rtp(packet)
+        seq = send_h264_and_opus(session, units, batch=batch)
         await wait_for(lambda: len(inbox.tracks) == 2)
         by_kind = {t.kind: t for t in inbox.tracks}
         frame = await asyncio.wait_for(by_kind["video"].recv(), 10)
@@ -114,7 +99,7 @@ async def test_we_send_h264_and_opus_that_aiortc_decodes(endpoint: RtcEndpoint) 
         async def received() -> bool:  # aiortc's public stats count every packet we sent
             stats = await pc.getStats()
             inbound = {s.kind: s.packetsReceived for s in stats.values() if s.type == "inbound-rtp"}
-            return inbound == {"video": seq, "audio": 25}
+            return inbound == {"video": seq, "audio": audio_packets(units)}
 
         await wait_for(received)
     finally:

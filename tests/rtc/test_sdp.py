@@ -265,3 +265,25 @@ def test_the_profile_we_will_send_is_preferred() -> None:
     assert video is not None and "profile-level-id=4d001f" in video.fmtp
     video = answer(CHROMIUM_PLAY, "sendonly").video
     assert video is not None and "profile-level-id=42e01f" in video.fmtp
+
+
+def test_numbers_are_ascii_and_bounded() -> None:
+    lines = CHROMIUM_PLAY.replace("a=rtpmap:109 H264/90000", "a=rtpmap:1_09 H264/90000")
+    video = answer(lines, "sendonly").video
+    assert video is not None and video.payload_type != 109  # that rtpmap is not a number
+    weird = CHROMIUM_PLAY.replace("m=video 9 ", "m=video 9" + "9" * 5000 + " ")
+    with pytest.raises(OfferError):
+        answer(weird, "sendonly")
+    superscript = CHROMIUM_PLAY.replace("a=rtpmap:109 H264/90000", "a=rtpmap:10² H264/90000")
+    assert answer(superscript, "sendonly").video is not None
+    big_pt = "\r\na=rtpmap:300 H264/90000\r\n"
+    section = sdp.parse(CHROMIUM_PLAY.replace("\r\na=rtcp-mux\r\n", big_pt, 1)).media[0]
+    assert all(c.payload_type <= 127 for c in section.codecs())
+
+
+def test_a_mid_that_is_not_a_token_is_not_answered() -> None:
+    offer = CHROMIUM_PLAY.replace("a=mid:0\r\n", "a=mid:zero one\r\n").replace(
+        "a=group:BUNDLE 0 1", "a=group:BUNDLE 1"
+    )
+    result = answer(offer, "sendonly")
+    assert result.video is None and result.audio is not None

@@ -330,3 +330,22 @@ async def test_lost_dtls_flights_are_resent(endpoint: RtcEndpoint, setup: str) -
     assert await session.wait_connected(15)
     assert peer.dropped_dtls == 2
     peer.vanish()
+
+
+async def test_batches_arrive_whole_and_in_order(endpoint: RtcEndpoint) -> None:
+    """send_rtp_batch: runs of equal-size packets go as UDP GSO sends; the peer still gets
+    one datagram per packet, each decrypting to what was sent, in order."""
+    peer, session = await _connected_pair(endpoint, direction="sendonly")
+    ssrc = _video(session).local_ssrc
+    pt = _video(session).payload_type
+    sizes = [1100] * 9 + [300] + [1100] * 3 + [40, 1100] + [1000] * 70  # runs, a cut, >64
+    packets = [rtp_packet(pt, i, 0, ssrc, bytes([i % 256]) * n) for i, n in enumerate(sizes)]
+    assert session.send_rtp_batch(packets) == len(packets)
+    await wait_for(lambda: len(peer.received_rtp) == len(packets))
+    assert peer.received_rtp == packets
+    assert endpoint.gso and endpoint.stats["gso_sends"] >= 4  # Linux: UDP_SEGMENT is used
+    assert session.stats["packets_out"] == len(packets)
+    assert session.send_rtp_batch([]) == 0
+    peer.vanish()
+    session.close()
+    assert session.send_rtp_batch(packets[:3]) == 0

@@ -87,6 +87,13 @@ async def test_console_ended_broadcast_shows_its_replay(
             await page.wait_for_function(
                 "() => document.querySelector('#replay-video').readyState >= 2"
             )
+            # the same replay through its HLS playlist (hls.js in Chromium)
+            await page.click("#play-hls")
+            await expect(page.locator("#replay-status")).to_contain_text("Playing HLS")
+            await page.wait_for_function(
+                "() => { const v = document.querySelector('#replay-video');"
+                " return v.readyState >= 2 && !v.currentSrc.endsWith('.mp4'); }"
+            )
             await expect(page.locator("#main")).to_contain_text("Product clips")
             await expect(page.locator("#main table").last).to_contain_text("Pu-erh cake")
             await page.screenshot(path=str(shots / "2-player.png"), full_page=True)

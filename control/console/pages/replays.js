@@ -1,5 +1,6 @@
 // Replays: every recorded broadcast with its state, length and size; one replay's player
-// page (MP4 natively, else HLS through hls.js) with its product clips, each a jump point.
+// page (MP4 natively, or the HLS playlist through hls.js) with its product clips, each a
+// jump point.
 import { h, badge, fmtBytes, fmtDuration, fmtTime, table } from "../lib/dom.js";
 import { api, isOperator } from "../lib/api.js";
 import { onLeave } from "../lib/view.js";
@@ -15,15 +16,19 @@ export async function replaysView(main) {
     table(["Recorded", "Broadcast", "State", "Length", "Size", "Clips", ""], rows, "No replays yet.", { id: "replays" })));
 }
 
-async function attach(video, r) {
-  if (r.mp4) { video.src = r.mp4; return "MP4"; }
+let hlsPlayer = null;
+
+/** Play the replay's MP4, or its HLS playlist (natively, else through hls.js). */
+async function attach(video, r, kind) {
+  hlsPlayer?.destroy(); hlsPlayer = null;
+  video.removeAttribute("src");
+  if (kind === "mp4") { video.src = r.mp4; return "MP4"; }
   if (video.canPlayType("application/vnd.apple.mpegurl")) { video.src = r.hls; return "HLS (native)"; }
-  const Hls = (await import("/console/node_modules/hls.js/dist/hls.mjs")).default;
+  const Hls = (await import("/console/node_modules/hls.js/dist/hls.min.mjs")).default;
   if (!Hls.isSupported()) throw new Error("this browser cannot play HLS");
-  const hls = new Hls();
-  hls.loadSource(r.hls);
-  hls.attachMedia(video);
-  onLeave(() => hls.destroy());
+  hlsPlayer = new Hls();
+  hlsPlayer.loadSource(r.hls);
+  hlsPlayer.attachMedia(video);
   return "HLS (hls.js)";
 }
 
@@ -32,12 +37,17 @@ export async function replayView(main, id) {
   const products = await productMap();
   const video = h("video", { id: "replay-video", controls: true, playsinline: true, poster: r.cover || undefined });
   const status = h("p", { class: "muted", id: "replay-status" });
+  const play = async (kind) => {
+    try { status.textContent = `Playing ${await attach(video, r, kind)}`; } catch (e) { status.textContent = e.message; }
+  };
   main.replaceChildren(h("section", { class: "card" },
     h("div", { class: "row-actions" }, h("h2", { class: "grow" }, `Replay ${r.id}`), badge(r.state)),
     h("p", { class: "muted" }, r.broadcast_id ? h("a", { href: `#/b/${r.broadcast_id}` }, `Broadcast #${r.broadcast_id}`) : `${r.app}/${r.stream}`,
       ` · recorded ${fmtTime(r.created)} → ${fmtTime(r.ended)} · ${fmtDuration(r.duration)} · ${fmtBytes(r.size)} · ${r.parts} part(s)`),
     video, status,
     h("div", { class: "row-actions" },
+      r.mp4 && r.hls ? h("button", { type: "button", class: "secondary", id: "play-mp4", onclick: () => play("mp4") }, "Play MP4") : null,
+      r.mp4 && r.hls ? h("button", { type: "button", class: "secondary", id: "play-hls", onclick: () => play("hls") }, "Play HLS") : null,
       r.mp4 ? h("a", { class: "button secondary", href: r.mp4, download: "" }, "Download MP4") : null,
       r.hls ? h("a", { class: "button secondary", href: r.hls, target: "_blank", rel: "noopener" }, "HLS playlist") : null,
       isOperator() && r.state !== "recording" ? h("button", { type: "button", class: "danger", onclick: async () => {
@@ -49,6 +59,7 @@ export async function replayView(main, id) {
       h("td", {}, productLabel(products, c.product_id)),
       h("td", {}, h("button", { type: "button", class: "secondary", onclick: () => { video.currentTime = c.start; video.play(); } }, fmtDuration(c.start))),
       h("td", {}, fmtDuration(c.duration)), h("td", {}, h("a", { href: c.url, target: "_blank", rel: "noopener" }, "MP4")))), "No product clips.")));
+  onLeave(() => { hlsPlayer?.destroy(); hlsPlayer = null; });
   if (!r.hls && !r.mp4) { status.textContent = r.error || "Not playable yet."; return; }
-  try { status.textContent = `Playing ${await attach(video, r)}`; } catch (e) { status.textContent = e.message; }
+  await play(r.mp4 ? "mp4" : "hls");
 }

@@ -141,6 +141,7 @@ async function main() {
         player.stop();
         away(false);
         shop.hideCard();
+        document.getElementById("lottery").hidden = true;
         await replay?.show();
         return true;
       }

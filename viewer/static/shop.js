@@ -113,6 +113,7 @@ export class Shop {
     document.getElementById("card-title").textContent = product.title;
     const img = document.getElementById("card-image");
     img.src = (product.images || [])[0] || "";
+    img.hidden = !img.src || img.getAttribute("src") === "";
     document.getElementById("card-price").textContent = sku ? yuan(sku.price_fen) : "";
     document.getElementById("card-list-price").textContent = "";
     const box = document.getElementById("card");
@@ -208,7 +209,7 @@ export class Shop {
       const from = prices.length ? Math.min(...prices) : null;
       const inStock = (p.skus || []).some((s) => s.stock > 0);
       return el("li", { "data-product-id": p.id },
-        el("img", { src: (p.images || [])[0] || "", alt: "" }),
+        (p.images || [])[0] ? el("img", { src: p.images[0], alt: "" }) : el("span", { class: "noimg" }, "🛍"),
         el("span", { class: "t" }, `${i + 1}. ${p.title}`, el("br"), el("span", { class: "price" }, from === null ? "" : yuan(from))),
         el("button", { type: "button", disabled: !inStock, onclick: () => this.buyProduct(p.id) }, inStock ? "购买 · Buy" : "无货 · Sold out"));
     }));

@@ -3,7 +3,9 @@
 * :class:`BroadcastEvent`: the ``broadcast.*`` family (created, updated, deleted, every
   state change, key rotated/revoked), one payload shape with the parts that apply;
 * :class:`BroadcastReminder`: ``broadcast.reminder``, the go-live reminder to subscribers
-  (its own shape; a ``broadcast.*`` family subscriber does not get it).
+  (its own shape; a ``broadcast.*`` family subscriber does not get it);
+* :class:`StaffRevoked`: ``account.revoked``, every token a staff account held before now
+  is void (its danmaku hub tokens too).
 
 ``stream.kick`` (cut a publisher), which control sends, is declared by ingest
 (:class:`ingest.events.StreamKick`), the package that obeys it.
@@ -21,7 +23,7 @@ from typing import Any
 
 from core.events import BusEvent
 
-__all__ = ["BroadcastEvent", "BroadcastReminder"]
+__all__ = ["BroadcastEvent", "BroadcastReminder", "StaffRevoked"]
 
 _OPTIONAL = ("previous", "trigger", "reason", "actor", "changed")
 
@@ -82,3 +84,15 @@ class BroadcastReminder(BusEvent, topic="broadcast.reminder"):
     title: str
     subscribers: tuple[str, ...]
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StaffRevoked(BusEvent, topic="account.revoked"):
+    """A staff account's password changed, or it was disabled, demoted or deleted: every
+    token it held before ``at`` is void. Its API tokens are revoked in the database; the
+    danmaku hub refuses its hub tokens (``uid`` ``staff:<user_id>``) issued before ``at``
+    and disconnects its sockets."""
+
+    user_id: int
+    at: float
+    reason: str

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -16,9 +17,11 @@ from control import validate
 from control.accounts import AccountError, Role, TokenInfo, User
 from control.auth import PUBLIC, principal_of
 from control.context import OPS_ROLES, accounts_of, client_ip, control_of, page, paging
+from control.events import StaffRevoked
 from control.validate import invalid, iso, path_id
 from core.http import ApiError, read_json
 from core.routes import CALLERS_OWN, PAGING, Op, OpDoc, query_param
+from core.runtime import RUNTIME
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +169,25 @@ async def update_user(request: web.Request) -> web.Response:
     except AccountError as exc:
         raise _account_error(exc) from None
     assert updated is not None
+    why = [
+        w
+        for w, changed in (
+            ("password changed", password is not None),
+            ("disabled", bool(disabled)),
+            ("role changed", role is not None and role is not user.role),
+        )
+        if changed
+    ]
+    if why:
+        await _revoked(request, user.id, ", ".join(why))
     return web.json_response(user_json(updated))
+
+
+async def _revoked(request: web.Request, user_id: int, reason: str) -> None:
+    """Tell the other packages (the danmaku hub) that the account's tokens are void."""
+    await request.app[RUNTIME].bus.emit(
+        StaffRevoked(user_id=user_id, at=time.time(), reason=reason)
+    )
 
 
 async def delete_user(request: web.Request) -> web.Response:
@@ -179,6 +200,7 @@ async def delete_user(request: web.Request) -> web.Response:
         raise ApiError(
             409, "conflict", "the user anchors broadcasts; disable the account instead"
         ) from None
+    await _revoked(request, user.id, "deleted")
     return web.Response(status=204)
 
 

@@ -65,6 +65,9 @@ class Viewer:
     created: float | None = None
     """When the holder's account was created (Unix seconds), if the issuer said so
     (claim ``ca``): the shop's flash sales may refuse accounts younger than N minutes."""
+    issued: float | None = None
+    """When the token was issued (claim ``iat``; tokens from before it existed have none):
+    a staff account's hub tokens issued before its revocation are refused."""
 
     def role_in(self, room: str) -> Role:
         """The effective role in ``room`` (a room-bound anchor/moderator is a viewer elsewhere)."""
@@ -108,8 +111,15 @@ def issue_token(
         raise ValueError(f"user_id must be 1..{MAX_UID_CHARS} characters")
     if len(nick) > MAX_NICK_CHARS:
         raise ValueError(f"nick must be at most {MAX_NICK_CHARS} characters")
-    exp = int((time.time() if now is None else now) + ttl)
-    claims: dict[str, object] = {"uid": user_id, "nick": nick, "role": role.value, "exp": exp}
+    issued = round(time.time() if now is None else now, 3)  # ms: a revocation is exact
+    exp = int(issued + ttl)
+    claims: dict[str, object] = {
+        "uid": user_id,
+        "nick": nick,
+        "role": role.value,
+        "exp": exp,
+        "iat": issued,
+    }
     if room is not None:
         claims["room"] = room
     if created is not None:
@@ -154,6 +164,9 @@ def verify_token(secret: str, token: object, *, now: float | None = None) -> Vie
     created = claims.get("ca")
     if created is not None and (not isinstance(created, int) or isinstance(created, bool)):
         raise TokenError("bad_token", "token ca (account created) must be Unix seconds")
+    issued = claims.get("iat")
+    if issued is not None and (not isinstance(issued, int | float) or isinstance(issued, bool)):
+        raise TokenError("bad_token", "token iat must be Unix seconds")
     try:
         role_v = Role(str(role))
     except ValueError:
@@ -169,4 +182,5 @@ def verify_token(secret: str, token: object, *, now: float | None = None) -> Vie
         expires=float(exp),
         room=room,
         created=None if created is None else float(created),
+        issued=None if issued is None else float(issued),
     )

@@ -12,7 +12,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from control.events import BroadcastEvent
+from control.events import BroadcastEvent, StaffRevoked
 from core.bus import Event, EventBus
 from core.runtime import RUNTIME
 from danmaku.config import DanmakuConfig
@@ -24,6 +24,7 @@ from danmaku.lottery import LotteryService
 from danmaku.moderation import Actor, Moderation, audit
 from danmaku.namespace import LiveNamespace
 from danmaku.payloads import PayloadError, parse_room
+from danmaku.revocations import STAFF_PREFIX, Revocations
 from danmaku.session import Sessions
 from danmaku.websocket import PING_INTERVAL_S, PING_TIMEOUT_S, LiveEndpoint
 from danmaku.wordfilter import WordFilter
@@ -41,7 +42,11 @@ __all__ = [
     "notice_from_event",
 ]
 
-PRIVATE_KEYS = frozenset({"client_ip", "ip", "node", "secret", "token", "url", "push_url"})
+PRIVATE_KEYS = frozenset(
+    {"client_ip", "ip", "node", "secret", "token", "url", "push_url"}
+    # staff who acted: their login names are nobody's business in the room
+    | {"actor", "closed_by", "created_by", "updated_by", "changed_by", "operator", "by"}
+)
 TOPIC_TYPES = {"stream.published": "live_start", "stream.unpublished": "live_end"}
 
 
@@ -92,8 +97,14 @@ class DanmakuService:
         self.moderation = Moderation(self.hub, bus)
         self.lottery = LotteryService(self.hub, bus)
         self.known_rooms = KnownRooms(redis, self.hub.keys, config.room_ttl_s)
+        self.revocations = Revocations(redis, self.hub.keys)
         self.sessions = Sessions(
-            self.hub, self.moderation, self.lottery, secret, self._may_open(config)
+            self.hub,
+            self.moderation,
+            self.lottery,
+            secret,
+            self._may_open(config),
+            self.revocations,
         )
         self.namespace = LiveNamespace(config.namespace, self.sessions, config.client_backlog_max)
         self._unsubscribe: list[Callable[[], None]] = []
@@ -110,6 +121,7 @@ class DanmakuService:
         self._unsubscribe.append(self.bus.on(BroadcastEvent, self._on_broadcast))
         self._unsubscribe.append(self.bus.on(BroadcastEvent, self._room_of_broadcast))
         self._unsubscribe.append(self.bus.on(StreamPublished, self._room_of_stream))
+        self._unsubscribe.append(self.bus.on(StaffRevoked, self._staff_revoked))
 
     async def stop(self) -> None:
         for unsub in self._unsubscribe:
@@ -153,6 +165,17 @@ class DanmakuService:
             return room in self.hub.rooms or await self.known_rooms.exists(room)
 
         return may_open
+
+    async def _staff_revoked(self, event: StaffRevoked) -> None:
+        """Refuse the account's hub tokens from now on, everywhere, and cut its sockets."""
+        try:
+            await self.revocations.revoke(event.user_id, event.at)
+        except Exception as exc:
+            logger.error("danmaku: revocation of staff %s not stored: %s", event.user_id, exc)
+        uid = f"{STAFF_PREFIX}{event.user_id}"
+        for member in list(self.hub.members.values()):
+            if member.viewer is not None and member.viewer.user_id == uid:
+                await Delivery.disconnect(member)
 
     async def _room_of_broadcast(self, event: BroadcastEvent) -> None:
         """A broadcast's room exists from its creation until it is deleted, banned or

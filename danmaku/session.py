@@ -21,6 +21,7 @@ from danmaku.hub import Hub
 from danmaku.lottery import LotteryService
 from danmaku.moderation import Actor, Moderation, ServiceUnavailable
 from danmaku.payloads import PayloadError, parse_join, parse_lottery_enter, parse_moderate
+from danmaku.revocations import Revocations
 from danmaku.rooms import Connection, Member
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ class Sessions:
         lottery: LotteryService,
         secret: str,
         may_open: Callable[[str], Awaitable[bool]] | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
         self.hub = hub
+        self._revocations = revocations
         self._may_open = may_open
         """Asked before a socket without a token joins a room (None: any room)."""
         self.moderation = moderation
@@ -81,6 +84,15 @@ class Sessions:
                 hub.stats.refused += 1
                 raise Refused(str(exc), exc.code) from None
             role = viewer.role_in(room_name)
+            if self._revocations is not None and viewer.role.privileged:
+                try:
+                    revoked = await self._revocations.refused(viewer)
+                except Exception as exc:  # a staff token that cannot be checked is not used
+                    hub.stats.refused += 1
+                    raise Refused("staff tokens cannot be checked now", "unavailable") from exc
+                if revoked:
+                    hub.stats.refused += 1
+                    raise Refused("this staff token was revoked", "token_revoked")
         elif self._may_open is not None:
             try:
                 known = await self._may_open(room_name)

@@ -25,6 +25,7 @@ import os
 import re
 import resource
 import secrets
+import socket
 import struct
 import sys
 import time
@@ -69,6 +70,7 @@ a=rtcp-mux
 a=rtpmap:111 opus/48000/2
 a=fmtp:111 minptime=10;useinbandfec=1
 """
+RCVBUF = 4 * 1024 * 1024
 VIDEO_PT = 102
 AUDIO_PT = 111
 CONSENT_EVERY = 4.0
@@ -101,6 +103,10 @@ class WhepViewer(asyncio.DatagramProtocol):
         self.octets = {VIDEO_PT: 0, AUDIO_PT: 0}
         self.errors = 0
         self.location = ""
+        self.highest: dict[int, int] = {}
+        """Per SSRC, the highest extended sequence number seen (for the loss count)."""
+        self.received_by_ssrc: dict[int, int] = {}
+        self.first_seq: dict[int, int] = {}
 
     # ------------------------------------------------------------------ signalling
 
@@ -150,6 +156,9 @@ class WhepViewer(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # room for a scheduling hiccup of the load generator
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not data:
@@ -166,6 +175,7 @@ class WhepViewer(asyncio.DatagramProtocol):
                     return  # SRTCP (sender reports)
                 plain = self.srtp.unprotect(data)
                 pt = plain[1] & 0x7F
+                self._seq(plain)
                 if pt in self.packets:
                     self.packets[pt] += 1
                     self.octets[pt] += len(plain)
@@ -173,6 +183,24 @@ class WhepViewer(asyncio.DatagramProtocol):
                         self.first_video = time.monotonic()
         except (DtlsError, pylibsrtp.Error):
             self.errors += 1
+
+    def _seq(self, plain: bytes) -> None:
+        ssrc = int.from_bytes(plain[8:12], "big")
+        seq = int.from_bytes(plain[2:4], "big")
+        high = self.highest.get(ssrc)
+        if high is None:
+            self.first_seq[ssrc] = seq
+            self.highest[ssrc] = seq
+        else:
+            d = (seq - high) & 0xFFFF
+            if 0 < d < 0x8000:
+                self.highest[ssrc] = high + d
+        self.received_by_ssrc[ssrc] = self.received_by_ssrc.get(ssrc, 0) + 1
+
+    def lost(self) -> tuple[int, int]:
+        """(expected, received) over every SSRC so far."""
+        expected = sum(self.highest[s] - self.first_seq[s] + 1 for s in self.highest)
+        return expected, sum(self.received_by_ssrc.values())
 
     def _send(self, datagrams: list[bytes]) -> None:
         if self.transport is not None:
@@ -249,6 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         await asyncio.sleep(args.warmup)
         before = [(dict(v.packets), dict(v.octets)) for v in viewers]
+        lost0 = [v.lost() for v in viewers]
         own0 = time.process_time()
         emit("measure_start")
         start = time.monotonic()
@@ -257,6 +286,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         emit("measure_end")
         own = time.process_time() - own0
         after = [(dict(v.packets), dict(v.octets)) for v in viewers]
+        lost1 = [v.lost() for v in viewers]
+        expected = sum(b[0] - a[0] for a, b in zip(lost0, lost1, strict=True))
+        received = sum(b[1] - a[1] for a, b in zip(lost0, lost1, strict=True))
         video_bps = [
             8 * (a[1][VIDEO_PT] - b[1][VIDEO_PT]) / elapsed
             for a, b in zip(after, before, strict=True)
@@ -290,6 +322,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_video_ms_p50": round(percentile(first_ms, 50) or 0, 1),
         "first_video_ms_p99": round(percentile(first_ms, 99) or 0, 1),
         "srtp_errors": sum(v.errors for v in viewers),
+        "loss_pct": round(100 * (1 - received / expected), 2) if expected else None,
         "loadgen_cpu_pct": round(100 * own / elapsed, 1),
     }
 
@@ -310,7 +343,12 @@ def main(argv: list[str] | None = None) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     del soft
     os.environ.setdefault("PYTHONASYNCIODEBUG", "0")
-    emit("result", **asyncio.run(run(args)))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        emit("result", **asyncio.run(run(args)))
+    else:
+        emit("result", **uvloop.run(run(args)))
 
 
 if __name__ == "__main__":

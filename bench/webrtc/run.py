@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -141,13 +142,17 @@ async def whep_figures(http_port: int, token: str) -> dict[str, Any]:
             for k in keys:
                 sums[k] += v.get(k) or 0
     sums["sessions"] = body.get("sessions", 0)
+    streams = body.get("streams") or [{}]
+    sums["opus"] = streams[0].get("opus")
+    sums["video_frames"] = streams[0].get("video_frames")
     return sums
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     src = source()
     workdir = RESULTS / "webrtc-work"
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh server: data dir, accounts, logs
+    workdir.mkdir(parents=True)
     server = Berrylive(workdir)
     udp = free_udp_port()
     server.env.update(

@@ -1,8 +1,9 @@
-"""The console's back-office pages in Chromium: the catalog (a SKU added, a price changed),
-a broadcast's shelf (reordered, a product taken off), coupons (granted and listed),
-accounts and API tokens (created, shown once, revoked), webhooks (a real receiver gets the
-ping, the delivery log shows it), the live overview, replays and payment notifications
-when nothing happened; then the anchor's console: their show, no operator page.
+"""The console's back-office pages in Chromium: the catalog (a SKU added, a price changed,
+a product renamed), a broadcast's shelf (reordered, a product taken off), coupons (granted
+and listed), accounts and API tokens (created, shown once, revoked), webhooks (a real
+receiver gets the ping, the delivery log shows it), the live overview, replays and payment
+notifications when nothing happened; then the anchor's console: their show, no operator
+page.
 Screenshots under ``tests/artifacts/console/admin/``."""
 
 from __future__ import annotations
@@ -83,6 +84,15 @@ async def test_console_back_office(
                 await expect(page.locator("#catalog-status")).to_contain_text("saved")
                 _, p = await api.call("GET", f"/api/products/{ids[0]}")
                 assert [s["price_fen"] for s in p["skus"]] == [2100, 4550], p
+                cups = page.locator(f'#products article[data-product="{ids[1]}"]')
+                await cups.locator("summary", has_text="Edit product").click()
+                await cups.locator("input[name=title]").fill("Celadon tea cups")
+                await cups.locator("button", has_text="Save product").click()
+                await expect(page.locator("#catalog-status")).to_contain_text(
+                    f"Product #{ids[1]} saved"
+                )
+                _, p = await api.call("GET", f"/api/products/{ids[1]}")
+                assert p["title"] == "Celadon tea cups", p
                 await page.screenshot(path=str(shots / "1-catalog.png"), full_page=True)
 
                 # shelf: the cups first, the tea off shelf
@@ -164,7 +174,7 @@ async def test_console_back_office(
                     await expect(page.locator(f"a[data-nav={nav}]")).to_be_hidden()
                 await expect(page.locator("a[data-nav=orders]")).to_be_visible()
                 await page.locator("#schedule-body tr", has_text="Tea morning").click()
-                await expect(page.locator("#card-picker")).to_contain_text("Tea cups")
+                await expect(page.locator("#card-picker")).to_contain_text("Celadon tea cups")
                 await expect(page.locator("#qr img")).to_be_visible()
                 for gone in ("#lottery-card", "#edit-broadcast", "#announce-form"):
                     await expect(page.locator(gone)).to_have_count(0)

@@ -1,5 +1,5 @@
 // Catalog: products (title, description, image URLs) and their SKUs (colour/size and other
-// attributes, price, stock): create, add a SKU, change price and stock.
+// attributes, price, stock): create, edit, add a SKU, change price and stock.
 import { h, fmtFen, specsText, statusLine, table, yuanToFen } from "../lib/dom.js";
 import { api, isOperator } from "../lib/api.js";
 import { productMap } from "../lib/names.js";
@@ -70,12 +70,25 @@ export async function catalogView(main) {
       try { const s = await api("POST", `/api/products/${p.id}/skus`, skuBody(new FormData(ev.target))); status.ok(`SKU #${s.id} added to “${p.title}”`); await refresh(); }
       catch (e) { status.fail(e); }
     } }, skuFields(), h("button", { type: "submit" }, "Add SKU"));
+    const edit = canEdit ? h("details", { class: "edit-product" }, h("summary", {}, "Edit product"),
+      h("form", { onsubmit: async (ev) => {
+        ev.preventDefault();
+        const f = new FormData(ev.target);
+        const body = { title: f.get("title"), description: f.get("description") || "", images: String(f.get("images") || "").split(/\s+/).filter(Boolean) };
+        try { await api("PATCH", `/api/products/${p.id}`, body); status.ok(`Product #${p.id} saved`); await refresh(); }
+        catch (e) { status.fail(e); }
+      } },
+        h("div", { class: "grid" },
+          h("label", {}, "Title", h("input", { name: "title", required: true, maxlength: 200, value: p.title })),
+          h("label", {}, "Image URLs (space separated)", h("input", { name: "images", maxlength: 4000, value: (p.images || []).join(" ") }))),
+        h("label", {}, "Description", h("textarea", { name: "description", rows: 2, maxlength: 5000 }, p.description || "")),
+        h("button", { type: "submit" }, "Save product"))) : "";
     return h("article", { class: "product", dataset: { product: p.id } },
       h("div", { class: "head" },
         h("div", { class: "images" }, ...(p.images || []).slice(0, 4).map((src) => h("img", { src, alt: "", class: "thumb" }))),
         h("div", { class: "grow" }, h("h4", {}, `${p.title} `, h("span", { class: "muted" }, `#${p.id}`)), h("p", { class: "muted" }, p.description || ""))),
       table(["SKU", "Code", "Attributes", "Price ¥", "Stock", ""], (p.skus || []).map(skuRow)),
-      canEdit ? h("button", { type: "button", class: "secondary", onclick: () => { addSku.hidden = !addSku.hidden; } }, "+ SKU") : null, addSku);
+      canEdit ? h("button", { type: "button", class: "secondary", onclick: () => { addSku.hidden = !addSku.hidden; } }, "+ SKU") : null, addSku, edit);
   };
   const refresh = async () => {
     const products = [...(await productMap(true)).values()];

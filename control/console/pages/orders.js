@@ -13,6 +13,8 @@ export async function ordersView(main) {
   const products = await productMap();
   const body = h("tbody", { id: "orders-body" });
   const more = h("button", { type: "button", class: "secondary", id: "orders-more", hidden: true }, "More");
+  const exportBtn = h("button", { type: "button", class: "secondary", id: "orders-export" }, "Export CSV (shown orders)");
+  const loaded = [];
   const status = statusLine("orders-status");
   const form = h("form", { id: "orders-filter", class: "grid small", onsubmit: (ev) => {
     ev.preventDefault();
@@ -29,7 +31,8 @@ export async function ordersView(main) {
     h("div", {}, h("button", { type: "submit" }, "Search")));
   main.replaceChildren(h("section", { class: "card" },
     h("div", { class: "row-actions" }, h("h2", { class: "grow" }, "Orders"), isOperator() ? h("a", { href: "#/payments" }, "Payment notifications") : ""), form, status,
-    h("table", {}, h("thead", {}, h("tr", {}, ...["Placed", "Order", "State", "Product", "Qty", "Amount", "Buyer", "Broadcast", "Kind"].map((x) => h("th", {}, x)))), body), more));
+    h("table", {}, h("thead", {}, h("tr", {}, ...["Placed", "Order", "State", "Product", "Qty", "Amount", "Buyer", "Broadcast", "Kind"].map((x) => h("th", {}, x)))), body),
+    h("div", { class: "row-actions" }, more, exportBtn)));
   const fromMs = q.get("from") ? Date.parse(localToIso(q.get("from"))) : null;
   let cursor = null;
   let shown = 0;
@@ -46,6 +49,7 @@ export async function ordersView(main) {
       if (kept.length < items.length) done = true; // newest first: the rest are older still
       items = kept;
     }
+    loaded.push(...items);
     for (const o of items) {
       body.append(h("tr", { class: "row", dataset: { order: o.id }, onclick: () => { location.hash = `#/orders/${o.id}`; } },
         h("td", {}, fmtTime(o.created_at)), h("td", { class: "mono" }, o.id.slice(-10)), h("td", {}, badge(o.state)),
@@ -60,7 +64,22 @@ export async function ordersView(main) {
     if (!shown) body.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No order matches.")));
   };
   more.addEventListener("click", () => load().catch((e) => status.fail(e)));
+  exportBtn.addEventListener("click", () => exportCsv(loaded, products));
   await load().catch((e) => status.fail(e));
+}
+
+// The orders on the page as CSV, as the API gave them (recipients masked as in lists).
+function exportCsv(orders, products) {
+  const cols = ["id", "created_at", "state", "kind", "product", "sku_id", "quantity", "amount_fen", "discount_fen", "user_id", "broadcast_id", "flash_sale_id", "paid_at", "recipient"];
+  const cell = (v) => { const t = v === null || v === undefined ? "" : String(v); return /[",\n]/.test(t) ? `"${t.replaceAll('"', '""')}"` : t; };
+  const rows = orders.map((o) => cols.map((c) => cell(
+    c === "product" ? productLabel(products, o.product_id)
+      : c === "recipient" ? (o.recipient ? `${o.recipient.name} ${o.recipient.phone} ${o.recipient.address}` : "")
+        : o[c])).join(","));
+  const blob = new Blob(["\ufeff" + [cols.join(","), ...rows].join("\r\n")], { type: "text/csv" });
+  const a = h("a", { href: URL.createObjectURL(blob), download: `orders-${new Date().toISOString().slice(0, 19)}.csv` });
+  document.body.append(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 
 // Refund: a reason, and the amount (the whole order unless a smaller amount is given: sent

@@ -288,3 +288,70 @@ async def test_whep_viewer_survives_a_publisher_reconnect(server_factory, clip) 
         await stop(first)
         if second is not None:
             await stop(second)
+
+
+async def test_audio_only_stream_plays_opus(server_factory, tmp_path) -> None:
+    """A stream without video: an audio-only offer gets Opus. (An offer with video too is
+    answered with the video section declined, but aiortc refuses a declined section
+    without ICE credentials, so aiortc offers audio only here.)"""
+    server = await server_factory(webrtc=RTC)
+    clip = make_clip(tmp_path / "a.flv", 3.0, video=False)
+    proc = await start_publisher(server.push_url("radio"), clip, loop=True)
+    registry = server.app[REGISTRY]
+    await wait_for(lambda: (h := registry.get("live", "radio")) is not None and h.gop_valid, 20)
+    pc, offer = await _offer(video=False)
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+    try:
+        _pc, both = await _offer()
+        status, answer, _ = await _post(f"{server.http_url}/whep/live/radio", both)
+        await _pc.close()
+        assert status == 201 and "m=video 0 " in answer  # declined
+        status, answer, _ = await _post(f"{server.http_url}/whep/live/radio", offer)
+        assert status == 201, answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        samples = 0
+        for _ in range(25):
+            samples += (await asyncio.wait_for(tracks["audio"].recv(), 10)).samples
+        assert samples >= 25 * 960
+    finally:
+        await pc.close()
+        await stop(proc)
+
+
+async def test_takeover_by_hevc_closes_whep_viewers_with_the_reason(server_factory, clip, tmp_path):
+    """An H.264 stream taken over by an HEVC publisher: its WebRTC viewers are closed (the
+    transport session ends), and a new POST gets 406 saying HEVC."""
+    from core.ffmpeg import bundled_ffmpeg_exe
+
+    server = await server_factory(webrtc=RTC)
+    first = await _publish(server, "x", clip)
+    pc, offer = await _offer()
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+    hevc_proc = None
+    try:
+        status, answer, _ = await _post(f"{server.http_url}/whep/live/x", offer)
+        assert status == 201
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await asyncio.wait_for(tracks["video"].recv(), 20)
+        service = server.app[WHEP]
+        (viewing,) = service.viewings.values()
+        session = viewing.session
+        hevc = make_clip(tmp_path / "h.flv", 2.0, fps=25, gop=25, vcodec="libx265")
+        exe = bundled_ffmpeg_exe()
+        hevc_proc = await start_publisher(server.push_url("x"), hevc, loop=True, exe=exe)
+        await wait_for(lambda: session.state in ("closed", "failed"), 20)
+        assert not service.viewings
+        assert "HEVC" in (viewing.viewer.close_reason if viewing.viewer else "")
+        hub = server.app[REGISTRY].get("live", "x")
+        await wait_for(lambda: hub.gop_valid and len(hub.gop) > 2, 10)
+        pc2, offer2 = await _offer()
+        status, text, _ = await _post(f"{server.http_url}/whep/live/x", offer2)
+        await pc2.close()
+        assert status == 406 and "HEVC" in text
+    finally:
+        await pc.close()
+        await stop(first)
+        if hevc_proc is not None:
+            await stop(hevc_proc)

@@ -32,6 +32,7 @@ from core.routes import Op, OpDoc, RouteTable
 from core.runtime import RUNTIME
 from core.tokens import issue_token
 from viewer.config import ViewerConfig
+from viewer.directory import Directory
 from viewer.files import FileCache
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def _iso(ts: float | None) -> str | None:
 @dataclass(frozen=True)
 class ViewerState:
     config: ViewerConfig
-    lookup: BroadcastLookup | None
+    directory: Directory[WatchBroadcast | None] | None
     files: FileCache
 
 
@@ -167,11 +168,8 @@ async def vendor(request: web.Request) -> web.StreamResponse:
 
 
 async def _broadcast(request: web.Request, app_name: str, stream: str) -> WatchBroadcast | None:
-    state = request.app[VIEWER]
-    if state.lookup is None:
-        return None
-    found = await state.lookup(request.app, app_name, stream)
-    return None if found is None else WatchBroadcast.of(found)
+    directory = request.app[VIEWER].directory
+    return None if directory is None else await directory.get(app_name, stream)
 
 
 async def watch_info(request: web.Request) -> web.Response:
@@ -358,7 +356,16 @@ def setup(
     app: web.Application, config: ViewerConfig, lookup: BroadcastLookup | None = None
 ) -> None:
     """Serve the viewer page on ``app``; ``lookup`` finds a stream's broadcast."""
-    app[VIEWER] = ViewerState(config, lookup, FileCache())
+    directory: Directory[WatchBroadcast | None] | None = None
+    if lookup is not None:
+        find = lookup
+
+        async def public(app_name: str, stream: str) -> WatchBroadcast | None:
+            found = await find(app, app_name, stream)
+            return None if found is None else WatchBroadcast.of(found)
+
+        directory = Directory(public)
+    app[VIEWER] = ViewerState(config, directory, FileCache())
     ROUTES.install(app)
     if not (MODULES_DIR / "hls.js").is_dir():
         logger.warning(

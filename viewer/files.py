@@ -89,4 +89,5 @@ class FileCache:
         if "gzip" in request.headers.get("Accept-Encoding", "").lower():
             body = entry.gz
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers, content_type=content_type)
+        charset = "utf-8" if content_type.startswith("text/") else None
+        return web.Response(body=body, headers=headers, content_type=content_type, charset=charset)

@@ -16,6 +16,7 @@ The viewer package does not read control's records itself: ``setup`` is handed a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -182,7 +183,7 @@ async def watch_info(request: web.Request) -> web.Response:
             "app": app_name,
             "stream": stream,
             "room": f"{app_name}/{stream}",
-            "broadcast": None if b is None else b.__dict__,
+            "broadcast": None if b is None else dataclasses.asdict(b),
             "play": {
                 "whep": f"/whep{base}" if state.config.whep else None,
                 "hls": f"{base}.m3u8",

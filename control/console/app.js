@@ -19,6 +19,8 @@ import { flashView } from "./pages/flash-sales.js";
 import { ordersView, orderView } from "./pages/orders.js";
 import { couponsView } from "./pages/coupons.js";
 import { paymentsView } from "./pages/payments.js";
+import { broadcastSharersView, sharersView } from "./pages/sharers.js";
+import { blocklistView } from "./pages/blocklist.js";
 import { lotteriesView } from "./pages/lotteries.js";
 import { accountsView } from "./pages/accounts.js";
 import { webhooksView } from "./pages/webhooks.js";
@@ -32,6 +34,7 @@ const ROUTES = [
   [/^#\/b\/(\d+)\/shelf/, (id) => shelfView(main, Number(id))],
   [/^#\/b\/(\d+)\/flash/, (id) => flashView(main, Number(id))],
   [/^#\/b\/(\d+)\/lotteries/, (id) => lotteriesView(main, Number(id))],
+  [/^#\/b\/(\d+)\/sharers/, (id) => broadcastSharersView(main, Number(id))],
   [/^#\/b\/(\d+)/, (id) => broadcastView(main, Number(id))],
   [/^#\/new/, () => newBroadcastView(main)],
   [/^#\/live/, () => liveView(main)],
@@ -40,6 +43,8 @@ const ROUTES = [
   [/^#\/orders\/([0-9a-zA-Z_-]+)/, (id) => orderView(main, id)],
   [/^#\/orders/, () => ordersView(main)],
   [/^#\/coupons/, () => couponsView(main)],
+  [/^#\/sharers/, () => sharersView(main)],
+  [/^#\/blocklist/, () => blocklistView(main)],
   [/^#\/accounts/, () => accountsView(main)],
   [/^#\/webhooks/, () => webhooksView(main)],
   [/^#\/replays\/([0-9a-zA-Z_.-]+)/, (id) => replayView(main, id)],

@@ -2,23 +2,33 @@
 a product renamed), a broadcast's shelf (reordered, a product taken off), coupons (granted
 and listed), accounts and API tokens (created, shown once, revoked), webhooks (a real
 receiver gets the ping, the delivery log shows it), the live overview, replays and payment
-notifications when nothing happened; then the anchor's console: their show, no operator
-page.
+notifications when nothing happened, a sharer registered with a share link and the order
+credited to them, a buyer blocked (their order refused) and unblocked; then the anchor's
+console: their show, no operator page.
 Screenshots under ``tests/artifacts/console/admin/``."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import expect
 
-from tests.control.conftest import make_staff
-from tests.control.test_console import console_page, sections, shot_dir, sign_in, wait_for
+from tests.control.conftest import Staff, make_staff
+from tests.control.test_console import (
+    RECIPIENT,
+    console_page,
+    sections,
+    shot_dir,
+    sign_in,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +46,52 @@ async def _receiver() -> tuple[web.AppRunner, str, list[dict[str, Any]]]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook", got
+
+
+async def _viewer(staff: Staff, bid: int, user: str) -> dict[str, str]:
+    status, t = await staff.api.call(
+        "POST",
+        f"/api/broadcasts/{bid}/viewer-token",
+        staff.operator,
+        json={"user_id": user, "nick": user, "ttl": 600},
+    )
+    assert status == 200, t
+    return {"X-Viewer-Token": t["token"]}
+
+
+async def _order(
+    staff: Staff, bid: int, sku_id: int, viewer: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    return await staff.api.call(
+        "POST",
+        "/api/orders",
+        json={
+            "sku_id": sku_id,
+            "quantity": 1,
+            "broadcast_id": bid,
+            "idempotency_key": uuid.uuid4().hex,
+            "recipient": RECIPIENT,
+        },
+        headers=viewer,
+    )
+
+
+async def _paid_order(
+    staff: Staff, bid: int, sku_id: int, viewer: dict[str, str]
+) -> dict[str, Any]:
+    status, order = await _order(staff, bid, sku_id, viewer)
+    assert status == 201, order
+    status, pay = await staff.api.call("POST", f"/api/orders/{order['id']}/pay", headers=viewer)
+    assert status == 200, pay
+    async with staff.api.session.post(pay["payment"]["sim_pay_url"]) as r:
+        assert r.status == 200
+
+    async def paid() -> bool:
+        _, o = await staff.api.call("GET", f"/api/orders/{order['id']}", staff.operator)
+        return bool(o["state"] == "paid")
+
+    await wait_for(paid, "order paid")
+    return order
 
 
 async def test_console_back_office(
@@ -166,6 +222,48 @@ async def test_console_back_office(
                 await expect(page.locator("#replays")).to_contain_text("No replays yet.")
                 await page.goto(f"{server.http_url}/console/#/payments")
                 await expect(page.locator("#notifications")).to_contain_text("No notification")
+
+                # a sharer registered, their link made; a buyer arriving through it orders
+                await page.click("a[data-nav=sharers]")
+                await page.fill("#sharer-form input[name=user_id]", "openid-zoe")
+                await page.fill("#sharer-form input[name=name]", "Zoe")
+                await page.click("#sharer-form button[type=submit]")
+                await expect(page.locator("#sharers")).to_contain_text("openid-zoe")
+                await page.goto(f"{server.http_url}/console/#/b/{b['id']}/sharers")
+                await page.fill("#share-form input[name=sharer_id]", "openid-zoe")
+                await page.click("#share-form button[type=submit]")
+                share_url = await page.locator("#share-url").input_value()
+                share = parse_qs(urlsplit(share_url).query)["share"][0]
+                buyer = await _viewer(staff, b["id"], "openid-kai")
+                status, visit = await api.call(
+                    "POST",
+                    f"/api/broadcasts/{b['id']}/share-visits",
+                    json={"share": share},
+                    headers=buyer,
+                )
+                assert status == 200 and visit["credited_to"] == "openid-zoe", visit
+                # (the order carries the link's token too, as the viewer page sends it)
+                order = await _paid_order(
+                    staff, b["id"], p["skus"][0]["id"], {**buyer, "X-Share-Token": share}
+                )
+                await page.reload()
+                zoe = page.locator('#sharer-sales tr[data-sharer="openid-zoe"]')
+                price = p["skus"][0]["price_fen"]  # the tea cups' SKU
+                await expect(zoe).to_contain_text(f"¥{price / 100:.2f}")
+
+                # the buyer blocked: their next order is refused; unblocked again
+                await page.click("a[data-nav=blocklist]")
+                await page.fill("#block-form input[name=value]", "openid-kai")
+                await page.fill("#block-form input[name=reason]", "chargebacks")
+                await page.click("#block-form button[type=submit]")
+                await expect(page.locator("#blocklist")).to_contain_text("chargebacks")
+                status, refused = await _order(staff, b["id"], p["skus"][0]["id"], buyer)
+                assert status == 403 and refused["error"]["code"] == "blocked", refused
+                await (
+                    page.locator('#blocklist tr[data-value="openid-kai"]').locator("button").click()
+                )
+                await expect(page.locator("#blocklist")).to_contain_text("Nobody is blocked.")
+                assert order["id"]
 
                 # the anchor: their show with its card picker, none of the operators' pages
                 await page.click("#logout")

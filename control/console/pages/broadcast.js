@@ -21,7 +21,8 @@ export function broadcastTabs(b, active) {
   return h("nav", { class: "tabs" },
     tab(`#/b/${b.id}`, "Overview", "overview"), tab(`#/b/${b.id}/room`, "Live room", "room"),
     tab(`#/b/${b.id}/shelf`, "Shelf", "shelf"), tab(`#/b/${b.id}/flash`, "Flash sales", "flash"),
-    tab(`#/b/${b.id}/lotteries`, "Lotteries", "lotteries"), tab(`#/orders?broadcast_id=${b.id}`, "Orders", "orders"));
+    tab(`#/b/${b.id}/lotteries`, "Lotteries", "lotteries"), tab(`#/b/${b.id}/sharers`, "Sharers", "sharers"),
+    tab(`#/orders?broadcast_id=${b.id}`, "Orders", "orders"));
 }
 
 export async function broadcastView(main, id) {

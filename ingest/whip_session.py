@@ -39,7 +39,7 @@ from ingest.whip_audio import AudioTranscodeWorker, flv_aac_frame, flv_aac_heade
 from media.codecs import split_annexb
 from media.frame import Frame, Kind
 from media.rtp.h264_depacketize import AvcTagWriter, H264Depacketizer, parse_rtp
-from media.rtp.rtcp import Pli, Remb, SenderReport, parse_compound
+from media.rtp.rtcp import Nack, Pli, Remb, SenderReport, parse_compound
 from media.rtp.whip_clock import WhipClock
 from relay.hub import Publisher, PublisherInfo, StreamRegistry
 
@@ -51,7 +51,12 @@ PLI_INTERVAL = 1.0
 """Seconds between two keyframe requests to the publisher."""
 REMB_INTERVAL = 1.0
 REORDER_WAIT = 0.1
-"""Seconds packets may wait behind a missing one before it is given up as lost."""
+"""Seconds packets may wait behind a missing one before it is given up as lost (no NACK)."""
+NACK_WAIT = 0.5
+"""The same when NACK was agreed: time for a retransmission (a few round trips)."""
+NACK_RETRY = 0.08
+NACK_TRIES = 4
+""""A missing packet is asked for at most this many times, :data:`NACK_RETRY` s apart."""
 
 _CLOSE_REASONS = {
     "closed": "unpublished",
@@ -135,7 +140,15 @@ class WhipPublish:
             audio.clock_rate if audio is not None else 48000,
         )
         self._remb = video is not None and "goog-remb" in video.rtcp_fb
-        self._pli = video is not None and "nack pli" in video.rtcp_fb
+        self._nack = video is not None and "nack" in video.rtcp_fb
+        self._rtx_pt = video.rtx_payload_type if video is not None else None
+        self._rtx_ssrc: int | None = None
+        self._nacked: dict[int, tuple[float, int]] = {}
+        """Missing sequence number -> (when last asked for, times asked)."""
+        self.nacks = 0
+        """NACK messages sent."""
+        self.retransmissions = 0
+        """Video packets received again on request (RTX or in place)."""
         self._video_ssrc: int | None = None
         self._audio_ssrc: int | None = None
         channels = audio.channels if audio is not None and audio.channels else 2
@@ -145,6 +158,9 @@ class WhipPublish:
             else None
         )
         self._aac_header_sent = False
+        self._first_dts: int | None = None
+        """The time of the first frame given to the hub: nothing goes before it."""
+        self.audio_early = 0
         self._last_pli = -1e9
         self._last_remb = -1e9
         self._hole_since: float | None = None
@@ -274,7 +290,20 @@ class WhipPublish:
                 self._video_ssrc = view.ssrc
             elif view.ssrc != self._video_ssrc:
                 return  # an RTX or probing stream on another SSRC: not ours to depacketize
+            if view.sequence in self._nacked:
+                self.retransmissions += 1
             self._video(view.sequence, view.timestamp, view.marker, view.payload)
+        elif view.payload_type == self._rtx_pt and self._rtx_pt is not None:
+            # RFC 4588: the original sequence number, then the original payload
+            if self._rtx_ssrc is None:
+                self._rtx_ssrc = view.ssrc
+            elif view.ssrc != self._rtx_ssrc:
+                return
+            if len(view.payload) > 2:  # (padding-only RTX packets are bandwidth probes)
+                osn = int.from_bytes(view.payload[:2], "big")
+                if osn in self._nacked:
+                    self.retransmissions += 1
+                self._video(osn, view.timestamp, view.marker, view.payload[2:])
         elif view.payload_type == self.audio_pt:
             if self._audio_ssrc is None:
                 self._audio_ssrc = view.ssrc
@@ -294,11 +323,16 @@ class WhipPublish:
         if dep.holding:
             if self._hole_since is None:
                 self._hole_since = now
-            elif now - self._hole_since > REORDER_WAIT:
+            elif now - self._hole_since > (NACK_WAIT if self._nack else REORDER_WAIT):
                 units += dep.skip_holes()
                 self._hole_since = None
+                self._nacked.clear()
+            if self._nack and dep.holding:
+                self._ask_again(now)
         else:
             self._hole_since = None
+            if self._nacked:
+                self._nacked.clear()
         pub = self.publisher
         for unit in units:
             ext = self._clock.extend("video", unit.timestamp & 0xFFFFFFFF)
@@ -317,6 +351,8 @@ class WhipPublish:
                     header=tag.header,
                     cts=tag.cts,
                 )
+                if self._first_dts is None:
+                    self._first_dts = dts
                 pub.push_frame(frame)
                 if not tag.header:
                     self.video_frames += 1
@@ -327,14 +363,20 @@ class WhipPublish:
         if pub is None or not pub.active or self._audio is None or self._audio.codec is None:
             return
         now = self._now_ms()
-        if not self._aac_header_sent:
-            first = self._clock.ms("audio", frames[0][0], now)
-            pub.push_frame(
-                Frame(Kind.AUDIO, first, flv_aac_header(self._audio.codec.asc), header=True)
-            )
-            self._aac_header_sent = True
         for ts, raw in frames:
-            pub.push_frame(Frame(Kind.AUDIO, self._clock.ms("audio", ts, now), flv_aac_frame(raw)))
+            dts = self._clock.ms("audio", ts, now)
+            if self._first_dts is None:
+                self._first_dts = dts
+            elif dts < self._first_dts:
+                # before the stream's start (the encoders' delays, the transcoder's lag
+                # behind video): the hub would move the whole timeline for it
+                self.audio_early += 1
+                continue
+            if not self._aac_header_sent:
+                header = flv_aac_header(self._audio.codec.asc)
+                pub.push_frame(Frame(Kind.AUDIO, dts, header, header=True))
+                self._aac_header_sent = True
+            pub.push_frame(Frame(Kind.AUDIO, dts, flv_aac_frame(raw)))
             self.audio_frames += 1
 
     def _on_rtcp(self, data: bytes) -> None:
@@ -366,6 +408,25 @@ class WhipPublish:
         if self.rtc.send_rtcp(bytes(Pli(self._local_ssrc, media))):
             self.plis += 1
 
+    def _ask_again(self, now: float) -> None:
+        """NACK the packets missing behind the held ones (each a few times at most)."""
+        missing = self._depacketizer.missing()
+        nacked = self._nacked
+        ask: list[int] = []
+        for seq in missing:
+            last, tries = nacked.get(seq, (-1e9, 0))
+            if tries < NACK_TRIES and now - last >= NACK_RETRY:
+                nacked[seq] = (now, tries + 1)
+                ask.append(seq)
+        if len(nacked) > 4 * len(missing) + 64:  # forget holes filled or given up
+            keep = set(missing)
+            for seq in [s for s in nacked if s not in keep]:
+                del nacked[seq]
+        if not ask or self._video_ssrc is None:
+            return
+        if self.rtc.send_rtcp(bytes(Nack(self._local_ssrc, self._video_ssrc, tuple(ask)))):
+            self.nacks += 1
+
     def _feedback(self) -> None:
         if self._depacketizer.needs_keyframe and self.video_pt is not None:
             self._keyframe_please()
@@ -391,5 +452,7 @@ class WhipPublish:
             "audio_frames": self.audio_frames,
             "keyframes": self.keyframes,
             "plis": self.plis,
+            "nacks": self.nacks,
+            "retransmissions": self.retransmissions,
             "depacketizer": dataclasses.asdict(self._depacketizer.stats),
         }

@@ -213,6 +213,22 @@ class H264Depacketizer:
         """Packets held behind a hole."""
         return len(self._held)
 
+    def missing(self, limit: int = 64) -> list[int]:
+        """Sequence numbers of the holes before the newest held packet (at most ``limit``),
+        oldest first: what a NACK asks the sender for."""
+        expected = self._expected
+        if expected is None or not self._held:
+            return []
+        span = max((s - expected) % _SEQ_MOD for s in self._held)
+        out: list[int] = []
+        for i in range(span):
+            seq = (expected + i) % _SEQ_MOD
+            if seq not in self._held:
+                out.append(seq)
+                if len(out) >= limit:
+                    break
+        return out
+
     def flush(self) -> list[AccessUnit]:
         """Give up on every hole and hand out what is held (end of stream)."""
         out: list[AccessUnit] = []

@@ -44,9 +44,10 @@ async def whip_publish(
     """The bundled ffmpeg publishing a test pattern + tone over WHIP (``frames`` then stop;
     None: until stopped)."""
     args = [
-        bundled_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re",
-        "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate={FPS}",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        bundled_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
+        "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate={FPS}",
+        # -re is per input: without it the tone is read as fast as it can be made
+        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
     ]  # fmt: skip
     if frames is not None:
         args += ["-frames:v", str(frames), "-shortest"]
@@ -126,7 +127,16 @@ async def test_ffmpeg_whip_publish_reads_back_whole(server, protocol: str) -> No
     async with events(server) as seen:
         proc = await whip_publish(url, token("cam"), frames=frames, gop=frames)
         try:
-            await wait_for(lambda: (h := hub_of(server)) is not None and h.live, timeout=30)
+            # a player joining a running stream: both tracks are there
+            await wait_for(
+                lambda: (
+                    (h := hub_of(server)) is not None
+                    and h.live
+                    and h.video_header is not None
+                    and h.audio_header is not None
+                ),
+                timeout=30,
+            )
             play = (
                 f"{server.http_url}/live/cam.flv"
                 if protocol == "http-flv"

@@ -433,3 +433,25 @@ def test_padding_only_packets_are_ignored() -> None:
     got = run(dep, padded) + dep.flush()
     assert [u.nalus for u in got] == [tuple(n) for _, n in units]
     assert dep.stats.padding == 20 and dep.stats.malformed == dep.stats.dropped_units == 0
+
+
+def test_missing_names_the_holes_for_a_nack() -> None:
+    units = units_of("baseline")[:10]
+    packets = to_packets(units, mtu=200, seq0=0xFFFF - 2)
+    dep = H264Depacketizer(reorder_window=64)
+    assert dep.missing() == []
+    lost = {3, 4, 9}
+    first = parse_rtp(packets[0])
+    assert first is not None
+    for i, p in enumerate(packets[:12]):
+        if i not in lost:
+            dep.receive(p)
+    seqs = [(first.sequence + i) & 0xFFFF for i in sorted(lost)]
+    assert dep.missing() == seqs and dep.missing(limit=2) == seqs[:2]
+    # the retransmissions arrive: nothing is missing, nothing was lost
+    for i in sorted(lost):
+        dep.receive(packets[i])
+    assert dep.missing() == [] and dep.holding == 0
+    got = run(dep, packets[12:]) + dep.flush()
+    assert dep.stats.lost == 0 and dep.stats.dropped_units == 0
+    assert dep.stats.access_units == len(units) and got

@@ -44,7 +44,7 @@ export async function api(method, path, { body, token, headers = {} } = {}) {
   return data;
 }
 
-function claims(token) {
+export function claims(token) {
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     const bytes = Uint8Array.from(atob(part + "===".slice((part.length + 3) % 4)), (c) => c.charCodeAt(0));
@@ -54,7 +54,7 @@ function claims(token) {
   }
 }
 
-function usable(token, room) {
+export function usable(token, room) {
   const c = token && claims(token);
   if (!c || typeof c.exp !== "number" || c.exp * 1000 < Date.now() + 60_000) return null;
   if (c.room && c.room !== room) return null;

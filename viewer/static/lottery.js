@@ -38,7 +38,8 @@ export async function verifyDraw(audit) {
     const digest = await sha256(pool.join("\n"));
     if (digest !== audit.entrants_hash) throw new Error("entrants ≠ entrants_hash");
     const winners = [];
-    for (let i = 0; i < Math.min(total, pool.length); i++) {
+    const rounds = Math.min(total, pool.length); // the pool shrinks as winners leave it
+    for (let i = 0; i < rounds; i++) {
       const h = await sha256(`${audit.seed}:${digest}:${i}`, true);
       let n = 0n;
       for (const b of h) n = (n << 8n) | BigInt(b);

@@ -490,6 +490,13 @@ async def test_site_token_and_whep_when_offered(server_factory: Any, clip_no_bfr
                 line = page.locator("#chat-list li", has_text="from the site")
                 await line.wait_for(timeout=15_000)
                 assert "Mei" in await line.inner_text()
+                # away and back on this way too (over WebRTC the playhead runs on over a
+                # frozen picture: the page judges by frames)
+                await stop(procs[0])
+                await page.locator("#away").wait_for(timeout=30_000)
+                procs.append(await start_publisher(push["url"], clip_no_bframes, loop=True))
+                await _playing(page)
+                assert await page.evaluate("document.body.dataset.way") == way
             finally:
                 await browser.close()
     finally:

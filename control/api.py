@@ -43,6 +43,7 @@ from core.runtime import RUNTIME
 from relay.cluster import CLUSTER
 from relay.http import REGISTRY
 from relay.hub import INTERNAL_CONSUMERS
+from shop_bridge.api import SHOP
 
 __all__ = ["CONTROL", "OPS", "Control", "setup"]
 
@@ -144,8 +145,6 @@ MAX_METRIC_BROADCASTS = 500
 
 async def _shop_sales(app: web.Application, ids: list[int]) -> dict[int, dict[str, int]]:
     """The shop's figures of these broadcasts (:mod:`shop_bridge.gmv`, the one definition)."""
-    from shop_bridge.api import SHOP
-
     shop = app.get(SHOP)
     if shop is None:
         return {}
@@ -264,6 +263,23 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
 
     auth.anchor_of = anchor_of
     auth.room_broadcast = room_broadcast
+    shop = app.get(SHOP)
+    if shop is not None:
+
+        async def broadcast_for_shop(raw: str) -> dict[str, Any] | None:
+            if not raw.isdigit() or not 0 < int(raw) < 2**31:  # control's ids are INTEGER
+                return None
+            try:
+                b = await broadcasts.get(int(raw))
+            except NotFound:
+                return None
+            return {
+                "anchor_id": "" if b.anchor_id is None else str(b.anchor_id),
+                "room": b.stream_path,
+                "state": b.state.value,
+            }
+
+        shop.shelf.lookup = broadcast_for_shop
     await broadcasts.sync_keys()
     unsubscribe = [
         *ctl.stats.subscribe_events(rt.bus),
@@ -282,6 +298,8 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
         for unsub in unsubscribe:
             unsub()
         await ctl.series.stop()
+        if shop is not None:
+            shop.shelf.lookup = None
         for task in ctl.tasks:
             task.cancel()
         for task in ctl.tasks:

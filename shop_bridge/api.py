@@ -294,7 +294,7 @@ async def put_broadcast(request: web.Request) -> web.Response:
 @api
 async def get_broadcast_shop(request: web.Request) -> web.Response:
     bid = _broadcast_path(request)
-    row = await _svc(request).shelf.broadcast_row(bid)
+    row = await _svc(request).shelf.fresh_row(bid)
     if row is None:
         raise not_found("broadcast", bid)
     return _json(
@@ -395,8 +395,10 @@ async def create_flash_sale(request: web.Request) -> web.Response:
             "per_user_limit",
             "starts_at",
             "ends_at",
+            "show_card",
         },
     )
+    show_card = body.boolean("show_card", default=False)
     data = {
         "broadcast_id": _broadcast_field(body),
         "sku_id": body.integer("sku_id", lo=1),
@@ -406,7 +408,20 @@ async def create_flash_sale(request: web.Request) -> web.Response:
         "starts_ms": body.time_ms("starts_at"),
         "ends_ms": body.time_ms("ends_at"),
     }
-    return _json(await _svc(request).flash.create(data, operator(request)), 201)
+    svc = _svc(request)
+    sale = await svc.flash.create(data, operator(request))
+    if show_card:  # its card in the room at once (the sale's product, SKU and id)
+        sale = {
+            **sale,
+            "card": await svc.shelf.push_card(
+                data["broadcast_id"],
+                sale["product_id"],
+                sale["sku_id"],
+                sale["id"],
+                operator(request),
+            ),
+        }
+    return _json(sale, 201)
 
 
 @api
@@ -538,10 +553,28 @@ async def _own_order(request: web.Request) -> tuple[str, str | None]:
     return oid, owner
 
 
+async def _anchor_of_order(request: web.Request, oid: str) -> bool:
+    """True if the signed-in caller is the anchor of the order's broadcast (the shop's
+    broadcast -> anchor mapping, kept from control's events): decided from the order."""
+    who = caller(request)
+    if who is None or who.role != "anchor" or request.headers.get(VIEWER_TOKEN_HEADER):
+        return False
+    svc = _svc(request)
+    order = await svc.checkout.order(oid)
+    row = await svc.shelf.broadcast_row(order["broadcast_id"]) if order["broadcast_id"] else None
+    if row is None or row["anchor_id"] != str(who.user_id):
+        raise not_found("order", oid)  # someone else's show: as if it did not exist
+    return True
+
+
 @api
 async def get_order(request: web.Request) -> web.Response:
-    oid, _owner = await _own_order(request)
-    return _json(await _svc(request).checkout.order_with_history(oid))
+    svc = _svc(request)
+    oid = _ident_path(request, "order_id")
+    if not await _anchor_of_order(request, oid):
+        oid, _owner = await _own_order(request)
+    detail = await svc.checkout.order_with_history(oid)
+    return _json({**detail, "refunds": await svc.refunds.list(oid)})
 
 
 @api
@@ -572,14 +605,46 @@ def mover(target: OrderState, reason: str) -> Handler:
 
 @api
 async def refund_order(request: web.Request) -> web.Response:
+    """A whole or partial refund with its reason (:mod:`shop_bridge.refunds`)."""
     oid = _ident_path(request, "order_id")
-    reason = ""
+    reason, amount = "", None
     if request.can_read_body:
-        body = await _body(request, {"reason"})
+        body = await _body(request, {"reason", "amount_fen"})
         reason = body.text("reason", max_len=200, default="")
+        amount = body.integer("amount_fen", lo=1, hi=10**12, default=None)
     reason = reason or "refund requested"
-    order = await _svc(request).checkout.refund(oid, operator(request), reason)
-    return _json(order_view(order))
+    done = await _svc(request).refunds.refund(oid, operator(request), reason, amount)
+    return _json({**order_view(done["order"]), "refund": done["refund"]})
+
+
+@api
+async def create_coupons(request: web.Request) -> web.Response:
+    """Operators give coupons: to ``user_id`` or to each of ``user_ids`` (a batch)."""
+    body = await _body(
+        request,
+        {"user_id", "user_ids", "value_fen", "broadcast_id", "note", "idempotency_key"},
+    )
+    if body.has("user_id") == body.has("user_ids"):
+        raise invalid("user_ids", "give user_id (one buyer) or user_ids (a batch), not both")
+    if body.has("user_id"):
+        users = [str(body.ident("user_id"))]
+    else:
+        from shop_bridge.coupons import MAX_BATCH
+
+        raw = body.data["user_ids"]
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
+            raise invalid("user_ids", f"must be a list of 1..{MAX_BATCH} user ids")
+        users = [check_ident(f"user_ids[{i}]", u) for i, u in enumerate(raw)]
+        if len(set(users)) != len(users):
+            raise invalid("user_ids", "a user appears twice")
+    value = body.integer("value_fen", lo=1, hi=10**9)
+    bid = _broadcast_field(body, default="")
+    note = body.text("note", max_len=120, min_len=0, default="")
+    key = body.ident("idempotency_key", default=None)
+    items, created = await _svc(request).coupons.issue(
+        users, value, bid, note, operator(request), key
+    )
+    return _json({"items": items, "created": created}, 201 if created else 200)
 
 
 # -- payments, prizes -----------------------------------------------------------------------

@@ -302,9 +302,10 @@ class Checkout:
         if order["amount_fen"] == 0:
             reason = "nothing to pay back"
         else:
-            try:
+            try:  # what is left after partial refunds (shop_bridge.refunds)
+                left = order["amount_fen"] - int(order.get("refunded_fen") or 0)
                 status = await self.provider.refund(
-                    order["id"], "R" + order["id"][:31], order["amount_fen"], order["amount_fen"]
+                    order["id"], "R" + order["id"][:31], left, order["amount_fen"]
                 )
             except ProviderUnavailable as exc:
                 logger.warning("refund of %s not started yet: %s", order["id"], exc)
@@ -314,7 +315,12 @@ class Checkout:
             reason = "provider refunded"
         try:
             await self.book.move(
-                order["id"], OrderState.REFUNDED, actor, reason, expect=OrderState.REFUNDING
+                order["id"],
+                OrderState.REFUNDED,
+                actor,
+                reason,
+                values={"refunded_fen": order["amount_fen"]},
+                expect=OrderState.REFUNDING,
             )
         except IllegalTransition as exc:
             if exc.current is not OrderState.REFUNDED:

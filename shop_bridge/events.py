@@ -41,6 +41,7 @@ __all__ = [
     "OrderRefunding",
     "OrderShipped",
     "PrizeGranted",
+    "RefundCompleted",
     "SalesUpdated",
     "ShelfUpdated",
     "order_moved",
@@ -320,4 +321,21 @@ class SalesUpdated(BusEvent, topic="sales.updated"):
     orders: int
     buyers: int
     units: int
+    ts: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundCompleted(BusEvent, topic="refund.completed"):
+    """The provider confirmed a refund (partial, or the last one: ``full``)."""
+
+    refund_id: str
+    order_id: str
+    broadcast_id: int | None
+    user_id: str
+    amount_fen: int
+    refunded_fen: int
+    """Paid back for the order so far, this refund included."""
+    full: bool
+    reason: str
+    actor: str
     ts: float

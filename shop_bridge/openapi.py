@@ -23,6 +23,15 @@ def int_schema(lo: int = 0, hi: int | None = None, **kw: Any) -> J:
 
 
 ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,64}$"}
+BROADCAST_ID: J = {
+    "oneOf": [
+        {"type": "integer", "minimum": 1, "maximum": 2**53 - 1},
+        {"type": "string", "pattern": r"^[0-9]{1,16}$", "deprecated": True},
+    ],
+    "description": "control's broadcast id, an integer (a decimal string is accepted for one "
+    "release)",
+}
+BROADCAST_ID_OUT: J = {"type": "integer", "nullable": True, "description": "control's broadcast id"}
 TIME = {
     "oneOf": [
         {"type": "string", "format": "date-time", "description": "ISO 8601 with offset"},
@@ -116,7 +125,7 @@ OPENAPI_COMPONENTS: J = {
     "ShopShelf": {
         "type": "object",
         "properties": {
-            "broadcast_id": {"type": "string"},
+            "broadcast_id": BROADCAST_ID_OUT,
             "items": {
                 "type": "array",
                 "items": {
@@ -134,7 +143,7 @@ OPENAPI_COMPONENTS: J = {
         "type": "object",
         "properties": {
             "id": int_schema(1),
-            "broadcast_id": {"type": "string"},
+            "broadcast_id": BROADCAST_ID_OUT,
             "room": {"type": "string"},
             "product_id": int_schema(1),
             "sku_id": {"type": "integer", "nullable": True},
@@ -157,20 +166,50 @@ OPENAPI_COMPONENTS: J = {
             "ends_at",
         ],
         "properties": {
-            "broadcast_id": ID,
+            "broadcast_id": BROADCAST_ID,
             "sku_id": int_schema(1),
             "sale_price_fen": int_schema(0, 10**10),
             "sale_stock": int_schema(1, 100000),
             "per_user_limit": int_schema(1, 1000, default=1),
             "starts_at": TIME,
             "ends_at": TIME,
+            "show_card": {
+                "type": "boolean",
+                "default": False,
+                "description": "also push the sale's card in the broadcast's room (answered "
+                "as card)",
+            },
+        },
+    },
+    "ShopCouponsIn": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["value_fen"],
+        "properties": {
+            "user_id": ID,
+            "user_ids": {"type": "array", "items": ID, "minItems": 1, "maxItems": 1000},
+            "value_fen": int_schema(1, 10**9),
+            "broadcast_id": BROADCAST_ID,
+            "note": {"type": "string", "maxLength": 120},
+            "idempotency_key": ID,
+        },
+    },
+    "ShopRefundIn": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "reason": {"type": "string", "maxLength": 200},
+            "amount_fen": {
+                **int_schema(1, 10**12),
+                "description": "omitted: all that is left to pay back (a whole refund)",
+            },
         },
     },
     "ShopFlashSale": {
         "type": "object",
         "properties": {
             "id": int_schema(1),
-            "broadcast_id": {"type": "string"},
+            "broadcast_id": BROADCAST_ID_OUT,
             "product_id": int_schema(1),
             "sku_id": int_schema(1),
             "sale_price_fen": int_schema(0),
@@ -233,7 +272,7 @@ OPENAPI_COMPONENTS: J = {
         "properties": {
             "sku_id": int_schema(1),
             "quantity": int_schema(1, 99),
-            "broadcast_id": ID,
+            "broadcast_id": BROADCAST_ID,
             "idempotency_key": ID,
             "channel": ID,
             "user_id": ID,
@@ -270,7 +309,7 @@ OPENAPI_COMPONENTS: J = {
             "amount_fen": int_schema(0, description="to pay: quantity x unit price - discount"),
             "discount_fen": int_schema(0),
             "coupon_id": {"type": "string", "nullable": True},
-            "broadcast_id": {"type": "string"},
+            "broadcast_id": BROADCAST_ID_OUT,
             "anchor_id": {"type": "string"},
             "card_id": {"type": "integer", "nullable": True},
             "channel": {"type": "string"},
@@ -307,12 +346,13 @@ OPENAPI_COMPONENTS: J = {
     "ShopSales": {
         "type": "object",
         "description": (
-            "GMV counts paid, shipped, completed and refunding orders. card_orders: paid "
-            "orders placed while a card of the ordered product was shown; card_conversion: "
-            "card_orders / orders."
+            "The one definition (docs/shop.md, GMV, orders and buyers): gmv_fen = paid_fen - "
+            "refunded_fen of orders that are not lottery prizes; orders: those not refunded in "
+            "full; card_orders: orders placed while a card of the ordered product was shown; "
+            "card_conversion: card_orders / orders."
         ),
         "properties": {
-            "broadcast_id": {"type": "string"},
+            "broadcast_id": BROADCAST_ID_OUT,
             "gmv_fen": int_schema(0),
             "orders": int_schema(0),
             "orders_placed": int_schema(0),

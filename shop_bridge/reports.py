@@ -35,7 +35,7 @@ class SalesUpdates:
     ``paid`` or ``refunded`` (coalesced: at most one event per broadcast per
     :data:`SALES_EVENT_INTERVAL`; only the node that made the move publishes)."""
 
-    TOPICS = ("order.paid", "order.refunded")
+    TOPICS = ("order.paid", "order.refunded", "refund.completed")
 
     def __init__(self, ctx: ShopContext, reports: Reports) -> None:
         self.ctx = ctx

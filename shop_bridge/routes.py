@@ -634,11 +634,15 @@ ROUTES = RouteTable(
             "/api/orders/{order_id}/refund",
             api.refund_order,
             _doc(
-                "Refund a paid or shipped order",
+                "Refund a paid or shipped order, whole or partly, with a reason (409 "
+                "refund_exceeds_paid, refund_pending, nothing_to_refund); the stock goes back "
+                "only with a whole refund of an order never shipped",
                 OPERATOR,
                 ref("ShopOrder"),
-                errors=(404, 409),
+                ref("ShopRefundIn"),
+                errors=(400, 404, 409),
                 params=[OID],
+                body_required=False,
             ),
         ),
         Op(
@@ -727,6 +731,20 @@ ROUTES = RouteTable(
                 {"type": "object"},
                 {"type": "object"},
                 "201",
+            ),
+        ),
+        Op(
+            "POST",
+            "/api/coupons",
+            api.create_coupons,
+            _doc(
+                "Give coupons: to user_id, or one to each of user_ids (a batch, all or "
+                "nothing); idempotency_key answers a repeat with the same coupons (200)",
+                OPERATOR,
+                {"type": "object"},
+                ref("ShopCouponsIn"),
+                "201",
+                errors=(400, 413),
             ),
         ),
         Op(

@@ -44,11 +44,13 @@ from shop_bridge.catalog import Catalog
 from shop_bridge.checkout import Checkout
 from shop_bridge.config import ShopConfig
 from shop_bridge.context import ShopContext
+from shop_bridge.coupons import Coupons
 from shop_bridge.flash import FlashSales
 from shop_bridge.payment_notices import PaymentNotices
 from shop_bridge.prizes import Prizes
 from shop_bridge.recipients import Recipients, load_sealer
 from shop_bridge.redis_epoch import RedisEpoch
+from shop_bridge.refunds import Refunds
 from shop_bridge.reports import Reports, SalesUpdates
 from shop_bridge.sale_admin import FlashSaleAdmin
 from shop_bridge.sharers import Sharers
@@ -86,6 +88,8 @@ class ShopService:
         self.prizes = Prizes(ctx, self.shelf)
         self.reports = Reports(ctx)
         self.sales_updates = SalesUpdates(ctx, self.reports)
+        self.refunds = Refunds(ctx, self.checkout)
+        self.coupons = Coupons(ctx)
         # the order core: sealed recipients, address books (the key: docs/shop.md)
         sealer = load_sealer(config.recipient_key_file, secret or payment_key.hex())
         self.recipients = Recipients(ctx, sealer)
@@ -119,6 +123,7 @@ class ShopService:
         self._unsubscribe += self.prizes.subscribe() + self.shelf.subscribe()
         self.prize_outbox.start()
         self.sales_updates.start()
+        self.refunds.start(background)
         await self.epoch.start(background)  # the sales rebuilt from the database first
         await self.upkeep.start(background)
 
@@ -130,6 +135,7 @@ class ShopService:
         self._unsubscribe.clear()
         await self.prize_outbox.stop()
         await self.sales_updates.stop()
+        await self.refunds.stop()
         await self.upkeep.stop()
         await self.ctx.stop()
         await self.flash.stop()

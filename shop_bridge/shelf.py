@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 MAX_SHELF = 500
 
+BroadcastLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+"""A broadcast id -> ``{"anchor_id", "room", "state"}`` from its owner (None: no such)."""
+
 CLOSED_FOR_SELLING = frozenset({"ended", "replay_ready", "cancelled", "banned"})
 """States of a broadcast that take no new card or flash sale."""
 CLOSED_FOR_ORDERS = frozenset({"cancelled", "banned"})
@@ -73,6 +76,10 @@ class Shelf:
         )
         """room -> the card shown there (read on every buy)."""
         self._broadcast_changed: list[Callable[[str], Awaitable[None]]] = []
+        self.lookup: BroadcastLookup | None = None
+        """Asks the owner of broadcasts (control, installed by the app's assembly) about one
+        the shop has not heard of yet: its ``broadcast.created`` event may still be on its
+        way when the next request comes (a shelf put right after the broadcast is made)."""
 
     def on_broadcast_changed(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Call ``listener(broadcast_id)`` after a broadcast's anchor or room changed (the
@@ -149,6 +156,31 @@ class Shelf:
             )
         return dict(row) if row is not None else None
 
+    async def fresh_row(self, broadcast_id: str) -> dict[str, Any] | None:
+        """:meth:`broadcast_row`, first made to agree with control's record when the app
+        has control (its ``broadcast.*`` events may still be on their way: a shelf put, or
+        a card pushed, right after the broadcast was made or ended)."""
+        row = await self.broadcast_row(broadcast_id)
+        if self.lookup is not None:
+            found = await self.lookup(broadcast_id)
+            if found is not None:
+                anchor = str(found.get("anchor_id") or "")
+                room = str(found.get("room") or "")
+                state = str(found.get("state") or "")
+                if row is None or (row["source"], row["state"], row["anchor_id"], row["room"]) != (
+                    "control",
+                    state,
+                    anchor,
+                    room,
+                ):
+                    await self.set_broadcast(
+                        broadcast_id, anchor, room, state=state, source="control"
+                    )
+                    row = await self.broadcast_row(broadcast_id)
+            elif row is not None and row["source"] == "control":
+                row = None  # control no longer has it (deleted)
+        return row
+
     async def check_broadcast(self, broadcast_id: str, action: str) -> dict[str, Any]:
         """Refuse to sell for a broadcast the shop does not know or that is over.
 
@@ -156,7 +188,7 @@ class Shelf:
         (scheduled, live or interrupted); ``order`` one that is not banned, cancelled or
         deleted (a replay still sells). 404 ``broadcast_not_found``; 409
         ``broadcast_ended`` / ``broadcast_banned`` / ``broadcast_cancelled``."""
-        row = await self.broadcast_row(broadcast_id)
+        row = await self.fresh_row(broadcast_id)
         if row is None or not row["source"] or row["state"] == "deleted":
             raise not_found("broadcast", broadcast_id)
         state = row["state"]

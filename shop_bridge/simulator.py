@@ -5,7 +5,9 @@ Routes (all JSON; requests from the shop are checked against the shared HMAC key
 - ``POST /v3/pay/transactions/jsapi``: create a payment for ``out_trade_no``
 - ``GET /v3/pay/transactions/out-trade-no/{no}``: query it
 - ``POST /v3/pay/transactions/out-trade-no/{no}/close``: close it (400 ``ORDERPAID`` if paid)
-- ``POST /v3/refund/domestic/refunds``: refund it (succeeds at once)
+- ``POST /v3/refund/domestic/refunds``: refund it, whole or partly (``out_refund_no``,
+  ``amount: {refund, total}``; succeeds at once; a repeated ``out_refund_no`` is the same
+  refund; refunds above the amount paid: 400 ``NOT_ENOUGH``)
 - ``POST /sim/pay/{no}``: the buyer pays; the signed notification is sent to ``notify_url``
   (``?late=1``: the payment went through although the shop closed it, the race a real
   provider can lose; the shop must then refund it)
@@ -57,6 +59,8 @@ class SimulatedProvider:
         self.notifications_sent = 0
         self.refund_calls: dict[str, int] = {}
         """Refund requests received per ``out_trade_no`` (repeats are answered the same)."""
+        self.refunds: dict[str, dict[str, int]] = {}
+        """Refunds made per ``out_trade_no``: ``out_refund_no`` -> amount (fen)."""
         self.app = web.Application(client_max_size=64 * 1024)
         self.app.router.add_post("/v3/pay/transactions/jsapi", self._create)
         self.app.router.add_get("/v3/pay/transactions/out-trade-no/{no}", self._query)
@@ -210,8 +214,19 @@ class SimulatedProvider:
         self.refund_calls[txn.out_trade_no] = self.refund_calls.get(txn.out_trade_no, 0) + 1
         if txn.state not in (payments.SUCCESS, payments.REFUND):
             return web.json_response({"code": "NOT_PAID"}, status=400)
+        refund_no = str(data.get("out_refund_no", ""))
+        amount = (data.get("amount") or {}).get("refund")
+        made = self.refunds.setdefault(txn.out_trade_no, {})
+        if refund_no not in made:  # a repeated refund number is the same refund
+            if not isinstance(amount, int) or amount <= 0 or not refund_no:
+                return web.json_response({"code": "PARAM_ERROR"}, status=400)
+            if sum(made.values()) + amount > txn.amount_fen:
+                return web.json_response(
+                    {"code": "NOT_ENOUGH", "message": "refunds above the amount paid"}, status=400
+                )
+            made[refund_no] = amount
         txn.state = payments.REFUND
-        return web.json_response({"status": "SUCCESS", "out_refund_no": data.get("out_refund_no")})
+        return web.json_response({"status": "SUCCESS", "out_refund_no": refund_no})
 
     # -- the buyer's side ------------------------------------------------------------
 

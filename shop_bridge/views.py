@@ -107,6 +107,7 @@ def order_view(o: dict[str, Any]) -> dict[str, Any]:
         "unit_price_fen": o["unit_price_fen"],
         "amount_fen": o["amount_fen"],
         "discount_fen": o.get("discount_fen") or 0,
+        "refunded_fen": int(o.get("refunded_fen") or 0),
         "coupon_id": o.get("coupon_id"),
         "broadcast_id": to_wire(o["broadcast_id"]),
         "anchor_id": o["anchor_id"],

@@ -1,0 +1,306 @@
+"""Refunds with a reason and an amount: whole or partial, never more than was paid.
+
+``POST /api/orders/{id}/refund {"reason", "amount_fen"?}`` (operators) on a ``paid`` or
+``shipped`` order. Every refund is a row of ``shop_refunds`` (amount, reason, who, when;
+``pending`` until the provider confirms, then ``done``):
+
+* **partial** (``amount_fen`` below what is left to pay back): the provider is asked for
+  that amount under the refund's own id; the order keeps its state, its ``refunded_fen``
+  grows when the provider confirms (``refund.completed`` event). No stock moves: the
+  buyer keeps the goods (a discount, a damaged item);
+* **full** (no ``amount_fen``, or exactly what is left): the order moves to
+  ``refunding`` and the provider is asked for what is left (:meth:`Checkout.try_refund`,
+  retried by the sweeper); ``refunded`` when it confirms. The units go back to the SKU
+  only if the order was never shipped (:meth:`OrderBook.move`).
+
+The amounts are checked in a transaction that first locks the order's row (an ``UPDATE``
+of it: the row lock on PostgreSQL, the write lock on SQLite): two refunds at once cannot
+both pass, so the refunds of an order never add up to more than it paid. While one
+refund of an order is pending another is refused (409 ``refund_pending``). A partial
+refund the provider did not confirm yet is retried every ``sweep_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sqlalchemy import case, func, insert, select, update
+
+from shop_bridge.broadcast_ids import to_wire
+from shop_bridge.checkout import Checkout
+from shop_bridge.context import ShopContext, new_id
+from shop_bridge.errors import ProviderUnavailable, conflict, invalid
+from shop_bridge.events import OrderRefunded, RefundCompleted
+from shop_bridge.models import ORDERS, REFUNDS
+from shop_bridge.state import IllegalTransition, OrderState
+
+logger = logging.getLogger(__name__)
+
+REFUNDABLE = (OrderState.PAID, OrderState.SHIPPED)
+PENDING, DONE = "pending", "done"
+
+
+def refund_view(r: dict[str, Any]) -> dict[str, Any]:
+    from shop_bridge.views import iso
+
+    return {
+        "id": r["id"],
+        "order_id": r["order_id"],
+        "amount_fen": r["amount_fen"],
+        "reason": r["reason"],
+        "actor": r["actor"],
+        "state": r["state"],
+        "full": bool(r["full"]),
+        "created_at": iso(r["created_ms"]),
+        "done_at": iso(r["done_ms"]),
+    }
+
+
+class Refunds:
+    """Whole and partial refunds of orders."""
+
+    def __init__(self, ctx: ShopContext, checkout: Checkout) -> None:
+        self.ctx = ctx
+        self.checkout = checkout
+        self._task: asyncio.Task[None] | None = None
+        self._unsub: list[Any] = []
+
+    def start(self, background: bool = True) -> None:
+        self._unsub = [self.ctx.bus.on(OrderRefunded, self.on_refunded)]
+        if background:
+            self._task = asyncio.get_running_loop().create_task(self._retry_loop())
+
+    async def stop(self) -> None:
+        for unsub in self._unsub:
+            unsub()
+        self._unsub.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def list(self, order_id: str) -> list[dict[str, Any]]:
+        async with self.ctx.engine.connect() as conn:
+            rows = await conn.execute(
+                select(REFUNDS).where(REFUNDS.c.order_id == order_id).order_by(REFUNDS.c.created_ms)
+            )
+            return [refund_view(dict(r)) for r in rows.mappings()]
+
+    async def refund(
+        self, order_id: str, actor: str, reason: str, amount_fen: int | None
+    ) -> dict[str, Any]:
+        """Refund ``amount_fen`` (None: all that is left) of a paid or shipped order;
+        returns ``{"order": row, "refund": view}``."""
+        order = await self.checkout.order(order_id)
+        state = OrderState(order["state"])
+        if state not in REFUNDABLE:
+            raise IllegalTransition(state, OrderState.REFUNDING)
+        if amount_fen is not None and amount_fen <= 0:
+            raise invalid("amount_fen", "must be at least 1")
+        now = self.ctx.now_ms()
+        refund_id = new_id()
+        async with self.ctx.engine.begin() as conn:
+            locked = await conn.execute(
+                update(ORDERS)
+                .where(ORDERS.c.id == order_id, ORDERS.c.state.in_([s.value for s in REFUNDABLE]))
+                .values(updated_ms=ORDERS.c.updated_ms)
+            )
+            if locked.rowcount != 1:  # moved meanwhile
+                current = await self.checkout.order(order_id)
+                raise IllegalTransition(OrderState(current["state"]), OrderState.REFUNDING)
+            pending, taken = (
+                await conn.execute(
+                    select(
+                        func.coalesce(func.sum(case((REFUNDS.c.state == PENDING, 1), else_=0)), 0),
+                        func.coalesce(func.sum(REFUNDS.c.amount_fen), 0),
+                    ).where(REFUNDS.c.order_id == order_id)
+                )
+            ).one()
+            if int(pending):
+                raise conflict(
+                    "refund_pending",
+                    "a refund of this order is waiting for the payment provider; retry then",
+                )
+            left = int(order["amount_fen"]) - int(taken)
+            amount = left if amount_fen is None else amount_fen
+            if int(order["amount_fen"]) == 0 and amount_fen is None:
+                free = True  # nothing was paid (a coupon covered it): cancel it as refunded
+            elif left <= 0:
+                raise conflict("nothing_to_refund", "this order was paid back in full already")
+            else:
+                free = False
+            if amount > left:
+                raise conflict(
+                    "refund_exceeds_paid",
+                    f"at most {left} fen is left to pay back on this order "
+                    f"(paid {order['amount_fen']}, refunded {taken})",
+                    remaining_fen=left,
+                )
+            full = amount == left
+            if not free:
+                await conn.execute(
+                    insert(REFUNDS).values(
+                        **self._row(refund_id, order_id, amount, reason, actor, full, now)
+                    )
+                )
+        if full:
+            moved = await self.checkout.book.move(
+                order_id, OrderState.REFUNDING, actor, reason, expect=state
+            )
+            await self.checkout.try_refund(moved, actor)
+        else:
+            await self._ask_provider(await self._row_of(refund_id), order)
+        return {
+            "order": await self.checkout.order(order_id),
+            "refund": None if free else await self._view(refund_id),
+        }
+
+    @staticmethod
+    def _row(
+        refund_id: str, order_id: str, amount: int, reason: str, actor: str, full: bool, now: int
+    ) -> dict[str, Any]:
+        return {
+            "id": refund_id,
+            "order_id": order_id,
+            "amount_fen": amount,
+            "reason": reason[:200],
+            "actor": actor[:64],
+            "state": PENDING,
+            "full": full,
+            "created_ms": now,
+            "done_ms": None,
+        }
+
+    async def _row_of(self, refund_id: str) -> dict[str, Any]:
+        async with self.ctx.engine.connect() as conn:
+            row = (await conn.execute(select(REFUNDS).where(REFUNDS.c.id == refund_id))).mappings()
+            return dict(row.one())
+
+    async def _view(self, refund_id: str) -> dict[str, Any]:
+        async with self.ctx.engine.connect() as conn:
+            row = (await conn.execute(select(REFUNDS).where(REFUNDS.c.id == refund_id))).mappings()
+            return refund_view(dict(row.one()))
+
+    async def _ask_provider(self, refund: dict[str, Any], order: dict[str, Any]) -> bool:
+        """Ask for a partial refund; record it once the provider confirms."""
+        try:
+            status = await self.checkout.provider.refund(
+                order["id"], refund["id"], int(refund["amount_fen"]), int(order["amount_fen"])
+            )
+        except ProviderUnavailable as exc:
+            logger.warning("partial refund %s not started yet: %s", refund["id"], exc)
+            return False
+        if status != "SUCCESS":
+            return False
+        now = self.ctx.now_ms()
+        async with self.ctx.engine.begin() as conn:
+            done = await conn.execute(
+                update(REFUNDS)
+                .where(REFUNDS.c.id == refund["id"], REFUNDS.c.state == PENDING)
+                .values(state=DONE, done_ms=now)
+            )
+            if done.rowcount != 1:
+                return False  # another node recorded it
+            await conn.execute(
+                update(ORDERS)
+                .where(ORDERS.c.id == order["id"])
+                .values(refunded_fen=ORDERS.c.refunded_fen + int(refund["amount_fen"]))
+            )
+            refunded = (
+                await conn.execute(select(ORDERS.c.refunded_fen).where(ORDERS.c.id == order["id"]))
+            ).scalar_one()
+        logger.info(
+            "order %s: %s fen refunded (%s)", order["id"], refund["amount_fen"], refund["reason"]
+        )
+        await self.ctx.bus.emit(
+            RefundCompleted(
+                refund_id=refund["id"],
+                order_id=order["id"],
+                broadcast_id=to_wire(order["broadcast_id"]),
+                user_id=order["user_id"],
+                amount_fen=int(refund["amount_fen"]),
+                refunded_fen=int(refunded),
+                full=False,
+                reason=refund["reason"],
+                actor=refund["actor"],
+                ts=now / 1000,
+            )
+        )
+        return True
+
+    async def on_refunded(self, event: OrderRefunded) -> None:
+        """An order refunded in full: its last refund is done, ``refunded_fen`` is all of it
+        (idempotent: every node gets the event)."""
+        now = self.ctx.now_ms()
+        async with self.ctx.engine.begin() as conn:
+            done = await conn.execute(
+                update(REFUNDS)
+                .where(REFUNDS.c.order_id == event.order_id, REFUNDS.c.state == PENDING)
+                .values(state=DONE, done_ms=now)
+            )
+            await conn.execute(
+                update(ORDERS)
+                .where(ORDERS.c.id == event.order_id)
+                .values(refunded_fen=ORDERS.c.amount_fen)
+            )
+            row = (
+                (
+                    await conn.execute(
+                        select(REFUNDS)
+                        .where(REFUNDS.c.order_id == event.order_id, REFUNDS.c.full.is_(True))
+                        .order_by(REFUNDS.c.created_ms.desc())
+                        .limit(1)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if done.rowcount and row is not None:
+            await self.ctx.bus.emit(
+                RefundCompleted(
+                    refund_id=row["id"],
+                    order_id=event.order_id,
+                    broadcast_id=event.broadcast_id,
+                    user_id=event.user_id,
+                    amount_fen=int(row["amount_fen"]),
+                    refunded_fen=int(event.amount_fen),
+                    full=True,
+                    reason=row["reason"],
+                    actor=event.actor,
+                    ts=now / 1000,
+                )
+            )
+
+    async def retry_pending(self) -> int:
+        """Ask again for the partial refunds the provider has not confirmed."""
+        async with self.ctx.engine.connect() as conn:
+            rows = [
+                dict(r)
+                for r in (
+                    await conn.execute(
+                        select(REFUNDS)
+                        .where(REFUNDS.c.state == PENDING, REFUNDS.c.full.is_(False))
+                        .limit(self.ctx.config.sweep_batch)
+                    )
+                ).mappings()
+            ]
+        done = 0
+        for refund in rows:
+            order = await self.ctx.book.get(refund["order_id"])
+            if order is not None and await self._ask_provider(refund, order):
+                done += 1
+        return done
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.config.sweep_interval)
+            try:
+                await self.retry_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("retrying partial refunds failed")

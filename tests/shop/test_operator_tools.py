@@ -1,0 +1,107 @@
+"""Operators' and anchors' tools of issue 20 item 7: coupons given directly (one buyer or a
+batch, idempotent), an anchor reads an order of their own show (decided from the order's
+broadcast) and no one else's, a flash sale shows its card in the same call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.shop.conftest import ShopEnv, make_product
+
+
+async def test_operators_give_coupons(shop: ShopEnv) -> None:
+    api = shop.api
+    one = await api.ok("POST", "/api/coupons", {"user_id": "cara", "value_fen": 500}, 201)
+    assert [c["user_id"] for c in one["items"]] == ["cara"] and one["items"][0]["value_fen"] == 500
+    batch = {
+        "user_ids": ["dan", "eve", "fay"],
+        "value_fen": 800,
+        "note": "sorry for the outage",
+        "idempotency_key": "apology-1",
+    }
+    made = await api.ok("POST", "/api/coupons", batch, 201)
+    assert {c["user_id"] for c in made["items"]} == {"dan", "eve", "fay"}
+    again = await api.ok("POST", "/api/coupons", batch, 200)  # a retry gives nothing twice
+    assert {c["id"] for c in again["items"]} == {c["id"] for c in made["items"]}
+    mine = await api.ok("GET", "/api/users/eve/coupons", token=None, viewer="eve")
+    assert [c["value_fen"] for c in mine["items"]] == [800]
+    for bad in (
+        {"value_fen": 500},
+        {"user_id": "x", "user_ids": ["y"], "value_fen": 5},
+        {"user_ids": ["a", "a"], "value_fen": 5},
+        {"user_id": "x", "value_fen": 0},
+        {"user_ids": [], "value_fen": 5},
+    ):
+        status, body = await api.post("/api/coupons", bad)
+        assert status == 400, (bad, body)
+    status, _ = await api.post(
+        "/api/coupons", {"user_id": "x", "value_fen": 5}, token=api.tokens["anchor"]
+    )
+    assert status == 403  # operators only
+
+
+async def _broadcast(shop: ShopEnv, anchor_id: int | None, product_id: int) -> int:
+    body: dict[str, Any] = {
+        "title": "tools",
+        "scheduled_start": "2030-01-01T12:00:00Z",
+        "product_ids": [product_id],
+    }
+    if anchor_id is not None:
+        body["anchor_id"] = anchor_id
+    b = await shop.api.ok("POST", "/api/broadcasts", body, 201)
+    await shop.api.ok(
+        "PUT", f"/api/broadcasts/{b['id']}/shelf", {"items": [{"product_id": product_id}]}
+    )
+    return int(b["id"])
+
+
+async def test_an_anchor_reads_orders_of_their_own_show(shop: ShopEnv) -> None:
+    api = shop.api
+    anchor_token, anchor_id = api.tokens["anchor"], int(api.tokens["anchor_id"])
+    product = await make_product(api)
+    sku = product["skus"][0]["id"]
+    mine = await _broadcast(shop, anchor_id, product["id"])
+    other = await _broadcast(shop, None, product["id"])
+    orders = {}
+    for bid in (mine, other):
+        orders[bid] = await api.ok(
+            "POST",
+            "/api/orders",
+            {"user_id": "gus", "sku_id": sku, "quantity": 1, "broadcast_id": bid,
+             "idempotency_key": f"t{bid}"},
+            201,
+            token=None,
+        )  # fmt: skip
+    got = await api.ok("GET", f"/api/orders/{orders[mine]['id']}", token=anchor_token)
+    assert got["id"] == orders[mine]["id"] and got["history"]
+    status, body = await api.call("GET", f"/api/orders/{orders[other]['id']}", token=anchor_token)
+    assert status == 404, body  # not their show: as if it did not exist
+    # reading is all: paying or cancelling stays the buyer's
+    status, _ = await api.call(
+        "POST", f"/api/orders/{orders[mine]['id']}/cancel", token=anchor_token
+    )
+    assert status == 401
+
+
+async def test_a_flash_sale_shows_its_card_in_the_same_call(shop: ShopEnv) -> None:
+    api = shop.api
+    product = await make_product(api)
+    bid = await _broadcast(shop, None, product["id"])
+    sale = await api.ok(
+        "POST",
+        "/api/flash-sales",
+        {
+            "broadcast_id": bid,
+            "sku_id": product["skus"][0]["id"],
+            "sale_price_fen": 990,
+            "sale_stock": 5,
+            "starts_at": "2030-01-01T00:00:00Z",
+            "ends_at": "2030-01-01T01:00:00Z",
+            "show_card": True,
+        },
+        201,
+    )
+    assert sale["card"]["flash_sale_id"] == sale["id"]
+    assert sale["card"]["product_id"] == product["id"]
+    current = await api.ok("GET", f"/api/broadcasts/{bid}/card", token=None)
+    assert current["card"]["id"] == sale["card"]["id"]

@@ -394,6 +394,8 @@ class WhipPublish:
     # ------------------------------------------------------------------ feedback out
 
     def _keyframe_please(self, force: bool = False) -> None:
+        if not self._pli:  # only feedback the publisher agreed to (ffmpeg offers NACK only)
+            return
         if self._video_ssrc is None and not force:
             return
         now = self._loop.time()

@@ -264,6 +264,14 @@ async def test_console_runs_a_shop_evening(
                     "4 on sale + 1 held by orders"
                 )
                 await expect(page.locator("#flash-status")).to_contain_text(": consistent")
+                # changed live: one more unit; then closed
+                await row.locator("input[type=number]").last.fill("6")
+                await row.locator("button", has_text="Save").click()
+                await expect(page.locator("#flash-status")).to_contain_text("changed")
+                await expect(row).to_contain_text("1 sold · 5 left of 6")
+                await row.locator("button", has_text="Close").click()
+                await expect(row.locator("[data-state]")).to_have_attribute("data-state", "closed")
+                await expect(row.locator("td.countdown")).to_contain_text("closed")
                 await page.screenshot(path=str(shots / "3-flash-sale.png"), full_page=True)
                 await page.click("nav.tabs a[data-tab=overview]")
                 await expect(page.locator("#fig-orders")).to_have_text("1", timeout=10000)

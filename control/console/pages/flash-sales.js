@@ -1,7 +1,7 @@
 // Flash sales of a broadcast: create (a time window, or open now until the stock is sold),
 // watch sold/left with a countdown, change the end, limit or stock live, close, and show
 // the sale's card in the room.
-import { h, badge, fmtFen, fmtTime, isoToLocal, localToIso, specsText, statusLine, table, yuanToFen } from "../lib/dom.js";
+import { h, badge, fmtDuration, fmtFen, fmtTime, isoToLocal, localToIso, specsText, statusLine, table, yuanToFen } from "../lib/dom.js";
 import { api, isOperator, shopCall } from "../lib/api.js";
 import { every } from "../lib/view.js";
 import { productMap } from "../lib/names.js";
@@ -16,7 +16,7 @@ function remember(id, sid) { localStorage.setItem(KNOWN(id), JSON.stringify([...
 function countdown(s) {
   const now = Date.now();
   const start = Date.parse(s.starts_at), end = Date.parse(s.ends_at);
-  const fmt = (ms) => { const t = Math.max(0, Math.round(ms / 1000)); return `${Math.floor(t / 60)}:${String(t % 60).padStart(2, "0")}`; };
+  const fmt = (ms) => fmtDuration(ms / 1000);
   if (s.status === "scheduled" || now < start) return `starts in ${fmt(start - now)}`;
   if (s.status === "open") return `ends in ${fmt(end - now)}`;
   return s.closed_at ? `closed ${fmtTime(s.closed_at)}` : `ended ${fmtTime(s.ends_at)}`;
@@ -75,7 +75,7 @@ export async function flashView(main, id) {
     } catch (e) { status.fail(e); }
   } }, "Audit") : "";
   const editRow = (s) => {
-    const ends = h("input", { type: "datetime-local", value: isoToLocal(s.ends_at), class: "narrow-input" });
+    const ends = h("input", { type: "datetime-local", value: isoToLocal(s.ends_at), class: "datetime-input" });
     const limit = h("input", { type: "number", min: 1, value: s.per_user_limit, class: "narrow-input" });
     const stock = h("input", { type: "number", min: 1, value: s.sale_stock, class: "narrow-input" });
     const live = ["scheduled", "open", "sold_out"].includes(s.status);
@@ -87,7 +87,7 @@ export async function flashView(main, id) {
       h("td", {}, live ? h("div", { class: "row-actions" }, "end", ends, "limit", limit, "stock", stock,
         h("button", { type: "button", class: "secondary", onclick: async () => {
           const body = {};
-          if (localToIso(ends.value) !== new Date(s.ends_at).toISOString()) body.ends_at = localToIso(ends.value);
+          if (ends.value !== isoToLocal(s.ends_at)) body.ends_at = localToIso(ends.value);
           if (Number(limit.value) !== s.per_user_limit) body.per_user_limit = Number(limit.value);
           if (Number(stock.value) !== s.sale_stock) body.sale_stock = Number(stock.value);
           try { await api("PATCH", `/api/flash-sales/${s.id}`, body); status.ok(`Flash sale #${s.id} changed`); await refresh(); } catch (e) { status.fail(e); }

@@ -141,6 +141,7 @@ class WhipPublish:
         )
         self._remb = video is not None and "goog-remb" in video.rtcp_fb
         self._nack = video is not None and "nack" in video.rtcp_fb
+        self._pli = video is not None and "nack pli" in video.rtcp_fb
         self._rtx_pt = video.rtx_payload_type if video is not None else None
         self._rtx_ssrc: int | None = None
         self._nacked: dict[int, tuple[float, int]] = {}

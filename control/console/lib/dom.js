@@ -10,7 +10,7 @@ export function h(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "dataset") Object.assign(el.dataset, v);
-    else if (k === "value" && (tag === "input" || tag === "textarea" || tag === "select")) el.value = v;
+    else if (k === "value" && (tag === "textarea" || tag === "select")) el.value = v; // select: again below
     else el.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {

@@ -54,7 +54,8 @@ export async function broadcastView(main, id) {
       b.started_at ? ` · live since ${fmtTime(b.started_at)}` : "",
       b.ended_at ? ` · ended ${fmtTime(b.ended_at)}` : "",
       ` · anchor ${b.anchor_id ? userLabel(users, b.anchor_id) : "—"} · stream ${b.app}/${b.stream} · ${b.reminder_count} reminders`,
-      b.ban_reason ? h("span", { class: "error" }, ` · banned: ${b.ban_reason}`) : "");
+      b.ban_reason ? h("span", { class: "error" }, ` · banned: ${b.ban_reason}`) : "",
+      " · ", h("a", { href: `/watch/${b.app}/${b.stream}`, target: "_blank", rel: "noopener", id: "viewer-link" }, "viewer page"));
     const act = (trigger, label, cls) => h("button", { type: "button", class: cls, dataset: { action: trigger }, onclick: async () => {
       const reason = trigger === "ban" ? prompt("Reason for the ban?") : "";
       if (trigger === "ban" && reason === null) return;

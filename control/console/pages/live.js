@@ -35,7 +35,8 @@ export async function liveView(main) {
         h("td", {}, fmtBits(s.bitrate_in), " / ", fmtBits(s.bitrate_out)),
         h("td", {}, s.fps ?? "—"),
         h("td", {}, fmtDuration(s.uptime)),
-        h("td", { class: "mono" }, pub ? `${pub.protocol} ${pub.remote}` : "—"),
+        h("td", { class: "mono" }, pub ? `${pub.protocol} ${pub.remote}` : "—",
+          h("div", {}, h("a", { href: `/watch/${s.app}/${s.name}`, target: "_blank", rel: "noopener" }, "viewer page"))),
         h("td", {}, b ? h("div", { class: "row-actions" },
           b.actions.includes("end") ? h("button", { type: "button", class: "secondary", onclick: act(b, "end") }, "End (kick)") : null,
           b.actions.includes("ban") ? h("button", { type: "button", class: "danger", onclick: act(b, "ban") }, "Ban") : null)

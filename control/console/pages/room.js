@@ -87,6 +87,10 @@ export async function roomView(main, id) {
     const peak = points.reduce((n, p) => Math.max(n, p.viewers || 0), 0);
     totals.textContent = points.length ? `peak viewers ${peak} · comments ${sum("comments")} · likes ${sum("likes")} · orders ${sum("orders")} · GMV ${fmtFen(sum("gmv_fen"))} · refunded ${fmtFen(sum("refunded_fen"))}` : "";
     totals.dataset.gmv = String(sum("gmv_fen"));
+    try {
+      const sm = await api("GET", `/api/broadcasts/${id}/summary`);
+      totals.append(` · unique viewers ${sm.unique_viewers ?? 0}${sm.peak_at ? ` · peak at ${fmtTime(sm.peak_at)}` : ""}`);
+    } catch { /* the summary is extra */ }
   };
   every(POLL_MS, () => { poll().catch((e) => { status.textContent = e.message; }); });
 }

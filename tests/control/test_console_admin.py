@@ -4,7 +4,7 @@ and listed), accounts and API tokens (created, shown once, revoked), webhooks (a
 receiver gets the ping, the delivery log shows it), the live overview, replays and payment
 notifications when nothing happened, a sharer registered with a share link and the order
 credited to them, a buyer blocked (their order refused) and unblocked; then the anchor's
-console: their show, no operator page.
+console (their show, no operator page) and the moderator's (comments and room controls).
 Screenshots under ``tests/artifacts/console/admin/``."""
 
 from __future__ import annotations
@@ -275,6 +275,17 @@ async def test_console_back_office(
                 await expect(page.locator("#card-picker")).to_contain_text("Celadon tea cups")
                 await expect(page.locator("#qr img")).to_be_visible()
                 for gone in ("#lottery-card", "#edit-broadcast", "#announce-form"):
+                    await expect(page.locator(gone)).to_have_count(0)
+
+                # the moderator: the room's comments and controls, no push URL or card
+                await page.click("#logout")
+                await sign_in(page, "moderator1")
+                await page.locator("#schedule-body tr", has_text="Tea morning").click()
+                await page.fill("#announce-form input[name=text]", "Welcome to tea morning")
+                await page.click("#announce-form button[type=submit]")
+                await expect(page.locator("#moderation-status")).to_contain_text("posted")
+                await expect(page.locator("#push")).to_be_hidden()
+                for gone in ("#card-card", "#lottery-card", "#edit-broadcast"):
                     await expect(page.locator(gone)).to_have_count(0)
                 assert not errors, errors
     finally:

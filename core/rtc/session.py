@@ -39,6 +39,11 @@ CloseReason = str
 """``closed`` (local close), ``ice-timeout``, ``dtls-failed``, ``no-media``,
 ``remote-closed`` (the peer sent a DTLS close_notify), ``shutdown`` (endpoint closed)."""
 
+TX_WINDOW = 4096
+"""How far back (packets) a resent RTP packet may be and still be protected again."""
+RX_WINDOW = 1024
+"""SRTP replay window of what we receive (reordered packets within it are accepted)."""
+
 _FAILURES = frozenset({"ice-timeout", "dtls-failed", "no-media", "remote-closed"})
 
 
@@ -341,10 +346,11 @@ class RtcSession:
             key=keys.tx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=keys.profile
         )
         tx_policy.allow_repeat_tx = True  # NACK answered by resending the same packet
+        tx_policy.window_size = TX_WINDOW  # ... even one sent thousands of packets ago
         rx_policy = pylibsrtp.Policy(
             key=keys.rx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=keys.profile
         )
-        rx_policy.window_size = 1024
+        rx_policy.window_size = RX_WINDOW
         self._tx = pylibsrtp.Session(policy=tx_policy)
         self._rx = pylibsrtp.Session(policy=rx_policy)
         self.srtp_profile = keys.profile_name

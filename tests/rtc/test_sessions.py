@@ -349,3 +349,15 @@ async def test_batches_arrive_whole_and_in_order(endpoint: RtcEndpoint) -> None:
     peer.vanish()
     session.close()
     assert session.send_rtp_batch(packets[:3]) == 0
+
+
+async def test_an_old_packet_can_be_resent(endpoint: RtcEndpoint) -> None:
+    """NACK answered in place: a packet 3000 packets back is protected and sent again."""
+    peer, session = await _connected_pair(endpoint, direction="sendonly")
+    pt, ssrc = _video(session).payload_type, _video(session).local_ssrc
+    packets = [rtp_packet(pt, i, i * 90, ssrc, b"v" * 20) for i in range(3001)]
+    for packet in packets:
+        assert session.send_rtp(packet)
+    assert session.send_rtp(packets[1])  # libsrtp refuses it beyond the replay window
+    assert session.stats["drops_out"] == 0
+    peer.vanish()

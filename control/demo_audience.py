@@ -385,7 +385,7 @@ class Audience:
         body = {
             "sku_id": sku["id"],
             "quantity": 2 if self._rng.random() < 0.15 else 1,
-            "broadcast_id": str(self.bid),
+            "broadcast_id": self.bid,
             "idempotency_key": uuid.uuid4().hex,
             "channel": "live",
         }

@@ -494,7 +494,7 @@ class Show:
             "POST",
             "/api/flash-sales",
             {
-                "broadcast_id": str(self.seeded.id),
+                "broadcast_id": self.seeded.id,
                 "sku_id": sku["id"],
                 "sale_price_fen": sale_price,
                 "sale_stock": self.settings.sale_stock,

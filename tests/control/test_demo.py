@@ -368,7 +368,7 @@ async def test_show_rotates_the_card_opens_flash_sales_and_lotteries(
             await asyncio.gather(task, return_exceptions=True)
         sale = await api.call("GET", f"/api/flash-sales/{show.sale['id']}")
         assert sale["status"] == "open"
-        assert sale["broadcast_id"] == str(seeded.id)
+        assert sale["broadcast_id"] == seeded.id
         sku = next(s for p in seeded.products for s in p["skus"] if s["id"] == sale["sku_id"])
         assert 0 < sale["sale_price_fen"] < sku["price_fen"]
         # the card of the sale's product carries the sale (the viewer page's countdown)

@@ -227,6 +227,13 @@ async def api(
 async def create_sale(node: Node, token: str, stock: int, limit: int = 1) -> int:
     """A product with enough SKU stock on a new broadcast's shelf and a flash sale of
     ``stock`` units open now."""
+    return (await create_broadcast_sale(node, token, stock, limit))[1]
+
+
+async def create_broadcast_sale(
+    node: Node, token: str, stock: int, limit: int = 1
+) -> tuple[int, int]:
+    """(broadcast id, flash sale id): see :func:`create_sale`."""
     product = await api(
         node, token, "POST", "/api/products",
         {"title": "drill", "skus": [{"price_fen": 9900, "stock": stock + 10, "specs": {}}]},
@@ -256,7 +263,7 @@ async def create_sale(node: Node, token: str, stock: int, limit: int = 1) -> int
         return True
 
     await wait_for(created, 10, "the product on the broadcast's shelf", 0.1)
-    return int(sale["id"])
+    return int(broadcast["id"]), int(sale["id"])
 
 
 # -- buyers ---------------------------------------------------------------------------------

@@ -282,6 +282,10 @@ async def test_console_runs_a_shop_evening(
                 if has_series:
                     await expect(totals).to_have_attribute("data-gmv", "5900", timeout=15000)
                     await expect(page.locator("#charts canvas").first).to_be_visible()
+                    # the same minute by minute as a table, with the card pushes
+                    await page.click("#series-table summary")
+                    await expect(page.locator("#series-table")).to_contain_text("¥59.00")
+                    await expect(page.locator("#series-table")).to_contain_text("Oolong tea 100g")
                 else:
                     await expect(series_status).to_have_text("No data yet.")
                 await page.screenshot(path=str(shots / "4-live-room.png"), full_page=True)

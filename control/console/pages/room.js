@@ -1,7 +1,7 @@
 // A broadcast's live room: charts minute by minute since it went live, on one time axis
 // (viewers, comments and likes, orders and GMV, stream health), with the card pushes
 // marked, drawn from GET /api/broadcasts/{id}/series (polled with ?since=).
-import { h, $, badge, fmtFen, fmtTime } from "../lib/dom.js";
+import { h, badge, fmtFen, fmtTime, table } from "../lib/dom.js";
 import { api } from "../lib/api.js";
 import { every } from "../lib/view.js";
 import { timeChart } from "../lib/chart.js";
@@ -16,9 +16,22 @@ export async function roomView(main, id) {
   const status = h("p", { class: "muted", id: "series-status" }, "Loading…");
   const charts = h("div", { class: "charts", id: "charts" });
   const totals = h("p", { id: "series-totals" });
+  const minutes = h("details", { id: "series-table" }, h("summary", {}, "Minute by minute"));
   main.replaceChildren(h("section", { class: "card" },
     h("div", { class: "row-actions" }, h("h2", { class: "grow" }, `#${b.id} ${b.title}: live room`), badge(b.state)),
-    broadcastTabs(b, "room"), status, totals, charts));
+    broadcastTabs(b, "room"), status, totals, charts, minutes));
+  // the same figures as a table, each minute with the cards pushed in it
+  const renderTable = (points, markers, step) => {
+    const rows = [...points].reverse().map((p) => {
+      const t0 = Date.parse(p.t) / 1000;
+      const cards = markers.filter((m) => m.t >= t0 && m.t < t0 + step).map((m) => m.label).join(", ");
+      return h("tr", { dataset: { t: p.t } }, h("td", {}, new Date(p.t).toLocaleTimeString()), h("td", {}, p.viewers ?? 0),
+        h("td", {}, p.comments ?? 0), h("td", {}, p.likes ?? 0), h("td", {}, p.orders ?? 0), h("td", {}, fmtFen(p.gmv_fen ?? 0)),
+        h("td", {}, fmtFen(p.refunded_fen ?? 0)), h("td", {}, p.bitrate_in_kbps === null || p.bitrate_in_kbps === undefined ? "—" : Math.round(p.bitrate_in_kbps)),
+        h("td", {}, p.fps ?? "—"), h("td", {}, p.keyframe_interval_s ?? "—"), h("td", {}, p.dropped_viewers ?? 0), h("td", {}, cards));
+    });
+    minutes.replaceChildren(h("summary", {}, "Minute by minute"), table(["Minute", "Viewers", "Comments", "Likes", "Orders", "GMV", "Refunded", "kb/s in", "fps", "GOP s", "Dropped", "Cards"], rows, "No data yet."));
+  };
   const width = Math.max(320, Math.min(1200, main.clientWidth - 60));
   const defs = [
     ["Concurrent viewers", [
@@ -78,6 +91,9 @@ export async function roomView(main, id) {
       window_ = [Math.min(from, Date.parse(points[0].t) / 1000), to];
     }
     for (const c of made) c.set(points, markers);
+    const wasOpen = minutes.open;
+    renderTable(points, markers, s.step_s || 60);
+    minutes.open = wasOpen;
     if (!points.length) { status.textContent = "No data yet."; status.dataset.state = "empty"; }
     else {
       status.dataset.state = "data";

@@ -135,7 +135,7 @@ async def world(server_factory: Callable[..., Any]) -> Any:
                 "POST",
                 "/api/flash-sales",
                 {
-                    "broadcast_id": str(bid),
+                    "broadcast_id": bid,
                     "sku_id": w.sku,
                     "sale_price_fen": 990,
                     "sale_stock": 10,
@@ -178,7 +178,7 @@ def body_of(method: str, template: str, ref: Side, w: World) -> Any:
     now = int(time.time() * 1000)
     bodies: dict[tuple[str, str], Any] = {
         ("POST", "/api/flash-sales"): {
-            "broadcast_id": str(ref.broadcast),
+            "broadcast_id": ref.broadcast,
             "sku_id": w.sku,
             "sale_price_fen": 0,
             "sale_stock": 5,
@@ -373,7 +373,7 @@ async def test_anchor_acts_on_their_own(world: World) -> None:
         "/api/flash-sales",
         a.token,
         json={
-            "broadcast_id": str(a.broadcast),
+            "broadcast_id": a.broadcast,
             "sku_id": w.sku,
             "sale_price_fen": 500,
             "sale_stock": 3,
@@ -381,7 +381,7 @@ async def test_anchor_acts_on_their_own(world: World) -> None:
             "ends_at": now + 600_000,
         },
     )
-    assert status == 201 and new["broadcast_id"] == str(a.broadcast), new
+    assert status == 201 and new["broadcast_id"] == a.broadcast, new
     status, closed = await w.call("POST", f"/api/flash-sales/{a.sale}/close", a.token)
     assert status == 200, closed
     # a moderator (no per-broadcast assignment) moderates any room; an anchor none

@@ -285,6 +285,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.monotonic() - start
         emit("measure_end")
         own = time.process_time() - own0
+        await asyncio.sleep(1.0)  # the driver reads the server's figures before the DELETEs
         after = [(dict(v.packets), dict(v.octets)) for v in viewers]
         lost1 = [v.lost() for v in viewers]
         expected = sum(b[0] - a[0] for a, b in zip(lost0, lost1, strict=True))

@@ -88,6 +88,8 @@ async def run_loadgen(
         events.append(ev)
         if ev["event"] == "measure_start":
             window["cpu0"], window["t0"] = cpu_seconds(server_pid), now
+            if on_end is not None:
+                events.append({"event": "server_figures_start", **(await on_end())})
         elif ev["event"] == "measure_end":
             window["cpu1"], window["t1"] = cpu_seconds(server_pid), now
             window["rss"] = rss_bytes(server_pid)
@@ -103,6 +105,13 @@ async def run_loadgen(
     span = window["t1"] - window["t0"]
     cpu = window["cpu1"] - window["cpu0"]
     figures = next((e for e in events if e["event"] == "server_figures"), None)
+    start = next((e for e in events if e["event"] == "server_figures_start"), None)
+    if figures is not None and start is not None:
+        # what the server sent over the window, per viewer and second (the load generator
+        # may read behind it on a busy machine: its own figures would then be lower)
+        viewers = max(1, figures.get("sessions", 0))
+        sent = figures["packets_sent"] - start["packets_sent"]
+        figures["server_pkts_per_viewer_s"] = round(sent / viewers / span, 1)
     return {
         "cpu_s": cpu,
         "span_s": span,

@@ -36,6 +36,7 @@ from core.rtc import RtcSession, WebRtcConfig
 from ingest.events import StreamPublished, StreamUnpublished
 from ingest.hooks import Hooks
 from ingest.whip_audio import AudioTranscodeWorker, flv_aac_frame, flv_aac_header
+from media.amf import ECMAArray, encode_amf0
 from media.codecs import split_annexb
 from media.frame import Frame, Kind
 from media.rtp.h264_depacketize import AvcTagWriter, H264Depacketizer, parse_rtp
@@ -354,10 +355,27 @@ class WhipPublish:
                 )
                 if self._first_dts is None:
                     self._first_dts = dts
+                if tag.header:
+                    self._metadata(pub)
                 pub.push_frame(frame)
                 if not tag.header:
                     self.video_frames += 1
                     self.keyframes += tag.keyframe
+
+    def _metadata(self, pub: Publisher) -> None:
+        """``onMetaData`` for FLV/RTMP players, as an RTMP encoder sends it (size, rate,
+        codecs); again when the picture size changes."""
+        config = self._writer.config
+        meta: dict[str, Any] = {"encoder": "berrylive whip", "videocodecid": 7}
+        if config is not None:
+            with contextlib.suppress(ValueError):
+                vc = config.video_config()
+                meta["width"], meta["height"] = vc.width, vc.height
+                if vc.fps:
+                    meta["framerate"] = round(vc.fps, 3)
+        if self._audio is not None:
+            meta.update(audiocodecid=10, audiosamplerate=48000, audiosamplesize=16, stereo=True)
+        pub.metadata(encode_amf0("onMetaData", ECMAArray(meta)), meta)
 
     def _aac_frames(self, frames: list[tuple[int, bytes]]) -> None:
         pub = self.publisher

@@ -69,6 +69,7 @@ def read_stream(url: str, video_frames: int, timeout: float = 60) -> dict[str, A
     options = {"rw_timeout": str(int(RW_TIMEOUT * 1_000_000))}
     with av.open(url, options=options, timeout=(timeout, RW_TIMEOUT)) as container:
         out["codecs"] = {s.type: s.codec_context.name for s in container.streams}
+        out["metadata"] = dict(container.metadata)
         vdec = None
         for s in container.streams.video:
             vdec = av.CodecContext.create(s.codec_context.name, "r")
@@ -137,6 +138,9 @@ async def test_ffmpeg_whip_publish_reads_back_whole(server, protocol: str) -> No
                 ),
                 timeout=30,
             )
+            meta = hub_of(server).meta  # onMetaData as an RTMP encoder would send it
+            assert (meta["width"], meta["height"], meta["videocodecid"]) == (320, 180, 7)
+            assert meta["audiocodecid"] == 10
             play = (
                 f"{server.http_url}/live/cam.flv"
                 if protocol == "http-flv"
@@ -148,6 +152,7 @@ async def test_ffmpeg_whip_publish_reads_back_whole(server, protocol: str) -> No
             await stop(proc)
         await wait_for(lambda: any(isinstance(e, StreamUnpublished) for e in seen), timeout=15)
     assert got["codecs"] == {"video": "h264", "audio": "aac"}
+    assert got["metadata"].get("encoder") == "berrylive whip"
     assert got["first_keyframe"] is True
     vd = got["video_dts"]
     assert len(vd) == frames  # every frame, from the first keyframe

@@ -425,6 +425,15 @@ async def create_flash_sale(request: web.Request) -> web.Response:
 
 
 @api
+async def list_flash_sales(request: web.Request) -> web.Response:
+    q = request.query
+    bid = broadcast_ids.parse(q["broadcast_id"]) if q.get("broadcast_id") else None
+    limit = query_int(q, "limit", 50, 1, 200)
+    items = await _svc(request).sale_admin.list_sales(bid, limit)
+    return _json({"broadcast_id": to_wire(bid) if bid else None, "items": items})
+
+
+@api
 async def get_flash_sale(request: web.Request) -> web.Response:
     return _json(await _svc(request).flash.get(_int_path(request, "sale_id")))
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from core.routes import Owner, Scope, broadcast_in_body, broadcast_in_path, resolved_by
 from shop_bridge.service import ShopService
 
-__all__ = ["BROADCAST", "CARD", "NEW_SALE", "SALE"]
+__all__ = ["BROADCAST", "CARD", "NEW_SALE", "SALE", "SALES_LIST"]
 
 
 def _shop(request: web.Request) -> ShopService:
@@ -49,6 +49,15 @@ async def _sale_in_body(request: web.Request) -> Scope:
     return Scope() if scope.missing else scope
 
 
+async def _broadcast_in_query(request: web.Request) -> Scope:
+    value = request.query.get("broadcast_id")
+    return Scope(everything=True) if not value else Scope.of([value])
+
+
+SALES_LIST = resolved_by(
+    _broadcast_in_query, "the broadcast of the query's broadcast_id (else all)", status=403
+)
+"""Listing flash sales: the query's broadcast (anchors must name one of theirs)."""
 BROADCAST = broadcast_in_path("broadcast_id")
 """A route of one broadcast (its shelf, card, sales)."""
 SALE = resolved_by(_sale_in_path, "the broadcast of the flash sale {sale_id}")

@@ -71,6 +71,16 @@ class FlashSaleAdmin:
             raise not_found("flash_sale", sale_id)
         return sale
 
+    async def list_sales(self, broadcast_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """The flash sales of a broadcast (or of all, for operators), newest first, each
+        with its remaining stock and status."""
+        q = select(SALES.c.id).order_by(SALES.c.id.desc()).limit(limit)
+        if broadcast_id is not None:
+            q = q.where(SALES.c.broadcast_id == broadcast_id)
+        async with self.ctx.engine.connect() as conn:
+            ids = [int(r[0]) for r in await conn.execute(q)]
+        return [await self.flash.get(sale_id) for sale_id in ids]
+
     # -- close -------------------------------------------------------------------------
 
     async def close(self, sale_id: int, actor: str, reason: str) -> dict[str, Any]:

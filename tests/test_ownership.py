@@ -207,7 +207,11 @@ def body_of(method: str, template: str, ref: Side, w: World) -> Any:
 
 
 def query_of(template: str, ref: Side) -> str:
-    return f"?room={ref.room}" if template == "/api/danmaku/audit" else ""
+    if template == "/api/danmaku/audit":
+        return f"?room={ref.room}"
+    if template == "/api/flash-sales":
+        return f"?broadcast_id={ref.broadcast}"
+    return ""
 
 
 def _steady(value: Any) -> Any:

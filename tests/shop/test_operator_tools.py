@@ -105,3 +105,37 @@ async def test_a_flash_sale_shows_its_card_in_the_same_call(shop: ShopEnv) -> No
     assert sale["card"]["product_id"] == product["id"]
     current = await api.ok("GET", f"/api/broadcasts/{bid}/card", token=None)
     assert current["card"]["id"] == sale["card"]["id"]
+
+
+async def test_flash_sales_of_a_broadcast_are_listed(shop: ShopEnv) -> None:
+    api = shop.api
+    anchor_token, anchor_id = api.tokens["anchor"], int(api.tokens["anchor_id"])
+    product = await make_product(api, stock=100)
+    mine = await _broadcast(shop, anchor_id, product["id"])
+    other = await _broadcast(shop, None, product["id"])
+    made = []
+    for bid in (mine, mine, other):
+        made.append(
+            await api.ok(
+                "POST",
+                "/api/flash-sales",
+                {
+                    "broadcast_id": bid,
+                    "sku_id": product["skus"][0]["id"],
+                    "sale_price_fen": 990,
+                    "sale_stock": 5,
+                    "starts_at": "2030-01-01T00:00:00Z",
+                    "ends_at": "2030-01-01T01:00:00Z",
+                },
+                201,
+            )
+        )
+    listed = await api.ok("GET", f"/api/flash-sales?broadcast_id={mine}", token=anchor_token)
+    assert [s["id"] for s in listed["items"]] == [made[1]["id"], made[0]["id"]]
+    assert all(s["remaining"] == 5 and s["broadcast_id"] == mine for s in listed["items"])
+    status, _ = await api.call("GET", f"/api/flash-sales?broadcast_id={other}", token=anchor_token)
+    assert status == 403  # someone else's show
+    status, _ = await api.call("GET", "/api/flash-sales", token=anchor_token)
+    assert status == 403  # an anchor names one of their broadcasts
+    every = await api.ok("GET", "/api/flash-sales?limit=200")
+    assert {s["id"] for s in made} <= {s["id"] for s in every["items"]}

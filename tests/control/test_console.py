@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -218,6 +219,8 @@ async def test_console_runs_a_shop_evening(
                 await page.wait_for_function(
                     "() => document.querySelector('#preview').readyState >= 2"
                 )
+                # the preview is a viewer of the stream: the figures count it
+                await expect(page.locator("#fig-viewers")).to_have_text("1", timeout=10000)
 
                 # push the card: the picker marks it live
                 await picker.locator("li", has_text="Oolong tea").locator("button").click()
@@ -295,6 +298,13 @@ async def test_console_runs_a_shop_evening(
                 live_row = page.locator(f'#live-streams tr[data-stream="live/b{bid}"]')
                 await expect(live_row).to_contain_text("Tea harvest live")
                 await expect(live_row).to_contain_text("rtmp 127.0.0.1")
+                # an HTTP-FLV viewer shows in the row's viewers per protocol
+                async with session.get(f"{server.http_url}/live/b{bid}.flv") as flv:
+                    assert flv.status == 200
+                    assert await flv.content.read(9)  # the FLV header: it is being served
+                    await expect(live_row.locator("td.viewers")).to_contain_text(
+                        re.compile(r"(?<![-\w])flv 1")  # not ws-flv
+                    )
 
                 # the order, found by broadcast and state; refunded from its page
                 await page.click("a[data-nav=orders]")

@@ -89,15 +89,15 @@ class ShopConfig:
     """Most buys and order placements of one account per window (0: no limit)."""
     buy_limit_device: int = 30
     """Most buys and order placements from one device (``X-Device-Id``) per window (0: no limit)."""
-    buy_limit_ip: int = 200
-    """Most buys and order placements from one IP address per window (0: no limit; many
-    buyers may share an address behind a carrier's NAT)."""
+    buy_limit_ip: int = 0
+    """Most buys and order placements from one IP address per window (0: no limit, the
+    default: a carrier's NAT puts thousands of buyers behind one address)."""
     lottery_limit_user: int = 5
     """Most lottery entries of one account per window (0: no limit)."""
     lottery_limit_device: int = 10
     """Most lottery entries from one device per window (0: no limit)."""
-    lottery_limit_ip: int = 100
-    """Most lottery entries from one IP address per window (0: no limit)."""
+    lottery_limit_ip: int = 0
+    """Most lottery entries from one IP address per window (0: no limit, the default)."""
     flash_min_account_age: int = 0
     """Flash sales refuse accounts younger than this many seconds (403 ``account_too_new``;
     0: no rule). The age comes from the viewer token's ``created`` claim, else from when

@@ -168,6 +168,9 @@ async def shop_factory(
                 # tests of other features pay orders without a recipient; the order core's
                 # tests (test_recipients*) turn the rule on
                 "require_recipient": False,
+                # ... and are not rate-limited (tests/shop/test_abuse.py sets the limits)
+                "buy_limit_user": 0,
+                "buy_limit_device": 0,
                 **shop,
             }
         }

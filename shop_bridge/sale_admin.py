@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
 
+from control.events import BroadcastEvent
 from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.context import ShopContext
 from shop_bridge.errors import ShopError, conflict, invalid, not_found
@@ -70,6 +72,32 @@ class FlashSaleAdmin:
         if sale is None:
             raise not_found("flash_sale", sale_id)
         return sale
+
+    def subscribe(self) -> list[Callable[[], None]]:
+        """Close the open sales of a broadcast that is banned or cancelled."""
+        return [self.ctx.bus.on(BroadcastEvent, self.on_broadcast_event)]
+
+    async def on_broadcast_event(self, event: BroadcastEvent) -> None:
+        if event.topic not in ("broadcast.banned", "broadcast.cancelled"):
+            return
+        bid = event.broadcast_id if event.broadcast_id is not None else event.id
+        async with self.ctx.engine.connect() as conn:
+            ids = [
+                int(r[0])
+                for r in await conn.execute(
+                    select(SALES.c.id).where(
+                        SALES.c.broadcast_id == str(bid),
+                        SALES.c.closed_ms.is_(None),
+                        SALES.c.settled_ms.is_(None),
+                    )
+                )
+            ]
+        state = event.topic.partition(".")[2]
+        for sale_id in ids:
+            try:
+                await self.close(sale_id, "control", f"broadcast {bid} {state}")
+            except ShopError as exc:  # over meanwhile
+                logger.info("flash sale %s not closed at the %s: %s", sale_id, state, exc.message)
 
     async def list_sales(self, broadcast_id: str | None, limit: int) -> list[dict[str, Any]]:
         """The flash sales of a broadcast (or of all, for operators), newest first, each

@@ -120,7 +120,9 @@ class ShopService:
         and (with ``background``) start the periodic sweep and reconciliation."""
         self.flash.start()
         self.ctx.start()
-        self._unsubscribe += self.prizes.subscribe() + self.shelf.subscribe()
+        self._unsubscribe += (
+            self.prizes.subscribe() + self.shelf.subscribe() + self.sale_admin.subscribe()
+        )
         self.prize_outbox.start()
         self.sales_updates.start()
         self.refunds.start(background)

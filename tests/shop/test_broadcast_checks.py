@@ -66,6 +66,16 @@ async def test_unknown_and_closed_broadcasts_are_refused(shop: ShopEnv) -> None:
         sale = await api.ok("POST", "/api/flash-sales", _sale(bid, sku), 201)
         assert sale["broadcast_id"] == bid
         await api.ok("POST", f"/api/broadcasts/{bid}/{action}", {"reason": "test"})
+        # its open flash sale is closed: buys refused, the unsold stock back to the SKU
+        async with asyncio.timeout(10):
+            while (await api.ok("GET", f"/api/flash-sales/{sale['id']}"))["status"] != "closed":
+                await asyncio.sleep(0.02)
+        status, body = await api.post(
+            f"/api/flash-sales/{sale['id']}/buy",
+            {"user_id": "u9", "idempotency_key": f"b{bid}"},
+            token=None,
+        )
+        assert (status, body["error"]["code"]) == (409, "sale_closed"), body
         shop_view = await api.ok("GET", f"/api/broadcasts/{bid}/shop")
         assert shop_view["state"] in ("cancelled", "banned") and shop_view["known"]
         status, body = await api.post(f"/api/broadcasts/{bid}/card", {"product_id": tea["id"]})

@@ -329,6 +329,23 @@ async def test_console_runs_a_shop_evening(
                     await expect(page.locator("#recipient")).not_to_contain_text("13812341234")
                     await page.click("#reveal-recipient")
                     await expect(page.locator("#recipient")).to_contain_text("13812341234")
+                # a partial refund first (a damaged box): the order stays paid
+                await page.fill("#refund-form input[name=reason]", "damaged box")
+                await page.fill("#refund-form input[name=amount]", "20.00")
+                await page.click("#refund-form button[type=submit]")
+                await expect(page.locator("#order-status")).to_contain_text("Refund: done")
+                await expect(page.locator("#refunds")).to_contain_text("damaged box")
+
+                async def partly_refunded() -> bool:
+                    _, o = await staff.api.call("GET", f"/api/orders/{order['id']}", staff.operator)
+                    return bool(o["refunded_fen"] == 2000 and o["state"] == "paid")
+
+                await wait_for(partly_refunded, "the partial refund confirmed")
+                await page.reload()
+                await expect(page.locator("#refunded")).to_have_text("¥20.00")
+                # then the rest: what is left is offered
+                amount = page.locator("#refund-form input[name=amount]")
+                await expect(amount).to_have_value("39.00")
                 await page.fill("#refund-form input[name=reason]", PROMPT_ANSWER)
                 await page.click("#refund-form button[type=submit]")
                 await expect(page.locator("#order-status")).to_contain_text("Refund: done")

@@ -1,6 +1,6 @@
 """The console's back-office pages in Chromium: the catalog (a SKU added, a price changed,
-a product renamed), a broadcast's shelf (reordered, a product taken off), coupons (granted
-and listed), accounts and API tokens (created, shown once, revoked), webhooks (a real
+a product renamed), a broadcast's shelf (reordered, a product taken off), coupons (given
+to two buyers), accounts and API tokens (created, shown once, revoked), webhooks (a real
 receiver gets the ping, the delivery log shows it), the live overview, replays and payment
 notifications when nothing happened, a sharer registered with a share link and the order
 credited to them, a buyer blocked (their order refused) and unblocked; then the anchor's
@@ -163,13 +163,17 @@ async def test_console_back_office(
                 got = [(i["product"]["id"], i["on_shelf"]) for i in shelf["items"]]
                 assert got == [(ids[1], True), (ids[0], False)], got
 
-                # coupons: granted to a buyer and listed
+                # coupons: given to two buyers at once, listed for the first
                 await page.click("a[data-nav=coupons]")
                 grant = page.locator("#coupon-grant")
-                await grant.locator("input[name=user_id]").fill("openid-li")
+                await grant.locator("input[name=user_id]").fill("openid-li, openid-mo")
                 await grant.locator("input[name=value]").fill("8")
                 await grant.locator("button[type=submit]").click()
-                await expect(page.locator("#coupons-status")).to_contain_text("granted")
+                await expect(page.locator("#coupons-status")).to_contain_text(
+                    "2 coupon(s) of ¥8.00 given"
+                )
+                _, mo = await api.call("GET", "/api/users/openid-mo/coupons", op)
+                assert [c["value_fen"] for c in mo["items"]] == [800], mo
                 await expect(page.locator("#coupons-list")).to_contain_text("¥8.00")
                 await expect(page.locator("#coupons-list")).to_contain_text("unused")
 

@@ -41,18 +41,6 @@ export async function api(method, path, body, raw = false) {
   return r.json();
 }
 
-/** The shop's broadcast_id: an integer everywhere (contracts.md). Until the shop takes
- * integers, a 400 on the integer form is retried once with the string form. */
-export async function shopCall(method, path, body) {
-  try { return await api(method, path, body); }
-  catch (e) {
-    if (e.status === 400 && body && typeof body.broadcast_id === "number" && /broadcast_id/.test(e.message)) {
-      return api(method, path, { ...body, broadcast_id: String(body.broadcast_id) });
-    }
-    throw e;
-  }
-}
-
 /** Every item of a limit/offset list (bounded: at most `max`). */
 export async function listAll(path, key = "items", max = 1000) {
   const out = [];

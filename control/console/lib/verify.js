@@ -3,9 +3,21 @@
 // winners recomputed from the seed are the winners announced.
 
 const enc = new TextEncoder();
+const hex = (bytes) => [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+// WebCrypto exists only in secure contexts (https, localhost); a console opened over plain
+// http on another host hashes with @noble/hashes from node_modules instead.
+let noble = null;
 async function digestHex(alg, text) {
-  const buf = await crypto.subtle.digest(alg, enc.encode(text));
-  return [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  if (globalThis.crypto?.subtle) return hex(await crypto.subtle.digest(alg, enc.encode(text)));
+  if (!noble) {
+    const [{ sha256 }, { sha1 }] = await Promise.all([
+      import("/console/node_modules/@noble/hashes/sha2.js"),
+      import("/console/node_modules/@noble/hashes/legacy.js"),
+    ]);
+    noble = { "SHA-256": sha256, "SHA-1": sha1 };
+  }
+  return hex(noble[alg](enc.encode(text)));
 }
 const sha256 = (t) => digestHex("SHA-256", t);
 

@@ -2,7 +2,7 @@
 // watch sold/left with a countdown, change the end, limit or stock live, close, and show
 // the sale's card in the room.
 import { h, badge, fmtDuration, fmtFen, fmtTime, isoToLocal, localToIso, specsText, statusLine, table, yuanToFen } from "../lib/dom.js";
-import { api, isOperator, shopCall } from "../lib/api.js";
+import { api, isOperator } from "../lib/api.js";
 import { every } from "../lib/view.js";
 import { productMap } from "../lib/names.js";
 import { broadcastTabs } from "./broadcast.js";
@@ -42,14 +42,11 @@ export async function flashView(main, id) {
       starts_at: byStock ? new Date().toISOString() : localToIso(f.get("starts")),
       ends_at: byStock ? defaultEnd.toISOString() : localToIso(f.get("ends")),
     };
+    if (f.get("card") === "on") body.show_card = true; // its card in the room, same call
     try {
-      const s = await shopCall("POST", "/api/flash-sales", body);
+      const s = await api("POST", "/api/flash-sales", body);
       remember(id, s.id);
-      status.ok(`Flash sale #${s.id} created`);
-      if (f.get("card") === "on") {
-        await api("POST", `/api/broadcasts/${id}/card`, { product_id: s.product_id, sku_id: s.sku_id, flash_sale_id: s.id });
-        status.ok(`Flash sale #${s.id} created and its card shown`);
-      }
+      status.ok(`Flash sale #${s.id} created${body.show_card ? " and its card shown" : ""}`);
       await refresh();
     } catch (e) { status.fail(e); }
   } },

@@ -82,21 +82,22 @@ function exportCsv(orders, products) {
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 
-// Refund: a reason, and the amount (the whole order unless a smaller amount is given: sent
-// as amount_fen, which the shop refuses until it takes partial refunds).
+// Refund: a reason, and the amount: all that is left (the order moves to refunding, then
+// refunded), or less (amount_fen: a partial refund, the order keeps its state).
 function refundBox(o, status, done) {
+  const left = o.amount_fen - (o.refunded_fen || 0);
   return h("form", { id: "refund-form", class: "row-actions", onsubmit: async (ev) => {
     ev.preventDefault();
     const f = new FormData(ev.target);
     const body = { reason: f.get("reason") || "refund requested" };
     const fen = yuanToFen(f.get("amount"));
-    if (fen !== o.amount_fen) body.amount_fen = fen;
-    if (!confirm(`Refund ${fmtFen(fen)} of order ${o.id}?`)) return;
+    if (fen !== left) body.amount_fen = fen; // partial: the order keeps its state
+    if (!confirm(`Refund ${fmtFen(fen)} of order ${o.id}${fen === left ? " (all that is left)" : ""}?`)) return;
     try { await api("POST", `/api/orders/${o.id}/refund`, body); status.ok("Refund: done"); await done(); }
     catch (e) { status.fail(e); }
   } },
     h("label", {}, "Refund reason", h("input", { name: "reason", maxlength: 200, required: true })),
-    h("label", {}, "Amount ¥", h("input", { name: "amount", type: "number", min: 0.01, step: 0.01, max: (o.amount_fen / 100).toFixed(2), value: (o.amount_fen / 100).toFixed(2), class: "narrow-input" })),
+    h("label", {}, `Amount ¥ (up to ${fmtFen(left)})`, h("input", { name: "amount", type: "number", min: 0.01, step: 0.01, max: (left / 100).toFixed(2), value: (left / 100).toFixed(2), class: "narrow-input" })),
     h("button", { type: "submit", class: "danger" }, "Refund"));
 }
 
@@ -119,7 +120,7 @@ export async function orderView(main, id) {
     if (isOperator()) {
       if (o.state === "paid") actions.push(act("ship", "Ship", ""));
       if (o.state === "shipped") actions.push(act("complete", "Complete", "secondary"));
-      if (["paid", "shipped"].includes(o.state)) refundForm = refundBox(o, status, render);
+      if (["paid", "shipped"].includes(o.state) && (o.refunded_fen || 0) < o.amount_fen) refundForm = refundBox(o, status, render);
       if (o.recipient) actions.push(h("button", { type: "button", class: "secondary", id: "reveal-recipient", onclick: async () => {
         try {
           const r = await api("GET", `/api/orders/${o.id}/recipient`);
@@ -134,13 +135,17 @@ export async function orderView(main, id) {
       h("dl", { class: "facts" },
         ...[["Product", `${productLabel(products, o.product_id)}${sku ? ` · ${specsText(sku.specs) || sku.code}` : ""}`],
           ["Quantity", o.quantity], ["Unit price", fmtFen(o.unit_price_fen)], ["Discount", fmtFen(o.discount_fen)],
-          ["Amount", fmtFen(o.amount_fen)], ["Kind", o.kind + (o.flash_sale_id ? ` (flash sale #${o.flash_sale_id})` : "")],
+          ["Amount", fmtFen(o.amount_fen)], ["Refunded", h("span", { id: "refunded" }, fmtFen(o.refunded_fen || 0))], ["Kind", o.kind + (o.flash_sale_id ? ` (flash sale #${o.flash_sale_id})` : "")],
           ["Buyer", o.user_id], ["Broadcast", o.broadcast_id ? `#${o.broadcast_id}` : "—"], ["Card", o.card_id ?? "—"],
           ["Channel", o.channel || "—"], ["Placed", fmtTime(o.created_at)], ["Pay before", fmtTime(o.pay_before)],
           ["Paid", fmtTime(o.paid_at)], ["Transaction", o.transaction_id || "—"], ["Coupon", o.coupon_id || "—"],
           ["Recipient", h("span", { id: "recipient" }, o.recipient ? `${o.recipient.name} · ${o.recipient.phone} · ${o.recipient.address}` : "—")]]
           .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
       h("div", { class: "row-actions" }, ...actions), refundForm ?? "",
+      (o.refunds || []).length ? h("div", {}, h("h3", {}, "Refunds"),
+        table(["Asked", "Amount", "Reason", "By", "State", "Done"], o.refunds.map((r) => h("tr", {},
+          h("td", {}, fmtTime(r.created_at)), h("td", {}, fmtFen(r.amount_fen) + (r.full ? " (the rest)" : "")), h("td", {}, r.reason),
+          h("td", {}, r.actor), h("td", {}, badge(r.state)), h("td", {}, fmtTime(r.done_at)))), "", { id: "refunds" })) : "",
       h("h3", {}, "State history"),
       table(["When", "From", "To", "By", "Reason"], (o.history || []).map((t) => h("tr", {},
         h("td", {}, fmtTime(new Date(t.at_ms ?? Date.parse(t.at)).toISOString())), h("td", {}, t.from_state ?? t.from ?? "—"),

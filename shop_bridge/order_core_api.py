@@ -20,8 +20,10 @@ from shop_bridge.api import MAX_BODY, SHOP, api, order_owner
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.masking import Recipient
 from shop_bridge.models import BROADCASTS
+from shop_bridge.order_export import export_rows
 from shop_bridge.order_extras import parse_body_recipient, recipient_of_body, share_token
 from shop_bridge.service import ShopService
+from shop_bridge.state import OrderState
 from shop_bridge.validate import ID_RE, Body, check_ident, query_int
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "create_share_link",
     "deactivate_sharer",
     "delete_address",
+    "export_orders",
     "get_recipient",
     "list_addresses",
     "list_blocked",
@@ -331,3 +334,44 @@ async def unblock(request: web.Request) -> web.Response:
     if not await _svc(request).blocklist.remove(kind, value, _actor(request)):
         raise not_found("blocklist_entry", f"{kind} {value}")
     return web.Response(status=204)
+
+
+# -- the orders export --------------------------------------------------------------------------
+
+
+@api
+async def export_orders(request: web.Request) -> web.StreamResponse:
+    """Orders as CSV (operators): masked recipients, or ``recipients=full`` to ship."""
+    q = request.query
+    state = q.get("state")
+    if state is not None and state not in {s.value for s in OrderState}:
+        raise invalid("state", f"unknown state {state[:30]!r}")
+    bid = q.get("broadcast_id")
+    if bid is not None and not (bid.isascii() and bid.isdigit() and len(bid) <= 16):
+        raise invalid("broadcast_id", "an integer")
+    mode = q.get("recipients", "masked")
+    if mode not in ("masked", "full"):
+        raise invalid("recipients", "masked or full")
+    limit = query_int(q, "limit", 10_000, 1, 100_000)
+    rows = export_rows(
+        _svc(request).recipients,
+        broadcast_id=str(int(bid)) if bid is not None else None,
+        state=state,
+        limit=limit,
+        full=mode == "full",
+        actor=_actor(request),
+    )
+    first = await anext(rows)  # the header: errors before the response starts
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="orders.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
+    await resp.prepare(request)
+    await resp.write(first)
+    async for chunk in rows:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp

@@ -24,6 +24,24 @@ def ops(
     LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 200})
     return [
         Op(
+            "GET",
+            "/api/shop/orders.csv",
+            order_core_api.export_orders,
+            doc(
+                "Orders as CSV, newest first (recipients masked; recipients=full for the "
+                "shipping list, logged)",
+                OPERATOR,
+                None,
+                params=[
+                    query("broadcast_id", {"type": "integer"}),
+                    query("state", {"type": "string"}),
+                    query("recipients", {"enum": ["masked", "full"]}),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 100000}),
+                ],
+                errors=(400,),
+            ),
+        ),
+        Op(
             "POST",
             "/api/broadcasts/{broadcast_id}/share-links",
             order_core_api.create_share_link,

@@ -317,3 +317,45 @@ async def test_a_prize_order_ships_only_once_the_winner_gave_a_recipient(
     )
     shipped = await api.ok("POST", f"/api/orders/{oid}/ship")
     assert shipped["state"] == "shipped" and shipped["recipient"]["name"] == "张**"
+
+
+async def test_orders_export_masks_unless_shipping(shop: ShopEnv) -> None:
+    import csv
+    import io
+
+    api = shop.api
+    buyer = uid("u")
+    a = await _order(shop, buyer, recipient=RECIPIENT)
+    b = await _order(
+        shop,
+        buyer,
+        recipient={
+            "name": "=HYPERLINK(1)",
+            "phone": "13900001111",
+            "address": "上海市浦东新区世纪大道1号",
+        },
+    )
+
+    async def export(query: str, token: str | None = "") -> tuple[int, list[dict[str, str]]]:
+        headers = {"Authorization": f"Bearer {token if token != '' else api.token}"}
+        async with api.session.get(f"{api.base}/api/shop/orders.csv{query}", headers=headers) as r:
+            text = await r.text()
+            if r.status != 200:
+                return r.status, []
+            assert r.headers["Content-Type"].startswith("text/csv")
+            return r.status, list(csv.DictReader(io.StringIO(text)))
+
+    status, rows = await export("?limit=10")
+    assert status == 200
+    by_id = {r["order_id"]: r for r in rows}
+    assert by_id[a["id"]]["recipient_phone"] == "138****5678"
+    assert by_id[a["id"]]["recipient_name"] == "张**"
+    assert _leaks(repr(rows)) == []
+    status, rows = await export("?recipients=full&limit=10")
+    by_id = {r["order_id"]: r for r in rows}
+    assert by_id[a["id"]]["recipient_address"] == STREET
+    assert by_id[b["id"]]["recipient_name"] == "'=HYPERLINK(1)"  # never a formula
+    assert sorted(r["order_id"] for r in rows) == sorted([a["id"], b["id"]])
+    assert api.tokens is not None
+    assert (await export("?recipients=full", token=api.tokens["anchor"]))[0] == 403
+    assert (await export("?recipients=all"))[0] == 400

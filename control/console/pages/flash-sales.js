@@ -7,12 +7,6 @@ import { every } from "../lib/view.js";
 import { productMap } from "../lib/names.js";
 import { broadcastTabs } from "./broadcast.js";
 
-// No API lists a broadcast's flash sales yet (GET /api/flash-sales?broadcast_id= is missing):
-// the page knows the sales created from this browser and those shown as cards.
-const KNOWN = (id) => `berrylive.flash.${id}`;
-function known(id) { return JSON.parse(localStorage.getItem(KNOWN(id)) || "[]"); }
-function remember(id, sid) { localStorage.setItem(KNOWN(id), JSON.stringify([...new Set([...known(id), sid])])); }
-
 function countdown(s) {
   const now = Date.now();
   const start = Date.parse(s.starts_at), end = Date.parse(s.ends_at);
@@ -45,7 +39,6 @@ export async function flashView(main, id) {
     if (f.get("card") === "on") body.show_card = true; // its card in the room, same call
     try {
       const s = await api("POST", "/api/flash-sales", body);
-      remember(id, s.id);
       status.ok(`Flash sale #${s.id} created${body.show_card ? " and its card shown" : ""}`);
       await refresh();
     } catch (e) { status.fail(e); }
@@ -98,9 +91,7 @@ export async function flashView(main, id) {
         } }, "Close"), audit(s)) : h("span", { class: "muted" }, s.returned_stock ? `${s.returned_stock} returned to the SKU ` : "", audit(s))));
   };
   const refresh = async () => {
-    const ids = new Set(known(id));
-    try { for (const c of (await api("GET", `/api/broadcasts/${id}/cards?limit=100`)).items || []) if (c.flash_sale_id) ids.add(c.flash_sale_id); } catch { /* cards are one source */ }
-    const fresh = (await Promise.all([...ids].map((sid) => api("GET", `/api/flash-sales/${sid}`).catch(() => null)))).filter(Boolean).sort((a, c) => c.id - a.id);
+    const fresh = (await api("GET", `/api/flash-sales?broadcast_id=${id}&limit=200`)).items || [];
     const shape = (xs) => xs.map((x) => `${x.id}:${x.status}:${x.ends_at}:${x.sale_stock}:${x.per_user_limit}`).join(",");
     const same = shape(fresh) === shape(sales);
     sales = fresh;

@@ -30,7 +30,12 @@ export function lotteryCard(getB) {
       const lot = await api("POST", "/api/danmaku/lotteries", body);
       const lid = lot.lottery_id;
       status.ok(`Lottery ${lid} open${body.entry === "keyword" ? ` (comment “${lot.keyword ?? body.keyword}” to enter)` : ""}. `);
-      if (body.mode === "timed") status.append(drawBtn(lid));
+      if (body.mode === "timed") status.append(drawBtn(lid), " ");
+      status.append(h("button", { type: "button", class: "secondary", id: "lottery-cancel", onclick: async () => {
+        if (!confirm(`Cancel lottery ${lid}? Nobody wins.`)) return;
+        try { await api("POST", `/api/danmaku/lotteries/${encodeURIComponent(lid)}/cancel`); status.ok(`Lottery ${lid} cancelled`); }
+        catch (e) { status.fail(e); }
+      } }, "Cancel lottery"));
     } catch (e) { status.fail(e); }
   };
   const form = h("form", { id: "lottery-form", onsubmit: submit },

@@ -46,6 +46,9 @@ async def main(args: argparse.Namespace) -> None:
         product = await shop.catalog.create_product(
             {"title": "bench", "skus": [{"price_fen": 9900, "stock": 10**6, "specs": {}}]}
         )
+        # the shop sells only for a broadcast it knows, from that broadcast's shelf
+        await shop.shelf.set_broadcast("1", "bench-anchor", "live/bench")
+        await shop.shelf.put_shelf("1", [(product["id"], True)], "bench")
         now = int(time.time() * 1000)
         sale = await svc.create(
             {

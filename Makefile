@@ -65,6 +65,8 @@ typecheck: $(STAMP)
 test-tools: $(STAMP) $(CONSOLE) $(VIEWER) $(CHROMIUM) $(DANMAKU_NODE) $(HLSJS)
 	@test -f control/console/node_modules/mpegts.js/package.json \
 		-a -f control/console/node_modules/uplot/package.json \
+		-a -f control/console/node_modules/hls.js/package.json \
+		-a -f control/console/node_modules/@noble/hashes/package.json \
 		|| { echo "make test: the console's npm packages are missing (cd control/console && npm ci)"; exit 1; }
 	@test -f viewer/node_modules/hls.js/package.json \
 		|| { echo "make test: the viewer page's npm packages are missing (cd viewer && npm ci)"; exit 1; }

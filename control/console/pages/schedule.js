@@ -18,7 +18,8 @@ export async function scheduleView(main) {
     const q = filter.value ? `&state=${filter.value}` : "";
     const page = await api("GET", `/api/broadcasts?limit=100${q}`);
     const rows = page.items.map((b) => h("tr", { class: "row", dataset: { id: b.id }, onclick: () => { location.hash = `#/b/${b.id}`; } },
-      h("td", {}, fmtTime(b.scheduled_start)), h("td", {}, b.title),
+      h("td", {}, fmtTime(b.scheduled_start)),
+      h("td", {}, b.cover_url ? h("img", { src: `${b.cover_url}?v=${encodeURIComponent(b.updated_at || "")}`, alt: "", class: "cover-thumb" }) : "", b.title),
       h("td", { class: "anchor" }, b.anchor_id ? userLabel(users, b.anchor_id) : "—"),
       h("td", {}, badge(b.state)), h("td", {}, b.reminder_count)));
     body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No broadcasts yet."))]));

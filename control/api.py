@@ -205,7 +205,14 @@ async def records_ctx(app: web.Application) -> AsyncIterator[None]:
     ctl.engine = engine
     ctl.accounts = Accounts(engine, ctl.settings.session_ttl)
     ctl.broadcasts = BroadcastService(engine, rt.redis, rt.bus, ctl.settings, rt.secret)
-    unsubscribe = ctl.broadcasts.subscribe_events()
+    # webhooks record every event from here (a row per delivery, in the database), so the
+    # broadcast.interrupted of a shutdown is recorded too; the worker that posts them runs
+    # in _control_ctx and picks up whatever is pending when it starts again
+    ctl.webhooks = WebhookService(engine, ctl.settings)
+    unsubscribe = [
+        *ctl.broadcasts.subscribe_events(),
+        rt.bus.subscribe("*", ctl.webhooks.on_event),  # webhooks forward every event as is
+    ]
     try:
         yield
     finally:
@@ -224,7 +231,9 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = ctl.settings
     if ctl.engine is None or ctl.accounts is None or ctl.broadcasts is None:
         raise RuntimeError("control.api.records_ctx must start before control's context")
-    ctl.webhooks = WebhookService(ctl.engine, settings)
+    if ctl.webhooks is None:
+        raise RuntimeError("control.api.records_ctx must start before control's context")
+    webhooks = ctl.webhooks
     broadcasts = ctl.broadcasts
 
     async def room_broadcast(room: str) -> int | None:
@@ -284,9 +293,8 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     unsubscribe = [
         *ctl.stats.subscribe_events(rt.bus),
         ctl.series.start(rt.bus),
-        rt.bus.subscribe("*", ctl.webhooks.on_event),  # webhooks forward every event as is
     ]
-    await ctl.webhooks.start()
+    await webhooks.start()
     ctl.tasks.append(
         asyncio.get_running_loop().create_task(
             _sweeper(app, broadcasts, settings.sweep_interval), name="control:sweeper"
@@ -306,7 +314,7 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         ctl.tasks.clear()
-        await ctl.webhooks.close()
+        await webhooks.close()  # stops posting; what is pending stays in the database
         auth.accounts = None
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from control.accounts import Role
 from control.api import CONTROL
-from control.models import broadcasts
+from control.models import broadcasts, deliveries
 from core.db import create_engine
 from tests.conftest import RunningServer, make_config, start_server
 from tests.control.conftest import CONTROL_TEST_SETTINGS
@@ -75,7 +75,16 @@ async def test_graceful_stop_with_a_live_publisher_leaves_no_live_broadcast(
     srv = await start_server(cfg)
     stopped = False
     try:
-        bid, url = await _new_broadcast(srv.http_url, await _operator(srv))
+        token = await _operator(srv)
+        bid, url = await _new_broadcast(srv.http_url, token)
+        # a webhook for broadcast events (its receiver is never reached: what matters is
+        # that the shutdown's broadcast.interrupted is recorded for delivery)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+            async with s.post(
+                srv.http_url + "/api/webhooks",
+                json={"url": "http://127.0.0.1:9/hook", "events": ["broadcast.*"]},
+            ) as r:
+                assert r.status == 201, await r.text()
         proc = await start_ffmpeg(url)
         try:
             await _wait_state(srv, bid, {"live"}, 20)
@@ -96,10 +105,13 @@ async def test_graceful_stop_with_a_live_publisher_leaves_no_live_broadcast(
                     )
                 )
             ).one()
+            topics = set((await conn.execute(sa.select(deliveries.c.topic))).scalars().all())
     finally:
         await engine.dispose()
     # decided during the shutdown itself, not by the next start
     assert row.state == "interrupted", row
+    # and the webhook has it to deliver (its worker stopped before ingest; the record did not)
+    assert {"broadcast.live", "broadcast.interrupted"} <= topics, topics
 
 
 async def test_a_start_interrupts_live_broadcasts_with_no_stream(tmp_path: Path) -> None:

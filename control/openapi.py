@@ -370,7 +370,8 @@ SCHEMAS: J = {
     "ReminderRequest": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["subscriber"],
+        "description": "A viewer (X-Viewer-Token) may omit subscriber or name themselves; "
+        "an operator names it.",
         "properties": {
             "subscriber": {
                 "type": "string",

@@ -17,6 +17,7 @@ them equal).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
@@ -188,7 +189,14 @@ def order_payload(order: dict[str, Any], actor: str) -> dict[str, Any]:
         "channel": order["channel"],
         "actor": actor,
         "ts": order["updated_ms"] / 1000,
+        "sharer_id": order.get("sharer_id"),
+        "recipient": _masked(order.get("recipient_masked")),
     }
+
+
+def _masked(raw: str | None) -> dict[str, str] | None:
+    """The masked recipient stored with the order (never the sealed one)."""
+    return json.loads(raw) if raw else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +221,10 @@ class OrderEvent:
     actor: str
     """Who made the move (the buyer for ``order.created``)."""
     ts: float
+    sharer_id: str | None = None
+    """The sharer (分享员) the order is credited to (:mod:`shop_bridge.sharers`)."""
+    recipient: dict[str, str] | None = None
+    """The recipient, **masked** (``张*``, ``138****1234``, ``广东省深圳市****``)."""
 
     @classmethod
     def of(cls, order: dict[str, Any], actor: str) -> Self:

@@ -14,6 +14,7 @@ from tests.shop.conftest import journal_drained, make_product, make_sale, uid
 ORDER = {
     "order_id", "state", "kind", "user_id", "broadcast_id", "anchor_id", "product_id",
     "sku_id", "flash_sale_id", "quantity", "amount_fen", "card_id", "channel", "actor", "ts",
+    "sharer_id", "recipient",
 }  # fmt: skip
 SALE_VIEW = {
     "id", "broadcast_id", "product_id", "sku_id", "sale_price_fen", "sale_stock",

@@ -194,3 +194,38 @@ def test_masks_hide_the_middle(name: str, phone: str, address: str) -> None:
 def test_mask_examples() -> None:
     assert mask(R) == {"name": "张*", "phone": "138****5678", "address": "广东省深圳市****"}
     assert mask_phone("+447911123456") == "+44******3456"
+
+
+async def test_rewrap_command_line(shop_factory: Any, tmp_path: Path) -> None:
+    shop: ShopEnv = await shop_factory()
+    api = shop.api
+    product = await make_product(api)
+    body = {
+        "user_id": uid("u"),
+        "sku_id": product["skus"][0]["id"],
+        "quantity": 1,
+        "idempotency_key": "k1",
+        "recipient": R.as_dict(),
+    }
+    order = await api.ok("POST", "/api/orders", body, 201, token=None)
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(_line("cli1") + "\n")
+    url = shop.svc.ctx.engine.url.render_as_string(hide_password=False)
+    config = tmp_path / "berrylive.toml"
+    secret = shop.server.config.server.secret
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\nsecret = "{secret}"\n'
+        f'[database]\nurl = "{url}"\n[shop]\nrecipient_key_file = "{keyfile}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYLIVE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "shop_bridge.recipient_keys", "rewrap", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "re-sealed 1, left 0" in done.stdout
+    row = await shop.svc.ctx.book.get(order["id"])
+    assert row is not None and Sealer.kid_of(row["recipient"]) == "cli1"

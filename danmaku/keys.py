@@ -31,6 +31,11 @@ class Keys:
     def presence(self, room: str) -> str:
         return f"{self.prefix}room:{{{room}}}:presence"
 
+    def users(self, room: str) -> str:
+        """Users present in the room by node reports (a sorted set scored by report time),
+        kept only while a lottery of the room draws among those present."""
+        return f"{self.prefix}room:{{{room}}}:users"
+
     def moderation(self, room: str) -> str:
         return f"{self.prefix}room:{{{room}}}:mod"
 

@@ -189,6 +189,9 @@ class LotteryService:
             "seed": seed,
             "commitment": commitment(seed),
             "state": LotteryState.OPEN.value,
+            "min_watch_s": str(spec.min_watch_s),
+            "present_at_draw": "1" if spec.present_at_draw else "0",
+            "background_url": spec.background_url,
         }
         try:
             pipe = self.hub.redis.pipeline(transaction=False)
@@ -239,6 +242,9 @@ class LotteryService:
             "window_end": float(meta["window_end"]),
             "commitment": meta["commitment"],
             "state": meta["state"],
+            "min_watch_s": int(meta.get("min_watch_s") or 0),
+            "present_at_draw": meta.get("present_at_draw") == "1",
+            "background_url": meta.get("background_url", ""),
         }
         return info
 
@@ -287,6 +293,9 @@ class LotteryService:
                 pipe.lrange(self._k(lid, "order"), 0, -1)
                 members, order = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
                 info["entrants"] = sorted(_s(m) for m in members)
+                if meta.get("eligible") is not None:  # present_at_draw: who took part
+                    info["entered"] = info["entrants"]
+                    info["entrants"] = sorted(json.loads(meta["eligible"]))
                 info["entry_order"] = [_s(m) for m in order]
         return info
 
@@ -378,6 +387,8 @@ class LotteryService:
             self.hub.redis.smembers(self._k(lid, "entrants")), REDIS_TIMEOUT
         )
         entrants = sorted(_s(m) for m in members)
+        if meta.get("present_at_draw") == "1":
+            entrants = await self._freeze_present(room, lid, entrants)
         digest = entrants_digest(entrants)
         first = await asyncio.wait_for(
             self.hub.redis.hsetnx(self._k(lid, "meta"), "entrants_hash", digest), REDIS_TIMEOUT
@@ -404,6 +415,16 @@ class LotteryService:
         if int(k) < 0:
             return  # another node drew it
         await self._announce_drawn(room, lid)
+
+    async def _freeze_present(self, room: str, lid: str, entrants: list[str]) -> list[str]:
+        """The entrants still in the room now (on any node); the first node to close the
+        lottery fixes that list in its record, and every node draws from that one."""
+        present = await self.hub.presence.users(room, self.hub.rooms.get(room))
+        mine = json.dumps([e for e in entrants if e in present], separators=(",", ":"))
+        key = self._k(lid, "meta")
+        await asyncio.wait_for(self.hub.redis.hsetnx(key, "eligible", mine), REDIS_TIMEOUT)
+        fixed = await asyncio.wait_for(self.hub.redis.hget(key, "eligible"), REDIS_TIMEOUT)
+        return sorted(json.loads(_s(fixed)))
 
     async def _announce_drawn(self, room: str, lid: str) -> None:
         info = await self.get(lid)
@@ -551,6 +572,20 @@ class LotteryService:
         if member.viewer is None:
             raise PayloadError("not_authenticated", "log in to take part in lotteries")
         uid = member.viewer.user_id
+        room = self.hub.rooms.get(member.room)
+        info = room.lotteries.get(lid) if room is not None else None
+        if info is None:  # not cached here (yet): the rules are in the lottery's record
+            found = await self.meta(lid)
+            info = self.public(found) if found else None
+        watch = int(info.get("min_watch_s", 0)) if info else 0
+        if watch:
+            watched = time.monotonic() - member.joined_at
+            if watched < watch:
+                raise PayloadError(
+                    "watch_longer",
+                    f"watch {watch}s before entering ({int(watched)}s so far)",
+                    retry_after=round(watch - watched, 1),
+                )
         async with self._sem:
             try:
                 res = await asyncio.wait_for(

@@ -19,11 +19,15 @@ from danmaku.rooms import Room
 
 __all__ = ["Presence"]
 
+STALE_ROUNDS = 3
+"""A node silent this many presence rounds (plus a second) no longer counts."""
+
 
 class Presence:
     def __init__(self, redis: Any, keys: Keys, node_id: str, interval_s: float = 5.0) -> None:
         self.redis = redis
         self.ttl_s = max(60, int(interval_s * 10))
+        self.interval = interval_s
         self.keys = keys
         self.node_id = node_id
 
@@ -42,8 +46,16 @@ class Presence:
             pipe.expire(key, self.ttl_s)
             pipe.hgetall(key)
             pipe.get(self.keys.likes(room.name))
+        for room in rooms:  # who is here, by user, for lotteries drawn among those present
+            if room.members and room.tracks_users:
+                users = {
+                    f"{self.node_id}|{m.user_id}": now for m in room.members.values() if m.user_id
+                }
+                if users:
+                    pipe.zadd(self.keys.users(room.name), users)
+                    pipe.expire(self.keys.users(room.name), self.ttl_s)
         results = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
-        stale_after = interval * 3 + 1
+        stale_after = interval * STALE_ROUNDS + 1
         for i, room in enumerate(rooms):
             fields, likes = results[4 * i + 2], results[4 * i + 3]
             online = 0
@@ -79,3 +91,18 @@ class Presence:
                 )
             except Exception:  # best effort, one room at a time
                 continue
+
+    async def users(self, room_name: str, room: Room | None) -> set[str]:
+        """The users in ``room_name`` now: this node's members as they are, and those other
+        nodes reported in their last rounds (``<node>|<user>``, for rooms that track users)."""
+        here = {m.user_id for m in room.members.values() if m.user_id} if room else set()
+        since = time.time() - (self.interval * STALE_ROUNDS + 1)
+        raw = await asyncio.wait_for(
+            self.redis.zrangebyscore(self.keys.users(room_name), since, "+inf"), REDIS_TIMEOUT
+        )
+        mine = f"{self.node_id}|"
+        for entry in raw:
+            node_user = decode(entry)
+            if not node_user.startswith(mine):
+                here.add(node_user.partition("|")[2])
+        return here

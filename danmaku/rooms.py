@@ -9,8 +9,9 @@ A :class:`Member` is one client in one room, reached through its :class:`Connect
 from __future__ import annotations
 
 import random
+import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.tokens import Role, Viewer
@@ -50,6 +51,8 @@ class Member:
     role: Role
     room: str
     dropped: bool = False
+    joined_at: float = field(default_factory=time.monotonic)
+    """When this connection joined (monotonic): a lottery's ``min_watch_s`` counts from it."""
 
     @property
     def user_id(self) -> str | None:
@@ -75,6 +78,11 @@ class Room:
         self.empty_since: float | None = None
         self.unreported_comments = 0
         self.unreported_likes = 0
+
+    @property
+    def tracks_users(self) -> bool:
+        """An open lottery here draws among those present: report who is."""
+        return any(info.get("present_at_draw") for info in self.lotteries.values())
 
     def remember(self, comment: dict[str, Any]) -> bool:
         """Record a comment delivered to this room; False if it was seen already."""

@@ -258,3 +258,34 @@ async def test_kick_cuts_a_whip_publisher(server) -> None:
         finally:
             await stop(proc)
     assert [e.reason for e in seen if isinstance(e, StreamUnpublished)] == ["broadcast ended"]
+
+
+async def test_an_edge_plays_a_whip_stream(server, server_factory) -> None:
+    """The origin's WHIP-ingested stream is pulled by an edge like any other."""
+    edge = await server_factory(
+        "edge",
+        server={"role": "edge"},
+        relay={"origins": (server.http_url,)},
+        webrtc={"udp_port": 0},
+    )
+    url = f"{server.http_url}/whip/live/cam"
+    proc = await whip_publish(url, token("cam"))
+    try:
+        await wait_for(
+            lambda: (
+                (h := hub_of(server)) is not None
+                and h.live
+                and h.video_header is not None
+                and h.audio_header is not None
+            ),
+            timeout=30,
+        )
+        got = await asyncio.to_thread(read_stream, f"{edge.http_url}/live/cam.flv", 60, 60)
+    finally:
+        await stop(proc)
+    assert got["codecs"] == {"video": "h264", "audio": "aac"}
+    assert got["first_keyframe"] is True
+    vd = got["video_dts"]
+    assert len(vd) == 60 and got["errors"] == [] and got["decoded"] >= 55
+    assert all(b > a for a, b in itertools.pairwise(vd))
+    assert got["audio_dts"]

@@ -52,7 +52,8 @@ A session (:class:`RtcSession`)
   valid check within ``connect_timeout``, or nothing received for ``consent_timeout``),
   ``dtls-failed`` (handshake failed, timed out, or the certificate does not match),
   ``no-media`` (receiving session without RTP for ``no_media_timeout``),
-  ``remote-closed`` (the peer sent a DTLS close_notify), ``shutdown`` (endpoint closing).
+  ``remote-closed`` (the peer sent a DTLS close_notify), ``shutdown`` (endpoint closing),
+  ``error`` (an exception of ours while handling this session's datagram; logged).
 - ``send_rtp(packet) -> bool`` / ``send_rtcp(packet) -> bool``: protect with SRTP and send
   now, straight to the socket; False = dropped (not connected yet, the kernel's send
   buffer full, packet refused). Never blocks, never queues. Resending the same packet

@@ -290,20 +290,27 @@ class RtcEndpoint:
         if not data:
             return
         first = data[0]
-        if first < 4:
-            self._stun(data, addr, session)
-            return
-        if session is None:
-            self.dropped += 1
-            return
-        if first >= 128:
-            if first < 192:
-                session._srtp_datagram(data, self._loop.time())  # type: ignore[union-attr]
+        try:
+            if first < 4:
+                self._stun(data, addr, session)
                 return
-        elif 20 <= first < 64:
-            session._dtls_datagram(data, addr, self._loop.time())  # type: ignore[union-attr]
-            return
-        self.dropped += 1
+            if session is None:
+                self.dropped += 1
+                return
+            if first >= 128:
+                if first < 192:
+                    session._srtp_datagram(data, self._loop.time())  # type: ignore[union-attr]
+                    return
+            elif 20 <= first < 64:
+                session._dtls_datagram(data, addr, self._loop.time())  # type: ignore[union-attr]
+                return
+            self.dropped += 1
+        except Exception:
+            # A bug of ours met by one peer's datagram: that session ends, the others go on.
+            victim = session or self._by_addr.get(addr)
+            logger.exception("webrtc: datagram from %s", addr)
+            if victim is not None:
+                victim.close("error")
 
     def _stun(self, data: bytes, addr: Any, known: RtcSession | None) -> None:
         if not stun.is_stun(data):

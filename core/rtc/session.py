@@ -37,14 +37,15 @@ MAX_ADDRESSES = 8
 
 CloseReason = str
 """``closed`` (local close), ``ice-timeout``, ``dtls-failed``, ``no-media``,
-``remote-closed`` (the peer sent a DTLS close_notify), ``shutdown`` (endpoint closed)."""
+``remote-closed`` (the peer sent a DTLS close_notify), ``shutdown`` (endpoint closed),
+``error`` (a bug of ours met by this session's datagrams; logged)."""
 
 TX_WINDOW = 4096
 """How far back (packets) a resent RTP packet may be and still be protected again."""
 RX_WINDOW = 1024
 """SRTP replay window of what we receive (reordered packets within it are accepted)."""
 
-_FAILURES = frozenset({"ice-timeout", "dtls-failed", "no-media", "remote-closed"})
+_FAILURES = frozenset({"ice-timeout", "dtls-failed", "no-media", "remote-closed", "error"})
 
 
 class SessionState(enum.Enum):

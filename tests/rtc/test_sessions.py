@@ -361,3 +361,54 @@ async def test_an_old_packet_can_be_resent(endpoint: RtcEndpoint) -> None:
     assert session.send_rtp(packets[1])  # libsrtp refuses it beyond the replay window
     assert session.stats["drops_out"] == 0
     peer.vanish()
+
+
+async def test_the_peer_moves_to_a_new_address(endpoint: RtcEndpoint) -> None:
+    """A nominated check from a new address (a phone changing networks) moves the media
+    path there; the DTLS association and SRTP keys stay."""
+    peer, session = await _connected_pair(endpoint)
+    got: list[bytes] = []
+    session.on_rtp = got.append
+    old = peer.local_address
+    loop = asyncio.get_running_loop()
+    moved, _ = await loop.create_datagram_endpoint(
+        lambda: _Proto(peer), local_addr=("127.0.0.1", 0)
+    )
+    assert peer.transport is not None
+    peer.transport.close()
+    peer.transport = moved
+    assert peer.local_address != old
+    peer.stun_responses.clear()
+    peer.send_check()
+    await wait_for(lambda: session.remote_address == peer.local_address)
+    pt = _video(session).payload_type
+    packet = rtp_packet(pt, 5, 0, peer.video_ssrc, b"from the new address")
+    peer.send_rtp(packet)
+    await wait_for(lambda: got == [packet])
+    back = rtp_packet(pt, 9, 0, _video(session).local_ssrc, b"to the new address")
+    assert session.send_rtp(back)
+    await wait_for(lambda: peer.received_rtp == [back])
+    peer.vanish()
+
+
+async def test_a_bug_while_handling_a_datagram_ends_only_that_session(
+    endpoint: RtcEndpoint,
+) -> None:
+    victim_peer, victim = await _connected_pair(endpoint)
+    other_peer, other = await _connected_pair(endpoint)
+
+    def boom(packet: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    # on_rtp errors are the consumer's and are caught; a failure inside the transport
+    # itself is simulated by a session whose SRTP receive step raises
+    victim._srtp_datagram = lambda data, now: boom(data)  # type: ignore[method-assign]
+    victim_peer.send_rtp(rtp_packet(_video(victim).payload_type, 1, 0, 1, b"x"))
+    assert await asyncio.wait_for(victim.wait_closed(), 5) == "error"
+    got: list[bytes] = []
+    other.on_rtp = got.append
+    packet = rtp_packet(_video(other).payload_type, 1, 0, other_peer.video_ssrc, b"fine")
+    other_peer.send_rtp(packet)
+    await wait_for(lambda: got == [packet])
+    victim_peer.vanish()
+    other_peer.vanish()

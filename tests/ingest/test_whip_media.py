@@ -40,30 +40,37 @@ async def whip_publish(
     frames: int | None = None,
     gop: int = FPS,
     profile: str = "high",
+    video: bool = True,
+    audio: bool = True,
 ) -> asyncio.subprocess.Process:
     """The bundled ffmpeg publishing a test pattern + tone over WHIP (``frames`` then stop;
     None: until stopped)."""
-    args = [
-        bundled_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
-        "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate={FPS}",
-        # -re is per input: without it the tone is read as fast as it can be made
-        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-    ]  # fmt: skip
+    args = [bundled_ffmpeg_exe(), "-hide_banner", "-loglevel", "error"]
+    if video:
+        args += ["-re", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate={FPS}"]
+    if audio:  # -re is per input: without it the tone is read as fast as it can be made
+        args += ["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
     if frames is not None:
-        args += ["-frames:v", str(frames), "-shortest"]
-    args += [
-        "-c:v", "libx264", "-profile:v", profile, "-bf", "0", "-g", str(gop),
-        "-keyint_min", str(gop), "-sc_threshold", "0", "-tune", "zerolatency",
-        "-pix_fmt", "yuv420p", "-c:a", "libopus", "-ar", "48000", "-ac", "2",
-        "-f", "whip", "-authorization", tok, url,
-    ]  # fmt: skip
+        args += ["-frames:v", str(frames), "-shortest"] if video else ["-t", str(frames / FPS)]
+    if video:
+        args += [
+            "-c:v", "libx264", "-profile:v", profile, "-bf", "0", "-g", str(gop),
+            "-keyint_min", str(gop), "-sc_threshold", "0", "-tune", "zerolatency",
+            "-pix_fmt", "yuv420p",
+        ]  # fmt: skip
+    if audio:
+        args += ["-c:a", "libopus", "-ar", "48000", "-ac", "2"]
+    args += ["-f", "whip", "-authorization", tok, url]
     return await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
 
 
-def read_stream(url: str, video_frames: int, timeout: float = 60) -> dict[str, Any]:
-    """Demux and decode ``url`` until ``video_frames`` video frames (or the end)."""
+def read_stream(
+    url: str, video_frames: int, timeout: float = 60, audio_frames: int | None = None
+) -> dict[str, Any]:
+    """Demux and decode ``url`` until ``video_frames`` video frames (or ``audio_frames``
+    audio frames, or the end)."""
     deadline = time.monotonic() + timeout
     out: dict[str, Any] = {"video_dts": [], "audio_dts": [], "decoded": 0, "errors": []}
     options = {"rw_timeout": str(int(RW_TIMEOUT * 1_000_000))}
@@ -92,6 +99,8 @@ def read_stream(url: str, video_frames: int, timeout: float = 60) -> dict[str, A
                     break
             elif packet.stream.type == "audio":
                 out["audio_dts"].append(ms)
+                if audio_frames is not None and len(out["audio_dts"]) >= audio_frames:
+                    break
             if time.monotonic() > deadline:
                 break
         if vdec is not None:
@@ -289,3 +298,41 @@ async def test_an_edge_plays_a_whip_stream(server, server_factory) -> None:
     assert len(vd) == 60 and got["errors"] == [] and got["decoded"] >= 55
     assert all(b > a for a, b in itertools.pairwise(vd))
     assert got["audio_dts"]
+
+
+async def test_single_track_publishers(server) -> None:
+    """ffmpeg publishes audio only, then video only: each plays as such over HTTP-FLV."""
+    url = f"{server.http_url}/whip/live/radio"
+    proc = await whip_publish(url, token("radio"), video=False)
+    try:
+        await wait_for(
+            lambda: (
+                (h := hub_of(server, "radio")) is not None and h.live and h.audio_header is not None
+            ),
+            timeout=30,
+        )
+        got = await asyncio.to_thread(
+            read_stream, f"{server.http_url}/live/radio.flv", 10**6, 60, 100
+        )
+    finally:
+        await stop(proc)
+    assert got["codecs"] == {"audio": "aac"}
+    ad = got["audio_dts"]
+    assert len(ad) == 100 and all(b > a for a, b in itertools.pairwise(ad))
+    url = f"{server.http_url}/whip/live/silent"
+    proc = await whip_publish(url, token("silent"), audio=False)
+    try:
+        await wait_for(
+            lambda: (
+                (h := hub_of(server, "silent")) is not None
+                and h.live
+                and h.video_header is not None
+            ),
+            timeout=30,
+        )
+        got = await asyncio.to_thread(read_stream, f"{server.http_url}/live/silent.flv", 60)
+    finally:
+        await stop(proc)
+    assert got["codecs"] == {"video": "h264"}
+    vd = got["video_dts"]
+    assert len(vd) == 60 and got["errors"] == [] and got["first_keyframe"] is True

@@ -52,7 +52,7 @@ for _name, _value in (("@W", BITS * BOX), ("@BOX", BOX), ("@BITS", BITS)):
     SAMPLE = SAMPLE.replace(_name, str(_value))
 
 
-async def run(seconds: float) -> dict[str, Any]:
+async def run(seconds: float, ways: tuple[str, ...] = WAYS) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     work = Path(tempfile.mkdtemp(prefix="viewerbench-"))
@@ -72,7 +72,7 @@ async def run(seconds: float) -> dict[str, Any]:
                 headless=True,
             )
             await asyncio.sleep(8)  # live for a while, as a viewer joining a show finds it
-            for way in WAYS:
+            for way in ways:
                 context = await browser.new_context(viewport={"width": 390, "height": 844})
                 page = await context.new_page()
                 t0 = time.monotonic()
@@ -92,7 +92,8 @@ async def run(seconds: float) -> dict[str, Any]:
                         if v is not None and v < 60:
                             g2g.append(v)
                         await asyncio.sleep(0.25)
-                out[way] = {"first": first, "g2g": g2g}
+                target = await page.evaluate("berrylive.player.handle?.hls?.targetLatency ?? null")
+                out[way] = {"first": first, "g2g": g2g, "hls_target": target}
                 await context.close()
             await browser.close()
     finally:
@@ -103,20 +104,22 @@ async def run(seconds: float) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--ways", default=",".join(WAYS), help="comma-separated: whep,hls,flv")
     args = ap.parse_args()
-    out = asyncio.run(run(args.seconds))
-    print("| way | first frames after | g2g median | p90 | max | samples |")
-    print("|---|---|---|---|---|---|")
+    out = asyncio.run(run(args.seconds, tuple(args.ways.split(","))))
+    print("| way | first frames after | g2g median | p90 | max | samples | hls.js target |")
+    print("|---|---|---|---|---|---|---|")
     for way, r in out.items():
+        target = "-" if r["hls_target"] is None else f"{r['hls_target']} s"
         g = r["g2g"]
         first = "never" if r["first"] is None else f"{r['first']:.2f} s"
         if g:
             print(
                 f"| {way} | {first} | {statistics.median(g):.2f} s | {pct(g, 0.9):.2f} s "
-                f"| {max(g):.2f} s | {len(g)} |"
+                f"| {max(g):.2f} s | {len(g)} | {target} |"
             )
         else:
-            print(f"| {way} | {first} | - | - | - | 0 |")
+            print(f"| {way} | {first} | - | - | - | 0 | {target} |")
 
 
 if __name__ == "__main__":

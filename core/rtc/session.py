@@ -17,16 +17,14 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import pylibsrtp
 
+from core.rtc.config import WebRtcConfig
 from core.rtc.dtls import DtlsConnection, DtlsError
 from media.webrtc import stun
 from media.webrtc.negotiate import NegotiatedMedia, RemoteParameters
-
-if TYPE_CHECKING:
-    from core.rtc.endpoint import RtcEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +67,25 @@ _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 }
 
 
+class SessionHost(Protocol):
+    """What a session needs from its endpoint (``core.rtc.endpoint.RtcEndpoint``)."""
+
+    config: WebRtcConfig
+
+    def now(self) -> float: ...
+    def _send(self, data: bytes, addr: Any) -> bool: ...
+    def _send_many(self, datagrams: list[bytes], addr: Any) -> int: ...
+    def _route(self, addr: Any, session: RtcSession) -> None: ...
+    def _unroute(self, addr: Any, session: RtcSession) -> None: ...
+    def _forget(self, session: RtcSession) -> None: ...
+
+
 class RtcSession:
     """See ``core.rtc`` for the interface; made by :meth:`RtcEndpoint.open_session`."""
 
     def __init__(
         self,
-        endpoint: RtcEndpoint,
+        endpoint: SessionHost,
         *,
         session_id: str,
         direction: Literal["recvonly", "sendonly"],

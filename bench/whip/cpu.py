@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from core.ffmpeg import bundled_ffmpeg_exe
 from ingest import auth
@@ -87,7 +88,17 @@ async def cpu_over(seconds: float) -> float:
     return time.process_time() - t0
 
 
-async def measure(server: RunningServer, protocol: str, clip: Path, n: int, seconds: float) -> dict:
+def frames_in(server: RunningServer, names: list[str]) -> int:
+    total = 0
+    for name in names:
+        hub = server.app[REGISTRY].get("live", name)
+        total += hub.frames_in if hub is not None else 0
+    return total
+
+
+async def measure(
+    server: RunningServer, protocol: str, clip: Path, n: int, seconds: float
+) -> dict[str, Any]:
     procs = await publishers(server, protocol, clip, n)
     registry = server.app[REGISTRY]
     try:
@@ -98,9 +109,9 @@ async def measure(server: RunningServer, protocol: str, clip: Path, n: int, seco
                 raise RuntimeError(f"{protocol}: not every stream went live")
             await asyncio.sleep(0.2)
         await asyncio.sleep(3)  # past the start (first GOP, codec threads)
-        frames0 = sum(registry.get("live", s).frames_in for s in names)
+        frames0 = frames_in(server, names)
         cpu = await cpu_over(seconds)
-        frames = sum(registry.get("live", s).frames_in for s in names) - frames0
+        frames = frames_in(server, names) - frames0
     finally:
         await stop(procs)
     return {"protocol": protocol, "cpu_s": cpu, "frames_in": frames}

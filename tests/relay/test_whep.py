@@ -355,3 +355,35 @@ async def test_takeover_by_hevc_closes_whep_viewers_with_the_reason(server_facto
         await stop(first)
         if hevc_proc is not None:
             await stop(hevc_proc)
+
+
+async def test_a_whip_stream_plays_over_whep(server_factory) -> None:
+    """ffmpeg's whip muxer publishes H.264 + Opus (Opus -> AAC in the hub, as for every
+    viewer); an aiortc WHEP viewer of the same stream decodes its video and audio."""
+    from tests.ingest.test_whip_media import token, whip_publish
+
+    server = await server_factory(webrtc=RTC)
+    pub = await whip_publish(f"{server.http_url}/whip/live/w", token("w"))
+    registry = server.app[REGISTRY]
+    pc, offer = await _offer()
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+    try:
+        await wait_for(lambda: (h := registry.get("live", "w")) is not None and h.gop_valid, 30)
+        hub = registry.get("live", "w")
+        assert hub.publisher is not None and hub.publisher.info.protocol == "whip"
+        await wait_for(lambda: hub.audio_header is not None, 15)
+        status, answer, _ = await _post(f"{server.http_url}/whep/live/w", offer)
+        assert status == 201, answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        frame = await asyncio.wait_for(tracks["video"].recv(), 20)
+        assert (frame.width, frame.height) == (320, 180)
+        for _ in range(30):
+            await asyncio.wait_for(tracks["video"].recv(), 10)
+        samples = 0
+        for _ in range(10):
+            samples += (await asyncio.wait_for(tracks["audio"].recv(), 10)).samples
+        assert samples >= 10 * 960
+    finally:
+        await pc.close()
+        await stop(pub)

@@ -133,6 +133,7 @@ class RtcSession:
         self.bytes_out = 0
         self.drops_out = 0
         self.srtp_errors = 0
+        self.callback_errors = 0
         self.stun_requests = 0
 
     # --- public interface -------------------------------------------------------------
@@ -155,6 +156,7 @@ class RtcSession:
             "bytes_out": self.bytes_out,
             "drops_out": self.drops_out,
             "srtp_errors": self.srtp_errors,
+            "callback_errors": self.callback_errors,
             "stun_requests": self.stun_requests,
             "last_received_at": self.last_received_at,
             "last_media_at": self.last_media_at,
@@ -377,7 +379,8 @@ class RtcSession:
         )
 
     def _dtls_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        self.last_received_at = now
+        # Not a sign of consent: anyone can forge a DTLS-looking datagram from an address
+        # (consent is refreshed by checks with our password and by authenticated SRTP).
         if self._remote_addr is None:
             self._remote_addr = addr
         if self._dtls.role == "server" and not self._dtls_started:
@@ -388,7 +391,6 @@ class RtcSession:
         rx = self._rx
         if rx is None:
             return
-        self.last_received_at = now
         self.packets_in += 1
         self.bytes_in += len(data)
         if len(data) > 1 and 192 <= data[1] <= 223:
@@ -406,11 +408,15 @@ class RtcSession:
                 return
             self.last_media_at = now
             callback = self.on_rtp
+        # only authenticated packets count as the peer being there (not spoofed ones)
+        self.last_received_at = now
         if callback is not None:
             try:
                 callback(packet)
             except Exception:
-                logger.exception("webrtc session %s: callback raised", self.id)
+                self.callback_errors += 1
+                if self.callback_errors == 1:  # once per session, not once per packet
+                    logger.exception("webrtc session %s: callback raised", self.id)
 
     def _check_deadlines(self, now: float) -> None:
         """Called by the endpoint's sweep about once a second."""

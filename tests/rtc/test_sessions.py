@@ -265,7 +265,7 @@ async def test_a_raising_callback_does_not_break_the_session(endpoint: RtcEndpoi
     for i in range(3):
         peer.send_rtp(rtp_packet(pt, i, 0, peer.video_ssrc, b"p"))
     await wait_for(lambda: len(calls) == 3)
-    assert session.state == "connected"
+    assert session.state == "connected" and session.stats["callback_errors"] == 3
     peer.vanish()
 
 
@@ -412,3 +412,21 @@ async def test_a_bug_while_handling_a_datagram_ends_only_that_session(
     await wait_for(lambda: got == [packet])
     victim_peer.vanish()
     other_peer.vanish()
+
+
+async def test_forged_datagrams_do_not_keep_a_session_alive(
+    endpoint_factory: Callable[..., Any],
+) -> None:
+    """Consent is refreshed only by checks with our password and authenticated SRTP: a
+    spoofer sending SRTP- or DTLS-looking garbage from the peer's address cannot hold it."""
+    endpoint = await endpoint_factory(consent_timeout=1.0, no_media_timeout=60)
+    peer, session = await _connected_pair(endpoint)
+    closed = asyncio.ensure_future(session.wait_closed())
+    for _ in range(100):  # 10 s at most
+        if closed.done():
+            break
+        peer.send_raw(bytes([0x80, 96]) + os.urandom(60))
+        peer.send_raw(bytes([23, 0xFE, 0xFD]) + os.urandom(40))
+        await asyncio.wait([closed], timeout=0.1)
+    assert closed.result() == "ice-timeout"
+    peer.vanish()

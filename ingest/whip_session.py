@@ -171,6 +171,8 @@ class WhipPublish:
         self.video_frames = 0
         self.audio_frames = 0
         self.keyframes = 0
+        self.sender_reports = {"video": 0, "audio": 0}
+        """RTCP sender reports used to align audio with video, per track."""
         self.plis = 0
         """Keyframe requests (RTCP PLI) sent to the publisher."""
         rtc.on_rtp = self._on_rtp
@@ -405,10 +407,16 @@ class WhipPublish:
             return
         for p in packets:
             if isinstance(p, SenderReport):
-                if p.ssrc == self._video_ssrc:
-                    self._clock.sender_report("video", p.ntp_timestamp, p.rtp_timestamp)
-                elif p.ssrc == self._audio_ssrc:
-                    self._clock.sender_report("audio", p.ntp_timestamp, p.rtp_timestamp)
+                kind = (
+                    "video"
+                    if p.ssrc == self._video_ssrc
+                    else "audio"
+                    if p.ssrc == self._audio_ssrc
+                    else None
+                )
+                if kind is not None:
+                    self._clock.sender_report(kind, p.ntp_timestamp, p.rtp_timestamp)
+                    self.sender_reports[kind] += 1
 
     # ------------------------------------------------------------------ feedback out
 
@@ -472,6 +480,8 @@ class WhipPublish:
             "video_frames": self.video_frames,
             "audio_frames": self.audio_frames,
             "keyframes": self.keyframes,
+            "sender_reports": dict(self.sender_reports),
+            "av_resyncs": self._clock.resyncs,
             "plis": self.plis,
             "nacks": self.nacks,
             "retransmissions": self.retransmissions,

@@ -102,6 +102,9 @@ async def test_chromium_publishes_over_whip_and_flv_viewers_get_it(server_factor
         assert len(vd) == 75 and got["errors"] == [] and got["decoded"] >= 70
         assert all(b > a for a, b in itertools.pairwise(vd))
         assert len(got["audio_dts"]) > 20
+        # Chromium's sender reports put its audio and video clocks on one timeline
+        (publish,) = server.app[WHIP_SERVER].sessions.values()
+        await wait_for(lambda: min(publish.sender_reports.values()) > 0, timeout=15)
         assert await page.evaluate(DELETE) == 200
         await wait_for(lambda: any(isinstance(e, StreamUnpublished) for e in seen), 15)
     finally:

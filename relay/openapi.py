@@ -107,7 +107,7 @@ SCHEMAS: J = {
             "url": {"type": "string"},
             "node": {"type": "string"},
             "role": {"type": "string"},
-            "protocol": {"type": "string", "enum": ["flv", "ws", "rtmp", "hls"]},
+            "protocol": {"type": "string", "enum": ["flv", "ws", "rtmp", "hls", "whep"]},
             "app": {"type": "string"},
             "stream": {"type": "string"},
         },

@@ -1,6 +1,6 @@
 """The cluster's scheduler and views, on every node.
 
-- ``GET /api/play/{app}/{stream}?protocol=flv|ws|rtmp|hls[&redirect=1]`` (public): the URL
+- ``GET /api/play/{app}/{stream}?protocol=flv|ws|rtmp|hls|whep[&redirect=1]`` (public): the URL
   of the least-loaded live edge for that stream (``302`` to it with ``redirect=1``), like a
   CDN's scheduler. Edges are compared by :meth:`NodeInfo.load` (viewers plus CPU); the
   registrations are up to one heartbeat old, so the choice is made by "power of two
@@ -27,7 +27,8 @@ from core.http import ApiError, read_json
 from relay.cluster import CLUSTER, NodeInfo
 from relay.forward import ForwardStore
 
-PROTOCOLS = ("flv", "ws", "rtmp", "hls")
+PROTOCOLS = ("flv", "ws", "rtmp", "hls", "whep")
+"""``whep``: the URL to POST an SDP offer to (relay.whep); use the JSON, not ``redirect``."""
 NAME = r"[A-Za-z0-9_.\-]{1,128}"
 
 
@@ -36,6 +37,8 @@ def play_url(node: NodeInfo, protocol: str, app: str, name: str) -> str:
         return f"{node.rtmp}/{app}/{name}"
     if protocol == "hls":
         return f"{node.http}/{app}/{name}.m3u8"
+    if protocol == "whep":
+        return f"{node.http}/whep/{app}/{name}"
     if protocol == "ws":
         parts = urlsplit(node.http)
         scheme = "wss" if parts.scheme == "https" else "ws"

@@ -191,6 +191,20 @@ async def test_an_edge_plays_whep_from_its_own_pull(server_factory, clip) -> Non
         await asyncio.wait_for(tracks["audio"].recv(), 10)
         edge_hub = edge.app[REGISTRY].get("live", "e")
         assert edge_hub.stats()["viewers"].get("whep") == 1
+        # the scheduler names the URL to POST the offer to (once the edge's heartbeat
+        # has registered it)
+        play: dict[str, Any] = {}
+
+        async def scheduled() -> bool:
+            async with aiohttp.ClientSession() as http:
+                url = f"{edge.http_url}/api/play/live/e?protocol=whep"
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        play.update(await resp.json())
+                    return resp.status == 200
+
+        await wait_for(scheduled, 10, step=0.2)
+        assert play["url"] == f"{edge.http_url}/whep/live/e" and play["protocol"] == "whep"
         origin_viewers = origin.app[REGISTRY].get("live", "e").stats()["viewers"]
         assert "whep" not in origin_viewers and sum(origin_viewers.values()) == 1
         assert not origin.app[WHEP].viewings

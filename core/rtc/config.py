@@ -24,8 +24,8 @@ class WebRtcConfig:
     """ICE and DTLS must complete this long after the answer was made, or the session
     fails (``ice-timeout`` / ``dtls-failed``)."""
     consent_timeout: float = 20.0
-    """A connected session from which nothing (STUN consent check, DTLS, media) arrives for
-    this long has lost its peer (``ice-timeout``)."""
+    """A connected session that gets no ICE check with its password and no authenticated
+    SRTP/SRTCP for this long has lost its peer (``ice-timeout``)."""
     no_media_timeout: float = 10.0
     """A receiving (WHIP) session without an RTP packet for this long fails (``no-media``)."""
     dtls_mtu: int = 1200

@@ -248,6 +248,10 @@ class PrizeGrant(Base):
     """One row per lottery prize handed out: the primary key makes it exactly once."""
 
     __tablename__ = "shop_prize_grants"
+    __table_args__ = (
+        Index("ix_shop_prize_grants_code", "code", unique=True),
+        Index("ix_shop_prize_grants_user", "user_id", "created_ms"),
+    )
     grant_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     lottery_id: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[str] = mapped_column(String(64))
@@ -256,6 +260,10 @@ class PrizeGrant(Base):
     order_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     status: Mapped[str] = mapped_column(String(32))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """A voucher prize's redemption code (``shop_bridge.vouchers``)."""
+    redeemed_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    redeemed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Address(Base):

@@ -26,6 +26,7 @@ from shop_bridge.events import OrderCreated, OrderPaid, PrizeGranted
 from shop_bridge.models import COUPONS, GRANTS, ORDERS, SKUS, TRANSITIONS
 from shop_bridge.shelf import Shelf
 from shop_bridge.state import OrderState
+from shop_bridge.vouchers import new_code
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class Prizes:
             grant_key = f"{lottery_id}:{user_id}:{data.get('prize_index', 0)}"
         grant_key = grant_key[:200]
         kind = prize.get("kind")
-        if kind not in ("coupon", "product"):
+        if kind not in ("coupon", "product", "voucher"):
             if prize.get("sku") or prize.get("sku_id"):
                 kind = "product"
             elif prize.get("coupon") or prize.get("value_fen"):
@@ -117,6 +118,7 @@ class Prizes:
             "order_id": None,
             "status": "granted",
             "created_ms": now,
+            "code": new_code() if kind == "voucher" else None,
         }
         order_row: dict[str, Any] | None = None
         try:
@@ -199,6 +201,8 @@ class Prizes:
                                 at_ms=now,
                             )
                         )
+                elif kind == "voucher":  # the winner shows the code; an operator redeems it
+                    await conn.execute(insert(GRANTS).values(**grant))
                 else:
                     grant["status"] = "manual"
                     await conn.execute(insert(GRANTS).values(**grant))
@@ -218,7 +222,8 @@ class Prizes:
             await self.ctx.bus.emit(
                 OrderCreated.of(order_row, "lottery"), OrderPaid.of(order_row, "lottery")
             )
-        await self.ctx.bus.emit(PrizeGranted(**grant, broadcast_id=to_wire(broadcast_id)))
+        public = {k: v for k, v in grant.items() if k != "code"}  # the code is the winner's
+        await self.ctx.bus.emit(PrizeGranted(**public, broadcast_id=to_wire(broadcast_id)))
         return {**grant, "duplicate": False}
 
 

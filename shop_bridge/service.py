@@ -15,6 +15,7 @@ attribute          what                                                         
 ``notices``        the payment provider's notifications                         ``payment_notices``
 ``upkeep``         sweep (timeouts, settlement), reconciliation, audits         ``upkeep``
 ``prizes``         lottery prizes (coupons, zero-price orders)                  ``prizes``
+``vouchers``       a winner's prizes; offline vouchers redeemed once            ``vouchers``
 ``reports``        sales figures                                                ``reports``
 =================  ===========================================================  ==============
 
@@ -56,6 +57,7 @@ from shop_bridge.sale_admin import FlashSaleAdmin
 from shop_bridge.sharers import Sharers
 from shop_bridge.shelf import Shelf
 from shop_bridge.upkeep import Upkeep
+from shop_bridge.vouchers import Vouchers
 
 __all__ = ["ShopService"]
 
@@ -86,6 +88,7 @@ class ShopService:
         self.notices = PaymentNotices(ctx, self.checkout, payment_key)
         self.upkeep = Upkeep(ctx, self.flash, self.sale_admin, self.checkout, self.notices)
         self.prizes = Prizes(ctx, self.shelf)
+        self.vouchers = Vouchers(ctx)
         self.reports = Reports(ctx)
         self.sales_updates = SalesUpdates(ctx, self.reports)
         self.refunds = Refunds(ctx, self.checkout)

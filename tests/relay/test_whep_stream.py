@@ -224,3 +224,37 @@ def test_history_is_bounded_and_finds_wrapping_seqs() -> None:
     for i in range(5):
         h2.append(i, bytes(10))
     assert len(h2) == 2 and h2.nbytes == 20
+
+
+async def test_bframes_appearing_mid_stream_close_the_viewers() -> None:
+    """Pictures out of presentation order after the viewer started: it is closed with the
+    reason (browsers' WebRTC receivers do not reorder)."""
+    from dataclasses import replace
+
+    from media.frame import Kind
+    from relay.config import RelayConfig
+    from relay.hub import PublisherInfo, StreamRegistry
+
+    def video(frame_type: int, cts: int, nal: bytes) -> bytes:
+        return bytes([frame_type << 4 | 7, 1]) + cts.to_bytes(3, "big") + _avcc(nal)
+
+    def _avcc(nal: bytes) -> bytes:
+        return len(nal).to_bytes(4, "big") + nal
+
+    record = bytes([1, 0x42, 0xC0, 0x1F, 0xFF, 0xE1, 0, 4]) + b"\x67SPS" + b"\x01\x00\x03\x68PP"
+    reg = StreamRegistry(replace(RelayConfig(), write_coalesce_ms=0), linger_seconds=0.05)
+    pub = reg.publish("live", "b", PublisherInfo("test"))
+    pub.push(Kind.VIDEO, 0, b"\x17\x00\x00\x00\x00" + record)
+    pub.push(Kind.VIDEO, 0, video(1, 0, b"\x65" + bytes(40)))
+    hub = reg.get("live", "b")
+    assert hub is not None and unplayable(hub) is None
+    streams = RtpStreams()
+    sink = MemSink()
+    viewer = streams.join(hub, sink, VIDEO, None, "v")
+    pub.push(Kind.VIDEO, 40, video(2, 40, b"\x41" + bytes(40)))  # pts 80
+    assert not viewer.closed and len(sink.of(VIDEO_PT)) >= 2
+    pub.push(Kind.VIDEO, 80, video(2, 0, b"\x01" + bytes(40)))  # pts 80 again: fine
+    assert not viewer.closed
+    pub.push(Kind.VIDEO, 120, video(2, -60 & 0xFFFFFF, b"\x01" + bytes(40)))  # pts 60 < 80
+    assert viewer.closed and viewer.close_reason == BFRAMES_REFUSAL
+    assert hub.stats()["viewers"].get("whep") is None and not streams.streams

@@ -329,6 +329,14 @@ async def options_session(request: web.Request) -> web.Response:
     return _preflight("DELETE, PATCH, OPTIONS")
 
 
+async def stats_handler(request: web.Request) -> web.Response:
+    """Operators: this node's WHIP sessions and their figures (connection state, frames,
+    keyframes, depacketizer counters, NACK/PLI/RTX, sender reports)."""
+    srv = request.app.get(WHIP_SERVER)
+    sessions = [] if srv is None else [p.describe() for p in srv.sessions.values()]
+    return web.json_response({"sessions": sessions})
+
+
 # ---------------------------------------------------------------------- routes
 
 _SEG = r"[A-Za-z0-9_.\-]+"
@@ -363,6 +371,19 @@ ROUTES = RouteTable(
             _RESOURCE,
             options_session,
             OpDoc("WHIP session: CORS preflight", "ingest", _PUBLIC),
+        ),
+        Op(
+            "GET",
+            "/api/whip",
+            stats_handler,
+            OpDoc(
+                "WHIP publishers on this node and their figures",
+                "ingest",
+                ("operator",),
+                operation_id="ingest_whip",
+                response_media={"application/json": {"schema": {"type": "object"}}},
+            ),
+            head=True,
         ),
     ],
 )

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import av
 import pytest
 
@@ -24,7 +25,14 @@ from ingest.events import StreamKick, StreamPublished, StreamUnpublished
 from ingest.whip import WHIP_SERVER
 from relay.http import REGISTRY
 from tests.conftest import TEST_SECRET
-from tests.mediautil import RW_TIMEOUT, make_clip, start_publisher, stop, wait_for
+from tests.mediautil import (
+    RW_TIMEOUT,
+    make_clip,
+    operator_token,
+    start_publisher,
+    stop,
+    wait_for,
+)
 
 FPS = 30
 
@@ -261,6 +269,18 @@ async def test_kick_cuts_a_whip_publisher(server) -> None:
         proc = await whip_publish(url, token("cam"))
         try:
             await wait_for(lambda: (h := hub_of(server)) is not None and h.live, timeout=30)
+            # operators see the publish and its figures
+            tok = await operator_token(server)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{server.http_url}/api/whip") as resp:
+                    assert resp.status == 401
+                async with http.get(
+                    f"{server.http_url}/api/whip", headers={"Authorization": f"Bearer {tok}"}
+                ) as resp:
+                    assert resp.status == 200
+                    (seen_by_api,) = (await resp.json())["sessions"]
+            assert seen_by_api["stream"] == "cam" and seen_by_api["live"] is True
+            assert seen_by_api["state"] == "connected"
             await server.runtime.bus.emit(StreamKick("live", "cam", "broadcast ended"))
             await wait_for(lambda: any(isinstance(e, StreamUnpublished) for e in seen), 15)
             await wait_for(lambda: server.app[WHIP_SERVER].sessions == {}, 15)

@@ -142,3 +142,52 @@ async def test_edge_refuses_publishing(server_factory) -> None:
     )
     resp = await post(edge.http_url, "/whip/live/cam", "v=0\r\n", token("cam"))
     assert resp.status == 403
+
+
+async def aiortc_offer(video_codec: str = "H264") -> tuple[object, str]:
+    """A real publisher's offer (aiortc), its video limited to ``video_codec``."""
+    from aiortc import AudioStreamTrack, RTCPeerConnection, VideoStreamTrack
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    pc = RTCPeerConnection()
+    video = pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    codecs = [
+        c
+        for c in RTCRtpSender.getCapabilities("video").codecs
+        if c.mimeType.lower() in (f"video/{video_codec.lower()}", "video/rtx")
+    ]
+    video.setCodecPreferences(codecs)
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+async def test_vp8_only_publisher_gets_a_clear_406(server) -> None:
+    pc, offer = await aiortc_offer("VP8")
+    try:
+        assert "VP8" in offer and "H264" not in offer
+        resp = await post(server.http_url, "/whip/live/cam", offer, token("cam"))
+        assert resp.status == 406
+        body = await resp.json()
+        assert body["error"]["code"] == "no_codec"
+        assert "VP8" in body["error"]["message"]  # says what was offered
+        assert server.app[WHIP_SERVER].sessions == {}
+    finally:
+        await pc.close()  # type: ignore[attr-defined]
+
+
+async def test_too_many_sessions_is_503_and_disturbs_nobody(server_factory) -> None:
+    server = await server_factory(webrtc={"udp_port": 0, "max_sessions": 1})
+    first, offer1 = await aiortc_offer()
+    second, offer2 = await aiortc_offer()
+    try:
+        resp = await post(server.http_url, "/whip/live/one", offer1, token("one"))
+        assert resp.status == 201
+        resp = await post(server.http_url, "/whip/live/two", offer2, token("two"))
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "unavailable"
+        (only,) = server.app[WHIP_SERVER].sessions.values()
+        assert only.stream == "one" and not only.closed
+    finally:
+        await first.close()  # type: ignore[attr-defined]
+        await second.close()  # type: ignore[attr-defined]

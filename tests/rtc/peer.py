@@ -60,7 +60,9 @@ class PlainPeer:
         setup: Literal["actpass", "active", "passive"] = "actpass",
         video: bool = True,
         audio: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.ufrag = secrets.token_hex(4)
         self.pwd = secrets.token_hex(16)
         self.direction = direction
@@ -126,7 +128,7 @@ class PlainPeer:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Proto(self), local_addr=("127.0.0.1", 0)
+            lambda: _Proto(self), local_addr=(self.host, 0)
         )
 
     @property

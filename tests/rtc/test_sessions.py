@@ -430,3 +430,25 @@ async def test_forged_datagrams_do_not_keep_a_session_alive(
         await asyncio.wait([closed], timeout=0.1)
     assert closed.result() == "ice-timeout"
     peer.vanish()
+
+
+async def test_ipv6(endpoint_factory: Callable[..., Any]) -> None:
+    endpoint = await endpoint_factory(host="::1")
+    assert endpoint.candidates == (("::1", endpoint.port),)
+    peer = PlainPeer(direction="sendonly", host="::1")
+    await peer.open()
+    session = endpoint.open_session(peer.offer(), direction="recvonly")
+    assert f"::1 {endpoint.port} typ host" in session.answer_sdp
+    peer.use_answer(session.answer_sdp)
+    await peer.connect()
+    assert await session.wait_connected(5)
+    mapped = peer.stun_responses[0].get(stun.ATTR_XOR_MAPPED_ADDRESS)
+    assert mapped is not None
+    tid = peer.stun_responses[0].transaction_id
+    assert stun.decode_xor_address(mapped, tid) == peer.local_address
+    got: list[bytes] = []
+    session.on_rtp = got.append
+    packet = rtp_packet(_video(session).payload_type, 1, 0, peer.video_ssrc, b"v6")
+    peer.send_rtp(packet)
+    await wait_for(lambda: got == [packet])
+    peer.vanish()

@@ -6,6 +6,7 @@ WHEP (ICE, DTLS, SRTP on the node's one UDP port) and decodes video and audio; t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -401,3 +402,89 @@ async def test_a_whip_stream_plays_over_whep(server_factory) -> None:
     finally:
         await pc.close()
         await stop(pub)
+
+
+class LossyDownlink(asyncio.DatagramProtocol):
+    """A UDP relay between a viewer and the server: forwards both ways, and drops the next
+    ``drop`` video RTP packets (payload type ``pt``) from the server once armed (the
+    network is the outside world: a real relay, the answer's candidate pointed at it)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.client: tuple[str, int] | None = None
+        self.transport: Any = None
+        self.pt: int | None = None
+        self.drop = 0
+        self.dropped: list[int] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr != self.target:
+            self.client = addr
+            self.transport.sendto(data, self.target)
+            return
+        is_rtp = len(data) > 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
+        if is_rtp and self.drop > 0 and data[1] & 0x7F == self.pt:
+            self.drop -= 1
+            self.dropped.append(int.from_bytes(data[2:4], "big"))
+            return
+        if self.client is not None:
+            self.transport.sendto(data, self.client)
+
+
+async def test_lost_packets_come_back_on_nack(server_factory, clip) -> None:
+    """aiortc plays through a relay that drops a burst of video packets: aiortc NACKs
+    them, the server resends them from the stream's history (on RTX, which aiortc
+    offered), and every picture decodes: no frame is missing from the timeline."""
+    import re
+
+    from core.rtc import RTC_ENDPOINT
+
+    server = await server_factory(webrtc=RTC)
+    proc = await _publish(server, "n", clip)
+    loop = asyncio.get_running_loop()
+    endpoint = server.app[RTC_ENDPOINT]
+    transport, relay = await loop.create_datagram_endpoint(
+        lambda: LossyDownlink(("127.0.0.1", endpoint.port)), local_addr=("127.0.0.1", 0)
+    )
+    relay_port = transport.get_extra_info("sockname")[1]
+    pc, offer = await _offer()
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda t: tracks.__setitem__(t.kind, t))
+    pts: list[int] = []
+
+    async def read() -> None:
+        while True:
+            pts.append((await tracks["video"].recv()).pts)
+
+    reader: asyncio.Task[None] | None = None
+    try:
+        status, answer, _ = await _post(f"{server.http_url}/whep/live/n", offer)
+        assert status == 201
+        answer = re.sub(
+            r"(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 )\d+", rf"\g<1>{relay_port}", answer
+        )
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        reader = asyncio.create_task(read())
+        await wait_for(lambda: len(pts) >= 30, 20)
+        (viewing,) = server.app[WHEP].viewings.values()
+        viewer = viewing.viewer
+        assert viewer is not None and viewer.video is not None
+        assert viewer.rtx is not None  # aiortc offered RTX: resends go there
+        relay.pt = viewer.video.payload_type
+        relay.drop = 3
+        await wait_for(lambda: relay.drop == 0, 10)
+        await wait_for(lambda: viewer.retransmits >= 3, 10)
+        seen = len(pts)
+        await wait_for(lambda: len(pts) >= seen + 40, 20)
+    finally:
+        if reader is not None:
+            reader.cancel()
+        await pc.close()
+        transport.close()
+        await stop(proc)
+    assert viewer.nacks >= 1 and len(relay.dropped) == 3
+    steps = {b - a for a, b in itertools.pairwise(pts)}
+    assert steps == {90_000 // 25}, sorted(steps)  # every picture, none lost

@@ -458,8 +458,6 @@ async def test_site_token_and_whep_when_offered(server_factory: Any, clip_no_bfr
         )
         room = f"{b['app']}/{b['stream']}"
         push = await op.call("GET", f"/api/broadcasts/{b['id']}/push")
-        procs.append(await start_publisher(push["url"], clip_no_bframes, loop=True))
-        await wait_for(lambda: _is(op, b["id"], "live"), 30, step=0.2)
         minted = await op.call(
             "POST",
             f"/api/broadcasts/{b['id']}/viewer-token",
@@ -472,10 +470,15 @@ async def test_site_token_and_whep_when_offered(server_factory: Any, clip_no_bfr
         async with async_playwright() as pw:
             browser = await _browser(pw)
             try:
+                # opened before the show: it says so, and starts by itself when it goes live
                 page = await _viewer(
                     browser, f"{server.http_url}/watch/{room}#token={minted['token']}", log
                 )
+                await page.locator("#away").wait_for(timeout=20_000)
+                assert "直播即将开始" in await page.locator("#away").inner_text()
+                procs.append(await start_publisher(push["url"], clip_no_bframes, loop=True))
                 await _playing(page)
+                assert await page.locator("#away").is_hidden()
                 way = await page.evaluate("document.body.dataset.way")
                 print(f"WHEP offered: {offered}; the page played over {way}")
                 assert way == ("whep" if offered else "hls"), (offered, way, log[-20:])

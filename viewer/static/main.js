@@ -84,7 +84,11 @@ async function main() {
         unmute.hidden = !video.muted;
       } else if (s === "away") {
         const before = state.broadcast === "scheduled";
-        away(true, before ? "直播即将开始" : "主播马上回来", before ? "The show starts soon" : "The anchor will be right back");
+        const at = before && b && b.scheduled_start ? new Date(b.scheduled_start) : null;
+        const when = at && at > new Date()
+          ? ` · ${at.toLocaleString([], { month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" })}`
+          : "";
+        away(true, before ? `直播即将开始${when}` : "主播马上回来", before ? "The show starts soon" : "The anchor will be right back");
       }
     },
   });

@@ -165,18 +165,29 @@ export class Shop {
       return;
     }
     flash.hidden = false;
-    document.getElementById("card-price").textContent = yuan(s.sale_price_fen);
+    const live = s.status === "open" || s.status === "scheduled";
+    const price = document.getElementById("card-price");
+    const list = document.getElementById("card-list-price");
+    if (live) price.textContent = yuan(s.sale_price_fen);
+    list.textContent = "";
     this.product(s.product_id).then((p) => {
       const sku = (p.skus || []).find((k) => k.id === s.sku_id);
-      if (sku && this.sale === s) document.getElementById("card-list-price").textContent = yuan(sku.price_fen);
+      if (!sku || this.sale !== s) return;
+      if (live) list.textContent = yuan(sku.price_fen);
+      else price.textContent = yuan(sku.price_fen);
     }).catch(() => {});
     document.getElementById("card-remaining").textContent = String(s.remaining ?? "?");
     const cd = document.getElementById("card-countdown");
+    let asked = false; // past the start or the end: ask the server once what the sale is now
     const draw = () => {
       if (s.status === "scheduled") cd.textContent = `${countdown(s.starts_at)} 后开抢 · starts`;
       else if (s.status === "open") cd.textContent = `秒杀 ${countdown(s.ends_at)}`;
       else cd.textContent = { sold_out: "已抢光 · sold out", closed: "已结束 · closed", ended: "已结束 · over" }[s.status] || s.status;
-      if (s.status === "open" && Date.parse(s.ends_at) <= Date.now()) this.refreshSale();
+      const edge = s.status === "open" ? s.ends_at : s.status === "scheduled" ? s.starts_at : null;
+      if (!asked && edge && Date.parse(edge) <= Date.now()) {
+        asked = true;
+        this.refreshSale();
+      }
     };
     draw();
     this._tick = setInterval(draw, 1000);

@@ -56,8 +56,10 @@ def shot_dir(name: str) -> Path:
 @contextlib.asynccontextmanager
 async def console_page(base: str) -> AsyncIterator[tuple[Any, list[str]]]:
     """A signed-out console page in a fresh headless Chromium; the list collects page errors."""
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 
+    # the machine is shared: give every expectation the page's 15 s, not Playwright's 5 s
+    expect.set_options(timeout=15000)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=chromium_executable(), args=LAUNCH_ARGS, headless=True

@@ -33,6 +33,8 @@ __all__ = ["RTC_ENDPOINT", "RtcEndpoint", "RtcOfferError", "setup"]
 
 _ICE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SWEEP_INTERVAL = 1.0
+CERTIFICATE_ROTATION = 7 * 86400.0
+"""Seconds before new sessions get a new DTLS certificate (each is valid for 30 days)."""
 GSO_MAX_SEGMENTS = 64
 """Datagrams per UDP GSO send (the kernel's limit is 64)."""
 GSO_MAX_BYTES = 65000
@@ -118,6 +120,7 @@ class RtcEndpoint:
         self.gso_sends = 0
         self._contexts: DtlsContexts | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._certificate_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -153,6 +156,7 @@ class RtcEndpoint:
         self._loop = asyncio.get_running_loop()
         certificate = await asyncio.to_thread(DtlsCertificate.generate)
         self._contexts = DtlsContexts(certificate)
+        self._certificate_at = self._loop.time()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # Our own socket: asyncio's transport only receives; sends go straight to the
         # socket (one syscall, no asyncio buffer: a full socket buffer drops the datagram).
@@ -438,6 +442,12 @@ class RtcEndpoint:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = loop.time()
+            if now - self._certificate_at > CERTIFICATE_ROTATION:
+                # New sessions get a fresh certificate; live ones keep theirs.
+                self._certificate_at = now
+                certificate = await asyncio.to_thread(DtlsCertificate.generate)
+                self._contexts = DtlsContexts(certificate)
+                logger.info("webrtc: new DTLS certificate %s", certificate.fingerprint)
             for session in list(self.sessions.values()):
                 try:
                     session._check_deadlines(now)

@@ -452,3 +452,20 @@ async def test_ipv6(endpoint_factory: Callable[..., Any]) -> None:
     peer.send_rtp(packet)
     await wait_for(lambda: got == [packet])
     peer.vanish()
+
+
+async def test_the_certificate_rotates_for_new_sessions_only(
+    endpoint_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.rtc.endpoint as endpoint_module
+
+    monkeypatch.setattr(endpoint_module, "CERTIFICATE_ROTATION", 0.5)
+    endpoint = await endpoint_factory()
+    first = endpoint.fingerprint
+    old_peer, old = await _connected_pair(endpoint)
+    await wait_for(lambda: endpoint.fingerprint != first, timeout=10)
+    new_peer, new = await _connected_pair(endpoint)
+    assert first in old.answer_sdp and endpoint.fingerprint in new.answer_sdp
+    assert old.state == new.state == "connected"
+    old_peer.vanish()
+    new_peer.vanish()

@@ -133,6 +133,24 @@ class AddressBook:
                     )
         logger.info("address %s of %s deleted", address_id, user_id)
 
+    async def default_recipient(self, user_id: str) -> Recipient | None:
+        """The recipient of the buyer's default address (None without an address book)."""
+        a = ADDRESSES.c
+        async with self.ctx.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(ADDRESSES)
+                        .where(a.user_id == user_id)
+                        .order_by(a.is_default.desc(), a.id.desc())
+                        .limit(1)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else self._open(dict(row))
+
     async def recipient(self, user_id: str, address_id: int) -> Recipient:
         """The recipient of the buyer's saved address (422 ``unknown_address`` if it is
         not theirs): for an order placed with ``address_id``."""

@@ -19,11 +19,13 @@ from sqlalchemy.exc import IntegrityError
 
 from core.outbox import Consumer, Outbox, Rejected
 from danmaku.events import LotteryPrize
+from shop_bridge.addresses import AddressBook
 from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.context import ShopContext, new_id
 from shop_bridge.errors import ShopError
 from shop_bridge.events import OrderCreated, OrderPaid, PrizeGranted
 from shop_bridge.models import COUPONS, GRANTS, ORDERS, SKUS, TRANSITIONS
+from shop_bridge.recipients import sealed_columns
 from shop_bridge.shelf import Shelf
 from shop_bridge.state import OrderState
 from shop_bridge.vouchers import new_code
@@ -37,6 +39,8 @@ class Prizes:
     def __init__(self, ctx: ShopContext, shelf: Shelf) -> None:
         self.ctx = ctx
         self.shelf = shelf
+        self.addresses: AddressBook | None = None
+        """Set by the service: a product prize ships to the winner's default address."""
 
     def subscribe(self) -> list[Callable[[], None]]:
         """Grant the danmaku hub's prizes; the unsubscribers."""
@@ -121,6 +125,9 @@ class Prizes:
             "code": new_code() if kind == "voucher" else None,
         }
         order_row: dict[str, Any] | None = None
+        ship_to = None  # a product prize ships to the winner's default address, if any
+        if kind == "product" and self.addresses is not None:
+            ship_to = await self.addresses.default_recipient(user_id)
         try:
             async with self.ctx.engine.begin() as conn:
                 if kind == "coupon":
@@ -188,6 +195,10 @@ class Prizes:
                             "transaction_id": "",
                             "stock_released": False,
                         }
+                        if ship_to is not None and self.addresses is not None:
+                            order_row.update(
+                                sealed_columns(self.addresses.sealer, order_row["id"], ship_to)
+                            )
                         grant["order_id"] = order_row["id"]
                         await conn.execute(insert(GRANTS).values(**grant))
                         await conn.execute(insert(ORDERS).values(**order_row))

@@ -97,6 +97,7 @@ class ShopService:
         sealer = load_sealer(config.recipient_key_file, secret or payment_key.hex())
         self.recipients = Recipients(ctx, sealer)
         self.addresses = AddressBook(ctx, sealer)
+        self.prizes.addresses = self.addresses
         self.sharers = Sharers(ctx, secret or payment_key.hex())
         self.abuse = AbuseGuard(
             redis,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.shop.conftest import uid
+from tests.shop.conftest import make_product, uid
 
 
 def voucher_prize(lottery: str, user: str, n: int = 0) -> dict:
@@ -27,9 +27,7 @@ async def test_a_voucher_is_redeemed_once(shop) -> None:
     events: list[dict] = []
     shop.server.runtime.bus.subscribe("prize.granted", lambda e: events.append(e.data))
     lottery, winner = f"lot{uid()}", f"w{uid()}"
-    granted = await shop.api.ok(
-        "POST", "/api/lottery/prizes", voucher_prize(lottery, winner), 201
-    )
+    granted = await shop.api.ok("POST", "/api/lottery/prizes", voucher_prize(lottery, winner), 201)
     assert granted["kind"] == "voucher" and len(granted["code"]) == 12
     code = granted["code"]
 
@@ -67,3 +65,23 @@ async def test_a_voucher_is_redeemed_once(shop) -> None:
     assert again["duplicate"] is True and again["code"] == code
     assert events and all("code" not in e for e in events)
     assert code not in repr(events)
+
+
+async def test_a_product_prize_ships_to_the_winners_default_address(shop) -> None:
+    product = await make_product(shop.api, stock=5)
+    winner = f"w{uid()}"
+    home = {"name": "张三", "phone": "13812345678", "address": "广东省深圳市南山区科苑路15号"}
+    await shop.api.ok("POST", "/api/me/addresses", home, 201, token=None, viewer=winner)
+    prize = {
+        **voucher_prize(f"lot{uid()}", winner),
+        "prize": {"name": "Scarf", "stock": 1, "kind": "product", "sku": product["skus"][0]["id"]},
+    }
+    granted = await shop.api.ok("POST", "/api/lottery/prizes", prize, 201)
+    assert granted["kind"] == "product" and granted["order_id"]
+    order = await shop.api.ok(
+        "GET", f"/api/orders/{granted['order_id']}", token=None, viewer=winner
+    )
+    assert order["state"] == "paid" and order["amount_fen"] == 0
+    assert order["recipient"]["phone"] == "138****5678", order["recipient"]
+    full = await shop.api.ok("GET", f"/api/orders/{granted['order_id']}/recipient")
+    assert full == {"order_id": granted["order_id"], "recipient": home}

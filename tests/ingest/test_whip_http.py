@@ -191,3 +191,33 @@ async def test_too_many_sessions_is_503_and_disturbs_nobody(server_factory) -> N
     finally:
         await first.close()  # type: ignore[attr-defined]
         await second.close()  # type: ignore[attr-defined]
+
+
+async def test_an_offer_that_never_connects_disturbs_nobody(server_factory, tmp_path) -> None:
+    """A valid POST whose peer never completes ICE (UDP blocked, a tab closed): the live
+    RTMP publisher keeps the stream, no event is sent, the session is dropped."""
+    from ingest.events import StreamPublished, StreamUnpublished
+    from relay.http import REGISTRY
+    from tests.mediautil import make_clip, start_publisher, stop, wait_for
+
+    server = await server_factory(webrtc={"udp_port": 0, "connect_timeout": 1.0})
+    clip = make_clip(tmp_path / "clip.flv", seconds=4.0)
+    rtmp = await start_publisher(server.push_url("cam"), clip, loop=True)
+    pc, offer = await aiortc_offer()
+    seen: list[object] = []
+    offs = [server.runtime.bus.on(c, seen.append) for c in (StreamPublished, StreamUnpublished)]
+    try:
+        registry = server.app[REGISTRY]
+        await wait_for(lambda: (h := registry.get("live", "cam")) is not None and h.live, 30)
+        resp = await post(server.http_url, "/whip/live/cam", offer, token("cam"))
+        assert resp.status == 201  # the answer is never applied: no ICE check ever comes
+        await wait_for(lambda: server.app[WHIP_SERVER].sessions == {}, timeout=15)
+        hub = registry.get("live", "cam")
+        assert hub is not None and hub.live and hub.publisher.info.protocol == "rtmp"
+        assert [e for e in seen if getattr(e, "protocol", "") == "whip"] == []
+        assert [e for e in seen if isinstance(e, StreamUnpublished)] == []
+    finally:
+        for off in offs:
+            off()
+        await pc.close()  # type: ignore[attr-defined]
+        await stop(rtmp)

@@ -126,6 +126,8 @@ class WhipPublish:
         self.remote = client_ip
         self.publisher: Publisher | None = None
         self.closed = False
+        self.ending = False
+        """Cut, closed or its session ended: it must not (re)take the stream."""
         self.close_reason = ""
         self.created = time.time()
         video, audio = rtc.video, rtc.audio
@@ -206,7 +208,7 @@ class WhipPublish:
 
     def _go_live(self) -> None:
         """ICE and DTLS are done: take the stream (a takeover if someone else has it)."""
-        if self.publisher is not None or self.closed:
+        if self.publisher is not None or self.closed or self.ending:
             return
         srv = self.server
         hub = srv.registry.get(self.app, self.stream)
@@ -233,6 +235,7 @@ class WhipPublish:
     def _kicked(self, reason: str) -> None:
         """The hub took our publisher away (takeover, operator kick)."""
         logger.info("whip %s (%s): publisher %s: %s", self.id, self.remote, self.stream, reason)
+        self.ending = True  # never take the stream back with a packet still in flight
         pub = self.publisher
         self.publisher = None
         if pub is not None and reason != "takeover":
@@ -242,10 +245,12 @@ class WhipPublish:
 
     def close(self, reason: str) -> None:
         """End this publish (DELETE, shutdown)."""
+        self.ending = True
         self.close_reason = self.close_reason or reason
         self.rtc.close("closed")
 
     def _on_rtc_close(self, reason: str) -> None:
+        self.ending = True
         self.close_reason = self.close_reason or _CLOSE_REASONS.get(reason, reason)
 
     def _finish(self, rtc_reason: str) -> None:
@@ -284,7 +289,7 @@ class WhipPublish:
         if view is None:
             return
         if self.publisher is None:
-            if self.closed:
+            if self.closed or self.ending:
                 return
             self._go_live()
             if self.publisher is None:

@@ -53,7 +53,8 @@ _NAME = r"[A-Za-z0-9_.\-]{1,128}"
 _ASSET = r"[a-z0-9_\-]{1,64}\.(?:js|css|svg)"
 _NAMES = {"app": {"type": "string"}, "stream": {"type": "string"}}
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-ANON_NICKS = ("游客", "Guest")
+ANON_NICK = "游客"
+"""Anonymous viewers are "游客" (guest) and the last 4 hex digits of their id."""
 
 
 class BroadcastRecord(Protocol):
@@ -216,7 +217,7 @@ async def anonymous_token(request: web.Request) -> web.Response:
     if b is None:
         raise ApiError(404, "not_found", f"no broadcast plays at {app_name}/{stream}")
     user = "anon-" + secrets.token_hex(8)
-    name = nick.strip() if isinstance(nick, str) else f"{ANON_NICKS[0]}{user[-4:]}"
+    name = nick.strip() if isinstance(nick, str) else f"{ANON_NICK}{user[-4:]}"
     ttl = state.config.anonymous_token_ttl
     room = f"{app_name}/{stream}"
     token = issue_token(request.app[RUNTIME].secret, user, name, "viewer", ttl=ttl, room=room)

@@ -37,7 +37,8 @@ async def test_page_assets_and_vendor(server: Any) -> None:
     status, ctype, body = await _get(base, "/watch/live/shop1")
     assert (status, ctype) == (200, "text/html")
     assert b'src="/viewer/assets/main.js"' in body
-    for name in ("main.js", "player.js", "chat.js", "shop.js", "lottery.js", "replay.js"):
+    names = ("main.js", "player.js", "chat.js", "shop.js", "recipient.js", "sheet.js")
+    for name in (*names, "lottery.js", "replay.js", "api.js"):
         status, ctype, body = await _get(base, f"/viewer/assets/{name}")
         assert (status, ctype) == (200, "text/javascript"), name
         assert body == (STATIC_DIR / name).read_bytes()

@@ -4,7 +4,7 @@
 // sha256 of the sorted user ids, and the winners follow from sha256("seed:hash:i").
 
 import { api, el, toast } from "./api.js";
-import { openSheet } from "./shop.js";
+import { openSheet } from "./sheet.js";
 
 async function sha256(text, raw = false) {
   const buf = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));

@@ -4,12 +4,13 @@
 // shop API, the payment through the configured provider (the simulator in the demo) and the
 // order's state (docs/shop.md, docs/viewer.md).
 
-import { api, ApiError, el, sleep, toast, yuan } from "./api.js";
+import { api, el, sleep, toast, yuan } from "./api.js";
+import { Recipients } from "./recipient.js";
+import { closeSheet, openSheet } from "./sheet.js";
 
 const SALE_POLL_MS = 6_000;
 const ORDER_POLL_MS = 1_000;
 const ORDER_POLL_FOR_MS = 120_000;
-const LOCAL_RECIPIENT = "berrylive:recipient";
 
 const STATE_TEXT = {
   pending_payment: "待支付 · awaiting payment",
@@ -35,19 +36,6 @@ function countdown(endsAt) {
   return `${mm}:${ss}`;
 }
 
-export function openSheet(...children) {
-  const sheet = document.getElementById("sheet");
-  const body = document.getElementById("sheet-body");
-  body.replaceChildren(...children);
-  sheet.hidden = false;
-  return body;
-}
-
-export function closeSheet() {
-  document.getElementById("sheet").hidden = true;
-  document.getElementById("sheet-body").replaceChildren();
-}
-
 export class Shop {
   constructor({ broadcastId, viewer }) {
     this.bid = broadcastId;
@@ -55,7 +43,7 @@ export class Shop {
     this.products = new Map();
     this.card = null;
     this.sale = null;
-    this.addressBook = null; // null: unknown yet; false: the server has none (404)
+    this.recipients = new Recipients({ viewer });
     this.recipientField = true; // the order routes accept `recipient` (contracts.md)
     this._saleTimer = null;
     this._tick = null;
@@ -301,7 +289,7 @@ export class Shop {
       confirm,
     );
     drawPrice();
-    const recipient = await this.recipientForm(recipientBox);
+    const recipient = await this.recipients.form(recipientBox);
     confirm.addEventListener("click", async () => {
       error.textContent = "";
       if (!sale && !chosen) return (error.textContent = "请选择规格 · choose an option");
@@ -311,7 +299,7 @@ export class Shop {
       try {
         const order = await this.placeOrder({ sale, sku: chosen, who });
         if (sale) this.refreshSale();
-        await this.saveRecipient(who);
+        await this.recipients.save(who);
         await this.pay(order, who);
       } catch (e) {
         error.textContent = this.explain(e);
@@ -332,109 +320,6 @@ export class Shop {
       order_pending: "请重试 · try again",
     };
     return codes[e.code] || e.message || String(e);
-  }
-
-  // -- the recipient ----------------------------------------------------------------------
-
-  async loadAddresses() {
-    if (this.addressBook !== null) return this.addressBook;
-    try {
-      const r = await api("GET", "/api/me/addresses", { token: this.viewer.token });
-      this.addressBook = Array.isArray(r) ? r : r.items || [];
-    } catch (e) {
-      if (e instanceof ApiError && (e.status === 404 || e.status === 405)) this.addressBook = false;
-      else this.addressBook = [];
-    }
-    return this.addressBook;
-  }
-
-  localRecipient() {
-    try {
-      const r = JSON.parse(localStorage.getItem(`${LOCAL_RECIPIENT}:${this.viewer.user?.uid}`) || "null");
-      return r && r.name && r.phone && r.address ? r : null;
-    } catch (e) {
-      return null;
-    }
-  }
-
-  // The saved address when there is one (shown, with "change"), else the form.
-  async recipientForm(box) {
-    const book = await this.loadAddresses();
-    const saved = book ? book.find((a) => a.default) || book[0] : null;
-    const local = book === false ? this.localRecipient() : null;
-    const name = el("input", { id: "rc-name", autocomplete: "name", maxlength: "32" });
-    const phone = el("input", { id: "rc-phone", type: "tel", autocomplete: "tel", maxlength: "20" });
-    const address = el("textarea", { id: "rc-address", rows: "2", autocomplete: "street-address", maxlength: "200" });
-    const form = el("div", { id: "recipient-form" },
-      el("h3", {}, "收货信息 · Recipient"),
-      el("label", {}, "姓名 · Name", name),
-      el("label", {}, "手机 · Phone", phone),
-      el("label", {}, "地址 · Address", address));
-    let useSaved = !!(saved || local);
-    const show = () => {
-      box.replaceChildren();
-      if (useSaved) {
-        const a = saved || local;
-        box.append(el("div", { class: "addr", id: "recipient-saved" },
-          el("div", {}, `${a.name} ${a.phone}`), el("div", { class: "small" }, a.address),
-          el("button", { type: "button", class: "small", onclick: () => { useSaved = false; show(); } }, "更换 · change")));
-      } else {
-        box.append(form);
-      }
-    };
-    show();
-    return {
-      read: () => {
-        if (useSaved && saved) return { address_id: saved.id, name: saved.name, phone: saved.phone, address: saved.address, saved: true };
-        if (useSaved && local) return { ...local, saved: true };
-        const r = { name: name.value.trim(), phone: phone.value.trim(), address: address.value.trim() };
-        if (!r.name || !/^[+0-9][0-9 -]{4,19}$/.test(r.phone) || r.address.length < 4) return null;
-        return r;
-      },
-    };
-  }
-
-  // The recipient for an order placed without one (paying it from "my orders").
-  askRecipient() {
-    return new Promise((resolve) => {
-      const box = el("div");
-      const error = el("p", { class: "error" });
-      const ok = el("button", { class: "primary", id: "recipient-confirm", type: "button" }, "确认 · Confirm");
-      openSheet(box, error, ok);
-      const close = document.getElementById("sheet-close");
-      const cancel = () => { close.removeEventListener("click", cancel); resolve(null); };
-      close.addEventListener("click", cancel);
-      this.recipientForm(box).then((form) => {
-        ok.addEventListener("click", () => {
-          const who = form.read();
-          if (!who) return (error.textContent = "请填写收货信息 · name, phone and address please");
-          close.removeEventListener("click", cancel);
-          resolve(who);
-        });
-      });
-    });
-  }
-
-  async saveRecipient(who) {
-    if (who.saved) return;
-    const uid = this.viewer.user?.uid;
-    if (this.addressBook === false) {
-      try { localStorage.setItem(`${LOCAL_RECIPIENT}:${uid}`, JSON.stringify(who)); } catch (e) { /* private mode */ }
-      return;
-    }
-    try {
-      const a = await api("POST", "/api/me/addresses", {
-        token: this.viewer.token,
-        body: { name: who.name, phone: who.phone, address: who.address, default: true },
-      });
-      this.addressBook = [a, ...(this.addressBook || [])];
-    } catch (e) {
-      if (e.status === 404 || e.status === 405) {
-        this.addressBook = false;
-        return this.saveRecipient(who);
-      }
-      console.warn("address book", e);
-    }
   }
 
   recipientBody(who) {
@@ -478,10 +363,10 @@ export class Shop {
       pay = await api("POST", `/api/orders/${order.id}/pay`, { token: this.viewer.token });
     } catch (e) {
       if (e.code !== "recipient_required") throw e;
-      who = who || (await this.askRecipient());
+      who = who || (await this.recipients.ask());
       if (!who) throw e;
       await this.putRecipient(order, who);
-      await this.saveRecipient(who);
+      await this.recipients.save(who);
       pay = await api("POST", `/api/orders/${order.id}/pay`, { token: this.viewer.token });
     }
     const payment = pay.payment || {};
@@ -583,7 +468,7 @@ export class Shop {
       el("h3", {}, `🎁 领奖 · Your prize: ${title}`), recipientBox, error, confirm, done);
     if (box) box.replaceChildren(part);
     else openSheet(part);
-    const recipient = await this.recipientForm(recipientBox);
+    const recipient = await this.recipients.form(recipientBox);
     confirm.addEventListener("click", async () => {
       error.textContent = "";
       const who = recipient.read();
@@ -591,7 +476,7 @@ export class Shop {
       confirm.disabled = true;
       try {
         await this.putRecipient(order, who);
-        await this.saveRecipient(who);
+        await this.recipients.save(who);
         confirm.hidden = true;
         done.className = "ok";
         done.dataset.state = "claimed";

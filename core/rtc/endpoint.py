@@ -168,7 +168,14 @@ class RtcEndpoint:
                     sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
                 except OSError:
                     pass
-            sock.bind((self.host, self.config.udp_port))
+            try:
+                sock.bind((self.host, self.config.udp_port))
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"webrtc: cannot bind UDP {self.host}:{self.config.udp_port} ({exc.strerror});"
+                    " set webrtc.udp_port (BERRYLIVE_WEBRTC_UDP_PORT) or webrtc.enabled = false",
+                ) from exc
             transport, _ = await self._loop.create_datagram_endpoint(
                 lambda: _Protocol(self), sock=sock
             )

@@ -65,3 +65,16 @@ async def test_disabled_endpoint_refuses_with_503(tmp_path: Path) -> None:
         assert exc.status == 503
     else:
         raise AssertionError("a disabled endpoint answered")
+
+
+async def test_a_busy_port_is_a_clear_error(endpoint: RtcEndpoint) -> None:
+    from core.rtc import WebRtcConfig
+
+    second = RtcEndpoint(WebRtcConfig(udp_port=endpoint.port, host="127.0.0.1"))
+    try:
+        await second.start()
+    except OSError as exc:
+        assert "webrtc.udp_port" in str(exc) and str(endpoint.port) in str(exc)
+    else:
+        raise AssertionError("two endpoints bound one port")
+    assert not second.running

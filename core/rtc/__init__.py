@@ -49,7 +49,8 @@ A session (:class:`RtcSession`)
 - ``on_rtp(packet)``, ``on_rtcp(packet)``: decrypted RTP / compound RTCP, called
   synchronously from the datagram callback (do little there; never block).
 - ``on_close(reason)``: called once: ``closed`` (our ``close()``), ``ice-timeout`` (no
-  valid check within ``connect_timeout``, or nothing received for ``consent_timeout``),
+  valid check within ``connect_timeout``, or, connected, no check with our password and
+  no authenticated SRTP/SRTCP for ``consent_timeout``),
   ``dtls-failed`` (handshake failed, timed out, or the certificate does not match),
   ``no-media`` (receiving session without RTP for ``no_media_timeout``),
   ``remote-closed`` (the peer sent a DTLS close_notify), ``shutdown`` (endpoint closing),
@@ -57,15 +58,20 @@ A session (:class:`RtcSession`)
 - ``send_rtp(packet) -> bool`` / ``send_rtcp(packet) -> bool``: protect with SRTP and send
   now, straight to the socket; False = dropped (not connected yet, the kernel's send
   buffer full, packet refused). Never blocks, never queues. Resending the same packet
-  (NACK) is allowed.
+  (NACK) is allowed, up to 4096 packets back.
 - ``send_rtp_batch(packets) -> int``: the same for several packets in order (one frame's
   packets to one viewer): runs of equal-size packets leave in one UDP GSO syscall on Linux
   (about 0.8 instead of 2.8 µs of CPU per packet on loopback); returns how many went out.
 - ``close(reason="closed")``: idempotent; sends a DTLS close_notify.
-- ``stats``: packets/bytes in/out, drops_out, srtp_errors, stun_requests,
-  last_received_at / last_media_at (loop clock), remote_address, srtp_profile.
+- ``stats``: state, packets/bytes in/out, drops_out, srtp_errors, callback_errors (a
+  raising ``on_rtp``/``on_rtcp``: logged once per session), stun_requests,
+  last_received_at / last_media_at (loop clock), remote_address, srtp_profile, nominated.
+  ``remote_address`` and ``close_reason`` are attributes too.
+- The peer may change address (a nominated check from a new address moves the media
+  path; DTLS and SRTP keys stay); a client port proven by a newer session moves to it.
 
-SRTP profiles offered: AEAD_AES_128_GCM, then AES128_CM_HMAC_SHA1_80.
+SRTP profiles offered: AEAD_AES_128_GCM, then AES128_CM_HMAC_SHA1_80. Deployment, the
+behaviour in detail and measured costs: ``docs/webrtc.md`` (transport section).
 """
 
 from core.rtc.config import WebRtcConfig

@@ -478,9 +478,10 @@ class RtpStream:
         if self.video_history.end == 0 and not self.hub.has_video:
             viewer.started = True  # audio only
         elif self.key_index is not None and self.key_index >= self.video_history.base:
-            viewer.cursor = self.key_index
             viewer.started = True
-            self._catch_up(viewer)
+            if viewer.video is not None:
+                viewer.cursor = self.key_index
+                self._catch_up(viewer)
 
     def remove(self, viewer: RtcViewer) -> None:
         self.viewers.discard(viewer)
@@ -582,7 +583,8 @@ class RtpStream:
     def _start_waiting(self, index: int) -> None:
         for viewer in self.viewers:
             if not viewer.started:
-                viewer.cursor = index
+                # a viewer that took no video starts its audio here too (no cursor)
+                viewer.cursor = index if viewer.video is not None else None
                 viewer.started = True
 
     def _send_live(self, index: int, packet: bytes) -> None:

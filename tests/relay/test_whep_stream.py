@@ -258,3 +258,19 @@ async def test_bframes_appearing_mid_stream_close_the_viewers() -> None:
     pub.push(Kind.VIDEO, 120, video(2, -60 & 0xFFFFFF, b"\x01" + bytes(40)))  # pts 60 < 80
     assert viewer.closed and viewer.close_reason == BFRAMES_REFUSAL
     assert hub.stats()["viewers"].get("whep") is None and not streams.streams
+
+
+async def test_a_viewer_without_video_gets_audio_only(server_factory, clip) -> None:
+    """A viewer whose offer had no video (audio-only client) of a video stream: Opus only,
+    from the same keyframe point as the others."""
+    server = await server_factory()
+    hub, proc = await _live_hub(server, "ao", clip)
+    streams = RtpStreams()
+    try:
+        sink = MemSink()
+        viewer = streams.join(hub, sink, None, AUDIO, "ao")
+        await wait_for(lambda: len(sink.of(AUDIO_PT)) > 50, 20)
+        assert not sink.of(VIDEO_PT) and viewer.cursor is None and viewer.started
+    finally:
+        streams.close()
+        await stop(proc)

@@ -469,3 +469,36 @@ async def test_the_certificate_rotates_for_new_sessions_only(
     assert old.state == new.state == "connected"
     old_peer.vanish()
     new_peer.vanish()
+
+
+async def test_fuzzed_datagrams_from_a_peer_and_strangers(endpoint: RtcEndpoint) -> None:
+    """5000 random datagrams (every RFC 7983 range, truncated STUN with our ufrag, DTLS
+    record headers) into the demultiplexer from the session's own address and from
+    strangers: nothing raises, the session keeps working."""
+    import random
+
+    peer, session = await _connected_pair(endpoint)
+    rng = random.Random(18)
+    own = next(a for a in endpoint._by_addr if endpoint._by_addr[a] is session)
+    stun_head = bytes.fromhex("00010000") + stun.MAGIC_COOKIE.to_bytes(4, "big")
+    for i in range(5000):
+        kind = rng.randrange(5)
+        body = rng.randbytes(rng.randrange(0, 300))
+        if kind == 0:
+            data = stun_head + rng.randbytes(12) + body
+            data = data[:2] + (len(data) - 20).to_bytes(2, "big") + data[4:]
+        elif kind == 1:
+            data = bytes([rng.choice([20, 21, 22, 23]), 0xFE, 0xFD]) + body
+        elif kind == 2:
+            data = bytes([0x80 | rng.randrange(64), rng.randrange(256)]) + body
+        else:
+            data = body
+        addr = own if i % 2 else ("127.0.0.1", 40000 + rng.randrange(1000))
+        endpoint._datagram(data, addr)
+    assert session.state == "connected" and len(endpoint.sessions) == 1
+    got: list[bytes] = []
+    session.on_rtp = got.append
+    packet = rtp_packet(_video(session).payload_type, 7, 0, peer.video_ssrc, b"after")
+    peer.send_rtp(packet)
+    await wait_for(lambda: got == [packet])
+    peer.vanish()

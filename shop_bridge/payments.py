@@ -42,7 +42,15 @@ def sign(key: bytes, timestamp: str, nonce: str, body: bytes) -> str:
 
 
 def verify(key: bytes, timestamp: str, nonce: str, body: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(key, timestamp, nonce, body), signature)
+    """Whether ``signature`` signs the notification. Header text that is not ASCII (or
+    bytes aiohttp could not decode, kept as surrogates) is a wrong signature, not an error:
+    ``compare_digest`` refuses non-ASCII ``str`` (a forged header gave a 500)."""
+    try:
+        expected = sign(key, timestamp, nonce, body).encode("ascii")
+        given = signature.encode("ascii")
+    except UnicodeError:
+        return False
+    return hmac.compare_digest(expected, given)
 
 
 def signed_headers(key: bytes, body: bytes, now: float | None = None) -> dict[str, str]:

@@ -476,6 +476,9 @@ async def test_site_token_and_whep_when_offered(server_factory: Any, clip_no_bfr
                 )
                 await page.locator("#away").wait_for(timeout=20_000)
                 assert "直播即将开始" in await page.locator("#away").inner_text()
+                await page.click("#remind")  # the go-live reminder, as this site user
+                await wait_for(lambda: _text_in(page, "#remind", "已预约"), 15)
+                assert (await op.call("GET", f"/api/broadcasts/{b['id']}"))["reminder_count"] == 1
                 procs.append(await start_publisher(push["url"], clip_no_bframes, loop=True))
                 await _playing(page)
                 assert await page.locator("#away").is_hidden()

@@ -54,6 +54,20 @@ async function main() {
   const exposed = { info, viewer, shop, replay, state };
   window.berrylive = exposed;
 
+  // Before the show: the go-live reminder (POST /api/broadcasts/{id}/reminders, as this viewer).
+  const remind = document.getElementById("remind");
+  remind.addEventListener("click", async () => {
+    remind.disabled = true;
+    try {
+      await api("POST", `/api/broadcasts/${b.id}/reminders`, { token: viewer.token, body: {} });
+      remind.dataset.done = "1";
+      remind.textContent = "✓ 已预约 · We will remind you";
+    } catch (e) {
+      remind.disabled = false;
+      toast(e.message);
+    }
+  });
+
   const unmute = document.getElementById("unmute");
   unmute.addEventListener("click", () => {
     video.muted = false;
@@ -81,6 +95,7 @@ async function main() {
     onState(s) {
       if (s === "playing") {
         away(false);
+        remind.hidden = true;
         unmute.hidden = !video.muted;
       } else if (s === "away") {
         const before = state.broadcast === "scheduled";
@@ -89,6 +104,7 @@ async function main() {
           ? ` · ${at.toLocaleString([], { month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" })}`
           : "";
         away(true, before ? `直播即将开始${when}` : "主播马上回来", before ? "The show starts soon" : "The anchor will be right back");
+        remind.hidden = !(before && b && viewer.token);
       }
     },
   });

@@ -52,7 +52,20 @@ const ROUTES = [
   [/^/, () => scheduleView(main)],
 ];
 
+// One page renders at a time: a hash change while a page is still loading (its API calls
+// in flight) waits for it, then the newest hash is rendered; otherwise the older page could
+// finish last and replace the newer one.
+let routing = null;
+let again = false;
 async function route() {
+  if (routing) { again = true; return routing; }
+  routing = (async () => {
+    do { again = false; await render(); } while (again);
+  })();
+  try { await routing; } finally { routing = null; }
+}
+
+async function render() {
   leaveView();
   if (!token()) { $("#nav").hidden = true; loginView(main, () => { location.hash = "#/schedule"; route(); }); return; }
   const user = me();

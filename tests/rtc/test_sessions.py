@@ -142,7 +142,7 @@ async def test_vanished_peer_is_an_ice_timeout(endpoint_factory: Callable[..., A
 async def test_consent_checks_keep_a_quiet_session_alive_but_not_a_publisher(
     endpoint_factory: Callable[..., Any],
 ) -> None:
-    endpoint = await endpoint_factory(consent_timeout=1.0, no_media_timeout=2.5)
+    endpoint = await endpoint_factory(consent_timeout=2.0, no_media_timeout=2.5)
     peer, session = await _connected_pair(endpoint, direction="sendonly")
     pub, pub_session = await _connected_pair(endpoint, direction="recvonly")
     loop = asyncio.get_running_loop()

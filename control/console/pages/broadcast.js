@@ -1,9 +1,9 @@
 // One broadcast: its head (state, times, cover, actions) and what fits its state: push URL,
 // live figures, preview, card, lottery and comments while it can be live; the after-show
 // summary (replay, MP4, clips, sales) once it ended.
-import { h, $, badge, fmtTime, toast } from "../lib/dom.js";
+import { h, badge, fmtTime, toast } from "../lib/dom.js";
 import { api, isOperator, me } from "../lib/api.js";
-import { every } from "../lib/view.js";
+import { every, onLeave } from "../lib/view.js";
 import { userLabel, userNames } from "../lib/names.js";
 import { pushCard } from "../parts/push.js";
 import { figuresCard } from "../parts/figures.js";
@@ -48,7 +48,7 @@ export async function broadcastView(main, id) {
     cover.replaceChildren(b.cover_url ? h("img", { id: "cover-img", src: `${b.cover_url}?v=${encodeURIComponent(b.updated_at || "")}`, alt: "cover" }) : h("div", { class: "cover-empty muted" }, "no cover"));
   };
   const renderHead = () => {
-    $("#state").replaceChildren(badge(b.state));
+    head.querySelector("#state").replaceChildren(badge(b.state));
     info.replaceChildren(
       `Start ${fmtTime(b.scheduled_start)} · end ${fmtTime(b.scheduled_end)}`,
       b.started_at ? ` · live since ${fmtTime(b.started_at)}` : "",
@@ -102,22 +102,27 @@ export async function broadcastView(main, id) {
     } else {
       body.replaceChildren(await afterShowCard(b), h("div", { class: "grid" }, commentsCard(b, moderates)));
     }
-    connectComments(b).then((socket) => { comments = socket; }).catch((e) => { $("#comments-status").textContent = `Comments unavailable: ${e.message}`; });
+    connectComments(b).then((socket) => { comments = socket; }).catch((e) => { const st = body.querySelector("#comments-status"); if (st) st.textContent = `Comments unavailable: ${e.message}`; });
   };
   const canPush = ["operator", "anchor"].includes(me()?.role);
   const renderAll = async () => { renderHead(); renderExtras(); if (canPush) await push.render(); else push.el.hidden = true; await renderBody(); };
   await renderAll();
   let tick = 0;
+  let gone = false; // the page changed: an answer still on its way changes nothing
+  onLeave(() => { gone = true; });
   every(2000, async () => {
     try {
       const nb = await api("GET", `/api/broadcasts/${b.id}`);
+      if (gone) return;
       const changed = nb.state !== b.state;
       b = nb;
       if (changed) await renderAll();
       if (LIVE_STATES.includes(b.state)) {
-        figures.update(await api("GET", `/api/broadcasts/${b.id}/stats`));
+        const stats = await api("GET", `/api/broadcasts/${b.id}/stats`);
+        if (gone) return;
+        figures.update(stats);
         if (++tick % 2 === 0 && canPush) await picker.refresh();
       }
-    } catch (e) { if (e.status !== 401) toast(e.message); }
+    } catch (e) { if (e.status !== 401 && !gone) toast(e.message); }
   });
 }

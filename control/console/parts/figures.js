@@ -1,5 +1,5 @@
 // The live figures of a broadcast (GET /api/broadcasts/{id}/stats), updated in place.
-import { h, $, fmtBits, fmtDuration, fmtFen } from "../lib/dom.js";
+import { h, fmtBits, fmtDuration, fmtFen } from "../lib/dom.js";
 
 const FIGURES = [["viewers", "viewers"], ["bitrate_in", "bitrate in"], ["bitrate_out", "bitrate out"], ["fps", "fps"],
   ["comments_per_s", "comments/s"], ["likes", "likes"], ["orders", "orders"], ["gmv", "GMV"]];
@@ -8,6 +8,8 @@ export function figuresCard() {
   const el = h("section", { class: "card", id: "dashboard" }, h("h3", {}, "Live"),
     h("div", { class: "figures" }, ...FIGURES.map(([k, label]) => h("div", { class: "figure" }, h("b", { id: `fig-${k}` }, "—"), h("span", {}, label)))),
     h("p", { class: "muted", id: "fig-viewers-detail" }));
+  // this card's own elements: a poll answered after the page changed writes nowhere else
+  const $ = (sel) => el.querySelector(sel);
   const update = (s) => {
     $("#fig-viewers").textContent = s.viewers_total ?? 0;
     $("#fig-viewers-detail").textContent = [

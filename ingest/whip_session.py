@@ -165,6 +165,8 @@ class WhipPublish:
         self._first_dts: int | None = None
         """The time of the first frame given to the hub: nothing goes before it."""
         self.audio_early = 0
+        self.audio_overlap = 0
+        self._last_audio_dts = -1
         self._last_pli = -1e9
         self._last_remb = -1e9
         self._hole_since: float | None = None
@@ -398,6 +400,12 @@ class WhipPublish:
                 # behind video): the hub would move the whole timeline for it
                 self.audio_early += 1
                 continue
+            if dts <= self._last_audio_dts:
+                # audio re-anchored earlier on video by a sender report: this stretch of
+                # time was already sent; squeezing it in would garble the timestamps
+                self.audio_overlap += 1
+                continue
+            self._last_audio_dts = dts
             if not self._aac_header_sent:
                 header = flv_aac_header(self._audio.codec.asc)
                 pub.push_frame(Frame(Kind.AUDIO, dts, header, header=True))
@@ -487,6 +495,7 @@ class WhipPublish:
             "keyframes": self.keyframes,
             "sender_reports": dict(self.sender_reports),
             "av_resyncs": self._clock.resyncs,
+            "audio_dropped": {"early": self.audio_early, "overlap": self.audio_overlap},
             "plis": self.plis,
             "nacks": self.nacks,
             "retransmissions": self.retransmissions,

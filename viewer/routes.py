@@ -98,6 +98,7 @@ class WatchBroadcast:
     cover_url: str | None
     comments: bool
     likes: bool
+    sharing: bool
 
     @classmethod
     def of(cls, b: BroadcastRecord) -> WatchBroadcast:
@@ -113,6 +114,7 @@ class WatchBroadcast:
             cover_url=f"/api/broadcasts/{int(b.id)}/cover" if b.cover else None,
             comments=bool(settings.get("comments", True)),
             likes=bool(settings.get("likes", True)),
+            sharing=bool(settings.get("sharing", True)),
         )
 
 
@@ -260,6 +262,7 @@ SCHEMAS: dict[str, Any] = {
                     "cover_url": {"type": "string", "nullable": True},
                     "comments": {"type": "boolean"},
                     "likes": {"type": "boolean"},
+                    "sharing": {"type": "boolean"},
                 },
             },
             "play": {

@@ -328,9 +328,24 @@ async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> Non
     async with async_playwright() as pw:
         browser = await _browser(pw)
         try:
-            page = await _viewer(browser, show["url"], log)
+            # the viewer comes through a sharer's link (分享员): the sale is credited to them
+            spec = await op.call("GET", "/api/openapi.json")
+            sharing = "/api/broadcasts/{broadcast_id}/share-links" in spec["paths"]
+            url = show["url"]
+            if sharing:
+                await op.call("POST", "/api/sharers", {"user_id": "sharer-7", "name": "Lin"}, 201)
+                link = await op.call(
+                    "POST", f"/api/broadcasts/{bid}/share-links", {"sharer_id": "sharer-7"}, 201
+                )
+                assert link["url"].startswith(show["url"] + "?share="), link
+                url = link["url"]
+            page = await _viewer(browser, url, log)
             await _playing(page)
             await wait_for(lambda: page.evaluate("document.body.dataset.room === 'joined'"), 20)
+            # sharing as a viewer who is not a sharer: the page itself
+            await page.click("#share")
+            await wait_for(lambda: page.evaluate("!!document.getElementById('share').dataset.url"))
+            assert await page.get_attribute("#share", "data-url") == show["url"]
 
             # a flash sale on the card: sale price, countdown, remaining stock; a buy takes one
             now_ms = int(datetime.now(UTC).timestamp() * 1000)
@@ -369,6 +384,11 @@ async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> Non
                 ("paid", sale["id"], 1990)
             ], orders
             await _recipient_kept(op, page, mine[0], ("李*", "139****5678"))
+            print("sharers: the server credits share links:", sharing)
+            if sharing:
+                assert mine[0]["sharer_id"] == "sharer-7", mine[0]
+            else:
+                assert mine[0].get("sharer_id") is None
             await page.click("#sheet-close")
             await wait_for(lambda: _text_in(page, "#card-remaining", "4"), 15)
 

@@ -98,6 +98,7 @@ async def test_watch_info(server: Any) -> None:
         "cover_url",
         "comments",
         "likes",
+        "sharing",
     }  # public fields only: no push key, no ban reason
 
 

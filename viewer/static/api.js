@@ -115,6 +115,26 @@ export class Viewer {
   }
 }
 
+// A share link (/watch/APP/STREAM?share=...) credits its sharer with what this viewer buys
+// (docs/shop.md, "Sharers"): the token is kept for the tab and sent with every buy.
+export function shareToken(room) {
+  const key = `berrylive:share:${room}`;
+  const given = new URLSearchParams(location.search).get("share");
+  if (given && given.length <= 512) storeSet(sessionStorage, key, given);
+  return storeGet(sessionStorage, key);
+}
+
+// One id per browser for the shop's abuse limits (X-Device-Id).
+export function deviceId() {
+  const key = "berrylive:device";
+  let id = storeGet(localStorage, key);
+  if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+    id = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+    storeSet(localStorage, key, id);
+  }
+  return id;
+}
+
 export function yuan(fen) {
   if (typeof fen !== "number") return "";
   return `¥${(fen / 100).toFixed(2)}`;

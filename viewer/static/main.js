@@ -2,7 +2,7 @@
 // and the replay (one module each). No build step: the browser loads these ES modules as
 // they are, and the npm packages from /viewer/vendor/.
 
-import { api, Viewer, toast } from "./api.js";
+import { api, shareToken, Viewer, toast } from "./api.js";
 import { Room } from "./chat.js";
 import { Lotteries } from "./lottery.js";
 import { LivePlayer } from "./player.js";
@@ -48,7 +48,11 @@ async function main() {
   await viewer.obtain(info);
   const video = document.getElementById("video");
   if (b && b.cover_url) video.poster = b.cover_url;
-  const shop = new Shop({ broadcastId: b ? b.id : null, viewer });
+  const shop = new Shop({ broadcastId: b ? b.id : null, viewer, share: shareToken(info.room) });
+  shop.shareVisit();
+  const shareButton = document.getElementById("share");
+  shareButton.hidden = b ? !b.sharing : false;
+  shareButton.addEventListener("click", () => shop.shareLink());
   const replay = b ? new Replay({ broadcastId: b.id, video, shop }) : null;
   const state = { broadcast: b ? b.state : null };
   const exposed = { info, viewer, shop, replay, state };

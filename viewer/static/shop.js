@@ -4,7 +4,7 @@
 // shop API, the payment through the configured provider (the simulator in the demo) and the
 // order's state (docs/shop.md, docs/viewer.md).
 
-import { api, el, sleep, toast, yuan } from "./api.js";
+import { api, deviceId, el, sleep, toast, yuan } from "./api.js";
 import { Recipients } from "./recipient.js";
 import { closeSheet, openSheet } from "./sheet.js";
 
@@ -37,9 +37,10 @@ function countdown(endsAt) {
 }
 
 export class Shop {
-  constructor({ broadcastId, viewer }) {
+  constructor({ broadcastId, viewer, share = null }) {
     this.bid = broadcastId;
     this.viewer = viewer;
+    this.share = share;
     this.products = new Map();
     this.card = null;
     this.sale = null;
@@ -330,12 +331,63 @@ export class Shop {
 
   // The order (a flash-sale buy or a normal order) with the recipient; a server without the
   // recipient fields yet (400 unknown_field) gets the order without them.
+  // What every buy carries besides its body: the device (abuse limits) and the share link
+  // the viewer came through (the sharer is credited).
+  buyHeaders() {
+    const h = { "X-Device-Id": deviceId() };
+    if (this.share) h["X-Share-Token"] = this.share;
+    return h;
+  }
+
+  // Arrived through a share link: the shop records the touch (once per page).
+  async shareVisit() {
+    if (!this.share || !this.bid || !this.viewer.token) return;
+    try {
+      await api("POST", `/api/broadcasts/${this.bid}/share-visits`, { token: this.viewer.token, body: { share: this.share } });
+    } catch (e) {
+      console.warn("share visit", e.code || e.message); // a bad or old link credits nobody
+    }
+  }
+
+  // Share the show: a registered sharer (分享员) shares their own link (the shop credits
+  // them with what it sells); anyone else shares the page itself.
+  async shareLink() {
+    let url = location.origin + location.pathname;
+    if (this.bid && this.viewer.token) {
+      try {
+        const link = await api("POST", `/api/broadcasts/${this.bid}/share-links`, { token: this.viewer.token, body: {} });
+        url = link.url || url;
+      } catch (e) {
+        if (e.code !== "not_a_sharer" && e.status !== 404) console.warn("share link", e);
+      }
+    }
+    document.getElementById("share").dataset.url = url;
+    const title = document.title;
+    if (navigator.share) {
+      try {
+        await navigator.share({ title, url });
+        return url;
+      } catch (e) {
+        if (e.name === "AbortError") return url;
+      }
+    }
+    try {
+      await navigator.clipboard.writeText(url);
+      toast("链接已复制 · Link copied");
+    } catch (e) {
+      toast(url, 6000);
+    }
+    return url;
+  }
+
   async placeOrder({ sale, sku, who }) {
     const key = newKey();
+    const headers = this.buyHeaders();
     const send = (extra) => sale
-      ? api("POST", `/api/flash-sales/${sale.id}/buy`, { token: this.viewer.token, body: { idempotency_key: key, channel: "live", ...extra } })
+      ? api("POST", `/api/flash-sales/${sale.id}/buy`, { token: this.viewer.token, headers, body: { idempotency_key: key, channel: "live", ...extra } })
       : api("POST", "/api/orders", {
         token: this.viewer.token,
+        headers,
         body: { sku_id: sku.id, quantity: 1, broadcast_id: this.bid, idempotency_key: key, channel: "live", ...extra },
       });
     try {

@@ -318,6 +318,11 @@ export class Shop {
       insufficient_stock: "库存不足 · out of stock",
       unpaid_limit: "请先支付或取消未付订单 · pay or cancel your unpaid orders first",
       busy: "人太多了，请重试 · busy, try again",
+      rate_limited: "操作太频繁，请稍后再试 · too many tries, wait a moment",
+      blocked: "暂时无法购买 · buying is not possible for this account",
+      account_too_new: "新账号暂不能参与秒杀 · new accounts cannot join flash sales yet",
+      address_book_full: "地址簿已满 · the address book is full",
+      recipient_locked: "订单已发货，无法修改地址 · already shipped",
       order_pending: "请重试 · try again",
     };
     return codes[e.code] || e.message || String(e);

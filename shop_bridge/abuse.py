@@ -1,15 +1,16 @@
 """Abuse control on buying and lottery entry: rate limits and a blocklist, shared by every
 node through Redis; an account-age rule for flash sales.
 
-**One Redis script per attempt** (:data:`CHECK_LUA`, keys under one hash tag so it runs
-on a cluster too): it first looks the account, the device (``X-Device-Id``) and the IP up
-in the blocklist (``403 blocked``, with which of them), then counts the attempt in one
-fixed window per account, device and IP (``shop.rate_window`` seconds; limits
-``shop.buy_limit_*`` for buys and orders, ``shop.lottery_limit_*`` for lottery entries;
-0 = no limit) and refuses beyond a limit with ``429 rate_limited``, the scope and
-``Retry-After``. A refused attempt counts too (hammering does not get through sooner).
-Buys placed by an operator's backend naming ``user_id`` are not limited per IP (every
-buyer of that backend shares its address).
+**One Redis script per loop turn** (:data:`CHECK_LUA`, keys under one hash tag so it
+runs on a cluster too; the attempts of one turn of the event loop go together, like the
+flash sale's reservations). For each attempt it first looks the account, the device
+(``X-Device-Id``) and the IP up in the blocklist (``403 blocked``, with which of them),
+then counts the attempt in one fixed window per account, device and IP
+(``shop.rate_window`` seconds; limits ``shop.buy_limit_*`` for buys and orders,
+``shop.lottery_limit_*`` for lottery entries; 0 = no limit) and refuses beyond a limit
+with ``429 rate_limited``, the scope and ``Retry-After``. A refused attempt counts too
+(hammering does not get through sooner). Buys placed by an operator's backend naming
+``user_id`` are not limited per IP (every buyer of that backend shares its address).
 
 **The blocklist** (operator API: ``/api/shop/blocklist``) lives in the database (the
 truth) and in one Redis hash (``kind:value`` -> until, 0 = until removed) that every node
@@ -30,6 +31,7 @@ the shop first saw the account (kept in Redis for 400 days).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -61,36 +63,55 @@ KINDS = ("user", "device", "ip")
 SCOPE_NAMES = {"user": "account", "device": "device", "ip": "IP address"}
 MARKER = "__loaded"
 SEEN_TTL = 400 * 86400
+MAX_BATCH = 500
+"""Most attempts checked in one script run (more in one loop turn: another run)."""
+Result = tuple[str, str, str]
+"""One attempt's answer: status (ok, blocked, limited), member, until or ttl."""
 
 CHECK_LUA = """
+-- KEYS[1]: the blocklist hash; then 3 counters (account, device, IP) per attempt.
+-- ARGV: now_ms, window_ms, m (attempts), then per attempt 3 members and 3 limits.
+-- Returns 3 values per attempt: status (ok, blocked, limited), member, until / ttl.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unloaded'} end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-for i = 1, n do
-  local m = ARGV[3 + i]
-  if m ~= '' then
-    local u = redis.call('HGET', KEYS[1], m)
-    if u then
-      u = tonumber(u)
-      if u == 0 or u > now then return {'blocked', m, tostring(u)} end
+local m = tonumber(ARGV[3])
+local out = {}
+for a = 0, m - 1 do
+  local base = 3 + a * 6
+  local status, who, value = 'ok', '', ''
+  for i = 1, 3 do
+    local member = ARGV[base + i]
+    if member ~= '' then
+      local u = redis.call('HGET', KEYS[1], member)
+      if u then
+        u = tonumber(u)
+        if u == 0 or u > now then status, who, value = 'blocked', member, tostring(u); break end
+      end
     end
   end
-end
-for i = 1, n do
-  local lim = tonumber(ARGV[3 + n + i])
-  if lim > 0 and ARGV[3 + i] ~= '' then
-    local k = KEYS[1 + i]
-    local c = redis.call('INCR', k)
-    if c == 1 then redis.call('PEXPIRE', k, window) end
-    if c > lim then
-      local ttl = redis.call('PTTL', k)
-      if ttl < 0 then redis.call('PEXPIRE', k, window); ttl = window end
-      return {'limited', ARGV[3 + i], tostring(ttl)}
+  if status == 'ok' then
+    for i = 1, 3 do
+      local lim = tonumber(ARGV[base + 3 + i])
+      local member = ARGV[base + i]
+      if lim > 0 and member ~= '' then
+        local k = KEYS[1 + a * 3 + i]
+        local c = redis.call('INCR', k)
+        if c == 1 then redis.call('PEXPIRE', k, window) end
+        if c > lim then
+          local ttl = redis.call('PTTL', k)
+          if ttl < 0 then redis.call('PEXPIRE', k, window); ttl = window end
+          status, who, value = 'limited', member, tostring(ttl)
+          break
+        end
+      end
     end
   end
+  out[#out + 1] = status
+  out[#out + 1] = who
+  out[#out + 1] = value
 end
-return {'ok'}
+return out
 """
 
 
@@ -162,6 +183,8 @@ class AbuseGuard:
         self.min_account_age = min_account_age
         self.clock = clock
         self._script: Any = None
+        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Result | None]]] = []
+        self._running: set[asyncio.Task[None]] = set()
         self.unloaded_passes = 0
 
     @property
@@ -179,22 +202,20 @@ class AbuseGuard:
         device: str | None = None,
         ip: str | None = None,
     ) -> None:
-        """Refuse (:class:`Refused`) a blocked or too frequent attempt; count it."""
+        """Refuse (:class:`Refused`) a blocked or too frequent attempt; count it.
+
+        The checks arriving during one turn of the event loop go to Redis as one script
+        run (a burst of buyers adds one command per turn, not one per buyer)."""
         lim = self.limits.get(action)
         if lim is None:
             raise ValueError(f"unknown action {action!r}")
         values = {"user": user or "", "device": device or "", "ip": ip or ""}
-        if self._script is None:
-            self._script = self.redis.register_script(CHECK_LUA)
-        now_ms = int(self.clock() * 1000)
-        keys = [self.block_key] + [self._counter(action, k, values[k]) for k in KINDS]
-        args: list[Any] = [now_ms, self.window * 1000, len(KINDS)]
-        args += [_member(k, values[k]) if values[k] else "" for k in KINDS]
+        keys = [self._counter(action, k, values[k]) for k in KINDS]
+        args: list[Any] = [_member(k, values[k]) if values[k] else "" for k in KINDS]
         args += [lim.of(k) for k in KINDS]
         for _attempt in range(2):
-            res = await self._script(keys=keys, args=args)
-            status = _text(res[0])
-            if status != "unloaded":
+            res = await self._submit(keys, args)
+            if res is not None:
                 break
             if self.loader is None:
                 self.unloaded_passes += 1
@@ -204,13 +225,14 @@ class AbuseGuard:
             await self.reload()
         else:
             raise Refused(503, "blocklist_unavailable", "the blocklist is being reloaded; retry")
+        status, member, value = res
         if status == "ok":
             return
-        kind = _text(res[1]).partition(":")[0]
+        kind = member.partition(":")[0]
         scope = SCOPE_NAMES.get(kind, kind)
         if status == "blocked":
             raise Refused(403, "blocked", f"this {scope} may not {_verb(action)}", scope=kind)
-        retry = max(1, math.ceil(int(_text(res[2])) / 1000))
+        retry = max(1, math.ceil(int(value) / 1000))
         raise Refused(
             429,
             "rate_limited",
@@ -218,6 +240,53 @@ class AbuseGuard:
             retry_after=retry,
             scope=kind,
         )
+
+    def _submit(self, keys: list[str], args: list[Any]) -> asyncio.Future[Result | None]:
+        """Queue one attempt for this loop turn's script run (None: list not loaded)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Result | None] = loop.create_future()
+        self._pending.append((keys, args, fut))
+        if len(self._pending) == 1:
+            loop.call_soon(self._launch)
+        elif len(self._pending) >= MAX_BATCH:
+            self._launch()
+        return fut
+
+    def _launch(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(
+        self, batch: list[tuple[list[str], list[Any], asyncio.Future[Result | None]]]
+    ) -> None:
+        if self._script is None:
+            self._script = self.redis.register_script(CHECK_LUA)
+        keys = [self.block_key]
+        args: list[Any] = [int(self.clock() * 1000), self.window * 1000, len(batch)]
+        for k, a, _f in batch:
+            keys += k
+            args += a
+        try:
+            res = await self._script(keys=keys, args=args)
+        except BaseException as exc:  # every waiter gets the failure (a cancelled one too)
+            for _k, _a, f in batch:
+                if not f.done():
+                    f.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        unloaded = _text(res[0]) == "unloaded"
+        for i, (_k, _a, f) in enumerate(batch):
+            if f.done():
+                continue
+            if unloaded:
+                f.set_result(None)
+            else:
+                f.set_result((_text(res[3 * i]), _text(res[3 * i + 1]), _text(res[3 * i + 2])))
 
     async def check_account_age(self, user: str, created: float | None) -> None:
         """Refuse an account younger than ``min_account_age`` (flash sales)."""

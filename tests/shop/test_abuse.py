@@ -193,3 +193,43 @@ def test_blocklist_entries_parse_or_refuse(kind: str, value: str) -> None:
         return
     assert kind in ("user", "device", "ip") and 1 <= len(out) <= 128
     assert normalise_entry(kind, out) == out
+
+
+async def test_a_burst_is_checked_together_and_counted_exactly(shop: ShopEnv) -> None:
+    import asyncio
+
+    guard = AbuseGuard(
+        shop.svc.ctx.redis,
+        shop.svc.ctx.config.redis_prefix,
+        {"buy": Limits(user=20, device=0, ip=0)},
+        60,
+    )
+    await shop.svc.abuse.reload()
+    sent: list[int] = []
+    real = guard.redis.register_script
+
+    def counting(script: str) -> Any:  # how many script runs the burst took
+        inner = real(script)
+
+        async def run(keys: list[str], args: list[Any]) -> Any:
+            sent.append(int(args[2]))
+            return await inner(keys=keys, args=args)
+
+        return run
+
+    guard.redis = type("R", (), {"register_script": staticmethod(counting)})()
+    users = [uid("b") for _ in range(5)]
+
+    async def one(user: str) -> int:
+        try:
+            await guard.check("buy", user)
+        except Refused as exc:
+            return exc.status
+        return 200
+
+    results = await asyncio.gather(*(one(u) for u in users for _ in range(30)))
+    assert len(results) == 150
+    for i in range(5):
+        mine = results[i * 30 : (i + 1) * 30]
+        assert mine.count(200) == 20 and mine.count(429) == 10
+    assert sum(sent) == 150 and len(sent) < 150  # batched: fewer runs than attempts

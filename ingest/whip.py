@@ -188,7 +188,9 @@ async def post_whip(request: web.Request) -> web.Response:
         try:
             key_version = await srv.key_version(app_name, stream)
         except KeyVersionUnknown as exc:
-            return _fail(503, "retry", f"publish refused: {exc}; retry shortly")
+            return _fail(
+                503, "retry", f"publish refused: {exc}; retry shortly", **{"Retry-After": "2"}
+            )
         result = auth.verify(
             srv.secret,
             app_name,
@@ -233,7 +235,8 @@ async def post_whip(request: web.Request) -> web.Response:
         )
     except RtcOfferError as exc:
         code = {400: "bad_sdp", 406: "no_codec", 415: "no_codec", 503: "unavailable"}
-        return _fail(exc.status, code.get(exc.status, "refused"), exc.reason)
+        extra = {"Retry-After": "5"} if exc.status == 503 else {}
+        return _fail(exc.status, code.get(exc.status, "refused"), exc.reason, **extra)
     resource = secrets.token_urlsafe(16)
     publish = WhipPublish(
         srv,

@@ -184,7 +184,7 @@ async def test_too_many_sessions_is_503_and_disturbs_nobody(server_factory) -> N
         resp = await post(server.http_url, "/whip/live/one", offer1, token("one"))
         assert resp.status == 201
         resp = await post(server.http_url, "/whip/live/two", offer2, token("two"))
-        assert resp.status == 503
+        assert resp.status == 503 and resp.headers["Retry-After"] == "5"
         assert (await resp.json())["error"]["code"] == "unavailable"
         (only,) = server.app[WHIP_SERVER].sessions.values()
         assert only.stream == "one" and not only.closed

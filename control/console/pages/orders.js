@@ -19,10 +19,12 @@ export async function ordersView(main) {
   const form = h("form", { id: "orders-filter", class: "grid small", onsubmit: (ev) => {
     ev.preventDefault();
     const f = new FormData(ev.target);
+    if (f.get("order_id")) { location.hash = `#/orders/${encodeURIComponent(String(f.get("order_id")).trim())}`; return; }
     const p = new URLSearchParams();
     for (const k of ["state", "broadcast_id", "user_id", "from", "to"]) if (f.get(k)) p.set(k, f.get(k));
     location.hash = `#/orders?${p}`;
   } },
+    h("label", {}, "Order id", h("input", { name: "order_id", maxlength: 64, placeholder: "go straight to one order" })),
     h("label", {}, "State", h("select", { name: "state", value: q.get("state") || "" }, h("option", { value: "" }, "any"), ...STATES.map((s) => h("option", { value: s }, s)))),
     h("label", {}, "Broadcast id", h("input", { name: "broadcast_id", value: q.get("broadcast_id") || "", maxlength: 64 })),
     h("label", {}, "Buyer (user id)", h("input", { name: "user_id", value: q.get("user_id") || "", maxlength: 64 })),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from core.ffmpeg import bundled_ffmpeg_exe
 from ingest import auth
 from ingest.events import StreamKick, StreamPublished, StreamUnpublished
 from ingest.whip import WHIP_SERVER
+from media.codecs import AvcDecoderConfig
 from relay.http import REGISTRY
 from tests.conftest import TEST_SECRET
 from tests.mediautil import (
@@ -356,3 +358,60 @@ async def test_single_track_publishers(server) -> None:
     assert got["codecs"] == {"video": "h264"}
     vd = got["video_dts"]
     assert len(vd) == 60 and got["errors"] == [] and got["first_keyframe"] is True
+
+
+async def test_obs_style_offer_42e01f_carrying_high(server) -> None:
+    """OBS offers ``profile-level-id=42e01f`` and sends High. The publisher here is ffmpeg
+    (libx264 High) behind a small HTTP front that rewrites its offer the way OBS writes
+    it; the stream must play with the High profile it really carries."""
+    from aiohttp import web
+
+    seen_offer: list[str] = []
+
+    async def front(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.method == "POST":
+            text = re.sub(
+                r"profile-level-id=[0-9a-fA-F]{6}", "profile-level-id=42e01f", body.decode()
+            )
+            seen_offer.append(text)
+            body = text.encode()
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type")
+        }
+        async with aiohttp.ClientSession() as http:
+            async with http.request(
+                request.method, server.http_url + request.path_qs, data=body, headers=headers
+            ) as resp:
+                out = web.Response(status=resp.status, body=await resp.read())
+                for k in ("Content-Type", "Location", "ETag"):
+                    if k in resp.headers:
+                        out.headers[k] = resp.headers[k]
+                return out
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", front)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    proc = await whip_publish(f"http://127.0.0.1:{port}/whip/live/obs", token("obs"), frames=90)
+    try:
+        await wait_for(
+            lambda: (
+                (h := hub_of(server, "obs")) is not None and h.live and h.video_header is not None
+            ),
+            timeout=30,
+        )
+        header = hub_of(server, "obs").video_header
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await stop(proc)
+        await runner.cleanup()
+    assert seen_offer and "profile-level-id=42e01f" in seen_offer[0]
+    record = AvcDecoderConfig.parse(header.payload[5:])
+    assert record.profile_idc == 100  # High, as sent, whatever the offer said
+    assert hub_of(server, "obs").frames_in > 0

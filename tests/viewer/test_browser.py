@@ -14,6 +14,7 @@ product clip and buy button.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -185,8 +186,10 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
             # a comment from A appears at B (in the list and as a bullet over the video)
             text = f"hello {uuid.uuid4().hex[:8]}"
             await a.fill("#comment-input", text)
+            sent = time.monotonic()
             await a.press("#comment-input", "Enter")
             await wait_for(lambda: _text_in(b, "#chat-list", text), 15, step=0.05)
+            print(f"comment from A seen at B after {time.monotonic() - sent:.2f} s (not asserted)")
             await wait_for(lambda: b.locator("#danmaku .bullet", has_text=text).count(), 5)
 
             # likes: B taps three times, A's counter shows them

@@ -1,8 +1,9 @@
 """The console's broadcast room without a stream, in Chromium: the cover shown once
 uploaded, the lottery form (a refused start shows its reason in the status line; a keyword
 lottery entered by a real Socket.IO viewer, drawn by its ``lottery_id``, then verified in
-the browser from its audit data), the comments with their history after a reload, and a
-moderator's delete. Screenshots under ``tests/artifacts/console/room/``."""
+the browser from its audit data), the comments with their history after a reload, a
+moderator's delete, and the live room of a show never live ("No data yet."). Screenshots
+under ``tests/artifacts/console/room/``."""
 
 from __future__ import annotations
 
@@ -100,6 +101,10 @@ async def test_console_room_lottery_comments_cover(
             line = comments.locator("li", has_text="hello from Mei")
             await line.locator("button", has_text="delete").click()
             await expect(line).to_have_count(0)
+
+            # never live: the live room has no data yet
+            await page.click("nav.tabs a[data-tab=room]")
+            await expect(page.locator("#series-status")).to_have_text("No data yet.")
 
             # the lottery's history page checks the draw in the browser
             await page.click("nav.tabs a[data-tab=lotteries]")

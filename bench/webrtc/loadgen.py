@@ -70,7 +70,7 @@ a=rtcp-mux
 a=rtpmap:111 opus/48000/2
 a=fmtp:111 minptime=10;useinbandfec=1
 """
-RCVBUF = 4 * 1024 * 1024
+RCVBUF = 1024 * 1024
 VIDEO_PT = 102
 AUDIO_PT = 111
 CONSENT_EVERY = 4.0
@@ -103,6 +103,9 @@ class WhepViewer(asyncio.DatagramProtocol):
         self.octets = {VIDEO_PT: 0, AUDIO_PT: 0}
         self.errors = 0
         self.location = ""
+        self.stun_sent = 0
+        self.stun_answers = 0
+        self.last_answer = 0.0
         self.highest: dict[int, int] = {}
         """Per SSRC, the highest extended sequence number seen (for the loss count)."""
         self.received_by_ssrc: dict[int, int] = {}
@@ -138,6 +141,7 @@ class WhepViewer(asyncio.DatagramProtocol):
         ]
         if use_candidate:
             attrs.append((stun.ATTR_USE_CANDIDATE, b""))
+        self.stun_sent += 1
         self.transport.sendto(
             stun.build(
                 stun.BINDING,
@@ -166,6 +170,8 @@ class WhepViewer(asyncio.DatagramProtocol):
         first = data[0]
         try:
             if first < 4:  # STUN
+                self.stun_answers += 1
+                self.last_answer = time.monotonic()
                 if self.dtls is None:
                     self._start_dtls()
             elif 20 <= first <= 63:
@@ -323,6 +329,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_video_ms_p50": round(percentile(first_ms, 50) or 0, 1),
         "first_video_ms_p99": round(percentile(first_ms, 99) or 0, 1),
         "srtp_errors": sum(v.errors for v in viewers),
+        "stun_sent_min": min((v.stun_sent for v in viewers), default=0),
+        "stun_answers_min": min((v.stun_answers for v in viewers), default=0),
+        "stun_answers_max": max((v.stun_answers for v in viewers), default=0),
+        "stun_silent_s_max": round(
+            max((time.monotonic() - v.last_answer for v in viewers), default=0), 1
+        ),
         "loss_pct": round(100 * (1 - received / expected), 2) if expected else None,
         "loadgen_cpu_pct": round(100 * own / elapsed, 1),
     }

@@ -23,13 +23,12 @@ from core.http import ApiError, caller, read_json
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
 from shop_bridge import broadcast_ids, order_listing
-from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.order_extras import EXTRA_FIELDS as EXTRAS
 from shop_bridge.order_extras import order_extras
 from shop_bridge.service import ShopService
 from shop_bridge.state import IllegalTransition, OrderState
-from shop_bridge.validate import ID_RE, ROOM_RE, Body, check_ident, query_int
+from shop_bridge.validate import ID_RE, Body, check_ident, query_int
 from shop_bridge.views import order_view
 
 logger = logging.getLogger(__name__)
@@ -165,23 +164,6 @@ def _ident_path(request: web.Request, name: str) -> str:
     return raw
 
 
-def _broadcast_path(request: web.Request) -> str:
-    """The broadcast of the path (control's integer id), as the shop stores it."""
-    raw = request.match_info["broadcast_id"]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or int(raw) < 1:
-        raise ShopError(404, "broadcast_not_found", f"no broadcast {raw[:20]!r}: ids are integers")
-    return str(int(raw))
-
-
-def _broadcast_field(body: Body, default: str | None = None) -> str:
-    """The body's ``broadcast_id`` (an integer; a decimal string for one release)."""
-    if not body.has("broadcast_id"):
-        if default is not None:
-            return default
-        raise ShopError(400, "missing_field", "broadcast_id: is required", field="broadcast_id")
-    return broadcast_ids.parse(body.data["broadcast_id"])
-
-
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
@@ -281,105 +263,6 @@ async def update_sku(request: web.Request) -> web.Response:
 # -- broadcasts: shop info, shelf, cards, sales ------------------------------------------
 
 
-@api
-async def put_broadcast(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    body = await _body(request, {"anchor_id", "room"})
-    anchor = body.ident("anchor_id")
-    room = body.text("room", max_len=128, pattern=ROOM_RE, default="")
-    info = await _svc(request).shelf.set_broadcast(bid, anchor, room)
-    return _json({**info, "broadcast_id": to_wire(bid)})
-
-
-@api
-async def get_broadcast_shop(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    row = await _svc(request).shelf.fresh_row(bid)
-    if row is None:
-        raise not_found("broadcast", bid)
-    return _json(
-        {
-            "broadcast_id": to_wire(bid),
-            "anchor_id": row["anchor_id"],
-            "room": row["room"],
-            "state": row["state"] or None,
-            "source": row["source"] or None,
-            "known": bool(row["source"]) and row["state"] != "deleted",
-        }
-    )
-
-
-@api
-async def get_shelf(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    return _json({"broadcast_id": to_wire(bid), "items": await _svc(request).shelf.get_shelf(bid)})
-
-
-@api
-async def put_shelf(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    body = await _body(request, {"items"})
-    items = []
-    for i, raw in enumerate(body.objects("items", max_items=500)):
-        item = Body(raw, {"product_id", "on_shelf"}, f"items[{i}]")
-        items.append((item.integer("product_id", lo=1), item.boolean("on_shelf", default=True)))
-    shelf = await _svc(request).shelf.put_shelf(bid, items, operator(request))
-    return _json({"broadcast_id": to_wire(bid), "items": shelf})
-
-
-@api
-async def patch_shelf_item(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    pid = _int_path(request, "product_id")
-    body = await _body(request, {"on_shelf"})
-    on = body.boolean("on_shelf")
-    shelf = await _svc(request).shelf.set_on_shelf(bid, pid, on, operator(request))
-    return _json({"broadcast_id": to_wire(bid), "items": shelf})
-
-
-@api
-async def get_card(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    return _json(
-        {"broadcast_id": to_wire(bid), "card": await _svc(request).shelf.current_card(bid)}
-    )
-
-
-@api
-async def push_card(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    body = await _body(request, {"product_id", "sku_id", "flash_sale_id"})
-    card = await _svc(request).shelf.push_card(
-        bid,
-        body.integer("product_id", lo=1),
-        body.integer("sku_id", lo=1, default=None),
-        body.integer("flash_sale_id", lo=1, default=None),
-        operator(request),
-    )
-    return _json(card, 201)
-
-
-@api
-async def clear_card(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    return _json(await _svc(request).shelf.clear_card(bid, operator(request)))
-
-
-@api
-async def card_history(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    limit = query_int(request.query, "limit", 100, 1, 500)
-    return _json(
-        {"broadcast_id": to_wire(bid), "items": await _svc(request).shelf.card_history(bid, limit)}
-    )
-
-
-@api
-async def sales(request: web.Request) -> web.Response:
-    bid = _broadcast_path(request)
-    return _json(await _svc(request).reports.sales(bid))
-
-
 # -- flash sales ---------------------------------------------------------------------------
 
 
@@ -400,7 +283,7 @@ async def create_flash_sale(request: web.Request) -> web.Response:
     )
     show_card = body.boolean("show_card", default=False)
     data = {
-        "broadcast_id": _broadcast_field(body),
+        "broadcast_id": broadcast_ids.from_body(body),
         "sku_id": body.integer("sku_id", lo=1),
         "sale_price_fen": body.integer("sale_price_fen", lo=0, hi=10**10),
         "sale_stock": body.integer("sale_stock", lo=1, hi=100_000),
@@ -422,15 +305,6 @@ async def create_flash_sale(request: web.Request) -> web.Response:
             ),
         }
     return _json(sale, 201)
-
-
-@api
-async def list_flash_sales(request: web.Request) -> web.Response:
-    q = request.query
-    bid = broadcast_ids.parse(q["broadcast_id"]) if q.get("broadcast_id") else None
-    limit = query_int(q, "limit", 50, 1, 200)
-    items = await _svc(request).sale_admin.list_sales(bid, limit)
-    return _json({"broadcast_id": to_wire(bid) if bid else None, "items": items})
 
 
 @api
@@ -515,7 +389,7 @@ async def place_order(request: web.Request) -> web.Response:
         user,
         body.integer("sku_id", lo=1),
         body.integer("quantity", lo=1, hi=svc.ctx.config.max_quantity),
-        _broadcast_field(body, default=""),
+        broadcast_ids.from_body(body, default=""),
         body.ident("idempotency_key"),
         body.ident("channel", default="live"),
         coupon_id=body.text("coupon_id", max_len=32, pattern=ID_RE, default=None),
@@ -610,50 +484,6 @@ def mover(target: OrderState, reason: str) -> Handler:
         return _json(order_view(order))
 
     return handler
-
-
-@api
-async def refund_order(request: web.Request) -> web.Response:
-    """A whole or partial refund with its reason (:mod:`shop_bridge.refunds`)."""
-    oid = _ident_path(request, "order_id")
-    reason, amount = "", None
-    if request.can_read_body:
-        body = await _body(request, {"reason", "amount_fen"})
-        reason = body.text("reason", max_len=200, default="")
-        amount = body.integer("amount_fen", lo=1, hi=10**12, default=None)
-    reason = reason or "refund requested"
-    done = await _svc(request).refunds.refund(oid, operator(request), reason, amount)
-    return _json({**order_view(done["order"]), "refund": done["refund"]})
-
-
-@api
-async def create_coupons(request: web.Request) -> web.Response:
-    """Operators give coupons: to ``user_id`` or to each of ``user_ids`` (a batch)."""
-    body = await _body(
-        request,
-        {"user_id", "user_ids", "value_fen", "broadcast_id", "note", "idempotency_key"},
-    )
-    if body.has("user_id") == body.has("user_ids"):
-        raise invalid("user_ids", "give user_id (one buyer) or user_ids (a batch), not both")
-    if body.has("user_id"):
-        users = [str(body.ident("user_id"))]
-    else:
-        from shop_bridge.coupons import MAX_BATCH
-
-        raw = body.data["user_ids"]
-        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
-            raise invalid("user_ids", f"must be a list of 1..{MAX_BATCH} user ids")
-        users = [check_ident(f"user_ids[{i}]", u) for i, u in enumerate(raw)]
-        if len(set(users)) != len(users):
-            raise invalid("user_ids", "a user appears twice")
-    value = body.integer("value_fen", lo=1, hi=10**9)
-    bid = _broadcast_field(body, default="")
-    note = body.text("note", max_len=120, min_len=0, default="")
-    key = body.ident("idempotency_key", default=None)
-    items, created = await _svc(request).coupons.issue(
-        users, value, bid, note, operator(request), key
-    )
-    return _json({"items": items, "created": created}, 201 if created else 200)
 
 
 # -- payments, prizes -----------------------------------------------------------------------

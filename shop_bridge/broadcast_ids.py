@@ -16,11 +16,11 @@ import logging
 from typing import Any
 
 from shop_bridge.errors import ShopError
-from shop_bridge.validate import MAX_INT
+from shop_bridge.validate import MAX_INT, Body
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse", "to_wire"]
+__all__ = ["from_body", "from_path", "parse", "to_wire"]
 
 _warned = False
 
@@ -54,3 +54,20 @@ def parse(value: Any, field: str = "broadcast_id") -> str:
         f"{field}: must be a broadcast's integer id (1..{MAX_INT}), got {str(value)[:40]!r}",
         field=field,
     )
+
+
+def from_path(raw: str) -> str:
+    """The broadcast of a URL path (control's integer id), as stored; 404 if not an id."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or int(raw) < 1:
+        raise ShopError(404, "broadcast_not_found", f"no broadcast {raw[:20]!r}: ids are integers")
+    return str(int(raw))
+
+
+def from_body(body: Body, default: str | None = None) -> str:
+    """The body's ``broadcast_id`` (an integer; a decimal string for one release), as
+    stored; ``default`` when absent (None: it is required)."""
+    if not body.has("broadcast_id"):
+        if default is not None:
+            return default
+        raise ShopError(400, "missing_field", "broadcast_id: is required", field="broadcast_id")
+    return parse(body.data["broadcast_id"])

@@ -14,7 +14,7 @@ first under ``/api/flash-sales/`` (a flash-sale burst is thousands of buys a sec
 from __future__ import annotations
 
 from core.routes import Op, OpDoc, RouteTable
-from shop_bridge import api, order_core_routes, owners
+from shop_bridge import api, broadcast_api, money_api, order_core_routes, owners
 from shop_bridge.openapi import ID, OPENAPI_COMPONENTS, J, int_schema, ref
 from shop_bridge.state import OrderState
 
@@ -141,7 +141,7 @@ ROUTES = RouteTable(
         Op(
             "GET",
             "/api/broadcasts/{broadcast_id}/shop",
-            api.get_broadcast_shop,
+            broadcast_api.get_broadcast_shop,
             _doc(
                 "What the shop knows of a broadcast (anchor, room, state; known: it sells for it)",
                 OPERATOR,
@@ -152,7 +152,7 @@ ROUTES = RouteTable(
         Op(
             "PUT",
             "/api/broadcasts/{broadcast_id}/shop",
-            api.put_broadcast,
+            broadcast_api.put_broadcast,
             _doc(
                 "Tell the shop a broadcast's anchor and danmaku room",
                 OPERATOR,
@@ -168,13 +168,13 @@ ROUTES = RouteTable(
         Op(
             "GET",
             "/api/broadcasts/{broadcast_id}/shelf",
-            api.get_shelf,
+            broadcast_api.get_shelf,
             _doc("The goods shelf in display order", PUBLIC, ref("ShopShelf"), params=[BID]),
         ),
         Op(
             "PUT",
             "/api/broadcasts/{broadcast_id}/shelf",
-            api.put_shelf,
+            broadcast_api.put_shelf,
             _doc(
                 "Replace the goods shelf (order = display order)",
                 STAFF,
@@ -205,7 +205,7 @@ ROUTES = RouteTable(
         Op(
             "PATCH",
             "/api/broadcasts/{broadcast_id}/shelf/{product_id}",
-            api.patch_shelf_item,
+            broadcast_api.patch_shelf_item,
             _doc(
                 "Put a product on or off shelf",
                 STAFF,
@@ -222,13 +222,13 @@ ROUTES = RouteTable(
         Op(
             "GET",
             "/api/broadcasts/{broadcast_id}/card",
-            api.get_card,
+            broadcast_api.get_card,
             _doc("The card being explained now", PUBLIC, {"type": "object"}, params=[BID]),
         ),
         Op(
             "POST",
             "/api/broadcasts/{broadcast_id}/card",
-            api.push_card,
+            broadcast_api.push_card,
             _doc(
                 "Push the 'now explaining' card (replaces the current one; event card.pushed)",
                 STAFF,
@@ -251,14 +251,14 @@ ROUTES = RouteTable(
         Op(
             "DELETE",
             "/api/broadcasts/{broadcast_id}/card",
-            api.clear_card,
+            broadcast_api.clear_card,
             _doc("Clear the card (event card.cleared)", STAFF, ref("ShopCard"), params=[BID]),
             owner=owners.BROADCAST,
         ),
         Op(
             "GET",
             "/api/broadcasts/{broadcast_id}/cards",
-            api.card_history,
+            broadcast_api.card_history,
             _doc(
                 "History of explained products, newest first",
                 STAFF,
@@ -270,7 +270,7 @@ ROUTES = RouteTable(
         Op(
             "GET",
             "/api/broadcasts/{broadcast_id}/sales",
-            api.sales,
+            broadcast_api.sales,
             _doc(
                 "Sales of a broadcast: GMV, orders, buyers, card conversion, per product",
                 STAFF,
@@ -282,7 +282,7 @@ ROUTES = RouteTable(
         Op(
             "GET",
             "/api/flash-sales",
-            api.list_flash_sales,
+            broadcast_api.list_flash_sales,
             _doc(
                 "Flash sales of a broadcast (operators: of all without broadcast_id), newest "
                 "first, with remaining stock and status",
@@ -475,7 +475,7 @@ ROUTES = RouteTable(
         Op(
             "POST",
             "/api/orders/{order_id}/refund",
-            api.refund_order,
+            money_api.refund_order,
             _doc(
                 "Refund a paid or shipped order, whole or partly, with a reason (409 "
                 "refund_exceeds_paid, refund_pending, nothing_to_refund); the stock goes back "
@@ -530,7 +530,7 @@ ROUTES = RouteTable(
         Op(
             "POST",
             "/api/coupons",
-            api.create_coupons,
+            money_api.create_coupons,
             _doc(
                 "Give coupons: to user_id, or one to each of user_ids (a batch, all or "
                 "nothing); idempotency_key answers a repeat with the same coupons (200)",

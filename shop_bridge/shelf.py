@@ -21,6 +21,12 @@ from sqlalchemy.exc import IntegrityError
 
 from control.events import BroadcastEvent
 from shop_bridge.broadcast_ids import to_wire
+from shop_bridge.broadcast_rules import (
+    CLOSED_FOR_ORDERS,
+    CLOSED_FOR_SELLING,
+    check_on_shelf,
+    sku_not_of_product,
+)
 from shop_bridge.cache import BoundedCache
 from shop_bridge.catalog import Catalog
 from shop_bridge.context import ShopContext, primary_key
@@ -35,23 +41,6 @@ MAX_SHELF = 500
 
 BroadcastLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 """A broadcast id -> ``{"anchor_id", "room", "state"}`` from its owner (None: no such)."""
-
-CLOSED_FOR_SELLING = frozenset({"ended", "replay_ready", "cancelled", "banned"})
-"""States of a broadcast that take no new card or flash sale."""
-CLOSED_FOR_ORDERS = frozenset({"cancelled", "banned"})
-"""States of a broadcast that take no order (an ended show still sells from its replay)."""
-
-
-def sku_not_of_product(sku_id: int, owner: int, product_id: int) -> ShopError:
-    """422: the SKU exists but belongs to another product (both named)."""
-    return ShopError(
-        422,
-        "sku_not_of_product",
-        f"SKU {sku_id} belongs to product {owner}, not to product {product_id}",
-        sku_id=sku_id,
-        sku_product_id=owner,
-        product_id=product_id,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,28 +192,8 @@ class Shelf:
         return row
 
     async def check_on_shelf(self, broadcast_id: str, product_id: int) -> None:
-        """409 ``not_on_shelf`` / ``off_shelf`` unless the product is on sale on the
-        broadcast's shelf."""
-        async with self.ctx.engine.connect() as conn:
-            shelf = (
-                await conn.execute(
-                    select(SHELF.c.on_shelf).where(
-                        SHELF.c.broadcast_id == broadcast_id, SHELF.c.product_id == product_id
-                    )
-                )
-            ).first()
-        if shelf is None:
-            raise conflict(
-                "not_on_shelf",
-                f"product {product_id} is not on broadcast {broadcast_id}'s shelf",
-                product_id=product_id,
-            )
-        if not shelf[0]:
-            raise conflict(
-                "off_shelf",
-                f"product {product_id} is off broadcast {broadcast_id}'s shelf",
-                product_id=product_id,
-            )
+        """409 ``not_on_shelf`` / ``off_shelf`` unless the product is on sale there."""
+        await check_on_shelf(self.ctx.engine, broadcast_id, product_id)
 
     async def broadcast_info(self, broadcast_id: str) -> tuple[str, str]:
         """(anchor_id, room) of a broadcast; the room defaults to the broadcast id."""

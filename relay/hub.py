@@ -1,7 +1,9 @@
 """Per-stream hub: the GOP cache and serialize-once fan-out to every viewer.
 
 A publisher (RTMP ingest, WHIP, an edge pull) pushes :class:`~media.frame.Frame` objects.
-Frames are grouped into batches (one frame each, or per tick when write coalescing is on);
+Frames are grouped into batches: one frame each, written as it arrives, while a stream has
+few viewers; merged per tick once its audience is large enough for the saved system calls
+to matter (``write_coalesce_min_viewers``, with hysteresis).
 each batch is encoded once per wire format and the same ``bytes`` object is written to
 every viewer of that format. Per viewer the only work is a buffer-size check and a
 ``transport.write``.
@@ -100,6 +102,7 @@ class Viewer:
         "skips",
         "transport",
         "waiting_keyframe",
+        "writes",
     )
 
     def __init__(
@@ -119,6 +122,8 @@ class Viewer:
         """Frames at the head of the next batch this viewer already got in its prelude."""
         self.closed = False
         self.bytes_sent = 0
+        self.writes = 0
+        """Media writes (batches delivered) since the viewer joined, prelude not counted."""
         self.max_backlog = 4 * 1024 * 1024
         self._on_close = on_close
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -178,6 +183,7 @@ class Viewer:
                 self.skips = 0
             data = batch.encoded(self.fmt)
         self.bytes_sent += len(data)
+        self.writes += 1
         transport.write(data)
 
     def close(self, reason: str) -> None:
@@ -360,6 +366,9 @@ class StreamHub:
         self._pending_key = -1
         self._joins = 0
         """Viewers who joined since the last flush (a herd stretches the tick)."""
+        self._coalescing = False
+        """Frames are merged per tick (the audience reached ``write_coalesce_min_viewers``
+        and has not fallen below three quarters of it since)."""
         self._flush_handle: asyncio.TimerHandle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
         self.created = time.time()
@@ -565,17 +574,35 @@ class StreamHub:
 
     # ------------------------------------------------------------ fan-out
 
+    def _coalesce_now(self) -> bool:
+        """Whether this stream's frames are merged per tick (there is load to save) or
+        written at once; the mode flips with hysteresis on the number of viewers."""
+        cfg = self.config
+        if cfg.write_coalesce_ms <= 0:
+            return False
+        threshold = cfg.write_coalesce_min_viewers
+        n = len(self.viewers)
+        if self._coalescing:
+            if n < threshold * 3 // 4:
+                self._coalescing = False
+        elif n >= threshold:
+            self._coalescing = True
+        return self._coalescing
+
     def _enqueue(self, frame: Frame, sync: bool) -> None:
         if not self.viewers:
             return
-        coalesce = self.config.write_coalesce_ms
-        if coalesce <= 0:
+        if not self._coalesce_now():
+            if self._pending:  # the audience just shrank below the threshold
+                self._flush()
+            self._joins = 0
             self._deliver(Batch([frame], 0 if sync else -1))
             return
         if sync and self._pending_key < 0:
             self._pending_key = len(self._pending)
         self._pending.append(frame)
         if self._flush_handle is None:
+            coalesce = self.config.write_coalesce_ms
             per_viewer = self.config.write_coalesce_per_viewer_us
             if self._joins >= HERD_JOINS:
                 # Viewers are pouring in: merge as much as allowed, so the loop spends its

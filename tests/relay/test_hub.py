@@ -68,6 +68,7 @@ def tags(t: MemTransport) -> list[flv.FlvTag]:
 
 def registry(**kw: int) -> StreamRegistry:
     kw.setdefault("write_coalesce_ms", 0)  # synchronous delivery unless a test asks
+    kw.setdefault("write_coalesce_min_viewers", 0)  # a test that asks for a tick gets it
     return StreamRegistry(replace(RelayConfig(), **kw), linger_seconds=0.05)
 
 

@@ -1,0 +1,167 @@
+"""The write-coalescing policy: frames go out at once while a stream has few viewers and
+are merged per tick (serialize once, one write per viewer per tick) once its audience is
+large enough for the saved system calls to matter, with hysteresis between the two."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from media import flv
+from media.frame import Kind
+from relay.config import RelayConfig
+from relay.formats import HTTP_FLV_10
+from relay.hub import PublisherInfo, StreamHub, StreamRegistry, Viewer, ViewerInfo
+from tests.mediautil import wait_for
+from tests.relay.test_hub import AAC_HDR, AVC_HDR, MemTransport, aac, inter, key, tags
+
+
+class Recording(MemTransport):
+    """Keeps every object written, to check that viewers share one encoding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.objects.append(data)
+        super().write(data)
+
+
+def live_hub(cfg: RelayConfig) -> tuple[StreamRegistry, Any, StreamHub]:
+    reg = StreamRegistry(cfg, linger_seconds=0.05)
+    pub = reg.publish("live", "c", PublisherInfo("test"))
+    pub.push(Kind.VIDEO, 0, AVC_HDR)
+    pub.push(Kind.AUDIO, 0, AAC_HDR)
+    pub.push(Kind.VIDEO, 0, key())
+    hub = reg.get("live", "c")
+    assert hub is not None
+    return reg, pub, hub
+
+
+def attach(hub: StreamHub, transport: Any) -> Viewer:
+    viewer = Viewer(transport, HTTP_FLV_10, ViewerInfo("flv"))
+    hub.add_viewer(viewer, hub.flv_prelude(HTTP_FLV_10))
+    return viewer
+
+
+@contextlib.asynccontextmanager
+async def socket_pair() -> AsyncIterator[tuple[asyncio.Transport, asyncio.StreamReader]]:
+    """A real loopback TCP connection: the server side's transport and the client's reader."""
+    accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.get_running_loop().create_future()
+
+    async def on_connect(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.set_result(w)
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    server_writer = await asyncio.wait_for(accepted, 10)
+    try:
+        yield server_writer.transport, reader  # type: ignore[misc]
+    finally:
+        writer.close()
+        server_writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+class TagReader:
+    """FLV tags read back from the client side of a socket."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.demux = flv.FlvDemuxer()
+
+    async def tags(self, want: int) -> list[flv.FlvTag]:
+        got: list[flv.FlvTag] = []
+        while len(got) < want:
+            data = await asyncio.wait_for(self.reader.read(65536), 10)
+            assert data, "connection closed"
+            got += [x for x in self.demux.feed(data) if isinstance(x, flv.FlvTag)]
+        assert len(got) == want, got
+        return got
+
+
+async def test_a_lone_viewer_gets_each_frame_in_the_loop_turn_it_is_published() -> None:
+    """The defaults: one viewer over a real socket. Each frame is written before
+    ``push`` returns (no await in between, no timer armed), then read from the socket."""
+    cfg = RelayConfig()
+    assert cfg.write_coalesce_ms > 0 and cfg.write_coalesce_min_viewers > 1
+    _reg, pub, hub = live_hub(cfg)
+    async with socket_pair() as (transport, reader):
+        viewer = attach(hub, transport)
+        client = TagReader(reader)
+        prelude = await client.tags(3)  # no metadata: the two headers + the keyframe
+        assert [t.tag_type for t in prelude] == [9, 8, 9]
+        for i in range(1, 6):
+            ts = i * 33
+            kind, payload = (Kind.AUDIO, aac()) if i % 2 else (Kind.VIDEO, inter())
+            pub.push(kind, ts, payload)
+            # synchronous: the frame is already in the transport, nothing waits on a tick
+            assert viewer.writes == i
+            assert hub._flush_handle is None and hub._pending == []
+            (tag,) = await client.tags(1)
+            assert tag.timestamp == ts and tag.tag_type == (8 if kind is Kind.AUDIO else 9)
+
+
+@pytest.mark.parametrize("frames", [1, 10])
+async def test_at_the_threshold_a_tick_is_one_shared_write_per_viewer(frames: int) -> None:
+    cfg = replace(RelayConfig(), write_coalesce_ms=20, write_coalesce_min_viewers=4)
+    _reg, pub, hub = live_hub(cfg)
+    transports = [Recording() for _ in range(4)]
+    viewers = [attach(hub, t) for t in transports]
+    for t in transports:
+        t.objects.clear()
+    for i in range(1, frames + 1):
+        pub.push(Kind.VIDEO, i * 33, inter())
+    assert all(v.writes == 0 for v in viewers)  # held for the tick
+    assert hub._flush_handle is not None
+    await wait_for(lambda: all(v.writes for v in viewers), 5)
+    # one write per viewer for the whole tick, and the very same bytes object for all
+    assert [v.writes for v in viewers] == [1, 1, 1, 1]
+    assert all(len(t.objects) == 1 for t in transports)
+    first = transports[0].objects[0]
+    assert all(t.objects[0] is first for t in transports)
+    for t in transports:
+        ts = [x.timestamp for x in tags(t) if x.tag_type == 9 and x.body != AVC_HDR]
+        assert ts == [0] + [i * 33 for i in range(1, frames + 1)]
+
+
+async def test_the_mode_flips_with_hysteresis_and_keeps_frame_order() -> None:
+    cfg = replace(RelayConfig(), write_coalesce_ms=20, write_coalesce_min_viewers=4)
+    _reg, pub, hub = live_hub(cfg)
+    transports = [MemTransport() for _ in range(4)]
+    viewers = [attach(hub, t) for t in transports[:3]]
+    pub.push(Kind.VIDEO, 33, inter())
+    assert [v.writes for v in viewers] == [1, 1, 1]  # 3 viewers: below the threshold
+    viewers.append(attach(hub, transports[3]))
+    pub.push(Kind.VIDEO, 66, inter())
+    assert [v.writes for v in viewers] == [1, 1, 1, 0]  # 4: merged per tick
+    viewers[3].close("gone")
+    pub.push(Kind.VIDEO, 99, inter())  # 3 = three quarters of 4: still merging
+    assert [v.writes for v in viewers[:3]] == [1, 1, 1]
+    viewers[2].close("gone")
+    # 2 viewers: below three quarters; the pending tick goes out first, then this frame
+    pub.push(Kind.VIDEO, 132, inter())
+    assert [v.writes for v in viewers[:2]] == [3, 3]
+    assert hub._pending == []
+    await asyncio.sleep(0)  # the cancelled timer must not deliver anything again
+    for t in transports[:2]:
+        ts = [x.timestamp for x in tags(t) if x.tag_type == 9 and x.body != AVC_HDR]
+        assert ts == [0, 33, 66, 99, 132]
+
+
+async def test_no_tick_at_all_when_coalescing_is_off() -> None:
+    cfg = replace(RelayConfig(), write_coalesce_ms=0, write_coalesce_min_viewers=1)
+    _reg, pub, hub = live_hub(cfg)
+    viewers = [attach(hub, MemTransport()) for _ in range(3)]
+    for i in range(1, 11):
+        pub.push(Kind.VIDEO, i * 33, inter())
+    assert [v.writes for v in viewers] == [10, 10, 10]
+    assert hub._flush_handle is None

@@ -32,6 +32,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,7 @@ async def phase(
         "keepalive_buy_p99_ms": pct(keep_ok, 0.99),
         "new_conn_buys": len(pr.new_conn_buys),
         "new_conn_buys_ok": len(new_ok),
+        "new_conn_buy_statuses": dict(Counter(str(st) for st, _ in pr.new_conn_buys)),
         "new_conn_buy_p50_ms": pct(new_ok, 0.5),
         "new_conn_buy_p99_ms": pct(new_ok, 0.99),
         "new_viewers": len(pr.new_viewers),

@@ -407,6 +407,12 @@ SCHEMAS: J = {
             "user_id": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^\S+$"},
             "nick": {**LINE, "maxLength": 32},
             "ttl": {"type": "integer", "minimum": 60, "maximum": 7 * 86400},
+            "account_created_at": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "when the viewer's account was created (Unix seconds): "
+                "flash sales may refuse accounts younger than shop.flash_min_account_age",
+            },
         },
     },
     "Webhook": {

@@ -227,14 +227,22 @@ def _room(b: Broadcast) -> str:
 
 
 def _issue_danmaku_token(
-    request: web.Request, user_id: str, nick: str, role: str, ttl: int, room: str | None
+    request: web.Request,
+    user_id: str,
+    nick: str,
+    role: str,
+    ttl: int,
+    room: str | None,
+    created: int | None = None,
 ) -> str:
     try:
         from core.tokens import issue_token
     except ImportError:  # pragma: no cover - the danmaku package is part of berrylive
         raise ApiError(503, "unavailable", "the danmaku hub is not installed") from None
     try:
-        return issue_token(request.app[RUNTIME].secret, user_id, nick, role, ttl=ttl, room=room)
+        return issue_token(
+            request.app[RUNTIME].secret, user_id, nick, role, ttl=ttl, room=room, created=created
+        )
     except ValueError as exc:
         invalid(str(exc))
 
@@ -262,13 +270,15 @@ async def viewer_token(request: web.Request) -> web.Response:
     """For a trusted mini-program backend (API token): a viewer's token for one room."""
     b = await load_broadcast(request)
     body = await read_json(request, 4096)
-    validate.only(body, {"user_id", "nick", "ttl"})
+    validate.only(body, {"user_id", "nick", "ttl", "account_created_at"})
     user_id = validate.text(body, "user_id", required=True, min_len=1, max_len=64) or ""
     if any(ch.isspace() for ch in user_id):
         invalid("user_id must not contain spaces")
     nick = validate.text(body, "nick", required=True, max_len=32) or ""
     ttl = validate.integer(body, "ttl", lo=60, hi=7 * 86400) or 86400
-    token = _issue_danmaku_token(request, user_id, nick, "viewer", ttl, _room(b))
+    # when the viewer's account was created (Unix seconds): flash sales may refuse young ones
+    created = validate.integer(body, "account_created_at", lo=0, hi=int(time.time()) + 60)
+    token = _issue_danmaku_token(request, user_id, nick, "viewer", ttl, _room(b), created)
     return web.json_response(
         {"token": token, "room": _room(b), "role": "viewer", "expires_at": iso(time.time() + ttl)}
     )

@@ -233,3 +233,45 @@ async def test_a_burst_is_checked_together_and_counted_exactly(shop: ShopEnv) ->
         mine = results[i * 30 : (i + 1) * 30]
         assert mine.count(200) == 20 and mine.count(429) == 10
     assert sum(sent) == 150 and len(sent) < 150  # batched: fewer runs than attempts
+
+
+async def test_account_age_from_the_control_plane_token(shop_factory: Any) -> None:
+    """The app backend tells control when the viewer's account was created; the token it
+    gets carries it and the flash sale decides from it."""
+    import asyncio
+
+    shop: ShopEnv = await shop_factory(flash_min_account_age=3600)
+    api = shop.api
+    product = await make_product(api)
+    created = await api.ok(
+        "POST",
+        "/api/broadcasts",
+        {
+            "title": "age",
+            "scheduled_start": "2030-01-01T12:00:00Z",
+            "product_ids": [product["id"]],
+        },
+        201,
+    )
+    bid = int(created["id"])
+    async with asyncio.timeout(10):  # the shop learns of the broadcast from control's event
+        while not (await api.ok("GET", f"/api/broadcasts/{bid}/shelf"))["items"]:
+            await asyncio.sleep(0.02)
+    sale = await make_sale(api, bid, product["skus"][0]["id"], stock=10, limit=1)
+    url = f"/api/flash-sales/{sale['id']}/buy"
+    for user, age, want in (("young1", 60, 403), ("old1", 86400, 201)):
+        minted = await api.ok(
+            "POST",
+            f"/api/broadcasts/{bid}/viewer-token",
+            {"user_id": user, "nick": user, "account_created_at": int(time.time()) - age},
+        )
+        status, body, _h = await _raw(
+            shop, url, {"idempotency_key": "k"}, {"X-Viewer-Token": minted["token"]}
+        )
+        assert status == want, body
+    status, _b = await api.call(
+        "POST",
+        f"/api/broadcasts/{bid}/viewer-token",
+        {"user_id": "x", "nick": "x", "account_created_at": int(time.time()) + 86400},
+    )
+    assert status == 400  # not in the future

@@ -1,0 +1,187 @@
+"""Probe viewers that read the publisher's wall-clock stamps back (one process).
+
+    python -m bench.latency.probe --flv http://127.0.0.1:8080/live/bench.flv --flv-probes 4 \\
+        --rtmp rtmp://127.0.0.1:1935/live/bench --rtmp-probes 4
+
+Each probe plays the stream (HTTP-FLV: response head, chunked framing if any, FLV tags;
+RTMP: handshake, connect, createStream, play, via media.rtmp.client) and, for every video
+frame carrying a stamp (bench/latency/stamp.py), records ``now - stamp`` at the moment the
+bytes completing the frame were read. Samples from the first ``--skip`` seconds of each
+probe are dropped (the GOP cache a server sends at join is old by design). Runs until its
+stdin closes, then prints one JSON line: ``{"samples": {"flv": [[wall_s, ms], ...], ...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.latency.stamp import read_stamp
+from media import flv
+from media.rtmp import chunk as C
+from media.rtmp.client import ClientConnection, ClientError, CommandReply, MediaMessage
+
+Samples = list[tuple[float, float]]
+
+
+def _record(body: bytes, started: float, skip: float, out: Samples) -> None:
+    wall = time.time()
+    if wall - started < skip:
+        return
+    stamp = read_stamp(body)
+    if stamp is not None:
+        out.append((round(wall, 3), round(wall * 1000 - stamp / 1000, 3)))
+
+
+class Dechunker:
+    """HTTP/1.1 chunked transfer coding, incrementally."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.left = 0  # bytes of the current chunk still to come (+2 for its CRLF)
+
+    def feed(self, data: bytes) -> bytes:
+        self.buf += data
+        out = bytearray()
+        while self.buf:
+            if self.left < 0:  # the CRLF after a chunk's data
+                if len(self.buf) < 2:
+                    break
+                del self.buf[:2]
+                self.left = 0
+                continue
+            if self.left:
+                take = min(self.left, len(self.buf))
+                out += self.buf[:take]
+                del self.buf[:take]
+                self.left -= take
+                if self.left == 0:
+                    self.left = -2
+                continue
+            end = self.buf.find(b"\r\n")
+            if end < 0:
+                break
+            size = int(bytes(self.buf[:end]).split(b";")[0], 16)
+            del self.buf[: end + 2]
+            if size == 0:
+                break
+            self.left = size
+        return bytes(out)
+
+
+async def flv_probe(url: str, skip: float, out: Samples) -> None:
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(f"{url}: {head[:80]!r}")
+        chunked = b"chunked" in head.lower()
+        dechunk = Dechunker() if chunked else None
+        demux = flv.FlvDemuxer()
+        started = time.time()
+        while data := await reader.read(262144):
+            if dechunk is not None:
+                data = dechunk.feed(data)
+            for tag in demux.feed(data):
+                if isinstance(tag, flv.FlvTag) and tag.tag_type == 9:
+                    _record(tag.body, started, skip, out)
+    finally:
+        writer.close()
+
+
+async def rtmp_probe(url: str, skip: float, out: Samples) -> None:
+    parts = urlsplit(url)
+    app, _, name = parts.path.lstrip("/").partition("/")
+    host, port = parts.hostname or "127.0.0.1", parts.port or 1935
+    reader, writer = await asyncio.open_connection(host, port)
+    client = ClientConnection()
+    try:
+        client.connect(app, f"rtmp://{host}:{port}/{app}")
+        tx_create = client.create_stream()
+        writer.write(client.data_to_send())
+        started = time.time()
+        while data := await reader.read(262144):
+            for ev in client.receive_data(data):
+                if isinstance(ev, ClientError):
+                    raise ConnectionError(ev.reason)
+                if isinstance(ev, MediaMessage):
+                    if ev.type_id == C.VIDEO:
+                        _record(ev.payload, started, skip, out)
+                elif (
+                    isinstance(ev, CommandReply)
+                    and ev.name == "_result"
+                    and ev.transaction_id == tx_create
+                ):
+                    sid = int(next((a for a in ev.args if isinstance(a, int | float)), 1))
+                    client.play(sid, name)
+            sent = client.data_to_send()
+            if sent:
+                writer.write(sent)
+    finally:
+        writer.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    samples: dict[str, Samples] = {"flv": [], "rtmp": []}
+    errors: list[str] = []
+
+    async def guard(coro: Any) -> None:
+        try:
+            await coro
+        except (OSError, ConnectionError, ValueError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    tasks = [
+        asyncio.create_task(guard(flv_probe(args.flv, args.skip, samples["flv"])))
+        for _ in range(args.flv_probes)
+    ] + [
+        asyncio.create_task(guard(rtmp_probe(args.rtmp, args.skip, samples["rtmp"])))
+        for _ in range(args.rtmp_probes)
+    ]
+    loop = asyncio.get_running_loop()
+    stdin_closed = loop.create_future()
+
+    def on_stdin() -> None:
+        if not os.read(sys.stdin.fileno(), 4096) and not stdin_closed.done():
+            stdin_closed.set_result(None)
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    print(json.dumps({"event": "started"}), flush=True)
+    try:
+        await asyncio.wait_for(stdin_closed, args.max_seconds)
+    except TimeoutError:
+        errors.append("ran out of time")
+    loop.remove_reader(sys.stdin.fileno())
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    return {"samples": samples, "errors": errors}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--flv", default="")
+    ap.add_argument("--rtmp", default="")
+    ap.add_argument("--flv-probes", type=int, default=0)
+    ap.add_argument("--rtmp-probes", type=int, default=0)
+    ap.add_argument("--skip", type=float, default=3.0, help="seconds of samples dropped first")
+    ap.add_argument("--max-seconds", type=float, default=600.0)
+    args = ap.parse_args()
+    result = asyncio.run(run(args))
+    print(json.dumps({"event": "result", **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

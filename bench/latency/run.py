@@ -1,0 +1,338 @@
+"""Glass-to-glass added by the server, per viewer protocol and audience, side by side.
+
+    flock /tmp/berrylive-bench.lock timeout 1200 .venv/bin/python -m bench.latency.run
+    .venv/bin/python -m bench.latency.run --viewers 2,100 --window 5      # quick look
+
+For each audience N (outer loop) and each server (inner loop): the server is started fresh
+on loopback (bench/media/servers.py), bench/latency/publisher.py pushes bench/media's
+720p30 2 Mb/s source over RTMP with the wall clock stamped into every video frame (an SEI
+NAL unit), and N viewers play it: a few probe viewers in their own process
+(bench/latency/probe.py; half HTTP-FLV, half RTMP) read each stamp back and record
+``now - stamp``, and the rest are bench/media's load generator (HTTP-FLV, counting bytes).
+The server's process tree CPU is sampled exactly over the load generator's window (as
+bench/media does); the probes' samples from the same window are kept. One clock: the
+publisher, the probes and the server share the machine.
+
+Servers: ``berrylive`` (the defaults: coalescing from 200 viewers), ``berrylive-tick``
+(the policy before: every frame waits for a 30 ms tick growing 45 µs per viewer up to
+90 ms, at any audience), ``node-media-server`` (npm, as in bench/media).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.latency.publisher import StampingPublisher
+from bench.media.clients import DEFAULT_RCVLOWAT, probe
+from bench.media.loadgen import raise_nofile_limit
+from bench.media.publisher import Source, ensure_source
+from bench.media.run import machine_note, run_loadgen
+from bench.media.servers import (
+    REPO,
+    Berrylive,
+    NodeMediaServer,
+    Server,
+    ServerError,
+    cpu_seconds,
+)
+
+RESULTS = REPO / "bench" / "results"
+
+
+class BerryliveHere(Berrylive):
+    """bench/media's berrylive, importing the packages of this working tree (the editable
+    install only maps the top-level packages that existed when it was installed)."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        path = self.env.get("PYTHONPATH")
+        self.env["PYTHONPATH"] = f"{REPO}{os.pathsep}{path}" if path else str(REPO)
+
+
+class BerryliveTick(BerryliveHere):
+    """berrylive with the fixed-tick policy it had before (coalescing at any audience)."""
+
+    name = "berrylive-tick"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.env.update(
+            BERRYLIVE_RELAY_WRITE_COALESCE_MS="30",
+            BERRYLIVE_RELAY_WRITE_COALESCE_MIN_VIEWERS="0",
+            BERRYLIVE_RELAY_WRITE_COALESCE_PER_VIEWER_US="45",
+            BERRYLIVE_RELAY_WRITE_COALESCE_MAX_MS="90",
+        )
+
+
+SERVERS: dict[str, type[Server]] = {
+    c.name: c for c in (BerryliveHere, BerryliveTick, NodeMediaServer)
+}
+
+
+def rtmp_play_url(server: Server) -> str:
+    if isinstance(server, Berrylive):
+        return f"rtmp://127.0.0.1:{server.ports['rtmp']}/live/bench"
+    if isinstance(server, NodeMediaServer):
+        return f"rtmp://127.0.0.1:{server.rtmp_port}/live/bench"
+    raise ValueError(server.name)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q / 100 * len(s)))], 1)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": pct(values, 50),
+        "p90": pct(values, 90),
+        "p99": pct(values, 99),
+        "max": round(max(values), 1) if values else None,
+        "mean": round(statistics.fmean(values), 1) if values else None,
+    }
+
+
+class ProbeProcess:
+    """bench/latency/probe.py in its own process; ``finish()`` returns its samples."""
+
+    def __init__(self, flv: str, rtmp: str, n_flv: int, n_rtmp: int, skip: float) -> None:
+        self.cmd = [
+            sys.executable, "-m", "bench.latency.probe", "--flv", flv, "--rtmp", rtmp,
+            "--flv-probes", str(n_flv), "--rtmp-probes", str(n_rtmp), "--skip", str(skip),
+        ]  # fmt: skip
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.cmd,
+            cwd=REPO,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        if not line:
+            raise ServerError("probe process did not start")
+
+    async def finish(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdin.close()
+        try:
+            out = await asyncio.wait_for(self.proc.stdout.read(), 30)
+        finally:
+            if self.proc.returncode is None:
+                try:
+                    await asyncio.wait_for(self.proc.wait(), 10)
+                except TimeoutError:
+                    self.proc.kill()
+                    await self.proc.wait()
+        lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+        result: dict[str, Any] | None = next((x for x in lines if x.get("event") == "result"), None)
+        if result is None:
+            err = (await self.proc.stderr.read()).decode(errors="replace")
+            raise ServerError(f"probe process gave no result: {err[-1500:]}")
+        return result
+
+
+def split_probes(n: int, probes: int) -> tuple[int, int]:
+    """(HTTP-FLV probes, RTMP probes) among ``n`` viewers."""
+    total = min(n, probes)
+    n_flv = (total + 1) // 2
+    return n_flv, total - n_flv
+
+
+async def run_case(
+    server_cls: type[Server], n: int, args: argparse.Namespace, source: Source
+) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"g2g-{server_cls.name}-"))
+    server = server_cls(workdir)
+    publisher: StampingPublisher | None = None
+    probes: ProbeProcess | None = None
+    ok = False
+    try:
+        await server.start()
+        publisher = StampingPublisher(source, await server.push_url(), workdir / "pub.log")
+        publisher.start()
+        url = server.play_url()
+        deadline = time.monotonic() + args.stream_timeout
+        ttfk = None
+        while ttfk is None and time.monotonic() < deadline:
+            if not publisher.alive:
+                raise ServerError(f"publisher exited: {publisher.log_path.read_text()[-1000:]}")
+            ttfk = await probe(url, timeout=3)
+        if ttfk is None:
+            raise ServerError(f"no keyframe from {url} within {args.stream_timeout:.0f} s")
+        n_flv, n_rtmp = split_probes(n, args.probes)
+        bulk = n - n_flv - n_rtmp
+        load1 = os.getloadavg()[0]
+        probes = ProbeProcess(url, rtmp_play_url(server), n_flv, n_rtmp, args.skip)
+        await probes.start()
+        if bulk > 0:
+            result = await run_loadgen(server, url, bulk, args, source, publisher)
+            t_end = time.time()
+            window = float(result["window_s"])
+            cpu = float(result["cpu_s"])
+        else:
+            await asyncio.sleep(args.skip + args.warmup)
+            c0, t0 = cpu_seconds(server.pid), time.perf_counter()
+            await asyncio.sleep(args.window)
+            cpu, window = cpu_seconds(server.pid) - c0, time.perf_counter() - t0
+            t_end = time.time()
+            result = {}
+        got = await probes.finish()
+        probes = None
+        if not publisher.alive:
+            raise ServerError("publisher died during the measurement")
+        per_proto = {}
+        for proto, samples in got["samples"].items():
+            kept = [ms for wall, ms in samples if t_end - window - 0.5 <= wall <= t_end]
+            if kept or proto == "flv" or n_rtmp:
+                per_proto[proto] = summary(kept)
+        ok = True
+        return {
+            "server": server.name,
+            "version": server.version(),
+            "viewers": n,
+            "probes": {"flv": n_flv, "rtmp": n_rtmp},
+            "window_s": round(window, 2),
+            "cpu_s": round(cpu, 3),
+            "server_cpu_pct": round(100 * cpu / window, 1),
+            "cpu_us_per_viewer_s": round(cpu / (n * window) * 1e6, 1),
+            "g2g_ms": per_proto,
+            "probe_errors": got.get("errors", []),
+            "loadgen": {
+                k: result.get(k)
+                for k in ("share_ge_90pct", "errors", "loadgen_cpu_pct", "other_cores")
+            },
+            "loadavg_1min": round(load1, 2),
+            "server_command": server.command_line(),
+            "publisher_command": " ".join(publisher.cmd),
+        }
+    finally:
+        if probes is not None and probes.proc is not None and probes.proc.returncode is None:
+            probes.proc.kill()
+            await probes.proc.wait()
+        if publisher is not None:
+            publisher.stop()
+        server.stop()
+        if ok and not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"  logs kept in {workdir}", file=sys.stderr)
+
+
+def _cell(s: dict[str, Any] | None) -> str:
+    if not s or not s.get("n"):
+        return "-"
+    return f"{s['p50']} / {s['p99']} ({s['n']})"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    la = ", ".join(f"{x:.2f}" for x in m["loadavg_at_start"])
+    lines = [
+        f"Run {report['started']} ({report['duration_s']:.0f} s), {m['cpus']} CPUs "
+        f"({m['cpu_model']}), load average at start {la}.",
+        "",
+        "| server | viewers | HTTP-FLV g2g p50 / p99 ms (samples) | RTMP g2g p50 / p99 ms "
+        "(samples) | CPU µs / viewer·s | server CPU % | ≥ 90 % bitrate | load avg (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in report["cases"]:
+        if "failed" in c:
+            lines.append(f"| {c['server']} | {c['viewers']} | failed: {c['failed'][:80]} |")
+            continue
+        share = c["loadgen"].get("share_ge_90pct")
+        lines.append(
+            f"| {c['server']} | {c['viewers']} | {_cell(c['g2g_ms'].get('flv'))} | "
+            f"{_cell(c['g2g_ms'].get('rtmp'))} | {c['cpu_us_per_viewer_s']} | "
+            f"{c['server_cpu_pct']} | {'-' if share is None else f'{share:.1%}'} | "
+            f"{c['loadavg_1min']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument("--viewers", default="2,100,1000,2000", help="comma-separated audiences")
+    p.add_argument("--probes", type=int, default=8, help="stamp-reading viewers (half RTMP)")
+    p.add_argument("--window", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--skip", type=float, default=3.0, help="probe seconds dropped (GOP cache)")
+    p.add_argument("--settle-timeout", type=float, default=30.0)
+    p.add_argument("--stream-timeout", type=float, default=30.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--rcvlowat", type=int, default=DEFAULT_RCVLOWAT)
+    p.add_argument("--source-duration", type=int, default=60)
+    p.add_argument("--keep-logs", action="store_true")
+    return p.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace) -> int:
+    raise_nofile_limit()
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    runnable = []
+    for name in names:
+        why = SERVERS[name].available()
+        if why:
+            print(f"skip {name}: {why}", file=sys.stderr)
+        else:
+            runnable.append(SERVERS[name])
+    started = time.time()
+    source = await asyncio.to_thread(ensure_source, args.source_duration)
+    cases: list[dict[str, Any]] = []
+    for n in [int(x) for x in args.viewers.split(",")]:
+        for server_cls in runnable:
+            print(f"== {server_cls.name} N={n}", file=sys.stderr)
+            try:
+                case = await run_case(server_cls, n, args, source)
+            except (ServerError, OSError, TimeoutError) as exc:
+                why = str(exc) or type(exc).__name__
+                print(f"  FAILED: {why}", file=sys.stderr)
+                case = {"server": server_cls.name, "viewers": n, "failed": why[-2000:]}
+            else:
+                print(f"  {json.dumps({k: case[k] for k in ('g2g_ms', 'cpu_us_per_viewer_s')})}",
+                      file=sys.stderr)  # fmt: skip
+            cases.append(case)
+    report = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine_note(),
+        "argv": sys.argv[1:],
+        "cases": cases,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    path = RESULTS / f"latency-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown_table(report)
+    (RESULTS / f"latency-{stamp}.md").write_text(table)
+    print(table)
+    print(f"wrote {path}", file=sys.stderr)
+    return 1 if any("failed" in c for c in cases) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(asyncio.run(amain(parse_args(argv))))
+
+
+if __name__ == "__main__":
+    main()

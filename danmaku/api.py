@@ -73,6 +73,32 @@ async def create_lottery(request: web.Request) -> web.Response:
     return web.json_response(info, status=201)
 
 
+_LOTTERY_STATES = ("open", "closed", "drawn", "cancelled")
+
+
+async def list_lotteries(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    q = request.query
+    try:
+        room = parse_room(q.get("room"))
+    except PayloadError as exc:
+        raise ApiError(400, "bad_query", f"room: {exc}") from None
+    state = q.get("state") or None
+    if state is not None and state not in _LOTTERY_STATES:
+        raise ApiError(400, "bad_query", f"state must be one of {', '.join(_LOTTERY_STATES)}")
+    try:
+        limit = int(q.get("limit", "50"))
+    except ValueError:
+        raise ApiError(400, "bad_query", "limit must be an integer") from None
+    if not 1 <= limit <= 500:
+        raise ApiError(400, "bad_query", "limit must be 1..500")
+    try:
+        items = await svc.lottery.list_room(room, state, limit)
+    except Exception as exc:
+        raise ApiError(503, "unavailable", f"lottery store unavailable: {exc}") from None
+    return web.json_response({"room": room, "items": items})
+
+
 async def get_lottery(request: web.Request) -> web.Response:
     svc = _svc(request)
     with_entrants = request.query.get("entrants") in ("1", "true", "yes")
@@ -164,6 +190,28 @@ ROUTES = RouteTable(
                 response="DanmakuLottery",
                 errors=(503,),
             ),
+        ),
+        Op(
+            "GET",
+            "/api/danmaku/lotteries",
+            list_lotteries,
+            OpDoc(
+                "A room's lotteries, newest first (operators; an anchor for their room)",
+                "danmaku",
+                ("operator", "anchor"),
+                query=[
+                    {**query_param("room", {"type": "string"}, "APP/STREAM"), "required": True},
+                    query_param(
+                        "state", {"type": "string", "enum": list(_LOTTERY_STATES)}, "only this"
+                    ),
+                    query_param(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}
+                    ),
+                ],
+                response_media=_OBJECT,
+                errors=(503,),
+            ),
+            owner=room_in_query("room"),
         ),
         Op(
             "GET",

@@ -45,6 +45,11 @@ class Keys:
     def room_lotteries(self, room: str) -> str:
         return f"{self.prefix}room:{{{room}}}:lotteries"
 
+    def lottery_index(self, room: str) -> str:
+        """Sorted set of the room's lotteries by creation time (``GET /api/danmaku/lotteries``):
+        bounded to the newest :data:`danmaku.lottery.INDEX_MAX`, expiring with the lotteries."""
+        return f"{self.prefix}room:{{{room}}}:lotidx"
+
     def channel(self, room: str) -> str:
         return f"{self.prefix}ch:{room}"
 

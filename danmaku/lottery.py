@@ -123,6 +123,9 @@ OWED_INTERVAL_S = 5.0
 """How often each node looks for prizes missing from the outbox."""
 OWED_BATCH = 200
 """Most owed lotteries looked at per round."""
+INDEX_MAX = 500
+"""The newest lotteries a room's index keeps (older ones leave it, their keys expire)."""
+
 LOTTERY_PARTS = ("meta", "entrants", "order", "winners", "nicks", "outboxed")
 """Every Redis key of one lottery (``Keys.lottery(id, part)``)."""
 
@@ -204,6 +207,12 @@ class LotteryService:
                 self.hub.keys.room_lotteries(spec.room), max(1, int(self.hub.config.room_ttl_s))
             )
             pipe.zadd(self.hub.keys.lotteries_owed(), {lid: now})
+            index = self.hub.keys.lottery_index(spec.room)
+            pipe.zadd(index, {lid: now})
+            pipe.zremrangebyrank(index, 0, -INDEX_MAX - 1)
+            # at least as long as this lottery's keys; _retire extends it (GT) after a draw
+            pipe.expire(index, int(spec.window_s + self.hub.config.lottery_retention_s), gt=True)
+            pipe.expire(index, int(spec.window_s + self.hub.config.lottery_retention_s), nx=True)
             await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
             await audit(self.hub, actor, "lottery.create", spec.room, lid, self.public(meta))
         except PayloadError:
@@ -298,6 +307,43 @@ class LotteryService:
                     info["entrants"] = sorted(json.loads(meta["eligible"]))
                 info["entry_order"] = [_s(m) for m in order]
         return info
+
+    async def list_room(self, room: str, state: str | None, limit: int) -> list[dict[str, Any]]:
+        """The room's lotteries, newest first (from its index; gone ones are dropped from it),
+        each as :meth:`public` plus ``created_at``, ``created_by``, ``remaining``."""
+        redis = self.hub.redis
+        index = self.hub.keys.lottery_index(room)
+        ids = [_s(x) for x in await asyncio.wait_for(redis.zrevrange(index, 0, -1), REDIS_TIMEOUT)]
+        out: list[dict[str, Any]] = []
+        gone: list[str] = []
+        for start in range(0, len(ids), 100):
+            chunk = ids[start : start + 100]
+            pipe = redis.pipeline(transaction=False)
+            for lid in chunk:
+                pipe.hgetall(self._k(lid, "meta"))
+            raws = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            for lid, raw in zip(chunk, raws, strict=True):
+                meta = {_s(k): _s(v) for k, v in raw.items()}
+                if not meta:
+                    gone.append(lid)
+                    continue
+                if state is not None and meta["state"] != state:
+                    continue
+                info = self.public(meta)
+                info.update(
+                    created_at=float(meta["created_at"]),
+                    created_by=meta.get("created_by", ""),
+                    remaining=int(meta["remaining"]),
+                )
+                out.append(info)
+                if len(out) >= limit:
+                    break
+            if len(out) >= limit:
+                break
+        if gone:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(redis.zrem(index, *gone), REDIS_TIMEOUT)
+        return out
 
     async def _nicks(self, lid: str, users: list[str]) -> dict[str, str]:
         if not users:
@@ -541,16 +587,19 @@ class LotteryService:
                 put += len(prizes)
                 logger.info("lottery %s: %d owed prize(s) put in the outbox", lid, len(prizes))
             if meta["state"] in (LotteryState.DRAWN.value, LotteryState.CANCELLED.value):
-                await self._retire(lid)
+                await self._retire(lid, meta.get("room", ""))
         return put
 
-    async def _retire(self, lid: str) -> None:
+    async def _retire(self, lid: str, room: str = "") -> None:
         """All prizes of a finished lottery are in the outbox: off the owed list; its keys
-        stay ``lottery_retention_s`` for anyone verifying the draw, then expire."""
+        (and the room's index, if it would go sooner) stay ``lottery_retention_s`` for
+        anyone verifying the draw, then expire."""
         ttl = max(1, int(self.hub.config.lottery_retention_s))
         pipe = self.hub.redis.pipeline(transaction=False)
         for part in LOTTERY_PARTS:
             pipe.expire(self._k(lid, part), ttl)
+        if room:
+            pipe.expire(self.hub.keys.lottery_index(room), ttl, gt=True)
         pipe.zrem(self.hub.keys.lotteries_owed(), lid)
         await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
 

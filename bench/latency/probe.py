@@ -45,9 +45,12 @@ class Dechunker:
 
     def __init__(self) -> None:
         self.buf = bytearray()
-        self.left = 0  # bytes of the current chunk still to come (+2 for its CRLF)
+        self.left = 0  # bytes of the current chunk still to come; -2: its CRLF
+        self.ended = False  # the last (empty) chunk came: the rest is the trailer
 
     def feed(self, data: bytes) -> bytes:
+        if self.ended:
+            return b""
         self.buf += data
         out = bytearray()
         while self.buf:
@@ -71,6 +74,8 @@ class Dechunker:
             size = int(bytes(self.buf[:end]).split(b";")[0], 16)
             del self.buf[: end + 2]
             if size == 0:
+                self.ended = True
+                self.buf.clear()
                 break
             self.left = size
         return bytes(out)

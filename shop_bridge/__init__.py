@@ -60,7 +60,9 @@ def setup(app: web.Application, config: ShopConfig) -> None:
             url = config.provider_url
             if not url and config.pay_simulator:
                 simulator = SimulatedProvider(key)
-                url = await simulator.start("127.0.0.1", 0)
+                public = runtime.public_host
+                local_only = public in ("127.0.0.1", "localhost", "::1", "")
+                url = await simulator.start("127.0.0.1" if local_only else "0.0.0.0", 0, public)
                 app[PAY_SIMULATOR] = simulator
                 logger.warning(
                     "payments go to the built-in simulator (%s): for demos and tests only", url

@@ -71,15 +71,22 @@ class SimulatedProvider:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
+        """Where the server reaches it (its own calls: create, query, close, refund)."""
+        self.public_url = ""
+        """Where a buyer's device reaches it (the ``sim_pay_url`` handed out)."""
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, public_host: str = "") -> str:
+        """Listen on ``host`` (``0.0.0.0`` so phones on the LAN can pay in a demo);
+        ``public_host`` names it in pay URLs."""
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         addresses = self._runner.addresses  # public: the sockets' bound addresses
         bound = addresses[0][1] if addresses else port
-        self.url = f"http://{host}:{bound}"
+        local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        self.url = f"http://{local}:{bound}"
+        self.public_url = f"http://{public_host or local}:{bound}"
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         logger.info("simulated payment provider at %s", self.url)
         return self.url
@@ -188,7 +195,7 @@ class SimulatedProvider:
         elif txn.state == payments.CLOSED:
             return web.json_response({"code": "ORDERCLOSED"}, status=400)
         return web.json_response(
-            {"prepay_id": f"wx{no}", "sim_pay_url": f"{self.url}/sim/pay/{no}"}
+            {"prepay_id": f"wx{no}", "sim_pay_url": f"{self.public_url or self.url}/sim/pay/{no}"}
         )
 
     async def _query(self, request: web.Request) -> web.Response:

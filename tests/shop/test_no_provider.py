@@ -50,3 +50,18 @@ async def test_simulator_only_when_switched_on(shop_factory) -> None:
     )
     pay = await shop.api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer="eve")
     assert pay["payment"]["sim_pay_url"].startswith(shop.sim.url + "/sim/pay/")
+
+
+async def test_the_simulators_pay_url_names_the_public_host() -> None:
+    """A demo reached over the LAN hands out pay URLs a phone can open (the server's
+    public host), while the shop calls the simulator over loopback."""
+    from shop_bridge.simulator import SimulatedProvider
+
+    sim = SimulatedProvider(b"k" * 32)
+    url = await sim.start("0.0.0.0", 0, public_host="192.0.2.7")
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        port = url.rsplit(":", 1)[1]
+        assert sim.public_url == f"http://192.0.2.7:{port}"
+    finally:
+        await sim.stop()

@@ -23,7 +23,14 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from control import routes_accounts, routes_broadcasts, routes_live, routes_meta, routes_webhooks
+from control import (
+    routes_accounts,
+    routes_broadcasts,
+    routes_live,
+    routes_meta,
+    routes_streams,
+    routes_webhooks,
+)
 from control.accounts import Accounts, LoginLimiter
 from control.auth import AUTH, AuthState, auth_middleware
 from control.broadcast_model import NotFound
@@ -55,6 +62,7 @@ OPS = RouteTable(
         *routes_accounts.OPS,
         *routes_broadcasts.OPS,
         *routes_live.OPS,
+        *routes_streams.OPS,
         *routes_webhooks.OPS,
         *routes_meta.OPS,
     ],

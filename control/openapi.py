@@ -237,6 +237,40 @@ SCHEMAS: J = {
         "additionalProperties": False,
         "properties": {"reason": {**LINE, "maxLength": 500}},
     },
+    "StreamKicked": {
+        "type": "object",
+        "required": ["app", "stream", "reason"],
+        "properties": {
+            "app": {"type": "string"},
+            "stream": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+    },
+    "StreamBanRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "reason": {**LINE, "maxLength": 500},
+            "duration_s": nullable({"type": "integer", "minimum": 1, "maximum": 365 * 86400}),
+        },
+    },
+    "StreamBan": {
+        "type": "object",
+        "required": ["app", "stream", "reason", "by", "at", "until"],
+        "properties": {
+            "app": {"type": "string"},
+            "stream": {"type": "string"},
+            "reason": {"type": "string"},
+            "by": {"type": "string"},
+            "at": nullable(TIME),
+            "until": nullable(TIME),
+        },
+    },
+    "StreamBanList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": ref("StreamBan")}},
+    },
     "Transition": {
         "type": "object",
         "required": ["id", "state", "trigger", "at"],

@@ -78,6 +78,7 @@ def setup(
             rtc_config=endpoint.config if endpoint is not None else None,
             hooks=hooks,
             key_version=server.key_version,
+            banned=server.banned,
             role=rt.role,
         )
         app[WHIP_SERVER] = whip

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
 
@@ -32,6 +34,44 @@ class AuthResult:
 
 KEY_VERSIONS = "berrylive:pushkeys"
 """Redis hash ``APP/STREAM -> key version``; a URL must carry the current version if set."""
+
+
+STREAM_BANS = "berrylive:streamban:"
+"""Redis key prefix ``APP/STREAM -> JSON {reason, by, at, until}`` of a banned stream name
+(set by the control plane, with the ban's expiry; ``until`` null: until lifted). Every
+node's publish (RTMP and WHIP) reads it, so a ban holds on every origin."""
+
+
+def ban_key(app: str, stream: str) -> str:
+    return f"{STREAM_BANS}{app}/{stream}"
+
+
+def ban_refusal(raw: object) -> str | None:
+    """The refusal reason of a stored ban (``None``: no ban)."""
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        ban = json.loads(text)
+    except ValueError:
+        ban = {}
+    if not isinstance(ban, dict):
+        ban = {}
+    until = ban.get("until")
+    if isinstance(until, int | float) and until <= time.time():
+        return None
+    reason = ban.get("reason") if isinstance(ban.get("reason"), str) else ""
+    when = (
+        time.strftime(" until %Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+        if isinstance(until, int | float)
+        else ""
+    )
+    return f"stream name is banned{when}" + (f": {reason}" if reason else "")
+
+
+async def stream_ban(redis: object, app: str, stream: str) -> str | None:
+    """Why APP/STREAM may not publish now (a control-plane ban), or None."""
+    return ban_refusal(await redis.get(ban_key(app, stream)))  # type: ignore[attr-defined]
 
 
 def sign(secret: str, app: str, stream: str, expire: int, nbf: int = 0, kv: str = "") -> str:

@@ -70,6 +70,8 @@ class RtmpServer:
         """Connections closed at accept because a connection limit was reached."""
         self._key_versions: dict[str, str | None] = {}
         """APP/STREAM -> the key version last read from Redis (insertion-ordered, bounded)."""
+        self._bans: dict[str, str | None] = {}
+        """APP/STREAM -> the ban last read from Redis (insertion-ordered, bounded)."""
 
     async def key_version(self, app: str, stream: str) -> str | None:
         """The stream's current key version (None: never rotated). When Redis can't be
@@ -94,6 +96,24 @@ class RtmpServer:
         if len(self._key_versions) > KEY_VERSION_CACHE:
             del self._key_versions[next(iter(self._key_versions))]
         return version
+
+    async def banned(self, app: str, stream: str) -> str | None:
+        """Why APP/STREAM is banned (the control plane's stream-name ban, shared by every
+        node through Redis), or None. When Redis can't be read, the last answer read for
+        that stream holds (a ban never read is not known: the publish goes on, logged)."""
+        if self.redis is None:
+            return None
+        key = f"{app}/{stream}"
+        try:
+            reason = await auth.stream_ban(self.redis, app, stream)
+        except Exception as exc:
+            logger.warning("ban of %s unreadable (%s): using the last one read", key, exc)
+            return self._bans.get(key)
+        self._bans.pop(key, None)
+        self._bans[key] = reason
+        if len(self._bans) > KEY_VERSION_CACHE:
+            del self._bans[next(iter(self._bans))]
+        return reason
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
         self._server = await asyncio.start_server(
@@ -353,6 +373,11 @@ class RtmpSession:
             self._refused(name, "invalid stream name")
             return
         query = event.query or self.connect_query
+        banned = await srv.banned(self.app, name)
+        if banned is not None:
+            conn.refuse_publish(sid, f"publish refused: {banned}")
+            self._refused(name, banned)
+            return
         if srv.config.require_auth:
             try:
                 key_version = await srv.key_version(self.app, name)

@@ -87,6 +87,7 @@ class WhipServer:
         rtc_config: WebRtcConfig | None,
         hooks: Hooks,
         key_version: Callable[[str, str], Awaitable[str | None]],
+        banned: Callable[[str, str], Awaitable[str | None]] | None = None,
         role: str = "origin",
         bitrate_hint: int = 8_000_000,
     ) -> None:
@@ -99,6 +100,7 @@ class WhipServer:
         self.rtc_config = rtc_config
         self.hooks = hooks
         self.key_version = key_version
+        self.banned = banned
         self.role = role
         self.bitrate_hint = bitrate_hint
         """Bits/s announced to browsers in REMB (lets them leave their start rate)."""
@@ -177,6 +179,12 @@ async def post_whip(request: web.Request) -> web.Response:
         return _fail(403, "edge", "this node is an edge: publish to an origin")
     token = _bearer(request)
     query = token if token is not None else request.query_string
+    banned = await srv.banned(app_name, stream) if srv.banned is not None else None
+    if banned is not None:
+        logger.warning(
+            "whip (%s): publish %s/%s refused: %s", _client_ip(request), app_name, stream, banned
+        )
+        return _fail(403, "banned", f"publish refused: {banned}")
     if srv.config.require_auth:
         if not query:
             return _fail(

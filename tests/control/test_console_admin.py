@@ -2,13 +2,15 @@
 a product renamed), a broadcast's shelf (reordered, a product taken off), coupons (given
 to two buyers), accounts and API tokens (created, shown once, revoked), webhooks (a real
 receiver gets the ping, the delivery log shows it), the live overview, replays and payment
-notifications when nothing happened, a sharer registered with a share link and the order
+notifications when nothing happened, a stream without a broadcast kicked from the live
+overview, then its name banned (its publish refused) and the ban lifted, a sharer registered with a share link and the order
 credited to them, a buyer blocked (their order refused) and unblocked; then the anchor's
 console (their show, no operator page) and the moderator's (comments and room controls).
 Screenshots under ``tests/artifacts/console/admin/``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from aiohttp import web
 from playwright.async_api import expect
 
 from tests.control.conftest import Staff, make_staff
+from tests.control.publisher import start_ffmpeg, stop
 from tests.control.test_console import (
     RECIPIENT,
     console_page,
@@ -92,6 +95,46 @@ async def _paid_order(
 
     await wait_for(paid, "order paid")
     return order
+
+
+async def _kick_and_ban(page: Any, staff: Staff, server: Any, shots: Any) -> None:
+    row = page.locator('#live-streams tr[data-stream="live/nobcast"]')
+    proc = await start_ffmpeg(server.push_url("nobcast"))
+    try:
+        await expect(row).to_contain_text("no broadcast", timeout=20000)
+        await row.locator("button.kick").click()  # confirm() is accepted
+        await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        await stop(proc)
+    proc = await start_ffmpeg(server.push_url("nobcast"))
+    try:
+        await expect(row).to_contain_text("no broadcast", timeout=20000)
+        await row.locator("button.ban").click()
+        form = page.locator("#ban-form")
+        await expect(form.locator("input[name=stream]")).to_have_value("nobcast")
+        await form.locator("select[name=duration]").select_option("3600")
+        await form.locator("input[name=reason]").fill("test pattern spam")
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("#ban-status")).to_contain_text("live/nobcast banned until")
+        await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        await stop(proc)
+    banned = page.locator('#stream-bans tr[data-stream="live/nobcast"]')
+    await expect(banned).to_contain_text("test pattern spam")
+    await expect(row).to_have_count(0)
+    status, ban = await staff.api.call("GET", "/api/streams/live/nobcast/ban", staff.operator)
+    assert status == 200 and ban["by"] == "operator1" and ban["until"], ban
+    refused = await start_ffmpeg(server.push_url("nobcast"), seconds=5)
+    try:
+        assert await asyncio.wait_for(refused.wait(), 15) != 0
+    finally:
+        await stop(refused)
+    await page.screenshot(path=str(shots / "3b-live-ban.png"), full_page=True)
+    await banned.locator("button.lift").click()
+    await expect(page.locator("#ban-status")).to_contain_text("ban lifted")
+    await expect(page.locator("#stream-bans")).to_contain_text("No stream name is banned.")
+    status, _ = await staff.api.call("GET", "/api/streams/live/nobcast/ban", staff.operator)
+    assert status == 404
 
 
 async def test_console_back_office(
@@ -224,6 +267,9 @@ async def test_console_back_office(
                 )
                 await page.click("a[data-nav=replays]")
                 await expect(page.locator("#replays")).to_contain_text("No replays yet.")
+                # a stream live without a broadcast: kicked, then its name banned and lifted
+                await page.click("a[data-nav=live]")
+                await _kick_and_ban(page, staff, server, shots)
                 await page.goto(f"{server.http_url}/console/#/payments")
                 await expect(page.locator("#notifications")).to_contain_text("No notification")
 

@@ -18,6 +18,7 @@ import { shelfView } from "./pages/shelf.js";
 import { flashView } from "./pages/flash-sales.js";
 import { ordersView, orderView } from "./pages/orders.js";
 import { couponsView } from "./pages/coupons.js";
+import { prizesView } from "./pages/prizes.js";
 import { paymentsView } from "./pages/payments.js";
 import { broadcastSharersView, sharersView } from "./pages/sharers.js";
 import { blocklistView } from "./pages/blocklist.js";
@@ -43,6 +44,7 @@ const ROUTES = [
   [/^#\/orders\/([0-9a-zA-Z_-]+)/, (id) => orderView(main, id)],
   [/^#\/orders/, () => ordersView(main)],
   [/^#\/coupons/, () => couponsView(main)],
+  [/^#\/prizes(?:\?user=([^&]+))?/, (uid) => prizesView(main, uid ? decodeURIComponent(uid) : "")],
   [/^#\/sharers/, () => sharersView(main)],
   [/^#\/blocklist/, () => blocklistView(main)],
   [/^#\/accounts/, () => accountsView(main)],

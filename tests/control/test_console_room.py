@@ -1,12 +1,15 @@
 """The console's broadcast room without a stream, in Chromium: the cover shown once
 uploaded, the lottery form (a refused start shows its reason in the status line; a keyword
-lottery entered by a real Socket.IO viewer, drawn by its ``lottery_id``, then verified in
-the browser from its audit data), the comments with their history after a reload, a
-moderator's delete, and the live room of a show never live ("No data yet."). Screenshots
-under ``tests/artifacts/console/room/``."""
+lottery with the rules' fields (an offline-voucher prize with its image, a background,
+entry after 1 s of watching) entered by a real Socket.IO viewer, drawn by its
+``lottery_id``, then verified in the browser from its audit data; the winner's voucher
+redeemed once from the Prizes page, a second try told when and by whom), the comments
+with their history after a reload, a moderator's delete, and the live room of a show
+never live ("No data yet."). Screenshots under ``tests/artifacts/console/room/``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +18,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.control.conftest import make_staff
-from tests.control.test_console import console_page, sections, shot_dir, sign_in
+from tests.control.test_console import console_page, sections, shot_dir, sign_in, wait_for
 from tests.danmaku.helpers import Viewer
 
 pytestmark = pytest.mark.slow
@@ -63,7 +66,13 @@ async def test_console_room_lottery_comments_cover(
 
             # a keyword lottery without its keyword: the reason stays in the status line
             form = page.locator("#lottery-form")
+            # the rules' fields: a voucher prize with its image, a background, a watch time
             await form.locator("input[name=prize]").fill("Oolong 50g")
+            await form.locator("select[name=kind]").select_option("voucher")
+            await expect(form.locator("input[name=sku]")).to_be_hidden()
+            await form.locator("input[name=image_url]").fill("/console/img/oolong.png")
+            await form.locator("input[name=background_url]").fill("https://cdn.example/bg.jpg")
+            await form.locator("input[name=min_watch_s]").fill("1")
             await form.locator("input[name=keyword]").fill("")
             await form.locator("button[type=submit]").click()
             lottery_status = page.locator("#lottery-status")
@@ -78,8 +87,14 @@ async def test_console_room_lottery_comments_cover(
                 server.http_url, {"room": f"{b['app']}/{b['stream']}", "token": t["token"]}
             )
             try:
-                ack = await viewer.call("comment", "tea please")
-                assert ack["ok"] and ack["lottery"]["status"] == "entered", ack
+                # entry needs a second of watching: refused with retry_after, then entered
+                while True:
+                    ack = await viewer.call("comment", "tea please")
+                    assert ack["ok"], ack
+                    if ack["lottery"]["status"] == "entered":
+                        break
+                    assert ack["lottery"].get("code") == "watch_longer", ack
+                    await asyncio.sleep(ack["lottery"]["retry_after"])
                 ack = await viewer.call("comment", "hello from Mei")
                 assert ack["ok"], ack
             finally:
@@ -110,6 +125,11 @@ async def test_console_room_lottery_comments_cover(
             await page.click("nav.tabs a[data-tab=lotteries]")
             lot = page.locator("#lotteries article.lottery").first
             await expect(lot).to_contain_text("keyword “tea please”")
+            await expect(lot.locator(".rules")).to_contain_text("entry after 1 s of watching")
+            await expect(lot.locator(".prizes")).to_contain_text("Oolong 50g ×1 · voucher")
+            await expect(lot.locator(".prize-img")).to_have_attribute(
+                "src", "/console/img/oolong.png"
+            )
             await expect(lot).to_contain_text("Mei")
             verdict = lot.locator(".verdict")
             await expect(verdict).to_have_class("verdict ok")
@@ -134,4 +154,28 @@ async def test_console_room_lottery_comments_cover(
                 lid,
             )
             assert refused == [True, False, False] * 2 + [True], refused
+
+            # Mei's voucher: from the winner's link to their prizes, redeemed once; the
+            # code typed again says when and by whom it was redeemed
+            await lot.locator("a", has_text="openid-mei").click()
+            voucher = page.locator("#prizes-list tr", has_text="voucher")
+
+            async def granted() -> bool:  # the shop grants it from the outbox
+                if await voucher.count():
+                    return True
+                await page.click("#prizes-lookup button[type=submit]")
+                return False
+
+            await wait_for(granted, "Mei's voucher granted")
+            code = (await voucher.locator("b.mono").inner_text()).strip()
+            assert len(code) >= 8, code
+            await voucher.locator("button.redeem").click()
+            redeem_status = page.locator("#redeem-status")
+            await expect(redeem_status).to_contain_text(f"Voucher {code} redeemed")
+            await expect(voucher).to_contain_text("redeemed")
+            await page.fill("#redeem-form input[name=code]", code.lower())
+            await page.click("#redeem-form button[type=submit]")
+            await expect(redeem_status).to_contain_text("Already redeemed")
+            await expect(redeem_status).to_contain_text("by operator1")
+            await page.screenshot(path=str(shots / "3-prizes.png"), full_page=True)
             assert not errors, errors

@@ -13,7 +13,7 @@ export function saveSession(tok, user) {
 export function clearSession() { sessionStorage.removeItem(TOKEN_KEY); sessionStorage.removeItem(USER_KEY); }
 
 export class ApiError extends Error {
-  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+  constructor(status, code, message, details = {}) { super(message); this.status = status; this.code = code; this.details = details; }
 }
 
 let onSignedOut = () => {};
@@ -34,7 +34,7 @@ export async function api(method, path, body, raw = false) {
   if (!r.ok) {
     let err = { code: "http_" + r.status, message: r.statusText || `HTTP ${r.status}` };
     try { err = (await r.json()).error || err; } catch { /* not JSON */ }
-    throw new ApiError(r.status, err.code, err.message);
+    throw new ApiError(r.status, err.code, err.message, err); // details: the error's other fields
   }
   if (raw) return r;
   if (r.status === 204) return null;

@@ -1,4 +1,4 @@
-// A broadcast's lotteries (found in the room's audit log), each with its state, entrants,
+// A broadcast's lotteries (GET /api/danmaku/lotteries?room=), each with its state, entrants,
 // winners and prizes, and the draw checked in the browser from the published audit data.
 import { h, badge, fmtTime, statusLine, table } from "../lib/dom.js";
 import { api } from "../lib/api.js";
@@ -13,9 +13,8 @@ export async function lotteriesView(main, id) {
   main.replaceChildren(h("section", { class: "card" },
     h("div", { class: "row-actions" }, h("h2", { class: "grow" }, `#${b.id} ${b.title}: lotteries`), badge(b.state)),
     broadcastTabs(b, "lotteries"), status, list));
-  const log = await api("GET", `/api/danmaku/audit?room=${encodeURIComponent(room)}&limit=1000`);
-  const created = new Map();
-  for (const e of log.entries || []) if (e.action === "lottery.create") created.set(e.target, e);
+  const listed = await api("GET", `/api/danmaku/lotteries?room=${encodeURIComponent(room)}&limit=500`);
+  const created = new Map(listed.items.map((x) => [x.lottery_id, x]));
   if (!created.size) { list.replaceChildren(h("p", { class: "muted" }, "No lottery in this room yet.")); return; }
   const boxes = [];
   for (const [lid, entry] of created) {
@@ -31,9 +30,14 @@ export async function lotteriesView(main, id) {
     }
     boxes.push(h("article", { class: "lottery", dataset: { lottery: lid } },
       h("div", { class: "row-actions" }, h("h4", { class: "grow" }, `${lot.title || "Lottery"} `, h("span", { class: "muted mono" }, lid)), badge(lot.state)),
-      h("p", { class: "muted" }, `Opened ${fmtTime(Number(entry.ts))} by ${entry.actor} · ${lot.entry === "keyword" ? `keyword “${lot.keyword}”` : "button"} · ${lot.mode}${lot.mode === "instant" ? ` p=${lot.probability}` : ""} · ${lot.entrant_count ?? (lot.entrants || []).length} entrant(s) · window until ${fmtTime(lot.window_end)}`),
-      h("p", {}, "Prizes: ", (lot.prizes || []).map((p) => `${p.name} ×${p.stock}${p.sku ? ` (SKU ${p.sku})` : ""}${p.coupon ? ` (coupon ${p.coupon})` : ""}`).join(", ")),
-      table(["#", "Winner", "Prize"], (lot.winners || []).map((w, i) => h("tr", {}, h("td", {}, i + 1), h("td", {}, `${w.nick || ""} `, h("span", { class: "mono muted" }, w.user_id)), h("td", {}, w.prize?.name ?? w.prize ?? ""))), "No winner yet."),
+      h("p", { class: "muted" }, `Opened ${fmtTime(entry.created_at)} by ${entry.created_by} · ${lot.entry === "keyword" ? `keyword “${lot.keyword}”` : "button"} · ${lot.mode}${lot.mode === "instant" ? ` p=${lot.probability}` : ""} · ${lot.entrant_count ?? (lot.entrants || []).length} entrant(s) · window until ${fmtTime(lot.window_end)}`),
+      h("p", { class: "rules" }, [lot.min_watch_s ? `entry after ${lot.min_watch_s} s of watching` : "entry at once",
+        lot.present_at_draw ? "only those present at the draw" : null, lot.background_url ? "background image" : null].filter(Boolean).join(" · "),
+        lot.background_url ? h("a", { href: lot.background_url, target: "_blank", rel: "noopener" }, " (open)") : null),
+      h("div", { class: "prizes" }, "Prizes: ", ...(lot.prizes || []).map((p) => h("span", { class: "prize" },
+        p.image_url ? h("img", { src: p.image_url, alt: "", class: "prize-img", width: 32, height: 32 }) : null,
+        `${p.name} ×${p.stock} · ${p.kind || (p.sku ? "product" : p.coupon ? "coupon" : "manual")}${p.sku ? ` SKU ${p.sku}` : ""}${p.coupon ? ` coupon ${typeof p.coupon === "number" ? `¥${(p.coupon / 100).toFixed(2)}` : p.coupon}` : ""} `))),
+      table(["#", "Winner", "Prize"], (lot.winners || []).map((w, i) => h("tr", {}, h("td", {}, i + 1), h("td", {}, `${w.nick || ""} `, h("a", { class: "mono", href: `#/prizes?user=${encodeURIComponent(w.user_id)}`, title: "their prizes" }, w.user_id)), h("td", {}, w.prize?.name ?? w.prize ?? ""))), "No winner yet."),
       h("details", {}, h("summary", {}, "Audit data"), h("dl", { class: "facts mono" },
         ...[["commitment", lot.commitment], ["seed", lot.seed || "(secret until the draw)"], ["entrants hash", lot.entrants_hash || "—"]].flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
       verdict));

@@ -13,8 +13,9 @@ step's start in Unix seconds):
   from :class:`control.stats.LiveStats`; ``c:orders``, ``c:gmv_fen``, ``c:refunded_fen``
   from the shop by the one definition, :mod:`shop_bridge.gmv`). A point's ``comments``,
   ``orders``, ``gmv_fen``... are the change of the running total since the step before
-  (the first step: since the first sample), so the points add up to the show's totals
-  (``gmv_fen`` of a step with a refund can be negative).
+  (the first step: since nothing, so it also carries what came before the show went
+  live: pre-sale orders, comments in the waiting room), so the points add up to the
+  show's totals (``gmv_fen`` of a step with a refund can be negative).
 
 A point's ``viewers`` is the sum over nodes of each node's peak in the step. The client
 addresses of the viewers go into a HyperLogLog (``unique_viewers``, an estimate within
@@ -257,9 +258,7 @@ class LiveSeries:
             key = self._step_key(bid, t)
             pipe.hset(key, mapping=fields)
             pipe.expire(key, KEEP_AFTER_END)
-            for k in TOTALS:  # where the first step starts counting from
-                pipe.hsetnx(self._base(bid), k, int(totals.get(k, 0)))
-            pipe.hsetnx(self._base(bid), "t", t)
+            pipe.hsetnx(self._base(bid), "t", t)  # the first step (trimmed ones: see below)
             pipe.expire(self._base(bid), KEEP_AFTER_END)
             pipe.zadd(self._index(bid), {str(t): t})
             pipe.zremrangebyrank(self._index(bid), 0, -self.max_points - 1)
@@ -344,7 +343,7 @@ class LiveSeries:
         pipe.hgetall(self._base(bid))
         *hashes, base_raw = await pipe.execute()
         base = {_s(k): _s(v) for k, v in (base_raw or {}).items()}
-        prev = {k: int(base.get(k, 0) or 0) for k in TOTALS}
+        prev = dict.fromkeys(TOTALS, 0)  # the first step counts from 0: all before it too
         # steps trimmed from Redis are in the database; the oldest step kept is then only
         # the reference of the next one (its own change is not known here)
         trimmed = first == 0 and int(base.get("t", steps[0]) or 0) < steps[0]

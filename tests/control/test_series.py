@@ -145,8 +145,11 @@ async def test_series_of_a_real_show(live_server) -> None:
             async with session.post(pay["payment"]["sim_pay_url"]) as r:
                 assert r.status == 200
 
+            last: list[Any] = [None]
+
             async def series_shows_it() -> dict[str, Any] | None:
                 s = await ok("GET", f"/api/broadcasts/{bid}/series")
+                last[0] = s
                 pts = s["points"]
                 sums = {
                     k: sum(p[k] for p in pts) for k in ("comments", "likes", "orders", "gmv_fen")
@@ -172,7 +175,10 @@ async def test_series_of_a_real_show(live_server) -> None:
                     return s
                 return None
 
-            series = await _until("the series to show the show", series_shows_it)
+            try:
+                series = await _until("the series to show the show", series_shows_it)
+            except AssertionError:
+                raise AssertionError(f"the series never showed the show: {last[0]}") from None
             # ffmpeg sends a keyframe every 25 frames at 25 fps: a 1 s GOP
             gops = [p["keyframe_interval_s"] for p in series["points"] if p["keyframe_interval_s"]]
             assert gops and all(0.8 <= g <= 1.2 for g in gops), gops
@@ -202,6 +208,19 @@ async def test_series_of_a_real_show(live_server) -> None:
             assert got == 200
             got, _ = await api.call("GET", f"/api/broadcasts/{bid}/series", staff.moderator)
             assert got == 403
+
+            # while live, finished steps are written to the database every series_flush
+            engine = server.app[CONTROL].engine
+            assert engine is not None
+
+            async def flushed() -> bool:
+                async with engine.connect() as conn:
+                    n = await conn.scalar(
+                        sa.select(sa.func.count()).where(series_points.c.broadcast_id == bid)
+                    )
+                return bool(n)
+
+            await _until("finished steps in the database while live", flushed, timeout=20)
         finally:
             for task in tasks:
                 task.cancel()
@@ -233,8 +252,6 @@ async def test_series_of_a_real_show(live_server) -> None:
         assert after["ended_at"] is not None
         assert sum(p["comments"] for p in after["points"]) == 5
         assert sum(p["gmv_fen"] for p in after["points"]) == 4200
-        engine = server.app[CONTROL].engine
-        assert engine is not None
         async with engine.connect() as conn:
             stored = await conn.scalar(
                 sa.select(sa.func.count()).where(series_points.c.broadcast_id == bid)

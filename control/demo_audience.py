@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -356,7 +357,11 @@ class Audience:
             order: dict[str, Any] = await self.api.call(
                 "POST",
                 f"/api/flash-sales/{sale_id}/buy",
-                {"idempotency_key": uuid.uuid4().hex, "channel": "live"},
+                {
+                    "idempotency_key": uuid.uuid4().hex,
+                    "channel": "live",
+                    "recipient": recipient_of(user),
+                },
                 headers={"X-Viewer-Token": await self.token(user)},
                 auth=False,
             )
@@ -388,6 +393,7 @@ class Audience:
             "broadcast_id": self.bid,
             "idempotency_key": uuid.uuid4().hex,
             "channel": "live",
+            "recipient": recipient_of(user),
         }
         if coupon is not None:
             body["coupon_id"] = coupon
@@ -413,6 +419,16 @@ class Audience:
                 "audience: %d views, %d comments, %d likes, %d orders (%d paid, ¥%.2f)",
                 c.views, c.comments, c.likes, c.orders, c.paid, c.gmv_fen / 100,
             )  # fmt: skip
+
+
+def recipient_of(user: str) -> dict[str, str]:
+    """A made-up recipient per demo viewer (the shop asks where to ship before payment)."""
+    n = int(hashlib.sha256(user.encode()).hexdigest()[:8], 16)
+    return {
+        "name": f"观众{n % 1000:03d}",
+        "phone": f"1380000{n % 10000:04d}",
+        "address": f"上海市浦东新区演示路{n % 500 + 1}号",
+    }
 
 
 async def _until_eof() -> None:

@@ -19,25 +19,28 @@ class RelayConfig:
     """A viewer that has skipped this many times in a row without catching up is dropped."""
     viewer_max_lag_ms: int = 3000
     """A viewer whose queued media spans more than this skips to the next keyframe."""
-    write_coalesce_ms: int = 15
-    """Once a stream has ``write_coalesce_min_viewers`` viewers, merge the frames of each
-    tick into one write per viewer (0 = never merge: every frame is written at once). Adds
-    at most this much latency (more at large audiences, see ``write_coalesce_per_viewer_us``)
-    and cuts system calls several-fold at scale. A new viewer's first bytes (headers + GOP
-    cache) are always written at once."""
+    write_coalesce_ms: int = 40
+    """Once a stream has ``write_coalesce_min_viewers`` viewers, its frames are merged into
+    one write per viewer per batch (0 = never merge: every frame is written at once). A
+    batch closes at the next video frame (so pictures go out as they come, with the audio
+    since the previous one) or after this many milliseconds, whichever comes first: audio
+    waits at most this long (in practice until the next picture). Longer at large
+    audiences, see ``write_coalesce_per_viewer_us``. A new viewer's first bytes (headers +
+    GOP cache) are always written at once."""
     write_coalesce_min_viewers: int = 200
     """Coalesce only when there is load to save: below this many viewers of a stream every
-    frame is written to every viewer as it arrives (no tick, no added latency); from this
-    many on frames are merged per tick, until the audience falls below three quarters of it
+    frame is written to every viewer as it arrives (no batching, no added latency); from
+    this many on frames are merged, until the audience falls below three quarters of it
     (hysteresis: an audience hovering at the threshold does not flip the mode on every
     join). 0: merge at any audience."""
     write_coalesce_max_ms: int = 60
-    """Longest tick, however large the audience (see ``write_coalesce_per_viewer_us``).
-    Keep it well below 100 ms: the fan-out itself adds to it."""
+    """Longest batch, however large the audience (see ``write_coalesce_per_viewer_us``); a
+    tick in which 16 or more viewers joined makes the next batch this long, pictures or
+    not. Keep it well below 100 ms: the fan-out itself adds to it."""
     write_coalesce_per_viewer_us: int = 20
-    """Tick length per viewer: ``max(write_coalesce_ms, min(write_coalesce_max_ms, viewers x
-    this))``, so system calls per second stay about flat at large audiences instead of
-    growing with every viewer; 0 keeps the tick fixed at ``write_coalesce_ms``."""
+    """Batch length per viewer: ``max(write_coalesce_ms, min(write_coalesce_max_ms,
+    viewers x this))``, so audio-only streams keep system calls per second about flat at
+    large audiences; 0 keeps it fixed at ``write_coalesce_ms``."""
     publisher_linger: float = 10.0
     """Seconds a stream (and its viewers) waits for the publisher to come back."""
     # ---- the HTTP port (docs/cluster.md, "Deadlines on the HTTP port") ---------------

@@ -2,11 +2,11 @@
 
 A publisher (RTMP ingest, WHIP, an edge pull) pushes :class:`~media.frame.Frame` objects.
 Frames are grouped into batches: one frame each, written as it arrives, while a stream has
-few viewers; merged per tick once its audience is large enough for the saved system calls
-to matter (``write_coalesce_min_viewers``, with hysteresis).
-each batch is encoded once per wire format and the same ``bytes`` object is written to
-every viewer of that format. Per viewer the only work is a buffer-size check and a
-``transport.write``.
+few viewers; once its audience is large enough for the saved system calls to matter
+(``write_coalesce_min_viewers``, with hysteresis) a batch closes at each video frame (audio
+waits for the next picture or the tick, whichever first). Each batch is encoded once per
+wire format and the same ``bytes`` object is written to every viewer of that format. Per
+viewer the only work is a buffer-size check and a ``transport.write``.
 
 Slow viewers: a viewer whose socket buffer holds more than ``viewer_max_backlog_bytes``
 stops receiving and waits for the next keyframe (it skips the rest of the GOP); if it still
@@ -601,6 +601,11 @@ class StreamHub:
         if sync and self._pending_key < 0:
             self._pending_key = len(self._pending)
         self._pending.append(frame)
+        if frame.kind is Kind.VIDEO and self._joins < HERD_JOINS:
+            # A picture closes the batch: video goes out at once, the audio since the last
+            # picture with it (one write per viewer per picture, fewer than per tick).
+            self._flush()
+            return
         if self._flush_handle is None:
             coalesce = self.config.write_coalesce_ms
             per_viewer = self.config.write_coalesce_per_viewer_us

@@ -6,9 +6,10 @@
 Each probe plays the stream (HTTP-FLV: response head, chunked framing if any, FLV tags;
 RTMP: handshake, connect, createStream, play, via media.rtmp.client) and, for every video
 frame carrying a stamp (bench/latency/stamp.py), records ``now - stamp`` at the moment the
-bytes completing the frame were read. Samples from the first ``--skip`` seconds of each
-probe are dropped (the GOP cache a server sends at join is old by design). Runs until its
-stdin closes, then prints one JSON line: ``{"samples": {"flv": [[wall_s, ms], ...], ...}}``.
+bytes completing the frame were read; audio frames are timed too (see :class:`Clock`).
+Samples from the first ``--skip`` seconds of each probe are dropped (the GOP cache a
+server sends at join is old by design). Runs until its stdin closes, then prints one JSON
+line: ``{"samples": {"flv": [[wall_s, ms], ...], "flv-audio": ..., "rtmp": ..., ...}}``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,38 @@ from media.rtmp.client import ClientConnection, ClientError, CommandReply, Media
 Samples = list[tuple[float, float]]
 
 
-def _record(body: bytes, started: float, skip: float, out: Samples) -> None:
-    wall = time.time()
-    if wall - started < skip:
-        return
-    stamp = read_stamp(body)
-    if stamp is not None:
-        out.append((round(wall, 3), round(wall * 1000 - stamp / 1000, 3)))
+class Clock:
+    """One probe's receive clock. Video frames carry their send time (the stamp); an audio
+    frame's send time is the publisher's clock at media time 0 plus its timestamp, the
+    former estimated from the video frames as ``min(stamp - timestamp)`` (the publisher
+    sends each frame when its time comes, never before)."""
+
+    def __init__(self, skip: float, video: Samples, audio: Samples) -> None:
+        self.started = time.time()
+        self.skip = skip
+        self.video = video
+        self.audio = audio
+        self.base_ms: float | None = None
+
+    def frame(self, kind: int, timestamp: int, body: bytes) -> None:
+        wall = time.time()
+        now_ms = wall * 1000
+        if kind == 9:
+            stamp = read_stamp(body)
+            if stamp is None:
+                return
+            sent_ms = stamp / 1000
+            base = sent_ms - timestamp
+            if self.base_ms is None or base < self.base_ms:
+                self.base_ms = base
+        elif kind == 8 and self.base_ms is not None:
+            sent_ms = self.base_ms + timestamp
+        else:
+            return
+        if wall - self.started >= self.skip:
+            (self.video if kind == 9 else self.audio).append(
+                (round(wall, 3), round(now_ms - sent_ms, 3))
+            )
 
 
 class Dechunker:
@@ -81,7 +107,7 @@ class Dechunker:
         return bytes(out)
 
 
-async def flv_probe(url: str, skip: float, out: Samples) -> None:
+async def flv_probe(url: str, clock: Clock) -> None:
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
     try:
@@ -93,18 +119,17 @@ async def flv_probe(url: str, skip: float, out: Samples) -> None:
         chunked = b"chunked" in head.lower()
         dechunk = Dechunker() if chunked else None
         demux = flv.FlvDemuxer()
-        started = time.time()
         while data := await reader.read(262144):
             if dechunk is not None:
                 data = dechunk.feed(data)
             for tag in demux.feed(data):
-                if isinstance(tag, flv.FlvTag) and tag.tag_type == 9:
-                    _record(tag.body, started, skip, out)
+                if isinstance(tag, flv.FlvTag):
+                    clock.frame(tag.tag_type, tag.timestamp, tag.body)
     finally:
         writer.close()
 
 
-async def rtmp_probe(url: str, skip: float, out: Samples) -> None:
+async def rtmp_probe(url: str, clock: Clock) -> None:
     parts = urlsplit(url)
     app, _, name = parts.path.lstrip("/").partition("/")
     host, port = parts.hostname or "127.0.0.1", parts.port or 1935
@@ -114,14 +139,13 @@ async def rtmp_probe(url: str, skip: float, out: Samples) -> None:
         client.connect(app, f"rtmp://{host}:{port}/{app}")
         tx_create = client.create_stream()
         writer.write(client.data_to_send())
-        started = time.time()
         while data := await reader.read(262144):
             for ev in client.receive_data(data):
                 if isinstance(ev, ClientError):
                     raise ConnectionError(ev.reason)
                 if isinstance(ev, MediaMessage):
-                    if ev.type_id == C.VIDEO:
-                        _record(ev.payload, started, skip, out)
+                    if ev.type_id in (C.VIDEO, C.AUDIO):
+                        clock.frame(ev.type_id, ev.timestamp, ev.payload)
                 elif (
                     isinstance(ev, CommandReply)
                     and ev.name == "_result"
@@ -137,7 +161,7 @@ async def rtmp_probe(url: str, skip: float, out: Samples) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    samples: dict[str, Samples] = {"flv": [], "rtmp": []}
+    samples: dict[str, Samples] = {"flv": [], "rtmp": [], "flv-audio": [], "rtmp-audio": []}
     errors: list[str] = []
 
     async def guard(coro: Any) -> None:
@@ -147,10 +171,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
     tasks = [
-        asyncio.create_task(guard(flv_probe(args.flv, args.skip, samples["flv"])))
+        asyncio.create_task(
+            guard(flv_probe(args.flv, Clock(args.skip, samples["flv"], samples["flv-audio"])))
+        )
         for _ in range(args.flv_probes)
     ] + [
-        asyncio.create_task(guard(rtmp_probe(args.rtmp, args.skip, samples["rtmp"])))
+        asyncio.create_task(
+            guard(rtmp_probe(args.rtmp, Clock(args.skip, samples["rtmp"], samples["rtmp-audio"])))
+        )
         for _ in range(args.rtmp_probes)
     ]
     loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.latency.publisher import StampingPublisher
 from bench.media.clients import DEFAULT_RCVLOWAT, probe
@@ -53,10 +53,14 @@ class BerryliveHere(Berrylive):
     """bench/media's berrylive, importing the packages of this working tree (the editable
     install only maps the top-level packages that existed when it was installed)."""
 
+    extra_env: ClassVar[dict[str, str]] = {}
+    """``--berrylive-env`` settings (e.g. ``BERRYLIVE_RELAY_WRITE_COALESCE_MS=10``)."""
+
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
         path = self.env.get("PYTHONPATH")
         self.env["PYTHONPATH"] = f"{REPO}{os.pathsep}{path}" if path else str(REPO)
+        self.env.update(self.extra_env)
 
 
 class BerryliveTick(BerryliveHere):
@@ -239,7 +243,7 @@ async def run_case(
 def _cell(s: dict[str, Any] | None) -> str:
     if not s or not s.get("n"):
         return "-"
-    return f"{s['p50']} / {s['p99']} ({s['n']})"
+    return f"{s['p50']} / {s['p99']}"
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -249,18 +253,21 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"Run {report['started']} ({report['duration_s']:.0f} s), {m['cpus']} CPUs "
         f"({m['cpu_model']}), load average at start {la}.",
         "",
-        "| server | viewers | HTTP-FLV g2g p50 / p99 ms (samples) | RTMP g2g p50 / p99 ms "
-        "(samples) | CPU µs / viewer·s | server CPU % | ≥ 90 % bitrate | load avg (1 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | viewers | HTTP-FLV video p50 / p99 ms | HTTP-FLV audio p50 / p99 | "
+        "RTMP video p50 / p99 | RTMP audio p50 / p99 | CPU µs / viewer·s | server CPU % | "
+        "≥ 90 % bitrate | load avg (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["cases"]:
         if "failed" in c:
             lines.append(f"| {c['server']} | {c['viewers']} | failed: {c['failed'][:80]} |")
             continue
         share = c["loadgen"].get("share_ge_90pct")
+        g = c["g2g_ms"]
         lines.append(
-            f"| {c['server']} | {c['viewers']} | {_cell(c['g2g_ms'].get('flv'))} | "
-            f"{_cell(c['g2g_ms'].get('rtmp'))} | {c['cpu_us_per_viewer_s']} | "
+            f"| {c['server']} | {c['viewers']} | "
+            + " | ".join(_cell(g.get(k)) for k in ("flv", "flv-audio", "rtmp", "rtmp-audio"))
+            + f" | {c['cpu_us_per_viewer_s']} | "
             f"{c['server_cpu_pct']} | {'-' if share is None else f'{share:.1%}'} | "
             f"{c['loadavg_1min']} |"
         )
@@ -283,11 +290,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rcvlowat", type=int, default=DEFAULT_RCVLOWAT)
     p.add_argument("--source-duration", type=int, default=60)
     p.add_argument("--keep-logs", action="store_true")
+    p.add_argument(
+        "--berrylive-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="setting for the berrylive server (not berrylive-tick), e.g. "
+        "BERRYLIVE_RELAY_WRITE_COALESCE_MS=10; repeatable",
+    )
     return p.parse_args(argv)
 
 
 async def amain(args: argparse.Namespace) -> int:
     raise_nofile_limit()
+    BerryliveHere.extra_env = dict(kv.split("=", 1) for kv in args.berrylive_env)
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     runnable = []
     for name in names:
@@ -317,6 +333,7 @@ async def amain(args: argparse.Namespace) -> int:
         "duration_s": round(time.time() - started, 1),
         "machine": machine_note(),
         "argv": sys.argv[1:],
+        "berrylive_env": BerryliveHere.extra_env,
         "cases": cases,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -110,51 +110,76 @@ async def test_a_lone_viewer_gets_each_frame_in_the_loop_turn_it_is_published() 
             assert tag.timestamp == ts and tag.tag_type == (8 if kind is Kind.AUDIO else 9)
 
 
-@pytest.mark.parametrize("frames", [1, 10])
-async def test_at_the_threshold_a_tick_is_one_shared_write_per_viewer(frames: int) -> None:
-    cfg = replace(RelayConfig(), write_coalesce_ms=20, write_coalesce_min_viewers=4)
+@pytest.mark.parametrize("audio", [0, 1, 5])
+async def test_above_the_threshold_a_batch_is_one_shared_write_per_viewer(audio: int) -> None:
+    """4 viewers, threshold 4: audio is held (for the next picture, or the tick); each
+    picture closes the batch: one write per viewer per picture, the very same bytes
+    object for every viewer."""
+    cfg = replace(RelayConfig(), write_coalesce_ms=5000, write_coalesce_min_viewers=4)
     _reg, pub, hub = live_hub(cfg)
     transports = [Recording() for _ in range(4)]
     viewers = [attach(hub, t) for t in transports]
     for t in transports:
         t.objects.clear()
-    for i in range(1, frames + 1):
-        pub.push(Kind.VIDEO, i * 33, inter())
-    assert all(v.writes == 0 for v in viewers)  # held for the tick
-    assert hub._flush_handle is not None
-    await wait_for(lambda: all(v.writes for v in viewers), 5)
-    # one write per viewer for the whole tick, and the very same bytes object for all
-    assert [v.writes for v in viewers] == [1, 1, 1, 1]
-    assert all(len(t.objects) == 1 for t in transports)
-    first = transports[0].objects[0]
-    assert all(t.objects[0] is first for t in transports)
+    pictures = 10
+    sent: list[tuple[int, int]] = []
+    for n in range(1, pictures + 1):
+        for a in range(audio):
+            ts = (n - 1) * 33 + 1 + a
+            pub.push(Kind.AUDIO, ts, aac())
+            sent.append((8, ts))
+        assert all(v.writes == n - 1 for v in viewers)  # audio held
+        assert hub._flush_handle is not None or not audio
+        pub.push(Kind.VIDEO, n * 33, inter())
+        sent.append((9, n * 33))
+        assert all(v.writes == n for v in viewers)  # the picture went out at once
+        assert hub._flush_handle is None
+    assert [v.writes for v in viewers] == [pictures] * 4
+    for i in range(pictures):
+        first = transports[0].objects[i]
+        assert all(t.objects[i] is first for t in transports)
     for t in transports:
-        ts = [x.timestamp for x in tags(t) if x.tag_type == 9 and x.body != AVC_HDR]
-        assert ts == [0] + [i * 33 for i in range(1, frames + 1)]
+        got = [(x.tag_type, x.timestamp) for x in tags(t) if x.body not in (AVC_HDR, AAC_HDR)]
+        assert got == [(9, 0), *sent]
+
+
+async def test_audio_only_batches_go_out_on_the_tick() -> None:
+    cfg = replace(RelayConfig(), write_coalesce_ms=20, write_coalesce_min_viewers=2)
+    reg = StreamRegistry(cfg, linger_seconds=0.05)
+    pub = reg.publish("live", "a", PublisherInfo("test"))
+    pub.push(Kind.AUDIO, 0, AAC_HDR)
+    pub.push(Kind.AUDIO, 0, aac())
+    hub = reg.get("live", "a")
+    assert hub is not None
+    viewers = [attach(hub, MemTransport()) for _ in range(2)]
+    for i in range(1, 11):
+        pub.push(Kind.AUDIO, i * 21, aac())
+    assert [v.writes for v in viewers] == [0, 0] and hub._flush_handle is not None
+    await wait_for(lambda: all(v.writes for v in viewers), 5)
+    assert [v.writes for v in viewers] == [1, 1]  # ten frames, one write each
 
 
 async def test_the_mode_flips_with_hysteresis_and_keeps_frame_order() -> None:
-    cfg = replace(RelayConfig(), write_coalesce_ms=20, write_coalesce_min_viewers=4)
+    cfg = replace(RelayConfig(), write_coalesce_ms=5000, write_coalesce_min_viewers=4)
     _reg, pub, hub = live_hub(cfg)
     transports = [MemTransport() for _ in range(4)]
     viewers = [attach(hub, t) for t in transports[:3]]
-    pub.push(Kind.VIDEO, 33, inter())
+    pub.push(Kind.AUDIO, 33, aac())
     assert [v.writes for v in viewers] == [1, 1, 1]  # 3 viewers: below the threshold
     viewers.append(attach(hub, transports[3]))
-    pub.push(Kind.VIDEO, 66, inter())
-    assert [v.writes for v in viewers] == [1, 1, 1, 0]  # 4: merged per tick
+    pub.push(Kind.AUDIO, 66, aac())
+    assert [v.writes for v in viewers] == [1, 1, 1, 0]  # 4: merged
     viewers[3].close("gone")
-    pub.push(Kind.VIDEO, 99, inter())  # 3 = three quarters of 4: still merging
+    pub.push(Kind.AUDIO, 99, aac())  # 3 = three quarters of 4: still merging
     assert [v.writes for v in viewers[:3]] == [1, 1, 1]
     viewers[2].close("gone")
-    # 2 viewers: below three quarters; the pending tick goes out first, then this frame
-    pub.push(Kind.VIDEO, 132, inter())
+    # 2 viewers: below three quarters; the pending batch goes out first, then this frame
+    pub.push(Kind.AUDIO, 132, aac())
     assert [v.writes for v in viewers[:2]] == [3, 3]
-    assert hub._pending == []
-    await asyncio.sleep(0)  # the cancelled timer must not deliver anything again
+    assert hub._pending == [] and hub._flush_handle is None
     for t in transports[:2]:
-        ts = [x.timestamp for x in tags(t) if x.tag_type == 9 and x.body != AVC_HDR]
-        assert ts == [0, 33, 66, 99, 132]
+        ts = [x.timestamp for x in tags(t) if x.tag_type == 8 and x.body != AAC_HDR]
+        assert ts == [33, 66, 99, 132]
 
 
 async def test_no_tick_at_all_when_coalescing_is_off() -> None:
@@ -165,3 +190,20 @@ async def test_no_tick_at_all_when_coalescing_is_off() -> None:
         pub.push(Kind.VIDEO, i * 33, inter())
     assert [v.writes for v in viewers] == [10, 10, 10]
     assert hub._flush_handle is None
+
+
+async def test_during_a_join_herd_pictures_wait_for_the_longest_tick() -> None:
+    """16 or more joins since the last batch: the loop's time goes to starting them, so a
+    picture does not close the batch; the tick is ``write_coalesce_max_ms``."""
+    cfg = RelayConfig(
+        write_coalesce_ms=10, write_coalesce_max_ms=5000, write_coalesce_min_viewers=4
+    )
+    _reg, pub, hub = live_hub(cfg)
+    viewers = [attach(hub, MemTransport()) for _ in range(20)]
+    pub.push(Kind.VIDEO, 33, inter())
+    assert all(v.writes == 0 for v in viewers)
+    assert hub._flush_handle is not None
+    assert hub._flush_handle.when() - asyncio.get_running_loop().time() > 4
+    hub._flush()
+    pub.push(Kind.VIDEO, 66, inter())  # no joins since: a picture goes out at once
+    assert all(v.writes == 2 for v in viewers)

@@ -286,6 +286,7 @@ async def test_coalesced_batches_join_frames_and_new_viewers_miss_nothing() -> N
     reg = registry(write_coalesce_ms=20)
     p = reg.publish("live", "co", PublisherInfo("p"))
     p.push(Kind.VIDEO, 0, AVC_HDR)
+    p.push(Kind.AUDIO, 0, AAC_HDR)
     p.push(Kind.VIDEO, 0, key())
     hub = reg.get("live", "co")
     t1 = MemTransport()
@@ -294,18 +295,20 @@ async def test_coalesced_batches_join_frames_and_new_viewers_miss_nothing() -> N
     orig = t1.write
     t1.write = lambda data: (writes.append(len(data)), orig(data))  # type: ignore[method-assign]
     for i in range(1, 4):
-        p.push(Kind.VIDEO, i * 33, inter())
-    assert writes == []  # held for the tick
-    # a viewer joining mid-tick gets the pending frames through its GOP prelude, once
+        p.push(Kind.AUDIO, i * 10, aac())
+    assert writes == []  # audio waits for the next picture or the tick
+    # a viewer joining mid-batch gets the pending frames through its GOP prelude, once
     t2 = MemTransport()
     hub.add_viewer(Viewer(t2, HTTP_FLV_10, ViewerInfo("flv")), hub.flv_prelude(HTTP_FLV_10))
-    assert writes == []  # a join does not flush the tick (that costs a write per viewer)
-    p.push(Kind.VIDEO, 4 * 33, inter())
-    await asyncio.sleep(0.05)
-    assert len(writes) == 1  # the whole tick as one write
+    assert writes == []  # a join does not flush the batch (that costs a write per viewer)
+    p.push(Kind.VIDEO, 33, inter())  # a picture closes the batch
+    assert len(writes) == 1  # the whole batch as one write, at once
+    p.push(Kind.AUDIO, 40, aac())
+    assert len(writes) == 1
+    await wait_for(lambda: len(writes) == 2, 5)  # audio alone: the tick sends it
     for t in (t1, t2):
-        ts = [x.timestamp for x in tags(t) if x.tag_type == 9]
-        assert ts == [0, 0, 33, 66, 99, 132], ts
+        ts = [(x.tag_type, x.timestamp) for x in tags(t) if x.body not in (AVC_HDR, AAC_HDR)]
+        assert ts == [(9, 0), (8, 10), (8, 20), (8, 30), (9, 33), (8, 40)], ts
 
 
 def _tick_after_push(reg: StreamRegistry, pub, joins: int, viewers: int) -> float:
@@ -319,7 +322,7 @@ def _tick_after_push(reg: StreamRegistry, pub, joins: int, viewers: int) -> floa
         if i >= joins:
             hub._joins -= 1  # count only the last ``joins`` as new since the last flush
     hub._flush()
-    pub.push(Kind.VIDEO, 5000, inter())
+    pub.push(Kind.AUDIO, 5000, aac())  # audio waits for the tick (a picture would not)
     assert hub._flush_handle is not None
     return hub._flush_handle.when() - loop.time()
 

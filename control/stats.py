@@ -26,7 +26,8 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.bus import EventBus
+from core.bus import Event, EventBus
+from core.events import EventDecodeError
 from danmaku.events import DanmakuComment, DanmakuLike
 from shop_bridge.events import OrderPaid, OrderRefunded
 
@@ -85,7 +86,8 @@ class LiveStats:
         returns the unsubscribers."""
         return [
             bus.on(OrderPaid, self.on_order_paid),
-            bus.on(OrderRefunded, self.on_order_refunded),
+            # raw: the shop publishes it through its state -> event table (order_moved)
+            bus.subscribe("order.refunded", self._on_refunded_event),
             bus.on(DanmakuComment, self.on_comments),
             bus.on(DanmakuLike, self.on_likes),
         ]
@@ -95,6 +97,12 @@ class LiveStats:
             return  # a lottery prize is not a sale (shop_bridge.gmv)
         self.totals["orders"] += 1
         self.totals["paid_fen"] += max(0, _int(event.amount_fen))
+
+    def _on_refunded_event(self, event: Event) -> None:
+        try:
+            self.on_order_refunded(OrderRefunded.from_data(event.data, event.topic))
+        except EventDecodeError as exc:
+            logger.warning("order.refunded from %s not decoded: %s", event.node, exc)
 
     def on_order_refunded(self, event: OrderRefunded) -> None:
         if event.kind == "prize":

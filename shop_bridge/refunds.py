@@ -29,6 +29,8 @@ from typing import Any
 
 from sqlalchemy import case, func, insert, select, update
 
+from core.bus import Event
+from core.events import EventDecodeError
 from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.checkout import Checkout
 from shop_bridge.context import ShopContext, new_id
@@ -69,7 +71,8 @@ class Refunds:
         self._unsub: list[Any] = []
 
     def start(self, background: bool = True) -> None:
-        self._unsub = [self.ctx.bus.on(OrderRefunded, self.on_refunded)]
+        # raw: OrderRefunded is published through the state -> event table (order_moved)
+        self._unsub = [self.ctx.bus.subscribe("order.refunded", self._on_refunded_event)]
         if background:
             self._task = asyncio.get_running_loop().create_task(self._retry_loop())
 
@@ -231,6 +234,14 @@ class Refunds:
             )
         )
         return True
+
+    async def _on_refunded_event(self, event: Event) -> None:
+        try:
+            refunded = OrderRefunded.from_data(event.data, event.topic)
+        except EventDecodeError as exc:
+            logger.warning("order.refunded from %s not decoded: %s", event.node, exc)
+            return
+        await self.on_refunded(refunded)
 
     async def on_refunded(self, event: OrderRefunded) -> None:
         """An order refunded in full: its last refund is done, ``refunded_fen`` is all of it

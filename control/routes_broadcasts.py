@@ -6,7 +6,6 @@ Handlers and their part of control's route table (:data:`OPS`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -32,13 +31,14 @@ from control.context import (
 )
 from control.lifecycle import IllegalTransition, State, Trigger, allowed
 from control.validate import invalid, iso, path_id
+from core import images
 from core.http import ApiError, read_json
 from core.routes import PAGING, Op, OpDoc, Owner, broadcast_in_path, query_param
 from core.runtime import RUNTIME
 
 logger = logging.getLogger(__name__)
 
-COVER_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+COVER_TYPES = images.IMAGE_TYPES
 
 
 def broadcast_json(b: Broadcast) -> dict[str, Any]:
@@ -305,54 +305,21 @@ async def broadcast_summary(request: web.Request) -> web.Response:
 # -- covers ----------------------------------------------------------------------------
 
 
-def _sniff(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    if len(data) > 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
 def _covers_dir(request: web.Request) -> Path:
     return request.app[RUNTIME].data_dir / "covers"
 
 
 async def _remove_cover_file(request: web.Request, name: str | None) -> None:
-    if name:
-        path = _covers_dir(request) / name
-        await asyncio.to_thread(path.unlink, True)
+    await images.remove_image(_covers_dir(request), name)
 
 
 async def put_cover(request: web.Request) -> web.Response:
     b = await load_broadcast(request)
-    ctype = request.content_type
-    if ctype not in COVER_TYPES and ctype != "application/octet-stream":
-        raise ApiError(415, "unsupported_media_type", "send a PNG, JPEG or WebP image body")
-    cap = control_of(request).settings.cover_max_bytes
-    if request.content_length is not None and request.content_length > cap:
-        raise ApiError(413, "body_too_large", f"cover over {cap} bytes")
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        data += chunk
-        if len(data) > cap:
-            raise ApiError(413, "body_too_large", f"cover over {cap} bytes")
-    ext = _sniff(bytes(data))
-    if ext is None:
-        invalid("the body is not a PNG, JPEG or WebP image", code="not_an_image")
+    data, ext = await images.read_image(request, control_of(request).settings.cover_max_bytes)
     if b.state in (State.CANCELLED, State.BANNED):
         raise ApiError(409, "conflict", f"a {b.state.value} broadcast cannot be edited")
     name = f"{b.id}-{secrets.token_hex(6)}.{ext}"
-    directory = _covers_dir(request)
-
-    def write() -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(directory / name)
-
-    await asyncio.to_thread(write)
+    await images.store_image(_covers_dir(request), name, data)
     after = await broadcasts_of(request).set_cover(b.id, name)
     await _remove_cover_file(request, b.cover)
     return web.json_response(broadcast_json(after))
@@ -362,12 +329,7 @@ async def get_cover(request: web.Request) -> web.StreamResponse:
     b = await load_broadcast(request)
     if not b.cover:
         raise ApiError(404, "not_found", "this broadcast has no cover")
-    path = _covers_dir(request) / b.cover
-    if not await asyncio.to_thread(path.is_file):
-        raise ApiError(404, "not_found", "the cover file is missing")
-    ext = b.cover.rsplit(".", 1)[-1]
-    mime = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}.get(ext, "image/png")
-    return web.FileResponse(path, headers={"Content-Type": mime, "Cache-Control": "no-cache"})
+    return await images.image_response(_covers_dir(request) / b.cover, "no-cache")
 
 
 async def delete_cover(request: web.Request) -> web.Response:

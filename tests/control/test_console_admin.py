@@ -1,12 +1,13 @@
 """The console's back-office pages in Chromium: the catalog (a SKU added, a price changed,
-a product renamed), a broadcast's shelf (reordered, a product taken off), coupons (given
-to two buyers), accounts and API tokens (created, shown once, revoked), webhooks (a real
-receiver gets the ping, the delivery log shows it), the live overview, replays and payment
-notifications when nothing happened, a stream without a broadcast kicked from the live
-overview, then its name banned (its publish refused) and the ban lifted, a sharer registered with a share link and the order
-credited to them, a buyer blocked (their order refused) and unblocked; then the anchor's
-console (their show, no operator page) and the moderator's (comments and room controls).
-Screenshots under ``tests/artifacts/console/admin/``."""
+a product renamed, an image uploaded and shown, a fake one refused, the image removed), a
+broadcast's shelf (reordered, a product taken off), coupons (given to two buyers),
+accounts and API tokens (created, shown once, revoked), webhooks (a real receiver gets the
+ping, the delivery log shows it), the live overview, replays and payment notifications
+when nothing happened, a stream without a broadcast kicked from the live overview, then
+its name banned (its publish refused) and the ban lifted, a sharer registered with a share
+link and the order credited to them, a buyer blocked (their order refused) and unblocked;
+then the anchor's console (their show, no operator page) and the moderator's (comments and
+room controls). Screenshots under ``tests/artifacts/console/admin/``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from tests.control.test_console import (
     sign_in,
     wait_for,
 )
+from tests.shop.test_product_images import png
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +140,7 @@ async def _kick_and_ban(page: Any, staff: Staff, server: Any, shots: Any) -> Non
 
 
 async def test_console_back_office(
-    control_env: dict[str, Any], server_factory: Callable[..., Any]
+    control_env: dict[str, Any], server_factory: Callable[..., Any], tmp_path: Any
 ) -> None:
     server = await server_factory(**sections(control_env))
     shots = shot_dir("admin")
@@ -192,7 +194,32 @@ async def test_console_back_office(
                 )
                 _, p = await api.call("GET", f"/api/products/{ids[1]}")
                 assert p["title"] == "Celadon tea cups", p
+                # images: a real PNG uploaded and shown; a text file named .png refused
+                real, fake = tmp_path / "cups.png", tmp_path / "fake.png"
+                real.write_bytes(png(8, 8))
+                fake.write_bytes(b"not an image at all")
+                await cups.locator("label.upload-images input[type=file]").set_input_files(
+                    [str(real), str(fake)]
+                )
+                await expect(page.locator("#catalog-status")).to_contain_text(
+                    "fake.png: the body is not a PNG, JPEG or WebP image"
+                )
+                cups = page.locator(f'#products article[data-product="{ids[1]}"]')
+                uploaded = cups.locator(f'img[src^="/api/products/{ids[1]}/images/"]')
+                await expect(uploaded).to_have_count(1)
+                await page.wait_for_function(
+                    "(sel) => { const i = document.querySelector(sel);"
+                    " return i && i.complete && i.naturalWidth === 8; }",
+                    arg=f'article[data-product="{ids[1]}"] img[src^="/api/products/"]',
+                )
                 await page.screenshot(path=str(shots / "1-catalog.png"), full_page=True)
+                _, p = await api.call("GET", f"/api/products/{ids[1]}")
+                assert len(p["images"]) == 1 and p["images"][0].endswith(".png"), p
+                await cups.locator("button.remove-image").click()  # confirm() accepted
+                await expect(page.locator("#catalog-status")).to_contain_text("Image removed")
+                await expect(uploaded).to_have_count(0)
+                _, p = await api.call("GET", f"/api/products/{ids[1]}")
+                assert p["images"] == [], p
 
                 # shelf: the cups first, the tea off shelf
                 await page.goto(f"{server.http_url}/console/#/b/{b['id']}/shelf")

@@ -1,5 +1,6 @@
-// Catalog: products (title, description, image URLs) and their SKUs (colour/size and other
-// attributes, price, stock): create, edit, add a SKU, change price and stock.
+// Catalog: products (title, description, images: uploaded files or URLs) and their SKUs
+// (colour/size and other attributes, price, stock): create, edit, upload and remove
+// images, add a SKU, change price and stock.
 import { h, fmtFen, specsText, statusLine, table, yuanToFen } from "../lib/dom.js";
 import { api, isOperator } from "../lib/api.js";
 import { productMap } from "../lib/names.js";
@@ -83,9 +84,29 @@ export async function catalogView(main) {
           h("label", {}, "Image URLs (space separated)", h("input", { name: "images", maxlength: 4000, value: (p.images || []).join(" ") }))),
         h("label", {}, "Description", h("textarea", { name: "description", rows: 2, maxlength: 5000 }, p.description || "")),
         h("button", { type: "submit" }, "Save product"))) : "";
+    const uploaded = (src) => src.startsWith(`/api/products/${p.id}/images/`);
+    const thumbs = h("div", { class: "images" }, ...(p.images || []).map((src) => h("figure", { class: "thumb-box" },
+      h("img", { src, alt: "", class: "thumb", loading: "lazy" }),
+      canEdit && uploaded(src) ? h("button", { type: "button", class: "secondary remove-image", title: "remove this image", onclick: async () => {
+        if (!confirm("Remove this image from the product?")) return;
+        try { await api("DELETE", src); status.ok(`Image removed from “${p.title}”`); await refresh(); }
+        catch (e) { status.fail(e); }
+      } }, "×") : null)));
+    const upload = canEdit ? h("label", { class: "upload-images button secondary" }, "Upload images",
+      h("input", { type: "file", accept: "image/png,image/jpeg,image/webp", multiple: true, hidden: true, onchange: async (ev) => {
+        const files = [...ev.target.files];
+        let added = 0;
+        for (const file of files) {
+          try { await api("POST", `/api/products/${p.id}/images`, file); added += 1; }
+          catch (e) { status.fail({ ...e, message: `${file.name}: ${e.message}` }); ev.target.value = ""; await refresh(); return; }
+        }
+        status.ok(`${added} image(s) uploaded to “${p.title}”`);
+        ev.target.value = "";
+        await refresh();
+      } })) : null;
     return h("article", { class: "product", dataset: { product: p.id } },
       h("div", { class: "head" },
-        h("div", { class: "images" }, ...(p.images || []).slice(0, 4).map((src) => h("img", { src, alt: "", class: "thumb" }))),
+        h("div", {}, thumbs, upload),
         h("div", { class: "grow" }, h("h4", {}, `${p.title} `, h("span", { class: "muted" }, `#${p.id}`)), h("p", { class: "muted" }, p.description || ""))),
       table(["SKU", "Code", "Attributes", "Price ¥", "Stock", ""], (p.skus || []).map(skuRow)),
       canEdit ? h("button", { type: "button", class: "secondary", onclick: () => { addSku.hidden = !addSku.hidden; } }, "+ SKU") : null, addSku, edit);

@@ -444,7 +444,7 @@ async def _anchor_of_order(request: web.Request, oid: str) -> bool:
         return False
     svc = _svc(request)
     order = await svc.checkout.order(oid)
-    row = await svc.shelf.broadcast_row(order["broadcast_id"]) if order["broadcast_id"] else None
+    row = await svc.shelf.fresh_row(order["broadcast_id"]) if order["broadcast_id"] else None
     if row is None or row["anchor_id"] != str(who.user_id):
         raise not_found("order", oid)  # someone else's show: as if it did not exist
     return True

@@ -95,10 +95,14 @@ async def ban_stream(request: web.Request) -> web.Response:
     redis = _redis(request)
     key = ingest_auth.ban_key(app_name, stream)
     value = json.dumps(ban, ensure_ascii=False)
+    pipe = redis.pipeline(transaction=True)
     if duration is None:
-        await redis.set(key, value)
+        pipe.set(key, value)
     else:
-        await redis.set(key, value, ex=duration)
+        pipe.set(key, value, ex=duration)
+    until = int(now + duration) if duration is not None else 0
+    pipe.hset(ingest_auth.STREAM_BAN_INDEX, f"{app_name}/{stream}", until)
+    await pipe.execute()
     kick_reason = "stream banned" + (f": {reason}" if reason else "")
     await request.app[RUNTIME].bus.emit(StreamKick(app_name, stream, kick_reason))
     logger.info(
@@ -128,7 +132,10 @@ async def get_ban(request: web.Request) -> web.Response:
 
 async def lift_ban(request: web.Request) -> web.Response:
     app_name, stream = _names(request)
-    removed = await _redis(request).delete(ingest_auth.ban_key(app_name, stream))
+    pipe = _redis(request).pipeline(transaction=True)
+    pipe.delete(ingest_auth.ban_key(app_name, stream))
+    pipe.hdel(ingest_auth.STREAM_BAN_INDEX, f"{app_name}/{stream}")
+    removed, _ = await pipe.execute()
     if not removed:
         raise ApiError(404, "not_found", f"{app_name}/{stream} is not banned")
     logger.info(
@@ -138,22 +145,33 @@ async def lift_ban(request: web.Request) -> web.Response:
 
 
 async def list_bans(request: web.Request) -> web.Response:
+    """The bans, from the index hash (no key scan); entries whose ban expired leave it."""
     limit = validate.query_int(request.query, "limit", 200, 1, 1000)
     redis = _redis(request)
+    paths = sorted(
+        p.decode() if isinstance(p, bytes) else str(p)
+        for p in await redis.hkeys(ingest_auth.STREAM_BAN_INDEX)
+    )
     items: list[dict[str, Any]] = []
-    async for raw_key in redis.scan_iter(match=f"{ingest_auth.STREAM_BANS}*", count=500):
-        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        path = key[len(ingest_auth.STREAM_BANS) :]
-        if "/" not in path:
+    gone: list[str] = []
+    for start in range(0, len(paths), 200):
+        chunk = [p for p in paths[start : start + 200] if "/" in p]
+        if not chunk:
             continue
-        ban = await _read_ban(redis, key)
-        if ban is None:
-            continue
-        app_name, stream = path.split("/", 1)
-        items.append(_ban_json(app_name, stream, ban))
-        if len(items) >= limit:
-            break
-    items.sort(key=lambda b: (b["app"], b["stream"]))
+        raws = await redis.mget([ingest_auth.STREAM_BANS + p for p in chunk])
+        for path, raw in zip(chunk, raws, strict=True):
+            if raw is None:
+                gone.append(path)
+                continue
+            try:
+                ban = json.loads(raw)
+            except ValueError:
+                ban = {}
+            app_name, stream = path.split("/", 1)
+            if len(items) < limit:
+                items.append(_ban_json(app_name, stream, ban if isinstance(ban, dict) else {}))
+    if gone:
+        await redis.hdel(ingest_auth.STREAM_BAN_INDEX, *gone)
     return web.json_response({"items": items})
 
 

@@ -42,6 +42,11 @@ STREAM_BANS = "berrylive:streamban:"
 node's publish (RTMP and WHIP) reads it, so a ban holds on every origin."""
 
 
+STREAM_BAN_INDEX = "berrylive:streambans"
+"""Redis hash ``APP/STREAM -> until`` (0: until lifted) listing the bans for the console;
+the ban itself is the key :func:`ban_key` (an entry whose key expired is dropped on read)."""
+
+
 def ban_key(app: str, stream: str) -> str:
     return f"{STREAM_BANS}{app}/{stream}"
 

@@ -130,3 +130,7 @@ async def test_kick_and_ban_a_stream_without_a_broadcast(valkey, server_factory)
             return (await _whip(session, n2, "brief"))[1].get("error", {}).get("code") != "banned"
 
         await wait_until(unbanned, 10, "timed ban expired")
+        # the list forgets it too (its index entry goes with the expired key)
+        status, listed = await staff.api.call("GET", "/api/stream-bans", op)
+        assert status == 200 and listed["items"] == [], listed
+        assert not await n1.runtime.redis.hexists(ingest_auth.STREAM_BAN_INDEX, "live/brief")

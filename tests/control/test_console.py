@@ -299,13 +299,15 @@ async def test_console_runs_a_shop_evening(
                 await page.fill("#orders-filter input[name=broadcast_id]", str(bid))
                 await page.select_option("#orders-filter select[name=state]", "paid")
                 await page.click("#orders-filter button[type=submit]")
+                order_row = page.locator(f'#orders-body tr[data-order="{order["id"]}"]')
+                await expect(order_row).to_be_visible()  # shown before it is exported
                 # the shown orders as CSV: the order with its product; no phone in full
                 async with page.expect_download() as dl:
                     await page.click("#orders-export")
                 csv = Path(await (await dl.value).path()).read_text(encoding="utf-8-sig")
                 assert order["id"] in csv and "Oolong tea 100g" in csv, csv
                 assert RECIPIENT["phone"] not in csv, csv
-                await page.locator(f'#orders-body tr[data-order="{order["id"]}"]').click()
+                await order_row.click()
                 await expect(page.locator("#order-state [data-state]")).to_have_attribute(
                     "data-state", "paid"
                 )

@@ -23,9 +23,11 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+from core.abuse import AbuseGuard, Refused
 from core.bus import EventBus
 from core.outbox import Outbox
 from core.tokens import Role
@@ -142,6 +144,9 @@ class LotteryService:
     def __init__(self, hub: Hub, bus: EventBus, max_concurrency: int = 64) -> None:
         self.hub = hub
         self.bus = bus
+        self.guard: Callable[[], AbuseGuard | None] = lambda: None
+        """The node's abuse guard (:mod:`core.abuse`, the shop's when mounted): entries are
+        refused for blocked accounts, devices and IPs, and beyond its lottery limits."""
         self._sem = asyncio.Semaphore(max_concurrency)
         self._enter = hub.redis.register_script(ENTER_LUA)
         self._transition = hub.redis.register_script(TRANSITION_LUA)
@@ -635,6 +640,16 @@ class LotteryService:
                     f"watch {watch}s before entering ({int(watched)}s so far)",
                     retry_after=round(watch - watched, 1),
                 )
+        guard = self.guard()
+        if guard is not None:
+            try:
+                await guard.check("lottery", uid, member.device or None, member.ip or None)
+            except Refused as exc:
+                raise PayloadError(
+                    exc.code, exc.message, retry_after=exc.retry_after, **exc.extra
+                ) from None
+            except Exception as exc:  # Redis down: no entry we could not check
+                raise PayloadError("unavailable", "lottery is unavailable, try again") from exc
         async with self._sem:
             try:
                 res = await asyncio.wait_for(

@@ -101,7 +101,7 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
         conn = SioConnection(self.server, sid, eio_sid, self.namespace, self.backlog_max)
         try:
-            member, joined = await self.sessions.join(sid, conn, auth)
+            member, joined = await self.sessions.join(sid, conn, auth, _remote(environ))
         except Refused as exc:
             raise SioRefused(exc.message, {"code": exc.code}) from None
         self._conns[sid] = conn
@@ -117,3 +117,12 @@ class LiveNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not self.server.manager.is_connected(member.sid, self.namespace):
             return
         self.sessions.hub.activate(member, joined)
+
+
+def _remote(environ: Any) -> str:
+    """The client's address in python-socketio's environ (aiohttp's request, else WSGI's)."""
+    if not isinstance(environ, dict):
+        return ""
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None) or environ.get("REMOTE_ADDR")
+    return remote if isinstance(remote, str) else ""

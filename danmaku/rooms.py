@@ -53,6 +53,10 @@ class Member:
     dropped: bool = False
     joined_at: float = field(default_factory=time.monotonic)
     """When this connection joined (monotonic): a lottery's ``min_watch_s`` counts from it."""
+    ip: str = ""
+    """The client's address and device id (``auth.device``): the lottery entry's abuse
+    checks (:mod:`core.abuse`)."""
+    device: str = ""
 
     @property
     def user_id(self) -> str | None:

@@ -13,6 +13,7 @@ import socketio
 from aiohttp import web
 
 from control.events import BroadcastEvent, StaffRevoked
+from core.abuse import ABUSE_GUARD
 from core.bus import Event, EventBus
 from core.runtime import RUNTIME
 from danmaku.config import DanmakuConfig
@@ -260,6 +261,7 @@ def make_ctx(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[RUNTIME]
         svc = DanmakuService(config, app[SIO], rt.redis, rt.bus, rt.node_id, rt.secret)
+        svc.lottery.guard = lambda: app.get(ABUSE_GUARD)  # the shop's, once it started
         await svc.start()
         app[DANMAKU] = svc
         endpoint = app[LIVE_WS]

@@ -65,7 +65,9 @@ class Sessions:
         }
 
     # ------------------------------------------------------------------ join
-    async def join(self, sid: str, conn: Connection, auth: Any) -> tuple[Member, dict[str, Any]]:
+    async def join(
+        self, sid: str, conn: Connection, auth: Any, ip: str = ""
+    ) -> tuple[Member, dict[str, Any]]:
         """Check ``auth`` and prepare the member and its ``joined`` payload (raises
         :class:`Refused`). The carrier then acknowledges the connection and calls
         :meth:`Hub.activate`, which sends ``joined`` before anything else."""
@@ -112,7 +114,15 @@ class Sessions:
             hub.stats.refused += 1
             raise Refused("you are banned from this room", "banned")
         history, gap = await hub.history(room, last_id)
-        member = Member(sid=sid, conn=conn, viewer=viewer, role=role, room=room_name)
+        member = Member(
+            sid=sid,
+            conn=conn,
+            viewer=viewer,
+            role=role,
+            room=room_name,
+            ip=ip,
+            device=_device_of(auth),
+        )
         muted = room.muted_until(viewer.user_id, now) if viewer else None
         joined = {
             "room": room_name,
@@ -186,3 +196,11 @@ class Sessions:
         lid = parse_lottery_enter(data)
         result = await self.lottery.enter_button(lid, member)
         return {"ok": result["status"] in ("entered", "won"), **result}
+
+
+def _device_of(auth: Any) -> str:
+    """The client's device id (``auth.device``, as the shop's ``X-Device-Id``), if sane."""
+    device = auth.get("device") if isinstance(auth, dict) else None
+    if isinstance(device, str) and 1 <= len(device) <= 128 and device.isprintable():
+        return device
+    return ""

@@ -82,6 +82,7 @@ class LiveSocket:
         "endpoint",
         "max_backlog",
         "partial",
+        "remote",
         "sid",
         "transport",
         "ws",
@@ -103,6 +104,8 @@ class LiveSocket:
         self.partial: SioPacket | None = None
         """A binary packet waiting for its attachments (``blobs``)."""
         self.blobs: list[bytes] = []
+        self.remote = ""
+        """The client's address (for the lottery entry's abuse checks)."""
 
     def write(self, data: bytes) -> bool:
         """The connection's one writer: whole frames, in call order. False when the
@@ -232,6 +235,7 @@ class LiveEndpoint:
         if transport is None:
             return ws
         sock = LiveSocket(self, ws, transport, self.config.client_backlog_bytes)
+        sock.remote = request.remote or ""
         self.sockets.add(sock)
         sock.send_text(
             open_text(
@@ -317,7 +321,7 @@ class LiveEndpoint:
                 return True  # connected already
             sid = secrets.token_urlsafe(15)
             try:
-                member, joined = await sessions.join(sid, sock, pkt.data)
+                member, joined = await sessions.join(sid, sock, pkt.data, sock.remote)
             except Refused as exc:
                 sock.send_text("4" + connect_error_text(ns, exc.message, {"code": exc.code}))
                 return True

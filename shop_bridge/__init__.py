@@ -15,6 +15,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from core.abuse import ABUSE_GUARD
 from core.db import create_engine, migrate
 from core.runtime import RUNTIME
 from shop_bridge.api import MAX_BODY, NOTIFY_PATH, SHOP
@@ -96,6 +97,7 @@ def setup(app: web.Application, config: ShopConfig) -> None:
             )
             await service.start()
             app[SHOP] = service
+            app[ABUSE_GUARD] = service.abuse  # the lottery entry checks it too
             yield
         finally:
             if service is not None:

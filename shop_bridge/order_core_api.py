@@ -12,10 +12,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from core.abuse import KINDS, normalise_entry
 from core.http import caller
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
-from shop_bridge.abuse import KINDS, normalise_entry
 from shop_bridge.api import MAX_BODY, SHOP, api, order_owner
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.masking import Recipient

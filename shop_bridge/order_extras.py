@@ -16,10 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
+from core.abuse import Refused
 from core.http import ApiError
 from core.runtime import RUNTIME
 from core.tokens import verify_token
-from shop_bridge.abuse import Refused
 from shop_bridge.errors import ShopError, invalid
 from shop_bridge.masking import Recipient, RecipientError, parse_recipient
 from shop_bridge.service import ShopService

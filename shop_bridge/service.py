@@ -37,9 +37,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.abuse import AbuseGuard, Limits
 from core.bus import EventBus
 from shop_bridge import payments
-from shop_bridge.abuse import AbuseGuard, Blocklist, Limits
+from shop_bridge.abuse import Blocklist
 from shop_bridge.addresses import AddressBook
 from shop_bridge.catalog import Catalog
 from shop_bridge.checkout import Checkout

@@ -116,3 +116,36 @@ def _open(viewer) -> list[dict]:
     joined = viewer.of("joined")[0]["lotteries"]
     notices = [n["data"] for n in viewer.notices if n["type"] == "lottery"]
     return [*joined, *[{"lottery_id": n.get("lottery_id")} for n in notices]]
+
+
+async def test_entries_obey_the_shops_blocklist_and_limits(server_factory) -> None:
+    """The lottery entry goes through the same abuse guard as buying (core.abuse, the
+    shop's instance): a blocked account or device is refused, and entries beyond the
+    lottery limit per account get rate_limited with a retry time."""
+    server = await server_factory(
+        danmaku={"rate_capacity": 100.0},
+        shop={"lottery_limit_user": 2, "lottery_limit_device": 0, "rate_window": 60},
+    )
+    async with aiohttp.ClientSession() as session:
+        api = await staff_api(server, session)
+        lids = []
+        for _ in range(3):
+            status, lot = await api.call("POST", "/api/danmaku/lotteries", json=body())
+            assert status == 201, lot
+            lids.append(lot["lottery_id"])
+        status, _ = await api.call(
+            "POST", "/api/shop/blocklist", json={"kind": "device", "value": "farm-7"}
+        )
+        assert status == 201
+        greedy = await join(server, ROOM, "greedy")
+        farm = await join(server, ROOM, "farmer", device="farm-7")
+        try:
+            got = [await greedy.call("lottery_enter", {"lottery_id": lid}) for lid in lids]
+            assert [g["ok"] for g in got] == [True, True, False], got
+            assert got[2]["error"]["code"] == "rate_limited"
+            assert got[2]["error"]["retry_after"] >= 1
+            refused = await farm.call("lottery_enter", {"lottery_id": lids[0]})
+            assert refused["ok"] is False and refused["error"]["code"] == "blocked", refused
+        finally:
+            await greedy.close()
+            await farm.close()

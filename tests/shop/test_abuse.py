@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.abuse import AbuseGuard, Limits, Refused, normalise_entry
 from core.tokens import issue_token
-from shop_bridge.abuse import AbuseGuard, Limits, Refused, normalise_entry
 from tests.conftest import TEST_SECRET
 from tests.shop.conftest import FakeClock, ShopEnv, make_product, make_sale, uid
 from tests.shop.order_core_ports import server_factory  # noqa: F401

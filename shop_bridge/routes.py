@@ -14,7 +14,15 @@ first under ``/api/flash-sales/`` (a flash-sale burst is thousands of buys a sec
 from __future__ import annotations
 
 from core.routes import Op, OpDoc, RouteTable
-from shop_bridge import api, broadcast_api, image_routes, money_api, order_core_routes, owners
+from shop_bridge import (
+    api,
+    broadcast_api,
+    image_routes,
+    money_api,
+    order_core_routes,
+    owners,
+    voucher_routes,
+)
 from shop_bridge.openapi import ID, OPENAPI_COMPONENTS, J, int_schema, ref
 from shop_bridge.state import OrderState
 
@@ -555,6 +563,7 @@ ROUTES = RouteTable(
         ),
         *order_core_routes.ops(_doc, _path, _query),
         *image_routes.ops(_doc, _path, _query),
+        *voucher_routes.ops(_doc, _path, _query),
     ],
     schemas=OPENAPI_COMPONENTS,
 )

@@ -13,9 +13,12 @@ The server's process tree CPU is sampled exactly over the load generator's windo
 bench/media does); the probes' samples from the same window are kept. One clock: the
 publisher, the probes and the server share the machine.
 
-Servers: ``berrylive`` (the defaults: coalescing from 200 viewers), ``berrylive-tick``
-(the policy before: every frame waits for a 30 ms tick growing 45 µs per viewer up to
-90 ms, at any audience), ``node-media-server`` (npm, as in bench/media).
+Servers: ``berrylive`` (the defaults: coalescing from 200 viewers; ``--berrylive-env``
+changes settings), ``berrylive-tick`` (coalescing at every audience with the former tick
+settings: 30 ms growing 45 µs per viewer up to 90 ms; since a video frame closes a batch
+this now delays audio only), ``node-media-server`` (npm, as in bench/media). At commit
+5fbeb62, before pictures closed batches, ``berrylive-tick`` was exactly the former policy
+(every frame waiting for the tick); BENCHMARKS.md, "Latency", keeps that run.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class BerryliveHere(Berrylive):
 
 
 class BerryliveTick(BerryliveHere):
-    """berrylive with the fixed-tick policy it had before (coalescing at any audience)."""
+    """berrylive coalescing at every audience with the former tick settings."""
 
     name = "berrylive-tick"
 

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError
 
 from core.http import ApiError
 
@@ -64,17 +66,7 @@ async def read_image(request: web.Request, cap: int) -> tuple[bytes, str]:
     if request.content_length is not None and request.content_length > cap + 64 * 1024:
         raise _too_large(cap)
     if ctype == "multipart/form-data":
-        reader = await request.multipart()
-        data: bytes | None = None
-        while True:
-            part = await reader.next()
-            if part is None:
-                break
-            if isinstance(part, BodyPartReader) and part.filename is not None:
-                data = await _bounded(_part_chunks(part), cap)
-                break
-        if data is None:
-            raise ApiError(400, "invalid", "the form has no file part")
+        data = await _from_form(request, cap)
     elif ctype in IMAGE_TYPES or ctype == "application/octet-stream":
         if request.content_length is not None and request.content_length > cap:
             raise _too_large(cap)
@@ -89,6 +81,25 @@ async def read_image(request: web.Request, cap: int) -> tuple[bytes, str]:
     if ext is None:
         raise ApiError(400, "not_an_image", "the body is not a PNG, JPEG or WebP image")
     return data, ext
+
+
+async def _from_form(request: web.Request, cap: int) -> bytes:
+    """The first file part of a ``multipart/form-data`` body (400 when malformed)."""
+    if "boundary" not in parse_mimetype(request.headers.get("Content-Type", "")).parameters:
+        raise ApiError(400, "invalid", "multipart/form-data without a boundary")
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if isinstance(part, BodyPartReader) and part.filename is not None:
+                return await _bounded(_part_chunks(part), cap)
+    except ApiError:
+        raise
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
+        raise ApiError(400, "invalid", f"malformed multipart/form-data: {exc}") from None
+    raise ApiError(400, "invalid", "the form has no file part")
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:

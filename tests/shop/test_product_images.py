@@ -75,6 +75,8 @@ async def test_upload_serve_and_delete_product_images(shop, monkeypatch) -> None
 
     refused = [
         (b"hello, I am a PNG", "image/png", 400, "not_an_image"),
+        (image, "multipart/form-data", 400, "invalid"),  # no boundary
+        (b"--x\r\nbroken", "multipart/form-data; boundary=x", 400, "invalid"),
         (b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image/png", 400, "not_an_image"),
         (image, "text/plain", 415, "unsupported_media_type"),
     ]

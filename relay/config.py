@@ -33,14 +33,16 @@ class RelayConfig:
     this many on frames are merged, until the audience falls below three quarters of it
     (hysteresis: an audience hovering at the threshold does not flip the mode on every
     join). 0: merge at any audience."""
-    write_coalesce_max_ms: int = 60
+    write_coalesce_max_ms: int = 90
     """Longest batch, however large the audience (see ``write_coalesce_per_viewer_us``); a
     tick in which 16 or more viewers joined makes the next batch this long, pictures or
-    not. Keep it well below 100 ms: the fan-out itself adds to it."""
-    write_coalesce_per_viewer_us: int = 20
+    not. Keep it below 100 ms."""
+    write_coalesce_per_viewer_us: int = 45
     """Batch length per viewer: ``max(write_coalesce_ms, min(write_coalesce_max_ms,
-    viewers x this))``, so audio-only streams keep system calls per second about flat at
-    large audiences; 0 keeps it fixed at ``write_coalesce_ms``."""
+    viewers x this))``. With video the batch closes at the next picture anyway; a longer
+    wait at large audiences keeps audio from being sent alone (a whole extra fan-out that
+    delays the next picture), and keeps system calls per second about flat for audio-only
+    streams. 0 keeps it fixed at ``write_coalesce_ms``."""
     publisher_linger: float = 10.0
     """Seconds a stream (and its viewers) waits for the publisher to come back."""
     # ---- the HTTP port (docs/cluster.md, "Deadlines on the HTTP port") ---------------

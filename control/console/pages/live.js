@@ -96,10 +96,13 @@ export async function liveView(main) {
         table(["Node", "Role", "HTTP", "Viewers", "Out", "CPU", "Streams"], nodes.nodes.map((n) => h("tr", {},
           h("td", { class: "mono" }, n.node), h("td", {}, n.role), h("td", { class: "mono" }, n.http), h("td", {}, n.viewers),
           h("td", {}, fmtBits(n.bandwidth_out)), h("td", {}, n.cpu !== undefined ? `${Math.round(n.cpu * 100)} %` : "—"), h("td", {}, n.streams ?? "—"))), "No node has reported yet."),
-        table(["Stream", "Origin", "Edges", "Viewers per node"], cs.streams.map((s) => h("tr", {},
+        table(["Stream", "Origin", "Edges", "Viewers per node", ""], cs.streams.map((s) => h("tr", { dataset: { stream: `${s.app}/${s.name}` } },
           h("td", { class: "mono" }, `${s.app}/${s.name}`), h("td", { class: "mono" }, (s.origins || []).join(", ") || "—"),
           h("td", { class: "mono" }, (s.edges || []).join(", ") || "—"),
-          h("td", {}, Object.entries(s.viewers || {}).map(([k, v]) => `${k}: ${v}`).join(" · ") || "0"))), "No stream in the cluster directory."));
+          h("td", {}, Object.entries(s.viewers || {}).map(([k, v]) => `${k}: ${v}`).join(" · ") || "0"),
+          h("td", {}, h("div", { class: "row-actions" }, // kick and ban reach whichever node has the publisher
+            h("button", { type: "button", class: "secondary kick", onclick: kick(s.app, s.name) }, "Kick"),
+            h("button", { type: "button", class: "danger ban", onclick: banRow(s.app, s.name) }, "Ban name…"))))), "No stream in the cluster directory."));
     } catch (e) { cluster.replaceChildren(h("p", { class: "muted" }, `Cluster: ${e.message}`)); }
   };
   every(3000, () => refresh().catch((e) => { status.textContent = e.message; }));

@@ -8,16 +8,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from media import flv
 from media.frame import Kind
+from relay import REGISTRY
 from relay.config import RelayConfig
 from relay.formats import HTTP_FLV_10
 from relay.hub import PublisherInfo, StreamHub, StreamRegistry, Viewer, ViewerInfo
-from tests.mediautil import wait_for
+from tests.integration.test_media_path import FlvReader, _read_http
+from tests.mediautil import make_clip, start_publisher, stop, wait_for
 from tests.relay.test_hub import AAC_HDR, AVC_HDR, MemTransport, aac, inter, key, tags
 
 
@@ -207,3 +210,55 @@ async def test_during_a_join_herd_pictures_wait_for_the_longest_tick() -> None:
     hub._flush()
     pub.push(Kind.VIDEO, 66, inter())  # no joins since: a picture goes out at once
     assert all(v.writes == 2 for v in viewers)
+
+
+@pytest.fixture(scope="module")
+def av_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("coalesce") / "av.flv", 4.0, gop=30)
+
+
+@pytest.mark.parametrize("min_viewers", [1, 1000])
+async def test_a_real_server_batches_only_above_the_threshold(
+    server_factory: Any, av_clip: Path, min_viewers: int
+) -> None:
+    """ffmpeg publishing, three HTTP-FLV viewers over real sockets. Threshold 1: merged
+    (about a write per picture, the audio riding along); threshold 1000: a write per
+    frame. Either way every frame arrives, in order."""
+    srv = await server_factory(
+        relay={"write_coalesce_ms": 40, "write_coalesce_min_viewers": min_viewers}
+    )
+    pub = await start_publisher(srv.push_url("co"), av_clip, loop=True)
+    try:
+        await wait_for(lambda: (h := srv.app[REGISTRY].get("live", "co")) is not None and h.ready)
+        hub = srv.app[REGISTRY].get("live", "co")
+        assert hub is not None and hub.publisher is not None
+        publisher = hub.publisher
+        readers = [FlvReader() for _ in range(3)]
+        reading = asyncio.gather(
+            *(
+                _read_http(f"{srv.http_url}/live/co.flv", r, lambda r: len(r.video()) > 150)
+                for r in readers
+            )
+        )
+        try:
+            await wait_for(lambda: sum(v.info.protocol == "flv" for v in hub.viewers) == 3, 15)
+            viewers = [v for v in hub.viewers if v.info.protocol == "flv"]
+            w0, f0 = [v.writes for v in viewers], publisher.frames_in
+            await wait_for(lambda: publisher.frames_in >= f0 + 80, 15)
+            await wait_for(lambda: not hub._pending, 5)
+            w1, f1 = [v.writes for v in viewers], publisher.frames_in
+            await asyncio.wait_for(reading, 30)
+        finally:
+            reading.cancel()
+        for r in readers:
+            media = [t.timestamp for t in r.tags if t.tag_type in (8, 9)]
+            assert media == sorted(media)
+            assert len(r.video()) > 150
+    finally:
+        await stop(pub)
+    # ~77 frames a second: 30 pictures, ~47 AAC frames
+    ratios = [(b - a) / (f1 - f0) for a, b in zip(w0, w1, strict=True)]
+    if min_viewers == 1:
+        assert all(0.2 < x < 0.6 for x in ratios), ratios
+    else:
+        assert all(x == 1.0 for x in ratios), ratios

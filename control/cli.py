@@ -227,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 http_port=config.server.http_port, rtmp_port=config.server.rtmp_port,
                 redis_url=config.redis.url, secret=config.server.secret,
                 database_url=config.database_url, config_file=args.config,
+                webrtc_udp_port=config.webrtc.udp_port,
             )
         )  # fmt: skip
 

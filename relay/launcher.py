@@ -6,8 +6,10 @@ valkey-server started here on a unix socket), one secret and one database, so th
 machine's cores are all used. Run the same processes on several machines (with a shared
 ``REDIS_URL``) and they form one cluster.
 
-Ports: the origin takes ``--http-port``/``--rtmp-port``; edge *i* takes ``port + i``
-(0 stays 0: every process picks a free port and logs it). Children's logs are prefixed
+Ports: the origin takes ``--http-port``/``--rtmp-port`` and the configured
+``webrtc.udp_port``; edge *i* takes ``port + i`` of each (0 stays 0: every process picks a
+free port and logs it), so no two nodes bind the same port and each node's WHIP/WHEP
+answers advertise its own UDP port. Children's logs are prefixed
 with their name. A child that exits is restarted with backoff; Ctrl-C stops them all.
 """
 
@@ -32,6 +34,23 @@ from core.redis import EmbeddedValkey
 logger = logging.getLogger(__name__)
 
 LISTEN_RE = re.compile(r"(http|rtmp) listening on ([^\s:]+):(\d+)")
+UDP_RE = re.compile(r"webrtc: UDP \S+:(\d+)")
+PER_NODE_ENV = frozenset(
+    {f"BERRYLIVE_SERVER_{f}" for f in ("NODE_ID", "ROLE", "HTTP_PORT", "RTMP_PORT")}
+    | {"BERRYLIVE_WEBRTC_UDP_PORT"}
+)
+"""Settings the launcher gives each node itself (never inherited from its environment)."""
+
+
+def node_port(base: int, offset: int) -> int:
+    """The port of node ``offset`` (0: the origin, i: edge i) for a configured ``base``:
+    ``base + offset``, or 0 (a free one) when ``base`` is 0."""
+    if base == 0:
+        return 0
+    port = base + offset
+    if port > 65535:
+        raise ValueError(f"port {base} + {offset} is beyond 65535")
+    return port
 
 
 @dataclass
@@ -56,6 +75,8 @@ async def _pump(child: Child, stream: asyncio.StreamReader) -> None:
         if not line:
             return
         text = line.decode(errors="replace").rstrip()
+        if (u := UDP_RE.search(text)) is not None:
+            child.ports["udp"] = int(u.group(1))
         m = LISTEN_RE.search(text)
         if m:
             child.ports[m.group(1)] = int(m.group(3))
@@ -106,6 +127,7 @@ async def run_cluster(
     secret: str,
     database_url: str,
     config_file: str | None = None,
+    webrtc_udp_port: int = 0,
 ) -> int:
     if edges < 0 or edges > 64:
         raise ValueError("--edges must be between 0 and 64")
@@ -115,21 +137,24 @@ async def run_cluster(
         embedded = EmbeddedValkey(data_dir)
         await embedded.start()
         redis_url = embedded.url
-    per_node = {f"BERRYLIVE_SERVER_{f}" for f in ("NODE_ID", "ROLE", "HTTP_PORT", "RTMP_PORT")}
-    base_env = {k: v for k, v in os.environ.items() if k not in per_node}
+    for base in (http_port, rtmp_port, webrtc_udp_port):
+        node_port(base, edges)  # every node's port exists, or refuse before starting any
+    base_env = {k: v for k, v in os.environ.items() if k not in PER_NODE_ENV}
     base_env.update(REDIS_URL=redis_url, BERRYLIVE_SECRET=secret, DATABASE_URL=database_url)
     host_tag = socket.gethostname().split(".")[0] or "node"
 
     def child(name: str, role: str, port_offset: int, origin: str | None) -> Child:
         args = [*_exe(), "serve", "--role", role, "--host", host]
         args += ["--data-dir", str(data_dir / "nodes" / name)]
-        args += ["--http-port", str(http_port + port_offset if http_port else 0)]
-        args += ["--rtmp-port", str(rtmp_port + port_offset if rtmp_port else 0)]
+        args += ["--http-port", str(node_port(http_port, port_offset))]
+        args += ["--rtmp-port", str(node_port(rtmp_port, port_offset))]
         if config_file:
             args += ["--config", config_file]
         if origin:
             args += ["--origin", origin]
         env = dict(base_env, BERRYLIVE_SERVER_NODE_ID=f"{host_tag}-{name}")
+        # The environment wins over a --config file, so this reaches the node whatever sets it.
+        env["BERRYLIVE_WEBRTC_UDP_PORT"] = str(node_port(webrtc_udp_port, port_offset))
         return Child(name, args, env)
 
     stopping = asyncio.Event()
@@ -167,7 +192,12 @@ async def run_cluster(
                     f"cluster: origin {origin_url} (push RTMP to rtmp://{public}:"
                     f"{origin.ports.get('rtmp')}), edges: "
                     + ", ".join(f"http://{public}:{c.ports.get('http')}" for c in children[1:])
-                    + f"; players ask http://{public}:{origin.ports['http']}/api/play/APP/STREAM",
+                    + f"; players ask http://{public}:{origin.ports['http']}/api/play/APP/STREAM"
+                    + (
+                        "; WebRTC UDP " + ", ".join(f"{c.name} {c.ports['udp']}" for c in children)
+                        if all("udp" in c.ports for c in children)
+                        else ""
+                    ),
                     file=sys.stderr,
                     flush=True,
                 )

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -13,12 +14,45 @@ import aiohttp
 import psutil
 import pytest
 
+from relay.launcher import node_port
 from tests.mediautil import wait_for
 
 pytestmark = pytest.mark.slow
 
 BERRYLIVE = str(Path(sys.executable).parent / "berrylive")
 LISTEN = re.compile(r"\[(\S+)\] .*http listening on [^\s:]+:(\d+)")
+UDP = re.compile(r"\[(\S+)\] .*webrtc: UDP [^\s:]+:(\d+)")
+
+
+def free_udp_run(n: int) -> int:
+    """A UDP port ``p`` on 127.0.0.1 with ``p .. p+n-1`` all free just now."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+            first.bind(("127.0.0.1", 0))
+            base = int(first.getsockname()[1])
+            if base + n > 65535:
+                continue
+            held: list[socket.socket] = []
+            try:
+                for i in range(1, n):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    held.append(s)
+                    s.bind(("127.0.0.1", base + i))
+                return base
+            except OSError:
+                continue
+            finally:
+                for s in held:
+                    s.close()
+    raise AssertionError(f"no {n} consecutive free UDP ports")
+
+
+def test_node_port_is_base_plus_offset_and_zero_stays_zero() -> None:
+    assert [node_port(8189, i) for i in range(3)] == [8189, 8190, 8191]
+    assert [node_port(0, i) for i in range(3)] == [0, 0, 0]
+    assert node_port(65535, 0) == 65535
+    with pytest.raises(ValueError, match="beyond 65535"):
+        node_port(65535, 1)
 
 
 async def test_cluster_command_runs_origin_and_edges_restarts_and_stops_them(
@@ -29,6 +63,9 @@ async def test_cluster_command_runs_origin_and_edges_restarts_and_stops_them(
         env.pop(k, None)
     env.update(BERRYLIVE_SECRET="launcher-test", BERRYLIVE_REPLAY_ENABLED="0",
                BERRYLIVE_DANMAKU_ENABLED="0", BERRYLIVE_SHOP_ENABLED="0")  # fmt: skip
+    # A fixed WebRTC port as in production (8189 by default): each node must get its own.
+    udp_base = free_udp_run(3)
+    env["BERRYLIVE_WEBRTC_UDP_PORT"] = str(udp_base)
     log = tmp_path / "cluster.log"
     with log.open("wb") as fh:
         proc = await asyncio.create_subprocess_exec(
@@ -49,6 +86,10 @@ async def test_cluster_command_runs_origin_and_edges_restarts_and_stops_them(
         await wait_for(lambda: listening(3), 60, 0.1)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len([c for c in children if "serve" in c.cmdline()]) == 3
+        text = log.read_text(errors="replace")
+        udp = {m.group(1): int(m.group(2)) for m in UDP.finditer(text)}
+        assert udp == {"origin": udp_base, "edge-1": udp_base + 1, "edge-2": udp_base + 2}, text
+        assert f"WebRTC UDP origin {udp_base}, edge-1 {udp_base + 1}" in text, text
         async with aiohttp.ClientSession() as session:
 
             async def edges_registered() -> bool:

@@ -1,8 +1,8 @@
 """``make demo``: the whole system on embedded defaults, as a living shop.
 
-Starts the server (RTMP 1935 and HTTP 8080, or free ports when those are taken, or the
-ports given), then, as an operator client would, over the REST API: signs in as the
-``demo`` operator (made on a fresh data dir), sets up an anchor account, a few products
+Starts the server (RTMP 1935, HTTP 8080 and WebRTC UDP 8189, or free ports when those are
+taken, or the ports given), then, as an operator client would, over the REST API: signs in
+as the ``demo`` operator (made on a fresh data dir), sets up an anchor account, a few products
 with colour/size SKUs and a broadcast with them on its shelf (found again on later runs,
 not duplicated), pushes an ffmpeg test pattern + tone (H.264/AAC) to the broadcast's own
 signed push URL so it goes live, and runs the show (:mod:`control.demo_shop`: rotating
@@ -52,9 +52,14 @@ LIVE_TIMEOUT = 30.0
 """Seconds to wait for the broadcast to go live before the audience starts anyway."""
 
 
-def _free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+UDP = socket.SOCK_DGRAM
+
+
+def _free(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -384,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     elif not _free(host, server.http_port):
         server = replace(server, http_port=0)
     config = replace(config, server=server)
+    rtc = config.webrtc  # WHIP/WHEP's one UDP port (8189): a free one when that is taken
+    if rtc.enabled and rtc.udp_port and not _free(rtc.host or host, rtc.udp_port, UDP):
+        config = replace(config, webrtc=replace(rtc, udp_port=0))
     if not config.shop.provider_url:  # the demo's buyers pay through the simulator
         config = replace(config, shop=replace(config.shop, pay_simulator=True))
     # Anyone opening the demo's viewer page (/watch/...) gets a viewer token to chat and buy.

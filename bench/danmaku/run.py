@@ -160,6 +160,7 @@ async def start_server(kind: str, port: int, data_dir: str) -> asyncio.subproces
         BERRYLIVE_DANMAKU_BATCH_MAX_COMMENTS=os.environ.get("BENCH_BATCH_MAX", "1000"),
         BERRYLIVE_DANMAKU_HISTORY_ON_JOIN="0",
         BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS_PER_IP="0",  # every client is on 127.0.0.1
+        BERRYLIVE_WEBRTC_UDP_PORT="0",  # not 8189: tests or a demo may hold it
     )
     for k in ("REDIS_URL", "DATABASE_URL"):
         env.pop(k, None)

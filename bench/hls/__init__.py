@@ -21,6 +21,7 @@ def start_media_server(work: Path, http_port: int, rtmp_port: int) -> subprocess
         "BERRYLIVE_SHOP_ENABLED": "false",
         "BERRYLIVE_REPLAY_ENABLED": "false",
         "BERRYLIVE_SERVER_LOG_LEVEL": "warning",
+        "BERRYLIVE_WEBRTC_UDP_PORT": "0",  # not 8189: tests or a demo may hold it
     }
     with open(work / "server.log", "wb") as log:
         return subprocess.Popen(

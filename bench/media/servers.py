@@ -184,6 +184,7 @@ class Berrylive(Server):
         self.env.pop("REDIS_URL", None)
         self.env.pop("DATABASE_URL", None)
         self.env["BERRYLIVE_SECRET"] = "bench-secret-loopback-only"
+        self.env["BERRYLIVE_WEBRTC_UDP_PORT"] = "0"  # not 8189: tests or a demo may hold it
         # Every viewer comes from 127.0.0.1: no per-address cap, room for 10 000 viewers.
         self.env.update(BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS_PER_IP="0")
         self.env.update(BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS="12000")

@@ -170,6 +170,7 @@ class Berrylive(Server):
             "BERRYLIVE_DANMAKU_ENABLED": "false",
             "BERRYLIVE_SHOP_ENABLED": "false",
             "BERRYLIVE_SERVER_LOG_LEVEL": "warning",
+            "BERRYLIVE_WEBRTC_UDP_PORT": "0",  # not 8189: tests or a demo may hold it
             "BERRYLIVE_REPLAY_ENABLED": "true" if self.record else "false",
         }
         with open(self.work / "server.log", "wb") as log:

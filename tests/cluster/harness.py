@@ -112,6 +112,7 @@ class Cluster:
             BERRYLIVE_REPLAY_ENABLED="0",
             BERRYLIVE_DANMAKU_ENABLED="0",
             BERRYLIVE_SHOP_ENABLED="0",
+            BERRYLIVE_WEBRTC_UDP_PORT="0",  # a free one: nodes and parallel tests never collide
         )
         penv.pop("DATABASE_URL", None)
         penv.update(env)

@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ class DemoRun:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYLIVE_")}
         base_env.pop("REDIS_URL", None)
         base_env.pop("DATABASE_URL", None)
+        base_env["BERRYLIVE_WEBRTC_UDP_PORT"] = "0"  # never 8189: demos run side by side
         base_env.update(env or {})
         self.cwd = cwd
         self.stderr = (cwd / f"demo-{time.monotonic_ns()}.err").open("wb")
@@ -202,9 +204,15 @@ def _demo_products(base: str) -> dict[str, int]:
 
 @pytest.mark.timeout(240)
 def test_demo_is_a_living_shop_and_stops_clean(tmp_path: Path) -> None:
-    demo = DemoRun(tmp_path, "--viewers", "6")
+    # The configured WebRTC UDP port is taken (as 8189 by another server): a free one instead.
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("0.0.0.0", 0))
+    taken_port = taken.getsockname()[1]
+    demo = DemoRun(tmp_path, "--viewers", "6", env={"BERRYLIVE_WEBRTC_UDP_PORT": str(taken_port)})
     try:
         fields = demo.banner()
+        udp = re.search(r"webrtc: UDP \S+:(\d+)", demo.err())
+        assert udp is not None and int(udp.group(1)) not in (0, taken_port), demo.err()
         shown = time.monotonic()
         base = _base(fields)
         m = re.search(r"sign in as (\S+) / (\S+)", fields["console"])
@@ -255,6 +263,7 @@ def test_demo_is_a_living_shop_and_stops_clean(tmp_path: Path) -> None:
         assert "control.demo_audience" in running
     finally:
         code = demo.stop(signal.SIGINT)
+        taken.close()
     assert code == 0, demo.err()
     assert demo.left_behind() == []
     assert "stopped." in "".join(demo.output)

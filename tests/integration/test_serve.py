@@ -31,12 +31,14 @@ def berrylive_command() -> list[str]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without berrylive settings (a new user's shell)."""
+    """The caller's environment without berrylive settings (a new user's shell), except the
+    WebRTC UDP port: a free one (0), not the default 8189 every server process would bind."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("BERRYLIVE_") and k not in ("REDIS_URL", "DATABASE_URL")
     }
+    env["BERRYLIVE_WEBRTC_UDP_PORT"] = "0"
     env.update(extra)
     return env
 

@@ -9,6 +9,12 @@ One valkey per data dir, even after a crash: on Linux the child is started under
 when berrylive dies, even by SIGKILL; and at start-up a valkey-server still running on the
 same dir (its pid file names it; the process's name and working dir are checked) is stopped before
 a new one starts, so two servers never write the same append-only file.
+
+Supervised: when the server exits on its own (SIGKILL, the OOM killer, a crash), it is
+started again on the same dir and socket, reading its append-only file back, after a
+back-off of 0.1 s doubling to 5 s while starts fail; never after :meth:`EmbeddedValkey.stop`.
+Clients reconnect by themselves (redis-py on the next command) and the shop sees the new
+run id and rebuilds its flash sales from the database (``shop_bridge/redis_epoch.py``).
 """
 
 from __future__ import annotations
@@ -46,13 +52,33 @@ def valkey_server_exe() -> str:
 class EmbeddedValkey:
     """A private valkey-server process, started and stopped by berrylive."""
 
-    def __init__(self, data_dir: Path, port: int = 0, persist: bool = True) -> None:
+    backoff_min = 0.1
+    """Seconds before the first restart after the server exited."""
+    backoff_max = 5.0
+    """The back-off doubles per failed start up to this."""
+    stable_after = 30.0
+    """A server that ran this long before it exited is restarted after ``backoff_min``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        persist: bool = True,
+        appendfsync: str = "everysec",
+    ) -> None:
         # Absolute: valkey-server changes into --dir before it opens --logfile, so a
         # relative data dir would point the log (and the socket) somewhere else.
         self.dir = Path(os.path.abspath(data_dir)) / "valkey"
         self.port = port
         self.persist = persist
+        self.appendfsync = appendfsync
         self._proc: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+        """Times the server was started again after it exited on its own."""
+        self.restart_attempts = 0
+        """Starts tried after such exits (failed ones included)."""
         self._sockdir: str | None = None
         self.pidfile = self.dir / "valkey.pid"
         self.socket_path = str(self.dir / "valkey.sock")
@@ -65,6 +91,16 @@ class EmbeddedValkey:
         return f"unix://{self.socket_path}"
 
     async def start(self, timeout: float = 10.0) -> None:
+        """Start the server, wait until it answers PING, then watch it: when it exits
+        while not stopped, it is started again (see :meth:`_supervise`)."""
+        self._stopping = False
+        await self._launch(timeout)
+        logger.info("embedded valkey-server ready at %s", self.url)
+        self._watcher = asyncio.create_task(self._supervise(timeout), name="valkey-supervisor")
+
+    async def _launch(self, timeout: float) -> None:
+        """One valkey-server on this dir and socket, answering PING (or an error, with
+        nothing left running)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._sockdir:  # stop() removes it: a restart of the same server makes it again
             os.makedirs(self._sockdir, mode=0o700, exist_ok=True)
@@ -81,12 +117,13 @@ class EmbeddedValkey:
             "--dir", str(self.dir),
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--logfile", str(self.dir / "valkey.log"),
             "--pidfile", str(self.pidfile),
             "--daemonize", "no",
         ]  # fmt: skip
-        self._proc = await asyncio.create_subprocess_exec(
+        # (cancelled while the process is being created, asyncio kills and reaps it)
+        self._proc = proc = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
         client = aioredis.Redis.from_url(self.url)
@@ -94,9 +131,9 @@ class EmbeddedValkey:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while True:
-                if self._proc.returncode is not None:
+                if proc.returncode is not None:
                     raise EmbeddedValkeyError(
-                        f"valkey-server exited with {self._proc.returncode}; "
+                        f"valkey-server exited with {proc.returncode}; "
                         f"{self.dir / 'valkey.log'}: {_log_tail(self.dir / 'valkey.log')}"
                     )
                 try:
@@ -105,11 +142,67 @@ class EmbeddedValkey:
                 except (aioredis.ConnectionError, OSError):
                     pass
                 if loop.time() > deadline:
+                    await stop_process(proc)  # never two servers on one append-only file
                     raise EmbeddedValkeyError("valkey-server did not answer PING in time")
                 await asyncio.sleep(0.02)
         finally:
             await client.aclose()
-        logger.info("embedded valkey-server ready at %s", self.url)
+
+    async def _supervise(self, timeout: float) -> None:
+        """Wait for the server to exit; unless :meth:`stop` ended it, start it again on the
+        same dir and socket (its append-only file is read back), after a back-off that
+        doubles from ``backoff_min`` to ``backoff_max`` while starts keep failing (a server
+        that ran ``stable_after`` seconds starts the back-off afresh)."""
+        loop = asyncio.get_running_loop()
+        backoff = self.backoff_min
+        while True:
+            proc = self._proc
+            assert proc is not None
+            up_since = loop.time()
+            code = await proc.wait()
+            if self._stopping:
+                return
+            if loop.time() - up_since >= self.stable_after:
+                backoff = self.backoff_min
+            logger.error(
+                "embedded valkey-server (pid %d) exited with %s; restarting it. %s: %s",
+                proc.pid,
+                code,
+                self.dir / "valkey.log",
+                _log_tail(self.dir / "valkey.log"),
+            )
+            while True:
+                await asyncio.sleep(backoff)
+                if self._stopping:
+                    return
+                self.restart_attempts += 1
+                try:
+                    await self._launch(timeout)
+                except Exception as exc:  # a supervisor gives up on nothing: log, retry
+                    backoff = min(backoff * 2, self.backoff_max)
+                    logger.error(
+                        "embedded valkey-server did not start again (attempt %d; next in "
+                        "%.1f s): %s",
+                        self.restart_attempts,
+                        backoff,
+                        exc,
+                    )
+                    continue
+                break
+            self.restarts += 1
+            backoff = min(backoff * 2, self.backoff_max)
+            logger.warning(
+                "embedded valkey-server restarted (pid %d, restart %d) at %s",
+                self.pid,
+                self.restarts,
+                self.url,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (None: not running)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     def _stop_leftover(self, grace: float = 10.0) -> None:
         """Stop a valkey-server left running on this dir by a berrylive that died."""
@@ -132,6 +225,13 @@ class EmbeddedValkey:
                 proc.wait(grace)
 
     async def stop(self) -> None:
+        """Stop the server; it is not restarted after this (until :meth:`start`)."""
+        self._stopping = True
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()  # mid-restart: the server it was starting is self._proc
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         if self._proc is not None:
             await stop_process(self._proc)
         if self._sockdir:  # valkey-server may have removed its socket already

@@ -113,14 +113,19 @@ class Consumer(Generic[E]):
         self.stats = ConsumerStats()
         self._task: asyncio.Task[None] | None = None
         self._group_ready = False
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
+            # redis-py may turn the cancellation of a blocking XREADGROUP into a
+            # ConnectionError: the flag ends the loop whatever the read raises
+            self._stopping = True
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -137,7 +142,7 @@ class Consumer(Generic[E]):
 
     async def _run(self) -> None:
         delay = 0.1
-        while True:
+        while not self._stopping:
             try:
                 await self._ensure_group()
                 await self.poll()
@@ -145,6 +150,8 @@ class Consumer(Generic[E]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarted: retry with a back-off
+                if self._stopping:
+                    return
                 self._group_ready = False
                 logger.warning("outbox %s/%s: %s; retrying", self.key, self.group, exc)
                 await asyncio.sleep(delay)

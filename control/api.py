@@ -143,6 +143,7 @@ async def _gather_metrics(app: web.Application) -> dict[str, Any]:
             "pending": wh.pending,
         },
         "bus_published": app[RUNTIME].bus.published,
+        "valkey_restarts": app[RUNTIME].valkey_restarts,
     }
 
 

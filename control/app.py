@@ -104,6 +104,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         role=config.server.role,
         http_port=config.server.http_port,
         rtmp_port=config.server.rtmp_port,
+        valkey=embedded,
     )
     try:
         yield

@@ -107,6 +107,12 @@ class SnapshotCollector(Collector):
         c = CounterMetricFamily("berrylive_bus_events_published", "Events published on this node")
         c.add_metric([], s.get("bus_published", 0))
         yield c
+        c = CounterMetricFamily(
+            "berrylive_valkey_restarts",
+            "Restarts of the embedded valkey-server after it exited on its own (core/redis.py)",
+        )
+        c.add_metric([], s.get("valkey_restarts", 0))
+        yield c
 
 
 class Metrics:

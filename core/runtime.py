@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from core.bus import EventBus
+from core.redis import EmbeddedValkey
 
 
 @dataclass
@@ -31,6 +32,13 @@ class Runtime:
     role: str = "origin"
     http_port: int = 0
     rtmp_port: int = 0
+    valkey: EmbeddedValkey | None = None
+    """The valkey-server berrylive runs itself (no ``REDIS_URL``); it counts its restarts."""
+
+    @property
+    def valkey_restarts(self) -> int:
+        """Restarts of the embedded valkey-server after it died (0 with ``REDIS_URL``)."""
+        return self.valkey.restarts if self.valkey is not None else 0
 
     def http_base(self) -> str:
         return f"http://{self.public_host}:{self.http_port}"

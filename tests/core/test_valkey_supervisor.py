@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -130,15 +131,20 @@ async def test_a_valkey_that_cannot_start_is_retried_with_a_growing_back_off(
             # no await in between: the supervisor cannot start it before the damage
             manifests[0].write_bytes(b"this is not a manifest\n")
             killed = loop.time()
-            await _until(lambda: vk.restart_attempts >= 4, timeout=30)
+
+            def failed() -> list[str]:
+                return [m for r in caplog.records if "did not start again" in (m := r.getMessage())]
+
+            # 4 attempts failed: it now waits 1.6 s with nothing running
+            await _until(lambda: len(failed()) >= 4, timeout=30)
             took = loop.time() - killed
         # a tight loop makes 4 attempts in a few milliseconds; the back-off waits
         # 0.1 + 0.2 + 0.4 + 0.8 s before the 4th
         assert took >= 1.5, (took, vk.restart_attempts)
         assert vk.restarts == 0 and vk.pid is None and _valkeys_on(vk.dir) == []
-        failed = [r.getMessage() for r in caplog.records if "did not start again" in r.getMessage()]
-        assert len(failed) >= 3 and all("exited with" in m for m in failed), failed
-        assert "next in 0.2 s" in failed[0] and "next in 0.4 s" in failed[1]
+        fails = failed()
+        assert len(fails) == 4 and all("exited with" in m for m in fails), fails
+        assert [m.split("next in ")[1][:3] for m in fails] == ["0.2", "0.4", "0.8", "1.6"]
         manifests[0].write_bytes(good)
         await _until(lambda: vk.restarts == 1, timeout=30)
         assert await client.get(b"kept") == b"yes"
@@ -177,3 +183,31 @@ async def test_the_back_off_stops_at_its_ceiling_and_stop_ends_the_retries(
     await _until(lambda: loop.time() > t3 + 10 * 0.2 + 1)
     assert vk.restart_attempts == attempts and vk.restarts == 0
     assert _valkeys_on(vk.dir) == []
+
+
+async def test_a_server_restarts_its_valkey_and_metrics_count_it(server: Any) -> None:
+    """A full server (control/app.py's runtime): its valkey killed, it answers again on
+    the same URL and ``/metrics`` counts the restart."""
+    import aiohttp
+
+    rt = server.runtime
+    vk = rt.valkey
+    assert isinstance(vk, EmbeddedValkey) and rt.redis_url == vk.url
+    pid = vk.pid
+    assert pid is not None
+
+    async def restarts(session: aiohttp.ClientSession) -> str:
+        async with session.get(server.http_url + "/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        return next(ln for ln in text.splitlines() if ln.startswith("berrylive_valkey_restarts"))
+
+    async with aiohttp.ClientSession() as session:
+        assert await restarts(session) == "berrylive_valkey_restarts_total 0.0"
+        _kill(pid)
+        await _until(lambda: vk.restarts == 1)
+        assert await rt.redis.ping()  # the runtime's client, reconnected by itself
+        assert await restarts(session) == "berrylive_valkey_restarts_total 1.0"
+        async with session.get(server.http_url + "/healthz") as r:
+            assert r.status == 200 and (await r.json())["redis"] is True
+    assert vk.pid not in (None, pid)

@@ -207,7 +207,7 @@ def body_of(method: str, template: str, ref: Side, w: World) -> Any:
 
 
 def query_of(template: str, ref: Side) -> str:
-    if template == "/api/danmaku/audit":
+    if template in ("/api/danmaku/audit", "/api/danmaku/lotteries"):
         return f"?room={ref.room}"
     if template == "/api/flash-sales":
         return f"?broadcast_id={ref.broadcast}"

@@ -173,7 +173,8 @@ async def test_hevc_enhanced_rtmp_passes_through(server, clips, tmp_path):
 
 
 async def test_coalesced_writes_deliver_every_frame_in_order(server_factory, clips):
-    srv = await server_factory(relay={"write_coalesce_ms": 40})
+    # batched from the first viewer (the relay writes at once below 200 viewers otherwise)
+    srv = await server_factory(relay={"write_coalesce_ms": 40, "write_coalesce_min_viewers": 0})
     pub = await start_publisher(srv.push_url("co"), clips["av"], loop=True)
     try:
         await wait_for(

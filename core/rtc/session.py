@@ -185,21 +185,7 @@ class RtcSession:
     def send_rtp(self, packet: bytes) -> bool:
         """Protect and send one RTP packet; False when dropped (not connected, socket
         backed up, or a packet libsrtp refuses). Never blocks."""
-        tx = self._tx
-        if tx is None or self._remote_addr is None:
-            self.drops_out += 1
-            return False
-        try:
-            data = tx.protect(packet)
-        except pylibsrtp.Error:
-            self.drops_out += 1
-            return False
-        if not self._endpoint._send(data, self._remote_addr):
-            self.drops_out += 1
-            return False
-        self.packets_out += 1
-        self.bytes_out += len(data)
-        return True
+        return self._send_protected(packet, rtcp=False)
 
     def send_rtp_batch(self, packets: Sequence[bytes]) -> int:
         """Protect and send several RTP packets in order (e.g. one frame's); returns how
@@ -223,12 +209,17 @@ class RtcSession:
         return sent
 
     def send_rtcp(self, packet: bytes) -> bool:
+        return self._send_protected(packet, rtcp=True)
+
+    def _send_protected(self, packet: bytes, *, rtcp: bool) -> bool:
+        """Protect one RTP (or RTCP) packet and send it; False (and a drop counted) when
+        not connected, libsrtp refuses the packet or the socket is backed up."""
         tx = self._tx
         if tx is None or self._remote_addr is None:
             self.drops_out += 1
             return False
         try:
-            data = tx.protect_rtcp(packet)
+            data = tx.protect_rtcp(packet) if rtcp else tx.protect(packet)
         except pylibsrtp.Error:
             self.drops_out += 1
             return False

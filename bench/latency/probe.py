@@ -1,15 +1,18 @@
 """Probe viewers that read the publisher's wall-clock stamps back (one process).
 
     python -m bench.latency.probe --flv http://127.0.0.1:8080/live/bench.flv --flv-probes 4 \\
-        --rtmp rtmp://127.0.0.1:1935/live/bench --rtmp-probes 4
+        --rtmp rtmp://127.0.0.1:1935/live/bench --rtmp-probes 4 \\
+        --whep http://127.0.0.1:8080/whep/live/bench --whep-probes 4
 
 Each probe plays the stream (HTTP-FLV: response head, chunked framing if any, FLV tags;
-RTMP: handshake, connect, createStream, play, via media.rtmp.client) and, for every video
+RTMP: handshake, connect, createStream, play, via media.rtmp.client; WHEP: ICE, DTLS, SRTP
+and RTP depacketizing, see bench/latency/whep_probe.py) and, for every video
 frame carrying a stamp (bench/latency/stamp.py), records ``now - stamp`` at the moment the
 bytes completing the frame were read; audio frames are timed too (see :class:`Clock`).
 Samples from the first ``--skip`` seconds of each probe are dropped (the GOP cache a
 server sends at join is old by design). Runs until its stdin closes, then prints one JSON
-line: ``{"samples": {"flv": [[wall_s, ms], ...], "flv-audio": ..., "rtmp": ..., ...}}``.
+line: ``{"samples": {"flv": [[wall_s, ms], ...], "flv-audio": ..., "rtmp": ..., "whep": ...}}``
+(WHEP: video only).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.latency.stamp import read_stamp
+from bench.latency.whep_probe import StampTimer, whep_probe
+from core.rtc.dtls import DtlsCertificate, DtlsContexts
 from media import flv
 from media.rtmp import chunk as C
 from media.rtmp.client import ClientConnection, ClientError, CommandReply, MediaMessage
@@ -161,13 +166,15 @@ async def rtmp_probe(url: str, clock: Clock) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    samples: dict[str, Samples] = {"flv": [], "rtmp": [], "flv-audio": [], "rtmp-audio": []}
+    samples: dict[str, Samples] = {
+        "flv": [], "rtmp": [], "flv-audio": [], "rtmp-audio": [], "whep": []
+    }  # fmt: skip
     errors: list[str] = []
 
     async def guard(coro: Any) -> None:
         try:
             await coro
-        except (OSError, ConnectionError, ValueError) as exc:
+        except (OSError, ConnectionError, ValueError, RuntimeError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
     tasks = [
@@ -181,6 +188,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for _ in range(args.rtmp_probes)
     ]
+    if args.whep_probes:
+        cert = DtlsCertificate.generate()
+        contexts = DtlsContexts(cert)
+        tasks += [
+            asyncio.create_task(
+                guard(whep_probe(args.whep, StampTimer(args.skip, samples["whep"]), cert, contexts))
+            )
+            for _ in range(args.whep_probes)
+        ]
     loop = asyncio.get_running_loop()
     stdin_closed = loop.create_future()
 
@@ -209,6 +225,8 @@ def main() -> None:
     ap.add_argument("--rtmp", default="")
     ap.add_argument("--flv-probes", type=int, default=0)
     ap.add_argument("--rtmp-probes", type=int, default=0)
+    ap.add_argument("--whep", default="", help="http://HOST:PORT/whep/APP/STREAM")
+    ap.add_argument("--whep-probes", type=int, default=0)
     ap.add_argument("--skip", type=float, default=3.0, help="seconds of samples dropped first")
     ap.add_argument("--max-seconds", type=float, default=600.0)
     args = ap.parse_args()

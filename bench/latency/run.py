@@ -2,13 +2,19 @@
 
     flock /tmp/berrylive-bench.lock timeout 1200 .venv/bin/python -m bench.latency.run
     .venv/bin/python -m bench.latency.run --viewers 2,100 --window 5      # quick look
+    flock /tmp/berrylive-bench.lock timeout 600 .venv/bin/python -m bench.latency.run \\
+        --servers berrylive --protocols rtmp,flv,whep --viewers 1,100        # with WHEP
 
 For each audience N (outer loop) and each server (inner loop): the server is started fresh
 on loopback (bench/media/servers.py), bench/latency/publisher.py pushes bench/media's
 720p30 2 Mb/s source over RTMP with the wall clock stamped into every video frame (an SEI
 NAL unit), and N viewers play it: a few probe viewers in their own process
-(bench/latency/probe.py; half HTTP-FLV, half RTMP) read each stamp back and record
-``now - stamp``, and the rest are bench/media's load generator (HTTP-FLV, counting bytes).
+(bench/latency/probe.py; shared out over ``--protocols``: HTTP-FLV, RTMP, and WHEP through
+bench/latency/whep_probe.py) read each stamp back and record ``now - stamp``, and the rest
+are bench/media's load generator (HTTP-FLV, counting bytes). WHEP refuses streams with
+B-frames, so with ``whep`` among the protocols every server gets bench/webrtc's B-frame-free
+source (same picture, rate and GOP) instead of bench/media's; servers without WHEP (NMS)
+give its probes to the other protocols.
 The server's process tree CPU is sampled exactly over the load generator's window (as
 bench/media does); the probes' samples from the same window are kept. One clock: the
 publisher, the probes and the server share the machine.
@@ -38,7 +44,7 @@ from typing import Any, ClassVar
 from bench.latency.publisher import StampingPublisher
 from bench.media.clients import DEFAULT_RCVLOWAT, probe
 from bench.media.loadgen import raise_nofile_limit
-from bench.media.publisher import Source, ensure_source
+from bench.media.publisher import Source, ensure_source, flv_duration
 from bench.media.run import machine_note, run_loadgen
 from bench.media.servers import (
     REPO,
@@ -48,6 +54,7 @@ from bench.media.servers import (
     ServerError,
     cpu_seconds,
 )
+from bench.webrtc.run import source as webrtc_source
 
 RESULTS = REPO / "bench" / "results"
 
@@ -86,6 +93,25 @@ SERVERS: dict[str, type[Server]] = {
 }
 
 
+PROTOCOLS = ("flv", "rtmp", "whep")
+
+
+def nobf_source(duration: int) -> Source:
+    """bench/webrtc's source (no B-frames, so WHEP plays it) as a bench/media Source."""
+    path = webrtc_source(duration)
+    media = flv_duration(path)
+    return Source(
+        path, media, path.stat().st_size * 8 / media, f"bench.webrtc.run.source({duration})"
+    )
+
+
+def whep_play_url(server: Server) -> str:
+    """The WHEP endpoint of the stream, or "" for a server without WHEP."""
+    if isinstance(server, Berrylive):
+        return f"http://127.0.0.1:{server.ports['http']}/whep/live/bench"
+    return ""
+
+
 def rtmp_play_url(server: Server) -> str:
     if isinstance(server, Berrylive):
         return f"rtmp://127.0.0.1:{server.ports['rtmp']}/live/bench"
@@ -115,11 +141,11 @@ def summary(values: list[float]) -> dict[str, Any]:
 class ProbeProcess:
     """bench/latency/probe.py in its own process; ``finish()`` returns its samples."""
 
-    def __init__(self, flv: str, rtmp: str, n_flv: int, n_rtmp: int, skip: float) -> None:
-        self.cmd = [
-            sys.executable, "-m", "bench.latency.probe", "--flv", flv, "--rtmp", rtmp,
-            "--flv-probes", str(n_flv), "--rtmp-probes", str(n_rtmp), "--skip", str(skip),
-        ]  # fmt: skip
+    def __init__(self, urls: dict[str, str], counts: dict[str, int], skip: float) -> None:
+        self.cmd = [sys.executable, "-m", "bench.latency.probe", "--skip", str(skip)]
+        for proto, count in counts.items():
+            if count:
+                self.cmd += [f"--{proto}", urls[proto], f"--{proto}-probes", str(count)]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -156,11 +182,16 @@ class ProbeProcess:
         return result
 
 
-def split_probes(n: int, probes: int) -> tuple[int, int]:
-    """(HTTP-FLV probes, RTMP probes) among ``n`` viewers."""
+def split_probes(
+    n: int, probes: int, protocols: tuple[str, ...] = ("flv", "rtmp")
+) -> dict[str, int]:
+    """Probe viewers per protocol among ``n`` viewers: ``min(n, probes)`` shared out as
+    evenly as can be, the earlier protocols taking the remainder."""
     total = min(n, probes)
-    n_flv = (total + 1) // 2
-    return n_flv, total - n_flv
+    if not protocols:
+        return {}
+    each, extra = divmod(total, len(protocols))
+    return {p: each + (i < extra) for i, p in enumerate(protocols)}
 
 
 async def run_case(
@@ -184,10 +215,12 @@ async def run_case(
             ttfk = await probe(url, timeout=3)
         if ttfk is None:
             raise ServerError(f"no keyframe from {url} within {args.stream_timeout:.0f} s")
-        n_flv, n_rtmp = split_probes(n, args.probes)
-        bulk = n - n_flv - n_rtmp
+        urls = {"flv": url, "rtmp": rtmp_play_url(server), "whep": whep_play_url(server)}
+        protocols = tuple(p for p in args.protocols if urls[p])
+        counts = split_probes(n, args.probes, protocols)
+        bulk = n - sum(counts.values())
         load1 = os.getloadavg()[0]
-        probes = ProbeProcess(url, rtmp_play_url(server), n_flv, n_rtmp, args.skip)
+        probes = ProbeProcess(urls, counts, args.skip)
         await probes.start()
         if bulk > 0:
             result = await run_loadgen(server, url, bulk, args, source, publisher)
@@ -208,14 +241,15 @@ async def run_case(
         per_proto = {}
         for proto, samples in got["samples"].items():
             kept = [ms for wall, ms in samples if t_end - window - 0.5 <= wall <= t_end]
-            if kept or proto == "flv" or n_rtmp:
+            if counts.get(proto.removesuffix("-audio")) and (kept or not proto.endswith("-audio")):
                 per_proto[proto] = summary(kept)
         ok = True
         return {
             "server": server.name,
             "version": server.version(),
             "viewers": n,
-            "probes": {"flv": n_flv, "rtmp": n_rtmp},
+            "probes": counts,
+            "source": source.encode_command,
             "window_s": round(window, 2),
             "cpu_s": round(cpu, 3),
             "server_cpu_pct": round(100 * cpu / window, 1),
@@ -257,9 +291,9 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"({m['cpu_model']}), load average at start {la}.",
         "",
         "| server | viewers | HTTP-FLV video p50 / p99 ms | HTTP-FLV audio p50 / p99 | "
-        "RTMP video p50 / p99 | RTMP audio p50 / p99 | CPU µs / viewer·s | server CPU % | "
-        "≥ 90 % bitrate | load avg (1 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "RTMP video p50 / p99 | RTMP audio p50 / p99 | WHEP video p50 / p99 | "
+        "CPU µs / viewer·s | server CPU % | ≥ 90 % bitrate | load avg (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["cases"]:
         if "failed" in c:
@@ -269,7 +303,9 @@ def markdown_table(report: dict[str, Any]) -> str:
         g = c["g2g_ms"]
         lines.append(
             f"| {c['server']} | {c['viewers']} | "
-            + " | ".join(_cell(g.get(k)) for k in ("flv", "flv-audio", "rtmp", "rtmp-audio"))
+            + " | ".join(
+                _cell(g.get(k)) for k in ("flv", "flv-audio", "rtmp", "rtmp-audio", "whep")
+            )
             + f" | {c['cpu_us_per_viewer_s']} | "
             f"{c['server_cpu_pct']} | {'-' if share is None else f'{share:.1%}'} | "
             f"{c['loadavg_1min']} |"
@@ -283,7 +319,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--viewers", default="2,100,1000,2000", help="comma-separated audiences")
-    p.add_argument("--probes", type=int, default=8, help="stamp-reading viewers (half RTMP)")
+    p.add_argument(
+        "--probes", type=int, default=8, help="stamp-reading viewers, shared over --protocols"
+    )
+    p.add_argument(
+        "--protocols",
+        default="flv,rtmp",
+        type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
+        help=f"probe protocols, comma-separated, of {', '.join(PROTOCOLS)}",
+    )
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--skip", type=float, default=3.0, help="probe seconds dropped (GOP cache)")
@@ -316,7 +360,13 @@ async def amain(args: argparse.Namespace) -> int:
         else:
             runnable.append(SERVERS[name])
     started = time.time()
-    source = await asyncio.to_thread(ensure_source, args.source_duration)
+    bad = [p for p in args.protocols if p not in PROTOCOLS]
+    if bad or not args.protocols:
+        print(f"--protocols: unknown {bad}; choose among {', '.join(PROTOCOLS)}", file=sys.stderr)
+        return 2
+    source = await asyncio.to_thread(
+        nobf_source if "whep" in args.protocols else ensure_source, args.source_duration
+    )
     cases: list[dict[str, Any]] = []
     for n in [int(x) for x in args.viewers.split(",")]:
         for server_cls in runnable:

@@ -11,6 +11,7 @@ Decoders ignore an unregistered SEI they do not know.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 UUID = b"berrylive-g2g-v1"
 DIGITS = 16
@@ -49,3 +50,20 @@ def read_stamp(body: bytes | bytearray | memoryview) -> int | None:
     if len(digits) != DIGITS or not digits.isdigit():
         return None
     return int(digits)
+
+
+def read_stamp_nalus(nalus: Iterable[bytes | bytearray | memoryview]) -> int | None:
+    """The wall-clock microseconds in an access unit's NAL units (no start codes, no length
+    prefixes: what an RTP depacketizer hands out), or None. Only an SEI NAL unit laid out
+    exactly as :func:`sei` writes it counts, wherever it sits in the unit (a server may put
+    SPS/PPS or a delimiter in front)."""
+    for nal in nalus:
+        if len(nal) < NAL_SIZE - 1 or nal[0] & 0x1F != 6:
+            continue
+        head = bytes(nal[: NAL_SIZE - 1])
+        if head[:3] != _SEI or head[3 : 3 + len(UUID)] != UUID:
+            continue
+        digits = head[3 + len(UUID) :]
+        if digits.isdigit():
+            return int(digits)
+    return None

@@ -10,11 +10,20 @@ from hypothesis import strategies as st
 
 from bench.latency.probe import Dechunker
 from bench.latency.publisher import _is_header
-from bench.latency.run import split_probes, summary
-from bench.latency.stamp import NAL_SIZE, is_avc_nalu_tag, read_stamp, sei, stamp
+from bench.latency.run import PROTOCOLS, split_probes, summary
+from bench.latency.stamp import (
+    NAL_SIZE,
+    is_avc_nalu_tag,
+    read_stamp,
+    read_stamp_nalus,
+    sei,
+    stamp,
+)
+from bench.latency.whep_probe import StampTimer
 from media import flv
 
 NOW_US = st.integers(10**15, 10**16 - 1)
+PROTOS = list(PROTOCOLS)
 
 
 @given(NOW_US, st.binary(min_size=1, max_size=300), st.sampled_from([0x17, 0x27]))
@@ -73,9 +82,62 @@ def test_dechunker_joins_any_split(payload: bytes, sizes: list[int], cuts: list[
 
 
 def test_probes_split_between_protocols_and_percentiles() -> None:
-    assert split_probes(2, 8) == (1, 1)
-    assert split_probes(1, 8) == (1, 0)
-    assert split_probes(1000, 8) == (4, 4)
+    assert split_probes(2, 8) == {"flv": 1, "rtmp": 1}
+    assert split_probes(1, 8) == {"flv": 1, "rtmp": 0}
+    assert split_probes(1000, 8) == {"flv": 4, "rtmp": 4}
     s = summary([float(x) for x in range(1, 101)])
     assert (s["n"], s["p50"], s["p99"], s["max"]) == (100, 51.0, 100.0, 100.0)
     assert summary([])["p50"] is None
+
+
+def test_probes_are_shared_over_any_protocols() -> None:
+    assert split_probes(3, 8, ("whep", "flv", "rtmp")) == {"whep": 1, "flv": 1, "rtmp": 1}
+    assert split_probes(1, 8, ("whep", "flv", "rtmp")) == {"whep": 1, "flv": 0, "rtmp": 0}
+    assert split_probes(100, 8, ("flv", "rtmp", "whep")) == {"flv": 3, "rtmp": 3, "whep": 2}
+    assert split_probes(5, 8, ()) == {}
+
+
+@given(st.integers(0, 5000), st.integers(0, 64), st.lists(st.sampled_from(PROTOS), unique=True))
+def test_probe_split_never_exceeds_the_audience(n: int, probes: int, protos: list[str]) -> None:
+    got = split_probes(n, probes, tuple(protos))
+    assert list(got) == protos
+    assert sum(got.values()) == (min(n, probes) if protos else 0)
+    assert max(got.values(), default=0) - min(got.values(), default=0) <= 1
+
+
+OTHER_NAL = st.binary(min_size=1, max_size=60).filter(lambda b: b[0] & 0x1F != 6)
+
+
+@given(NOW_US, st.lists(OTHER_NAL, max_size=5), st.lists(OTHER_NAL, max_size=5))
+def test_a_stamp_reads_back_from_depacketized_nal_units(
+    wall_us: int, before: list[bytes], after: list[bytes]
+) -> None:
+    """Wherever the server puts the SEI among the access unit's NAL units (SPS/PPS in
+    front of an IDR), the stamp reads back; a unit without it has none."""
+    assert read_stamp_nalus([*before, sei(wall_us), *after]) == wall_us
+    assert read_stamp_nalus([*before, *after]) is None
+
+
+@given(st.lists(st.binary(max_size=60), max_size=6))
+def test_read_stamp_nalus_never_raises_on_garbage(nalus: list[bytes]) -> None:
+    got = read_stamp_nalus(nalus)
+    assert got is None or any(b"berrylive-g2g-v1" in n for n in nalus)
+
+
+def test_other_sei_and_truncated_stamps_are_not_stamps() -> None:
+    nal = sei(1733385600000000)
+    assert read_stamp_nalus([nal[:-2]]) is None  # cut inside the digits
+    assert read_stamp_nalus([b"\x06\x05\x20" + b"another-uuid-xyz" + b"1" * 16 + b"\x80"]) is None
+    assert read_stamp_nalus([b"\x06\x04" + nal[2:]]) is None  # another payload type
+    assert read_stamp_nalus([nal[:19] + b"12345678901234x6" + b"\x80"]) is None
+
+
+def test_stamp_timer_drops_the_join_gop_and_times_stamped_units() -> None:
+    video: list[tuple[float, float]] = []
+    timer = StampTimer(skip=1.0, video=video)
+    t0 = timer.started
+    timer.unit((sei(int(t0 * 1e6) - 500_000), b"\x65idr"), wall=t0 + 0.5)  # in the skip
+    timer.unit((b"\x41slice",), wall=t0 + 1.5)  # no stamp
+    timer.unit((b"\x09\x10", sei(int((t0 + 2) * 1e6) - 40_000), b"\x41s"), wall=t0 + 2)
+    assert (timer.units, timer.stamped) == (3, 2)
+    assert len(video) == 1 and abs(video[0][1] - 40.0) < 0.01

@@ -39,7 +39,8 @@ class IngestConfig:
     """Largest RTMP message before a publish is accepted (bytes): an unauthenticated
     connection holds at most twice this."""
     max_connections: int = 5000
-    """Most RTMP connections at once (publishers, players, edges pulling); over it new
-    connections are closed at once."""
+    """Most RTMP connections at once (publishers, players, edges pulling). At it, a new
+    connection closes the oldest one with no publish or play yet (a flood of idle handshakes
+    holds the cap with those) and is refused only when every one has started."""
     max_connections_per_ip: int = 200
     """Most RTMP connections at once from one address (0: no per-address limit)."""

@@ -54,14 +54,89 @@ async def test_connections_per_address_are_capped_and_freed(server_factory) -> N
         w.close()
 
 
-async def test_total_connections_are_capped(server_factory) -> None:
+async def _publish(server, stream: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that completed a publish (NetStream.Publish.Start): an established one."""
+    import time
+
+    from ingest import auth
+    from media.rtmp.client import ClientConnection, CommandReply
+    from tests.conftest import TEST_SECRET
+
+    port = server.runtime.rtmp_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    query = auth.push_query(TEST_SECRET, "live", stream, int(time.time()) + 60)
+    client = ClientConnection()
+    client.connect("live", f"rtmp://127.0.0.1:{port}/live")
+    client.create_stream()
+    client.publish(1, f"{stream}?{query}")
+    writer.write(client.data_to_send())
+    codes: list[str] = []
+    while "NetStream.Publish.Start" not in codes:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        assert data, f"closed before the publish started: {codes}"
+        codes += [
+            str(e.info.get("code"))
+            for e in client.receive_data(data)
+            if isinstance(e, CommandReply) and e.name == "onStatus"
+        ]
+        writer.write(client.data_to_send())
+    return reader, writer
+
+
+async def test_at_the_total_cap_the_oldest_unstarted_connection_makes_room(
+    server_factory, tmp_path
+) -> None:
+    """A flood of idle connections holds the cap: a real ffmpeg publisher still gets in (the
+    oldest connection with no publish/play is closed for it); a started publisher is not."""
+    from relay import REGISTRY
+    from tests.mediautil import make_clip, start_publisher, stop
+
+    server = await server_factory(ingest={"max_connections": 3, "max_connections_per_ip": 0})
+    rtmp = server.app[RTMP_SERVER]
+    started = await _publish(server, "first")
+    idle = [await _open(server) for _ in range(2)]
+    await wait_for(lambda: len(rtmp.sessions) == 3 and len(rtmp.pending) == 2)
+    clip = make_clip(tmp_path / "clip.flv", 30.0, gop=30)
+    proc = await start_publisher(server.push_url("cap"), clip)
+    try:
+        registry = server.app[REGISTRY]
+
+        def publishing() -> bool:
+            hub = registry.get("live", "cap")
+            return hub is not None and hub.publisher is not None
+
+        await wait_for(publishing, 30)
+        assert rtmp.evicted == 1 and rtmp.refused == 0
+        assert await _closed_by_server(idle[0][0], 10)  # the oldest idle one
+        assert len(rtmp.sessions) == 3  # the started one, the younger idle one, ffmpeg
+        # the younger idle connection is untouched: a handshake on it still gets S0S1S2
+        r1, w1 = idle[1]
+        w1.write(client_hello())
+        await w1.drain()
+        assert (await asyncio.wait_for(r1.readexactly(1 + 2 * HANDSHAKE_SIZE), 10))[0] == 3
+        hub = registry.get("live", "first")
+        assert hub is not None and hub.publisher is not None  # never a candidate
+    finally:
+        await stop(proc)
+    for _, w in [started, *idle]:
+        w.close()
+
+
+async def test_at_the_total_cap_of_started_connections_a_new_one_is_refused(
+    server_factory,
+) -> None:
     server = await server_factory(ingest={"max_connections": 2, "max_connections_per_ip": 0})
     rtmp = server.app[RTMP_SERVER]
-    held = [await _open(server) for _ in range(2)]
-    await wait_for(lambda: len(rtmp.sessions) == 2)
+    held = [await _publish(server, f"s{i}") for i in range(2)]
+    await wait_for(lambda: len(rtmp.sessions) == 2 and not rtmp.pending)
     reader, writer = await _open(server)
     assert await _closed_by_server(reader, 10)
+    assert rtmp.refused == 1 and rtmp.evicted == 0
     writer.close()
+    # the publishers' connections were not touched
+    for r, _ in held:
+        assert not r.at_eof()
+    assert len(rtmp.sessions) == 2
     for _, w in held:
         w.close()
 

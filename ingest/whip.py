@@ -32,7 +32,6 @@ import asyncio
 import hashlib
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -42,10 +41,9 @@ from core.bus import EventBus
 from core.http import error_response
 from core.routes import Op, OpDoc, RouteTable
 from core.rtc import RTC_ENDPOINT, RtcEndpoint, RtcOfferError, WebRtcConfig
-from ingest import auth
 from ingest.config import IngestConfig
 from ingest.hooks import Hooks
-from ingest.rtmp_server import NAME_RE, KeyVersionUnknown
+from ingest.rtmp_server import NAME_RE, authorize_publish
 from ingest.whip_session import WhipPublish
 from relay.hub import StreamRegistry
 
@@ -185,44 +183,37 @@ async def post_whip(request: web.Request) -> web.Response:
             "whip (%s): publish %s/%s refused: %s", _client_ip(request), app_name, stream, banned
         )
         return _fail(403, "banned", f"publish refused: {banned}")
-    if srv.config.require_auth:
-        if not query:
-            return _fail(
-                401,
-                "unauthorized",
-                "a push token is required: Authorization: Bearer <token>",
-                **{"WWW-Authenticate": 'Bearer realm="whip"'},
-            )
-        try:
-            key_version = await srv.key_version(app_name, stream)
-        except KeyVersionUnknown as exc:
-            return _fail(
-                503, "retry", f"publish refused: {exc}; retry shortly", **{"Retry-After": "2"}
-            )
-        result = auth.verify(
-            srv.secret,
+    if srv.config.require_auth and not query:
+        return _fail(
+            401,
+            "unauthorized",
+            "a push token is required: Authorization: Bearer <token>",
+            **{"WWW-Authenticate": 'Bearer realm="whip"'},
+        )
+    refusal = await authorize_publish(
+        srv.config, srv.secret, srv.key_version, app_name, stream, query
+    )
+    if refusal is not None and refusal.retry:
+        return _fail(
+            503,
+            "retry",
+            f"publish refused: {refusal.reason}; retry shortly",
+            **{"Retry-After": "2"},
+        )
+    if refusal is not None:
+        logger.warning(
+            "whip (%s): publish %s/%s refused: %s",
+            _client_ip(request),
             app_name,
             stream,
-            query,
-            time.time(),
-            tencent_key=srv.config.tencent_key,
-            key_version=key_version,
-            tencent_app=srv.config.tencent_app,
+            refusal.reason,
         )
-        if not result.ok:
-            logger.warning(
-                "whip (%s): publish %s/%s refused: %s",
-                _client_ip(request),
-                app_name,
-                stream,
-                result.reason,
-            )
-            return _fail(
-                401,
-                "unauthorized",
-                f"publish refused: {result.reason}",
-                **{"WWW-Authenticate": 'Bearer realm="whip", error="invalid_token"'},
-            )
+        return _fail(
+            401,
+            "unauthorized",
+            f"publish refused: {refusal.reason}",
+            **{"WWW-Authenticate": 'Bearer realm="whip", error="invalid_token"'},
+        )
     ctype = request.content_type
     if ctype != "application/sdp":
         return _fail(415, "unsupported_media_type", "the offer must be application/sdp")

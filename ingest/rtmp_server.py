@@ -13,6 +13,7 @@ import itertools
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,11 @@ class RtmpServer:
         """Open connections per remote address (for ``max_connections_per_ip``)."""
         self.refused = 0
         """Connections closed at accept because a connection limit was reached."""
+        self.pending: OrderedDict[RtmpSession, None] = OrderedDict()
+        """Sessions with no publish or play accepted yet (handshake or connect under way),
+        oldest first: at ``max_connections`` the oldest is closed to admit a new one."""
+        self.evicted = 0
+        """Pending sessions closed to admit a new connection at ``max_connections``."""
         self._key_versions: dict[str, str | None] = {}
         """APP/STREAM -> the key version last read from Redis (insertion-ordered, bounded)."""
         self._bans: dict[str, str | None] = {}
@@ -182,9 +188,12 @@ class RtmpServer:
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) else ""
         cfg = self.config
-        over = len(self.sessions) >= cfg.max_connections or (
-            cfg.max_connections_per_ip > 0 and self.per_ip.get(ip, 0) >= cfg.max_connections_per_ip
-        )
+        per_ip_cap = cfg.max_connections_per_ip
+        over = per_ip_cap > 0 and self.per_ip.get(ip, 0) >= per_ip_cap
+        if not over and len(self.sessions) >= cfg.max_connections:
+            # Make room by closing the oldest connection that has not started publishing or
+            # playing (a flood holds the cap with those); refuse only when all are in use.
+            over = not self._evict_pending()
         if over:
             self.refused += 1
             if self.refused == 1 or self.refused % 1000 == 0:
@@ -199,16 +208,47 @@ class RtmpServer:
             return
         session = RtmpSession(self, reader, writer, next(self._ids))
         self.sessions.add(session)
+        self.pending[session] = None
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         try:
             await session.run()
         finally:
-            self.sessions.discard(session)
-            left = self.per_ip.get(ip, 1) - 1
-            if left > 0:
-                self.per_ip[ip] = left
-            else:
-                self.per_ip.pop(ip, None)
+            self._uncount(session)
+
+    def _uncount(self, session: RtmpSession) -> None:
+        """Stop counting ``session`` against the caps (once: it may have been evicted)."""
+        self.pending.pop(session, None)
+        if session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        ip = session.client_ip
+        left = self.per_ip.get(ip, 1) - 1
+        if left > 0:
+            self.per_ip[ip] = left
+        else:
+            self.per_ip.pop(ip, None)
+
+    def _evict_pending(self) -> bool:
+        """Close the oldest pending session and stop counting it; False if none is."""
+        if not self.pending:
+            return False
+        victim, _ = self.pending.popitem(last=False)
+        self._uncount(victim)
+        self.evicted += 1
+        if self.evicted == 1 or self.evicted % 1000 == 0:
+            logger.warning(
+                "rtmp: at the connection limit (%d): closed the oldest unstarted connection"
+                " (%s) to admit a new one; %d so far",
+                self.config.max_connections,
+                victim.remote,
+                self.evicted,
+            )
+        victim.abort("closed to make room: no publish or play yet at the connection limit")
+        return True
+
+    def established(self, session: RtmpSession) -> None:
+        """``session`` had a publish or play accepted: never closed to make room."""
+        self.pending.pop(session, None)
 
     def kick(self, app: str, stream: str, reason: str) -> bool:
         hub = self.registry.get(app, stream)
@@ -261,7 +301,9 @@ class RtmpSession:
         started = False  # a publish or play was accepted on this connection at some point
         try:
             while not self.closing:
-                started = started or self.publisher is not None or self.viewer is not None
+                if not started and (self.publisher is not None or self.viewer is not None):
+                    started = True
+                    self.server.established(self)
                 if self.conn.state != State.READY:
                     # deadlines from the accept, not per read
                     timeout: float | None = accepted + cfg.handshake_timeout - loop.time()

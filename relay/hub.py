@@ -31,6 +31,7 @@ from typing import Any
 
 from media import flv
 from media.frame import Frame, Kind
+from media.rtp.whip_clock import Unwrap32
 from relay.config import RelayConfig
 from relay.formats import Format, RtmpPlay, flv_raw
 
@@ -208,29 +209,6 @@ class PublisherInfo:
     node: str = ""
 
 
-class _Unwrapper:
-    """Extends 32-bit wrapping timestamps to a monotonic 64-bit timeline."""
-
-    __slots__ = ("ext", "last")
-
-    def __init__(self) -> None:
-        self.last: int | None = None
-        self.ext = 0
-
-    def __call__(self, raw: int) -> int:
-        raw &= 0xFFFFFFFF
-        if self.last is None:
-            self.last = raw
-            self.ext = raw
-            return raw
-        diff = (raw - self.last) & 0xFFFFFFFF
-        if diff >= 0x80000000:
-            diff -= 0x100000000  # a small step back (audio/video interleave)
-        self.last = raw
-        self.ext += diff
-        return self.ext
-
-
 class Publisher:
     """The handle a publisher uses to feed a hub. A takeover kicks the previous one."""
 
@@ -243,9 +221,9 @@ class Publisher:
         self.active = True
         self.started = time.time()
         self._unwrap = {
-            Kind.AUDIO: _Unwrapper(),
-            Kind.VIDEO: _Unwrapper(),
-            Kind.SCRIPT: _Unwrapper(),
+            Kind.AUDIO: Unwrap32(),
+            Kind.VIDEO: Unwrap32(),
+            Kind.SCRIPT: Unwrap32(),
         }
         self._offset: int | None = None
         self._start = 0

@@ -26,7 +26,8 @@ _MOD = 1 << 32
 
 
 class Unwrap32:
-    """Extends 32-bit RTP timestamps to a 64-bit count (steps back of < 2^31 allowed)."""
+    """Extends 32-bit timestamps to a 64-bit count (steps back of < 2^31 allowed): RTP
+    times here, and the FLV milliseconds of each track in :mod:`relay.hub`."""
 
     __slots__ = ("ext", "last")
 

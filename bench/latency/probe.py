@@ -11,8 +11,9 @@ frame carrying a stamp (bench/latency/stamp.py), records ``now - stamp`` at the 
 bytes completing the frame were read; audio frames are timed too (see :class:`Clock`).
 Samples from the first ``--skip`` seconds of each probe are dropped (the GOP cache a
 server sends at join is old by design). Runs until its stdin closes, then prints one JSON
-line: ``{"samples": {"flv": [[wall_s, ms], ...], "flv-audio": ..., "rtmp": ..., "whep": ...}}``
-(WHEP: video only).
+line: ``{"samples": {"flv": [[wall_s, ms], ...], "flv-audio": ..., "rtmp": ..., "whep": ...},
+"errors": [...], "cpu_pct": ...}`` (WHEP: video only; ``cpu_pct``: this process's CPU over
+its run, near 100 when the probes themselves are the bottleneck and add their own queueing).
 """
 
 from __future__ import annotations
@@ -206,17 +207,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     loop.add_reader(sys.stdin.fileno(), on_stdin)
     print(json.dumps({"event": "started"}), flush=True)
+    cpu0, wall0 = time.process_time(), time.monotonic()
     try:
         await asyncio.wait_for(stdin_closed, args.max_seconds)
     except TimeoutError:
         errors.append("ran out of time")
     loop.remove_reader(sys.stdin.fileno())
+    cpu_pct = round(100 * (time.process_time() - cpu0) / max(1e-9, time.monotonic() - wall0), 1)
     for t in tasks:
         t.cancel()
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await t
-    return {"samples": samples, "errors": errors}
+    return {"samples": samples, "errors": errors, "cpu_pct": cpu_pct}
 
 
 def main() -> None:

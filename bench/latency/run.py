@@ -256,6 +256,7 @@ async def run_case(
             "cpu_us_per_viewer_s": round(cpu / (n * window) * 1e6, 1),
             "g2g_ms": per_proto,
             "probe_errors": got.get("errors", []),
+            "probe_cpu_pct": got.get("cpu_pct"),
             "loadgen": {
                 k: result.get(k)
                 for k in ("share_ge_90pct", "errors", "loadgen_cpu_pct", "other_cores")
@@ -292,8 +293,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         "",
         "| server | viewers | HTTP-FLV video p50 / p99 ms | HTTP-FLV audio p50 / p99 | "
         "RTMP video p50 / p99 | RTMP audio p50 / p99 | WHEP video p50 / p99 | "
-        "CPU µs / viewer·s | server CPU % | ≥ 90 % bitrate | load avg (1 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU µs / viewer·s | server CPU % | probe CPU % | ≥ 90 % bitrate | load avg (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["cases"]:
         if "failed" in c:
@@ -307,7 +308,8 @@ def markdown_table(report: dict[str, Any]) -> str:
                 _cell(g.get(k)) for k in ("flv", "flv-audio", "rtmp", "rtmp-audio", "whep")
             )
             + f" | {c['cpu_us_per_viewer_s']} | "
-            f"{c['server_cpu_pct']} | {'-' if share is None else f'{share:.1%}'} | "
+            f"{c['server_cpu_pct']} | {c.get('probe_cpu_pct', '-')} | "
+            f"{'-' if share is None else f'{share:.1%}'} | "
             f"{c['loadavg_1min']} |"
         )
     return "\n".join(lines) + "\n"

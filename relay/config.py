@@ -64,8 +64,9 @@ class RelayConfig:
     """Seconds an idle keep-alive connection is kept before it is closed (aiohttp's
     ``keepalive_timeout``)."""
     http_max_connections: int = 10_000
-    """Most connections at once on the HTTP port (viewers, API, Socket.IO); over it new
-    connections get 503 and are closed at once. 0: no limit (the file-descriptor limit
+    """Most connections at once on the HTTP port (viewers, API, Socket.IO). At it, a new
+    connection closes (503) the oldest one that has not sent a complete request head yet,
+    and gets 503 itself only when every one has. 0: no limit (the file-descriptor limit
     still is one)."""
     http_max_connections_per_ip: int = 1000
     """Most connections at once on the HTTP port from one address (an IPv6 /64 counts as one

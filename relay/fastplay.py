@@ -137,7 +137,7 @@ def response_head(http10: bool) -> bytes:
 
 _REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-    b"Retry-After: 5\r\nContent-Length: 22\r\n\r\ntoo many connections.\r\n"
+    b"Retry-After: 5\r\nContent-Length: 23\r\n\r\ntoo many connections.\r\n"
 )
 _TOO_SLOW = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
@@ -179,6 +179,7 @@ class PlaySniffer(asyncio.Protocol):
         "_limits",
         "_loop",
         "_peer",
+        "_pending",
         "_registry",
         "_timer",
         "_trailing",
@@ -203,7 +204,11 @@ class PlaySniffer(asyncio.Protocol):
         self._limits = limits
         self._admission = admission
         self._key: str | None = None
-        """The address this connection is counted under (None: not counted, refused)."""
+        """The address this connection is counted under (None: not counted: refused or
+        evicted)."""
+        self._pending = False
+        """Counted, and its first request head not complete yet: the admission may close it
+        to make room at the total cap (:meth:`evict`)."""
         self._peer: object = None
         self._buf = b""
         self._trailing = 0
@@ -222,19 +227,41 @@ class PlaySniffer(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = peer
         key = address_key(str(peer[0])) if isinstance(peer, tuple) else ""
-        refused = self._admission.admit(key)
+        refused = self._admission.admit(key, self)
         if refused is not None:
             logger.debug("http connection from %s refused: %s", key, refused)
             transport.write(_REFUSED)  # type: ignore[attr-defined]
             transport.close()
             return
         self._key = key
+        self._pending = True
         loop = self._loop = asyncio.get_running_loop()
         # The first head is due from the accept, whatever its bytes (slowloris).
         self._head_start = loop.time()
         self._timer = loop.call_at(self._head_start + self._limits.head_timeout, self._expire)
         if self._registry is None:
             self._hand_over(b"")
+
+    # -- the total cap ------------------------------------------------------------------------
+    def evict(self) -> None:
+        """Closed by the admission to make room for a new connection at the total cap (no
+        complete request head yet: nothing was answered on it); already uncounted."""
+        self._key = None
+        self._pending = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            logger.debug("http connection from %s closed to make room", self._peer)
+            transport.write(_REFUSED)
+            transport.close()
+
+    def _established(self) -> None:
+        """The first request head is complete: a real client; never evicted."""
+        if self._pending:
+            self._pending = False
+            self._admission.established(self)
 
     # -- deadlines ---------------------------------------------------------------------------
     def _deadline(self) -> float | None:
@@ -254,6 +281,8 @@ class PlaySniffer(asyncio.Protocol):
 
     def _watched(self, watch: RequestWatch) -> bool:
         """Deadlines after the watch was fed; False if the connection was cut."""
+        if watch.heads_done and self._pending:
+            self._established()
         phase = watch.phase
         if phase is Phase.HEAD:
             if watch.heads_begun != self._heads_seen:  # a later request's first byte: now
@@ -364,8 +393,9 @@ class PlaySniffer(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         if self._key is not None:
-            self._admission.release(self._key)
+            self._admission.release(self._key, self)
             self._key = None
+            self._pending = False
         if self.viewer is not None:
             self.viewer.close("client gone")
         handler = self._handler
@@ -401,6 +431,7 @@ class PlaySniffer(asyncio.Protocol):
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         viewer = Viewer(transport, fmt, ViewerInfo("flv", remote))
         self.viewer = viewer
+        self._established()
         if self._timer is not None:  # a response is under way: nothing more is read
             self._timer.cancel()
             self._timer = None

@@ -1,7 +1,8 @@
 """The HTTP port's bounds: deadlines for reading requests and connection caps.
 
 :class:`HttpLimits` holds the values (from :class:`relay.config.RelayConfig`);
-:class:`Admission` counts connections in total and per address;
+:class:`Admission` counts connections in total and per address (at the total cap it closes
+the oldest connection that has not sent a complete request head to make room);
 :func:`handler_kwargs` are the knobs aiohttp has for them (passed to ``web.AppRunner``).
 The deadlines aiohttp has no public knob for (a whole request head, a request body) are
 enforced by the connection's protocol in front of aiohttp (:class:`relay.fastplay.PlaySniffer`,
@@ -11,8 +12,9 @@ following :class:`relay.request_watch.RequestWatch`).
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -63,31 +65,69 @@ def address_key(ip: str) -> str:
     return str(ipaddress.IPv6Network((addr, 64), strict=False))
 
 
-class Admission:
-    """Connections open on the HTTP port, in total and per address, against their caps."""
+class Evictable(Protocol):
+    """A connection :class:`Admission` may close to make room (see :meth:`Admission.admit`)."""
 
-    __slots__ = ("max_per_ip", "max_total", "per_ip", "total")
+    def evict(self) -> None:
+        """Close this connection at once; it is no longer counted (do not release it)."""
+
+
+class Admission:
+    """Connections open on the HTTP port, in total and per address, against their caps.
+
+    A connection is *pending* from its accept until its first request head is complete
+    (:meth:`established`). When the total cap is reached, a new connection is admitted by
+    closing the oldest pending one (a slowloris or silent connection holds the cap; a real
+    client completes its head at once) and refused only when none is pending: viewers,
+    keep-alive clients and WebSockets are never closed to make room. O(1) per connection.
+    """
+
+    __slots__ = ("evicted", "max_per_ip", "max_total", "pending", "per_ip", "total")
 
     def __init__(self, max_total: int, max_per_ip: int) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.total = 0
         self.per_ip: dict[str, int] = {}
+        self.pending: OrderedDict[Evictable, str] = OrderedDict()
+        """Connections without a complete request head yet -> their address key, oldest
+        first."""
+        self.evicted = 0
+        """Pending connections closed to admit a new one at the total cap."""
 
-    def admit(self, key: str) -> str | None:
-        """Count a new connection from ``key``; or the reason it is refused (not counted)."""
-        if self.max_total and self.total >= self.max_total:
-            return "too many connections"
+    def admit(self, key: str, conn: Evictable | None = None) -> str | None:
+        """Count a new connection from ``key`` (pending, if ``conn`` is given); or the reason
+        it is refused (not counted). At the total cap the oldest pending connection is
+        closed (:meth:`Evictable.evict`) and uncounted to make room."""
         per_ip = self.per_ip
         n = per_ip.get(key, 0)
         if self.max_per_ip and n >= self.max_per_ip:
             return "too many connections from this address"
+        if self.max_total and self.total >= self.max_total:
+            if not self.pending:
+                return "too many connections"
+            victim, victim_key = self.pending.popitem(last=False)
+            self._uncount(victim_key)
+            self.evicted += 1
+            victim.evict()
+            n = per_ip.get(key, 0)
         per_ip[key] = n + 1
         self.total += 1
+        if conn is not None:
+            self.pending[conn] = key
         return None
 
-    def release(self, key: str) -> None:
-        """Uncount a connection :meth:`admit` counted."""
+    def established(self, conn: Evictable) -> None:
+        """``conn`` completed its first request head: it is no longer closed to make room."""
+        self.pending.pop(conn, None)
+
+    def release(self, key: str, conn: Evictable | None = None) -> None:
+        """Uncount a connection :meth:`admit` counted (and did not evict)."""
+        if conn is not None:
+            self.pending.pop(conn, None)
+        self._uncount(key)
+
+    def _uncount(self, key: str) -> None:
         self.total -= 1
         n = self.per_ip.get(key, 0) - 1
         if n > 0:

@@ -22,6 +22,7 @@ from core.runtime import RUNTIME
 from media.frame import Kind
 from relay import REGISTRY
 from relay.fastplay import PlaySite
+from relay.http_guard import Admission
 from relay.hub import PublisherInfo
 from tests.conftest import make_config
 from tests.mediautil import operator_token, wait_for
@@ -263,6 +264,101 @@ async def test_the_per_address_cap_refuses_the_extra_connection(server_factory):
     for _, w in conns:
         w.close()
     await wait_for(lambda: site.admission is not None and site.admission.total == 0, 5)
+
+
+async def test_at_the_total_cap_the_oldest_unfinished_head_makes_room(server_factory):
+    """The connection-flood drill in small: connections without a complete request head
+    hold the total cap; a real client still gets in (the oldest of those is closed with a
+    503 for it); a viewer and keep-alive clients are never closed for room; when every
+    connection has sent a head, the newcomer is refused as before."""
+    srv = await server_factory(relay={"http_max_connections": 4, "http_max_connections_per_ip": 0})
+    port = srv.runtime.http_port
+    site = next(s for s in srv.runner.sites if isinstance(s, PlaySite))
+    admission = site.admission
+    assert admission is not None
+    pub = srv.app[REGISTRY].publish("live", "cap", PublisherInfo("test"))
+    _feed(pub)
+    viewer_r, viewer_w = await asyncio.open_connection("127.0.0.1", port)  # the fast path
+    viewer_w.write(b"GET /live/cap.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers = await _head(viewer_r)
+    assert status == "HTTP/1.1 200 OK" and "berrylive" in headers["server"], headers
+    keepalive = await asyncio.open_connection("127.0.0.1", port)
+    status, _ = await _request_on(keepalive, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK"
+    silent = await asyncio.open_connection("127.0.0.1", port)  # the oldest without a head
+    partial = await asyncio.open_connection("127.0.0.1", port)
+    partial[1].write(b"GET /healthz HTTP/1.1\r\nHo")  # a head under way (slowloris)
+    await wait_for(lambda: admission.total == 4 and len(admission.pending) == 2, 5)
+
+    # a real HTTP client gets in: the silent connection is closed for it
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200
+        closed = await asyncio.wait_for(silent[0].read(), 5)
+        assert closed.startswith(b"HTTP/1.1 503 "), closed
+        assert admission.evicted == 1 and len(admission.pending) == 1
+        # a second one: the partial head goes (the client session's connection stays open)
+        status, _ = await _request(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == "HTTP/1.1 200 OK"
+        closed = await asyncio.wait_for(partial[0].read(), 5)
+        assert closed.startswith(b"HTTP/1.1 503 "), closed
+        assert admission.evicted == 2 and not admission.pending
+        await wait_for(lambda: admission.total == 3, 5)
+        # the viewer and the keep-alive client were never candidates
+        marker, frame = _marker_frame(1)
+        pub.push(Kind.VIDEO, 2000, frame)
+        await asyncio.wait_for(_until(viewer_r, marker), 5)
+        status, _ = await _request_on(keepalive, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == "HTTP/1.1 200 OK"
+
+        # every connection at the cap has sent a head: the newcomer is refused
+        fourth = await asyncio.open_connection("127.0.0.1", port)
+        status, _ = await _request_on(fourth, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == "HTTP/1.1 200 OK"
+        assert admission.total == 4 and not admission.pending
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        refused = await asyncio.wait_for(reader.read(), 5)
+        assert refused.startswith(b"HTTP/1.1 503 "), refused
+        assert admission.evicted == 2
+        writer.close()
+        status, _ = await _request_on(keepalive, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == "HTTP/1.1 200 OK"
+        fourth[1].close()
+    for w in (viewer_w, keepalive[1], silent[1], partial[1]):
+        w.close()
+    await wait_for(lambda: admission.total == 0 and not admission.pending, 5)
+
+
+def test_admission_evicts_the_oldest_pending_connection_only():
+    """:class:`Admission` alone: at the total cap the oldest pending connection is evicted
+    (uncounted once, its address too), established ones never; per-address refusals evict
+    nothing."""
+
+    class Conn:
+        def __init__(self) -> None:
+            self.evicted = False
+
+        def evict(self) -> None:
+            self.evicted = True
+
+    adm = Admission(3, 2)
+    a, b, c, d, e = (Conn() for _ in range(5))
+    assert adm.admit("x", a) is None and adm.admit("y", b) is None and adm.admit("z", c) is None
+    adm.established(b)
+    assert adm.admit("x", d) is None  # a (oldest pending) goes
+    assert a.evicted and not b.evicted and not c.evicted
+    assert adm.total == 3 and adm.per_ip == {"x": 1, "y": 1, "z": 1} and adm.evicted == 1
+    assert adm.admit("x", Conn()) is None  # c goes; x now holds 2
+    assert c.evicted and adm.per_ip == {"x": 2, "y": 1}
+    assert adm.admit("x", e) == "too many connections from this address"
+    assert not d.evicted and adm.evicted == 2
+    adm.established(d)
+    pending = list(adm.pending)
+    assert len(pending) == 1
+    adm.established(pending[0])
+    assert adm.admit("w", e) == "too many connections"
+    adm.release("x", d)
+    assert adm.admit("w", e) is None and adm.total == 3 and adm.evicted == 2
 
 
 async def _request_on(conn: Any, raw: bytes) -> tuple[str, bytes]:

@@ -31,7 +31,15 @@ from media.fmp4 import PartCutter
 from media.frame import Frame, Kind
 from relay.config import RelayConfig
 from relay.hls_playlist import LivePlaylist
-from relay.hub import Batch, Publisher, StreamHub, StreamRegistry, Viewer, ViewerInfo
+from relay.hub import (
+    Batch,
+    NullTransport,
+    Publisher,
+    StreamHub,
+    StreamRegistry,
+    Viewer,
+    ViewerInfo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,29 +50,13 @@ class TooManyWaiters(Exception):
     """A blocking request over the per-stream or total cap."""
 
 
-class _NoTransport:
-    """The packager's viewer writes nothing: the hub's checks see an empty, open pipe."""
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def write(self, data: bytes) -> None:  # pragma: no cover - never called
-        pass
-
-    def writelines(self, data: Any) -> None:  # pragma: no cover - never called
-        pass
-
-
 class _Sink(Viewer):
     """The hub's hook: batches of frames go to the packager instead of a socket."""
 
     __slots__ = ("packager",)
 
     def __init__(self, packager: HlsPackager) -> None:
-        super().__init__(_NoTransport(), _HLS_FORMAT, ViewerInfo("hls"))
+        super().__init__(NullTransport(), _HLS_FORMAT, ViewerInfo("hls"))
         self.packager = packager
 
     def deliver(self, batch: Batch, drop_after: int) -> None:

@@ -87,6 +87,23 @@ class ViewerInfo:
     started: float = field(default_factory=time.time)
 
 
+class NullTransport:
+    """The transport of a viewer that writes nothing through the hub's FLV path (HLS
+    packager, WebRTC seat): the hub's checks see an empty, open pipe."""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes) -> None:  # pragma: no cover - never called
+        pass
+
+    def writelines(self, data: Any) -> None:  # pragma: no cover - never called
+        pass
+
+
 class Viewer:
     """One connected viewer: a transport, a format and its catch-up state."""
 

@@ -61,7 +61,7 @@ from media.rtp import (
     rewrite,
     seq_diff,
 )
-from relay.hub import Batch, StreamHub, Viewer, ViewerInfo
+from relay.hub import Batch, NullTransport, StreamHub, Viewer, ViewerInfo
 from relay.rtc_audio import DECODERS, OPUS_CLOCK, OpusTranscoder
 
 logger = logging.getLogger(__name__)
@@ -217,22 +217,6 @@ class PacketHistory:
 # ------------------------------------------------------------------------ viewers
 
 
-class _Quiet:
-    """The seat's transport: nothing is written through the hub's FLV path."""
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def write(self, data: bytes) -> None:  # pragma: no cover - never called
-        pass
-
-    def writelines(self, data: Any) -> None:  # pragma: no cover - never called
-        pass
-
-
 class _Format:
     uses_flv = False
     name = PROTOCOL
@@ -250,7 +234,7 @@ class _Seat(Viewer):
     __slots__ = ("rtc",)
 
     def __init__(self, rtc: RtcViewer, remote: str) -> None:
-        super().__init__(_Quiet(), _FORMAT, ViewerInfo(PROTOCOL, remote), on_close=rtc.close)
+        super().__init__(NullTransport(), _FORMAT, ViewerInfo(PROTOCOL, remote), on_close=rtc.close)
         self.rtc = rtc
 
     def deliver(self, batch: Batch, drop_after: int) -> None:

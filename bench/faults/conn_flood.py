@@ -3,8 +3,9 @@
 Promised: the server's memory stays bounded (caps on connections in total and per
 address, deadlines on the RTMP handshake and the HTTP request head: a byte a second does
 not keep a connection); viewers already watching and buyers on connections they already
-hold are unaffected. Measured, not promised: what a *new* connection of a real user gets
-while the flood holds the caps.
+hold are unaffected; and *new* connections of real users get through while the flood
+holds a port's total cap (the cap closes the oldest connection that has not finished its
+handshake / request head to make room).
 
 Driven: one ``berrylive serve`` (file-descriptor limit raised for it and for this load
 generator), an ffmpeg anchor, a flash sale; then, per phase, ``--conns`` attacking
@@ -378,6 +379,15 @@ async def drill(
             failures.append(f"{name}: buys on kept-alive connections failed")
         if ph["existing_viewer_fps"] < 0.5 * out["baseline"]["existing_viewer_fps"]:
             failures.append(f"{name}: the watching viewer's frame rate halved")
+        # new connections of real users: the caps close the oldest unfinished handshakes /
+        # request heads to make room for them (RtmpServer.pending, http_guard.Admission)
+        for what, total, ok in (
+            ("new viewers", "new_viewers", "new_viewers_ok"),
+            ("new RTMP handshakes", "rtmp_handshakes", "rtmp_handshakes_ok"),
+            ("buys on new connections", "new_conn_buys", "new_conn_buys_ok"),
+        ):
+            if ph[ok] < ph[total]:
+                failures.append(f"{name}: {ph[total] - ph[ok]} of {ph[total]} {what} failed")
     out["failures"] = failures
     return out
 

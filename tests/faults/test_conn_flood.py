@@ -2,7 +2,8 @@
 and byte-a-second connections on the RTMP and HTTP ports from many addresses, reopened
 whenever the server closes them, past the handshake / request-head deadlines: the viewer
 already watching and buyers on kept-alive connections are unaffected, the server closes
-the attackers' connections, and it stops cleanly afterwards."""
+the attackers' connections, new connections of real users get through while the flood
+holds the total caps (cut to 200 here), and it stops cleanly afterwards."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ async def test_idle_and_trickling_connections_do_not_hurt_viewers_or_buyers(
     deadlines = {
         "BERRYLIVE_INGEST_HANDSHAKE_TIMEOUT": "2",
         "BERRYLIVE_RELAY_HTTP_HEAD_TIMEOUT": "2",
+        # total caps the 400 attacking connections fill (the bench run fills the defaults):
+        # new viewers, RTMP handshakes and buys on new connections must still get through
+        "BERRYLIVE_INGEST_MAX_CONNECTIONS": "200",
+        "BERRYLIVE_RELAY_HTTP_MAX_CONNECTIONS": "200",
     }
     figures = await conn_flood.drill(
         tmp_path / "run", clip, conns=400, addrs=8, seconds=4.0, server_env=deadlines,
@@ -30,3 +35,7 @@ async def test_idle_and_trickling_connections_do_not_hurt_viewers_or_buyers(
     for ph in figures["phases"]:
         assert ph["attack_closed_by_server"] > 0, ph  # the deadlines cut them
         assert ph["keepalive_buys_ok"] == ph["keepalive_buys"] > 0, ph
+        assert ph["new_viewers_ok"] == ph["new_viewers"] > 0, ph
+        assert ph["rtmp_handshakes_ok"] == ph["rtmp_handshakes"] > 0, ph
+        assert ph["new_conn_buys_ok"] == ph["new_conn_buys"] > 0, ph
+        assert ph["attack_open_max_client_view"] >= 200, ph  # the flood did fill the cap

@@ -211,3 +211,28 @@ async def test_a_server_restarts_its_valkey_and_metrics_count_it(server: Any) ->
         async with session.get(server.http_url + "/healthz") as r:
             assert r.status == 200 and (await r.json())["redis"] is True
     assert vk.pid not in (None, pid)
+
+
+async def test_danmaku_flows_again_after_the_valkey_was_killed(server: Any) -> None:
+    """Danmaku fan-out goes through Redis: after the restart a comment reaches the room
+    again (the subscriber re-subscribes by itself)."""
+    from tests.danmaku.helpers import join, wait_until
+
+    vk = server.runtime.valkey
+    assert isinstance(vk, EmbeddedValkey) and vk.pid is not None
+    alice = await join(server, "live/vk", "alice")
+    bob = await join(server, "live/vk", "bob")
+    try:
+        assert (await alice.call("comment", {"text": "before"}))["ok"]
+        await wait_until(lambda: "before" in bob.texts, what="the comment before the kill")
+        _kill(vk.pid)
+        await _until(lambda: vk.restarts == 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (ack := await alice.call("comment", {"text": "after"}))["ok"]:
+            assert loop.time() < deadline, ack  # refused while Redis comes back: retry
+            await asyncio.sleep(0.05)
+        await wait_until(lambda: "after" in bob.texts, 30, what="the comment after the restart")
+    finally:
+        await alice.close()
+        await bob.close()

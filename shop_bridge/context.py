@@ -10,6 +10,7 @@ the event outbox: events of the buy path are queued here and handed to the bus b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -32,6 +33,20 @@ OUTBOX_SIZE = 10_000
 def new_id() -> str:
     """A random 32-hex-digit id (orders outside the buy path, coupons)."""
     return uuid.uuid4().hex
+
+
+async def stop_worker(
+    unsubscribe: list[Callable[[], None]], task: asyncio.Task[Any] | None
+) -> None:
+    """Drop a service's bus subscriptions (``unsubscribe`` is emptied) and cancel its
+    background task, waiting for it to end. The caller forgets the task afterwards."""
+    for unsub in unsubscribe:
+        unsub()
+    unsubscribe.clear()
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def primary_key(result: Any) -> int:

@@ -23,7 +23,6 @@ refund the provider did not confirm yet is retried every ``sweep_interval``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -33,7 +32,7 @@ from core.bus import Event
 from core.events import EventDecodeError
 from shop_bridge.broadcast_ids import to_wire
 from shop_bridge.checkout import Checkout
-from shop_bridge.context import ShopContext, new_id
+from shop_bridge.context import ShopContext, new_id, stop_worker
 from shop_bridge.errors import ProviderUnavailable, conflict, invalid
 from shop_bridge.events import OrderRefunded, RefundCompleted
 from shop_bridge.models import ORDERS, REFUNDS
@@ -77,14 +76,8 @@ class Refunds:
             self._task = asyncio.get_running_loop().create_task(self._retry_loop())
 
     async def stop(self) -> None:
-        for unsub in self._unsub:
-            unsub()
-        self._unsub.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_worker(self._unsub, self._task)
+        self._task = None
 
     async def list(self, order_id: str) -> list[dict[str, Any]]:
         async with self.ctx.engine.connect() as conn:

@@ -18,7 +18,7 @@ from sqlalchemy import case, func, select
 from core.bus import Event
 from shop_bridge import gmv
 from shop_bridge.broadcast_ids import to_wire
-from shop_bridge.context import ShopContext
+from shop_bridge.context import ShopContext, stop_worker
 from shop_bridge.events import SalesUpdated
 from shop_bridge.models import CARDS, ORDERS
 from shop_bridge.state import OrderState
@@ -60,14 +60,8 @@ class SalesUpdates:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="shop:sales")
 
     async def stop(self) -> None:
-        for unsub in self._unsub:
-            unsub()
-        self._unsub.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_worker(self._unsub, self._task)
+        self._task = None
         with contextlib.suppress(Exception):
             await self.flush()
 

@@ -72,6 +72,8 @@ class EmbeddedValkey:
         self.port = port
         self.persist = persist
         self.appendfsync = appendfsync
+        self.start_timeout = 10.0
+        """Seconds a (re)started server may take to answer PING."""
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -94,13 +96,15 @@ class EmbeddedValkey:
         """Start the server, wait until it answers PING, then watch it: when it exits
         while not stopped, it is started again (see :meth:`_supervise`)."""
         self._stopping = False
+        self.start_timeout = timeout
         await self._launch(timeout)
         logger.info("embedded valkey-server ready at %s", self.url)
-        self._watcher = asyncio.create_task(self._supervise(timeout), name="valkey-supervisor")
+        self._watcher = asyncio.create_task(self._supervise(), name="valkey-supervisor")
 
     async def _launch(self, timeout: float) -> None:
         """One valkey-server on this dir and socket, answering PING (or an error, with
-        nothing left running)."""
+        nothing left running). valkey answers PING while it still reads its append-only file
+        back (other commands get ``LOADING`` meanwhile), so a large file is no timeout."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._sockdir:  # stop() removes it: a restart of the same server makes it again
             os.makedirs(self._sockdir, mode=0o700, exist_ok=True)
@@ -148,7 +152,7 @@ class EmbeddedValkey:
         finally:
             await client.aclose()
 
-    async def _supervise(self, timeout: float) -> None:
+    async def _supervise(self) -> None:
         """Wait for the server to exit; unless :meth:`stop` ended it, start it again on the
         same dir and socket (its append-only file is read back), after a back-off that
         doubles from ``backoff_min`` to ``backoff_max`` while starts keep failing (a server
@@ -177,7 +181,7 @@ class EmbeddedValkey:
                     return
                 self.restart_attempts += 1
                 try:
-                    await self._launch(timeout)
+                    await self._launch(self.start_timeout)
                 except Exception as exc:  # a supervisor gives up on nothing: log, retry
                     backoff = min(backoff * 2, self.backoff_max)
                     logger.error(

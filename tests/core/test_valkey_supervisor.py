@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 import pytest
+import redis.exceptions as redis
 
 from core.redis import EmbeddedValkey, connect
 
@@ -236,3 +237,40 @@ async def test_danmaku_flows_again_after_the_valkey_was_killed(server: Any) -> N
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_a_restart_that_reads_a_large_file_back_is_waited_for(tmp_path: Path) -> None:
+    """A restart reading back an append-only file for longer than the start timeout is
+    not taken for a server that does not start (killed and started again, forever):
+    valkey answers PING while loading, and the data is all there afterwards."""
+    vk = EmbeddedValkey(tmp_path, persist=True)
+    await vk.start()
+    client = connect(vk.url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for b in range(600):
+            pipe.mset({f"k{b}:{i}": b"x" for i in range(1000)})
+            if b % 100 == 99:
+                await pipe.execute()
+                pipe = client.pipeline(transaction=False)
+        await _aof_holds(vk, b"k599:999")
+        vk.start_timeout = 0.3
+        pid = vk.pid
+        assert pid is not None
+        _kill(pid)
+        await _until(lambda: vk.restarts == 1, timeout=60)
+        assert vk.restart_attempts == 1
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    size = await client.dbsize()
+                    break
+                except redis.BusyLoadingError:  # still loading: other commands wait
+                    await asyncio.sleep(0.05)
+        assert size == 600_000
+        log = (vk.dir / "valkey.log").read_text()
+        took = float(log.rsplit("DB loaded from append only file: ", 1)[1].split()[0])
+        assert took > vk.start_timeout, took  # the case this test is about did happen
+    finally:
+        await client.aclose()
+        await vk.stop()

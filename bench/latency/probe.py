@@ -168,7 +168,7 @@ async def rtmp_probe(url: str, clock: Clock) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     samples: dict[str, Samples] = {
-        "flv": [], "rtmp": [], "flv-audio": [], "rtmp-audio": [], "whep": []
+        "flv": [], "rtmp": [], "flv-audio": [], "rtmp-audio": [], "whep": [], "whep-read": []
     }  # fmt: skip
     errors: list[str] = []
 
@@ -194,7 +194,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         contexts = DtlsContexts(cert)
         tasks += [
             asyncio.create_task(
-                guard(whep_probe(args.whep, StampTimer(args.skip, samples["whep"]), cert, contexts))
+                guard(
+                    whep_probe(
+                        args.whep,
+                        StampTimer(args.skip, samples["whep"], samples["whep-read"]),
+                        cert,
+                        contexts,
+                    )
+                )
             )
             for _ in range(args.whep_probes)
         ]

@@ -241,7 +241,8 @@ async def run_case(
         per_proto = {}
         for proto, samples in got["samples"].items():
             kept = [ms for wall, ms in samples if t_end - window - 0.5 <= wall <= t_end]
-            if counts.get(proto.removesuffix("-audio")) and (kept or not proto.endswith("-audio")):
+            base = proto.removesuffix("-audio").removesuffix("-read")
+            if counts.get(base) and (kept or base == proto):
                 per_proto[proto] = summary(kept)
         ok = True
         return {
@@ -292,7 +293,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"({m['cpu_model']}), load average at start {la}.",
         "",
         "| server | viewers | HTTP-FLV video p50 / p99 ms | HTTP-FLV audio p50 / p99 | "
-        "RTMP video p50 / p99 | RTMP audio p50 / p99 | WHEP video p50 / p99 | "
+        "RTMP video p50 / p99 | RTMP audio p50 / p99 | WHEP video p50 / p99 (read) | "
         "CPU µs / viewer·s | server CPU % | probe CPU % | ≥ 90 % bitrate | load avg (1 min) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -304,9 +305,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         g = c["g2g_ms"]
         lines.append(
             f"| {c['server']} | {c['viewers']} | "
-            + " | ".join(
-                _cell(g.get(k)) for k in ("flv", "flv-audio", "rtmp", "rtmp-audio", "whep")
-            )
+            + " | ".join(_cell(g.get(k)) for k in ("flv", "flv-audio", "rtmp", "rtmp-audio"))
+            + f" | {_cell(g.get('whep'))} ({_cell(g.get('whep-read'))})"
             + f" | {c['cpu_us_per_viewer_s']} | "
             f"{c['server_cpu_pct']} | {c.get('probe_cpu_pct', '-')} | "
             f"{'-' if share is None else f'{share:.1%}'} | "

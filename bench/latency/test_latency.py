@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import time
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,7 +23,7 @@ from bench.latency.stamp import (
     sei,
     stamp,
 )
-from bench.latency.whep_probe import StampTimer
+from bench.latency.whep_probe import StampTimer, enable_rx_times, kernel_rx_time
 from media import flv
 
 NOW_US = st.integers(10**15, 10**16 - 1)
@@ -141,3 +145,40 @@ def test_stamp_timer_drops_the_join_gop_and_times_stamped_units() -> None:
     timer.unit((b"\x09\x10", sei(int((t0 + 2) * 1e6) - 40_000), b"\x41s"), wall=t0 + 2)
     assert (timer.units, timer.stamped) == (3, 2)
     assert len(video) == 1 and abs(video[0][1] - 40.0) < 0.01
+
+
+def test_stamp_timer_times_at_the_kernel_receive_time_and_keeps_the_read_time() -> None:
+    video: list[tuple[float, float]] = []
+    read: list[tuple[float, float]] = []
+    timer = StampTimer(skip=0.0, video=video, read=read)
+    t0 = timer.started
+    timer.unit((sei(int(t0 * 1e6)),), wall=t0 + 0.300, rx=t0 + 0.010)
+    timer.unit((sei(int(t0 * 1e6)),), wall=t0 + 0.050)  # no kernel time: the read time
+    assert [round(ms) for _, ms in video] == [10, 50]
+    assert [round(ms) for _, ms in read] == [300, 50]
+
+
+def test_kernel_rx_time_is_the_datagrams_arrival_not_the_read() -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.bind(("127.0.0.1", 0))
+        enable_rx_times(rx)
+        before = time.time()
+        tx.sendto(b"one", rx.getsockname())
+        assert select.select([rx], [], [], 5)[0]
+        sent_second = time.time()
+        tx.sendto(b"two", rx.getsockname())
+        while time.time() < sent_second + 0.02:  # read 20 ms after "one" arrived
+            select.select([], [], [], 0.005)
+        assert rx.recv(16) == b"one"
+        first = kernel_rx_time(rx)
+        assert select.select([rx], [], [], 5)[0]
+        assert rx.recv(16) == b"two"
+        second = kernel_rx_time(rx)
+        after = time.time()
+    assert first is not None and second is not None
+    assert before - 0.001 <= first <= sent_second + 0.005  # arrival, not the read 20 ms on
+    assert sent_second - 0.001 <= second <= after + 0.001
+    assert first <= second

@@ -9,13 +9,23 @@ unit was unprotected (no jitter buffer, no decoder: what the server adds, plus t
 publisher's socket and the loopback). Audio (Opus, transcoded by the server from AAC) is
 counted by the viewer but not timed: its RTP time has no stamp to anchor it.
 
+Two times per frame: ``whep`` uses the kernel's receive time of the datagram completing
+the unit (the ``SIOCGSTAMP`` ioctl after each read), so
+a probe process that falls behind its sockets (hundreds of viewers in one Python process)
+does not count its own backlog; ``whep-read`` is the time the probe read it, as the
+HTTP-FLV and RTMP probes time theirs. Where the kernel gives no time, both are the read time.
+
 Used by bench/latency/probe.py (``--whep URL --whep-probes N``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
+import struct
 import time
+from typing import Any
 
 import aiohttp
 
@@ -26,18 +36,44 @@ from media.rtp.h264_depacketize import H264Depacketizer
 
 Samples = list[tuple[float, float]]
 
+SIOCGSTAMP = 0x8906  # linux/sockios.h: the receive time of the last datagram read
+_TIMEVAL = struct.Struct("@ll")
+
+
+def enable_rx_times(sock: socket.socket) -> None:
+    """Make the kernel keep each read datagram's receive time for :func:`kernel_rx_time`:
+    the first ``SIOCGSTAMP`` turns it on (and answers with its own time, or ENOENT). Not
+    ``SO_TIMESTAMP``: with it the time goes to ancillary data only and the ioctl fails."""
+    kernel_rx_time(sock)
+
+
+def kernel_rx_time(sock: socket.socket) -> float | None:
+    """The kernel's receive time (s since the epoch) of the datagram last read from ``sock``
+    (after :func:`enable_rx_times`), or None."""
+    try:
+        sec, usec = _TIMEVAL.unpack(fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(_TIMEVAL.size)))
+    except OSError:
+        return None
+    return float(sec + usec / 1e6)
+
 
 class StampTimer:
     """Access units in, ``(wall_s, now - stamp in ms)`` samples out, after ``skip`` s."""
 
-    def __init__(self, skip: float, video: Samples) -> None:
+    def __init__(self, skip: float, video: Samples, read: Samples | None = None) -> None:
         self.started = time.time()
         self.skip = skip
         self.video = video
+        """Samples at the kernel's receive time (the read time when there is none)."""
+        self.read = read
+        """Samples at the time the probe read the datagram."""
         self.units = 0
         self.stamped = 0
 
-    def unit(self, nalus: tuple[bytes, ...], wall: float | None = None) -> None:
+    def unit(
+        self, nalus: tuple[bytes, ...], wall: float | None = None, rx: float | None = None
+    ) -> None:
+        """One access unit, read at ``wall``, received by the kernel at ``rx``."""
         if wall is None:
             wall = time.time()
         self.units += 1
@@ -45,8 +81,13 @@ class StampTimer:
         if stamp_us is None:
             return
         self.stamped += 1
-        if wall - self.started >= self.skip:
-            self.video.append((round(wall, 3), round(wall * 1000 - stamp_us / 1000, 3)))
+        if wall - self.started < self.skip:
+            return
+        sent_ms = stamp_us / 1000
+        at = wall if rx is None else rx
+        self.video.append((round(wall, 3), round(at * 1000 - sent_ms, 3)))
+        if self.read is not None:
+            self.read.append((round(wall, 3), round(wall * 1000 - sent_ms, 3)))
 
 
 class StampViewer(WhepViewer):
@@ -56,14 +97,28 @@ class StampViewer(WhepViewer):
         super().__init__(contexts, fingerprint)
         self.timer = timer
         self.depacketizer = H264Depacketizer()
+        self.sock: socket.socket | None = None
+        self.rx: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            enable_rx_times(sock)
+            self.sock = sock
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.rx = kernel_rx_time(self.sock) if self.sock is not None else None
+        super().datagram_received(data, addr)
 
     def _seq(self, plain: bytes) -> None:
         # WhepViewer hands every unprotected RTP packet to _seq (its loss count): the one
         # place a subclass sees the plain packet.
         super()._seq(plain)
         if plain[1] & 0x7F == VIDEO_PT:
+            wall = time.time()
             for au in self.depacketizer.receive(plain):
-                self.timer.unit(au.nalus)
+                self.timer.unit(au.nalus, wall, self.rx)
 
 
 async def whep_probe(

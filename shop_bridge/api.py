@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -65,11 +65,13 @@ def api(fn: Handler) -> Handler:
     return wrapper
 
 
-def _svc(request: web.Request) -> ShopService:
+def shop_service(request: web.Request) -> ShopService:
+    """The shop of the app handling ``request``."""
     return request.app[SHOP]
 
 
-async def _body(request: web.Request, allowed: set[str]) -> Body:
+async def read_body(request: web.Request, allowed: set[str]) -> Body:
+    """The request's JSON object (size-capped), with only the ``allowed`` fields."""
     return Body(await read_json(request, request.app[MAX_BODY]), allowed)
 
 
@@ -150,21 +152,31 @@ def operator(request: web.Request) -> str:
     return _request_user(request) or "operator"
 
 
-def _int_path(request: web.Request, name: str) -> int:
+def int_path(request: web.Request, name: str) -> int:
+    """The integer path parameter ``name`` (404 when it is not one)."""
     raw = request.match_info[name]
     if not raw.isdigit() or len(raw) > 12:
         raise ShopError(404, "not_found", f"{name} {raw[:20]!r} does not exist")
     return int(raw)
 
 
-def _ident_path(request: web.Request, name: str) -> str:
+def ident_path(request: web.Request, name: str) -> str:
+    """The identifier path parameter ``name`` (404 when it is not one)."""
     raw = request.match_info[name]
     if not ID_RE.match(raw):
         raise ShopError(404, "not_found", f"{name} {raw[:20]!r} is not a valid identifier")
     return raw
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def state_query(query: Mapping[str, str]) -> str | None:
+    """The ``state`` filter of an order listing or export (None: any; 400 if unknown)."""
+    state = query.get("state")
+    if state is not None and state not in {s.value for s in OrderState}:
+        raise invalid("state", f"unknown state {state[:30]!r}")
+    return state
+
+
+def json_reply(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
@@ -184,7 +196,7 @@ def _sku(body: Body) -> dict[str, Any]:
 
 @api
 async def create_product(request: web.Request) -> web.Response:
-    body = await _body(request, {"title", "description", "images", "page_path", "skus"})
+    body = await read_body(request, {"title", "description", "images", "page_path", "skus"})
     skus = body.objects("skus", min_items=1, max_items=100)
     data = {
         "title": body.text("title", max_len=200),
@@ -193,30 +205,32 @@ async def create_product(request: web.Request) -> web.Response:
         "page_path": body.text("page_path", max_len=512, min_len=0, default=""),
         "skus": [_sku(Body(s, SKU_FIELDS, f"skus[{i}]")) for i, s in enumerate(skus)],
     }
-    return _json(await _svc(request).catalog.create_product(data), 201)
+    return json_reply(await shop_service(request).catalog.create_product(data), 201)
 
 
 @api
 async def list_products(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 50, 1, 200)
     after = query_int(request.query, "after", 0, 0, 10**12)
-    items = await _svc(request).catalog.list_products(limit, after)
-    return _json({"items": items, "next_after": items[-1]["id"] if len(items) == limit else None})
+    items = await shop_service(request).catalog.list_products(limit, after)
+    return json_reply(
+        {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+    )
 
 
 @api
 async def get_product(request: web.Request) -> web.Response:
-    pid = _int_path(request, "product_id")
-    product = await _svc(request).catalog.get_product(pid)
+    pid = int_path(request, "product_id")
+    product = await shop_service(request).catalog.get_product(pid)
     if product is None:
         raise ShopError(404, "product_not_found", f"no product {pid}")
-    return _json(product)
+    return json_reply(product)
 
 
 @api
 async def update_product(request: web.Request) -> web.Response:
-    pid = _int_path(request, "product_id")
-    body = await _body(request, {"title", "description", "images", "page_path"})
+    pid = int_path(request, "product_id")
+    body = await read_body(request, {"title", "description", "images", "page_path"})
     changes: dict[str, Any] = {}
     if body.has("title"):
         changes["title"] = body.text("title", max_len=200)
@@ -228,20 +242,20 @@ async def update_product(request: web.Request) -> web.Response:
         changes["page_path"] = body.text("page_path", max_len=512, min_len=0)
     if not changes:
         raise invalid("body", "nothing to change")
-    return _json(await _svc(request).catalog.update_product(pid, changes))
+    return json_reply(await shop_service(request).catalog.update_product(pid, changes))
 
 
 @api
 async def add_sku(request: web.Request) -> web.Response:
-    pid = _int_path(request, "product_id")
-    body = await _body(request, SKU_FIELDS)
-    return _json(await _svc(request).catalog.add_sku(pid, _sku(body)), 201)
+    pid = int_path(request, "product_id")
+    body = await read_body(request, SKU_FIELDS)
+    return json_reply(await shop_service(request).catalog.add_sku(pid, _sku(body)), 201)
 
 
 @api
 async def update_sku(request: web.Request) -> web.Response:
-    sku_id = _int_path(request, "sku_id")
-    body = await _body(request, {"code", "specs", "price_fen", "stock", "stock_delta"})
+    sku_id = int_path(request, "sku_id")
+    body = await read_body(request, {"code", "specs", "price_fen", "stock", "stock_delta"})
     if body.has("stock") and body.has("stock_delta"):
         raise invalid("stock_delta", "give stock or stock_delta, not both")
     changes: dict[str, Any] = {}
@@ -257,7 +271,7 @@ async def update_sku(request: web.Request) -> web.Response:
         changes["stock_delta"] = body.integer("stock_delta", lo=-(10**9), hi=10**9)
     if not changes:
         raise invalid("body", "nothing to change")
-    return _json(await _svc(request).catalog.update_sku(sku_id, changes))
+    return json_reply(await shop_service(request).catalog.update_sku(sku_id, changes))
 
 
 # -- broadcasts: shop info, shelf, cards, sales ------------------------------------------
@@ -268,7 +282,7 @@ async def update_sku(request: web.Request) -> web.Response:
 
 @api
 async def create_flash_sale(request: web.Request) -> web.Response:
-    body = await _body(
+    body = await read_body(
         request,
         {
             "broadcast_id",
@@ -291,7 +305,7 @@ async def create_flash_sale(request: web.Request) -> web.Response:
         "starts_ms": body.time_ms("starts_at"),
         "ends_ms": body.time_ms("ends_at"),
     }
-    svc = _svc(request)
+    svc = shop_service(request)
     sale = await svc.flash.create(data, operator(request))
     if show_card:  # its card in the room at once (the sale's product, SKU and id)
         sale = {
@@ -304,31 +318,31 @@ async def create_flash_sale(request: web.Request) -> web.Response:
                 operator(request),
             ),
         }
-    return _json(sale, 201)
+    return json_reply(sale, 201)
 
 
 @api
 async def get_flash_sale(request: web.Request) -> web.Response:
-    return _json(await _svc(request).flash.get(_int_path(request, "sale_id")))
+    return json_reply(await shop_service(request).flash.get(int_path(request, "sale_id")))
 
 
 @api
 async def close_flash_sale(request: web.Request) -> web.Response:
-    sale_id = _int_path(request, "sale_id")
+    sale_id = int_path(request, "sale_id")
     reason = ""
     if request.can_read_body:
-        body = await _body(request, {"reason"})
+        body = await read_body(request, {"reason"})
         reason = body.text("reason", max_len=200, default="")
-    view = await _svc(request).sale_admin.close(
+    view = await shop_service(request).sale_admin.close(
         sale_id, operator(request), reason or "closed by the seller"
     )
-    return _json(view)
+    return json_reply(view)
 
 
 @api
 async def edit_flash_sale(request: web.Request) -> web.Response:
-    sale_id = _int_path(request, "sale_id")
-    body = await _body(request, {"ends_at", "per_user_limit", "sale_stock"})
+    sale_id = int_path(request, "sale_id")
+    body = await read_body(request, {"ends_at", "per_user_limit", "sale_stock"})
     changes: dict[str, Any] = {}
     if body.has("ends_at"):
         changes["ends_ms"] = body.time_ms("ends_at")
@@ -338,19 +352,21 @@ async def edit_flash_sale(request: web.Request) -> web.Response:
         changes["sale_stock"] = body.integer("sale_stock", lo=1, hi=100_000)
     if not changes:
         raise invalid("body", "nothing to change (ends_at, per_user_limit, sale_stock)")
-    return _json(await _svc(request).sale_admin.edit(sale_id, changes, operator(request)))
+    return json_reply(
+        await shop_service(request).sale_admin.edit(sale_id, changes, operator(request))
+    )
 
 
 @api
 async def audit_flash_sale(request: web.Request) -> web.Response:
-    return _json(await _svc(request).upkeep.audit_sale(_int_path(request, "sale_id")))
+    return json_reply(await shop_service(request).upkeep.audit_sale(int_path(request, "sale_id")))
 
 
 @api
 async def buy(request: web.Request) -> web.Response:
-    sale_id = _int_path(request, "sale_id")
-    svc = _svc(request)
-    body = await _body(request, {"quantity", "idempotency_key", "channel", "user_id", *EXTRAS})
+    sale_id = int_path(request, "sale_id")
+    svc = shop_service(request)
+    body = await read_body(request, {"quantity", "idempotency_key", "channel", "user_id", *EXTRAS})
     user = buyer(request, body)
     qty = body.integer("quantity", lo=1, hi=svc.ctx.config.max_quantity, default=1)
     key = body.ident("idempotency_key")
@@ -370,8 +386,8 @@ async def buy(request: web.Request) -> web.Response:
 
 @api
 async def place_order(request: web.Request) -> web.Response:
-    svc = _svc(request)
-    body = await _body(
+    svc = shop_service(request)
+    body = await read_body(
         request,
         {
             "sku_id",
@@ -395,20 +411,18 @@ async def place_order(request: web.Request) -> web.Response:
         coupon_id=body.text("coupon_id", max_len=32, pattern=ID_RE, default=None),
         extra=await order_extras(request, svc, user, body),
     )
-    return _json(order_view(order), 201 if created else 200)
+    return json_reply(order_view(order), 201 if created else 200)
 
 
 @api
 async def list_orders(request: web.Request) -> web.Response:
     """Who sees which orders: see :func:`order_listing.scope`."""
     q = request.query
-    state = q.get("state")
-    if state is not None and state not in {s.value for s in OrderState}:
-        raise invalid("state", f"unknown state {state[:30]!r}")
+    state = state_query(q)
     named = check_ident("user_id", q["user_id"]) if q.get("user_id") else None
     user, anchor = order_listing.scope(_viewer_uid(request), caller(request), named)
     limit = query_int(q, "limit", 50, 1, 200)
-    orders = await _svc(request).checkout.book.list_orders(
+    orders = await shop_service(request).checkout.book.list_orders(
         user_id=user,
         broadcast_id=broadcast_ids.parse(q["broadcast_id"]) if q.get("broadcast_id") else None,
         anchor_id=anchor,
@@ -417,7 +431,7 @@ async def list_orders(request: web.Request) -> web.Response:
         before_ms=query_int(q, "before_ms", 0, 0, 10**14) or None,
         after=order_listing.parse_cursor(q.get("cursor")),
     )
-    return _json(
+    return json_reply(
         {
             "items": [order_view(o) for o in orders],
             "next_cursor": order_listing.next_cursor(orders, limit),
@@ -427,10 +441,10 @@ async def list_orders(request: web.Request) -> web.Response:
 
 async def _own_order(request: web.Request) -> tuple[str, str | None]:
     """(order id, owner) after checking the caller may act on that order (404 otherwise)."""
-    oid = _ident_path(request, "order_id")
+    oid = ident_path(request, "order_id")
     owner = order_owner(request)
     if owner is not None:
-        order = await _svc(request).checkout.order(oid)
+        order = await shop_service(request).checkout.order(oid)
         if order["user_id"] != owner:
             raise not_found("order", oid)
     return oid, owner
@@ -442,7 +456,7 @@ async def _anchor_of_order(request: web.Request, oid: str) -> bool:
     who = caller(request)
     if who is None or who.role != "anchor" or request.headers.get(VIEWER_TOKEN_HEADER):
         return False
-    svc = _svc(request)
+    svc = shop_service(request)
     order = await svc.checkout.order(oid)
     row = await svc.shelf.fresh_row(order["broadcast_id"]) if order["broadcast_id"] else None
     if row is None or row["anchor_id"] != str(who.user_id):
@@ -452,26 +466,26 @@ async def _anchor_of_order(request: web.Request, oid: str) -> bool:
 
 @api
 async def get_order(request: web.Request) -> web.Response:
-    svc = _svc(request)
-    oid = _ident_path(request, "order_id")
+    svc = shop_service(request)
+    oid = ident_path(request, "order_id")
     if not await _anchor_of_order(request, oid):
         oid, _owner = await _own_order(request)
     detail = await svc.checkout.order_with_history(oid)
-    return _json({**detail, "refunds": await svc.refunds.list(oid)})
+    return json_reply({**detail, "refunds": await svc.refunds.list(oid)})
 
 
 @api
 async def pay_order(request: web.Request) -> web.Response:
     oid, owner = await _own_order(request)
-    return _json(await _svc(request).checkout.start_payment(oid, owner))
+    return json_reply(await shop_service(request).checkout.start_payment(oid, owner))
 
 
 @api
 async def cancel_order(request: web.Request) -> web.Response:
     oid, owner = await _own_order(request)
     actor = owner or _request_user(request) or "operator"
-    order = await _svc(request).checkout.cancel_by_buyer(oid, actor)
-    return _json(order_view(order))
+    order = await shop_service(request).checkout.cancel_by_buyer(oid, actor)
+    return json_reply(order_view(order))
 
 
 def mover(target: OrderState, reason: str) -> Handler:
@@ -479,9 +493,9 @@ def mover(target: OrderState, reason: str) -> Handler:
 
     @api
     async def handler(request: web.Request) -> web.Response:
-        oid = _ident_path(request, "order_id")
-        order = await _svc(request).checkout.move(oid, target, operator(request), reason)
-        return _json(order_view(order))
+        oid = ident_path(request, "order_id")
+        order = await shop_service(request).checkout.move(oid, target, operator(request), reason)
+        return json_reply(order_view(order))
 
     return handler
 
@@ -490,7 +504,7 @@ def mover(target: OrderState, reason: str) -> Handler:
 
 
 async def payment_notify(request: web.Request) -> web.Response:
-    svc = _svc(request)
+    svc = shop_service(request)
     limit = request.app[MAX_BODY]
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
@@ -498,7 +512,7 @@ async def payment_notify(request: web.Request) -> web.Response:
     if len(body) > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
     status, payload = await svc.notices.handle(request.headers, body, request.remote or "")
-    return _json(payload, status)
+    return json_reply(payload, status)
 
 
 @api
@@ -507,13 +521,15 @@ async def list_notifications(request: web.Request) -> web.Response:
     if oid is not None:
         check_ident("order_id", oid)
     limit = query_int(request.query, "limit", 50, 1, 500)
-    notices = _svc(request).notices
-    return _json({"items": await notices.entries(oid, limit), "refused": notices.refused_summary()})
+    notices = shop_service(request).notices
+    return json_reply(
+        {"items": await notices.entries(oid, limit), "refused": notices.refused_summary()}
+    )
 
 
 @api
 async def grant_prize(request: web.Request) -> web.Response:
-    body = await _body(
+    body = await read_body(
         request,
         {
             "lottery_id",
@@ -531,15 +547,15 @@ async def grant_prize(request: web.Request) -> web.Response:
     )
     body.ident("lottery_id")
     body.ident("user_id")
-    result = await _svc(request).prizes.grant(dict(body.data))
-    return _json(result, 200 if result["duplicate"] else 201)
+    result = await shop_service(request).prizes.grant(dict(body.data))
+    return json_reply(result, 200 if result["duplicate"] else 201)
 
 
 @api
 async def coupons(request: web.Request) -> web.Response:
-    uid = _ident_path(request, "user_id")
+    uid = ident_path(request, "user_id")
     owner = order_owner(request)
     if owner is not None and owner != uid:
         raise ShopError(403, "forbidden", "a viewer sees only their own coupons")
     limit = query_int(request.query, "limit", 50, 1, 200)
-    return _json({"items": await _svc(request).checkout.coupons(uid, limit)})
+    return json_reply({"items": await shop_service(request).checkout.coupons(uid, limit)})

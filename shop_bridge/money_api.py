@@ -5,52 +5,31 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from core.http import read_json
 from shop_bridge import broadcast_ids
-from shop_bridge.api import MAX_BODY, SHOP, api, operator
-from shop_bridge.errors import ShopError, invalid
-from shop_bridge.service import ShopService
-from shop_bridge.validate import ID_RE, Body, check_ident
+from shop_bridge.api import api, ident_path, json_reply, operator, read_body, shop_service
+from shop_bridge.errors import invalid
+from shop_bridge.validate import check_ident
 from shop_bridge.views import order_view
-
-
-def _svc(request: web.Request) -> ShopService:
-    return request.app[SHOP]
-
-
-async def _body(request: web.Request, allowed: set[str]) -> Body:
-    return Body(await read_json(request, request.app[MAX_BODY]), allowed)
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
-
-
-def _order_path(request: web.Request) -> str:
-    raw = request.match_info["order_id"]
-    if not ID_RE.match(raw):
-        raise ShopError(404, "not_found", f"order_id {raw[:20]!r} is not a valid identifier")
-    return raw
 
 
 @api
 async def refund_order(request: web.Request) -> web.Response:
     """A whole or partial refund with its reason (:mod:`shop_bridge.refunds`)."""
-    oid = _order_path(request)
+    oid = ident_path(request, "order_id")
     reason, amount = "", None
     if request.can_read_body:
-        body = await _body(request, {"reason", "amount_fen"})
+        body = await read_body(request, {"reason", "amount_fen"})
         reason = body.text("reason", max_len=200, default="")
         amount = body.integer("amount_fen", lo=1, hi=10**12, default=None)
     reason = reason or "refund requested"
-    done = await _svc(request).refunds.refund(oid, operator(request), reason, amount)
-    return _json({**order_view(done["order"]), "refund": done["refund"]})
+    done = await shop_service(request).refunds.refund(oid, operator(request), reason, amount)
+    return json_reply({**order_view(done["order"]), "refund": done["refund"]})
 
 
 @api
 async def create_coupons(request: web.Request) -> web.Response:
     """Operators give coupons: to ``user_id`` or to each of ``user_ids`` (a batch)."""
-    body = await _body(
+    body = await read_body(
         request,
         {"user_id", "user_ids", "value_fen", "broadcast_id", "note", "idempotency_key"},
     )
@@ -71,7 +50,7 @@ async def create_coupons(request: web.Request) -> web.Response:
     bid = broadcast_ids.from_body(body, default="")
     note = body.text("note", max_len=120, min_len=0, default="")
     key = body.ident("idempotency_key", default=None)
-    items, created = await _svc(request).coupons.issue(
+    items, created = await shop_service(request).coupons.issue(
         users, value, bid, note, operator(request), key
     )
-    return _json({"items": items, "created": created}, 201 if created else 200)
+    return json_reply({"items": items, "created": created}, 201 if created else 200)

@@ -16,14 +16,13 @@ from core.abuse import KINDS, normalise_entry
 from core.http import caller
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
-from shop_bridge.api import MAX_BODY, SHOP, api, order_owner
+from shop_bridge.api import api, ident_path, order_owner, read_body, shop_service, state_query
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.masking import Recipient
 from shop_bridge.models import BROADCASTS
 from shop_bridge.order_export import export_rows
 from shop_bridge.order_extras import parse_body_recipient, recipient_of_body, share_token
 from shop_bridge.service import ShopService
-from shop_bridge.state import OrderState
 from shop_bridge.validate import ID_RE, Body, check_ident, query_int
 
 __all__ = [
@@ -45,16 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _svc(request: web.Request) -> ShopService:
-    return request.app[SHOP]
-
-
-async def _body(request: web.Request, allowed: set[str]) -> Body:
-    from core.http import read_json
-
-    return Body(await read_json(request, request.app[MAX_BODY]), allowed)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -88,13 +77,6 @@ def _int_path(request: web.Request, name: str) -> int:
     return int(raw)
 
 
-def _order_path(request: web.Request) -> str:
-    raw = request.match_info["order_id"]
-    if not ID_RE.match(raw):
-        raise ShopError(404, "not_found", f"order_id {raw[:20]!r} is not a valid identifier")
-    return raw
-
-
 def _actor(request: web.Request) -> str:
     who = caller(request)
     return str(getattr(who, "username", "") or getattr(who, "user_id", "") or "operator")
@@ -109,13 +91,13 @@ async def put_recipient(request: web.Request) -> web.Response:
     order not shipped yet."""
     from shop_bridge.views import order_view
 
-    oid = _order_path(request)
-    svc = _svc(request)
+    oid = ident_path(request, "order_id")
+    svc = shop_service(request)
     owner = order_owner(request)
     order = await svc.recipients.order_for(oid)
     if owner is not None and order["user_id"] != owner:
         raise not_found("order", oid)
-    body = await _body(request, {"recipient", "address_id", "name", "phone", "address"})
+    body = await read_body(request, {"recipient", "address_id", "name", "phone", "address"})
     bare = {k: body.data[k] for k in ("name", "phone", "address") if k in body.data}
     if bare:
         if body.has("recipient") or body.has("address_id"):
@@ -132,8 +114,8 @@ async def put_recipient(request: web.Request) -> web.Response:
 @api
 async def get_recipient(request: web.Request) -> web.Response:
     """The plaintext recipient, for the operators who ship (the route is operator-only)."""
-    oid = _order_path(request)
-    svc = _svc(request)
+    oid = ident_path(request, "order_id")
+    svc = shop_service(request)
     order = await svc.recipients.order_for(oid)
     return _json(
         {"order_id": oid, "recipient": svc.recipients.reveal(order, _actor(request))},
@@ -146,23 +128,23 @@ async def get_recipient(request: web.Request) -> web.Response:
 @api
 async def list_addresses(request: web.Request) -> web.Response:
     user = _viewer(request)
-    svc = _svc(request)
+    svc = shop_service(request)
     return _json({"items": await svc.addresses.list(user), "limit": svc.ctx.config.max_addresses})
 
 
 @api
 async def add_address(request: web.Request) -> web.Response:
     user = _viewer(request)
-    body = await _body(request, {"name", "phone", "address", "default"})
+    body = await read_body(request, {"name", "phone", "address", "default"})
     rcpt = _recipient({k: body.data.get(k) for k in ("name", "phone", "address")}, "")
     default = body.boolean("default", default=False)
-    return _json(await _svc(request).addresses.add(user, rcpt, default), 201)
+    return _json(await shop_service(request).addresses.add(user, rcpt, default), 201)
 
 
 @api
 async def delete_address(request: web.Request) -> web.Response:
     user = _viewer(request)
-    await _svc(request).addresses.delete(user, _int_path(request, "address_id"))
+    await shop_service(request).addresses.delete(user, _int_path(request, "address_id"))
     return web.Response(status=204)
 
 
@@ -204,8 +186,8 @@ async def create_share_link(request: web.Request) -> web.Response:
     anchor (decided from the shop's record of the broadcast), or a registered sharer for
     themselves (viewer token)."""
     bid = _broadcast_path(request)
-    svc = _svc(request)
-    body = await _body(request, {"sharer_id"}) if request.can_read_body else Body({}, set())
+    svc = shop_service(request)
+    body = await read_body(request, {"sharer_id"}) if request.can_read_body else Body({}, set())
     named = body.ident("sharer_id", default=None)
     viewer = _viewer_or_none(request)
     who = caller(request)
@@ -238,11 +220,11 @@ async def create_share_link(request: web.Request) -> web.Response:
 async def share_visit(request: web.Request) -> web.Response:
     """A viewer arrived through a share link: record the touch (first/last)."""
     bid = _broadcast_path(request)
-    svc = _svc(request)
+    svc = shop_service(request)
     viewer = _viewer_or_none(request)
     if viewer is None:
         raise ShopError(401, "unauthorized", "send the viewer's X-Viewer-Token")
-    body = await _body(request, {"share"}) if request.can_read_body else Body({}, set())
+    body = await read_body(request, {"share"}) if request.can_read_body else Body({}, set())
     token = share_token(request, body)
     if not token:
         raise ShopError(400, "missing_field", "share: is required (or X-Share-Token)")
@@ -260,13 +242,13 @@ async def share_visit(request: web.Request) -> web.Response:
 
 @api
 async def sharer_sales(request: web.Request) -> web.Response:
-    return _json(await _svc(request).sharers.report(_broadcast_path(request)))
+    return _json(await shop_service(request).sharers.report(_broadcast_path(request)))
 
 
 @api
 async def register_sharer(request: web.Request) -> web.Response:
-    body = await _body(request, {"user_id", "name"})
-    view, created = await _svc(request).sharers.register(
+    body = await read_body(request, {"user_id", "name"})
+    view, created = await shop_service(request).sharers.register(
         body.ident("user_id"), body.text("name", max_len=64, min_len=0, default=""), _actor(request)
     )
     return _json(view, 201 if created else 200)
@@ -278,7 +260,7 @@ async def list_sharers(request: web.Request) -> web.Response:
     after = request.query.get("after", "")
     if after:
         check_ident("after", after)
-    items = await _svc(request).sharers.list(limit, after)
+    items = await shop_service(request).sharers.list(limit, after)
     return _json(
         {"items": items, "next_after": items[-1]["user_id"] if len(items) == limit else None}
     )
@@ -289,7 +271,7 @@ async def deactivate_sharer(request: web.Request) -> web.Response:
     uid = request.match_info["user_id"]
     if not ID_RE.match(uid):
         raise not_found("sharer", uid[:20])
-    return _json(await _svc(request).sharers.deactivate(uid, _actor(request)))
+    return _json(await shop_service(request).sharers.deactivate(uid, _actor(request)))
 
 
 # -- the blocklist -----------------------------------------------------------------------------
@@ -297,13 +279,13 @@ async def deactivate_sharer(request: web.Request) -> web.Response:
 
 @api
 async def block(request: web.Request) -> web.Response:
-    body = await _body(request, {"kind", "value", "reason", "ttl_s"})
+    body = await read_body(request, {"kind", "value", "reason", "ttl_s"})
     kind = body.text("kind", max_len=16)
     try:
         value = normalise_entry(kind, body.text("value", max_len=128))
     except ValueError as exc:
         raise invalid("value" if kind in KINDS else "kind", str(exc)) from None
-    view, created = await _svc(request).blocklist.add(
+    view, created = await shop_service(request).blocklist.add(
         kind,
         value,
         body.text("reason", max_len=200, min_len=0, default=""),
@@ -320,7 +302,7 @@ async def list_blocked(request: web.Request) -> web.Response:
         raise invalid("kind", f"one of {', '.join(KINDS)}")
     limit = query_int(request.query, "limit", 100, 1, 500)
     after = query_int(request.query, "after", 0, 0, 2**53)
-    items = await _svc(request).blocklist.list(kind, limit, after)
+    items = await shop_service(request).blocklist.list(kind, limit, after)
     return _json({"items": items, "next_after": items[-1]["id"] if len(items) == limit else None})
 
 
@@ -331,7 +313,7 @@ async def unblock(request: web.Request) -> web.Response:
         value = normalise_entry(kind, value)
     except ValueError:
         raise not_found("blocklist_entry", f"{kind[:16]} {value[:60]}") from None
-    if not await _svc(request).blocklist.remove(kind, value, _actor(request)):
+    if not await shop_service(request).blocklist.remove(kind, value, _actor(request)):
         raise not_found("blocklist_entry", f"{kind} {value}")
     return web.Response(status=204)
 
@@ -343,9 +325,7 @@ async def unblock(request: web.Request) -> web.Response:
 async def export_orders(request: web.Request) -> web.StreamResponse:
     """Orders as CSV (operators): masked recipients, or ``recipients=full`` to ship."""
     q = request.query
-    state = q.get("state")
-    if state is not None and state not in {s.value for s in OrderState}:
-        raise invalid("state", f"unknown state {state[:30]!r}")
+    state = state_query(q)
     bid = q.get("broadcast_id")
     if bid is not None and not (bid.isascii() and bid.isdigit() and len(bid) <= 16):
         raise invalid("broadcast_id", "an integer")
@@ -354,7 +334,7 @@ async def export_orders(request: web.Request) -> web.StreamResponse:
         raise invalid("recipients", "masked or full")
     limit = query_int(q, "limit", 10_000, 1, 100_000)
     rows = export_rows(
-        _svc(request).recipients,
+        shop_service(request).recipients,
         broadcast_id=str(int(bid)) if bid is not None else None,
         state=state,
         limit=limit,

@@ -12,7 +12,8 @@ bytes completing the frame were read; audio frames are timed too (see :class:`Cl
 Samples from the first ``--skip`` seconds of each probe are dropped (the GOP cache a
 server sends at join is old by design). Runs until its stdin closes, then prints one JSON
 line: ``{"samples": {"flv": [[wall_s, ms], ...], "flv-audio": ..., "rtmp": ..., "whep": ...},
-"errors": [...], "cpu_pct": ...}`` (WHEP: video only; ``cpu_pct``: this process's CPU over
+"errors": [...], "cpu_pct": ..., "whep": {"units", "stamped", "rtp_lost", "units_dropped"}}``
+(WHEP: video only, ``whep`` the totals over its probes; ``cpu_pct``: this process's CPU over
 its run, near 100 when the probes themselves are the bottleneck and add their own queueing).
 """
 
@@ -189,21 +190,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for _ in range(args.rtmp_probes)
     ]
-    if args.whep_probes:
+    timers = [
+        StampTimer(args.skip, samples["whep"], samples["whep-read"])
+        for _ in range(args.whep_probes)
+    ]
+    if timers:
         cert = DtlsCertificate.generate()
         contexts = DtlsContexts(cert)
         tasks += [
-            asyncio.create_task(
-                guard(
-                    whep_probe(
-                        args.whep,
-                        StampTimer(args.skip, samples["whep"], samples["whep-read"]),
-                        cert,
-                        contexts,
-                    )
-                )
-            )
-            for _ in range(args.whep_probes)
+            asyncio.create_task(guard(whep_probe(args.whep, t, cert, contexts))) for t in timers
         ]
     loop = asyncio.get_running_loop()
     stdin_closed = loop.create_future()
@@ -226,7 +221,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await t
-    return {"samples": samples, "errors": errors, "cpu_pct": cpu_pct}
+    whep = {
+        k: sum(getattr(t, k) for t in timers)
+        for k in ("units", "stamped", "rtp_lost", "units_dropped")
+    }
+    return {"samples": samples, "errors": errors, "cpu_pct": cpu_pct, "whep": whep}
 
 
 def main() -> None:

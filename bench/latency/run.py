@@ -258,6 +258,7 @@ async def run_case(
             "g2g_ms": per_proto,
             "probe_errors": got.get("errors", []),
             "probe_cpu_pct": got.get("cpu_pct"),
+            "whep_probe_totals": got.get("whep"),
             "loadgen": {
                 k: result.get(k)
                 for k in ("share_ge_90pct", "errors", "loadgen_cpu_pct", "other_cores")

@@ -69,6 +69,9 @@ class StampTimer:
         """Samples at the time the probe read the datagram."""
         self.units = 0
         self.stamped = 0
+        self.rtp_lost = 0
+        """Video RTP packets the depacketizer gave up as lost (set by the viewer)."""
+        self.units_dropped = 0
 
     def unit(
         self, nalus: tuple[bytes, ...], wall: float | None = None, rx: float | None = None
@@ -119,6 +122,9 @@ class StampViewer(WhepViewer):
             wall = time.time()
             for au in self.depacketizer.receive(plain):
                 self.timer.unit(au.nalus, wall, self.rx)
+            stats = self.depacketizer.stats
+            self.timer.rtp_lost = stats.lost
+            self.timer.units_dropped = stats.dropped_units
 
 
 async def whep_probe(

@@ -139,23 +139,27 @@ def test_other_sei_and_truncated_stamps_are_not_stamps() -> None:
 def test_stamp_timer_drops_the_join_gop_and_times_stamped_units() -> None:
     video: list[tuple[float, float]] = []
     timer = StampTimer(skip=1.0, video=video)
-    t0 = timer.started
-    timer.unit((sei(int(t0 * 1e6) - 500_000), b"\x65idr"), wall=t0 + 0.5)  # in the skip
+    t0 = time.time() + 10  # the first unit comes late: the skip counts from it
+    timer.unit((sei(int(t0 * 1e6) - 1_500_000), b"\x65idr"), wall=t0)  # the join GOP
+    timer.unit((sei(int(t0 * 1e6) - 500_000), b"\x41p"), wall=t0 + 0.5)  # in the skip
     timer.unit((b"\x41slice",), wall=t0 + 1.5)  # no stamp
     timer.unit((b"\x09\x10", sei(int((t0 + 2) * 1e6) - 40_000), b"\x41s"), wall=t0 + 2)
-    assert (timer.units, timer.stamped) == (3, 2)
+    assert (timer.units, timer.stamped) == (4, 3)
     assert len(video) == 1 and abs(video[0][1] - 40.0) < 0.01
+    assert video[0][0] == round(t0 + 2, 3)
 
 
 def test_stamp_timer_times_at_the_kernel_receive_time_and_keeps_the_read_time() -> None:
     video: list[tuple[float, float]] = []
     read: list[tuple[float, float]] = []
     timer = StampTimer(skip=0.0, video=video, read=read)
-    t0 = timer.started
+    t0 = time.time()
     timer.unit((sei(int(t0 * 1e6)),), wall=t0 + 0.300, rx=t0 + 0.010)
     timer.unit((sei(int(t0 * 1e6)),), wall=t0 + 0.050)  # no kernel time: the read time
     assert [round(ms) for _, ms in video] == [10, 50]
     assert [round(ms) for _, ms in read] == [300, 50]
+    # samples are placed in time by arrival (the run keeps those inside its window)
+    assert [t for t, _ in video] == [round(t0 + 0.010, 3), round(t0 + 0.050, 3)]
 
 
 def test_kernel_rx_time_is_the_datagrams_arrival_not_the_read() -> None:

@@ -58,10 +58,14 @@ def kernel_rx_time(sock: socket.socket) -> float | None:
 
 
 class StampTimer:
-    """Access units in, ``(wall_s, now - stamp in ms)`` samples out, after ``skip`` s."""
+    """Access units in, ``(time_s, time - stamp in ms)`` samples out, from ``skip`` s after
+    the viewer's first unit arrived (the GOP cache sent at join is old by design; counted
+    from the first unit, not from the start, since a viewer may connect late and a probe
+    that fell behind reads the join burst late)."""
 
     def __init__(self, skip: float, video: Samples, read: Samples | None = None) -> None:
-        self.started = time.time()
+        self.started: float | None = None
+        """The arrival time of the first unit."""
         self.skip = skip
         self.video = video
         """Samples at the kernel's receive time (the read time when there is none)."""
@@ -84,11 +88,13 @@ class StampTimer:
         if stamp_us is None:
             return
         self.stamped += 1
-        if wall - self.started < self.skip:
+        at = wall if rx is None else rx
+        if self.started is None:
+            self.started = at
+        if at - self.started < self.skip:
             return
         sent_ms = stamp_us / 1000
-        at = wall if rx is None else rx
-        self.video.append((round(wall, 3), round(at * 1000 - sent_ms, 3)))
+        self.video.append((round(at, 3), round(at * 1000 - sent_ms, 3)))
         if self.read is not None:
             self.read.append((round(wall, 3), round(wall * 1000 - sent_ms, 3)))
 

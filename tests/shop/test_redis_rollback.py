@@ -8,9 +8,9 @@ in the sale and RESTOREd after more buys. On the embedded backend the valkey-ser
 also killed (SIGKILL) and berrylive's supervisor starts a new one on the same socket and
 dir (a new run id); on the production backend (a shared Redis that must not be restarted)
 the buy path's connections are dropped, as a failover drops them, and the epoch that went
-back is what shows it. The periodic check is off in these tests (an hour): the new connection's check
-alone must find it. A last test shows the periodic check finding a rollback that no
-reconnect shows."""
+back is what shows it. The periodic check is off in these tests (an hour): the new
+connection's check alone must find it. A last test shows the periodic check finding a
+rollback that no reconnect shows."""
 
 from __future__ import annotations
 

@@ -169,6 +169,20 @@ def test_kernel_rx_time_is_the_datagrams_arrival_not_the_read() -> None:
     ):
         rx.bind(("127.0.0.1", 0))
         enable_rx_times(rx)
+        # The kernel turns receive times on through deferred work: until then a read
+        # datagram has none and the ioctl answers with its own time. Wait for it.
+        deadline = time.time() + 10
+        while True:
+            tx.sendto(b"warm", rx.getsockname())
+            assert select.select([rx], [], [], 5)[0]
+            read_at = time.time() + 0.01
+            while time.time() < read_at:
+                select.select([], [], [], 0.002)
+            rx.recv(16)
+            got = kernel_rx_time(rx)
+            if got is not None and got < read_at - 0.005:
+                break
+            assert time.time() < deadline, "the kernel never kept a receive time"
         before = time.time()
         tx.sendto(b"one", rx.getsockname())
         assert select.select([rx], [], [], 5)[0]

@@ -43,7 +43,10 @@ _TIMEVAL = struct.Struct("@ll")
 def enable_rx_times(sock: socket.socket) -> None:
     """Make the kernel keep each read datagram's receive time for :func:`kernel_rx_time`:
     the first ``SIOCGSTAMP`` turns it on (and answers with its own time, or ENOENT). Not
-    ``SO_TIMESTAMP``: with it the time goes to ancillary data only and the ioctl fails."""
+    ``SO_TIMESTAMP``: with it the time goes to ancillary data only and the ioctl fails.
+    The kernel turns the times on through deferred work, so the first few datagrams may
+    still be answered with the ioctl's own time (the read time: a frame or two of the join
+    GOP, inside the skipped first seconds)."""
     kernel_rx_time(sock)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from typing import Any
@@ -31,6 +32,7 @@ from media.fmp4 import PartCutter
 from media.frame import Frame, Kind
 from relay.config import RelayConfig
 from relay.hls_playlist import LivePlaylist
+from relay.hls_viewers import HlsAudience, client_key
 from relay.hub import (
     Batch,
     NullTransport,
@@ -225,6 +227,17 @@ class HlsService:
         ``RelayConfig.hls_package_always``), never stopped for idleness."""
         self._idle_task: asyncio.Task[None] | None = None
         registry.hub_listeners.append(self._on_hub)
+        target = max(1, math.floor(config.hls_segment_max + config.hls_part_target + 0.5))
+        self.audience = HlsAudience(window=2 * target)
+        """HLS viewers: client keys seen in the last two target durations."""
+        registry.viewer_counters.append(self._count)
+
+    def seen(self, hub: StreamHub, remote: str | None, user_agent: str | None) -> None:
+        """A playlist, part or segment request of ``hub`` by this client."""
+        self.audience.see(hub.key, client_key(remote, user_agent))
+
+    def _count(self, hub: StreamHub) -> dict[str, int]:
+        return {"hls": self.audience.count(hub.key)}
 
     def package_always(self, on: bool) -> None:
         """Called once the node's role is known (origins: the config's choice)."""
@@ -267,6 +280,7 @@ class HlsService:
         if what == "created" and self.always:
             self.ensure(hub)  # before its publisher attaches: it starts at the first keyframe
         elif what == "removed":
+            self.audience.forget(hub.key)
             pkg = self.packager(hub)
             if pkg is not None:
                 del self.packagers[hub.key]
@@ -295,10 +309,13 @@ class HlsService:
         self.packagers.clear()
         if self._on_hub in self.registry.hub_listeners:
             self.registry.hub_listeners.remove(self._on_hub)
+        if self._count in self.registry.viewer_counters:
+            self.registry.viewer_counters.remove(self._count)
 
     def stats(self) -> dict[str, Any]:
         return {
             "streams": len(self.packagers),
             "waiting": self.waiting,
+            "viewers": sum(self.audience.counts().values()),
             "cpu_seconds": round(sum(p.cpu_seconds for p in self.packagers.values()), 6),
         }

@@ -7,6 +7,9 @@
   ``part-M.P.m4s`` from memory, cacheable for ever (the token names the packager
   instance); the next part (the preload hint) is held until it exists.
 
+Each of them marks its client (address + User-Agent hash) as a viewer of the stream for two
+target durations (:mod:`relay.hls_viewers`): the hub's stats report them as ``hls`` viewers.
+
 A stream that is not live on this node (after an edge pull was tried) is 404.
 """
 
@@ -64,6 +67,7 @@ async def playlist_handler(request: web.Request) -> web.Response:
         pkg = service.ensure(hub)
     else:
         pkg.touch()
+    service.seen(hub, request.remote, request.headers.get("User-Agent"))
     playlist = pkg.playlist
     if msn is not None:
         if playlist.too_far(msn):
@@ -99,6 +103,7 @@ async def file_handler(request: web.Request) -> web.Response:
     if pkg is None or match is None or request.match_info["token"] != pkg.playlist.token:
         raise web.HTTPNotFound()
     pkg.touch()
+    request.app[HLS].seen(pkg.hub, request.remote, request.headers.get("User-Agent"))
     playlist = pkg.playlist
     init, seg, pmsn, pidx = match.groups()
     data: bytes | None

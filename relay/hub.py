@@ -735,6 +735,10 @@ class StreamHub:
             bucket = consumers if proto in INTERNAL_CONSUMERS else viewers
             bucket[proto] = bucket.get(proto, 0) + 1
             out[proto] = out.get(proto, 0) + v.bytes_sent
+        for counter in self.registry.viewer_counters:
+            for proto, n in counter(self).items():
+                if n > 0:
+                    viewers[proto] = viewers.get(proto, 0) + n
         video = self.registry.describe_video(self)
         audio = self.registry.describe_audio(self)
         if fps == 0 and isinstance(self.meta.get("framerate"), int | float):
@@ -777,6 +781,9 @@ class StreamRegistry:
         """Finds a stream this node does not hold (an edge pulls it from an origin)."""
         self.hub_listeners: list[Callable[[StreamHub, str], None]] = []
         """Called with (hub, "created" | "removed")."""
+        self.viewer_counters: list[Callable[[StreamHub], dict[str, int]]] = []
+        """Viewers that are not hub connections (HLS clients, counted by request):
+        ``hub -> {protocol: n}``, added to the hub's ``viewers`` in its stats."""
 
     def get(self, app: str, name: str) -> StreamHub | None:
         return self.hubs.get(f"{app}/{name}")

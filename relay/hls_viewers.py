@@ -6,9 +6,9 @@ once per target duration, a low-latency one at every part). The key is the clien
 and a hash of its ``User-Agent``: no session id is added to the URIs, so a part's URI stays
 the same for everyone and a CDN caches it once (see docs/hls.md for what that costs).
 
-Memory is bounded: at most ``per_stream`` keys per stream and ``total`` in all; past a cap
-the stream's oldest key makes room, and a stream with none to give counts no new key (the
-count saturates rather than growing the table).
+Memory is bounded: at most ``per_stream`` keys per stream (a stream at its cap counts no new
+key: its count saturates there) and ``total`` in all (past it, the key seen longest ago, of
+any stream, makes room). One table in order of last sight: expiring is popping its front.
 """
 
 from __future__ import annotations
@@ -33,51 +33,54 @@ class HlsAudience:
         self.window = window
         self.per_stream = per_stream
         self.total_cap = total
-        self.total = 0
-        self._streams: dict[str, OrderedDict[str, float]] = {}
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._counts: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        return len(self._seen)
 
     def see(self, stream: str, key: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        seen = self._streams.get(stream)
-        if seen is None:
-            seen = self._streams[stream] = OrderedDict()
-        if key in seen:
-            seen[key] = now
-            seen.move_to_end(key)
+        self._expire(now)
+        item = (stream, key)
+        if item in self._seen:
+            self._seen[item] = now
+            self._seen.move_to_end(item)
             return
-        self._expire(stream, seen, now)
-        if len(seen) >= self.per_stream or self.total >= self.total_cap:
-            if not seen:
-                return
-            seen.popitem(last=False)
-            self.total -= 1
-        seen[key] = now
-        self.total += 1
-        self._streams[stream] = seen  # again: expiring may have dropped an emptied table
+        if self._counts.get(stream, 0) >= self.per_stream:
+            return
+        if len(self._seen) >= self.total_cap:
+            self._drop(self._seen.popitem(last=False)[0][0])
+        self._seen[item] = now
+        self._counts[stream] = self._counts.get(stream, 0) + 1
 
     def count(self, stream: str, now: float | None = None) -> int:
-        seen = self._streams.get(stream)
-        if seen is None:
-            return 0
-        self._expire(stream, seen, time.monotonic() if now is None else now)
-        return len(seen)
-
-    def forget(self, stream: str) -> None:
-        seen = self._streams.pop(stream, None)
-        if seen is not None:
-            self.total -= len(seen)
+        self._expire(time.monotonic() if now is None else now)
+        return self._counts.get(stream, 0)
 
     def counts(self, now: float | None = None) -> dict[str, int]:
-        now = time.monotonic() if now is None else now
-        return {s: n for s in list(self._streams) if (n := self.count(s, now))}
+        self._expire(time.monotonic() if now is None else now)
+        return dict(self._counts)
 
-    def _expire(self, stream: str, seen: OrderedDict[str, float], now: float) -> None:
+    def forget(self, stream: str) -> None:
+        if self._counts.pop(stream, None):
+            for item in [i for i in self._seen if i[0] == stream]:
+                del self._seen[item]
+
+    def _drop(self, stream: str) -> None:
+        n = self._counts.get(stream, 0) - 1
+        if n > 0:
+            self._counts[stream] = n
+        else:
+            self._counts.pop(stream, None)
+
+    def _expire(self, now: float) -> None:
         limit = now - self.window
+        seen = self._seen
         while seen:
-            key, at = next(iter(seen.items()))
+            item, at = next(iter(seen.items()))
             if at >= limit:
                 break
-            del seen[key]
-            self.total -= 1
-        if not seen:
-            self._streams.pop(stream, None)
+            del seen[item]
+            self._drop(item[0])

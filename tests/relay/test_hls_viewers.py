@@ -77,12 +77,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("hlsviewers") / "gop2.flv", 6.0, gop=60)
 
 
-async def _play(base: str, user_agent: str, stop_: asyncio.Event, parts: list[int]) -> None:
-    """A low-latency player: blocking playlist reloads, each followed by its preload hint."""
+async def play(url: str, user_agent: str, stop_: asyncio.Event, parts: list[int]) -> None:
+    """A low-latency player of the playlist ``url``: blocking playlist reloads, each followed
+    by its preload hint, until ``stop_``; ``parts[0]`` counts the parts it got."""
+    base = url.rsplit("/", 1)[0]
     async with aiohttp.ClientSession(headers={"User-Agent": user_agent}) as s:
         query = ""
         while not stop_.is_set():
-            async with s.get(f"{base}/s.m3u8{query}") as r:
+            async with s.get(f"{url}{query}") as r:
                 if r.status != 200:
                     continue  # 503 on a block timeout: ask again
                 pl = parse(await r.text())
@@ -107,7 +109,7 @@ async def test_players_count_while_they_poll(server_factory: Any, clip: Path) ->
     parts = [0]
     # three players; the third runs in two sessions with one User-Agent: one viewer
     agents = ["player-1", "player-2", "player-3", "player-3"]
-    tasks = [asyncio.create_task(_play(base, ua, stop_, parts)) for ua in agents]
+    tasks = [asyncio.create_task(play(f"{base}/s.m3u8", ua, stop_, parts)) for ua in agents]
     try:
         assert hub is not None
         await wait_for(lambda: hub.stats()["viewers"].get("hls") == 3, 30)
@@ -122,7 +124,7 @@ async def test_players_count_while_they_poll(server_factory: Any, clip: Path) ->
         stop_.set()
         await asyncio.gather(*tasks)
         stop_.clear()
-        tasks = [asyncio.create_task(_play(base, ua, stop_, parts)) for ua in agents[:2]]
+        tasks = [asyncio.create_task(play(f"{base}/s.m3u8", ua, stop_, parts)) for ua in agents[:2]]
         await wait_for(lambda: hub.stats()["viewers"].get("hls") == 2, 30)
         # all stop: none (the hub reports no hls entry at 0, like any other protocol)
         stop_.set()

@@ -336,7 +336,7 @@ class ClusterNode:
         viewers = 0
         streams: dict[str, dict[str, Any]] = {}
         for hub in list(self.registry.hubs.values()):
-            n = hub.audience
+            n = hub.audience + sum(hub.counted_viewers().values())
             viewers += n
             total_out += sum(hub.bytes_out_closed.values())
             total_out += sum(v.bytes_sent for v in hub.viewers)

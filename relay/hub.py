@@ -680,6 +680,16 @@ class StreamHub:
         """Viewers who are people (or edges), not internal consumers like the recorder."""
         return sum(v.info.protocol not in INTERNAL_CONSUMERS for v in self.viewers)
 
+    def counted_viewers(self) -> dict[str, int]:
+        """Viewers that are not connections of this hub (HLS clients, counted by request),
+        by protocol; protocols at 0 are left out."""
+        out: dict[str, int] = {}
+        for counter in self.registry.viewer_counters:
+            for proto, n in counter(self).items():
+                if n > 0:
+                    out[proto] = out.get(proto, 0) + n
+        return out
+
     def remove_viewer(self, viewer: Viewer) -> None:
         if viewer in self.viewers:
             self.viewers.discard(viewer)
@@ -735,10 +745,8 @@ class StreamHub:
             bucket = consumers if proto in INTERNAL_CONSUMERS else viewers
             bucket[proto] = bucket.get(proto, 0) + 1
             out[proto] = out.get(proto, 0) + v.bytes_sent
-        for counter in self.registry.viewer_counters:
-            for proto, n in counter(self).items():
-                if n > 0:
-                    viewers[proto] = viewers.get(proto, 0) + n
+        for proto, n in self.counted_viewers().items():
+            viewers[proto] = viewers.get(proto, 0) + n
         video = self.registry.describe_video(self)
         audio = self.registry.describe_audio(self)
         if fps == 0 and isinstance(self.meta.get("framerate"), int | float):

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relay.cluster import CLUSTER
 from relay.hls_http import HLS
 from relay.hls_viewers import HlsAudience, client_key
 from relay.http import REGISTRY
@@ -120,6 +121,9 @@ async def test_players_count_while_they_poll(server_factory: Any, clip: Path) ->
         assert stats["viewers"]["hls"] == 3 and stats["viewers_total"] == 3
         assert hub.audience == 0  # not hub connections: no FLV viewer was added
         assert server.app[HLS].stats()["viewers"] == 3
+        # what the node tells the cluster (edge choice, the console's cluster view)
+        node = server.app[CLUSTER].snapshot(0.0)
+        assert node.viewers == 3 and node.streams["live/s"]["viewers"] == 3
         # one player stops: two
         stop_.set()
         await asyncio.gather(*tasks)
@@ -131,6 +135,7 @@ async def test_players_count_while_they_poll(server_factory: Any, clip: Path) ->
         await asyncio.gather(*tasks)
         await wait_for(lambda: "hls" not in hub.stats()["viewers"], 30)
         assert hub.stats()["viewers_total"] == 0
+        assert server.app[CLUSTER].snapshot(0.0).viewers == 0
         assert server.app[HLS].audience.total == 0
     finally:
         stop_.set()

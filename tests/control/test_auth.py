@@ -3,6 +3,7 @@ revoked tokens, brute-force login limited."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import sqlalchemy as sa
@@ -14,12 +15,14 @@ from tests.control.conftest import PASSWORD
 ROLES = ("operator", "anchor", "moderator")
 
 
+PLACEHOLDER = re.compile(r"\{([_a-zA-Z][_a-zA-Z0-9]*)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
+"""A route's ``{name}`` or ``{name:regex}`` (whose regex may hold ``{m,n}``)."""
+EXAMPLES = {"subscriber": "someone", "delivery_id": "1", "app": "live", "stream": "s1"}
+
+
 def concrete(path: str, bid: int) -> str:
-    return (
-        path.replace("{id}", str(bid))
-        .replace("{subscriber}", "someone")
-        .replace("{delivery_id}", "1")
-    )
+    """The route with an example value in each placeholder (the broadcast's id for ``id``)."""
+    return PLACEHOLDER.sub(lambda m: EXAMPLES.get(m.group(1), str(bid)), path)
 
 
 async def test_every_endpoint_refuses_missing_token_and_wrong_role(staff) -> None:

@@ -121,6 +121,8 @@ return k
 """
 
 
+RULES_CACHE = 1000
+"""Lotteries whose rules one node keeps read (entries of a lottery not cached in a room)."""
 OWED_INTERVAL_S = 5.0
 """How often each node looks for prizes missing from the outbox."""
 OWED_BATCH = 200
@@ -152,6 +154,8 @@ class LotteryService:
         self._transition = hub.redis.register_script(TRANSITION_LUA)
         self._draw = hub.redis.register_script(DRAW_LUA)
         self.outbox = Outbox(hub.redis)
+        self._rules_cache: dict[str, dict[str, Any]] = {}
+        self._rules_reads: dict[str, asyncio.Future[dict[str, str]]] = {}
         self._owed_at = 0.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._advancing: set[str] = set()
@@ -467,6 +471,26 @@ class LotteryService:
             return  # another node drew it
         await self._announce_drawn(room, lid)
 
+    async def _rules(self, lid: str) -> dict[str, Any] | None:
+        """A lottery's public record, read once per lottery however many entries arrive at
+        once (one read in flight; kept, bounded: the rules never change once created)."""
+        known = self._rules_cache.get(lid)
+        if known is not None:
+            return known
+        pending = self._rules_reads.get(lid)
+        if pending is None:
+            pending = asyncio.ensure_future(self.meta(lid))
+            self._rules_reads[lid] = pending
+            pending.add_done_callback(lambda _f: self._rules_reads.pop(lid, None))
+        found = await asyncio.shield(pending)
+        if not found:
+            return None
+        info = self.public(found)
+        if len(self._rules_cache) >= RULES_CACHE:
+            self._rules_cache.pop(next(iter(self._rules_cache)))
+        self._rules_cache[lid] = info
+        return info
+
     async def _freeze_present(self, room: str, lid: str, entrants: list[str]) -> list[str]:
         """The entrants still in the room now (on any node); the first node to close the
         lottery fixes that list in its record, and every node draws from that one."""
@@ -628,9 +652,8 @@ class LotteryService:
         uid = member.viewer.user_id
         room = self.hub.rooms.get(member.room)
         info = room.lotteries.get(lid) if room is not None else None
-        if info is None:  # not cached here (yet): the rules are in the lottery's record
-            found = await self.meta(lid)
-            info = self.public(found) if found else None
+        if info is None:  # not cached in the room here: the rules are in the lottery's record
+            info = await self._rules(lid)
         watch = int(info.get("min_watch_s", 0)) if info else 0
         if watch:
             watched = time.monotonic() - member.joined_at

@@ -130,6 +130,9 @@ OWED_BATCH = 200
 INDEX_MAX = 500
 """The newest lotteries a room's index keeps (older ones leave it, their keys expire)."""
 
+BACKFILL_SCAN_COUNT = 1000
+"""Keys per ``SCAN`` step when the index is backfilled at start."""
+
 LOTTERY_PARTS = ("meta", "entrants", "order", "winners", "nicks", "outboxed")
 """Every Redis key of one lottery (``Keys.lottery(id, part)``)."""
 
@@ -353,6 +356,75 @@ class LotteryService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(redis.zrem(index, *gone), REDIS_TIMEOUT)
         return out
+
+    def start_backfill(self) -> None:
+        """Run :meth:`backfill_index` in the background (a Redis error is logged: the
+        next start tries again)."""
+
+        async def run() -> None:
+            try:
+                await self.backfill_index()
+            except Exception as exc:
+                logger.warning("lottery index backfill failed (next start retries): %s", exc)
+
+        self._spawn(run())
+
+    async def backfill_index(self) -> int:
+        """Put in its room's index every lottery whose record is in Redis but not in the
+        index (lotteries created before the index existed); returns how many were added.
+
+        Idempotent (``ZADD NX``: a listed lottery keeps its score) and bounded: ``SCAN`` in
+        steps of :data:`BACKFILL_SCAN_COUNT`, records read in pipelines of 100, each room's
+        index trimmed to :data:`INDEX_MAX` and given at least its lotteries' lifetime.
+        Every node runs it once at start (:meth:`DanmakuService.start`)."""
+        redis = self.hub.redis
+        pattern = self.hub.keys.lottery("*", "meta")
+        added = 0
+        batch: list[str] = []
+
+        async def flush() -> int:
+            pipe = redis.pipeline(transaction=False)
+            for key in batch:
+                pipe.hmget(key, ["id", "room", "created_at"])
+                pipe.pttl(key)
+            raw = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            batch.clear()
+            pipe = redis.pipeline(transaction=False)
+            rooms: dict[str, int] = {}
+            for (lid, room, created), pttl in zip(raw[0::2], raw[1::2], strict=True):
+                if lid is None or room is None or created is None:
+                    continue  # not a whole record (expired meanwhile, or not ours)
+                try:
+                    score = float(_s(created))
+                except ValueError:
+                    continue
+                index = self.hub.keys.lottery_index(_s(room))
+                pipe.zadd(index, {_s(lid): score}, nx=True)
+                # the index lives at least as long as its longest-lived lottery (-1: no TTL
+                # on the record; the index then gets the retention)
+                ttl_s = int(pttl) // 1000 + 1 if int(pttl) > 0 else 0
+                ttl_s = ttl_s or max(1, int(self.hub.config.lottery_retention_s))
+                rooms[index] = max(rooms.get(index, 0), ttl_s)
+            for index, ttl_s in rooms.items():
+                pipe.zremrangebyrank(index, 0, -INDEX_MAX - 1)
+                pipe.expire(index, ttl_s, gt=True)
+                pipe.expire(index, ttl_s, nx=True)
+            results = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            return sum(int(r) for r in results[: len(results) - 3 * len(rooms)])
+
+        cursor: int | bytes | str = 0
+        while True:
+            cursor, keys = await asyncio.wait_for(
+                redis.scan(cursor, match=pattern, count=BACKFILL_SCAN_COUNT), REDIS_TIMEOUT
+            )
+            batch.extend(_s(k) for k in keys)
+            if len(batch) >= 100 or (batch and int(cursor) == 0):
+                added += await flush()
+            if int(cursor) == 0:
+                break
+        if added:
+            logger.info("lottery index: %d lottery(ies) created before it added", added)
+        return added
 
     async def _nicks(self, lid: str, users: list[str]) -> dict[str, str]:
         if not users:

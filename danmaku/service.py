@@ -115,6 +115,7 @@ class DanmakuService:
     async def start(self) -> None:
         self.sio.register_namespace(self.namespace)
         await self.hub.start()
+        self.lottery.start_backfill()
         # raw on purpose: a configurable list of topics whose payloads pass through to
         # the room as notices (only private keys removed), whatever their shape
         for topic in self.config.notice_topics:

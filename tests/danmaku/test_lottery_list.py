@@ -4,8 +4,13 @@ leaves the list and the index."""
 
 from __future__ import annotations
 
-import aiohttp
+import asyncio
+from collections.abc import AsyncIterator
 
+import aiohttp
+import pytest
+
+from core.redis import EmbeddedValkey
 from danmaku.service import DANMAKU
 from tests.danmaku.helpers import staff_api
 
@@ -66,3 +71,52 @@ async def test_list_a_rooms_lotteries(server) -> None:
         for role in ("anchor", "moderator"):  # an anchor without a broadcast in this room
             status, err = await api.call("GET", q, role=role)
             assert status == 403, (role, err)
+
+
+@pytest.fixture
+async def valkey(tmp_path) -> AsyncIterator[EmbeddedValkey]:
+    vk = EmbeddedValkey(tmp_path / "shared-redis", persist=False)
+    await vk.start()
+    yield vk
+    await vk.stop()
+
+
+async def test_lotteries_from_before_the_index_are_listed(valkey, server_factory) -> None:
+    """A lottery created the old way (its record, no index entry) is listed once a node
+    starts (the index is backfilled from Redis); running it again adds nothing twice, and
+    the backfilled index expires like the lotteries."""
+    n1 = await server_factory("n1", redis={"url": valkey.url})
+    hub = n1.app[DANMAKU].hub
+    q = f"/api/danmaku/lotteries?room={ROOM}"
+    async with aiohttp.ClientSession() as session:
+        api = await staff_api(n1, session)
+        made = []
+        for title in ("old one", "old two", "new"):
+            status, lot = await api.call("POST", "/api/danmaku/lotteries", json=spec(ROOM, title))
+            assert status == 201, lot
+            made.append(lot)
+        # the first two as a node that did not keep the index left them: no index entry
+        index = hub.keys.lottery_index(ROOM)
+        assert await hub.redis.zrem(index, made[0]["lottery_id"], made[1]["lottery_id"]) == 2
+        status, listed = await api.call("GET", q)
+        assert [x["title"] for x in listed["items"]] == ["new"]
+
+        n2 = await server_factory("n2", redis={"url": valkey.url})
+        api2 = await staff_api(n2, session)
+        want = ["new", "old two", "old one"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            status, listed = await api2.call("GET", q)
+            assert status == 200, listed
+            titles = [x["title"] for x in listed["items"]]
+            if titles == want or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert titles == want
+        assert 0 < await hub.redis.ttl(index) <= 300 + hub.config.lottery_retention_s
+        # idempotent: again (as every start does) adds nothing and keeps the order
+        assert await n2.app[DANMAKU].lottery.backfill_index() == 0
+        assert await hub.redis.zcard(index) == 3
+        status, listed = await api.call("GET", q)
+        assert [x["title"] for x in listed["items"]] == want

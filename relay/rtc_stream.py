@@ -93,6 +93,8 @@ class RtcSink(Protocol):
 
     def send_rtp(self, packet: bytes) -> bool: ...
 
+    def send_rtp_batch(self, packets: list[bytes]) -> int: ...
+
     def send_rtcp(self, packet: bytes) -> bool: ...
 
 
@@ -304,6 +306,19 @@ class RtcViewer:
         else:
             self.send_drops += 1
 
+    def send_video_batch(self, packets: list[bytes], nbytes: int) -> None:
+        """One access unit's video packets, already in this viewer's payload type and
+        SSRC (``nbytes``: their total size): one batched send (UDP GSO)."""
+        sent = self.sink.send_rtp_batch(packets)
+        if sent:
+            self.packets_sent += sent
+            self.bytes_sent += nbytes if sent == len(packets) else sum(map(len, packets[:sent]))
+            if self.first_packet_at is None:
+                self.first_packet_at = time.monotonic()
+            if self.first_video_timestamp is None:
+                self.first_video_timestamp = int.from_bytes(packets[0][4:8], "big")
+        self.send_drops += len(packets) - sent
+
     def on_rtcp(self, data: bytes) -> None:
         """A (decrypted, compound) RTCP datagram from this viewer."""
         try:
@@ -421,8 +436,9 @@ class RtpStream:
         self.loop = asyncio.get_running_loop()
         self.viewers: set[RtcViewer] = set()
         self.packetizer = H264Packetizer()
-        self.video_seq = RtpSequencer(VIDEO_PT, secrets.randbits(32), secrets.randbits(16))
-        self.audio_seq = RtpSequencer(AUDIO_PT, secrets.randbits(32), secrets.randbits(16))
+        video_ssrc, audio_ssrc, _rtx = streams.ssrcs(hub.key)
+        self.video_seq = RtpSequencer(VIDEO_PT, video_ssrc, secrets.randbits(16))
+        self.audio_seq = RtpSequencer(AUDIO_PT, audio_ssrc, secrets.randbits(16))
         self.video_offset = secrets.randbits(32)
         self.audio_offset = secrets.randbits(32)
         self.video_history = PacketHistory(history_packets, history_bytes)
@@ -552,15 +568,15 @@ class RtpStream:
         self._clock_ref = (pts, time.time())
         ts = (pts * (VIDEO_CLOCK // 1000) + self.video_offset) & 0xFFFFFFFF
         history = self.video_history
-        first: int | None = None
+        packets: list[bytes] = []
         for seq, packet in self.video_seq.packetize(payloads, ts):
-            index = history.append(seq, packet)
-            if first is None:
-                first = index
-                if frame.keyframe:
-                    self.key_index = index
-                    self._start_waiting(index)
-            self._send_live(index, packet)
+            history.append(seq, packet)
+            packets.append(packet)
+        first = history.end - len(packets)
+        if frame.keyframe:
+            self.key_index = first
+            self._start_waiting(first)
+        self._send_live(first, packets)
         if self.key_index is not None and self.key_index < history.base:
             self.key_index = None  # the GOP outgrew the history: wait for the next keyframe
 
@@ -571,12 +587,26 @@ class RtpStream:
                 viewer.cursor = index if viewer.video is not None else None
                 viewer.started = True
 
-    def _send_live(self, index: int, packet: bytes) -> None:
+    def _send_live(self, first: int, packets: list[bytes]) -> None:
+        """Send one access unit's packets (history indexes ``first``...) to every viewer
+        whose cursor is at ``first``: one batch each, the per-viewer copy (payload type,
+        SSRC) made once per distinct pair, not per viewer; a viewer behind catches up."""
+        end = first + len(packets)
+        variants: dict[tuple[int, int], tuple[list[bytes], int]] = {}
         for viewer in self.viewers:
-            if viewer.cursor == index and not viewer.catching_up and viewer.video is not None:
-                viewer.cursor = index + 1
-                viewer.send(packet, viewer.video)
-            elif viewer.cursor is not None and viewer.cursor < index and not viewer.catching_up:
+            track = viewer.video
+            cursor = viewer.cursor
+            if cursor is None or track is None or viewer.catching_up:
+                continue
+            if cursor == first:
+                key = (track.payload_type, track.ssrc)
+                variant = variants.get(key)
+                if variant is None:
+                    out = [rewrite(p, track.payload_type, track.ssrc) for p in packets]
+                    variant = variants[key] = (out, sum(map(len, out)))
+                viewer.cursor = end
+                viewer.send_video_batch(*variant)
+            elif cursor < first:
                 self._catch_up(viewer)
 
     def _catch_up(self, viewer: RtcViewer) -> None:
@@ -721,6 +751,25 @@ class RtpStreams:
         self.history_bytes = history_bytes
         self.opus_bitrate = opus_bitrate
         self.streams: dict[str, RtpStream] = {}
+        self._ssrcs: dict[str, tuple[int, int, int]] = {}
+
+    def ssrcs(self, key: str) -> tuple[int, int, int]:
+        """The (video, audio, video RTX) SSRCs of stream ``key``'s RTP, the same for every
+        viewer: a session that signals them in its answer gets the stream's packets
+        without a per-viewer copy. Kept while the stream has an :class:`RtpStream` or a
+        viewer on the way; a session that signalled SSRCs of an earlier one still
+        works (its packets are rewritten)."""
+        ssrcs = self._ssrcs.get(key)
+        if ssrcs is None:
+            if len(self._ssrcs) >= 4 * len(self.streams) + 1024:
+                # offers for streams whose viewers never connected: keep only the live ones
+                self._ssrcs = {k: v for k, v in self._ssrcs.items() if k in self.streams}
+            ssrcs = self._ssrcs[key] = (
+                secrets.randbits(32) or 1,
+                secrets.randbits(32) or 2,
+                secrets.randbits(32) or 3,
+            )
+        return ssrcs
 
     def stream(self, hub: StreamHub) -> RtpStream:
         """The hub's RTP stream, started on first use."""
@@ -756,6 +805,7 @@ class RtpStreams:
     def forget(self, stream: RtpStream) -> None:
         if self.streams.get(stream.hub.key) is stream:
             del self.streams[stream.hub.key]
+            self._ssrcs.pop(stream.hub.key, None)
 
     def close(self) -> None:
         for stream in list(self.streams.values()):

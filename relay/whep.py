@@ -246,6 +246,7 @@ async def post_handler(request: web.Request) -> web.StreamResponse:
             direction="sendonly",
             video_codecs=("H264",) if hub.has_video else (),
             audio_codecs=("opus",) if hub.has_audio else (),
+            ssrcs=service.streams.ssrcs(hub.key),
         )
     except RtcOfferError as exc:
         return _error(exc.status, exc.reason)

@@ -250,7 +250,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, max(0, round(q / 100 * len(values) + 0.5) - 1))]
 
 
+async def _signal(expected: str) -> None:
+    """A child process waits for its parent's ``expected`` line on stdin."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == expected:
+            return
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """This process's viewers; the raw per-viewer figures (see :func:`summarize`)."""
     cert = DtlsCertificate.generate()
     contexts = DtlsContexts(cert)
     viewers: list[WhepViewer] = []
@@ -281,7 +291,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             failures=len(failures),
             setup_s=round(time.monotonic() - t0, 2),
         )
-        await asyncio.sleep(args.warmup)
+        if args.child:
+            await _signal("start")  # every child starts its window together
+        else:
+            await asyncio.sleep(args.warmup)
         before = [(dict(v.packets), dict(v.octets)) for v in viewers]
         lost0 = [v.lost() for v in viewers]
         own0 = time.process_time()
@@ -291,19 +304,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.monotonic() - start
         emit("measure_end")
         own = time.process_time() - own0
-        await asyncio.sleep(1.0)  # the driver reads the server's figures before the DELETEs
+        if args.child:
+            await _signal("stop")
+        else:
+            await asyncio.sleep(1.0)  # the driver reads the server's figures before the DELETEs
         after = [(dict(v.packets), dict(v.octets)) for v in viewers]
         lost1 = [v.lost() for v in viewers]
-        expected = sum(b[0] - a[0] for a, b in zip(lost0, lost1, strict=True))
-        received = sum(b[1] - a[1] for a, b in zip(lost0, lost1, strict=True))
-        video_bps = [
-            8 * (a[1][VIDEO_PT] - b[1][VIDEO_PT]) / elapsed
-            for a, b in zip(after, before, strict=True)
-        ]
-        audio_pps = [
-            (a[0][AUDIO_PT] - b[0][AUDIO_PT]) / elapsed for a, b in zip(after, before, strict=True)
-        ]
-        first_ms = [1000 * (v.first_video - v.started) for v in viewers if v.first_video]
+        raw = {
+            "viewers": args.viewers,
+            "connected": len(viewers),
+            "failures": failures,
+            "elapsed": elapsed,
+            "own_cpu_s": own,
+            "expected": sum(b[0] - a[0] for a, b in zip(lost0, lost1, strict=True)),
+            "received": sum(b[1] - a[1] for a, b in zip(lost0, lost1, strict=True)),
+            "video_bps": [
+                8 * (a[1][VIDEO_PT] - b[1][VIDEO_PT]) / elapsed
+                for a, b in zip(after, before, strict=True)
+            ],
+            "audio_pps": [
+                (a[0][AUDIO_PT] - b[0][AUDIO_PT]) / elapsed
+                for a, b in zip(after, before, strict=True)
+            ],
+            "first_ms": [1000 * (v.first_video - v.started) for v in viewers if v.first_video],
+            "srtp_errors": sum(v.errors for v in viewers),
+            "stun_sent": [v.stun_sent for v in viewers],
+            "stun_answers": [v.stun_answers for v in viewers],
+            "stun_silent_s": [time.monotonic() - v.last_answer for v in viewers],
+        }
         for v in viewers:
             if v.location:
                 try:
@@ -313,31 +341,104 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 except aiohttp.ClientError:
                     pass
             v.close()
-    full = [b for b in video_bps if b >= 0.9 * args.video_bitrate] if args.video_bitrate else []
+    return raw
+
+
+def summarize(raws: list[dict[str, Any]], video_bitrate: float) -> dict[str, Any]:
+    """One result from the raw figures of one or more processes (their windows coincide)."""
+
+    def joined(key: str) -> list[Any]:
+        return [x for raw in raws for x in raw[key]]
+
+    video_bps, audio_pps, first_ms = joined("video_bps"), joined("audio_pps"), joined("first_ms")
+    failures = joined("failures")
+    connected = sum(r["connected"] for r in raws)
+    expected = sum(r["expected"] for r in raws)
+    received = sum(r["received"] for r in raws)
+    elapsed = max(r["elapsed"] for r in raws)
+    full = [b for b in video_bps if b >= 0.9 * video_bitrate] if video_bitrate else []
     return {
-        "viewers": args.viewers,
-        "connected": len(viewers),
+        "viewers": sum(r["viewers"] for r in raws),
+        "processes": len(raws),
+        "connected": connected,
         "failures": len(failures),
         "failure_samples": failures[:5],
         "window_s": round(elapsed, 2),
         "video_kbps_p50": round((percentile(video_bps, 50) or 0) / 1000, 1),
         "video_kbps_min": round(min(video_bps, default=0) / 1000, 1),
         "audio_pps_p50": round(percentile(audio_pps, 50) or 0, 1),
-        "full_rate_share": round(len(full) / max(1, len(viewers)), 3)
-        if args.video_bitrate
-        else None,
+        "full_rate_share": round(len(full) / max(1, connected), 3) if video_bitrate else None,
         "first_video_ms_p50": round(percentile(first_ms, 50) or 0, 1),
         "first_video_ms_p99": round(percentile(first_ms, 99) or 0, 1),
-        "srtp_errors": sum(v.errors for v in viewers),
-        "stun_sent_min": min((v.stun_sent for v in viewers), default=0),
-        "stun_answers_min": min((v.stun_answers for v in viewers), default=0),
-        "stun_answers_max": max((v.stun_answers for v in viewers), default=0),
-        "stun_silent_s_max": round(
-            max((time.monotonic() - v.last_answer for v in viewers), default=0), 1
-        ),
+        "srtp_errors": sum(r["srtp_errors"] for r in raws),
+        "stun_sent_min": min(joined("stun_sent"), default=0),
+        "stun_answers_min": min(joined("stun_answers"), default=0),
+        "stun_answers_max": max(joined("stun_answers"), default=0),
+        "stun_silent_s_max": round(max(joined("stun_silent_s"), default=0), 1),
         "loss_pct": round(100 * (1 - received / expected), 2) if expected else None,
-        "loadgen_cpu_pct": round(100 * own / elapsed, 1),
+        "loadgen_cpu_pct": round(100 * sum(r["own_cpu_s"] for r in raws) / elapsed, 1),
     }
+
+
+async def run_children(args: argparse.Namespace) -> dict[str, Any]:
+    """``--procs K``: K child processes share the viewers; their windows start together
+    (this process emits the same events as one generator, over the children's window)."""
+    shares = [
+        args.viewers // args.procs + (i < args.viewers % args.procs) for i in range(args.procs)
+    ]
+    argv = [
+        "--url", args.url, "--window", str(args.window), "--settle-timeout",
+        str(args.settle_timeout), "--concurrency", str(args.concurrency), "--child",
+    ]  # fmt: skip
+    children = []
+    for n in shares:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.webrtc.loadgen", *argv, "--viewers", str(n),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        children.append(child)
+
+    async def until(child: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
+        assert child.stdout is not None
+        while True:
+            line = await asyncio.wait_for(child.stdout.readline(), args.settle_timeout * 4 + 60)
+            if not line:
+                raise RuntimeError(f"a load generator child ended before {event!r}")
+            ev: dict[str, Any] = json.loads(line)
+            if ev["event"] == event:
+                return ev
+
+    def tell(line: str) -> None:
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(line.encode() + b"\n")
+
+    try:
+        t0 = time.monotonic()
+        ready = await asyncio.gather(*(until(c, "ready") for c in children))
+        emit(
+            "ready",
+            viewers=sum(r["viewers"] for r in ready),
+            failures=sum(r["failures"] for r in ready),
+            setup_s=round(time.monotonic() - t0, 2),
+        )
+        await asyncio.sleep(args.warmup)
+        tell("start")
+        await asyncio.gather(*(until(c, "measure_start") for c in children))
+        emit("measure_start")
+        await asyncio.gather(*(until(c, "measure_end") for c in children))
+        emit("measure_end")
+        await asyncio.sleep(1.0)  # the driver reads the server's figures before the DELETEs
+        tell("stop")
+        raws = [(await until(c, "raw"))["raw"] for c in children]
+    finally:
+        for child in children:
+            if child.returncode is None:
+                try:
+                    await asyncio.wait_for(child.wait(), 30)
+                except TimeoutError:
+                    child.kill()
+    return summarize(raws, args.video_bitrate)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -351,6 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settle-timeout", type=float, default=30.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--video-bitrate", type=float, default=0.0, help="bits/s, for the 90%% share")
+    p.add_argument(
+        "--procs", type=int, default=1, help="processes to share the viewers (one per core)"
+    )
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -358,10 +463,16 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PYTHONASYNCIODEBUG", "0")
     try:
         import uvloop
+
+        runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        emit("result", **asyncio.run(run(args)))
+        runner = asyncio.run
+    if args.procs > 1:
+        emit("result", **runner(run_children(args)))
+    elif args.child:
+        emit("raw", raw=runner(run(args)))
     else:
-        emit("result", **uvloop.run(run(args)))
+        emit("result", **summarize([runner(run(args))], args.video_bitrate))
 
 
 if __name__ == "__main__":

@@ -201,7 +201,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     module = "bench.webrtc.loadgen"
                     argv = ["--url", f"http://127.0.0.1:{http}/whep/live/bench",
                             "--viewers", str(n), "--window", str(args.window),
-                            "--video-bitrate", "1700000"]  # fmt: skip
+                            "--video-bitrate", "1700000",
+                            "--procs", str(args.whep_procs or -(-n // 200))]  # fmt: skip
                 else:
                     module = "bench.media.loadgen"
                     argv = ["--url", f"http://127.0.0.1:{http}/live/bench.flv",
@@ -248,6 +249,12 @@ def main() -> None:
     p.add_argument("--viewers", default="50,100", help="comma-separated N")
     p.add_argument("--window", type=float, default=15.0)
     p.add_argument("--protocols", default="whep,flv")
+    p.add_argument(
+        "--whep-procs",
+        type=int,
+        default=0,
+        help="WHEP load generator processes (default: one per 200 viewers)",
+    )
     args = p.parse_args()
     args.viewers = [int(x) for x in args.viewers.split(",")]
     args.protocols = args.protocols.split(",")

@@ -240,8 +240,13 @@ class RtcEndpoint:
         audio_codecs: Sequence[str] = ("opus",),
         header_extensions: Sequence[str] | None = None,
         prefer_h264_profile: str | None = None,
+        ssrcs: tuple[int, int, int] | None = None,
     ) -> RtcSession:
-        """Answer ``offer_sdp`` and start a session; :class:`RtcOfferError` if refused."""
+        """Answer ``offer_sdp`` and start a session; :class:`RtcOfferError` if refused.
+
+        ``ssrcs``: the (video, audio, video RTX) SSRCs to signal for what we send; by
+        default random ones. A fan-out that sends the same packets to many sessions
+        passes its own, so its packets need no per-session copy."""
         if self._transport is None or self._contexts is None or self._loop is None:
             raise RtcOfferError(503, "WebRTC is not running on this node")
         if len(self.sessions) >= self.config.max_sessions:
@@ -256,9 +261,9 @@ class RtcEndpoint:
             fingerprint=self._contexts.certificate.fingerprint,
             candidates=self.candidates,
             session_id=secrets.randbits(62),
-            video_ssrc=secrets.randbits(32) or 1,
-            audio_ssrc=secrets.randbits(32) or 2,
-            video_rtx_ssrc=secrets.randbits(32) or 3,
+            video_ssrc=ssrcs[0] if ssrcs else secrets.randbits(32) or 1,
+            audio_ssrc=ssrcs[1] if ssrcs else secrets.randbits(32) or 2,
+            video_rtx_ssrc=ssrcs[2] if ssrcs else secrets.randbits(32) or 3,
             stream_id=f"berrylive-{ufrag}",
         )
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,10 @@ async def test_aiortc_plays_an_rtmp_stream_over_whep(server_factory, clip) -> No
         service = server.app[WHEP]
         (viewing,) = service.viewings.values()
         assert viewing.viewer is not None and viewing.viewer.packets_sent > 100
+        # the answer signalled the stream's own SSRCs: its packets go out without a copy
+        stream = viewing.viewer.stream
+        signalled = {int(x) for x in re.findall(r"a=ssrc:(\d+) cname", answer)}
+        assert {stream.video_seq.ssrc, stream.audio_seq.ssrc} <= signalled
         # operators see the session's figures; others do not
         token = await operator_token(server)
         async with aiohttp.ClientSession() as http:

@@ -43,6 +43,11 @@ class MemSink:
             self.rtp.append(packet)
         return self.accept
 
+    def send_rtp_batch(self, packets: list[bytes]) -> int:
+        if self.accept:
+            self.rtp.extend(packets)
+        return len(packets) if self.accept else 0
+
     def send_rtcp(self, packet: bytes) -> bool:
         self.rtcp.append(packet)
         return True

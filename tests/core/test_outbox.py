@@ -5,6 +5,8 @@ and trimming never drops an entry some group still owes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -39,22 +41,34 @@ async def until(cond, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_delivered_once_each_in_order_and_trimmed(redis) -> None:
-    box = Outbox(redis, prefix="t1:")
-    await box.put(*(Parcel(n) for n in range(5)))  # put before any consumer exists
+def collector() -> tuple[list[int], Callable[[Parcel], Awaitable[None]]]:
+    """A handler that records each parcel's ``n``, and the list it records into."""
     got: list[int] = []
 
     async def handle(p: Parcel) -> None:
         got.append(p.n)
 
-    c = Consumer(box, Parcel, "g", "c1", handle, block_s=0.05)
+    return got, handle
+
+
+@contextlib.asynccontextmanager
+async def running(c: Consumer) -> AsyncIterator[Consumer]:
+    """The consumer started, and stopped however the block ends."""
     c.start()
     try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def test_delivered_once_each_in_order_and_trimmed(redis) -> None:
+    box = Outbox(redis, prefix="t1:")
+    await box.put(*(Parcel(n) for n in range(5)))  # put before any consumer exists
+    got, handle = collector()
+    async with running(Consumer(box, Parcel, "g", "c1", handle, block_s=0.05)):
         await until(lambda: len(got) == 5)
         await box.put(Parcel(5))
         await until(lambda: len(got) == 6)
-    finally:
-        await c.stop()
     assert got == [0, 1, 2, 3, 4, 5]
     assert (await redis.xpending(box.key(Parcel), "g"))["pending"] == 0
     assert await redis.xlen(box.key(Parcel)) == 0  # all handled: trimmed away
@@ -69,13 +83,11 @@ async def test_a_failed_handler_gets_the_entry_again(redis) -> None:
         if len(calls) < 3:
             raise ConnectionError("database down")
 
-    c = Consumer(box, Parcel, "g", "c1", flaky, claim_idle_s=0.05, block_s=0.05)
-    c.start()
-    try:
+    async with running(
+        Consumer(box, Parcel, "g", "c1", flaky, claim_idle_s=0.05, block_s=0.05)
+    ) as c:
         await box.put(Parcel(7))
         await until(lambda: c.stats.handled == 1)
-    finally:
-        await c.stop()
     assert calls == [7, 7, 7] and c.stats.failed == 2
     assert (await redis.xpending(box.key(Parcel), "g"))["pending"] == 0
 
@@ -88,17 +100,11 @@ async def test_entries_of_a_dead_consumer_are_claimed_by_another(redis) -> None:
     await redis.xgroup_create(key, "g", id="0", mkstream=True)
     taken = await redis.xreadgroup("g", "dead", {key: ">"}, count=10)
     assert len(taken[0][1]) == 2
-    got: list[int] = []
-
-    async def handle(p: Parcel) -> None:
-        got.append(p.n)
-
-    c = Consumer(box, Parcel, "g", "alive", handle, claim_idle_s=0.1, block_s=0.05)
-    c.start()
-    try:
+    got, handle = collector()
+    async with running(
+        Consumer(box, Parcel, "g", "alive", handle, claim_idle_s=0.1, block_s=0.05)
+    ) as c:
         await until(lambda: sorted(got) == [1, 2])
-    finally:
-        await c.stop()
     assert c.stats.claimed == 2
     assert (await redis.xpending(key, "g"))["pending"] == 0
 
@@ -114,13 +120,11 @@ async def test_refused_and_malformed_entries_are_dropped_not_retried(redis) -> N
         if p.n == 1:
             raise Rejected("not ours")
 
-    c = Consumer(box, Parcel, "g", "c1", handle, claim_idle_s=0.05, block_s=0.05)
-    c.start()
-    try:
+    async with running(
+        Consumer(box, Parcel, "g", "c1", handle, claim_idle_s=0.05, block_s=0.05)
+    ) as c:
         await until(lambda: c.stats.handled == 1 and c.stats.rejected == 3)
         await asyncio.sleep(0.2)  # a refused entry would come back after claim_idle_s
-    finally:
-        await c.stop()
     assert c.stats.handled == 1 and c.stats.rejected == 3
     assert (await redis.xpending(key, "g"))["pending"] == 0
 
@@ -129,30 +133,14 @@ async def test_trimming_keeps_what_another_group_still_owes(redis) -> None:
     box = Outbox(redis, prefix="t5:")
     key = box.key(Parcel)
     await redis.xgroup_create(key, "slow", id="0", mkstream=True)  # reads nothing yet
-    got: list[int] = []
-
-    async def handle(p: Parcel) -> None:
-        got.append(p.n)
-
-    fast = Consumer(box, Parcel, "fast", "c1", handle, block_s=0.05)
-    fast.start()
-    try:
+    got, handle = collector()
+    async with running(Consumer(box, Parcel, "fast", "c1", handle, block_s=0.05)):
         await box.put(Parcel(1), Parcel(2), Parcel(3))
         await until(lambda: len(got) == 3)
-    finally:
-        await fast.stop()
     assert await redis.xlen(key) == 3  # the slow group has not had them yet
-    late: list[int] = []
-
-    async def handle_late(p: Parcel) -> None:
-        late.append(p.n)
-
-    slow = Consumer(box, Parcel, "slow", "c2", handle_late, block_s=0.05)
-    slow.start()
-    try:
+    late, handle_late = collector()
+    async with running(Consumer(box, Parcel, "slow", "c2", handle_late, block_s=0.05)):
         await until(lambda: len(late) == 3)
-    finally:
-        await slow.stop()
     assert late == [1, 2, 3]
     assert await redis.xlen(key) == 0
 
@@ -162,21 +150,15 @@ async def test_the_consumer_survives_a_redis_outage(tmp_path) -> None:
     await vk.start()
     client = aioredis.Redis.from_url(vk.url)
     box = Outbox(client, prefix="t6:")
-    got: list[int] = []
-
-    async def handle(p: Parcel) -> None:
-        got.append(p.n)
-
-    c = Consumer(box, Parcel, "g", "c1", handle, block_s=0.05)
-    c.start()
+    got, handle = collector()
     try:
-        await box.put(Parcel(1))
-        await until(lambda: got == [1])
-        await vk.stop()
-        await vk.start()
-        await box.put(Parcel(2))
-        await until(lambda: got == [1, 2], timeout=20)
+        async with running(Consumer(box, Parcel, "g", "c1", handle, block_s=0.05)):
+            await box.put(Parcel(1))
+            await until(lambda: got == [1])
+            await vk.stop()
+            await vk.start()
+            await box.put(Parcel(2))
+            await until(lambda: got == [1, 2], timeout=20)
     finally:
-        await c.stop()
         await client.aclose()
         await vk.stop()

@@ -251,6 +251,8 @@ class PrizeGrant(Base):
     __table_args__ = (
         Index("ix_shop_prize_grants_code", "code", unique=True),
         Index("ix_shop_prize_grants_user", "user_id", "created_ms"),
+        Index("ix_shop_prize_grants_created", "created_ms"),
+        Index("ix_shop_prize_grants_lottery", "lottery_id", "created_ms"),
     )
     grant_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     lottery_id: Mapped[str] = mapped_column(String(64))
@@ -264,6 +266,8 @@ class PrizeGrant(Base):
     """A voucher prize's redemption code (``shop_bridge.vouchers``)."""
     redeemed_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     redeemed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The prize's name in its lottery (None on grants from before schema 0007)."""
 
 
 class Address(Base):

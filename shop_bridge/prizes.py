@@ -123,6 +123,7 @@ class Prizes:
             "status": "granted",
             "created_ms": now,
             "code": new_code() if kind == "voucher" else None,
+            "name": prize_name(prize),
         }
         order_row: dict[str, Any] | None = None
         ship_to = None  # a product prize ships to the winner's default address, if any
@@ -233,9 +234,18 @@ class Prizes:
             await self.ctx.bus.emit(
                 OrderCreated.of(order_row, "lottery"), OrderPaid.of(order_row, "lottery")
             )
-        public = {k: v for k, v in grant.items() if k != "code"}  # the code is the winner's
+        # the code is the winner's; the event keeps its fields of before (no name)
+        public = {k: v for k, v in grant.items() if k not in ("code", "name")}
         await self.ctx.bus.emit(PrizeGranted(**public, broadcast_id=to_wire(broadcast_id)))
         return {**grant, "duplicate": False}
+
+
+def prize_name(prize: dict[str, Any]) -> str | None:
+    """The prize's name as the lottery gave it (None: it has none)."""
+    name = prize.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return " ".join(name.split())[:128]
 
 
 def coupon_of(prize: dict[str, Any]) -> tuple[int, str]:

@@ -10,9 +10,10 @@ from aiohttp import web
 from core.http import read_json
 from core.routes import Op, OpDoc
 from shop_bridge.api import MAX_BODY, SHOP, api, operator, order_owner
-from shop_bridge.errors import ShopError
+from shop_bridge.errors import ShopError, invalid
 from shop_bridge.openapi import J
 from shop_bridge.validate import ID_RE, Body, query_int
+from shop_bridge.vouchers import PRIZE_STATES
 
 __all__ = ["ops"]
 
@@ -27,6 +28,25 @@ async def user_prizes(request: web.Request) -> web.Response:
         raise ShopError(403, "forbidden", "a viewer sees only their own prizes")
     limit = query_int(request.query, "limit", 50, 1, 200)
     items = await request.app[SHOP].vouchers.prizes_of(uid, limit)
+    return web.json_response({"items": items})
+
+
+@api
+async def list_prizes(request: web.Request) -> web.Response:
+    q = request.query
+    filters: dict[str, str | None] = {}
+    for name in ("lottery_id", "user_id"):
+        value = q.get(name) or None
+        if value is not None and not ID_RE.match(value):
+            raise invalid(name, "not a valid identifier")
+        filters[name] = value
+    state = q.get("state") or None
+    if state is not None and state not in PRIZE_STATES:
+        raise invalid("state", f"one of {', '.join(PRIZE_STATES)}")
+    limit = query_int(q, "limit", 100, 1, 200)
+    items = await request.app[SHOP].vouchers.listing(
+        lottery_id=filters["lottery_id"], user_id=filters["user_id"], state=state, limit=limit
+    )
     return web.json_response({"items": items})
 
 
@@ -56,6 +76,25 @@ def ops(
                 ],
                 buyer=True,
                 errors=(400, 401, 403, 404),
+            ),
+        ),
+        Op(
+            "GET",
+            "/api/lottery/prizes",
+            list_prizes,
+            doc(
+                "Lottery prizes, newest first, for the operators: name, lottery, winner, "
+                "state (owed, to_ship, shipped, ...), order / coupon / voucher; filtered "
+                "by lottery_id, user_id, state",
+                ["operator"],
+                {"type": "object"},
+                params=[
+                    query("lottery_id", {"type": "string", "maxLength": 64}),
+                    query("user_id", {"type": "string", "maxLength": 64}),
+                    query("state", {"type": "string", "enum": list(PRIZE_STATES)}),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                ],
+                errors=(400,),
             ),
         ),
         Op(

@@ -52,7 +52,7 @@ def collector() -> tuple[list[int], Callable[[Parcel], Awaitable[None]]]:
 
 
 @contextlib.asynccontextmanager
-async def running(c: Consumer) -> AsyncIterator[Consumer]:
+async def running(c: Consumer[Parcel]) -> AsyncIterator[Consumer[Parcel]]:
     """The consumer started, and stopped however the block ends."""
     c.start()
     try:

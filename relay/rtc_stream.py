@@ -86,6 +86,21 @@ SR_INTERVAL = 1.0
 NACK_PER_SECOND = 400
 """Retransmissions one viewer may ask for per second (beyond: ignored)."""
 PROTOCOL = "whep"
+FANOUT_SAMPLES = 512
+"""Video frames whose fan-out time ``stats()`` summarizes (~17 s at 30 fps)."""
+
+
+def _quantiles_ms(samples: deque[float]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return {
+        "p50": round(1000 * ordered[last // 2], 3),
+        "p99": round(1000 * ordered[min(last, round(0.99 * last))], 3),
+        "max": round(1000 * ordered[last], 3),
+        "frames": len(ordered),
+    }
 
 
 class RtcSink(Protocol):
@@ -454,6 +469,8 @@ class RtpStream:
         """(stream ms, wall-clock time) of the newest frame: maps media time to NTP."""
         self.frames = 0
         self.frame_errors = 0
+        self.fanout_s: deque[float] = deque(maxlen=FANOUT_SAMPLES)
+        """Seconds each of the latest video frames took to go out to every viewer."""
         self.refused: str | None = None
         self.closed = False
         self._video_config_payload: bytes | None = None
@@ -576,7 +593,9 @@ class RtpStream:
         if frame.keyframe:
             self.key_index = first
             self._start_waiting(first)
+        started = time.perf_counter()
         self._send_live(first, packets)
+        self.fanout_s.append(time.perf_counter() - started)
         if self.key_index is not None and self.key_index < history.base:
             self.key_index = None  # the GOP outgrew the history: wait for the next keyframe
 
@@ -724,6 +743,7 @@ class RtpStream:
             "history_packets": len(self.video_history),
             "history_bytes": self.video_history.nbytes,
             "frame_errors": self.frame_errors,
+            "fanout_ms": _quantiles_ms(self.fanout_s),
             "opus": (
                 {
                     "frames_in": tc.frames_in,

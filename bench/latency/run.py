@@ -54,6 +54,7 @@ from bench.media.servers import (
     ServerError,
     cpu_seconds,
 )
+from bench.webrtc.run import run_loadgen as run_webrtc_loadgen
 from bench.webrtc.run import source as webrtc_source
 
 RESULTS = REPO / "bench" / "results"
@@ -222,7 +223,9 @@ async def run_case(
         load1 = os.getloadavg()[0]
         probes = ProbeProcess(urls, counts, args.skip)
         await probes.start()
-        if bulk > 0:
+        if bulk > 0 and args.bulk == "whep" and urls["whep"]:
+            result = await whep_loadgen(server, urls["whep"], bulk, args, source)
+        elif bulk > 0:
             result = await run_loadgen(server, url, bulk, args, source, publisher)
             t_end = time.time()
             window = float(result["window_s"])
@@ -250,6 +253,7 @@ async def run_case(
             "version": server.version(),
             "viewers": n,
             "probes": counts,
+            "bulk": args.bulk if bulk > 0 else None,
             "source": source.encode_command,
             "window_s": round(window, 2),
             "cpu_s": round(cpu, 3),
@@ -261,7 +265,7 @@ async def run_case(
             "whep_probe_totals": got.get("whep"),
             "loadgen": {
                 k: result.get(k)
-                for k in ("share_ge_90pct", "errors", "loadgen_cpu_pct", "other_cores")
+                for k in ("share_ge_90pct", "errors", "loadgen_cpu_pct", "other_cores", "loss_pct")
             },
             "loadavg_1min": round(load1, 2),
             "server_command": server.command_line(),
@@ -278,6 +282,29 @@ async def run_case(
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"  logs kept in {workdir}", file=sys.stderr)
+
+
+async def whep_loadgen(
+    server: Server, url: str, viewers: int, args: argparse.Namespace, source: Source
+) -> dict[str, Any]:
+    """``--bulk whep``: the other viewers are bench/webrtc's light WHEP viewers (ICE, DTLS,
+    SRTP unprotect, no depacketizing), one process per 200, the server sampled over their
+    common window; the same keys as :func:`bench.media.run.run_loadgen`'s result."""
+    argv = [
+        "--url", url, "--viewers", str(viewers), "--window", str(args.window),
+        "--warmup", str(args.warmup), "--settle-timeout", str(args.settle_timeout),
+        "--video-bitrate", str(0.85 * source.bitrate_bps), "--procs", str(-(-viewers // 200)),
+    ]  # fmt: skip
+    m = await run_webrtc_loadgen("bench.webrtc.loadgen", argv, server.pid)
+    lg = m["loadgen"]
+    return {
+        "window_s": m["span_s"],
+        "cpu_s": m["cpu_s"],
+        "share_ge_90pct": lg.get("full_rate_share"),
+        "errors": lg.get("failures"),
+        "loadgen_cpu_pct": lg.get("loadgen_cpu_pct"),
+        "loss_pct": lg.get("loss_pct"),
+    }
 
 
 def _cell(s: dict[str, Any] | None) -> str:
@@ -330,6 +357,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="flv,rtmp",
         type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
         help=f"probe protocols, comma-separated, of {', '.join(PROTOCOLS)}",
+    )
+    p.add_argument(
+        "--bulk",
+        choices=("flv", "whep"),
+        default="flv",
+        help="the viewers beyond the probes: HTTP-FLV (bench/media) or WHEP (bench/webrtc)",
     )
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=3.0)

@@ -154,6 +154,7 @@ async def whep_figures(http_port: int, token: str) -> dict[str, Any]:
     streams = body.get("streams") or [{}]
     sums["opus"] = streams[0].get("opus")
     sums["video_frames"] = streams[0].get("video_frames")
+    sums["fanout_ms"] = streams[0].get("fanout_ms")
     return sums
 
 

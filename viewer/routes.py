@@ -137,20 +137,21 @@ VIEWER: web.AppKey[ViewerState] = web.AppKey("berrylive.viewer", ViewerState)
 # -- the page and its files ---------------------------------------------------------------
 
 
-async def watch_page(request: web.Request) -> web.StreamResponse:
-    files = request.app[VIEWER].files
-    resp = await files.respond(request, STATIC_DIR / "index.html", "text/html", "no-cache")
+async def _static(request: web.Request, path: Path, content_type: str) -> web.StreamResponse:
+    """A file of the page itself (revalidated on every load); 404 if it is not there."""
+    resp = await request.app[VIEWER].files.respond(request, path, content_type, "no-cache")
     if resp is None:
         raise web.HTTPNotFound()
     return resp
+
+
+async def watch_page(request: web.Request) -> web.StreamResponse:
+    return await _static(request, STATIC_DIR / "index.html", "text/html")
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
     path = STATIC_DIR / request.match_info["file"]
-    resp = await request.app[VIEWER].files.respond(request, path, _TYPES[path.suffix], "no-cache")
-    if resp is None:
-        raise web.HTTPNotFound()
-    return resp
+    return await _static(request, path, _TYPES[path.suffix])
 
 
 async def vendor(request: web.Request) -> web.StreamResponse:
@@ -239,6 +240,14 @@ async def anonymous_token(request: web.Request) -> web.Response:
 
 # -- the route table ----------------------------------------------------------------------
 
+
+def _file_route(
+    path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], summary: str
+) -> Op:
+    """A public GET (and HEAD) of a file outside ``/api/``."""
+    return Op("GET", path, handler, OpDoc(summary, "viewer", ("public",)), head=True)
+
+
 SCHEMAS: dict[str, Any] = {
     "WatchInfo": {
         "type": "object",
@@ -298,26 +307,16 @@ SCHEMAS: dict[str, Any] = {
 ROUTES = RouteTable(
     "viewer",
     [
-        Op(
-            "GET",
-            rf"/watch/{{app:{_NAME}}}/{{stream:{_NAME}}}",
-            watch_page,
-            OpDoc("The H5 viewer page", "viewer", ("public",)),
-            head=True,
+        _file_route(
+            rf"/watch/{{app:{_NAME}}}/{{stream:{_NAME}}}", watch_page, "The H5 viewer page"
         ),
-        Op(
-            "GET",
-            rf"/viewer/assets/{{file:{_ASSET}}}",
-            asset,
-            OpDoc("The viewer page's scripts and styles", "viewer", ("public",)),
-            head=True,
+        _file_route(
+            rf"/viewer/assets/{{file:{_ASSET}}}", asset, "The viewer page's scripts and styles"
         ),
-        Op(
-            "GET",
+        _file_route(
             rf"/viewer/vendor/{{file:{_NAME}}}",
             vendor,
-            OpDoc("hls.js, mpegts.js, socket.io-client (from npm)", "viewer", ("public",)),
-            head=True,
+            "hls.js, mpegts.js, socket.io-client (from npm)",
         ),
         Op(
             "GET",

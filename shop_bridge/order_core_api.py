@@ -21,7 +21,12 @@ from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.masking import Recipient
 from shop_bridge.models import BROADCASTS
 from shop_bridge.order_export import export_rows
-from shop_bridge.order_extras import parse_body_recipient, recipient_of_body, share_token
+from shop_bridge.order_extras import (
+    device_id,
+    parse_body_recipient,
+    recipient_of_body,
+    share_token,
+)
 from shop_bridge.service import ShopService
 from shop_bridge.validate import ID_RE, Body, check_ident, query_int
 
@@ -218,22 +223,31 @@ async def create_share_link(request: web.Request) -> web.Response:
 
 @api
 async def share_visit(request: web.Request) -> web.Response:
-    """A viewer arrived through a share link: record the touch (first/last)."""
+    """A viewer arrived through a share link: a visit for its sharer (once per viewer and
+    browser, with or without a viewer token) and, with a viewer token, the touch that
+    credits their orders (first/last)."""
     bid = _broadcast_path(request)
     svc = shop_service(request)
     viewer = _viewer_or_none(request)
-    if viewer is None:
-        raise ShopError(401, "unauthorized", "send the viewer's X-Viewer-Token")
+    device = device_id(request)
+    if viewer is None and device is None:
+        raise ShopError(
+            401, "unauthorized", "send the viewer's X-Viewer-Token or the browser's X-Device-Id"
+        )
     body = await read_body(request, {"share"}) if request.can_read_body else Body({}, set())
     token = share_token(request, body)
     if not token:
         raise ShopError(400, "missing_field", "share: is required (or X-Share-Token)")
-    credited = await svc.sharers.touch(token, viewer, bid)
+    visit = await svc.sharers.visit(
+        token, bid, user_id=viewer, device=device, address=request.remote or ""
+    )
     cfg = svc.ctx.config
     return _json(
         {
             "broadcast_id": int(bid),
-            "credited_to": credited,
+            "counted": visit.counted,
+            "not_counted": visit.reason or None,
+            "credited_to": visit.credited_to,
             "attribution": cfg.sharer_attribution,
             "window_s": cfg.sharer_window,
         }

@@ -45,7 +45,7 @@ from shop_bridge.errors import not_found
 from shop_bridge.models import ORDERS, SHARERS
 from shop_bridge.views import iso
 
-__all__ = ["ShareToken", "Sharers", "TokenRefused", "sign_share", "verify_share"]
+__all__ = ["ShareToken", "Sharers", "TokenRefused", "Visit", "sign_share", "verify_share"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,47 @@ local t = tonumber(redis.call('HGET', k, field .. '_t') or '0')
 if who and now - t <= window then return who end
 return false
 """
+
+VISIT_LUA = """
+-- KEYS[1] visitors of (broadcast, sharer) (a set of hashed visitor ids), KEYS[2] visits per
+-- sharer of the broadcast (a hash), KEYS[3] new visitors counted from one address
+-- ARGV[1] sharer, ARGV[2] ttl ms, ARGV[3] visitor cap, ARGV[4] per-address cap,
+-- ARGV[5] per-address window ms, ARGV[6..] the visitor's ids (user, browser)
+for i = 6, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
+    if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[3]) then
+      for j = 6, #ARGV do redis.call('SADD', KEYS[1], ARGV[j]) end
+    end
+    return 0
+  end
+end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[4]) then return -2 end
+for i = 6, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if redis.call('INCR', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+return 1
+"""
+
+VISITORS_MAX = 200_000
+"""Most distinct visitors remembered (and counted) per sharer and broadcast."""
+VISITS_PER_ADDRESS = 100
+"""Most new visitors counted from one client address per broadcast per
+:data:`VISITS_ADDRESS_WINDOW_S` (a carrier NAT puts many real viewers behind one)."""
+VISITS_ADDRESS_WINDOW_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """What a share visit did: ``counted`` (a new visitor for the sharer), ``credited_to``
+    (the sharer an order placed now would be credited to: only with a viewer), and why
+    nothing was counted (``reason``: ``seen``, ``refused``, ``capped``, ``address_limit``)."""
+
+    counted: bool
+    credited_to: str | None
+    reason: str = ""
 
 
 class TokenRefused(ValueError):
@@ -151,6 +192,7 @@ class Sharers:
         self.key = share_key(secret)
         self._active: BoundedCache[str, bool] = BoundedCache(10_000, ttl=10.0)
         self._touch: Any = None
+        self._visit: Any = None
 
     # -- the registry --------------------------------------------------------------
 
@@ -281,6 +323,73 @@ class Sharers:
             return None
         return who.decode() if isinstance(who, bytes) else str(who)
 
+    def _visit_keys(self, broadcast_id: str, sharer: str, address: str) -> tuple[str, str, str]:
+        tag = f"{{{self.ctx.config.redis_prefix}:share}}"
+        who = hashlib.sha256(f"{broadcast_id}\0{sharer}".encode()).hexdigest()[:24]
+        ip = hashlib.sha256(f"{broadcast_id}\0{address}".encode()).hexdigest()[:24]
+        return (f"{tag}:visitors:{who}", f"{tag}:visits:{broadcast_id}", f"{tag}:ip:{ip}")
+
+    def _visits_ttl_ms(self) -> int:
+        """Visits are kept while a link can bring more and its orders be credited."""
+        cfg = self.ctx.config
+        return (cfg.share_link_ttl + cfg.sharer_window) * 1000
+
+    async def visit(
+        self,
+        token: str,
+        broadcast_id: str,
+        *,
+        user_id: str | None,
+        device: str | None,
+        address: str,
+    ) -> Visit:
+        """A viewer arrived through ``token``'s link: count a visit for its sharer, once per
+        viewer and browser (``user_id`` and/or ``device``: one already seen by either id is
+        not counted again; both are remembered), bounded per sharer and broadcast
+        (:data:`VISITORS_MAX`) and per client address (:data:`VISITS_PER_ADDRESS` new
+        visitors an hour). With a viewer, also :meth:`touch` (their orders get credited);
+        without one nothing is credited until they have a token and buy with the link."""
+        if not user_id and not device:
+            raise ValueError("a visit needs a viewer or a device")
+        try:
+            claims = verify_share(self.key, token, self.ctx.now_ms())
+        except TokenRefused as exc:
+            logger.info("share visit not counted: %s", exc)
+            return Visit(False, None, "refused")
+        if claims.broadcast_id != broadcast_id or claims.sharer_id == user_id:
+            return Visit(False, None, "refused")
+        if not await self.is_active(claims.sharer_id):
+            return Visit(False, None, "refused")
+        credited = await self.touch(token, user_id, broadcast_id) if user_id else None
+        ids = [f"u:{user_id}"] if user_id else []
+        if device:
+            ids.append(f"d:{device}")
+        ids = [hashlib.sha256(i.encode()).hexdigest()[:32] for i in ids]
+        if self._visit is None:
+            self._visit = self.ctx.redis.register_script(VISIT_LUA)
+        done = int(
+            await self._visit(
+                keys=[*self._visit_keys(broadcast_id, claims.sharer_id, address)],
+                args=[
+                    claims.sharer_id,
+                    self._visits_ttl_ms(),
+                    VISITORS_MAX,
+                    VISITS_PER_ADDRESS,
+                    VISITS_ADDRESS_WINDOW_S * 1000,
+                    *ids,
+                ],
+            )
+        )
+        reason = {1: "", 0: "seen", -1: "capped", -2: "address_limit"}.get(done, "")
+        if done < 0:
+            logger.info("share visit for %s not counted: %s", claims.sharer_id, reason)
+        return Visit(done == 1, credited, reason)
+
+    async def visits(self, broadcast_id: str) -> dict[str, int]:
+        """Visits counted per sharer of a broadcast (kept :meth:`_visits_ttl_ms`)."""
+        raw = await self.ctx.redis.hgetall(self._visit_keys(broadcast_id, "", "")[1])
+        return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
     # -- sales ---------------------------------------------------------------------------
 
     async def report(self, broadcast_id: str) -> dict[str, Any]:
@@ -311,9 +420,11 @@ class Sharers:
                     )
                 )
             }
+        visits = await self.visits(broadcast_id)
         items = [
             {
                 "sharer_id": sid,
+                "visits": visits.pop(sid, 0),
                 "name": names.get(sid, ""),
                 "gmv_fen": int(paid) - int(refunded),
                 "paid_fen": int(paid),
@@ -324,6 +435,32 @@ class Sharers:
             }
             for sid, paid, refunded, orders, buyers, units in rows
         ]
+        if visits:  # sharers who brought visitors and no sale (yet)
+            async with self.ctx.engine.connect() as conn:
+                names.update(
+                    {
+                        r[0]: r[1]
+                        for r in await conn.execute(
+                            select(SHARERS.c.user_id, SHARERS.c.name).where(
+                                SHARERS.c.user_id.in_(list(visits)[:1000])
+                            )
+                        )
+                    }
+                )
+            for sid, n in visits.items():
+                items.append(
+                    {
+                        "sharer_id": sid,
+                        "visits": n,
+                        "name": names.get(sid, ""),
+                        "gmv_fen": 0,
+                        "paid_fen": 0,
+                        "refunded_fen": 0,
+                        "orders": 0,
+                        "buyers": 0,
+                        "units": 0,
+                    }
+                )
         items.sort(key=lambda i: (-i["gmv_fen"], i["sharer_id"]))
         return {
             "broadcast_id": int(broadcast_id) if broadcast_id.isdigit() else broadcast_id,

@@ -218,3 +218,67 @@ def test_share_token_round_trip_and_expiry() -> None:
         except TokenRefused:
             continue
         raise AssertionError("accepted")
+
+
+async def test_share_visits_count_once_per_viewer_and_browser(shop: ShopEnv) -> None:
+    """A visit through a share link counts for its sharer without a viewer token (by the
+    browser's X-Device-Id), once per browser and viewer; orders are credited only once the
+    buyer has a token; visits from one address are bounded."""
+    from shop_bridge.sharers import VISITS_PER_ADDRESS
+
+    api = shop.api
+    bid, sku = await _setup(shop)
+    ann, bob = await _sharer(shop, "Ann"), await _sharer(shop, "Bob")
+    a = await _link(shop, bid, ann)
+    path = f"/api/broadcasts/{bid}/share-visits"
+
+    async def visit(device: str | None, viewer: str | None = None, share: str = a) -> Any:
+        headers = {"X-Device-Id": device} if device else {}
+        status, body = await api.call(
+            "POST", path, {"share": share}, token=None, viewer=viewer, headers=headers
+        )
+        assert status == 200, body
+        return body
+
+    first = await visit("browser-one-0001")
+    assert (first["counted"], first["credited_to"]) == (True, None)
+    again = await visit("browser-one-0001")
+    assert (again["counted"], again["not_counted"]) == (False, "seen")
+    # the same browser once it has a viewer token: no new visit, but now a touch
+    buyer = uid("u")
+    signed = await visit("browser-one-0001", viewer=buyer)
+    assert (signed["counted"], signed["credited_to"]) == (False, ann)
+    assert (await _order(shop, bid, sku, buyer))["sharer_id"] is None  # no link on the buy
+    assert (await _order(shop, bid, sku, buyer, share=a))["sharer_id"] == ann
+    # that viewer on another browser is the same viewer
+    assert (await visit("browser-two-0002", viewer=buyer))["counted"] is False
+    assert (await visit("browser-two-0002"))["counted"] is False
+    assert (await visit("browser-three-03"))["counted"] is True
+    # a forged link, another broadcast's, the sharer's own: counted for nobody
+    forged = a[:-3] + ("AAA" if not a.endswith("AAA") else "BBB")
+    assert (await visit("browser-four-004", share=forged))["not_counted"] == "refused"
+    assert (await visit(None, viewer=ann))["not_counted"] == "refused"
+    # nothing to count by: refused
+    status, err = await api.call("POST", path, {"share": a}, token=None)
+    assert status == 401, err
+
+    report = await api.ok("GET", f"/api/broadcasts/{bid}/sharers")
+    by = {i["sharer_id"]: i for i in report["items"]}
+    assert by[ann]["visits"] == 2  # (its order is credited, not paid: no sale yet)
+    assert bob not in by  # no visit, no sale
+
+    # one address (all of this test's requests) counts a bounded number of new browsers
+    b = await _link(shop, bid, bob)
+    counted = [
+        (await visit(f"flood-{n:06d}", share=b))["counted"] for n in range(VISITS_PER_ADDRESS + 5)
+    ]
+    # the address already brought 2 new visitors to this broadcast (Ann's)
+    assert counted.count(True) == VISITS_PER_ADDRESS - 2
+    assert (await visit("flood-last-0001", share=b))["not_counted"] == "address_limit"
+    report = await api.ok("GET", f"/api/broadcasts/{bid}/sharers")
+    by = {i["sharer_id"]: i for i in report["items"]}
+    assert (by[bob]["visits"], by[bob]["orders"], by[bob]["name"]) == (
+        VISITS_PER_ADDRESS - 2,
+        0,
+        "Bob",
+    )

@@ -71,6 +71,12 @@ class Staff:
         assert status == 201, b
         return b  # type: ignore[no-any-return]
 
+    async def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        """An operator's call that must answer ``status``: its body."""
+        got, data = await self.api.call(method, path, self.operator, json=body)
+        assert got == status, (method, path, got, data)
+        return data
+
 
 def database_params() -> list[Any]:
     """Both backends, always: the session's PostgreSQL is resolved before any test runs

@@ -76,11 +76,7 @@ async def test_series_of_a_real_show(live_server) -> None:
     async with aiohttp.ClientSession() as session:
         staff = await make_staff(server, session)
         api, op = staff.api, staff.operator
-
-        async def ok(method: str, path: str, body: Any = None, status: int = 200) -> Any:
-            got, data = await api.call(method, path, op, json=body)
-            assert got == status, (method, path, got, data)
-            return data
+        ok = staff.ok
 
         product = await ok(
             "POST",

@@ -20,13 +20,7 @@ async def test_hls_viewers_in_overview_stats_and_series(server_factory: Any) -> 
     server = await server_factory(control=control, shop={"require_recipient": False})
     async with aiohttp.ClientSession() as session:
         staff = await make_staff(server, session)
-        api, op = staff.api, staff.operator
-
-        async def ok(method: str, path: str, body: Any = None, status: int = 200) -> Any:
-            got, data = await api.call(method, path, op, json=body)
-            assert got == status, (method, path, got, data)
-            return data
-
+        ok = staff.ok
         b = await ok(
             "POST",
             "/api/broadcasts",

@@ -20,6 +20,9 @@ Rules:
   without video, at the first part boundary past ``segment_target``. ``segment_max``
   (optional) also closes a segment at a part boundary once it is that long, keyframe or
   not (a stream with rare keyframes keeps segments within the playlist's target);
+* with video, every part has video (the muxer writes no audio-only part): the audio
+  sample straddling a segment's opening keyframe goes in that keyframe's part, also in
+  ``finish()`` when the held keyframe opens the last segment;
 * a codec change ends the segment (the muxer's forced part); the next part opens a new
   one under the new ``part.init``: the relay writes ``EXT-X-DISCONTINUITY`` and a new
   ``EXT-X-MAP`` there.
@@ -111,8 +114,9 @@ class PartCutter:
 
     def finish(self) -> list[Cut]:
         """The stream ended (or the relay stops packaging it): everything left, as at most
-        two parts (what is ready, then the held samples). Frames pushed later (a publisher
-        back within the linger) continue the timeline in a new segment."""
+        two parts (what is ready, then the held samples; one part when only the held video
+        frame is left, the audio before it with it). Frames pushed later (a publisher back
+        within the linger) continue the timeline in a new segment."""
         out: list[Cut] = []
         self._emit(self.muxer.flush_part(), out)
         self._emit(self.muxer.flush_part(final=True), out)

@@ -30,7 +30,9 @@ sample of each track until its successor arrives (one frame of latency), so ever
 written has its exact duration and each track's ``tfdt`` continues exactly where the
 previous part ended. ``flush_part()`` therefore writes the samples *before* the newest
 one; audio is cut at the video cut point (audio frames stamped at or after the held
-video frame wait for the next part), so a part's tracks cover the same span. Only
+video frame wait for the next part), so a part's tracks cover the same span; with a
+video track, a part always has video: a flush with no video sample ready writes nothing
+(the audio waits for the next video cut, so a segment never opens with audio alone). Only
 ``flush_part(final=True)`` (end of stream, codec change) writes the held samples, the last
 duration taken from ``end_dts`` if given, else from the previous sample (video; 1/30 s
 if there is none or it lasted 0) or the AAC frame length (audio).
@@ -435,7 +437,8 @@ class Fmp4Muxer:
         """Write the samples that are ready as one part (None when there are none).
 
         Not ``final``: every buffered sample but the newest of each track (its duration
-        is not known yet), audio only up to the held video sample. ``final``: everything;
+        is not known yet), audio only up to the held video sample; nothing (None) when a
+        video track has no sample ready. ``final``: everything;
         the last sample of each track lasts until ``end_dts`` (ms) if given and later,
         else as long as the one before it (video) or one AAC frame (audio)."""
         init = self.init
@@ -445,22 +448,22 @@ class Fmp4Muxer:
         main, _ = self._main()
         if not final and main is not None and main.buffer:
             cut = main.buffer[-1].dts
+        tracks = [
+            (track, state, self._ready(state, final, state is not main, cut))
+            for track, state in ((self._video_track, self._video), (self._audio_track, self._audio))
+            if track is not None
+        ]
+        if not final and self._video_track is not None and not tracks[0][2]:
+            # No video ready: the audio waits for it (a part of a stream with video always
+            # has video, so a part opening a segment opens with a keyframe).
+            return None
         trafs: list[TrackFragment] = []
         runs: list[TrackRun] = []
         independent = self._video_track is None
-        for track, state in ((self._video_track, self._video), (self._audio_track, self._audio)):
-            if track is None:
-                continue
-            buf = state.buffer
-            if final:
-                n = len(buf)
-            else:
-                n = max(0, len(buf) - 1)
-                if state is not main and cut is not None:
-                    while n and buf[n - 1].dts >= cut:
-                        n -= 1
+        for track, state, n in tracks:
             if not n:
                 continue
+            buf = state.buffer
             taken = buf[:n]
             del buf[:n]
             samples = self._samples(track, state, taken, end_dts)
@@ -501,6 +504,18 @@ class Fmp4Muxer:
             duration=first.duration / first.timescale,
             runs=tuple(runs),
         )
+
+    @staticmethod
+    def _ready(state: _TrackState, final: bool, cut_at_main: bool, cut: int | None) -> int:
+        """How many of a track's buffered samples a flush writes."""
+        buf = state.buffer
+        if final:
+            return len(buf)
+        n = max(0, len(buf) - 1)
+        if cut_at_main and cut is not None:
+            while n and buf[n - 1].dts >= cut:
+                n -= 1
+        return n
 
     @staticmethod
     def _samples(

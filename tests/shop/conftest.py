@@ -14,10 +14,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
+import redis.asyncio as aioredis
 
 from core.tokens import issue_token
 from shop_bridge import PAY_SIMULATOR, SHOP, ShopService
@@ -307,6 +310,44 @@ async def on_shelf(api: Api, broadcast_id: int, sku_id: int) -> None:
         f"/api/broadcasts/{broadcast_id}/shelf",
         {"items": [{"product_id": product_id}, *items]},
     )
+
+
+async def buy_retrying(
+    shop: Any, sale_id: int, user: str, key: str, qty: int = 1
+) -> tuple[int, Any]:
+    """One flash-sale buy as a client does it: ``503`` means "retry" (with the same key)."""
+    body = {"user_id": user, "idempotency_key": key, "quantity": qty}
+    async with asyncio.timeout(30):
+        while True:
+            path = f"/api/flash-sales/{sale_id}/buy"
+            status, data = await shop.api.call("POST", path, body, token=None)
+            if status != 503:
+                return status, data
+            assert data["error"]["code"] in ("rebuilding", "unavailable", "busy"), data
+            await asyncio.sleep(0.02)
+
+
+async def kill_embedded_valkey(shop: Any) -> int:
+    """SIGKILL the server's embedded valkey-server (as the OOM killer does) and wait until
+    berrylive's supervisor (core/redis.py), nobody else, has a new one answering on the same
+    socket and dir. Returns the killed process's pid."""
+    runtime = shop.server.runtime
+    pidfile = Path(runtime.data_dir) / "valkey" / "valkey.pid"
+    pid = int(pidfile.read_text().strip())
+    psutil.Process(pid).kill()
+    client = aioredis.Redis.from_url(runtime.redis_url)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    if int(pidfile.read_text().strip() or 0) != pid and await client.ping():
+                        break
+                except (aioredis.ConnectionError, OSError, ValueError):
+                    pass
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+    return pid
 
 
 async def journal_drained(svc: ShopService, sale_id: int, timeout: float = 10) -> None:

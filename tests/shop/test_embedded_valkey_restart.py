@@ -6,28 +6,19 @@ again: no oversell, limits kept, a retried key answers with its order."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import redis.asyncio as aioredis
 
-from tests.shop.conftest import journal_drained, make_product, make_sale, uid
-
-BUY = "/api/flash-sales/{}/buy"
-
-
-async def _buy(shop: Any, sale_id: int, user: str, key: str) -> tuple[int, Any]:
-    """One buy as a client does it: ``503`` means "retry" (with the same key)."""
-    body = {"user_id": user, "idempotency_key": key, "quantity": 1}
-    async with asyncio.timeout(30):
-        while True:
-            status, data = await shop.api.call("POST", BUY.format(sale_id), body, token=None)
-            if status != 503:
-                return status, data
-            assert data["error"]["code"] in ("rebuilding", "unavailable", "busy"), data
-            await asyncio.sleep(0.02)
+from tests.shop.conftest import (
+    buy_retrying,
+    journal_drained,
+    kill_embedded_valkey,
+    make_product,
+    make_sale,
+    uid,
+)
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
@@ -37,37 +28,22 @@ async def test_buys_work_again_after_the_embedded_valkey_was_killed(shop_factory
     product = await make_product(shop.api)
     sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=4, limit=1)
     sid = sale["id"]
-    status, first = await _buy(shop, sid, "u0", "a")
+    status, first = await buy_retrying(shop, sid, "u0", "a")
     assert status == 201
     await journal_drained(svc, sid)
     rebuilds = svc.epoch.rebuilds
 
-    runtime = shop.server.runtime
-    pidfile = Path(runtime.data_dir) / "valkey" / "valkey.pid"
-    pid = int(pidfile.read_text().strip())
-    psutil.Process(pid).kill()
-    client = aioredis.Redis.from_url(runtime.redis_url)
-    try:
-        async with asyncio.timeout(30):  # berrylive restarts it, nobody else
-            while True:
-                try:
-                    if int(pidfile.read_text().strip() or 0) != pid and await client.ping():
-                        break
-                except (aioredis.ConnectionError, OSError, ValueError):
-                    pass
-                await asyncio.sleep(0.02)
-    finally:
-        await client.aclose()
+    pid = await kill_embedded_valkey(shop)  # berrylive restarts it, nobody else
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
-    status, body = await _buy(shop, sid, "u1", "b")
+    status, body = await buy_retrying(shop, sid, "u1", "b")
     assert status == 201, body
     assert svc.epoch.rebuilds > rebuilds  # the new run id was seen: rebuilt from the orders
-    status, body = await _buy(shop, sid, "u0", "again")
+    status, body = await buy_retrying(shop, sid, "u0", "again")
     assert (status, body["error"]["code"]) == (409, "limit_reached"), body
-    status, again = await _buy(shop, sid, "u0", "a")
+    status, again = await buy_retrying(shop, sid, "u0", "a")
     assert (status, again["id"]) == (200, first["id"])
-    results = await asyncio.gather(*(_buy(shop, sid, f"n{i}", "k") for i in range(4)))
+    results = await asyncio.gather(*(buy_retrying(shop, sid, f"n{i}", "k") for i in range(4)))
     assert sorted(s for s, _ in results) == [201, 201, 409, 409]
     assert {b["error"]["code"] for s, b in results if s == 409} == {"sold_out"}
     await journal_drained(svc, sid)

@@ -15,30 +15,20 @@ rollback that no reconnect shows."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
 from shop_bridge.models import ORDERS
-from tests.shop.conftest import journal_drained, make_product, make_sale, uid
-
-BUY = "/api/flash-sales/{}/buy"
-
-
-async def _buy(shop, sale_id: int, user: str, key: str, qty: int = 1) -> tuple[int, Any]:
-    """One buy as a client does it: ``503`` means "retry" (with the same key)."""
-    body = {"user_id": user, "idempotency_key": key, "quantity": qty}
-    async with asyncio.timeout(30):
-        while True:
-            status, data = await shop.api.call("POST", BUY.format(sale_id), body, token=None)
-            if status != 503:
-                return status, data
-            assert data["error"]["code"] in ("rebuilding", "unavailable", "busy"), data
-            await asyncio.sleep(0.02)
+from tests.shop.conftest import (
+    buy_retrying,
+    journal_drained,
+    kill_embedded_valkey,
+    make_product,
+    make_sale,
+    uid,
+)
 
 
 async def _dump(client: aioredis.Redis, keys: list[str]) -> dict[str, tuple[bytes | None, int]]:
@@ -60,23 +50,7 @@ async def _restart_embedded_valkey(shop) -> asyncio.subprocess.Process | None:
     """SIGKILL the server's valkey-server; berrylive's supervisor (core/redis.py) starts a
     new one on the same socket and dir (the append-only file is read back: a new run id,
     the same data up to its last fsync). Returns the process the test must stop: none."""
-    runtime = shop.server.runtime
-    vdir = Path(runtime.data_dir) / "valkey"
-    pidfile = vdir / "valkey.pid"
-    pid = int(pidfile.read_text().strip())
-    os.kill(pid, signal.SIGKILL)
-    client = aioredis.Redis.from_url(runtime.redis_url)
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    if int(pidfile.read_text().strip() or 0) != pid and await client.ping():
-                        break
-                except (aioredis.ConnectionError, OSError, ValueError):
-                    pass
-                await asyncio.sleep(0.02)
-    finally:
-        await client.aclose()
+    await kill_embedded_valkey(shop)
     return None
 
 
@@ -97,8 +71,8 @@ async def test_an_older_redis_state_mid_sale_is_rebuilt_from_the_orders(shop_fac
     sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=10, limit=2)
     sid = sale["id"]
     # before the snapshot: u0 at the limit, u1 one unit (key k1)
-    assert (await _buy(shop, sid, "u0", "a", 2))[0] == 201
-    status, first_k1 = await _buy(shop, sid, "u1", "k1")
+    assert (await buy_retrying(shop, sid, "u0", "a", 2))[0] == 201
+    status, first_k1 = await buy_retrying(shop, sid, "u1", "k1")
     assert status == 201
     await journal_drained(svc, sid)
     keys = [*svc.flash.store.keys(sid).all(), svc.flash.store.epoch_key]
@@ -110,10 +84,10 @@ async def test_an_older_redis_state_mid_sale_is_rebuilt_from_the_orders(shop_fac
             # a reconnect made the shop verify (and bump the epoch) after the snapshot
             await svc.epoch.rebuild("test: a reconnect after the snapshot")
         # after the snapshot: u2 at the limit, u3 (k3), u1 at the limit (k1b): 7 sold
-        assert (await _buy(shop, sid, "u2", "b", 2))[0] == 201
-        status, first_k3 = await _buy(shop, sid, "u3", "k3")
+        assert (await buy_retrying(shop, sid, "u2", "b", 2))[0] == 201
+        status, first_k3 = await buy_retrying(shop, sid, "u3", "k3")
         assert status == 201
-        assert (await _buy(shop, sid, "u1", "k1b"))[0] == 201
+        assert (await buy_retrying(shop, sid, "u1", "k1b"))[0] == 201
         await journal_drained(svc, sid)
         assert await _sold(shop, sid) == 7
         rebuilds = svc.epoch.rebuilds
@@ -132,16 +106,16 @@ async def test_an_older_redis_state_mid_sale_is_rebuilt_from_the_orders(shop_fac
 
         # buyers at their limit stay refused (their counts came back from the orders)
         for user in ("u0", "u1", "u2"):
-            status, body = await _buy(shop, sid, user, f"again-{user}")
+            status, body = await buy_retrying(shop, sid, user, f"again-{user}")
             assert (status, body["error"]["code"]) == (409, "limit_reached"), (user, body)
         assert svc.epoch.rebuilds > rebuilds
         # retried keys answer with their orders (one from before the snapshot, one after)
-        status, again = await _buy(shop, sid, "u1", "k1")
+        status, again = await buy_retrying(shop, sid, "u1", "k1")
         assert (status, again["id"]) == (200, first_k1["id"])
-        status, again = await _buy(shop, sid, "u3", "k3")
+        status, again = await buy_retrying(shop, sid, "u3", "k3")
         assert (status, again["id"]) == (200, first_k3["id"])
         # the 3 units left sell, and not one more
-        results = await asyncio.gather(*(_buy(shop, sid, f"n{i}", "k") for i in range(8)))
+        results = await asyncio.gather(*(buy_retrying(shop, sid, f"n{i}", "k") for i in range(8)))
         assert sorted(s for s, _ in results) == [201] * 3 + [409] * 5
         assert {b["error"]["code"] for s, b in results if s == 409} == {"sold_out"}
         await journal_drained(svc, sid)
@@ -165,7 +139,7 @@ async def test_the_periodic_check_finds_a_rollback_no_reconnect_shows(shop_facto
     product = await make_product(shop.api)
     sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=5, limit=1)
     sid = sale["id"]
-    assert (await _buy(shop, sid, "p0", "a"))[0] == 201
+    assert (await buy_retrying(shop, sid, "p0", "a"))[0] == 201
     keys = [*svc.flash.store.keys(sid).all(), svc.flash.store.epoch_key]
     client = aioredis.Redis.from_url(shop.server.runtime.redis_url)
     try:
@@ -173,7 +147,7 @@ async def test_the_periodic_check_finds_a_rollback_no_reconnect_shows(shop_facto
         snap = await _dump(client, keys)
         await svc.epoch.rebuild("test: a reconnect after the snapshot")
         for i in range(1, 4):
-            assert (await _buy(shop, sid, f"p{i}", "a"))[0] == 201
+            assert (await buy_retrying(shop, sid, f"p{i}", "a"))[0] == 201
         await journal_drained(svc, sid)
         rebuilds = svc.epoch.rebuilds
         await _restore(client, snap)
@@ -181,10 +155,10 @@ async def test_the_periodic_check_finds_a_rollback_no_reconnect_shows(shop_facto
             while svc.epoch.rebuilds == rebuilds:
                 await asyncio.sleep(0.01)
         assert int(await client.get(svc.flash.store.keys(sid).stock)) == 1
-        status, body = await _buy(shop, sid, "p3", "other")
+        status, body = await buy_retrying(shop, sid, "p3", "other")
         assert (status, body["error"]["code"]) == (409, "limit_reached")
-        assert (await _buy(shop, sid, "p9", "a"))[0] == 201
-        status, body = await _buy(shop, sid, "p10", "a")
+        assert (await buy_retrying(shop, sid, "p9", "a"))[0] == 201
+        status, body = await buy_retrying(shop, sid, "p10", "a")
         assert (status, body["error"]["code"]) == (409, "sold_out")
         assert await _sold(shop, sid) == 5
     finally:
@@ -203,7 +177,7 @@ async def test_a_release_cut_in_two_by_a_rebuild_leaks_no_unit(shop_factory) -> 
     product = await make_product(shop.api)
     sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=3, limit=1)
     sid = sale["id"]
-    orders = [(await _buy(shop, sid, f"c{i}", "k"))[1] for i in range(2)]
+    orders = [(await buy_retrying(shop, sid, f"c{i}", "k"))[1] for i in range(2)]
     await journal_drained(svc, sid)
     now = svc.ctx.now_ms()
     async with svc.ctx.engine.begin() as conn:  # both cancelled; their releases not done
@@ -231,5 +205,5 @@ async def test_a_release_cut_in_two_by_a_rebuild_leaks_no_unit(shop_factory) -> 
     assert await svc.flash.store.stock(sid) == 3  # every unit back on sale, once
     audit = await shop.api.ok("GET", f"/api/flash-sales/{sid}/audit")
     assert audit["consistent"], audit
-    results = await asyncio.gather(*(_buy(shop, sid, f"d{i}", "k") for i in range(5)))
+    results = await asyncio.gather(*(buy_retrying(shop, sid, f"d{i}", "k") for i in range(5)))
     assert sorted(s for s, _ in results) == [201] * 3 + [409] * 2

@@ -402,11 +402,12 @@ OPS: list[Op] = [
         "/api/broadcasts/{id}/reminders/{subscriber}",
         unsubscribe_reminder,
         OpDoc(
-            "A viewer unsubscribes (only their own reminder; operators any)",
+            "A viewer unsubscribes (only their own reminder; operators any; 400 a "
+            "subscriber name that is not 1..128 of letters, digits and _.:@-)",
             "reminders",
             (PUBLIC,),
             ok=204,
-            errors=(401, 403, 404),
+            errors=(400, 401, 403, 404),
             path_params={"subscriber": {"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,128}$"}},
         ),
     ),

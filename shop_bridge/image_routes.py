@@ -131,6 +131,7 @@ def ops(
         status="201",
         params=[pid],
         errors=(400, 404, 409, 413, 415),
+        also_ok=("200",),  # the same image again: already there
     )
     binary = {"schema": {"type": "string", "format": "binary"}}
     extra = dict(upload.extra or {})

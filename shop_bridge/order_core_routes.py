@@ -93,7 +93,7 @@ def ops(
             "/api/sharers",
             order_core_api.register_sharer,
             doc(
-                "Register (or re-activate) a sharer (分享员)",
+                "Register (or re-activate) a sharer (分享员): 201 new, 200 known already",
                 OPERATOR,
                 {"type": "object"},
                 {
@@ -102,6 +102,8 @@ def ops(
                     "properties": {"user_id": ID, "name": {"type": "string", "maxLength": 64}},
                 },
                 "201",
+                errors=(400,),
+                also_ok=("200",),
             ),
         ),
         Op(
@@ -234,6 +236,8 @@ def ops(
                     },
                 },
                 "201",
+                errors=(400,),
+                also_ok=("200",),
             ),
         ),
         Op(

@@ -52,10 +52,12 @@ def _doc(
     buyer: bool = False,
     body_required: bool = True,
     operation_id: str = "",
+    also_ok: tuple[str, ...] = (),
 ) -> OpDoc:
-    """An operation's doc: ``ok`` the success schema (status ``status``), ``body`` the
-    request's, ``errors`` the documented error statuses; ``buyer`` for calls a buyer makes
-    with their viewer token."""
+    """An operation's doc: ``ok`` the success schema (status ``status``, and ``also_ok``:
+    e.g. ``"200"`` for a repeat answered with what the first call made), ``body`` the
+    request's, ``errors`` the documented error statuses (with a body, 413 too: every body
+    is read with a size cap); ``buyer`` for calls a buyer makes with their viewer token."""
     params = [*(params or []), *([VIEWER_TOKEN] if buyer else [])]
     extra: J = {}
     if params:
@@ -65,9 +67,13 @@ def _doc(
             "required": body_required,
             "content": {"application/json": {"schema": body}},
         }
-    responses: J = {status: {"description": "OK"}}
-    if ok is not None:
-        responses[status]["content"] = {"application/json": {"schema": ok}}
+    responses: J = {}
+    for code_ok in (status, *also_ok):
+        responses[code_ok] = {"description": "OK"}
+        if ok is not None:
+            responses[code_ok]["content"] = {"application/json": {"schema": ok}}
+    if body is not None and 413 not in errors:
+        errors = (*errors, 413)
     for code in (*errors, *((401, 403) if buyer else ())):
         responses[str(code)] = {"description": "error", **ERR}
     extra["responses"] = responses
@@ -184,7 +190,8 @@ ROUTES = RouteTable(
             "/api/broadcasts/{broadcast_id}/shelf",
             broadcast_api.put_shelf,
             _doc(
-                "Replace the goods shelf (order = display order)",
+                "Replace the goods shelf (order = display order; 404 broadcast_not_found, 409 "
+                "broadcast_banned or broadcast_cancelled, 422 unknown_product)",
                 STAFF,
                 ref("ShopShelf"),
                 {
@@ -205,7 +212,7 @@ ROUTES = RouteTable(
                         }
                     },
                 },
-                errors=(400, 404, 422),
+                errors=(400, 404, 409, 422),
                 params=[BID],
             ),
             owner=owners.BROADCAST,
@@ -308,12 +315,14 @@ ROUTES = RouteTable(
             "/api/flash-sales",
             api.create_flash_sale,
             _doc(
-                "Create a flash sale (its stock is taken from the SKU's: 409 insufficient_stock)",
+                "Create a flash sale (its stock is taken from the SKU's: 409 insufficient_stock; "
+                "404 broadcast_not_found; 409 broadcast_ended, broadcast_banned, "
+                "broadcast_cancelled, not_on_shelf, off_shelf; 422 unknown_sku)",
                 STAFF,
                 ref("ShopFlashSale"),
                 ref("ShopFlashSaleIn"),
                 "201",
-                errors=(400, 409, 422),
+                errors=(400, 404, 409, 422),
             ),
             owner=owners.NEW_SALE,
         ),
@@ -332,6 +341,7 @@ ROUTES = RouteTable(
                 errors=(400, 404, 409, 413, 503),
                 params=[SID],
                 buyer=True,
+                also_ok=("200",),
             ),
         ),
         Op(
@@ -386,13 +396,15 @@ ROUTES = RouteTable(
             api.place_order,
             _doc(
                 "Place an order at list price, less an optional coupon (stock from the SKU; "
-                "an order with nothing left to pay is paid at once)",
+                "an order with nothing left to pay is paid at once; 200 the same "
+                "idempotency_key again; 404 broadcast_not_found)",
                 PUBLIC,
                 ref("ShopOrder"),
                 ref("ShopOrderIn"),
                 "201",
-                errors=(400, 409, 413, 422),
+                errors=(400, 404, 409, 413, 422),
                 buyer=True,
+                also_ok=("200",),
             ),
         ),
         Op(
@@ -528,11 +540,14 @@ ROUTES = RouteTable(
             "/api/lottery/prizes",
             api.grant_prize,
             _doc(
-                "Grant a lottery prize (same payload as the lottery.prize event; exactly once)",
+                "Grant a lottery prize (same payload as the lottery.prize event; exactly once: "
+                "200 with duplicate true for a grant already made)",
                 OPERATOR,
                 {"type": "object"},
                 {"type": "object"},
                 "201",
+                errors=(400,),
+                also_ok=("200",),
             ),
         ),
         Op(
@@ -546,7 +561,8 @@ ROUTES = RouteTable(
                 {"type": "object"},
                 ref("ShopCouponsIn"),
                 "201",
-                errors=(400, 413),
+                errors=(400,),
+                also_ok=("200",),
             ),
         ),
         Op(

@@ -1,4 +1,5 @@
-"""schemathesis (from PyPI) against /api/openapi.json: no 5xx, no schema violation.
+"""schemathesis (from PyPI) against /api/openapi.json: no 5xx, no schema violation, no
+undocumented status code, in any package's operation.
 
 Runs the ``schemathesis`` CLI in a subprocess against a real server started by the test,
 signed in as an operator, over every operation (positive and negative data). Operations
@@ -11,13 +12,11 @@ import asyncio
 import re
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from control.api import OPS
 from tests.control.conftest import make_staff
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ def schemathesis_exe() -> str | None:
     return shutil.which("schemathesis")
 
 
-async def test_openapi_fuzz_finds_no_5xx_and_no_schema_violation(
+async def test_openapi_fuzz_finds_no_5xx_no_schema_violation_no_undocumented_status(
     control_env, server_factory, tmp_path
 ) -> None:
     exe = schemathesis_exe()
@@ -85,14 +84,7 @@ async def test_openapi_fuzz_finds_no_5xx_and_no_schema_violation(
     (Path("/tmp") / "berrylive-schemathesis.log").write_text(text)
     assert "Test cases:" in text, text[-3000:]  # it ran
     failed = re.findall(r"^_+ ([A-Z]+ /api/\S+) _+$", text, flags=re.M)
-    own = {f"{op.method} {op.path}" for op in OPS}
-    mine = [f for f in failed if f in own]
-    assert not mine, text[-8000:]
-    others = [f for f in failed if f not in own]
-    if others:
-        # another package's operation: reported, not failed here (its owner's test should)
-        warnings.warn(
-            f"schemathesis: failures in other packages' operations: {others}", stacklevel=1
-        )
-    if not failed:
-        assert proc.returncode == 0, text[-6000:]
+    # one document for every package: an undocumented status code, a 5xx or a schema
+    # violation in any operation fails here (the check list above names them)
+    assert not failed, text[-8000:]
+    assert proc.returncode == 0, text[-6000:]

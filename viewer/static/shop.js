@@ -344,11 +344,14 @@ export class Shop {
     return h;
   }
 
-  // Arrived through a share link: the shop records the touch (once per page).
+  // Arrived through a share link: a visit for the sharer, with or without a viewer token
+  // (the shop counts it once per browser, by X-Device-Id, and once per viewer); with a
+  // token it is also the touch that credits this viewer's orders. Once per page; the
+  // link rides on every buy too, so a viewer who gets a token later is still credited.
   async shareVisit() {
-    if (!this.share || !this.bid || !this.viewer.token) return;
+    if (!this.share || !this.bid) return;
     try {
-      await api("POST", `/api/broadcasts/${this.bid}/share-visits`, { token: this.viewer.token, body: { share: this.share } });
+      await api("POST", `/api/broadcasts/${this.bid}/share-visits`, { token: this.viewer.token, headers: { "X-Device-Id": deviceId() }, body: { share: this.share } });
     } catch (e) {
       console.warn("share visit", e.code || e.message); // a bad or old link credits nobody
     }

@@ -327,6 +327,7 @@ async def test_console_back_office(
                 zoe = page.locator('#sharer-sales tr[data-sharer="openid-zoe"]')
                 price = p["skus"][0]["price_fen"]  # the tea cups' SKU
                 await expect(zoe).to_contain_text(f"¥{price / 100:.2f}")
+                await expect(zoe.locator("td.visits")).to_have_text("1")  # Kai's visit
 
                 # the buyer blocked: their next order is refused; unblocked again
                 await page.click("a[data-nav=blocklist]")

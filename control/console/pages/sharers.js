@@ -40,9 +40,9 @@ export async function broadcastSharersView(main, id) {
   const refresh = async () => {
     const r = await api("GET", `/api/broadcasts/${id}/sharers`);
     sales.replaceChildren(h("p", { class: "muted" }, `Credited by ${r.attribution} touch within ${Math.round(r.window_s / 60)} min of arriving.`),
-      table(["Sharer", "Orders", "Buyers", "Units", "Paid", "Refunded", "GMV"], (r.items || []).map((s) => h("tr", { dataset: { sharer: s.sharer_id } },
-        h("td", {}, s.name || s.sharer_id, " ", h("span", { class: "mono muted" }, s.sharer_id)), h("td", {}, s.orders), h("td", {}, s.buyers),
-        h("td", {}, s.units), h("td", {}, fmtFen(s.paid_fen)), h("td", {}, fmtFen(s.refunded_fen)), h("td", {}, h("b", {}, fmtFen(s.gmv_fen))))), "No order credited to a sharer yet."));
+      table(["Sharer", "Visits", "Orders", "Buyers", "Units", "Paid", "Refunded", "GMV"], (r.items || []).map((s) => h("tr", { dataset: { sharer: s.sharer_id } },
+        h("td", {}, s.name || s.sharer_id, " ", h("span", { class: "mono muted" }, s.sharer_id)), h("td", { class: "visits", title: "viewers who arrived through their link, once per browser and viewer" }, s.visits ?? 0), h("td", {}, s.orders), h("td", {}, s.buyers),
+        h("td", {}, s.units), h("td", {}, fmtFen(s.paid_fen)), h("td", {}, fmtFen(s.refunded_fen)), h("td", {}, h("b", {}, fmtFen(s.gmv_fen))))), "No visit or order through a sharer's link yet."));
   };
   const form = h("form", { id: "share-form", class: "row-actions", onsubmit: async (ev) => {
     ev.preventDefault();

@@ -22,14 +22,10 @@ ends and the replay is finalised.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
 import os
 import re
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +40,7 @@ from bench.faults.harness import (
     connect,
     create_broadcast_sale,
     login,
+    run_drill,
     wait_for,
 )
 from danmaku import issue_token
@@ -280,11 +277,11 @@ def main() -> None:
     p.add_argument("--fs-mib", type=int, default=256)
     p.add_argument("--floor-mib", type=int, default=64)
     a = p.parse_args()
-    with tempfile.TemporaryDirectory(prefix="berrylive-drill-") as tmp:
-        clip = make_clip(Path(tmp) / "clip.flv", 6.0, gop=30)
-        figures = asyncio.run(drill(Path(tmp) / "run", clip, a.fs_mib, a.floor_mib))
-    print(json.dumps(figures))
-    sys.exit(1 if figures["failures"] else 0)
+    run_drill(
+        lambda tmp: drill(
+            tmp / "run", make_clip(tmp / "clip.flv", 6.0, gop=30), a.fs_mib, a.floor_mib
+        )
+    )
 
 
 if __name__ == "__main__":

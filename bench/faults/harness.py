@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -19,14 +20,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import psutil
 
+from control.config import load_config
 from core.tokens import issue_token
 
 OPERATOR = "drill-boss"
@@ -566,6 +568,62 @@ async def verify_sale(
         retried=len(retried),
         retried_statuses=dict(statuses),
     )
+
+
+# -- what every flash-sale drill does around its fault --------------------------------------
+
+
+def reconcile_env(grace: float) -> dict[str, str]:
+    """Reconciliation finishes cut-off reservations after this grace (default 20 s, every
+    30 s): shorter in a drill so that it ends sooner; the logic is the same."""
+    return {
+        "BERRYLIVE_SHOP_RESERVATION_GRACE": str(grace),
+        "BERRYLIVE_SHOP_RECONCILE_INTERVAL": str(grace),
+    }
+
+
+async def start_sale_node(data: Path, extra: dict[str, str]) -> tuple[Node, str]:
+    """A ``berrylive serve`` on ``data`` with ``extra`` in its environment, its operator
+    added and started: (the node, the database URL its orders go to)."""
+    env = clean_env(**extra)
+    database_url = load_config(None, env=env, data_dir=str(data)).database_url
+    node = Node(data, env)
+    await node.add_operator()
+    await node.start()
+    return node, database_url
+
+
+async def settle_sale(
+    node: Node, token: str, database_url: str, sale_id: int, stock: int, answers: list[Answer]
+) -> tuple[Verdict, int]:
+    """After the load: retry the buys whose outcome was never learnt, check the invariants
+    (per-user limit 1) and stop the node with SIGTERM: (the verdict, its exit code)."""
+    retried = await retry_unknown(node.http_port, node.secret(), sale_id, answers)
+    verdict = await verify_sale(node, token, database_url, sale_id, stock, 1, answers, retried)
+    return verdict, await node.terminate()
+
+
+def sale_figures(
+    stock: int, buyers: Buyers, verdict: Verdict, exit_code: int, failures: list[str]
+) -> dict[str, Any]:
+    """The figures every flash-sale drill reports after its own."""
+    return {
+        "sale_stock": stock,
+        "buys": len(buyers.answers),
+        "answers": buyers.counts(),
+        **verdict.figures(),
+        "exit_code_after": exit_code,
+        "failures": failures,
+    }
+
+
+def run_drill(drill: Callable[[Path], Coroutine[Any, Any, dict[str, Any]]]) -> NoReturn:
+    """A drill's command line: run it in a temporary directory, print its figures as one
+    JSON line, exit 1 if it found failures."""
+    with tempfile.TemporaryDirectory(prefix="berrylive-drill-") as tmp:
+        figures = asyncio.run(drill(Path(tmp)))
+    print(json.dumps(figures))
+    sys.exit(1 if figures["failures"] else 0)
 
 
 # -- Redis and PostgreSQL of the drill's own ------------------------------------------------

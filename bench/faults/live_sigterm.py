@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench.faults.harness import Node, api, clean_env, login, wait_for
+from bench.faults.harness import Node, api, clean_env, login, run_drill, wait_for
 from bench.faults.origin_failover import Viewer
 from core.ffmpeg import ffmpeg_exe
 from tests.mediautil import make_clip, start_publisher, stop
@@ -171,11 +168,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--live-seconds", type=float, default=8.0)
     a = p.parse_args()
-    with tempfile.TemporaryDirectory(prefix="berrylive-drill-") as tmp:
-        clip = make_clip(Path(tmp) / "clip.flv", 6.0, gop=30)
-        figures = asyncio.run(drill(Path(tmp) / "run", clip, a.live_seconds))
-    print(json.dumps(figures))
-    sys.exit(1 if figures["failures"] else 0)
+    run_drill(
+        lambda tmp: drill(tmp / "run", make_clip(tmp / "clip.flv", 6.0, gop=30), a.live_seconds)
+    )
 
 
 if __name__ == "__main__":

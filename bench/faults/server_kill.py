@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,17 +28,17 @@ import psutil
 
 from bench.faults.harness import (
     Buyers,
-    Node,
     PostgresServer,
     RedisServer,
-    clean_env,
     create_sale,
     login,
-    retry_unknown,
-    verify_sale,
+    reconcile_env,
+    run_drill,
+    sale_figures,
+    settle_sale,
+    start_sale_node,
     wait_for,
 )
-from control.config import load_config
 
 
 def valkeys_on(data_dir: Path) -> list[psutil.Process]:
@@ -70,12 +67,7 @@ async def drill(
 ) -> dict[str, Any]:
     root = root.resolve()
     data = root / "data"
-    extra: dict[str, str] = {
-        # reconciliation finishes cut-off reservations after this grace (default 20 s,
-        # every 30 s): shorter here so the drill ends sooner; the logic is the same
-        "BERRYLIVE_SHOP_RESERVATION_GRACE": str(grace),
-        "BERRYLIVE_SHOP_RECONCILE_INTERVAL": str(grace),
-    }
+    extra = reconcile_env(grace)
     services: list[Any] = []
     try:
         if external_redis:
@@ -89,11 +81,7 @@ async def drill(
             services.append(pg)
             pg.ensure_db()
             extra["DATABASE_URL"] = pg.url
-        env = clean_env(**extra)
-        database_url = load_config(None, env=env, data_dir=str(data)).database_url
-        node = Node(data, env)
-        await node.add_operator()
-        await node.start()
+        node, database_url = await start_sale_node(data, extra)
         try:
             token = await login(node)
             sale_id = await create_sale(node, token, stock)
@@ -112,11 +100,9 @@ async def drill(
             await load
             if not external_redis:
                 assert len(valkeys_on(data)) == 1, "not exactly one valkey on the data dir"
-            retried = await retry_unknown(node.http_port, node.secret(), sale_id, buyers.answers)
-            verdict = await verify_sale(
-                node, token, database_url, sale_id, stock, 1, buyers.answers, retried
+            verdict, code = await settle_sale(
+                node, token, database_url, sale_id, stock, buyers.answers
             )
-            code = await node.terminate()
         finally:
             await node.kill()
     finally:
@@ -130,12 +116,7 @@ async def drill(
         "seconds": seconds,
         "kills": kills,
         "restart_s": downtimes,
-        "sale_stock": stock,
-        "buys": len(buyers.answers),
-        "answers": buyers.counts(),
-        **verdict.figures(),
-        "exit_code_after": code,
-        "failures": verdict.failures(),
+        **sale_figures(stock, buyers, verdict, code, verdict.failures()),
     }
     return figures
 
@@ -152,23 +133,20 @@ def main() -> None:
     p.add_argument("--postgres", action="store_true", help="a PostgreSQL of its own")
     p.add_argument("--grace", type=float, default=2.0)
     a = p.parse_args()
-    with tempfile.TemporaryDirectory(prefix="berrylive-drill-") as tmp:
-        figures = asyncio.run(
-            drill(
-                Path(tmp),
-                a.rate,
-                a.seconds,
-                a.kill_at,
-                a.stock,
-                connections=a.connections,
-                kills=a.kills,
-                external_redis=a.redis,
-                postgres=a.postgres,
-                grace=a.grace,
-            )
+    run_drill(
+        lambda tmp: drill(
+            tmp,
+            a.rate,
+            a.seconds,
+            a.kill_at,
+            a.stock,
+            connections=a.connections,
+            kills=a.kills,
+            external_redis=a.redis,
+            postgres=a.postgres,
+            grace=a.grace,
         )
-    print(json.dumps(figures))
-    sys.exit(1 if figures["failures"] else 0)
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,16 +32,16 @@ from typing import Any
 from bench.faults.harness import (
     Answer,
     Buyers,
-    Node,
     PostgresServer,
     RedisServer,
-    clean_env,
     create_sale,
     login,
-    retry_unknown,
-    verify_sale,
+    reconcile_env,
+    run_drill,
+    sale_figures,
+    settle_sale,
+    start_sale_node,
 )
-from control.config import load_config
 
 FAULTS = ("redis", "redis-rollback", "embedded", "postgres")
 
@@ -73,10 +70,7 @@ async def drill(
     assert fault in FAULTS, fault
     root = root.resolve()
     data = root / "data"
-    extra = {
-        "BERRYLIVE_SHOP_RESERVATION_GRACE": str(grace),
-        "BERRYLIVE_SHOP_RECONCILE_INTERVAL": str(grace),
-    }
+    extra = reconcile_env(grace)
     redis: RedisServer | None = None
     pg: PostgresServer | None = None
     try:
@@ -89,11 +83,7 @@ async def drill(
             pg.start()
             pg.ensure_db()
             extra["DATABASE_URL"] = pg.url
-        env = clean_env(**extra)
-        database_url = load_config(None, env=env, data_dir=str(data)).database_url
-        node = Node(data, env)
-        await node.add_operator()
-        await node.start()
+        node, database_url = await start_sale_node(data, extra)
         try:
             token = await login(node)
             sale_id = await create_sale(node, token, stock)
@@ -146,11 +136,9 @@ async def drill(
                 restarted_node = True
                 await node.kill()
                 await node.start()
-            retried = await retry_unknown(node.http_port, node.secret(), sale_id, buyers.answers)
-            verdict = await verify_sale(
-                node, token, database_url, sale_id, stock, 1, buyers.answers, retried
+            verdict, code = await settle_sale(
+                node, token, database_url, sale_id, stock, buyers.answers
             )
-            code = await node.terminate()
         finally:
             await node.kill()
     finally:
@@ -172,12 +160,7 @@ async def drill(
         "rollback_s": rollback if fault == "redis-rollback" else 0,
         "buys_resumed_after_s": resumed,
         "node_restarted_by_drill": restarted_node,
-        "sale_stock": stock,
-        "buys": len(buyers.answers),
-        "answers": buyers.counts(),
-        **verdict.figures(),
-        "exit_code_after": code,
-        "failures": failures,
+        **sale_figures(stock, buyers, verdict, code, failures),
     }
 
 
@@ -195,24 +178,21 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=2.0)
     a = p.parse_args()
     stock = a.stock or int(0.9 * a.rate * a.seconds)
-    with tempfile.TemporaryDirectory(prefix="berrylive-drill-") as tmp:
-        figures = asyncio.run(
-            drill(
-                Path(tmp),
-                a.fault,
-                a.rate,
-                a.seconds,
-                a.fault_at,
-                stock,
-                connections=a.connections,
-                down=a.down,
-                rollback=a.rollback,
-                postgres=a.postgres,
-                grace=a.grace,
-            )
+    run_drill(
+        lambda tmp: drill(
+            tmp,
+            a.fault,
+            a.rate,
+            a.seconds,
+            a.fault_at,
+            stock,
+            connections=a.connections,
+            down=a.down,
+            rollback=a.rollback,
+            postgres=a.postgres,
+            grace=a.grace,
         )
-    print(json.dumps(figures))
-    sys.exit(1 if figures["failures"] else 0)
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from ingest import RTMP_SERVER
+from media.rtmp.client import ClientConnection
 from media.rtmp.handshake import HANDSHAKE_SIZE, client_hello
 from tests.mediautil import wait_for
 
@@ -56,10 +57,18 @@ async def test_connections_per_address_are_capped_and_freed(server_factory) -> N
 
 async def _publish(server, stream: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection that completed a publish (NetStream.Publish.Start): an established one."""
+    reader, writer, _ = await _start_publish(server, stream)
+    return reader, writer
+
+
+async def _start_publish(
+    server, stream: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ClientConnection]:
+    """As :func:`_publish`, with the RTMP client that speaks on it (for what comes next)."""
     import time
 
     from ingest import auth
-    from media.rtmp.client import ClientConnection, CommandReply
+    from media.rtmp.client import CommandReply
     from tests.conftest import TEST_SECRET
 
     port = server.runtime.rtmp_port
@@ -80,7 +89,7 @@ async def _publish(server, stream: str) -> tuple[asyncio.StreamReader, asyncio.S
             if isinstance(e, CommandReply) and e.name == "onStatus"
         ]
         writer.write(client.data_to_send())
-    return reader, writer
+    return reader, writer, client
 
 
 async def test_at_the_total_cap_the_oldest_unstarted_connection_makes_room(
@@ -178,31 +187,8 @@ async def test_no_publish_or_play_after_the_handshake_is_cut(server_factory) -> 
 async def test_no_start_deadline_after_a_publish(server_factory) -> None:
     """ffmpeg unpublishes (deleteStream), then closes: in between, the connection is idle,
     not 'late to publish'. The start deadline applies only before a publish or play."""
-    import time
-
-    from ingest import auth
-    from media.rtmp.client import ClientConnection, CommandReply
-    from tests.conftest import TEST_SECRET
-
     server = await server_factory(ingest={"start_timeout": 1.0})
-    port = server.runtime.rtmp_port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    query = auth.push_query(TEST_SECRET, "live", "sd", int(time.time()) + 60)
-    client = ClientConnection()
-    client.connect("live", f"rtmp://127.0.0.1:{port}/live")
-    client.create_stream()
-    client.publish(1, f"sd?{query}")
-    writer.write(client.data_to_send())
-    codes: list[str] = []
-    while "NetStream.Publish.Start" not in codes:
-        data = await asyncio.wait_for(reader.read(65536), 10)
-        assert data, f"closed before the publish started: {codes}"
-        codes += [
-            str(e.info.get("code"))
-            for e in client.receive_data(data)
-            if isinstance(e, CommandReply) and e.name == "onStatus"
-        ]
-        writer.write(client.data_to_send())
+    reader, writer, client = await _start_publish(server, "sd")
     client.delete_stream(1)
     writer.write(client.data_to_send())
     await writer.drain()

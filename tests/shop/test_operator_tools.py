@@ -83,24 +83,25 @@ async def test_an_anchor_reads_orders_of_their_own_show(shop: ShopEnv) -> None:
     assert status == 401
 
 
+async def _sale_in_2030(api: Any, bid: int, sku_id: int, **extra: Any) -> dict[str, Any]:
+    """A flash sale of 5 units at 9.90 on 2030-01-01 00:00-01:00 (``extra``: more fields)."""
+    body = {
+        "broadcast_id": bid,
+        "sku_id": sku_id,
+        "sale_price_fen": 990,
+        "sale_stock": 5,
+        "starts_at": "2030-01-01T00:00:00Z",
+        "ends_at": "2030-01-01T01:00:00Z",
+        **extra,
+    }
+    return await api.ok("POST", "/api/flash-sales", body, 201)  # type: ignore[no-any-return]
+
+
 async def test_a_flash_sale_shows_its_card_in_the_same_call(shop: ShopEnv) -> None:
     api = shop.api
     product = await make_product(api)
     bid = await _broadcast(shop, None, product["id"])
-    sale = await api.ok(
-        "POST",
-        "/api/flash-sales",
-        {
-            "broadcast_id": bid,
-            "sku_id": product["skus"][0]["id"],
-            "sale_price_fen": 990,
-            "sale_stock": 5,
-            "starts_at": "2030-01-01T00:00:00Z",
-            "ends_at": "2030-01-01T01:00:00Z",
-            "show_card": True,
-        },
-        201,
-    )
+    sale = await _sale_in_2030(api, bid, product["skus"][0]["id"], show_card=True)
     assert sale["card"]["flash_sale_id"] == sale["id"]
     assert sale["card"]["product_id"] == product["id"]
     current = await api.ok("GET", f"/api/broadcasts/{bid}/card", token=None)
@@ -115,21 +116,7 @@ async def test_flash_sales_of_a_broadcast_are_listed(shop: ShopEnv) -> None:
     other = await _broadcast(shop, None, product["id"])
     made = []
     for bid in (mine, mine, other):
-        made.append(
-            await api.ok(
-                "POST",
-                "/api/flash-sales",
-                {
-                    "broadcast_id": bid,
-                    "sku_id": product["skus"][0]["id"],
-                    "sale_price_fen": 990,
-                    "sale_stock": 5,
-                    "starts_at": "2030-01-01T00:00:00Z",
-                    "ends_at": "2030-01-01T01:00:00Z",
-                },
-                201,
-            )
-        )
+        made.append(await _sale_in_2030(api, bid, product["skus"][0]["id"]))
     listed = await api.ok("GET", f"/api/flash-sales?broadcast_id={mine}", token=anchor_token)
     assert [s["id"] for s in listed["items"]] == [made[1]["id"], made[0]["id"]]
     assert all(s["remaining"] == 5 and s["broadcast_id"] == mine for s in listed["items"])

@@ -225,6 +225,9 @@ async def run_case(
         await probes.start()
         if bulk > 0 and args.bulk == "whep" and urls["whep"]:
             result = await whep_loadgen(server, urls["whep"], bulk, args, source)
+            t_end = float(result["end_wall"])  # the probes' samples of the same window
+            window = float(result["window_s"])
+            cpu = float(result["cpu_s"])
         elif bulk > 0:
             result = await run_loadgen(server, url, bulk, args, source, publisher)
             t_end = time.time()
@@ -299,6 +302,7 @@ async def whep_loadgen(
     lg = m["loadgen"]
     return {
         "window_s": m["span_s"],
+        "end_wall": m["end_wall"],
         "cpu_s": m["cpu_s"],
         "share_ge_90pct": lg.get("full_rate_share"),
         "errors": lg.get("failures"),

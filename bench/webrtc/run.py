@@ -92,6 +92,7 @@ async def run_loadgen(
                 events.append({"event": "server_figures_start", **(await on_end())})
         elif ev["event"] == "measure_end":
             window["cpu1"], window["t1"] = cpu_seconds(server_pid), now
+            window["wall1"] = time.time()
             window["rss"] = rss_bytes(server_pid)
             if on_end is not None:
                 window_figures = await on_end()
@@ -115,6 +116,7 @@ async def run_loadgen(
     return {
         "cpu_s": cpu,
         "span_s": span,
+        "end_wall": window["wall1"],
         "rss_mb": window["rss"] / 1e6,
         "loadgen": result,
         "server_figures": figures,

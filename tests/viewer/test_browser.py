@@ -206,14 +206,7 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
             assert "39.00" in await b.locator("#card-price").inner_text()
 
             # B buys from the card: recipient asked, order placed, paid through the simulator
-            await b.click("#card-buy")
-            await b.fill("#rc-name", "张三")
-            await b.fill("#rc-phone", "13800001234")
-            await b.fill("#rc-address", "上海市徐汇区漕溪北路 1 号")
-            await b.click("#buy-confirm")
-            await b.locator("#pay-confirm").wait_for(timeout=20_000)
-            await b.click("#pay-confirm")
-            await b.locator("#order-state[data-state='paid']").wait_for(timeout=30_000)
+            await _buy_from_card(b, "张三", "13800001234", "上海市徐汇区漕溪北路 1 号")
             orders = await op.call("GET", f"/api/orders?broadcast_id={bid}")
             mine = [o for o in orders["items"] if o["user_id"] == uid_b]
             assert [o["state"] for o in mine] == ["paid"], orders
@@ -313,6 +306,19 @@ async def _prize_shipped_to(op: Operator, page: Any, uid: str) -> None:
         assert order is not None and order["state"] == "paid" and order["amount_fen"] == 0
 
 
+async def _buy_from_card(page: Any, name: str, phone: str, address: str) -> None:
+    """Buy from the card on ``page``: the recipient form filled, the order placed and paid
+    through the simulator, until the page shows it paid."""
+    await page.click("#card-buy")
+    await page.fill("#rc-name", name)
+    await page.fill("#rc-phone", phone)
+    await page.fill("#rc-address", address)
+    await page.click("#buy-confirm")
+    await page.locator("#pay-confirm").wait_for(timeout=20_000)
+    await page.click("#pay-confirm")
+    await page.locator("#order-state[data-state='paid']").wait_for(timeout=30_000)
+
+
 async def _truthy(value: Any) -> bool:
     return bool(await value)
 
@@ -372,14 +378,7 @@ async def test_flash_sale_away_and_back_then_replay(show: dict[str, Any]) -> Non
             await wait_for(lambda: _text_in(page, "#card-remaining", "5"), 10)
             await wait_for(lambda: _text_in(page, "#card-countdown", "秒杀"), 10)
             assert "19.90" in await page.locator("#card-price").inner_text()
-            await page.click("#card-buy")
-            await page.fill("#rc-name", "李四")
-            await page.fill("#rc-phone", "13900005678")
-            await page.fill("#rc-address", "北京市海淀区中关村大街 27 号")
-            await page.click("#buy-confirm")
-            await page.locator("#pay-confirm").wait_for(timeout=20_000)
-            await page.click("#pay-confirm")
-            await page.locator("#order-state[data-state='paid']").wait_for(timeout=30_000)
+            await _buy_from_card(page, "李四", "13900005678", "北京市海淀区中关村大街 27 号")
             uid = await page.evaluate("berrylive.viewer.user.uid")
             orders = await op.call("GET", f"/api/orders?broadcast_id={bid}")
             mine = [o for o in orders["items"] if o["user_id"] == uid]

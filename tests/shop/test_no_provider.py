@@ -4,8 +4,24 @@ clear 503, and unpaid orders still time out and give their stock back."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from shop_bridge import PAY_SIMULATOR
-from tests.shop.conftest import FakeClock, make_product, make_sale, uid
+from tests.shop.conftest import FakeClock, ShopEnv, make_product, make_sale, uid
+
+
+async def _sale_and_order(shop: ShopEnv, user: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A flash sale of 2 units and ``user``'s order of one: (sale, order)."""
+    product = await make_product(shop.api)
+    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=2)
+    order = await shop.api.ok(
+        "POST",
+        f"/api/flash-sales/{sale['id']}/buy",
+        {"user_id": user, "idempotency_key": "k1", "quantity": 1},
+        201,
+        token=None,
+    )
+    return sale, order
 
 
 async def test_no_provider_no_simulator(shop_factory) -> None:
@@ -13,15 +29,7 @@ async def test_no_provider_no_simulator(shop_factory) -> None:
     assert PAY_SIMULATOR not in shop.server.app
     clock = FakeClock()
     shop.svc.ctx.set_clock(clock)
-    product = await make_product(shop.api)
-    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=2)
-    order = await shop.api.ok(
-        "POST",
-        f"/api/flash-sales/{sale['id']}/buy",
-        {"user_id": "dora", "idempotency_key": "k1", "quantity": 1},
-        201,
-        token=None,
-    )
+    sale, order = await _sale_and_order(shop, "dora")
     status, body = await shop.api.call(
         "POST", f"/api/orders/{order['id']}/pay", token=None, viewer="dora"
     )
@@ -39,15 +47,7 @@ async def test_no_provider_no_simulator(shop_factory) -> None:
 async def test_simulator_only_when_switched_on(shop_factory) -> None:
     shop = await shop_factory(pay_simulator=True)
     assert PAY_SIMULATOR in shop.server.app
-    product = await make_product(shop.api)
-    sale = await make_sale(shop.api, uid(), product["skus"][0]["id"], stock=2)
-    order = await shop.api.ok(
-        "POST",
-        f"/api/flash-sales/{sale['id']}/buy",
-        {"user_id": "eve", "idempotency_key": "k1", "quantity": 1},
-        201,
-        token=None,
-    )
+    _, order = await _sale_and_order(shop, "eve")
     pay = await shop.api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer="eve")
     assert pay["payment"]["sim_pay_url"].startswith(shop.sim.url + "/sim/pay/")
 

@@ -30,6 +30,7 @@ from control.broadcast_model import Broadcast
 from control.config import Config
 from control.context import CONTROL
 from core.bus import EventBus, InProcessBus, RedisBus
+from core.client_address import TrustedProxies, client_address_middleware
 from core.http import error_middleware
 from core.redis import EmbeddedValkey, connect
 from core.runtime import RUNTIME, Runtime, prepare_data_dir
@@ -42,6 +43,9 @@ STARTED_AT: web.AppKey[float] = web.AppKey("berrylive.started_at", float)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[error_middleware])
+    proxies = TrustedProxies(config.server.trusted_proxies, config.server.trusted_proxy_header)
+    if proxies:  # before control's auth and every handler: they all read request.remote
+        app.middlewares.append(client_address_middleware(proxies))
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_runtime_ctx)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from control.settings import ControlSettings
+from core.client_address import TrustedProxies
 from core.config import ConfigError, load_section
 from core.rtc.config import WebRtcConfig
 from danmaku.config import DanmakuConfig
@@ -51,6 +52,18 @@ class ServerConfig:
     node_id: str = ""
     """Name of this node in the cluster; empty picks a random one."""
     log_level: str = "INFO"
+    trusted_proxies: tuple[str, ...] = ()
+    """Networks (CIDRs or addresses) of the reverse proxies in front of the HTTP port, e.g.
+    ``127.0.0.1/32,10.0.0.0/8``. A request whose direct peer is in one of them is taken to
+    come from the client its proxy reports (``trusted_proxy_header``, read from the right,
+    skipping trusted hops; a value that does not parse is ignored): per-address limits, logs,
+    ``control.metrics_allow`` and viewer counts see that address. Empty: trust nobody, the
+    direct peer is the client. Never list networks clients connect from: they could claim
+    any address. See ``docs/deploy.md``."""
+    trusted_proxy_header: str = "X-Forwarded-For"
+    """The header the trusted proxies write the client into: ``X-Forwarded-For`` (nginx,
+    Caddy, HAProxy ``forwardfor``, cloud load balancers) or ``Forwarded`` (RFC 7239). Only
+    that one is read: a proxy passes the other one from the client untouched."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,10 @@ def load_config(
     )
     if cfg.server.role not in ("origin", "edge"):
         raise ConfigError(f"server.role must be 'origin' or 'edge', not {cfg.server.role!r}")
+    try:
+        TrustedProxies(cfg.server.trusted_proxies, cfg.server.trusted_proxy_header)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     # Absolute once, here: child processes (valkey-server, ffmpeg) must not depend on a cwd.
     data_dir = os.path.abspath(os.path.expanduser(cfg.server.data_dir))
     cfg = replace(cfg, server=replace(cfg.server, data_dir=data_dir))

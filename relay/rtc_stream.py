@@ -5,9 +5,11 @@ batches to its viewers) and serializes them once: the H.264 packetizer
 (:mod:`media.rtp.h264_packetize`) turns each access unit into RTP packets (one sequence
 space and SSRC per stream, 90 kHz timestamps from the frame's PTS), the audio goes
 through one :class:`relay.rtc_audio.OpusTranscoder` per stream. Per viewer the only work
-is what must differ: the payload type and SSRC bytes when the viewer negotiated others
-(:func:`media.rtp.packet.rewrite`, no copy when they match), SRTP protection and the send
-(the session's ``send_rtp``, which never blocks).
+is what must differ: SRTP protection and the send, one ``send_rtp_batch`` per access unit
+(UDP GSO; never blocks). Sessions signal the stream's SSRCs (:meth:`RtpStreams.ssrcs`),
+so packets go out as built; a viewer that negotiated another payload type (or SSRC) shares
+one rewritten copy per frame with every viewer of that pair
+(:func:`media.rtp.packet.rewrite`).
 
 History: the video packets of a stream are kept in a bounded ring
 (:class:`PacketHistory`, ``history_packets`` / ``history_bytes``) from which NACKed

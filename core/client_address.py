@@ -91,8 +91,8 @@ def parse_node(value: str) -> IPAddress | None:
         rest = text[end + 1 :]
         if rest and not _is_port(rest):
             return None
-        addr = _address(text[1:end])
-        return addr if isinstance(addr, ipaddress.IPv6Address) else None
+        inside = text[1:end]
+        return _address(inside) if ":" in inside else None  # brackets hold IPv6 only
     if text.count(":") == 1:  # IPv4 with a port (a bare IPv6 address has two or more)
         host, _, port = text.partition(":")
         if not _is_port(":" + port):

@@ -102,3 +102,13 @@ class ShopConfig:
     """Flash sales refuse accounts younger than this many seconds (403 ``account_too_new``;
     0: no rule). The age comes from the viewer token's ``created`` claim, else from when
     the shop first saw the account."""
+    aftersales_window_days: int = 15
+    """Days after payment during which a buyer may ask for after-sales (a refund) of an
+    order (409 ``too_late`` after it; 0: no limit)."""
+    aftersales_limit_user: int = 5
+    """Most after-sales requests (asking, withdrawing) of one account per ``rate_window``
+    (0: no limit)."""
+    aftersales_limit_device: int = 10
+    """Most after-sales requests from one device (``X-Device-Id``) per window (0: no limit)."""
+    aftersales_limit_ip: int = 0
+    """Most after-sales requests from one IP address per window (0: no limit, the default)."""

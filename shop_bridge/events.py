@@ -27,6 +27,8 @@ from shop_bridge.state import OrderState
 
 __all__ = [
     "ORDER_EVENTS",
+    "AfterSalesDecided",
+    "AfterSalesRequested",
     "CardEvent",
     "FlashSaleClosed",
     "FlashSaleCreated",
@@ -349,5 +351,43 @@ class RefundCompleted(BusEvent, topic="refund.completed"):
     """Paid back for the order so far, this refund included."""
     full: bool
     reason: str
+    actor: str
+    ts: float
+
+
+# -- after-sales ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AfterSalesRequested(BusEvent, topic="aftersales.requested"):
+    """A buyer asked for after-sales (a refund) of their order (``shop_bridge.aftersales``)."""
+
+    request_id: str
+    order_id: str
+    broadcast_id: int | None
+    user_id: str
+    kind: str
+    """``refund_only`` or ``return_refund``."""
+    reason: str
+    """The reason code (``not_as_described``, ``damaged``, ``wrong_item``,
+    ``no_longer_wanted``, ``other``)."""
+    amount_fen: int
+    """The amount asked."""
+    ts: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AfterSalesDecided(BusEvent, topic="aftersales.decided"):
+    """An operator decided a request: ``approved`` (the refund is under way; its
+    ``refund.completed`` follows) or ``rejected`` (``note`` says why)."""
+
+    request_id: str
+    order_id: str
+    broadcast_id: int | None
+    user_id: str
+    state: str
+    amount_fen: int
+    """Approved: the amount being refunded; rejected: the amount that was asked."""
+    note: str
     actor: str
     ts: float

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from core.routes import Op, OpDoc, RouteTable
 from shop_bridge import (
+    aftersales_routes,
     api,
     broadcast_api,
     image_routes,
@@ -580,6 +581,7 @@ ROUTES = RouteTable(
         *order_core_routes.ops(_doc, _path, _query),
         *image_routes.ops(_doc, _path, _query),
         *voucher_routes.ops(_doc, _path, _query),
+        *aftersales_routes.ops(_doc, _path, _query),
     ],
     schemas=OPENAPI_COMPONENTS,
 )

@@ -17,6 +17,7 @@ attribute          what                                                         
 ``prizes``         lottery prizes (coupons, zero-price orders)                  ``prizes``
 ``vouchers``       a winner's prizes; offline vouchers redeemed once            ``vouchers``
 ``reports``        sales figures                                                ``reports``
+``aftersales``     buyers' after-sales requests, operators' decisions           ``aftersales``
 =================  ===========================================================  ==============
 
 HTTP handlers (:mod:`shop_bridge.api`) decode and validate requests and call the part
@@ -42,6 +43,7 @@ from core.bus import EventBus
 from shop_bridge import payments
 from shop_bridge.abuse import Blocklist
 from shop_bridge.addresses import AddressBook
+from shop_bridge.aftersales import AfterSales
 from shop_bridge.catalog import Catalog
 from shop_bridge.checkout import Checkout
 from shop_bridge.config import ShopConfig
@@ -93,6 +95,7 @@ class ShopService:
         self.reports = Reports(ctx)
         self.sales_updates = SalesUpdates(ctx, self.reports)
         self.refunds = Refunds(ctx, self.checkout)
+        self.aftersales = AfterSales(ctx, self.refunds)
         self.coupons = Coupons(ctx)
         # the order core: sealed recipients, address books (the key: docs/shop.md)
         sealer = load_sealer(config.recipient_key_file, secret or payment_key.hex())
@@ -107,6 +110,11 @@ class ShopService:
                 "buy": Limits(config.buy_limit_user, config.buy_limit_device, config.buy_limit_ip),
                 "lottery": Limits(
                     config.lottery_limit_user, config.lottery_limit_device, config.lottery_limit_ip
+                ),
+                "aftersales": Limits(
+                    config.aftersales_limit_user,
+                    config.aftersales_limit_device,
+                    config.aftersales_limit_ip,
                 ),
             },
             config.rate_window,
@@ -131,6 +139,7 @@ class ShopService:
         self.prize_outbox.start()
         self.sales_updates.start()
         self.refunds.start(background)
+        self.aftersales.start()
         await self.epoch.start(background)  # the sales rebuilt from the database first
         await self.upkeep.start(background)
 
@@ -142,6 +151,7 @@ class ShopService:
         self._unsubscribe.clear()
         await self.prize_outbox.stop()
         await self.sales_updates.stop()
+        self.aftersales.stop()
         await self.refunds.stop()
         await self.upkeep.stop()
         await self.ctx.stop()

@@ -21,9 +21,10 @@ Timing. FLV milliseconds become 90 kHz video ticks exactly (``dts * 90``, compos
 offset ``cts * 90``, signed, ``trun`` version 1). Audio ticks are AAC samples at the
 track's sampling rate: each frame starts where the previous one ended (``frame_length``
 later) as long as that stays within half a frame of its own millisecond timestamp (which
-was rounded from that very sample count by the encoder); beyond that (a gap, a jump) the
-timestamp wins. So an encoder's audio keeps exact 1024-sample durations and A/V sync stays
-within the timestamps' own precision.
+was rounded from that very sample count by the encoder) and does not start before the end
+of what was written (a final flush's ``end_dts`` can lengthen the last frame); otherwise
+(a gap, a jump) the timestamp wins. So an encoder's audio keeps exact 1024-sample
+durations and A/V sync stays within the timestamps' own precision.
 
 Durations come from the next sample's decode time: the muxer holds back the newest
 sample of each track until its successor arrives (one frame of latency), so every sample
@@ -552,10 +553,11 @@ class Fmp4Muxer:
 
 def _audio_tick(state: _TrackState, track: AudioTrack, dts: int) -> int:
     """Decode time of an AAC frame stamped ``dts`` (ms): where the previous frame ended if
-    that is within half a frame of the timestamp, else the timestamp (never backwards)."""
+    that is within half a frame of the timestamp, else the timestamp (never backwards: not
+    before what was written, which a final flush's ``end_dts`` may have lengthened)."""
     exact = (dts * track.sample_rate + 500) // 1000
     follow = state.next_tick
-    if follow is not None and abs(exact - follow) <= track.frame_length // 2:
-        return follow
     floor = state.end_tick if state.last_tick is None else state.last_tick
+    if follow is not None and follow >= floor and abs(exact - follow) <= track.frame_length // 2:
+        return follow
     return max(exact, floor)

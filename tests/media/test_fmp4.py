@@ -736,6 +736,24 @@ def test_final_flush_uses_end_dts_and_the_timeline_never_goes_back() -> None:
     assert runs[1].durations == [33 * 90]
 
 
+def test_audio_after_a_lengthened_final_sample_starts_where_it_ended() -> None:
+    """A final flush with ``end_dts`` lengthens the last AAC frame past one frame length;
+    the next frame, within half a frame of that frame's natural end, starts at the end
+    written, not back at the natural end (found by the part-cutter property test)."""
+    muxer = Fmp4Muxer()
+    muxer.push(Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER))
+    muxer.push(Frame.from_payload(Kind.AUDIO, 0, audio_payload(10, 0)))
+    part = muxer.flush_part(final=True, end_dts=33)
+    assert part is not None
+    _, runs = parse_part(part.data)
+    assert runs[2].durations == [1455]  # 33 ms at 44.1 kHz
+    muxer.push(Frame.from_payload(Kind.AUDIO, 33, audio_payload(10, 1)))
+    part = muxer.flush_part(final=True)
+    assert part is not None
+    _, runs = parse_part(part.data)
+    assert runs[2].tfdt == 1455
+
+
 def test_stateless_writers_check_their_input() -> None:
     video = VideoTrack.from_flv(AVC_HEADER)
     audio = AudioTrack.from_flv(AAC_HEADER)
@@ -945,6 +963,16 @@ def test_cutter_codec_change_after_a_segment_opening_keyframe() -> None:
     assert [[p.init.version for p in s] for s in segments] == [[1, 1, 1], [1], [2]]
     assert all(s[0].independent for s in segments)
     assert [r.sample_count for r in segments[1][0].runs] == [1, 2]
+
+
+def test_cutter_audio_continues_after_a_codec_change_on_a_zero_length_run() -> None:
+    """Found by hypothesis: frames all stamped 0, then a codec change at 33 ms: the forced
+    part's audio lasts until 33 ms, and the audio after it starts there, not before."""
+    cutter = PartCutter(part_target=0.2, segment_target=1.0, segment_max=3.0)
+    frames = av_stream([0, 0, 0, 0, 0, 0, 0, 33], {7}, change_at=7)
+    cuts = run_cutter(cutter, frames)
+    segments = check_cut_stream(cutter, frames, cuts, 0.2)
+    assert [[p.init.version for p in s] for s in segments] == [[1, 1], [2]]
 
 
 def test_a_flush_without_video_ready_writes_no_audio_only_part() -> None:

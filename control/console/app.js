@@ -19,6 +19,7 @@ import { flashView } from "./pages/flash-sales.js";
 import { ordersView, orderView } from "./pages/orders.js";
 import { couponsView } from "./pages/coupons.js";
 import { prizesView } from "./pages/prizes.js";
+import { aftersalesView } from "./pages/aftersales.js";
 import { paymentsView } from "./pages/payments.js";
 import { broadcastSharersView, sharersView } from "./pages/sharers.js";
 import { blocklistView } from "./pages/blocklist.js";
@@ -44,6 +45,7 @@ const ROUTES = [
   [/^#\/orders\/([0-9a-zA-Z_-]+)/, (id) => orderView(main, id)],
   [/^#\/orders/, () => ordersView(main)],
   [/^#\/coupons/, () => couponsView(main)],
+  [/^#\/aftersales/, () => aftersalesView(main)],
   [/^#\/prizes(?:\?user=([^&]+))?/, (uid) => prizesView(main, uid ? decodeURIComponent(uid) : "")],
   [/^#\/sharers/, () => sharersView(main)],
   [/^#\/blocklist/, () => blocklistView(main)],

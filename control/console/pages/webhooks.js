@@ -3,7 +3,7 @@
 import { h, badge, fmtTime, statusLine, table } from "../lib/dom.js";
 import { api } from "../lib/api.js";
 
-const TOPICS = "broadcast.*, order.paid, order.*, flash_sale.*, card.*, lottery.prize, replay.ready";
+const TOPICS = "broadcast.*, order.paid, order.*, flash_sale.*, card.*, lottery.prize, replay.ready, refund.completed, aftersales.*";
 
 export async function webhooksView(main) {
   const status = statusLine("webhooks-status");

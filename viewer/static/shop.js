@@ -5,6 +5,7 @@
 // order's state (docs/shop.md, docs/viewer.md).
 
 import { api, deviceId, el, sleep, toast, yuan } from "./api.js";
+import { afterSalesPart, latestByOrder } from "./aftersales.js";
 import { Recipients } from "./recipient.js";
 import { closeSheet, openSheet } from "./sheet.js";
 
@@ -219,12 +220,21 @@ export class Shop {
       return;
     }
     try {
-      const r = await api("GET", "/api/orders?limit=20", { token: this.viewer.token });
+      const token = this.viewer.token;
+      const [r, requests] = await Promise.all([
+        api("GET", "/api/orders?limit=20", { token }),
+        // after-sales requests: a server without them yet shows the orders alone
+        latestByOrder(token).catch(() => new Map()),
+      ]);
+      const reopen = () => this.openBag();
       for (const o of r.items || []) {
         const title = el("span", {}, `#${o.product_id}`);
         this.product(o.product_id).then((p) => { title.textContent = p.title; }).catch(() => {});
+        const refunded = o.refunded_fen && o.state !== "refunded" ? ` · 已退 · refunded ${yuan(o.refunded_fen)}` : "";
         orders.append(el("li", { "data-order-id": o.id, "data-state": o.state },
-          el("span", { class: "t" }, title, el("br"), el("span", { class: "small" }, `${yuan(o.amount_fen)} · ${STATE_TEXT[o.state] || o.state}`)),
+          el("span", { class: "t" }, title, el("br"),
+            el("span", { class: "small order-line" }, `${yuan(o.amount_fen)} · ${STATE_TEXT[o.state] || o.state}${refunded}`),
+            el("br"), afterSalesPart(o, requests.get(o.id), { token, reopen })),
           o.state === "pending_payment"
             ? el("button", { type: "button", onclick: () => this.pay(o, null).catch((e) => toast(this.explain(e))) }, "去支付 · Pay")
             : ""));

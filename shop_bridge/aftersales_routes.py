@@ -219,7 +219,7 @@ def ops(
                 "operator approves it)",
                 ["public"],
                 view,
-                errors=(404, 409, 429, 503),
+                errors=(400, 404, 409, 429, 503),
                 params=[request_id],
                 buyer=True,
             ),

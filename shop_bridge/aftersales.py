@@ -62,7 +62,7 @@ from shop_bridge.context import ShopContext, new_id
 from shop_bridge.errors import ShopError, conflict, invalid, not_found
 from shop_bridge.events import AfterSalesDecided, AfterSalesRequested, RefundCompleted
 from shop_bridge.models import ORDERS, REFUNDS, Base
-from shop_bridge.refunds import Refunds
+from shop_bridge.refunds import DONE, Refunds
 from shop_bridge.state import OrderState
 from shop_bridge.views import iso, masked_recipient
 
@@ -421,10 +421,20 @@ class AfterSales:
             )
         view = await self.get(request_id)
         await self._decided(view, actor, now)
-        if refund is None or refund["state"] == "done" or done["order"]["state"] == "refunded":
+        # completed already (the provider confirmed during the call, or its event came
+        # before the approval was recorded and found no approved request): read after the
+        # approval, so one of this and :meth:`on_refund_completed` sees it
+        if refund is None or await self._refund_done(refund["id"]):
             await self._refunded(request_id)
             view = await self.get(request_id)
         return view
+
+    async def _refund_done(self, refund_id: str) -> bool:
+        async with self.ctx.engine.connect() as conn:
+            state = (
+                await conn.execute(select(REFUNDS.c.state).where(REFUNDS.c.id == refund_id))
+            ).scalar_one_or_none()
+        return state == DONE
 
     async def on_refund_completed(self, event: RefundCompleted) -> None:
         """The refund an approval made completed: the request is ``refunded`` (idempotent:

@@ -395,3 +395,36 @@ async def test_asking_is_rate_limited(shop_factory: Any) -> None:
     assert status == 429 and err["error"]["code"] == "rate_limited", err
     assert "after-sales" in err["error"]["message"]
     assert [r["state"] for r in await _mine(shop, "hal")] == ["withdrawn"]
+
+
+async def test_approved_while_the_provider_is_down_then_refunded_by_its_event(
+    shop_factory: Any,
+) -> None:
+    """The refund an approval asks for is not confirmed at once (the provider is down): the
+    request stays ``approved``; when the refund path's retry gets it through, its
+    ``refund.completed`` ends the request ``refunded``."""
+    shop: ShopEnv = await shop_factory()
+    bid, product = await _product(shop)
+    order = await _order(shop, bid, product["skus"][0]["id"], "ivy")
+    status, req = await _ask(
+        shop, order["id"], "ivy", {"kind": "refund_only", "reason": "other", "amount_fen": 1000}
+    )
+    assert status == 201, req
+    sim = shop.sim
+    port = int(sim.url.rsplit(":", 1)[1])
+    await sim.stop()
+    try:
+        approved = await shop.api.ok("POST", f"/api/aftersales/{req['id']}/approve")
+        assert approved["state"] == "approved" and approved["refund_id"], approved
+        got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
+        assert got["refunded_fen"] == 0
+        assert [r["state"] for r in got["refunds"]] == ["pending"]
+        # the buyer sees it approved (refunding)
+        assert (await _mine(shop, "ivy"))[0]["state"] == "approved"
+    finally:
+        await sim.start("127.0.0.1", port)
+    assert await shop.svc.refunds.retry_pending() == 1
+    final = await _wait_request(shop, req["id"], "refunded")
+    assert final["approved_fen"] == 1000
+    got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
+    assert (got["state"], got["refunded_fen"]) == ("paid", 1000)

@@ -333,13 +333,14 @@ ROUTES = RouteTable(
             api.buy,
             _doc(
                 "Buy in a flash sale (201 new order, 200 same idempotency_key again; 409 sold_out, "
-                "limit_reached, sale_not_started, sale_ended, sale_closed; 503 retry with the same "
-                "key)",
+                "limit_reached, sale_not_started, sale_ended, sale_closed; 422 unknown_address; "
+                "403 blocked or account too new, 429 rate_limited with Retry-After; 503 retry "
+                "with the same key)",
                 PUBLIC,
                 ref("ShopOrder"),
                 ref("ShopBuyIn"),
                 "201",
-                errors=(400, 404, 409, 413, 503),
+                errors=(400, 404, 409, 413, 422, 429, 503),
                 params=[SID],
                 buyer=True,
                 also_ok=("200",),
@@ -398,12 +399,13 @@ ROUTES = RouteTable(
             _doc(
                 "Place an order at list price, less an optional coupon (stock from the SKU; "
                 "an order with nothing left to pay is paid at once; 200 the same "
-                "idempotency_key again; 404 broadcast_not_found)",
+                "idempotency_key again; 404 broadcast_not_found; 403 blocked, 429 rate_limited "
+                "with Retry-After)",
                 PUBLIC,
                 ref("ShopOrder"),
                 ref("ShopOrderIn"),
                 "201",
-                errors=(400, 404, 409, 413, 422),
+                errors=(400, 404, 409, 413, 422, 429),
                 buyer=True,
                 also_ok=("200",),
             ),

@@ -41,7 +41,9 @@ def schemathesis_exe() -> str | None:
     return shutil.which("schemathesis")
 
 
-async def fuzz(exe: str, spec_url: str, token: str, report: Path, name: str, *only: str) -> None:
+async def fuzz(
+    exe: str, spec_url: str, headers: list[str], report: Path, name: str, *only: str
+) -> None:
     """One schemathesis run (``only``: its operation filters), its output kept in
     ``/tmp/berrylive-<name>.log``: no failure in any operation."""
     proc = await asyncio.create_subprocess_exec(
@@ -50,8 +52,7 @@ async def fuzz(exe: str, spec_url: str, token: str, report: Path, name: str, *on
         spec_url,
         "--checks",
         CHECKS,
-        "-H",
-        f"Authorization: Bearer {token}",
+        *(arg for h in headers for arg in ("-H", h)),
         "--exclude-path",
         "/api/auth/logout",
         "--exclude-path",
@@ -95,8 +96,10 @@ async def test_openapi_fuzz_finds_no_5xx_no_schema_violation_no_undocumented_sta
     spec_url = server.http_url + "/api/openapi.json"
     async with aiohttp.ClientSession() as session:
         staff = await make_staff(server, session)
-        for i in range(4):
+        shows = [
             await staff.create_broadcast(title=f"show {i}", anchor_id=staff.ids["anchor"])
+            for i in range(4)
+        ]
         status, created = await staff.api.call(
             "POST", "/api/tokens", staff.operator, json={"name": "schemathesis"}
         )
@@ -107,9 +110,34 @@ async def test_openapi_fuzz_finds_no_5xx_no_schema_violation_no_undocumented_sta
             spec = await r.json()
         assert "/api/broadcasts/{id}" in spec["paths"]
         assert spec["paths"]["/api/users/{id}"]["patch"]["operationId"] == SIGNS_OUT
+        operator = [f"Authorization: Bearer {token}"]
         everything = ("--exclude-operation-id", SIGNS_OUT)
-        await fuzz(exe, spec_url, token, tmp_path / "all", "schemathesis", *everything)
+        await fuzz(exe, spec_url, operator, tmp_path / "all", "schemathesis", *everything)
         status, me = await staff.api.call("GET", "/api/me", token)
         assert status == 200, f"the fuzzer's token stopped working during the run: {me}"
+        # a buyer's operations again with a buyer's viewer token (the first run had none:
+        # they answered 401 there)
+        status, viewer = await staff.api.call(
+            "POST",
+            f"/api/broadcasts/{shows[0]['id']}/viewer-token",
+            staff.operator,
+            json={"user_id": "fuzz-buyer", "nick": "fuzz", "ttl": 3600},
+        )
+        assert status == 200, viewer
+        buyer_ops = [
+            f"{method.upper()} {path}"
+            for path, item in spec["paths"].items()
+            for method, op in item.items()
+            if any(p.get("name") == "X-Viewer-Token" for p in op.get("parameters", []))
+        ]
+        assert "POST /api/orders" in buyer_ops, buyer_ops
+        await fuzz(
+            exe,
+            spec_url,
+            [f"X-Viewer-Token: {viewer['token']}"],
+            tmp_path / "buyer",
+            "schemathesis-buyer",
+            *(arg for name in buyer_ops for arg in ("--include-name", name)),
+        )
         last = ("--include-operation-id", SIGNS_OUT)
-        await fuzz(exe, spec_url, token, tmp_path / "last", "schemathesis-signout", *last)
+        await fuzz(exe, spec_url, operator, tmp_path / "last", "schemathesis-signout", *last)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -76,6 +78,18 @@ class Staff:
         got, data = await self.api.call(method, path, self.operator, json=body)
         assert got == status, (method, path, got, data)
         return data
+
+
+async def wait_for(cond: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll ``await cond()`` every 0.1 s until it is truthy (its value), failing with
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await cond()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not in {timeout} s"
+        await asyncio.sleep(0.1)
 
 
 def database_params() -> list[Any]:

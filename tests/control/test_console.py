@@ -11,11 +11,9 @@ after-show summary. Screenshots of each stage are kept under ``tests/artifacts/c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,7 +24,7 @@ import pytest
 from playwright.async_api import ConsoleMessage, Dialog
 
 from tests.browser import LAUNCH_ARGS, chromium_executable
-from tests.control.conftest import PASSWORD, Staff, make_staff
+from tests.control.conftest import PASSWORD, Staff, make_staff, wait_for
 from tests.control.publisher import start_ffmpeg, stop
 
 pytestmark = pytest.mark.slow
@@ -95,16 +93,6 @@ async def sign_in(page: Any, username: str = "operator1") -> None:
     await page.fill("input[name=password]", PASSWORD)
     await page.click("#login-form button[type=submit]")
     await expect(page.locator("#who")).to_contain_text(username.rstrip("1"))
-
-
-async def wait_for(cond: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not in {timeout} s"
-        await asyncio.sleep(0.1)
 
 
 async def buy_and_pay(staff: Staff, bid: int, sale_id: int, user: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,19 +20,9 @@ from control.api import CONTROL
 from control.models import series_points
 from core.tokens import issue_token
 from tests.conftest import TEST_SECRET
-from tests.control.conftest import CONTROL_TEST_SETTINGS, database_params, make_staff
+from tests.control.conftest import CONTROL_TEST_SETTINGS, database_params, make_staff, wait_for
 from tests.control.publisher import start_ffmpeg, stop
 from tests.danmaku.helpers import Viewer, token
-
-
-async def _until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def _watch_flv(session: aiohttp.ClientSession, url: str, got: list[int]) -> None:
@@ -101,12 +90,14 @@ async def test_series_of_a_real_show(live_server) -> None:
         tasks: list[asyncio.Task[None]] = []
         viewer = Viewer()
         try:
-            await _until("live", lambda: _state_is(api, op, bid, "live"), timeout=30)
+            await wait_for(lambda: _state_is(api, op, bid, "live"), "live", timeout=30)
             play = await ok("GET", f"/api/broadcasts/{bid}/play")
             flv_bytes, ws_bytes = [0], [0]
             tasks.append(asyncio.create_task(_watch_flv(session, play["http_flv"], flv_bytes)))
             tasks.append(asyncio.create_task(_watch_ws(session, play["ws_flv"], ws_bytes)))
-            await _until("media to both viewers", _now(lambda: flv_bytes[0] and ws_bytes[0]))
+            await wait_for(
+                _now(lambda: flv_bytes[0] and ws_bytes[0]), "media to both viewers", timeout=60
+            )
 
             await viewer.connect(server.http_url, {"room": room, "token": token("fan1")})
             for i in range(5):
@@ -117,7 +108,7 @@ async def test_series_of_a_real_show(live_server) -> None:
                 stats = await ok("GET", f"/api/broadcasts/{bid}/stats")
                 return bool(stats["comments"] == 5 and stats["comments_per_s"] > 0)
 
-            await _until("comments/s above 0 during the show", comments_per_s)
+            await wait_for(comments_per_s, "comments/s above 0 during the show", timeout=60)
 
             order = await ok(
                 "POST",
@@ -172,7 +163,7 @@ async def test_series_of_a_real_show(live_server) -> None:
                 return None
 
             try:
-                series = await _until("the series to show the show", series_shows_it)
+                series = await wait_for(series_shows_it, "the series to show the show", timeout=60)
             except AssertionError:
                 raise AssertionError(f"the series never showed the show: {last[0]}") from None
             # ffmpeg sends a keyframe every 25 frames at 25 fps: a 1 s GOP
@@ -216,7 +207,7 @@ async def test_series_of_a_real_show(live_server) -> None:
                     )
                 return bool(n)
 
-            await _until("finished steps in the database while live", flushed, timeout=20)
+            await wait_for(flushed, "finished steps in the database while live", timeout=20)
         finally:
             for task in tasks:
                 task.cancel()
@@ -232,7 +223,7 @@ async def test_series_of_a_real_show(live_server) -> None:
             s = await ok("GET", f"/api/broadcasts/{bid}/summary")
             return s if s["final"] else None
 
-        summary = await _until("the show's summary", final_summary)
+        summary = await wait_for(final_summary, "the show's summary", timeout=60)
         assert summary["peak_viewers"] >= 2 and summary["peak_at"] is not None
         assert summary["unique_viewers"] == 1  # both viewers watched from 127.0.0.1
         assert summary["comments"] == 5 and summary["likes"] == 3
@@ -330,7 +321,7 @@ async def test_comments_count_for_a_broadcast_scheduled_before_a_restart(tmp_pat
                 assert got == 200, stats
                 return bool(stats["comments"] == 3 and stats["comments_per_s"] > 0)
 
-            await _until("the comments to count for the broadcast", counted, timeout=20)
+            await wait_for(counted, "the comments to count for the broadcast", timeout=20)
     finally:
         with contextlib.suppress(Exception):
             await viewer.close()

@@ -59,8 +59,9 @@ class ControlSettings:
     """Bearer token that reads ``/metrics`` from any address (Prometheus: ``authorization``
     in the scrape config); empty: no token."""
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-    """Client networks that read ``/metrics`` without the token (the direct peer's address:
-    behind a reverse proxy on this host, set it empty and use the token)."""
+    """Client networks that read ``/metrics`` without the token (the client's address: the
+    direct peer, or the client a proxy in ``server.trusted_proxies`` reports; behind an
+    untrusted reverse proxy on this host, set it empty and use the token)."""
 
 
 def load_settings(config: Any, env: Mapping[str, str] | None = None) -> ControlSettings:

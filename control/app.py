@@ -30,7 +30,7 @@ from control.broadcast_model import Broadcast
 from control.config import Config
 from control.context import CONTROL
 from core.bus import EventBus, InProcessBus, RedisBus
-from core.client_address import TrustedProxies, client_address_middleware
+from core.client_address import TRUSTED_PROXIES, TrustedProxies, client_address_middleware
 from core.http import error_middleware
 from core.redis import EmbeddedValkey, connect
 from core.runtime import RUNTIME, Runtime, prepare_data_dir
@@ -46,6 +46,7 @@ def create_app(config: Config) -> web.Application:
     proxies = TrustedProxies(config.server.trusted_proxies, config.server.trusted_proxy_header)
     if proxies:  # before control's auth and every handler: they all read request.remote
         app.middlewares.append(client_address_middleware(proxies))
+    app[TRUSTED_PROXIES] = proxies
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_runtime_ctx)

@@ -34,11 +34,13 @@ from multidict import MultiMapping
 __all__ = [
     "HEADERS",
     "MAX_HOPS",
+    "TRUSTED_PROXIES",
     "Resolved",
     "TrustedProxies",
     "client_address_middleware",
     "forwarded_for",
     "parse_node",
+    "remote_label",
     "resolve",
     "x_forwarded_for",
 ]
@@ -291,3 +293,20 @@ def client_address_middleware(trusted: TrustedProxies) -> Middleware:
         return await handler(request.clone(remote=found.remote, scheme=found.scheme))
 
     return client_address
+
+
+TRUSTED_PROXIES: web.AppKey[TrustedProxies] = web.AppKey(
+    "berrylive.trusted_proxies", TrustedProxies
+)
+"""The app's trusted proxies, for code in front of aiohttp (``relay.fastplay``) that must
+leave a proxied request to the middleware."""
+
+
+def remote_label(request: web.Request) -> str:
+    """How viewer lists and hooks name the client: ``ip:port`` of the direct peer, or the
+    address a trusted proxy reported (no port: the proxy's connection is not the client's)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    remote = request.remote or ""
+    if isinstance(peer, tuple) and str(peer[0]) == remote:
+        return f"{peer[0]}:{peer[1]}"
+    return remote

@@ -162,8 +162,8 @@ def _bearer(request: web.Request) -> str | None:
 
 
 def _client_ip(request: web.Request) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return str(peer[0]) if isinstance(peer, tuple) else (request.remote or "")
+    """The publisher's address (behind a trusted proxy, the one it reports)."""
+    return request.remote or ""
 
 
 async def post_whip(request: web.Request) -> web.Response:

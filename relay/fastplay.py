@@ -31,6 +31,7 @@ from ssl import SSLContext
 
 from aiohttp import web
 
+from core.client_address import TRUSTED_PROXIES, TrustedProxies, parse_node
 from relay.formats import HTTP_FLV, HTTP_FLV_10
 from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY
 from relay.http_guard import HTTP_LIMITS, Admission, HttpLimits, address_key
@@ -180,9 +181,11 @@ class PlaySniffer(asyncio.Protocol):
         "_loop",
         "_peer",
         "_pending",
+        "_proxied",
         "_registry",
         "_timer",
         "_trailing",
+        "_trusted",
         "_watch",
         "transport",
         "viewer",
@@ -195,8 +198,13 @@ class PlaySniffer(asyncio.Protocol):
         hooked: bool,
         limits: HttpLimits,
         admission: Admission,
+        trusted: TrustedProxies | None = None,
     ) -> None:
         self._handler_factory = handler_factory
+        self._trusted = trusted
+        """``server.trusted_proxies``: a play through one of them takes the full path, where
+        the client the proxy reports is read (:mod:`core.client_address`)."""
+        self._proxied = False
         self._registry = registry
         """None: no relay in this app, every request goes to aiohttp."""
         self._hooked = hooked
@@ -226,6 +234,10 @@ class PlaySniffer(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self._peer = peer
+        trusted = self._trusted
+        if trusted and isinstance(peer, tuple):
+            addr = parse_node(str(peer[0]))
+            self._proxied = addr is not None and trusted.trusts(addr)
         key = address_key(str(peer[0])) if isinstance(peer, tuple) else ""
         refused = self._admission.admit(key, self)
         if refused is not None:
@@ -424,8 +436,10 @@ class PlaySniffer(asyncio.Protocol):
         if transport is None or trailing or registry is None:
             return False
         hub = registry.get(req.app, req.stream)
-        if hub is None or not hub.ready or self._hooked:
-            return False  # 404 / edge pull / waiting for codecs / play hooks: the slow path
+        if hub is None or not hub.ready or self._hooked or self._proxied:
+            # 404 / edge pull / waiting for codecs / play hooks / a trusted proxy's request
+            # (the client it names is read there): the full path
+            return False
         fmt = HTTP_FLV_10 if req.http10 else HTTP_FLV
         peer = self._peer
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
@@ -535,8 +549,10 @@ class PlaySite(web.BaseSite):
             app.get(PLAY_GUARD) is not None or app.get(PLAY_STOP) is not None
         )
 
+        trusted = app.get(TRUSTED_PROXIES) if app is not None else None
+
         def factory() -> asyncio.BaseProtocol:
-            return PlaySniffer(handler_factory, registry, hooked, limits, admission)
+            return PlaySniffer(handler_factory, registry, hooked, limits, admission, trusted)
 
         self.listener = await asyncio.get_running_loop().create_server(
             factory,

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from core.client_address import remote_label
 from core.http import ApiError
 from relay.formats import HTTP_FLV, HTTP_FLV_10, WS_FLV, Format
 from relay.hub import StreamRegistry, Viewer, ViewerInfo
@@ -31,11 +32,6 @@ WAIT_READY = 3.0
 _HOOK_TASKS: set[asyncio.Task[None]] = set()
 
 
-def _remote(request: web.Request) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(request.remote or "")
-
-
 async def flv_handler(request: web.Request) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     app = request.match_info["app"]
@@ -47,7 +43,7 @@ async def flv_handler(request: web.Request) -> web.StreamResponse:
     protocol = "ws" if is_ws else "flv"
     guard = request.app.get(PLAY_GUARD)
     if guard is not None:
-        ok, reason = await guard(app, name, protocol, _remote(request), request.query_string)
+        ok, reason = await guard(app, name, protocol, remote_label(request), request.query_string)
         if not ok:
             raise web.HTTPForbidden(text=f"play refused: {reason}\n")
     await hub.wait_ready(WAIT_READY)
@@ -66,7 +62,7 @@ async def flv_handler(request: web.Request) -> web.StreamResponse:
         if stopped is not None:
             # A task of its own: the hook must run even when this handler is cancelled.
             task = asyncio.create_task(
-                stopped(app, name, protocol, _remote(request), request.query_string)
+                stopped(app, name, protocol, remote_label(request), request.query_string)
             )
             _HOOK_TASKS.add(task)
             task.add_done_callback(_HOOK_TASKS.discard)
@@ -93,7 +89,7 @@ async def _serve_http(
     hub = registry.get(app, name)
     if transport is None or hub is None:
         return resp
-    viewer = Viewer(transport, fmt, ViewerInfo("flv", _remote(request)))
+    viewer = Viewer(transport, fmt, ViewerInfo("flv", remote_label(request)))
     hub.add_viewer(viewer, hub.flv_prelude(fmt))
     try:
         reason = await viewer.done
@@ -117,7 +113,7 @@ async def _serve_ws(
     if transport is None or hub is None:
         await ws.close()
         return ws
-    viewer = Viewer(transport, WS_FLV, ViewerInfo("ws", _remote(request)))
+    viewer = Viewer(transport, WS_FLV, ViewerInfo("ws", remote_label(request)))
     hub.add_viewer(viewer, hub.flv_prelude(WS_FLV))
 
     async def read_client() -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
+from core.client_address import remote_label
 from core.rtc import RTC_ENDPOINT, RtcEndpoint, RtcOfferError, RtcSession
 from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY, WAIT_READY
 from relay.rtc_stream import NegotiatedTrack, RtcViewer, RtpStreams, unplayable
@@ -200,11 +201,6 @@ def _error(status: int, reason: str, allow: str = ALLOW_COLLECTION) -> web.Respo
     return resp
 
 
-def _remote(request: web.Request) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(request.remote or "")
-
-
 async def post_handler(request: web.Request) -> web.StreamResponse:
     app_name = request.match_info["app"]
     name = request.match_info["stream"]
@@ -228,7 +224,7 @@ async def post_handler(request: web.Request) -> web.StreamResponse:
     hub = await registry.find(app_name, name)
     if hub is None:
         return _error(404, f"stream {app_name}/{name} is not live")
-    remote = _remote(request)
+    remote = remote_label(request)
     guard = request.app.get(PLAY_GUARD)
     if guard is not None:
         ok, reason = await guard(app_name, name, "whep", remote, request.query_string)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,9 +23,11 @@ from multidict import CIMultiDict
 from control.accounts import Role
 from control.api import CONTROL
 from danmaku.service import DANMAKU
+from relay.http import REGISTRY
 from tests.conftest import RunningServer
 from tests.control.conftest import CONTROL_TEST_SETTINGS, PASSWORD
 from tests.danmaku.helpers import NS, token, wait_until
+from tests.mediautil import make_clip, start_publisher, stop, wait_for
 
 HOP_BY_HOP = {
     "connection",
@@ -86,9 +89,23 @@ async def reverse_proxy(upstream: str) -> AsyncIterator[str]:
                 t.cancel()
         return front
 
+    async def stream(request: web.Request) -> web.StreamResponse:
+        """A long response (HTTP-FLV) passed on as it comes, as nginx does without buffering."""
+        front = web.StreamResponse()
+        async with session.get(
+            upstream + request.path_qs, headers=_forwarded_headers(request)
+        ) as back:
+            front.set_status(back.status)
+            await front.prepare(request)
+            async for chunk in back.content.iter_any():
+                await front.write(chunk)
+        return front
+
     async def forward(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await websocket(request)
+        if request.path.endswith(".flv"):
+            return await stream(request)
         body = await request.read()
         async with session.request(
             request.method,
@@ -245,3 +262,37 @@ async def test_danmaku_sees_the_client_behind_the_proxy(
                 await sio.eio.disconnect(abort=True)
             else:
                 await sio.disconnect()
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "trusted"])
+async def test_flv_viewers_are_named_by_the_client_behind_the_proxy(
+    server_factory: Callable[..., Any], trusted: bool, tmp_path: Path
+) -> None:
+    """HTTP-FLV plays through the proxy: the hub lists the viewer (and play hooks would be
+    told) as Alice behind a trusted proxy, as the proxy's own connection otherwise; a
+    direct play keeps its address and port."""
+    server = await server_factory(server=TRUSTED if trusted else {})
+    clip = make_clip(tmp_path / "proxy.flv", 4.0, fps=25, gop=25)
+    proc = await start_publisher(server.push_url("px"), clip, loop=True)
+    try:
+        registry = server.app[REGISTRY]
+        await wait_for(lambda: (h := registry.get("live", "px")) is not None and h.gop_valid, 20)
+        hub = registry.get("live", "px")
+        async with reverse_proxy(server.http_url) as proxy:
+            async with client_from(ALICE) as alice, client_from(BOB) as bob:
+                async with (
+                    alice.get(proxy + "/live/px.flv") as through,
+                    bob.get(server.http_url + "/live/px.flv") as direct,
+                ):
+                    assert through.status == 200 and direct.status == 200
+                    assert (await through.content.readexactly(13))[:3] == b"FLV"
+                    assert (await direct.content.readexactly(13))[:3] == b"FLV"
+                    remotes = {v.info.remote for v in hub.viewers}
+                    assert any(r.startswith(f"{BOB}:") for r in remotes), remotes
+                    if trusted:
+                        assert ALICE in remotes, remotes
+                    else:
+                        assert ALICE not in remotes
+                        assert any(r.startswith("127.0.0.1:") for r in remotes), remotes
+    finally:
+        await stop(proc)

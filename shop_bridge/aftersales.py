@@ -23,6 +23,14 @@ reaches the caller; the request stays open. Once the refund is made the request 
 ``approved`` with the refund's id; it becomes ``refunded`` when that refund completes (the
 ``refund.completed`` event, or at once when the provider confirmed during the call).
 
+**One refund per request, also across a crash.** The refund an approval makes has an id
+derived from the request's (:func:`refund_id_for`), the refunds table's primary key. If a
+node stops after the refund was made but before the approval was recorded, its claim
+lapses and the request is open again; the next approval asks the refund path under the
+same id, which finds that refund instead of making another (a pending one is asked of the
+provider again under the same id, which the provider dedupes), and records the approval
+with that refund and its amount.
+
 Events: ``aftersales.requested`` (a new request), ``aftersales.decided`` (approved or
 rejected), declared in :mod:`shop_bridge.events`.
 """
@@ -66,7 +74,7 @@ from shop_bridge.refunds import DONE, Refunds
 from shop_bridge.state import OrderState
 from shop_bridge.views import iso, masked_recipient
 
-__all__ = ["AFTERSALES", "CLAIM_MS", "MAX_TEXT", "AfterSales", "request_view"]
+__all__ = ["AFTERSALES", "CLAIM_MS", "MAX_TEXT", "AfterSales", "refund_id_for", "request_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +125,12 @@ AFTERSALES = Table(
     Index("ix_shop_aftersales_state", "state", "created_ms"),
 )
 """The requests (schema: migration 0008)."""
+
+
+def refund_id_for(request_id: str) -> str:
+    """The id of the one refund an after-sales request may make (32 characters, as the
+    refunds table's ids; ``A`` keeps it apart from the ids :func:`new_id` makes)."""
+    return ("A" + request_id)[:32]
 
 
 def request_view(r: Any) -> dict[str, Any]:
@@ -389,11 +403,15 @@ class AfterSales:
         if note:
             why = f"{why}: {note}"
         try:
-            done = await self.refunds.refund(current["order_id"], actor, why[:200], amount)
+            done = await self.refunds.refund(
+                current["order_id"], actor, why[:200], amount, refund_id=refund_id_for(request_id)
+            )
         except BaseException:
             await self._release(request_id, claim)
             raise
         refund = done["refund"]
+        if refund is not None:  # a repeat after a crash: what was refunded, not what is asked
+            amount = int(refund["amount_fen"])
         now = self.ctx.now_ms()
         async with self.ctx.engine.begin() as conn:
             moved = await conn.execute(

@@ -18,6 +18,15 @@ of it: the row lock on PostgreSQL, the write lock on SQLite): two refunds at onc
 both pass, so the refunds of an order never add up to more than it paid. While one
 refund of an order is pending another is refused (409 ``refund_pending``). A partial
 refund the provider did not confirm yet is retried every ``sweep_interval``.
+
+**Idempotent refunds.** A caller that must refund at most once for something (an
+after-sales request: :func:`shop_bridge.aftersales.refund_id_for`) passes its own
+``refund_id``: the refund row is written under that id (the table's primary key, so
+never twice), and a repeat under the same id makes no second refund: it finds the row and
+carries it on (a pending one is asked of the provider again under the same id, which the
+provider dedupes; a whole refund whose order never reached ``refunding`` is moved there
+first) and answers it. The same id for another order is refused (409
+``refund_id_reused``).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from core.bus import Event
 from core.events import EventDecodeError
@@ -87,10 +97,34 @@ class Refunds:
             return [refund_view(dict(r)) for r in rows.mappings()]
 
     async def refund(
-        self, order_id: str, actor: str, reason: str, amount_fen: int | None
+        self,
+        order_id: str,
+        actor: str,
+        reason: str,
+        amount_fen: int | None,
+        *,
+        refund_id: str | None = None,
     ) -> dict[str, Any]:
         """Refund ``amount_fen`` (None: all that is left) of a paid or shipped order;
-        returns ``{"order": row, "refund": view}``."""
+        returns ``{"order": row, "refund": view}``. With ``refund_id`` the refund is made
+        at most once under that id: a repeat carries the first one on (module docstring)."""
+        if refund_id is not None:
+            existing = await self._find(refund_id)
+            if existing is not None:
+                return await self._resume(existing, order_id, actor)
+        try:
+            return await self._make(order_id, actor, reason, amount_fen, refund_id or new_id())
+        except IntegrityError:
+            if refund_id is None:
+                raise
+            existing = await self._find(refund_id)  # made meanwhile under the same id
+            if existing is None:
+                raise
+            return await self._resume(existing, order_id, actor)
+
+    async def _make(
+        self, order_id: str, actor: str, reason: str, amount_fen: int | None, refund_id: str
+    ) -> dict[str, Any]:
         order = await self.checkout.order(order_id)
         state = OrderState(order["state"])
         if state not in REFUNDABLE:
@@ -98,7 +132,6 @@ class Refunds:
         if amount_fen is not None and amount_fen <= 0:
             raise invalid("amount_fen", "must be at least 1")
         now = self.ctx.now_ms()
-        refund_id = new_id()
         async with self.ctx.engine.begin() as conn:
             locked = await conn.execute(
                 update(ORDERS)
@@ -153,6 +186,45 @@ class Refunds:
         return {
             "order": await self.checkout.order(order_id),
             "refund": None if free else await self._view(refund_id),
+        }
+
+    async def _find(self, refund_id: str) -> dict[str, Any] | None:
+        async with self.ctx.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(REFUNDS).where(REFUNDS.c.id == refund_id)))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    async def _resume(self, refund: dict[str, Any], order_id: str, actor: str) -> dict[str, Any]:
+        """A repeat of the refund made under ``refund["id"]``: nothing new is made; a
+        pending refund is carried on (asked again under the same id)."""
+        if refund["order_id"] != order_id:
+            raise conflict(
+                "refund_id_reused",
+                f"refund {refund['id']} was made for another order",
+                refund_id=refund["id"],
+            )
+        logger.info("refund %s of order %s asked again: carried on", refund["id"], order_id)
+        if refund["state"] == PENDING:
+            order = await self.checkout.order(order_id)
+            if not refund["full"]:
+                await self._ask_provider(refund, order)
+            else:
+                state = OrderState(order["state"])
+                if state in REFUNDABLE:  # stopped between its row and the order's move
+                    try:
+                        order = await self.checkout.book.move(
+                            order_id, OrderState.REFUNDING, actor, refund["reason"], expect=state
+                        )
+                    except IllegalTransition:
+                        order = await self.checkout.order(order_id)
+                if OrderState(order["state"]) == OrderState.REFUNDING:
+                    await self.checkout.try_refund(order, actor)
+        return {
+            "order": await self.checkout.order(order_id),
+            "refund": await self._view(refund["id"]),
         }
 
     @staticmethod

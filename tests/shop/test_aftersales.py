@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from shop_bridge.aftersales import CLAIM_MS, refund_id_for
 from shop_bridge.aftersales_state import (
     TRANSITIONS,
     AfterSalesState,
@@ -428,3 +429,103 @@ async def test_approved_while_the_provider_is_down_then_refunded_by_its_event(
     assert final["approved_fen"] == 1000
     got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
     assert (got["state"], got["refunded_fen"]) == ("paid", 1000)
+
+
+async def _crashed_approval(
+    shop: ShopEnv, req: dict[str, Any], amount_fen: int | None
+) -> dict[str, Any]:
+    """What a node that stopped mid-approval leaves behind: its claim on the request and
+    the refund it asked of the refund path, but no approval recorded (the pieces of
+    :meth:`AfterSales.approve` in their order, up to the crash point)."""
+    svc = shop.svc
+    current = await svc.aftersales.get(req["id"])
+    await svc.aftersales._claim(current, "crashed-node", svc.ctx.now_ms())
+    done: dict[str, Any] = await svc.refunds.refund(
+        req["order_id"], "op", "after-sales", amount_fen, refund_id=refund_id_for(req["id"])
+    )
+    assert (await _request(shop, req["id"]))["state"] == "open"  # not recorded
+    return done
+
+
+async def _after_the_claim_lapses(shop: ShopEnv, rid: str, body: dict[str, Any]) -> Any:
+    """Approve ``rid`` once the crashed node's claim has lapsed (the clock moved on)."""
+    ctx = shop.svc.ctx
+    real = ctx.clock
+    ctx.set_clock(lambda: real() + CLAIM_MS / 1000 + 1)
+    try:
+        return await shop.api.ok("POST", f"/api/aftersales/{rid}/approve", body)
+    finally:
+        ctx.set_clock(real)
+
+
+async def test_an_approval_repeated_after_a_crash_refunds_once(shop_factory: Any) -> None:
+    """A node made the approval's partial refund (the provider confirmed it) and stopped
+    before recording the approval; once its claim lapses, another approval (with another
+    amount, even) finds that refund: one refund row, one refund at the provider, one call,
+    and the request ends ``refunded`` with the amount that was refunded."""
+    shop: ShopEnv = await shop_factory()
+    bid, product = await _product(shop)
+    order = await _order(shop, bid, product["skus"][0]["id"], "jay")
+    status, req = await _ask(
+        shop, order["id"], "jay", {"kind": "refund_only", "reason": "other", "amount_fen": 4000}
+    )
+    assert status == 201, req
+    made = await _crashed_approval(shop, req, 4000)
+    assert made["refund"]["id"] == refund_id_for(req["id"])
+    assert shop.sim.refund_calls[order["id"]] == 1
+
+    # while the crashed node's claim holds, nobody else may decide
+    status, err = await shop.api.post(f"/api/aftersales/{req['id']}/approve")
+    assert status == 409 and err["error"]["code"] == "request_busy", err
+
+    approved = await _after_the_claim_lapses(shop, req["id"], {"amount_fen": 5000})
+    assert approved["refund_id"] == refund_id_for(req["id"])
+    assert approved["approved_fen"] == 4000  # what was refunded, not the amended amount
+    final = await _wait_request(shop, req["id"], "refunded")
+    assert final["refund_id"] == refund_id_for(req["id"])
+    got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
+    assert [(r["id"], r["amount_fen"]) for r in got["refunds"]] == [
+        (refund_id_for(req["id"]), 4000)
+    ]
+    assert (got["state"], got["refunded_fen"]) == ("paid", 4000)
+    assert shop.sim.refunds[order["id"]] == {refund_id_for(req["id"]): 4000}
+    assert shop.sim.refund_calls[order["id"]] == 1
+    # a third approval is an illegal move and refunds nothing
+    status, err = await shop.api.post(f"/api/aftersales/{req['id']}/approve")
+    assert status == 409 and err["error"]["code"] == "illegal_transition", err
+    assert shop.sim.refund_calls[order["id"]] == 1
+
+
+async def test_a_whole_refund_pending_at_the_crash_is_carried_on_by_the_next_approval(
+    shop_factory: Any,
+) -> None:
+    """The crashed node's whole refund never reached the provider (it was down): the order
+    is ``refunding`` with one pending refund. The next approval asks the provider for that
+    refund (once), makes no other, and the request ends ``refunded`` with the unit back."""
+    shop: ShopEnv = await shop_factory()
+    bid, product = await _product(shop)
+    order = await _order(shop, bid, product["skus"][0]["id"], "kim")
+    status, req = await _ask(shop, order["id"], "kim")
+    assert status == 201, req
+    sim = shop.sim
+    port = int(sim.url.rsplit(":", 1)[1])
+    await sim.stop()
+    try:
+        await _crashed_approval(shop, req, None)
+    finally:
+        await sim.start("127.0.0.1", port)
+    got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
+    assert got["state"] == "refunding"
+    assert [r["state"] for r in got["refunds"]] == ["pending"]
+    assert sim.refund_calls.get(order["id"], 0) == 0
+
+    approved = await _after_the_claim_lapses(shop, req["id"], {})
+    assert approved["refund_id"] == refund_id_for(req["id"])
+    assert approved["approved_fen"] == PRICE
+    await _wait_request(shop, req["id"], "refunded")
+    got = await _wait(shop, f"/api/orders/{order['id']}", "state", "refunded")
+    assert got["refunded_fen"] == PRICE
+    assert [(r["id"], r["state"]) for r in got["refunds"]] == [(refund_id_for(req["id"]), "done")]
+    assert sim.refund_calls[order["id"]] == 1
+    assert sum(sim.refunds[order["id"]].values()) == PRICE
+    assert await _stock(shop, product["id"]) == 10

@@ -223,7 +223,9 @@ ROUTES = RouteTable(
             "/api/broadcasts/{broadcast_id}/shelf/{product_id}",
             broadcast_api.patch_shelf_item,
             _doc(
-                "Put a product on or off shelf",
+                "Put a product on or off shelf (404 broadcast_not_found or "
+                "shelf_item_not_found, 409 broadcast_banned or broadcast_cancelled, as when "
+                "replacing the shelf)",
                 STAFF,
                 ref("ShopShelf"),
                 {
@@ -231,6 +233,7 @@ ROUTES = RouteTable(
                     "required": ["on_shelf"],
                     "properties": {"on_shelf": {"type": "boolean"}},
                 },
+                errors=(400, 404, 409),
                 params=[BID, PID],
             ),
             owner=owners.BROADCAST,

@@ -362,6 +362,10 @@ class Shelf:
     async def set_on_shelf(
         self, broadcast_id: str, product_id: int, on_shelf: bool, actor: str
     ) -> list[dict[str, Any]]:
+        """Put one product of the shelf on or off sale: the same broadcast rules as
+        :meth:`put_shelf` (404 ``broadcast_not_found``; 409 ``broadcast_banned`` /
+        ``broadcast_cancelled``), then 404 ``shelf_item_not_found`` if it is not there."""
+        await self.check_broadcast(broadcast_id, "order")
         now = self.ctx.now_ms()
         async with self.ctx.engine.begin() as conn:
             res = await conn.execute(

@@ -91,6 +91,18 @@ async def test_unknown_and_closed_broadcasts_are_refused(shop: ShopEnv) -> None:
             token=None,
         )  # fmt: skip
         assert (status, body["error"]["code"]) == (409, code), body
+        # its shelf is frozen the same way for a replace and for one product's toggle
+        shelf = await api.ok("GET", f"/api/broadcasts/{bid}/shelf")
+        status, body = await api.call(
+            "PUT", f"/api/broadcasts/{bid}/shelf", {"items": [{"product_id": tea["id"]}]}
+        )
+        assert (status, body["error"]["code"]) == (409, code), body
+        for on in (False, True):
+            status, body = await api.call(
+                "PATCH", f"/api/broadcasts/{bid}/shelf/{tea['id']}", {"on_shelf": on}
+            )
+            assert (status, body["error"]["code"]) == (409, code), body
+        assert await api.ok("GET", f"/api/broadcasts/{bid}/shelf") == shelf
 
 
 async def test_only_the_shelf_sells(shop: ShopEnv) -> None:

@@ -562,12 +562,14 @@ ROUTES = RouteTable(
             money_api.create_coupons,
             _doc(
                 "Give coupons: to user_id, or one to each of user_ids (a batch, all or "
-                "nothing); idempotency_key answers a repeat with the same coupons (200)",
+                "nothing); idempotency_key answers an exact repeat with the same coupons "
+                "(200), a repeat with other users, value, broadcast or note 409 "
+                "idempotency_key_reused (nothing given)",
                 OPERATOR,
                 {"type": "object"},
                 ref("ShopCouponsIn"),
                 "201",
-                errors=(400,),
+                errors=(400, 409),
                 also_ok=("200",),
             ),
         ),

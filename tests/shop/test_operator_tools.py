@@ -40,6 +40,61 @@ async def test_operators_give_coupons(shop: ShopEnv) -> None:
     assert status == 403  # operators only
 
 
+async def _coupons_of(shop: ShopEnv, user: str) -> list[dict[str, Any]]:
+    got = await shop.api.ok("GET", f"/api/users/{user}/coupons", token=None, viewer=user)
+    return list(got["items"])
+
+
+async def test_a_coupon_batch_key_names_one_request(shop: ShopEnv) -> None:
+    """An idempotency key repeated with the same request (the users in another order too)
+    answers the first batch's coupons (200) and gives nothing twice; repeated with anything
+    else (new users, other users, another value, broadcast or note) it is 409
+    ``idempotency_key_reused`` and gives nobody anything."""
+    api = shop.api
+    batch = {"user_ids": ["gil", "hana"], "value_fen": 300, "idempotency_key": "promo-7"}
+    made = await api.ok("POST", "/api/coupons", batch, 201)
+    assert made["created"] is True
+    ids = {c["user_id"]: c["id"] for c in made["items"]}
+    same = await api.ok("POST", "/api/coupons", {**batch, "user_ids": ["hana", "gil"]}, 200)
+    assert same["created"] is False
+    assert {c["user_id"]: c["id"] for c in same["items"]} == ids
+    assert [c["user_id"] for c in same["items"]] == ["hana", "gil"]  # as asked this time
+
+    for changed in (
+        {"user_ids": ["gil", "hana", "ines"]},  # the first users plus a new one
+        {"user_ids": ["ines"]},  # only new users
+        {"user_ids": ["gil"]},  # fewer users
+        {"value_fen": 301},
+        {"note": "another note"},
+    ):
+        status, body = await api.post("/api/coupons", {**batch, **changed})
+        assert status == 409, (changed, body)
+        assert body["error"]["code"] == "idempotency_key_reused", body
+        assert body["error"]["idempotency_key"] == "promo-7"
+        assert "promo-7" in body["error"]["message"]
+    # nothing was given by the refused repeats
+    assert await _coupons_of(shop, "ines") == []
+    assert [c["id"] for c in await _coupons_of(shop, "gil")] == [ids["gil"]]
+    assert [c["id"] for c in await _coupons_of(shop, "hana")] == [ids["hana"]]
+    # a new key is a new batch
+    more = await api.ok(
+        "POST", "/api/coupons", {**batch, "user_ids": ["ines"], "idempotency_key": "promo-8"}, 201
+    )
+    assert [c["user_id"] for c in more["items"]] == ["ines"]
+    # the single-user form follows the same rule
+    await api.ok(
+        "POST", "/api/coupons", {"user_id": "jo", "value_fen": 5, "idempotency_key": "j"}, 201
+    )
+    await api.ok(
+        "POST", "/api/coupons", {"user_id": "jo", "value_fen": 5, "idempotency_key": "j"}, 200
+    )
+    status, body = await api.post(
+        "/api/coupons", {"user_id": "kai", "value_fen": 5, "idempotency_key": "j"}
+    )
+    assert (status, body["error"]["code"]) == (409, "idempotency_key_reused"), body
+    assert await _coupons_of(shop, "kai") == []
+
+
 async def _broadcast(shop: ShopEnv, anchor_id: int | None, product_id: int) -> int:
     body: dict[str, Any] = {
         "title": "tools",

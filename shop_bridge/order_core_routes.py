@@ -64,8 +64,13 @@ def ops(
             "/api/broadcasts/{broadcast_id}/share-visits",
             order_core_api.share_visit,
             doc(
-                "A viewer arrived through a share link (share or X-Share-Token): the touch "
-                "that credits their orders of this broadcast to the sharer within the window",
+                "A viewer arrived through a share link (share or X-Share-Token): one visit "
+                "for the sharer per visitor, known by the viewer token's user and by the "
+                "browser's X-Device-Id (no viewer token needed: a visit with only "
+                "X-Device-Id is counted by the browser; neither: 401), answered with "
+                "counted / not_counted (seen, capped, address_limit, refused); with a "
+                "viewer token it is also the touch that credits their orders of this "
+                "broadcast to the sharer within the window (credited_to)",
                 PUBLIC,
                 {"type": "object"},
                 {"type": "object", "properties": {"share": {"type": "string"}}},

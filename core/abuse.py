@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 ACTIONS = ("buy", "lottery")
 KINDS = ("user", "device", "ip")
 SCOPE_NAMES = {"user": "account", "device": "device", "ip": "IP address"}
+DEFAULT_NAMES = {"lottery": "lottery entry"}
+"""What an action's attempt is called in a refusal when the caller names none (the
+action's own name otherwise)."""
 MARKER = "__loaded"
 SEEN_TTL = 400 * 86400
 MAX_BATCH = 500
@@ -182,11 +185,18 @@ class AbuseGuard:
         user: str | None,
         device: str | None = None,
         ip: str | None = None,
+        *,
+        name: str | None = None,
     ) -> None:
         """Refuse (:class:`Refused`) a blocked or too frequent attempt; count it.
 
-        The checks arriving during one turn of the event loop go to Redis as one script
-        run (a burst of buyers adds one command per turn, not one per buyer)."""
+        ``name`` is what the attempt is called in the refusal's message (``"buy"``,
+        ``"lottery entry"``, ``"after-sales request"``): ``"<name> refused: this account
+        is blocked"``, ``"too many <name> attempts from this device; retry in 5 s"``; by
+        default the action's own name (``lottery``: ``lottery entry``), so a caller need
+        not reword the message. The checks arriving during one turn of the event loop go
+        to Redis as one script run (a burst of buyers adds one command per turn, not one
+        per buyer)."""
         lim = self.limits.get(action)
         if lim is None:
             raise ValueError(f"unknown action {action!r}")
@@ -211,13 +221,14 @@ class AbuseGuard:
             return
         kind = member.partition(":")[0]
         scope = SCOPE_NAMES.get(kind, kind)
+        what = name or DEFAULT_NAMES.get(action, action)
         if status == "blocked":
-            raise Refused(403, "blocked", f"this {scope} may not {_verb(action)}", scope=kind)
+            raise Refused(403, "blocked", f"{what} refused: this {scope} is blocked", scope=kind)
         retry = max(1, math.ceil(int(value) / 1000))
         raise Refused(
             429,
             "rate_limited",
-            f"too many attempts to {_verb(action)} from this {scope}; retry in {retry} s",
+            f"too many {what} attempts from this {scope}; retry in {retry} s",
             retry_after=retry,
             scope=kind,
         )
@@ -317,10 +328,6 @@ class AbuseGuard:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _verb(action: str) -> str:
-    return "enter lotteries" if action == "lottery" else "buy"
 
 
 ABUSE_GUARD: web.AppKey[AbuseGuard] = web.AppKey("berrylive.abuse_guard", AbuseGuard)

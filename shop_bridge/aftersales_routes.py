@@ -75,17 +75,13 @@ def _buyer(request: web.Request) -> str:
 async def _limit(request: web.Request, user: str) -> None:
     try:
         await shop_service(request).abuse.check(
-            "aftersales", user, device_id(request), request.remote
+            "aftersales", user, device_id(request), request.remote, name="after-sales request"
         )
     except Refused as exc:
         extra = dict(exc.extra)
-        message = exc.message
         if exc.status == 429:
             extra["retry_after"] = exc.retry_after
-            message = f"too many after-sales requests; retry in {exc.retry_after} s"
-        elif exc.code == "blocked":
-            message = "this account may not ask for after-sales"
-        err = ApiError(exc.status, exc.code, message, **extra)
+        err = ApiError(exc.status, exc.code, exc.message, **extra)
         if exc.status == 429:
             err.headers["Retry-After"] = str(exc.retry_after)
         raise err from None

@@ -89,6 +89,7 @@ async def test_blocklist_is_shared_rebuilt_and_expires(shop_factory: Any) -> Non
     assert entry["kind"] == "user" and entry["expires_at"] is None
     status, err, _h = await _raw(shop, url, {"idempotency_key": "a"}, _viewer(mallory))
     assert (status, err["error"]["code"], err["error"]["scope"]) == (403, "blocked", "user")
+    assert err["error"]["message"] == "buy refused: this account is blocked"
     # another node (here: another guard on the same Redis, as the danmaku hub builds one)
     other = AbuseGuard(
         shop.svc.ctx.redis, shop.svc.ctx.config.redis_prefix, {"lottery": Limits(0, 0, 0)}, 10
@@ -96,6 +97,10 @@ async def test_blocklist_is_shared_rebuilt_and_expires(shop_factory: Any) -> Non
     with pytest.raises(Refused) as refused:
         await other.check("lottery", mallory)
     assert refused.value.status == 403
+    assert refused.value.message == "lottery entry refused: this account is blocked"
+    with pytest.raises(Refused) as refused:  # a caller names its action
+        await other.check("lottery", mallory, name="prize draw")
+    assert refused.value.message == "prize draw refused: this account is blocked"
     await other.check("lottery", uid("ok"))  # others pass
     # Redis lost the list: the next check reloads it from the database
     await shop.svc.ctx.redis.delete(shop.svc.abuse.block_key)
@@ -150,6 +155,9 @@ async def test_lottery_entries_have_their_own_limits(shop: ShopEnv) -> None:
         await guard.check("lottery", user, None, "10.0.0.1")
     assert (refused.value.status, refused.value.code) == (429, "rate_limited")
     assert 1 <= refused.value.retry_after <= 30
+    assert refused.value.message == (
+        f"too many lottery entry attempts from this account; retry in {refused.value.retry_after} s"
+    )
     # buying is counted apart
     await shop.svc.abuse.check("buy", user, None, "10.0.0.1")
 

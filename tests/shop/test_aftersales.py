@@ -394,7 +394,14 @@ async def test_asking_is_rate_limited(shop_factory: Any) -> None:
     assert status == 200
     status, err = await _ask(shop, order["id"], "hal")
     assert status == 429 and err["error"]["code"] == "rate_limited", err
-    assert "after-sales" in err["error"]["message"]
+    retry = err["error"]["retry_after"]
+    assert err["error"]["message"] == (
+        f"too many after-sales request attempts from this account; retry in {retry} s"
+    )  # the guard names the action: no "buy" in it
+    await shop.api.ok("POST", "/api/shop/blocklist", {"kind": "user", "value": "hal"}, 201)
+    status, err = await _ask(shop, order["id"], "hal")
+    assert status == 403 and err["error"]["code"] == "blocked", err
+    assert err["error"]["message"] == "after-sales request refused: this account is blocked"
     assert [r["state"] for r in await _mine(shop, "hal")] == ["withdrawn"]
 
 

@@ -32,11 +32,22 @@ written has its exact duration and each track's ``tfdt`` continues exactly where
 previous part ended. ``flush_part()`` therefore writes the samples *before* the newest
 one; audio is cut at the video cut point (audio frames stamped at or after the held
 video frame wait for the next part), so a part's tracks cover the same span; with a
-video track, a part always has video: a flush with no video sample ready writes nothing
-(the audio waits for the next video cut, so a segment never opens with audio alone). Only
+video track, a part has video: a flush with no video sample ready writes nothing (the
+audio waits for the next video cut, so a segment opens with a keyframe or, after
+``segment_max``, a picture), except while video is stopped. Only
 ``flush_part(final=True)`` (end of stream, codec change) writes the held samples, the last
 duration taken from ``end_dts`` if given, else from the previous sample (video; 1/30 s
 if there is none or it lasted 0) or the AAC frame length (audio).
+
+Video stopping while audio goes on. The muxer cannot tell a late picture from a stopped
+camera: the caller decides (``PartCutter``: no video sample for ``video_gap``) and calls
+``stop_video()``, which writes the video held (the last picture lasting as long as the one
+before it) with the audio up to its end. From then on ``main_kind`` is audio: parts are
+timed and cut on audio (``flush_part(max_duration=...)`` cuts the backlog) and have no
+video; each is independent (every AAC frame is a sync sample). The first video sample
+taken ends it: the next flush writes the audio stamped before that sample, and parts have
+video again. The video track has no sample over the gap (``tfdt`` jumps); nothing is
+dropped, and the buffer never fills for want of a picture.
 
 What is dropped (counted in ``dropped``, the last reason in ``last_drop_reason``; a
 publisher's stream is a peer's input, so none of this raises): frames of a track whose
@@ -125,7 +136,8 @@ class Part:
 
     ``start`` and ``duration`` (seconds) are those of the video track when the part has
     video samples, else of the audio track. ``independent``: the part opens with a
-    keyframe (always true for a stream without video): a segment may start here."""
+    keyframe, or has no video sample at all (every AAC frame is a sync sample): a segment
+    may start here."""
 
     data: bytes
     sequence_number: int
@@ -134,6 +146,11 @@ class Part:
     start: float
     duration: float
     runs: tuple[TrackRun, ...]
+
+    @property
+    def has_video(self) -> bool:
+        video = self.init.video
+        return video is not None and any(r.track_id == video.track_id for r in self.runs)
 
 
 class _Pending:
@@ -186,6 +203,8 @@ class Fmp4Muxer:
         self._version = 1
         self._frozen = False  # a part went out with the current init
         self._sequence = 0
+        self._audio_led = False  # video stopped: parts are timed by audio (stop_video)
+        self._last_video_dts: int | None = None
         self._buffered_bytes = 0
         self._buffered_samples = 0
         self.dropped = 0
@@ -235,7 +254,7 @@ class Fmp4Muxer:
         state, timescale = self._main()
         if state is None or not state.buffer:
             return 0.0
-        if self._video_track is None and self._audio_track is not None:
+        if state is self._audio and self._audio_track is not None:
             tick = _audio_tick(state, self._audio_track, dts)
         else:
             tick = max(dts * _VIDEO_TICKS_PER_MS, state.buffer[-1].tick)
@@ -243,15 +262,28 @@ class Fmp4Muxer:
 
     @property
     def main_kind(self) -> Kind | None:
-        """The track parts are timed by: video when configured, else audio."""
-        if self._video_track is not None:
-            return Kind.VIDEO
-        if self._audio_track is not None:
-            return Kind.AUDIO
-        return None
+        """The track parts are timed by: video when configured, else audio; audio while
+        video is stopped (:meth:`stop_video`) until a video sample is back."""
+        state, _ = self._main()
+        if state is None:
+            return None
+        return Kind.VIDEO if state is self._video else Kind.AUDIO
+
+    @property
+    def audio_led(self) -> bool:
+        """Video stopped (:meth:`stop_video`): parts without video are written, until the
+        first flush after a video sample is back."""
+        return self._audio_led
+
+    @property
+    def last_video_dts(self) -> int | None:
+        """FLV timestamp (ms) of the newest video sample taken (None before the first)."""
+        return self._last_video_dts
 
     def _main(self) -> tuple[_TrackState | None, int]:
-        if self._video_track is not None:
+        if self._video_track is not None and not (
+            self._audio_led and not self._video.buffer and self._audio_track is not None
+        ):
             return self._video, self._video_track.timescale
         if self._audio_track is not None:
             return self._audio, self._audio_track.timescale
@@ -328,6 +360,7 @@ class Fmp4Muxer:
         tick = max(tick, floor)
         cto = min(max(pts - tick, _MIN_CTO), _MAX_CTO)  # only absurd jumps reach the bounds
         self._append(state, _Pending(frame.dts, tick, cto, data, info.keyframe))
+        self._last_video_dts = frame.dts
         return None
 
     def _push_audio(self, frame: Frame) -> Part | None:
@@ -434,40 +467,114 @@ class Fmp4Muxer:
 
     # -- output -----------------------------------------------------------------------
 
-    def flush_part(self, *, final: bool = False, end_dts: int | None = None) -> Part | None:
+    def flush_part(
+        self,
+        *,
+        final: bool = False,
+        end_dts: int | None = None,
+        max_duration: float | None = None,
+    ) -> Part | None:
         """Write the samples that are ready as one part (None when there are none).
 
         Not ``final``: every buffered sample but the newest of each track (its duration
-        is not known yet), audio only up to the held video sample; nothing (None) when a
-        video track has no sample ready. ``final``: everything;
-        the last sample of each track lasts until ``end_dts`` (ms) if given and later,
-        else as long as the one before it (video) or one AAC frame (audio)."""
+        is not known yet), the other track only up to the main track's cut; with a video
+        track, nothing (None) when no video sample is ready, unless video stopped
+        (:meth:`stop_video`): then audio-only parts, up to the first flush after a video
+        sample is back, which writes the audio stamped before that sample.
+        ``max_duration`` (seconds, not ``final``): at most that much of the main track,
+        as many whole samples as fit but at least one (a caller cutting a backlog into
+        parts). ``final``: everything; the last sample of each track lasts until
+        ``end_dts`` (ms) if given and later, else as long as the one before it (video)
+        or one AAC frame (audio)."""
+        if self.init is None:
+            return None
+        main, timescale = self._main()
+        counts: dict[int, int] = {}
+        cut: int | None = None
+        if not final and main is not None:
+            n = max(0, len(main.buffer) - 1)
+            if max_duration is not None:
+                limit = max_duration * timescale
+                while n > 1 and main.buffer[n].tick - main.buffer[0].tick > limit:
+                    n -= 1
+            if main.buffer:
+                cut = main.buffer[n].dts
+            counts[id(main)] = n
+        for state in (self._video, self._audio):
+            if id(state) not in counts:
+                counts[id(state)] = self._ready(state, final, cut)
+        if not final and self._video_track is not None and not counts[id(self._video)]:
+            if not self._audio_led:
+                # No video ready: the audio waits for it (a part of a stream with video
+                # has video, so a part opening a segment opens with a keyframe).
+                return None
+            if self._video.buffer:
+                # Video is back: this part is the audio before its first sample, the last
+                # one without video (what follows waits for video again).
+                self._audio_led = False
+        return self._write(counts[id(self._video)], counts[id(self._audio)], end_dts, None)
+
+    def stop_video(self, *, max_duration: float | None = None) -> list[Part]:
+        """Video stopped while audio goes on (the caller decides when: no video sample
+        for a while). Writes the video buffered, its last sample lasting as long as the
+        one before it (1/30 s without one), with the audio stamped before that end; from
+        then on parts are timed by audio and have no video (each independent) until video
+        is back (see :meth:`flush_part`). ``max_duration``: if that
+        part would last longer, the video ready before the newest sample goes first (in
+        parts within it); the newest alone may be longer (a single frame interval).
+        The video track has no sample between the end written here and the next one."""
+        parts: list[Part] = []
+        if self.init is None or self._audio_track is None or self._video_track is None:
+            return parts
+        video = self._video
+        while video.buffer:
+            held = video.buffer[-1]
+            if len(video.buffer) > 1:
+                last = held.tick - video.buffer[-2].tick
+            else:
+                last = video.last_duration
+            end_tick = held.tick + (last or _DEFAULT_VIDEO_DURATION)
+            too_long = (
+                max_duration is not None
+                and end_tick - video.buffer[0].tick > max_duration * self._video_track.timescale
+            )
+            if too_long and len(video.buffer) > 1:
+                part = self.flush_part(max_duration=max_duration)
+                if part is not None:
+                    parts.append(part)
+                continue
+            end_ms = held.dts + (end_tick - held.tick) / _VIDEO_TICKS_PER_MS
+            audio_n = self._ready(self._audio, False, None)
+            while audio_n and self._audio.buffer[audio_n - 1].dts >= end_ms:
+                audio_n -= 1
+            part = self._write(len(video.buffer), audio_n, None, end_tick)
+            if part is not None:
+                parts.append(part)
+            break
+        self._audio_led = True
+        return parts
+
+    def _write(
+        self, video_n: int, audio_n: int, end_dts: int | None, video_end_tick: int | None
+    ) -> Part | None:
         init = self.init
         if init is None:
             return None
-        cut: int | None = None
-        main, _ = self._main()
-        if not final and main is not None and main.buffer:
-            cut = main.buffer[-1].dts
-        tracks = [
-            (track, state, self._ready(state, final, state is not main, cut))
-            for track, state in ((self._video_track, self._video), (self._audio_track, self._audio))
-            if track is not None
-        ]
-        if not final and self._video_track is not None and not tracks[0][2]:
-            # No video ready: the audio waits for it (a part of a stream with video always
-            # has video, so a part opening a segment opens with a keyframe).
-            return None
         trafs: list[TrackFragment] = []
         runs: list[TrackRun] = []
-        independent = self._video_track is None
-        for track, state, n in tracks:
-            if not n:
+        independent = True
+        has_video = False
+        for track, state, n in (
+            (self._video_track, self._video, video_n),
+            (self._audio_track, self._audio, audio_n),
+        ):
+            if track is None or not n:
                 continue
             buf = state.buffer
             taken = buf[:n]
             del buf[:n]
-            samples = self._samples(track, state, taken, end_dts)
+            end_tick = video_end_tick if isinstance(track, VideoTrack) else None
+            samples = self._samples(track, state, taken, end_dts, end_tick)
             trafs.append(
                 TrackFragment(
                     track.track_id,
@@ -489,10 +596,13 @@ class Fmp4Muxer:
             )
             if isinstance(track, VideoTrack):
                 independent = taken[0].sync
+                has_video = True
             self._buffered_samples -= n
             self._buffered_bytes -= sum(len(p.data) for p in taken)
         if not trafs:
             return None
+        if has_video:
+            self._audio_led = False
         self._sequence += 1
         self._frozen = True
         first = runs[0]
@@ -507,22 +617,28 @@ class Fmp4Muxer:
         )
 
     @staticmethod
-    def _ready(state: _TrackState, final: bool, cut_at_main: bool, cut: int | None) -> int:
-        """How many of a track's buffered samples a flush writes."""
+    def _ready(state: _TrackState, final: bool, cut: int | None) -> int:
+        """How many of a (non-main) track's buffered samples a flush writes."""
         buf = state.buffer
         if final:
             return len(buf)
         n = max(0, len(buf) - 1)
-        if cut_at_main and cut is not None:
+        if cut is not None:
             while n and buf[n - 1].dts >= cut:
                 n -= 1
         return n
 
     @staticmethod
     def _samples(
-        track: Track, state: _TrackState, taken: list[_Pending], end_dts: int | None
+        track: Track,
+        state: _TrackState,
+        taken: list[_Pending],
+        end_dts: int | None,
+        end_tick: int | None = None,
     ) -> list[Sample]:
         successor = state.buffer[0].tick if state.buffer else None
+        if successor is None and end_tick is not None and end_tick > taken[-1].tick:
+            successor = end_tick
         if successor is None:
             if end_dts is not None:
                 if isinstance(track, VideoTrack):

@@ -860,9 +860,15 @@ def test_cutter_keeps_parts_within_target_and_opens_segments_at_keyframes(
     check_against_input(frames, data, {"h264": "h264", "hevc": "hevc", "audio": None}[clip])
 
 
-def av_stream(intervals: list[int], keys: set[int], change_at: int | None = None) -> list[Frame]:
+def av_stream(
+    intervals: list[int],
+    keys: set[int],
+    change_at: int | None = None,
+    silences: dict[int, int] | None = None,
+) -> list[Frame]:
     """Video and audio frame by frame (video first at each timestamp), a keyframe at 0 and
-    at every index in ``keys``, a changed AVC header before frame ``change_at``."""
+    at every index in ``keys``, a changed AVC header before frame ``change_at``; after
+    frame ``i``, ``silences[i]`` ms of audio alone (a frame every 23 ms: video stopped)."""
     frames = [Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER)]
     header = bytearray(AVC_HEADER)
     header[8] = header[16] = 0x1E
@@ -874,6 +880,10 @@ def av_stream(intervals: list[int], keys: set[int], change_at: int | None = None
         key = i == 0 or i in keys
         frames.append(Frame.from_payload(Kind.VIDEO, dts, video_payload(key, 0, 20, i)))
         frames.append(Frame.from_payload(Kind.AUDIO, dts, audio_payload(10, i)))
+        pause = (silences or {}).get(i, 0)
+        for k in range(1, pause // 23 + 1):
+            frames.append(Frame.from_payload(Kind.AUDIO, dts + 23 * k, audio_payload(10, i + k)))
+        dts += pause
     frames.insert(1, Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER))
     return frames
 
@@ -881,11 +891,20 @@ def av_stream(intervals: list[int], keys: set[int], change_at: int | None = None
 def check_cut_stream(
     cutter: PartCutter, frames: list[Frame], cuts: list[Cut], part_target: float
 ) -> list[list[Part]]:
-    """What every cut stream guarantees: parts within the target (frame intervals here are
-    below it), every segment opening with an independent part (bar one a ``segment_max``
-    closed), one init per segment, and every sample not dropped written once, in order."""
+    """What every cut stream guarantees: parts within the target (but a single frame: the
+    intervals here are below it, a pause is not), every segment opening with an
+    independent part (bar one a ``segment_max`` closed), one init per segment, and every
+    sample not dropped written once, in order.
+    Video stopped: parts without video are independent; a keyframe back after them opens
+    a segment."""
     parts = [c.part for c in cuts]
-    assert [p.duration for p in parts if p.duration > part_target + 1e-9] == []
+    assert all(p.independent for p in parts if not p.has_video)
+    for before, after in itertools.pairwise(cuts):
+        if not before.part.has_video and after.part.has_video and after.part.independent:
+            assert after.new_segment, "video back with a keyframe opens a segment"
+    # longer only as a single frame (its interval: a pause shorter than the video gap)
+    long = [p for p in parts if p.duration > part_target + 1e-9]
+    assert [p.duration for p in long if p.runs[0].sample_count > 1] == []
     assert [p.sequence_number for p in parts] == list(range(1, len(parts) + 1))
     segments = segments_of(cuts) if cuts else []
     segment_max = cutter.segment_max
@@ -1003,12 +1022,31 @@ def test_a_flush_without_video_ready_writes_no_audio_only_part() -> None:
     keys=st.sets(st.integers(0, 119)),
     change_at=st.one_of(st.none(), st.integers(1, 119)),
     part_target=st.sampled_from([0.2, 0.25, 0.333, 0.5]),
+    silences=st.lists(
+        st.tuples(st.integers(0, 119), st.integers(0, 3000), st.booleans()), max_size=3
+    ),
+    video_gap=st.sampled_from([None, 0.5, 1.0]),
 )
 def test_cutter_never_exceeds_the_part_target(
-    intervals: list[int], keys: set[int], change_at: int | None, part_target: float
+    intervals: list[int],
+    keys: set[int],
+    change_at: int | None,
+    part_target: float,
+    silences: list[tuple[int, int, bool]],
+    video_gap: float | None,
 ) -> None:
-    cutter = PartCutter(part_target=part_target, segment_target=1.0, segment_max=3.0)
-    frames = av_stream(intervals, keys, change_at)
+    """Random timing, keyframes, a codec change, and stretches where video stops while the
+    audio goes on (``silences``: after which frame, how many ms, whether video is back
+    with a keyframe)."""
+    cutter = PartCutter(
+        part_target=part_target,
+        segment_target=1.0,
+        segment_max=3.0,
+        video_gap=None if video_gap is None else max(video_gap, part_target),
+    )
+    pauses = {i % len(intervals): ms for i, ms, _ in silences}
+    keys = keys | {i % len(intervals) + 1 for i, _, key in silences if key}
+    frames = av_stream(intervals, keys, change_at, pauses)
     cuts = run_cutter(cutter, frames)
     check_cut_stream(cutter, frames, cuts, part_target)
     if change_at is not None and cuts:
@@ -1127,3 +1165,93 @@ def test_pending_duration_at_predicts_the_next_flush() -> None:
         assert predicted == audio.pending_duration
     assert audio.pending_duration == (400 * 44_100 + 500) // 1000 / 44_100
     assert audio.buffered_bytes == 6 * 10
+
+
+# --------------------------------------------------------------------------------------
+# PartCutter: video stops while audio goes on
+# --------------------------------------------------------------------------------------
+
+
+def gap_stream(video_until: int, video_back: int, end: int, back_key: bool = True) -> list[Frame]:
+    """30 fps video (a keyframe a second) and AAC audio (1024 samples at 44.1 kHz, stamped
+    in ms like an encoder), video silent from ``video_until`` to ``video_back`` (ms); the
+    first frame back is a keyframe if ``back_key``. Interleaved by timestamp."""
+    media: list[tuple[int, int, Frame]] = []
+    for i in range(end * 30 // 1000):
+        dts = round(i * 1000 / 30)
+        if video_until <= dts < video_back:
+            continue
+        key = i % 30 == 0 or (dts >= video_back and back_key and dts - video_back < 33)
+        media.append((dts, 0, Frame.from_payload(Kind.VIDEO, dts, video_payload(key, 0, 30, i))))
+    for i in range(end * 44_100 // 1024 // 1000):
+        dts = round(i * 1024 * 1000 / 44_100)
+        media.append((dts, 1, Frame.from_payload(Kind.AUDIO, dts, audio_payload(12, i))))
+    media.sort(key=lambda m: (m[0], m[1]))
+    head = [
+        Frame.from_payload(Kind.VIDEO, 0, AVC_HEADER),
+        Frame.from_payload(Kind.AUDIO, 0, AAC_HEADER),
+    ]
+    return head + [m[2] for m in media]
+
+
+def test_cutter_keeps_cutting_audio_parts_while_video_is_stopped() -> None:
+    """Video for 2 s, 10 s of audio alone, video again (a keyframe): parts keep coming
+    during the gap (audio-only, independent, within the target), segments keep closing
+    at part boundaries past the target, the returning keyframe opens a segment; nothing
+    lost or reordered, and the muxer's buffer (64 samples here, 4096 in the relay) never
+    fills although 10 s of audio is 430 frames."""
+    part_target = 0.333
+    cutter = PartCutter(
+        part_target=part_target,
+        segment_target=1.0,
+        segment_max=4.0,
+        muxer=Fmp4Muxer(max_buffer_samples=64),
+    )
+    frames = gap_stream(2000, 12000, 14000)
+    cuts: list[Cut] = []
+    for frame in frames:
+        cuts += cutter.push(frame)
+        if frame.kind == Kind.AUDIO and 2000 + 1000 * cutter.video_gap < frame.dts < 12000:
+            # once the gap is seen, what is cut reaches this frame but for a part or so
+            last = cuts[-1].part
+            assert last.start + last.duration >= frame.dts / 1000 - part_target - 0.05
+    cuts += cutter.finish()
+    segments = check_cut_stream(cutter, frames, cuts, part_target)
+    parts = [c.part for c in cuts]
+    silent = [p for p in parts if 2.1 < p.start < 11.9]
+    assert silent and all(not p.has_video and p.independent for p in silent)
+    assert sum(p.duration for p in silent) > 9.5
+    assert all(p.duration > 0.2 for p in silent[:-1])  # not needlessly short
+    # the timeline: each part starts where the one before ended (within an AAC frame)
+    for before, after in itertools.pairwise(parts):
+        assert abs(after.start - (before.start + before.duration)) < 0.024
+    # segments: at keyframes with video, at the first part boundary past 1 s without
+    starts = [round(s[0].start, 3) for s in segments]
+    assert starts[:2] == [0.0, 1.0] and 12.0 in starts
+    gap_segments = [s for s in segments if 2.0 < s[0].start < 11.0]
+    assert len(gap_segments) >= 7  # 10 s in segments of 1 to 1.333 s
+    for segment in gap_segments[:-1]:
+        assert 1.0 - 1e-9 <= sum(p.duration for p in segment) < 1.0 + part_target
+    back = next(c for c in cuts if c.part.has_video and c.part.start >= 11.9)
+    assert back.new_segment and back.part.independent
+    assert back.part.runs[0].first_dts == 12000
+    # every part after it has video again
+    assert all(p.has_video for p in parts[parts.index(back.part) :])
+
+
+def test_cutter_video_back_without_a_keyframe_continues_the_segment() -> None:
+    """A picture back after the gap that is not a keyframe (it needs the ones before the
+    gap) is kept and continues the running segment; the next keyframe past the target
+    opens the next one."""
+    cutter = PartCutter(part_target=0.333, segment_target=1.0, segment_max=4.0)
+    frames = gap_stream(1500, 2500, 5000, back_key=False)
+    cuts = run_cutter(cutter, frames)
+    segments = check_cut_stream(cutter, frames, cuts, 0.333)
+    back = next(c for c in cuts if c.part.has_video and c.part.start >= 2.4)
+    assert not back.new_segment and not back.part.independent
+    assert round(back.part.start * 1000) == 2500
+    # the segment the gap opened (at 2.159, past 1 s after the keyframe at 1.0) runs past
+    # the keyframe at 3.0 (0.84 s in: short of the target) to the one at 4.0
+    starts = [round(s[0].start, 3) for s in segments]
+    assert starts[-1] == 4.0 and 2.0 < starts[-2] < 2.5
+    assert not segments[-2][0].has_video and segments[-2][0].independent

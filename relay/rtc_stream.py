@@ -27,10 +27,17 @@ the stream's figures and keeps an edge's pull alive, and the hub closes it when 
 stream ends. The seats only forward the hub's batches; the first seat to get a batch
 has it packetized, the others find it done.
 
-What cannot be carried: HEVC, AV1 or other non-H.264 video, and H.264 with B-frames
-(frames whose presentation order differs from their decoding order: browsers' WebRTC
-receivers do not reorder). :func:`unplayable` says why, for the HTTP answer; a stream
-that changes to one of those while played closes its viewers with the reason.
+What cannot be carried as it is: HEVC, AV1 or other non-H.264 video, and H.264 with
+B-frames (frames whose presentation order differs from their decoding order: browsers'
+WebRTC receivers do not reorder). :func:`unplayable` says why. With transcoding on
+(``webrtc.transcode``, :class:`relay.rtc_transcode.TranscodeSettings`) such a stream plays
+through one :class:`relay.rtc_transcode.VideoTranscoder` per stream (at most
+``max_transcodes`` streams per node, :meth:`RtpStreams.admit`): the hub's video goes to
+ffmpeg, ffmpeg's H.264 (no B-frames) comes back as frames that :meth:`RtpStream._consume`
+takes as it takes the hub's, so history, NACK, keyframe start and sender reports are one
+code path; audio keeps its own path. A stream whose video changes while played (a
+takeover by a publisher that needs the other path, or a transcoded stream's new video
+header) closes its viewers with a reason saying to reconnect.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from media.rtp import (
 )
 from relay.hub import Batch, NullTransport, StreamHub, Viewer, ViewerInfo
 from relay.rtc_audio import DECODERS, OPUS_CLOCK, OpusTranscoder
+from relay.rtc_transcode import TranscodeSettings, VideoTranscoder
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +83,7 @@ __all__ = [
     "RtcViewer",
     "RtpStream",
     "RtpStreams",
+    "needs_transcode",
     "unplayable",
 ]
 
@@ -163,6 +172,36 @@ def has_reordering(frames: list[Frame]) -> bool:
             return True
         last = f.pts
     return False
+
+
+def needs_transcode(hub: StreamHub) -> bool:
+    """Whether ``hub``'s video can reach WebRTC viewers only through a transcode."""
+    info = _video_info(hub)
+    if info is not None and info.codec not in ("avc1", "avc3"):
+        return True
+    return has_reordering(hub.gop if hub.gop_valid else [])
+
+
+def capacity_refusal(why: str, limit: int) -> str:
+    return (
+        f"{why.rstrip('.')}. This node transcodes such streams for WebRTC, but its transcode "
+        f"capacity is used ({limit} at once, webrtc.max_transcodes): play it over HTTP-FLV "
+        "or HLS, or try again later"
+    )
+
+
+RECONNECT_CODEC = (
+    "the stream's video changed to {name}, which WebRTC plays here through a transcode: "
+    "reconnect to play it"
+)
+RECONNECT_BFRAMES = (
+    "the stream's H.264 now has B-frames, which WebRTC plays here through a transcode: "
+    "reconnect to play it"
+)
+RECONNECT_CHANGED = (
+    "the stream's video changed (a new publisher or new encoder settings) while it was "
+    "transcoded for WebRTC: reconnect to play it"
+)
 
 
 def unplayable(hub: StreamHub) -> str | None:
@@ -447,9 +486,15 @@ class RtpStream:
         history_packets: int = 4096,
         history_bytes: int = 8 * 1024 * 1024,
         opus_bitrate: int = 64_000,
+        transcode: bool = False,
     ) -> None:
         self.streams = streams
         self.hub = hub
+        self.transcoding = transcode
+        """Video goes through :attr:`video_transcoder` (set by :meth:`start`)."""
+        self.video_transcoder: VideoTranscoder | None = None
+        self._source_header: bytes | None = None
+        """The hub's video sequence header the transcode started with."""
         self.loop = asyncio.get_running_loop()
         self.viewers: set[RtcViewer] = set()
         self.packetizer = H264Packetizer()
@@ -483,6 +528,17 @@ class RtpStream:
     def start(self) -> None:
         """Packetize the hub's headers and cached GOP (the burst new viewers start with)."""
         frames, _ok = self.hub.prelude_frames()
+        if frames:
+            self._last_frame = frames[-1]
+        if self.transcoding:
+            header = self.hub.video_header
+            self._source_header = header.payload if header is not None else None
+            transcoder = VideoTranscoder(
+                self.hub.key, self.streams.transcode, self._transcoded, self._transcode_stopped
+            )
+            self.video_transcoder = transcoder
+            transcoder.start([f for f in frames if f.kind == Kind.VIDEO], self.hub.meta)
+            frames = [f for f in frames if f.kind != Kind.VIDEO]
         self._consume(frames)
         self._sr_task = self.loop.create_task(self._report_loop())
 
@@ -515,6 +571,8 @@ class RtpStream:
         if self.transcoder is not None:
             self.transcoder.close()
             self.transcoder = None
+        if self.video_transcoder is not None:
+            self.video_transcoder.close()  # its process is awaited by its own task
         if self._sr_task is not None:
             self._sr_task.cancel()
         for viewer in list(self.viewers):
@@ -541,12 +599,34 @@ class RtpStream:
                 if frames[i] is last:  # packetized from the GOP cache at start
                     frames = frames[i + 1 :]
                     break
-        self._consume(frames)
-
-    def _consume(self, frames: list[Frame]) -> None:
         if not frames:
             return
         self._last_frame = frames[-1]
+        if self.video_transcoder is None:
+            self._consume(frames)
+            return
+        transcoder = self.video_transcoder
+        others: list[Frame] = []
+        for frame in frames:
+            if frame.kind != Kind.VIDEO:
+                others.append(frame)
+            elif frame.header and frame.payload != self._source_header:
+                self._consume(others)
+                self.refuse(RECONNECT_CHANGED)
+                return
+            else:
+                transcoder.push(frame)
+        self._consume(others)
+
+    def _transcoded(self, frames: list[Frame]) -> None:
+        """ffmpeg's H.264 for this stream: packetized as the hub's frames are."""
+        if not self.closed:
+            self._consume(frames)
+
+    def _transcode_stopped(self, reason: str) -> None:
+        self.refuse(f"the stream's WebRTC transcode stopped ({reason}): reconnect to play it")
+
+    def _consume(self, frames: list[Frame]) -> None:
         for frame in frames:
             if self.closed:
                 return
@@ -564,7 +644,12 @@ class RtpStream:
         info = flv.parse_video_header(frame.payload)
         if info.codec not in ("avc1", "avc3"):
             if not info.command:
-                self.refuse(codec_refusal(info.codec))
+                # with transcoding on, a new session plays it through a transcode
+                self.refuse(
+                    RECONNECT_CODEC.format(name=_CODEC_NAMES.get(info.codec, info.codec))
+                    if self.streams.transcode.enabled
+                    else codec_refusal(info.codec)
+                )
             return
         data = frame.payload[info.data_offset :]
         if info.sequence_header:
@@ -578,7 +663,7 @@ class RtpStream:
         if frame.keyframe:
             self._last_video_pts = None
         elif self._last_video_pts is not None and pts < self._last_video_pts:
-            self.refuse(BFRAMES_REFUSAL)
+            self.refuse(RECONNECT_BFRAMES if self.streams.transcode.enabled else BFRAMES_REFUSAL)
         self._last_video_pts = pts
         payloads = self.packetizer.payloads(data)
         if not payloads:
@@ -746,6 +831,9 @@ class RtpStream:
             "history_bytes": self.video_history.nbytes,
             "frame_errors": self.frame_errors,
             "fanout_ms": _quantiles_ms(self.fanout_s),
+            "transcode": (
+                self.video_transcoder.stats() if self.video_transcoder is not None else None
+            ),
             "opus": (
                 {
                     "frames_in": tc.frames_in,
@@ -768,12 +856,51 @@ class RtpStreams:
         history_packets: int = 4096,
         history_bytes: int = 8 * 1024 * 1024,
         opus_bitrate: int = 64_000,
+        transcode: TranscodeSettings | None = None,
     ) -> None:
         self.history_packets = history_packets
         self.history_bytes = history_bytes
         self.opus_bitrate = opus_bitrate
+        self.transcode = transcode or TranscodeSettings()
+        """Whether and how streams that cannot pass through are transcoded (off here by
+        default; the node's comes from ``webrtc.transcode``)."""
         self.streams: dict[str, RtpStream] = {}
         self._ssrcs: dict[str, tuple[int, int, int]] = {}
+        self._reserved: dict[str, int] = {}
+        """Transcodes promised to viewers on their way (answered, not yet connected)."""
+
+    # -------------------------------------------------------------- transcodes
+
+    def transcodes_in_use(self, except_key: str | None = None) -> int:
+        """Streams transcoded now or promised to a viewer on its way (``except_key`` not
+        counted)."""
+        keys = {k for k, s in self.streams.items() if s.transcoding and not s.closed}
+        keys.update(self._reserved)
+        keys.discard(except_key or "")
+        return len(keys)
+
+    def admit(self, hub: StreamHub) -> tuple[str | None, bool]:
+        """Whether a new viewer may play ``hub``'s stream: (why not, or None; whether it
+        plays through a transcode). A stream already transcoded takes more viewers."""
+        refusal = unplayable(hub)
+        if not self.transcode.enabled or not needs_transcode(hub):
+            return refusal, False
+        assert refusal is not None
+        if self.transcodes_in_use(hub.key) >= self.transcode.max_transcodes:
+            return capacity_refusal(refusal.split(";")[0], self.transcode.max_transcodes), False
+        return None, True
+
+    def reserve(self, key: str) -> None:
+        """Hold a transcode for a viewer of ``key`` until :meth:`release` (it joins or
+        goes away), so that two streams' offers cannot both take the last one."""
+        self._reserved[key] = self._reserved.get(key, 0) + 1
+
+    def release(self, key: str) -> None:
+        left = self._reserved.get(key, 0) - 1
+        if left > 0:
+            self._reserved[key] = left
+        else:
+            self._reserved.pop(key, None)
 
     def ssrcs(self, key: str) -> tuple[int, int, int]:
         """The (video, audio, video RTX) SSRCs of stream ``key``'s RTP, the same for every
@@ -799,12 +926,19 @@ class RtpStreams:
         if stream is None or stream.hub is not hub or stream.closed:
             if stream is not None:
                 stream.close()
+            transcode = (
+                self.transcode.enabled
+                and hub.has_video
+                and needs_transcode(hub)
+                and self.transcodes_in_use(hub.key) < self.transcode.max_transcodes
+            )  # no capacity (a race with another stream): passthrough refuses with a reason
             stream = RtpStream(
                 self,
                 hub,
                 history_packets=self.history_packets,
                 history_bytes=self.history_bytes,
                 opus_bitrate=self.opus_bitrate,
+                transcode=transcode,
             )
             self.streams[hub.key] = stream
             stream.start()
@@ -832,3 +966,12 @@ class RtpStreams:
     def close(self) -> None:
         for stream in list(self.streams.values()):
             stream.close()
+
+    async def aclose(self) -> None:
+        """Close every stream and wait for their transcodes' ffmpeg to exit."""
+        transcoders = [
+            s.video_transcoder for s in self.streams.values() if s.video_transcoder is not None
+        ]
+        self.close()
+        for transcoder in transcoders:
+            await transcoder.wait_closed()

@@ -13,11 +13,15 @@ is found on this node or pulled from an origin (edges), the ``on_play`` hook is 
 * ``404``: no such live stream; ``403``: the play hook refused;
 * ``415``: the body is not ``application/sdp``; ``413``: an offer over ``MAX_OFFER``;
 * ``406``: the stream cannot be carried over WebRTC (HEVC/AV1 video, H.264 with
-  B-frames; the text says which and why), or the offer has no codec we can send;
+  B-frames; the text says which and why) and transcoding is off
+  (``webrtc.transcode``) or this node's ``webrtc.max_transcodes`` streams are already
+  transcoded, or the offer has no codec we can send;
 * ``400``: an SDP that cannot be answered (the transport says why);
 * ``503``: too many WebRTC sessions on this node, or WebRTC is off.
 
-The media: :class:`relay.rtc_stream.RtpStreams` (packets built once per stream); the
+The media: :class:`relay.rtc_stream.RtpStreams` (packets built once per stream; a stream
+that cannot pass through plays through one transcode per stream,
+:mod:`relay.rtc_transcode`, the same answer as for passthrough); the
 transport (ICE-lite, DTLS, SRTP on the node's one UDP port): :mod:`core.rtc`. A viewer
 is attached to its stream once its session is connected, so the burst of the cached GOP
 is not sent into a session that cannot carry it yet.
@@ -37,7 +41,8 @@ from aiohttp import web
 from core.client_address import remote_label
 from core.rtc import RTC_ENDPOINT, RtcEndpoint, RtcOfferError, RtcSession
 from relay.http import PLAY_GUARD, PLAY_STOP, REGISTRY, WAIT_READY
-from relay.rtc_stream import NegotiatedTrack, RtcViewer, RtpStreams, unplayable
+from relay.rtc_stream import NegotiatedTrack, RtcViewer, RtpStreams
+from relay.rtc_transcode import TranscodeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ class WhepViewing:
     task: asyncio.Task[None] | None = None
     ended: bool = False
     created: float = field(default=0.0)
+    reserved: str | None = None
+    """Stream key of the transcode held for this viewing until it joins or ends."""
 
 
 class WhepService:
@@ -74,14 +81,23 @@ class WhepService:
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
-        self.streams = RtpStreams()
+        endpoint = app.get(RTC_ENDPOINT)
+        self.streams = RtpStreams(
+            transcode=TranscodeSettings.of(endpoint.config) if endpoint is not None else None
+        )
         self.viewings: dict[str, WhepViewing] = {}
 
     async def start_viewing(
-        self, app_name: str, name: str, session: RtcSession, remote: str, query: str
+        self,
+        app_name: str,
+        name: str,
+        session: RtcSession,
+        remote: str,
+        query: str,
+        reserved: str | None = None,
     ) -> WhepViewing:
         rid = secrets.token_urlsafe(18)
-        viewing = WhepViewing(rid, app_name, name, session, remote, query)
+        viewing = WhepViewing(rid, app_name, name, session, remote, query, reserved=reserved)
         self.viewings[rid] = viewing
         session.on_close = lambda reason: self.end(viewing, f"session {reason}")
         viewing.task = asyncio.create_task(self._attach(viewing))
@@ -117,6 +133,7 @@ class WhepService:
             viewing.remote,
             on_close=lambda reason: self.end(viewing, reason),
         )
+        self._release(viewing)  # the stream (and its transcode, if any) exists now
         if session.video is not None and session.video.rtx_payload_type is not None:
             rtx_ssrc = session.video.local_rtx_ssrc
             if rtx_ssrc is not None:
@@ -137,6 +154,7 @@ class WhepService:
             return
         viewing.ended = True
         self.viewings.pop(viewing.id, None)
+        self._release(viewing)
         if viewing.task is not None and not viewing.task.done():
             viewing.task.cancel()
         if viewing.viewer is not None:
@@ -153,10 +171,16 @@ class WhepService:
             _HOOK_TASKS.add(task)
             task.add_done_callback(_HOOK_TASKS.discard)
 
-    def close(self) -> None:
+    def _release(self, viewing: WhepViewing) -> None:
+        if viewing.reserved is not None:
+            self.streams.release(viewing.reserved)
+            viewing.reserved = None
+
+    async def close(self) -> None:
+        """End every viewing; wait for the transcodes' ffmpeg processes to exit."""
         for viewing in list(self.viewings.values()):
             self.end(viewing, "server shutting down")
-        self.streams.close()
+        await self.streams.aclose()
 
     def stats(self) -> dict[str, Any]:
         """Per stream: its RTP figures and its viewers' (sends, drops, NACKs...)."""
@@ -179,7 +203,7 @@ def setup(app: web.Application) -> None:
 
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
         yield
-        service.close()
+        await service.close()
 
     app.cleanup_ctx.append(ctx)
 
@@ -233,9 +257,11 @@ async def post_handler(request: web.Request) -> web.StreamResponse:
     await hub.wait_ready(WAIT_READY)
     if registry.get(app_name, name) is not hub:
         return _error(404, f"stream {app_name}/{name} ended")
-    refusal = unplayable(hub)
+    refusal, transcode = service.streams.admit(hub)
     if refusal is not None:
         return _error(406, refusal)
+    if transcode:  # held until the viewer joins (or goes): capacity is counted at once
+        service.streams.reserve(hub.key)
     try:
         session = endpoint.open_session(
             offer,
@@ -245,8 +271,12 @@ async def post_handler(request: web.Request) -> web.StreamResponse:
             ssrcs=service.streams.ssrcs(hub.key),
         )
     except RtcOfferError as exc:
+        if transcode:
+            service.streams.release(hub.key)
         return _error(exc.status, exc.reason)
-    viewing = await service.start_viewing(app_name, name, session, remote, request.query_string)
+    viewing = await service.start_viewing(
+        app_name, name, session, remote, request.query_string, hub.key if transcode else None
+    )
     resp = web.Response(status=201, text=session.answer_sdp, content_type="application/sdp")
     _cors(resp.headers, ALLOW_COLLECTION)
     resp.headers["Location"] = f"/whep/{app_name}/{name}/{viewing.id}"

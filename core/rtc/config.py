@@ -2,6 +2,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.config import ConfigError
+
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
 
 @dataclass(frozen=True)
 class WebRtcConfig:
@@ -30,3 +44,26 @@ class WebRtcConfig:
     """A receiving (WHIP) session without an RTP packet for this long fails (``no-media``)."""
     dtls_mtu: int = 1200
     """Largest DTLS datagram sent during the handshake (bytes)."""
+    transcode: bool = True
+    """WHEP plays a stream WebRTC cannot carry as it is (H.264 with B-frames, HEVC, AV1 or
+    other video) through one transcode per stream: an ffmpeg (libx264, no B-frames, Main
+    profile) started with the stream's first WHEP viewer and stopped with its last, shared
+    by all of them. Off: such streams are refused with 406, as before."""
+    max_transcodes: int = 2
+    """Streams this node transcodes for WHEP at once (each costs about a CPU core at 720p30,
+    docs/webrtc.md). Beyond: 406 saying the node's transcode capacity is in use."""
+    transcode_preset: str = "veryfast"
+    """x264 preset of the WHEP transcode (``ultrafast`` ... ``medium``): faster presets cost
+    less CPU for a lower quality at the same bitrate."""
+    transcode_bitrate: int = 0
+    """Video bitrate of the WHEP transcode in kbit/s; 0: the source's, as measured over the
+    hub's cached GOP when the transcode starts (2000 when it cannot be measured)."""
+
+    def __post_init__(self) -> None:
+        if self.transcode_preset not in X264_PRESETS:
+            raise ConfigError(
+                f"webrtc.transcode_preset: {self.transcode_preset!r} is not an x264 preset "
+                f"({', '.join(X264_PRESETS)})"
+            )
+        if self.max_transcodes < 0 or self.transcode_bitrate < 0:
+            raise ConfigError("webrtc.max_transcodes and webrtc.transcode_bitrate must be >= 0")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,102 @@ async def test_ffmpeg_dying_closes_the_viewers_with_the_reason(
     finally:
         await player.close()
         await stop(proc)
+
+
+async def test_a_takeover_that_needs_the_transcode_asks_viewers_to_reconnect(
+    server_factory: Factory, plain: Path, bframes: Path
+) -> None:
+    """A passthrough stream taken over by a publisher with B-frames: its WebRTC viewers are
+    closed with a reason saying to reconnect; reconnecting plays it through a transcode."""
+    server = await server_factory(webrtc=RTC)
+    first = await _publish(server, "t", plain)
+    player, again = Player(), Player()
+    second = None
+    try:
+        status, text = await player.play(f"{server.http_url}/whep/live/t")
+        assert status == 201, text
+        await player.pictures(5)
+        service = server.app[WHEP]
+        (viewing,) = service.viewings.values()
+        viewer = viewing.viewer
+        assert viewer is not None and not viewer.stream.transcoding
+        second = await start_publisher(server.push_url("t"), bframes, loop=True)
+        await wait_for(lambda: viewer.closed, 20)
+        assert "B-frames" in viewer.close_reason and "reconnect" in viewer.close_reason
+        await stop(first)
+        hub = server.app[REGISTRY].get("live", "t")
+        await wait_for(lambda: hub.gop_valid and has_reordering(hub.gop), 10)
+        status, text = await again.play(f"{server.http_url}/whep/live/t")
+        assert status == 201, text
+        frames = await again.pictures(20)
+        assert [f.pts for f in frames] == sorted(f.pts for f in frames)
+        (stream,) = service.streams.streams.values()
+        assert stream.transcoding and stream.video_transcoder is not None
+    finally:
+        await player.close()
+        await again.close()
+        await stop(first)
+        if second is not None:
+            await stop(second)
+
+
+async def test_a_stalled_transcode_drops_to_the_next_keyframe(plain: Path) -> None:
+    """ffmpeg stopped (SIGSTOP) while the stream goes on: ``push`` never waits; beyond the
+    queue's bound frames are dropped (counted) up to a keyframe; once ffmpeg runs again
+    every frame taken is encoded, in order, and the output goes on."""
+    from media.flv import TAG_VIDEO, FlvDemuxer, FlvTag
+    from media.frame import Frame, Kind
+    from relay.rtc_transcode import TranscodeSettings, VideoTranscoder
+
+    tags = FlvDemuxer().feed(plain.read_bytes())
+    video = [
+        Frame.from_payload(Kind.VIDEO, t.timestamp, t.body)
+        for t in tags
+        if isinstance(t, FlvTag) and t.tag_type == TAG_VIDEO
+    ]
+    header, pictures = video[0], video[1:]
+    assert header.header and pictures[0].keyframe
+    span = pictures[-1].dts + 40
+
+    def looped(n: int) -> list[Frame]:  # the clip again, later on the timeline
+        return [
+            Frame(Kind.VIDEO, f.dts + n * span, f.payload, keyframe=f.keyframe, cts=f.cts)
+            for f in pictures
+        ]
+
+    out: list[Frame] = []
+    exits: list[str] = []
+    settings = TranscodeSettings(enabled=True, preset="ultrafast")
+    transcoder = VideoTranscoder("test/stall", settings, out.extend, exits.append)
+    transcoder.start([header, *looped(0)], {})
+    try:
+        await wait_for(lambda: len(out) > 50, 20)
+        assert transcoder.pid is not None
+        os.kill(transcoder.pid, signal.SIGSTOP)
+        for n in range(1, 8):  # 28 s of stream while ffmpeg sleeps
+            for frame in looped(n):
+                transcoder.push(frame)
+        assert transcoder.frames_dropped > 0
+        taken = transcoder.frames_in
+        os.kill(transcoder.pid, signal.SIGCONT)
+        await wait_for(lambda: transcoder.stats()["queued_bytes"] == 0, 20)
+        for frame in looped(8):
+            transcoder.push(frame)
+
+        def pictures_out() -> list[Frame]:
+            return [f for f in out if not f.header]
+
+        await wait_for(lambda: len(pictures_out()) >= transcoder.frames_in - 2, 30)
+        assert transcoder.frames_in > taken and not exits
+        pts = [f.pts for f in pictures_out()]
+        assert pts == sorted(pts)
+        # what follows a gap starts at a keyframe (the source's keyframes are kept)
+        for before, after in zip(pictures_out(), pictures_out()[1:], strict=False):
+            if after.pts - before.pts > 100:
+                assert after.keyframe
+    finally:
+        if transcoder.pid is not None:
+            os.kill(transcoder.pid, signal.SIGCONT)
+        transcoder.close()
+        await transcoder.wait_closed()
+    assert transcoder.proc is not None and transcoder.proc.returncode is not None

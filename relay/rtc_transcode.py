@@ -54,8 +54,23 @@ MAX_LAG_MS = 2000
 STDERR_LINES = 20
 """Lines of ffmpeg's stderr kept for the log when it dies."""
 READ_SIZE = 65536
+LATENCY_SAMPLES = 512
+"""Pictures whose time through ffmpeg ``stats()`` summarizes (~17 s at 30 fps)."""
 DEFAULT_KBPS = 2000
 DEFAULT_FPS = 30.0
+
+
+def _quantiles_ms(samples: deque[float]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return {
+        "p50": round(1000 * ordered[last // 2], 1),
+        "p99": round(1000 * ordered[min(last, round(0.99 * last))], 1),
+        "max": round(1000 * ordered[last], 1),
+        "frames": len(ordered),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +215,10 @@ class VideoTranscoder:
         self.started_at = 0.0
         self.first_frame_s: float | None = None
         """Seconds from start to ffmpeg's first picture."""
+        self._pushed: dict[int, float] = {}
+        """PTS -> when a live picture was queued (bounded), to time it through ffmpeg."""
+        self.added_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        """Seconds each of the latest live pictures took from ``push`` to ffmpeg's output."""
 
     @property
     def pid(self) -> int | None:
@@ -244,6 +263,11 @@ class VideoTranscoder:
                 self.frames_dropped += 1
                 return
             self.frames_in += 1
+            if self._task is not None:  # live (the starting GOP goes through in a burst)
+                pushed = self._pushed
+                pushed[frame.pts] = time.monotonic()
+                if len(pushed) > 2 * LATENCY_SAMPLES:
+                    del pushed[next(iter(pushed))]
         data = frame.flv_tag()
         self._queue.append((data, frame.dts))
         self._queued_bytes += len(data)
@@ -338,8 +362,13 @@ class VideoTranscoder:
             ]
             if not frames or self.closed:
                 continue
+            now = time.monotonic()
             if self.first_frame_s is None:
-                self.first_frame_s = time.monotonic() - self.started_at
+                self.first_frame_s = now - self.started_at
+            for frame in frames:
+                pushed = self._pushed.pop(frame.pts, None)
+                if pushed is not None and not frame.header:
+                    self.added_s.append(now - pushed)
             self.frames_out += len(frames)
             self.bytes_out += sum(len(f.payload) for f in frames)
             try:
@@ -394,6 +423,7 @@ class VideoTranscoder:
             "frames_out": self.frames_out,
             "bytes_out": self.bytes_out,
             "queued_bytes": self._queued_bytes,
+            "added_ms": _quantiles_ms(self.added_s),
             "first_frame_ms": (
                 round(self.first_frame_s * 1000, 1) if self.first_frame_s is not None else None
             ),

@@ -134,6 +134,7 @@ async def test_bframes_play_through_one_shared_transcode(
         assert stream.video_transcoder is transcoder and transcoder.pid == pid
         figures = stream.stats()["transcode"]
         assert figures["pid"] == pid and figures["frames_out"] > 40 and not figures["failed"]
+        assert figures["added_ms"]["frames"] > 0  # live pictures timed through ffmpeg
         assert hub.stats()["viewers"].get("whep") == 2
         # the first leaving keeps it; the last leaving ends ffmpeg
         assert await _delete(server.http_url + one.location) == 200

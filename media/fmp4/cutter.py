@@ -12,15 +12,16 @@ The policy the relay needs, kept beside the muxer so it is tested against it::
 Rules:
 
 * a part never lasts longer than ``part_target`` (LL-HLS ``PART-TARGET``): before a frame
-  of the main track (video, else audio) is pushed, the muxer is asked how long the part
-  would be with it, and flushes first if that is too long. Only a single frame interval
-  longer than the target can make a longer part;
+  of the main track (video, else audio; audio while video is stopped) is pushed, the
+  muxer is asked how long the part would be with it, and flushes first if that is too
+  long. Only a single frame interval longer than the target can make a longer part;
 * a segment opens with a video keyframe once the running segment reached
   ``segment_target`` (that keyframe opens the next part, so the part is independent);
   without video, at the first part boundary past ``segment_target``. ``segment_max``
   (optional) also closes a segment at a part boundary once it is that long, keyframe or
   not (a stream with rare keyframes keeps segments within the playlist's target);
-* with video, every part has video (the muxer writes no audio-only part): the audio
+* with video, every part has video (the muxer writes no audio-only part) but while video
+  is stopped (below): the audio
   sample straddling a segment's opening keyframe goes in that keyframe's part, also in
   ``finish()`` when the held keyframe opens the last segment;
 * a codec change ends the segment (the muxer's forced part); the next part opens a new

@@ -19,6 +19,15 @@ both pass, so the refunds of an order never add up to more than it paid. While o
 refund of an order is pending another is refused (409 ``refund_pending``). A partial
 refund the provider did not confirm yet is retried every ``sweep_interval``.
 
+**A whole refund cut short.** A whole refund is two steps: its row is written
+(:meth:`Refunds._record`), then the order is moved and the provider asked
+(:meth:`Refunds._carry_on`). A node that stopped between them leaves a pending whole
+refund on a ``paid`` or ``shipped`` order. The retry loop carries it on (the order moved
+``refunding``, the provider asked under ``R<order id>``, which it dedupes), and so does a
+``POST .../refund`` asking again for the same whole amount (none, or exactly that one's):
+it answers that refund instead of 409 ``refund_pending``. Money moves at most once, the
+units come back at most once (:meth:`OrderBook.move`).
+
 **Idempotent refunds.** A caller that must refund at most once for something (an
 after-sales request: :func:`shop_bridge.aftersales.refund_id_for`) passes its own
 ``refund_id``: the refund row is written under that id (the table's primary key, so
@@ -33,9 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.bus import Event
@@ -52,6 +62,22 @@ logger = logging.getLogger(__name__)
 
 REFUNDABLE = (OrderState.PAID, OrderState.SHIPPED)
 PENDING, DONE = "pending", "done"
+RETRY_ACTOR = "refund-retry"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What :meth:`Refunds._record` wrote or found: the refund's row (None: a free order's
+    whole refund, which has none); ``found``: a pending whole refund made before."""
+
+    refund: dict[str, Any] | None
+    found: bool = False
+
+
+def _same_whole(refund: dict[str, Any], amount_fen: int | None) -> bool:
+    """Whether asking for ``amount_fen`` (None: all that is left) is the pending whole
+    ``refund`` asked again."""
+    return amount_fen is None or amount_fen == int(refund["amount_fen"])
 
 
 def refund_view(r: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +139,9 @@ class Refunds:
             if existing is not None:
                 return await self._resume(existing, order_id, actor)
         try:
-            return await self._make(order_id, actor, reason, amount_fen, refund_id or new_id())
+            return await self._make(
+                order_id, actor, reason, amount_fen, refund_id or new_id(), adopt=refund_id is None
+            )
         except IntegrityError:
             if refund_id is None:
                 raise
@@ -123,14 +151,46 @@ class Refunds:
             return await self._resume(existing, order_id, actor)
 
     async def _make(
-        self, order_id: str, actor: str, reason: str, amount_fen: int | None, refund_id: str
+        self,
+        order_id: str,
+        actor: str,
+        reason: str,
+        amount_fen: int | None,
+        refund_id: str,
+        *,
+        adopt: bool = True,
     ) -> dict[str, Any]:
-        order = await self.checkout.order(order_id)
-        state = OrderState(order["state"])
-        if state not in REFUNDABLE:
-            raise IllegalTransition(state, OrderState.REFUNDING)
+        recorded = await self._record(order_id, actor, reason, amount_fen, refund_id, adopt=adopt)
+        if recorded.found and recorded.refund is not None:
+            return await self._resume(recorded.refund, order_id, actor)
+        await self._carry_on(recorded.refund, order_id, actor, reason)
+        return {
+            "order": await self.checkout.order(order_id),
+            "refund": None if recorded.refund is None else await self._view(refund_id),
+        }
+
+    async def _record(
+        self,
+        order_id: str,
+        actor: str,
+        reason: str,
+        amount_fen: int | None,
+        refund_id: str,
+        *,
+        adopt: bool = True,
+    ) -> Recorded:
+        """The first half of a refund: check the amounts and write the refund's row
+        (``pending``), nothing else. With ``adopt`` (a caller without its own refund id),
+        a whole refund of the same amount already pending on a ``paid`` or ``shipped``
+        order (a node stopped between writing it and moving the order) is found instead
+        (``found``): the caller carries that one on rather than making another; without,
+        it is 409 ``refund_pending``."""
         if amount_fen is not None and amount_fen <= 0:
             raise invalid("amount_fen", "must be at least 1")
+        order = await self.checkout.order(order_id)
+        state = OrderState(order["state"])
+        if state not in REFUNDABLE:  # a refunding order's refund is the sweeper's to finish
+            raise IllegalTransition(state, OrderState.REFUNDING)
         now = self.ctx.now_ms()
         async with self.ctx.engine.begin() as conn:
             locked = await conn.execute(
@@ -141,27 +201,37 @@ class Refunds:
             if locked.rowcount != 1:  # moved meanwhile
                 current = await self.checkout.order(order_id)
                 raise IllegalTransition(OrderState(current["state"]), OrderState.REFUNDING)
-            pending, taken = (
-                await conn.execute(
-                    select(
-                        func.coalesce(func.sum(case((REFUNDS.c.state == PENDING, 1), else_=0)), 0),
-                        func.coalesce(func.sum(REFUNDS.c.amount_fen), 0),
-                    ).where(REFUNDS.c.order_id == order_id)
-                )
-            ).one()
-            if int(pending):
+            pending_rows = [
+                dict(r)
+                for r in (
+                    await conn.execute(
+                        select(REFUNDS).where(
+                            REFUNDS.c.order_id == order_id, REFUNDS.c.state == PENDING
+                        )
+                    )
+                ).mappings()
+            ]
+            for row in pending_rows:
+                if adopt and row["full"] and _same_whole(row, amount_fen):
+                    return Recorded(row, found=True)
+            if pending_rows:
                 raise conflict(
                     "refund_pending",
                     "a refund of this order is waiting for the payment provider; retry then",
                 )
+            taken = (
+                await conn.execute(
+                    select(func.coalesce(func.sum(REFUNDS.c.amount_fen), 0)).where(
+                        REFUNDS.c.order_id == order_id
+                    )
+                )
+            ).scalar_one()
             left = int(order["amount_fen"]) - int(taken)
             amount = left if amount_fen is None else amount_fen
             if int(order["amount_fen"]) == 0 and amount_fen is None:
-                free = True  # nothing was paid (a coupon covered it): cancel it as refunded
-            elif left <= 0:
+                return Recorded(None)  # nothing was paid (a coupon covered it): refunded whole
+            if left <= 0:
                 raise conflict("nothing_to_refund", "this order was paid back in full already")
-            else:
-                free = False
             if amount > left:
                 raise conflict(
                     "refund_exceeds_paid",
@@ -169,24 +239,32 @@ class Refunds:
                     f"(paid {order['amount_fen']}, refunded {taken})",
                     remaining_fen=left,
                 )
-            full = amount == left
-            if not free:
-                await conn.execute(
-                    insert(REFUNDS).values(
-                        **self._row(refund_id, order_id, amount, reason, actor, full, now)
-                    )
+            row = self._row(refund_id, order_id, amount, reason, actor, amount == left, now)
+            await conn.execute(insert(REFUNDS).values(**row))
+        return Recorded(row)
+
+    async def _carry_on(
+        self, refund: dict[str, Any] | None, order_id: str, actor: str, reason: str
+    ) -> bool:
+        """The second half of a refund, safe to repeat and to race: a partial one is asked
+        of the provider under its own id; a whole one (``refund`` None: a free order) moves
+        the order ``paid|shipped -> refunding`` if it is not there yet and asks the provider
+        for what is left under ``R<order id>`` (:meth:`Checkout.try_refund`), which the
+        provider dedupes. True when the refund completed now."""
+        order = await self.checkout.order(order_id)
+        if refund is not None and not refund["full"]:
+            return await self._ask_provider(refund, order)
+        state = OrderState(order["state"])
+        if state in REFUNDABLE:
+            try:
+                order = await self.checkout.book.move(
+                    order_id, OrderState.REFUNDING, actor, reason, expect=state
                 )
-        if full:
-            moved = await self.checkout.book.move(
-                order_id, OrderState.REFUNDING, actor, reason, expect=state
-            )
-            await self.checkout.try_refund(moved, actor)
-        else:
-            await self._ask_provider(await self._row_of(refund_id), order)
-        return {
-            "order": await self.checkout.order(order_id),
-            "refund": None if free else await self._view(refund_id),
-        }
+            except IllegalTransition:  # moved meanwhile (another caller carrying it on)
+                order = await self.checkout.order(order_id)
+        if OrderState(order["state"]) is not OrderState.REFUNDING:
+            return False
+        return await self.checkout.try_refund(order, actor)
 
     async def _find(self, refund_id: str) -> dict[str, Any] | None:
         async with self.ctx.engine.connect() as conn:
@@ -208,20 +286,7 @@ class Refunds:
             )
         logger.info("refund %s of order %s asked again: carried on", refund["id"], order_id)
         if refund["state"] == PENDING:
-            order = await self.checkout.order(order_id)
-            if not refund["full"]:
-                await self._ask_provider(refund, order)
-            else:
-                state = OrderState(order["state"])
-                if state in REFUNDABLE:  # stopped between its row and the order's move
-                    try:
-                        order = await self.checkout.book.move(
-                            order_id, OrderState.REFUNDING, actor, refund["reason"], expect=state
-                        )
-                    except IllegalTransition:
-                        order = await self.checkout.order(order_id)
-                if OrderState(order["state"]) == OrderState.REFUNDING:
-                    await self.checkout.try_refund(order, actor)
+            await self._carry_on(refund, order_id, actor, refund["reason"])
         return {
             "order": await self.checkout.order(order_id),
             "refund": await self._view(refund["id"]),
@@ -352,14 +417,25 @@ class Refunds:
             )
 
     async def retry_pending(self) -> int:
-        """Ask again for the partial refunds the provider has not confirmed."""
+        """Carry on the refunds still pending: ask again for the partial refunds the
+        provider has not confirmed, and carry on a whole refund whose order a stopped node
+        left ``paid`` or ``shipped`` (its row written, the order not moved: moved to
+        ``refunding`` now and the provider asked under ``R<order id>``) or ``refunded``
+        (the row not marked done). A whole refund whose order is ``refunding`` is the
+        sweeper's (:meth:`Upkeep.sweep`). Returns how many completed."""
+        waiting = [*(s.value for s in REFUNDABLE), OrderState.REFUNDED.value]
         async with self.ctx.engine.connect() as conn:
             rows = [
                 dict(r)
                 for r in (
                     await conn.execute(
                         select(REFUNDS)
-                        .where(REFUNDS.c.state == PENDING, REFUNDS.c.full.is_(False))
+                        .join(ORDERS, ORDERS.c.id == REFUNDS.c.order_id)
+                        .where(
+                            REFUNDS.c.state == PENDING,
+                            REFUNDS.c.full.is_(False) | ORDERS.c.state.in_(waiting),
+                        )
+                        .order_by(REFUNDS.c.created_ms)
                         .limit(self.ctx.config.sweep_batch)
                     )
                 ).mappings()
@@ -367,8 +443,20 @@ class Refunds:
         done = 0
         for refund in rows:
             order = await self.ctx.book.get(refund["order_id"])
-            if order is not None and await self._ask_provider(refund, order):
-                done += 1
+            if order is None:
+                continue
+            if not refund["full"]:
+                done += await self._ask_provider(refund, order)
+            elif order["state"] == OrderState.REFUNDED.value:
+                await self.on_refunded(OrderRefunded.of(order, RETRY_ACTOR))
+            else:
+                logger.warning(
+                    "whole refund %s of order %s was left pending with the order %s: carried on",
+                    refund["id"],
+                    order["id"],
+                    order["state"],
+                )
+                done += await self._carry_on(refund, order["id"], RETRY_ACTOR, refund["reason"])
         return done
 
     async def _retry_loop(self) -> None:
@@ -379,4 +467,4 @@ class Refunds:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("retrying partial refunds failed")
+                logger.exception("retrying pending refunds failed")

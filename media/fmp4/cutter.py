@@ -107,14 +107,14 @@ class PartCutter:
         """Push one frame; returns the parts it completed (zero, one or two)."""
         out: list[Cut] = []
         muxer = self.muxer
+        main = muxer.main_kind  # a flush never changes it; a header's push may
         if frame.header:
             # A changed codec config makes the muxer write out all it holds: cut what is
             # ready first, so that forced part holds only the newest sample of each track.
             cut_first = muxer.changes_init(frame)
         else:
             cut_first = (
-                frame.kind == muxer.main_kind
-                and muxer.pending_duration_at(frame.dts) > self.part_target
+                frame.kind == main and muxer.pending_duration_at(frame.dts) > self.part_target
             )
         if cut_first:
             self._emit(muxer.flush_part(), out)
@@ -124,11 +124,11 @@ class PartCutter:
         key_due = (
             frame.kind == Kind.VIDEO
             and frame.keyframe
-            and muxer.main_kind == Kind.VIDEO
+            and main == Kind.VIDEO
             and self.segment_elapsed + muxer.pending_duration_at(frame.dts)
             >= self.segment_target - _EPSILON
         )
-        resuming = frame.kind == Kind.VIDEO and not frame.header and muxer.main_kind == Kind.AUDIO
+        resuming = frame.kind == Kind.VIDEO and main == Kind.AUDIO and not frame.header
         forced = muxer.push(frame)
         if forced is not None:
             self._emit(forced, out)
@@ -144,8 +144,8 @@ class PartCutter:
                 self._new_segment = True
         elif (
             frame.kind == Kind.AUDIO
+            and main == Kind.VIDEO
             and not frame.header
-            and muxer.main_kind == Kind.VIDEO
             and muxer.last_video_dts is not None
             and frame.dts - muxer.last_video_dts > self.video_gap * 1000
         ):

@@ -264,10 +264,11 @@ class Fmp4Muxer:
     def main_kind(self) -> Kind | None:
         """The track parts are timed by: video when configured, else audio; audio while
         video is stopped (:meth:`stop_video`) until a video sample is back."""
-        state, _ = self._main()
-        if state is None:
-            return None
-        return Kind.VIDEO if state is self._video else Kind.AUDIO
+        if self._video_track is not None and not (
+            self._audio_led and not self._video.buffer and self._audio_track is not None
+        ):
+            return Kind.VIDEO
+        return Kind.AUDIO if self._audio_track is not None else None
 
     @property
     def audio_led(self) -> bool:

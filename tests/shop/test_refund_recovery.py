@@ -178,3 +178,32 @@ async def test_the_retry_loop_carries_on_a_shipped_order_s_whole_refund(
     status, body = await api.post(f"/api/orders/{order['id']}/refund")
     assert (status, body["error"]["code"]) == (409, "illegal_transition"), body
     _money_moved_once(shop, order["id"])
+
+
+async def test_a_whole_refund_whose_completion_was_lost_is_marked_done(
+    shop_factory: Any,
+) -> None:
+    """The order reached ``refunded`` but the refunds' part was stopped before it heard
+    ``order.refunded``: the row stayed ``pending``. Started again, the retry marks it done
+    and asks the provider nothing more."""
+    shop: ShopEnv = await shop_factory()
+    svc = shop.svc
+    bid, product = await _setup(shop, PRICE)
+    order = await _paid(shop, bid, product["skus"][0]["id"], "gus", "rr5")
+    await svc.refunds.stop()  # hears no event from here
+    try:
+        recorded = await svc.refunds._record(order["id"], "op", "returned", None, new_id())
+        assert recorded.refund is not None
+        assert await svc.refunds._carry_on(recorded.refund, order["id"], "op", "returned")
+    finally:
+        svc.refunds.start(background=False)
+    got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
+    assert (got["state"], got["refunded_fen"]) == ("refunded", PRICE)
+    assert [r["state"] for r in got["refunds"]] == ["pending"]
+
+    assert await svc.refunds.retry_pending() == 0  # nothing asked of the provider
+    got = await _all_done(shop, order["id"])
+    assert [r["id"] for r in got["refunds"]] == [recorded.refund["id"]]
+    assert shop.sim.refund_calls[order["id"]] == 1
+    _money_moved_once(shop, order["id"])
+    assert await _stock(shop, product["id"]) == 10

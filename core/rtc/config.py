@@ -50,7 +50,8 @@ class WebRtcConfig:
     profile) started with the stream's first WHEP viewer and stopped with its last, shared
     by all of them. Off: such streams are refused with 406, as before."""
     max_transcodes: int = 2
-    """Streams this node transcodes for WHEP at once (each costs about a CPU core at 720p30,
+    """Streams this node transcodes for WHEP at once (one ffmpeg each: ~22 % of a core for
+    a 720p30 2 Mb/s stream at ``veryfast`` here, more for busy pictures or 1080p;
     docs/webrtc.md). Beyond: 406 saying the node's transcode capacity is in use."""
     transcode_preset: str = "veryfast"
     """x264 preset of the WHEP transcode (``ultrafast`` ... ``medium``): faster presets cost

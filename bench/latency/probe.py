@@ -2,18 +2,22 @@
 
     python -m bench.latency.probe --flv http://127.0.0.1:8080/live/bench.flv --flv-probes 4 \\
         --rtmp rtmp://127.0.0.1:1935/live/bench --rtmp-probes 4 \\
-        --whep http://127.0.0.1:8080/whep/live/bench --whep-probes 4
+        --whep http://127.0.0.1:8080/whep/live/bench --whep-probes 4 \\
+        --hls http://127.0.0.1:8080/live/bench.m3u8 --hls-probes 4
 
 Each probe plays the stream (HTTP-FLV: response head, chunked framing if any, FLV tags;
 RTMP: handshake, connect, createStream, play, via media.rtmp.client; WHEP: ICE, DTLS, SRTP
-and RTP depacketizing, see bench/latency/whep_probe.py) and, for every video
+and RTP depacketizing, see bench/latency/whep_probe.py; LL-HLS: blocking playlist reloads,
+preload-hinted parts, fMP4 parsing, see bench/latency/hls_probe.py) and, for every video
 frame carrying a stamp (bench/latency/stamp.py), records ``now - stamp`` at the moment the
 bytes completing the frame were read; audio frames are timed too (see :class:`Clock`).
 Samples from the first ``--skip`` seconds of each probe are dropped (the GOP cache a
 server sends at join is old by design). Runs until its stdin closes, then prints one JSON
 line: ``{"samples": {"flv": [[wall_s, ms], ...], "flv-audio": ..., "rtmp": ..., "whep": ...},
-"errors": [...], "cpu_pct": ..., "whep": {"units", "stamped", "rtp_lost", "units_dropped"}}``
-(WHEP: video only, ``whep`` the totals over its probes; ``cpu_pct``: this process's CPU over
+"errors": [...], "cpu_pct": ..., "whep": {"units", "stamped", "rtp_lost", "units_dropped"},
+"hls": {"parts", "stamped", "hints_missed", ...}}`` (WHEP: video only, ``whep`` the totals
+over its probes; LL-HLS: video only, ``hls`` at each part's last byte and ``hls-first`` at
+its response head, ``hls`` the totals over its probes; ``cpu_pct``: this process's CPU over
 its run, near 100 when the probes themselves are the bottleneck and add their own queueing).
 """
 
@@ -29,6 +33,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.latency.hls_probe import HlsTimer, hls_probe
 from bench.latency.stamp import read_stamp
 from bench.latency.whep_probe import StampTimer, whep_probe
 from core.rtc.dtls import DtlsCertificate, DtlsContexts
@@ -169,7 +174,8 @@ async def rtmp_probe(url: str, clock: Clock) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     samples: dict[str, Samples] = {
-        "flv": [], "rtmp": [], "flv-audio": [], "rtmp-audio": [], "whep": [], "whep-read": []
+        "flv": [], "rtmp": [], "flv-audio": [], "rtmp-audio": [], "whep": [], "whep-read": [],
+        "hls": [], "hls-first": [],
     }  # fmt: skip
     errors: list[str] = []
 
@@ -200,6 +206,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tasks += [
             asyncio.create_task(guard(whep_probe(args.whep, t, cert, contexts))) for t in timers
         ]
+    hls_timers = [
+        HlsTimer(args.skip, samples["hls"], samples["hls-first"]) for _ in range(args.hls_probes)
+    ]
+    tasks += [asyncio.create_task(guard(hls_probe(args.hls, t))) for t in hls_timers]
     loop = asyncio.get_running_loop()
     stdin_closed = loop.create_future()
 
@@ -225,7 +235,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         k: sum(getattr(t, k) for t in timers)
         for k in ("units", "stamped", "rtp_lost", "units_dropped")
     }
-    return {"samples": samples, "errors": errors, "cpu_pct": cpu_pct, "whep": whep}
+    hls: dict[str, int] = {}
+    for ht in hls_timers:
+        for k, v in ht.totals().items():
+            hls[k] = hls.get(k, 0) + v
+    return {"samples": samples, "errors": errors, "cpu_pct": cpu_pct, "whep": whep, "hls": hls}
 
 
 def main() -> None:
@@ -236,6 +250,8 @@ def main() -> None:
     ap.add_argument("--rtmp-probes", type=int, default=0)
     ap.add_argument("--whep", default="", help="http://HOST:PORT/whep/APP/STREAM")
     ap.add_argument("--whep-probes", type=int, default=0)
+    ap.add_argument("--hls", default="", help="http://HOST:PORT/APP/STREAM.m3u8 (LL-HLS)")
+    ap.add_argument("--hls-probes", type=int, default=0)
     ap.add_argument("--skip", type=float, default=3.0, help="seconds of samples dropped first")
     ap.add_argument("--max-seconds", type=float, default=600.0)
     args = ap.parse_args()

@@ -4,17 +4,20 @@
     .venv/bin/python -m bench.latency.run --viewers 2,100 --window 5      # quick look
     flock /tmp/berrylive-bench.lock timeout 600 .venv/bin/python -m bench.latency.run \\
         --servers berrylive --protocols rtmp,flv,whep --viewers 1,100        # with WHEP
+    flock /tmp/berrylive-bench.lock timeout 900 .venv/bin/python -m bench.latency.run \\
+        --servers berrylive --protocols hls,flv,whep --viewers 1,100         # with LL-HLS
 
 For each audience N (outer loop) and each server (inner loop): the server is started fresh
 on loopback (bench/media/servers.py), bench/latency/publisher.py pushes bench/media's
 720p30 2 Mb/s source over RTMP with the wall clock stamped into every video frame (an SEI
 NAL unit), and N viewers play it: a few probe viewers in their own process
-(bench/latency/probe.py; shared out over ``--protocols``: HTTP-FLV, RTMP, and WHEP through
-bench/latency/whep_probe.py) read each stamp back and record ``now - stamp``, and the rest
-are bench/media's load generator (HTTP-FLV, counting bytes). WHEP refuses streams with
-B-frames, so with ``whep`` among the protocols every server gets bench/webrtc's B-frame-free
-source (same picture, rate and GOP) instead of bench/media's; servers without WHEP (NMS)
-give its probes to the other protocols.
+(bench/latency/probe.py; shared out over ``--protocols``: HTTP-FLV, RTMP, WHEP through
+bench/latency/whep_probe.py, LL-HLS through bench/latency/hls_probe.py) read each stamp
+back and record ``now - stamp``, and the rest are bench/media's load generator (HTTP-FLV,
+counting bytes). WHEP refuses streams with B-frames, so with ``whep`` among the protocols
+every server gets bench/webrtc's B-frame-free source (same picture, rate and GOP) instead
+of bench/media's; servers without WHEP or LL-HLS (NMS) give those probes to the other
+protocols.
 The server's process tree CPU is sampled exactly over the load generator's window (as
 bench/media does); the probes' samples from the same window are kept. One clock: the
 publisher, the probes and the server share the machine.
@@ -94,7 +97,7 @@ SERVERS: dict[str, type[Server]] = {
 }
 
 
-PROTOCOLS = ("flv", "rtmp", "whep")
+PROTOCOLS = ("flv", "rtmp", "whep", "hls")
 
 
 def nobf_source(duration: int) -> Source:
@@ -110,6 +113,13 @@ def whep_play_url(server: Server) -> str:
     """The WHEP endpoint of the stream, or "" for a server without WHEP."""
     if isinstance(server, Berrylive):
         return f"http://127.0.0.1:{server.ports['http']}/whep/live/bench"
+    return ""
+
+
+def hls_play_url(server: Server) -> str:
+    """The LL-HLS playlist of the stream, or "" for a server without LL-HLS (NMS)."""
+    if isinstance(server, Berrylive):
+        return f"http://127.0.0.1:{server.ports['http']}/live/bench.m3u8"
     return ""
 
 
@@ -216,7 +226,12 @@ async def run_case(
             ttfk = await probe(url, timeout=3)
         if ttfk is None:
             raise ServerError(f"no keyframe from {url} within {args.stream_timeout:.0f} s")
-        urls = {"flv": url, "rtmp": rtmp_play_url(server), "whep": whep_play_url(server)}
+        urls = {
+            "flv": url,
+            "rtmp": rtmp_play_url(server),
+            "whep": whep_play_url(server),
+            "hls": hls_play_url(server),
+        }
         protocols = tuple(p for p in args.protocols if urls[p])
         counts = split_probes(n, args.probes, protocols)
         bulk = n - sum(counts.values())
@@ -247,7 +262,7 @@ async def run_case(
         per_proto = {}
         for proto, samples in got["samples"].items():
             kept = [ms for wall, ms in samples if t_end - window - 0.5 <= wall <= t_end]
-            base = proto.removesuffix("-audio").removesuffix("-read")
+            base = proto.removesuffix("-audio").removesuffix("-read").removesuffix("-first")
             if counts.get(base) and (kept or base == proto):
                 per_proto[proto] = summary(kept)
         ok = True
@@ -266,6 +281,7 @@ async def run_case(
             "probe_errors": got.get("errors", []),
             "probe_cpu_pct": got.get("cpu_pct"),
             "whep_probe_totals": got.get("whep"),
+            "hls_probe_totals": got.get("hls"),
             "loadgen": {
                 k: result.get(k)
                 for k in ("share_ge_90pct", "errors", "loadgen_cpu_pct", "other_cores", "loss_pct")
@@ -326,8 +342,9 @@ def markdown_table(report: dict[str, Any]) -> str:
         "",
         "| server | viewers | HTTP-FLV video p50 / p99 ms | HTTP-FLV audio p50 / p99 | "
         "RTMP video p50 / p99 | RTMP audio p50 / p99 | WHEP video p50 / p99 (read) | "
+        "LL-HLS video p50 / p99 (first byte) | "
         "CPU µs / viewer·s | server CPU % | probe CPU % | ≥ 90 % bitrate | load avg (1 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["cases"]:
         if "failed" in c:
@@ -339,6 +356,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {c['server']} | {c['viewers']} | "
             + " | ".join(_cell(g.get(k)) for k in ("flv", "flv-audio", "rtmp", "rtmp-audio"))
             + f" | {_cell(g.get('whep'))} ({_cell(g.get('whep-read'))})"
+            + f" | {_cell(g.get('hls'))} ({_cell(g.get('hls-first'))})"
             + f" | {c['cpu_us_per_viewer_s']} | "
             f"{c['server_cpu_pct']} | {c.get('probe_cpu_pct', '-')} | "
             f"{'-' if share is None else f'{share:.1%}'} | "

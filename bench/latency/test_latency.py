@@ -1,4 +1,5 @@
-"""The stamp and the probe's chunked-transfer reader, fed whole and in any pieces.
+"""The stamp, the probe's chunked-transfer reader and the LL-HLS part and playlist parsers,
+fed whole, in any pieces and with garbage.
 
 .venv/bin/pytest -q bench/latency
 """
@@ -9,9 +10,20 @@ import select
 import socket
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.latency.hls_probe import (
+    FormatError,
+    HlsTimer,
+    InitInfo,
+    nal_units,
+    parse_init,
+    parse_playlist,
+    part_stamps,
+    video_samples,
+)
 from bench.latency.probe import Dechunker
 from bench.latency.publisher import _is_header
 from bench.latency.run import PROTOCOLS, split_probes, summary
@@ -25,6 +37,10 @@ from bench.latency.stamp import (
 )
 from bench.latency.whep_probe import StampTimer, enable_rx_times, kernel_rx_time
 from media import flv
+from media.fmp4 import Cut, PartCutter, styp
+from media.frame import Frame, Kind
+from relay.hls_playlist import FILE_RE, LivePlaylist
+from tests.mediautil import make_clip
 
 NOW_US = st.integers(10**15, 10**16 - 1)
 PROTOS = list(PROTOCOLS)
@@ -200,3 +216,139 @@ def test_kernel_rx_time_is_the_datagrams_arrival_not_the_read() -> None:
     assert before - 0.001 <= first <= sent_second + 0.005  # arrival, not the read 20 ms on
     assert sent_second - 0.001 <= second <= after + 0.001
     assert first <= second
+
+
+# ------------------------------------------------------------------ LL-HLS parts
+
+STAMP0 = 1_800_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def stamped_cuts(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Cut], list[int]]:
+    """A real clip (libx264 with B-frames, AAC) whose every video frame was stamped as the
+    publisher stamps it, cut into parts by the product's cutter (0.333 s parts, 1 s GOP)."""
+    clip = make_clip(tmp_path_factory.mktemp("g2g") / "clip.flv", 3.0, gop=30)
+    tags = [t for t in flv.FlvDemuxer().feed(clip.read_bytes()) if isinstance(t, flv.FlvTag)]
+    cutter = PartCutter(part_target=0.333, segment_target=1.0, segment_max=4.0)
+    cuts: list[Cut] = []
+    stamps: list[int] = []
+    for tag in tags:
+        body = tag.body
+        if tag.tag_type == 9 and is_avc_nalu_tag(body):
+            stamps.append(STAMP0 + 1000 * len(stamps))
+            body = stamp(body, stamps[-1])
+        cuts += cutter.push(Frame.from_payload(Kind(tag.tag_type), tag.timestamp, body))
+    cuts += cutter.finish()
+    return cuts, stamps
+
+
+def test_stamps_read_back_from_real_parts_in_decode_order(
+    stamped_cuts: tuple[list[Cut], list[int]],
+) -> None:
+    cuts, stamps = stamped_cuts
+    parts = [c.part.data for c in cuts]
+    assert len(parts) >= 8 and len(stamps) == 90
+    init = parse_init(cuts[0].part.init.data)
+    assert init == InitInfo(video_track=1, nal_length_size=4)
+    per_part = [part_stamps(p, init) for p in parts]
+    assert [s for got in per_part for s in got] == stamps  # every frame once, in order
+    assert all(0 < len(got) <= 11 for got in per_part)  # <= 0.333 s of 30 fps each
+    assert sum(len(video_samples(p, 2)) for p in parts) > 100  # the AAC track is apart
+    # a whole segment (styp + its parts) reads the same
+    whole = styp() + b"".join(parts[:4])
+    assert part_stamps(whole, init) == [s for got in per_part[:4] for s in got]
+    # the stamp is one NAL unit among the frame's own: the keyframe's IDR slice follows
+    units = nal_units(video_samples(parts[0], 1)[0])
+    assert units[0][0] & 0x1F == 6 and any(n[0] & 0x1F == 5 for n in units)
+
+
+def test_a_cut_part_is_a_format_error_never_a_short_answer(
+    stamped_cuts: tuple[list[Cut], list[int]],
+) -> None:
+    cuts, _ = stamped_cuts
+    init = parse_init(cuts[0].part.init.data)
+    data = cuts[1].part.data
+    for cut in range(1, len(data), max(1, len(data) // 97)):
+        with pytest.raises(FormatError):
+            part_stamps(data[:cut], init)
+    with pytest.raises(FormatError):
+        part_stamps(data + b"\x00\x00\x00", init)  # trailing bytes that are no box
+    with pytest.raises(FormatError):
+        parse_init(cuts[0].part.init.data[:-20])
+
+
+@given(st.binary(max_size=600))
+def test_the_part_parsers_raise_only_their_error_on_garbage(data: bytes) -> None:
+    for call in (
+        lambda: part_stamps(data, InitInfo(1, 4)),
+        lambda: parse_init(data),
+        lambda: nal_units(memoryview(data), 2),
+    ):
+        try:
+            call()
+        except FormatError:
+            pass
+
+
+@given(st.data())
+def test_a_real_part_with_bytes_changed_raises_only_the_parsers_error(
+    stamped_cuts: tuple[list[Cut], list[int]], data: st.DataObject
+) -> None:
+    cuts, _ = stamped_cuts
+    part = bytearray(cuts[data.draw(st.integers(0, len(cuts) - 1))].part.data)
+    moof_end = int.from_bytes(part[:4], "big")  # change the boxes, not the media
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, min(len(part), moof_end + 8) - 1))
+        part[at] = data.draw(st.integers(0, 255))
+    try:
+        part_stamps(bytes(part), InitInfo(1, 4))
+    except FormatError:
+        pass
+
+
+def test_the_playlist_parser_finds_parts_and_the_hint_of_the_products_playlist(
+    stamped_cuts: tuple[list[Cut], list[int]],
+) -> None:
+    cuts, _ = stamped_cuts
+    playlist = LivePlaylist(name="bench", token="t0k3n", part_target=0.333, segment_max=4.0)
+    for cut in cuts[:-1]:
+        playlist.add(cut.part, cut.new_segment, now=0.0)
+        got = parse_playlist(playlist.render())
+        assert got.part_target == 0.333
+        assert got.parts, "no part listed"
+        for ref in got.parts:
+            m = FILE_RE.match(ref.uri.rsplit("/", 1)[1])
+            assert m is not None and (int(m.group(3)), int(m.group(4))) == ref.position
+            assert ref.map_uri == "bench.hls/t0k3n/init-1.mp4"
+        assert got.hint is not None and got.hint.position == playlist.next_position()
+        assert got.next_position() == playlist.next_position()
+        assert got.hint.uri.endswith("part-{}.{}.m4s".format(*playlist.next_position()))
+    assert sum(c.new_segment for c in cuts) >= 3  # positions were checked across segments
+
+
+@given(st.text(max_size=400))
+def test_the_playlist_parser_raises_only_its_error_on_garbage(text: str) -> None:
+    for t in (text, "#EXTM3U\n" + text):
+        try:
+            parse_playlist(t)
+        except FormatError:
+            pass
+
+
+def test_hls_timer_skips_the_start_and_times_both_ends_of_a_part() -> None:
+    last: list[tuple[float, float]] = []
+    first: list[tuple[float, float]] = []
+    timer = HlsTimer(skip=1.0, last=last, first=first)
+    t0 = time.time()
+    us = int(t0 * 1e6)
+    timer.part([us - 300_000, None], first=t0, last=t0 + 0.01)  # the first part: skipped
+    timer.part([us + 1_000_000, us + 1_200_000], first=t0 + 1.29, last=t0 + 1.3)
+    assert (timer.parts, timer.samples, timer.stamped) == (2, 4, 3)
+    assert [round(ms) for _, ms in last] == [300, 100]
+    assert [round(ms) for _, ms in first] == [290, 90]
+    assert last[0][0] == round(t0 + 1.3, 3)
+
+
+def test_hls_is_a_protocol_the_probes_are_shared_with() -> None:
+    assert "hls" in PROTOCOLS
+    assert split_probes(100, 8, ("hls", "flv", "whep")) == {"hls": 3, "flv": 3, "whep": 2}

@@ -344,16 +344,21 @@ def part_stamps(data: bytes | bytearray | memoryview, init: InitInfo) -> list[in
 
 class HlsTimer:
     """Parts in, ``(time_s, time - stamp in ms)`` samples out, from ``skip`` s after the
-    probe's first part arrived (the first part is at the live edge; the skip keeps the
-    probes' start-up alike)."""
+    probe started (``started``, default: now), as the HTTP-FLV and RTMP probes count. Not
+    from the first part, as the WHEP probe counts: an LL-HLS probe starts at the live edge
+    (no old cached GOP comes first), but a packager's first plain playlist is held until
+    its first segment is complete, and counting from the part after that would drop the
+    first seconds of the run's window."""
 
-    def __init__(self, skip: float, last: Samples, first: Samples | None = None) -> None:
+    def __init__(
+        self, skip: float, last: Samples, first: Samples | None = None, started: float | None = None
+    ) -> None:
         self.skip = skip
         self.last = last
         """Samples at the part's last byte."""
         self.first = first
         """Samples at the arrival of the part's response head."""
-        self.started: float | None = None
+        self.started = time.time() if started is None else started
         self.parts = 0
         self.samples = 0
         self.stamped = 0
@@ -368,8 +373,6 @@ class HlsTimer:
     def part(self, stamps: list[int | None], first: float, last: float) -> None:
         self.parts += 1
         self.samples += len(stamps)
-        if self.started is None:
-            self.started = last
         counted = last - self.started >= self.skip
         for stamp_us in stamps:
             if stamp_us is None:

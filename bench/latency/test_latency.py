@@ -338,10 +338,10 @@ def test_the_playlist_parser_raises_only_its_error_on_garbage(text: str) -> None
 def test_hls_timer_skips_the_start_and_times_both_ends_of_a_part() -> None:
     last: list[tuple[float, float]] = []
     first: list[tuple[float, float]] = []
-    timer = HlsTimer(skip=1.0, last=last, first=first)
     t0 = time.time()
+    timer = HlsTimer(skip=1.0, last=last, first=first, started=t0)
     us = int(t0 * 1e6)
-    timer.part([us - 300_000, None], first=t0, last=t0 + 0.01)  # the first part: skipped
+    timer.part([us - 300_000, None], first=t0 + 0.99, last=t0 + 0.995)  # in the skip
     timer.part([us + 1_000_000, us + 1_200_000], first=t0 + 1.29, last=t0 + 1.3)
     assert (timer.parts, timer.samples, timer.stamped) == (2, 4, 3)
     assert [round(ms) for _, ms in last] == [300, 100]

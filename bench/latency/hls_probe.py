@@ -22,6 +22,11 @@ The server adds about a part by design: a frame waits for the part it belongs to
 close (up to ``PART-TARGET``), plus the muxer's one held-back frame (a sample's duration
 comes from its successor). So the samples of one part spread over a part's duration.
 
+What the cutting alone accounts for, in media time (the frame's timestamp to the timestamp
+of the frame whose arrival closes its part), is :func:`cut_waits`, for a source file::
+
+    .venv/bin/python -m bench.latency.hls_probe bench/results/cache/webrtc-720p30-nobf-60s.flv
+
 Sans-I/O parsers (:func:`parse_playlist`, :func:`parse_init`, :func:`video_samples`,
 :func:`part_stamps`) raise only :class:`FormatError`. Used by bench/latency/probe.py
 (``--hls URL --hls-probes N``).
@@ -29,17 +34,23 @@ Sans-I/O parsers (:func:`parse_playlist`, :func:`parse_init`, :func:`video_sampl
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urljoin
 
 import aiohttp
 
 from bench.latency.stamp import read_stamp_nalus
+from media import flv
+from media.fmp4 import PartCutter
+from media.frame import Frame, Kind
 
 Samples = list[tuple[float, float]]
 
@@ -49,6 +60,7 @@ __all__ = [
     "InitInfo",
     "MediaPlaylist",
     "PartRef",
+    "cut_waits",
     "hls_probe",
     "parse_init",
     "parse_playlist",
@@ -492,3 +504,49 @@ async def hls_probe(url: str, timer: HlsTimer) -> None:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+# ------------------------------------------------------------------ the design's share
+
+
+def cut_waits(frames: Iterable[Frame], part_target: float = 0.333) -> list[int]:
+    """Per video frame, in ms of media time: from the frame's timestamp to the timestamp of
+    the frame whose push made the product's cutter (relay's settings: 1 s segment target,
+    4 s max) write the part holding it. A server that sends each part the moment it is cut
+    adds exactly this (frames arriving at their timestamps' pace); what a probe measures
+    beyond it is the server's and the transport's own."""
+    cutter = PartCutter(part_target=part_target, segment_target=1.0, segment_max=4.0)
+    waiting: list[int] = []
+    waits: list[int] = []
+    for frame in frames:
+        if frame.kind is Kind.VIDEO and not frame.header:
+            waiting.append(frame.dts)
+        for cut in cutter.push(frame):
+            init = parse_init(cut.part.init.data)
+            written = len(video_samples(cut.part.data, init.video_track))
+            waits += [frame.dts - dts for dts in waiting[:written]]
+            del waiting[:written]
+    return waits
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="What cutting parts alone adds, per video frame.")
+    ap.add_argument("flv", type=Path, help="an FLV source (e.g. bench/results/cache/*.flv)")
+    ap.add_argument("--part-target", type=float, default=0.333)
+    args = ap.parse_args()
+    tags = flv.FlvDemuxer().feed(args.flv.read_bytes())
+    frames = [
+        Frame.from_payload(Kind(t.tag_type), t.timestamp, t.body)
+        for t in tags
+        if isinstance(t, flv.FlvTag) and t.tag_type in (8, 9)
+    ]
+    waits = sorted(cut_waits(frames, args.part_target))
+    if not waits:
+        raise SystemExit("no video frame was cut")
+    at = {q: waits[min(len(waits) - 1, int(q / 100 * len(waits)))] for q in (50, 90, 99)}
+    print(json.dumps({"n": len(waits), **{f"p{q}": v for q, v in at.items()},
+                      "max": waits[-1], "mean": round(sum(waits) / len(waits), 1)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

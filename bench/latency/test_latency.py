@@ -18,6 +18,7 @@ from bench.latency.hls_probe import (
     FormatError,
     HlsTimer,
     InitInfo,
+    cut_waits,
     nal_units,
     parse_init,
     parse_playlist,
@@ -347,6 +348,20 @@ def test_hls_timer_skips_the_start_and_times_both_ends_of_a_part() -> None:
     assert [round(ms) for _, ms in last] == [300, 100]
     assert [round(ms) for _, ms in first] == [290, 90]
     assert last[0][0] == round(t0 + 1.3, 3)
+
+
+def test_the_cutting_delays_a_frame_between_a_frame_and_a_part_plus_a_frame(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    clip = make_clip(tmp_path_factory.mktemp("g2g") / "nobf.flv", 4.0, gop=60, extra=["-bf", "0"])
+    tags = [t for t in flv.FlvDemuxer().feed(clip.read_bytes()) if isinstance(t, flv.FlvTag)]
+    frames = [Frame.from_payload(Kind(t.tag_type), t.timestamp, t.body) for t in tags]
+    waits = cut_waits(frames, 0.333)
+    video = [f for f in frames if f.kind is Kind.VIDEO and not f.header]
+    # every frame but those of the open part at the end (no more than a part's worth)
+    assert len(video) - 11 <= len(waits) < len(video)
+    assert min(waits) >= 33 and max(waits) <= 333 + 34
+    assert max(waits) >= 300  # a part's first frame waits about the whole part
 
 
 def test_hls_is_a_protocol_the_probes_are_shared_with() -> None:

@@ -35,9 +35,11 @@ through one :class:`relay.rtc_transcode.VideoTranscoder` per stream (at most
 ``max_transcodes`` streams per node, :meth:`RtpStreams.admit`): the hub's video goes to
 ffmpeg, ffmpeg's H.264 (no B-frames) comes back as frames that :meth:`RtpStream._consume`
 takes as it takes the hub's, so history, NACK, keyframe start and sender reports are one
-code path; audio keeps its own path. A stream whose video changes while played (a
-takeover by a publisher that needs the other path, or a transcoded stream's new video
-header) closes its viewers with a reason saying to reconnect.
+code path; audio keeps its own path. A passed-through stream that turns out to need the
+transcode (B-frames seen after the viewers came, a takeover by HEVC or B-frames) switches
+to it in place from the next keyframe, and a transcoded stream whose video header changes
+(a takeover) gets a new ffmpeg the same way: viewers stay. Without a transcode left on the
+node, or with transcoding off, the viewers are closed with the reason.
 """
 
 from __future__ import annotations
@@ -188,20 +190,6 @@ def capacity_refusal(why: str, limit: int) -> str:
         f"capacity is used ({limit} at once, webrtc.max_transcodes): play it over HTTP-FLV "
         "or HLS, or try again later"
     )
-
-
-RECONNECT_CODEC = (
-    "the stream's video changed to {name}, which WebRTC plays here through a transcode: "
-    "reconnect to play it"
-)
-RECONNECT_BFRAMES = (
-    "the stream's H.264 now has B-frames, which WebRTC plays here through a transcode: "
-    "reconnect to play it"
-)
-RECONNECT_CHANGED = (
-    "the stream's video changed (a new publisher or new encoder settings) while it was "
-    "transcoded for WebRTC: reconnect to play it"
-)
 
 
 def unplayable(hub: StreamHub) -> str | None:
@@ -495,6 +483,9 @@ class RtpStream:
         self.video_transcoder: VideoTranscoder | None = None
         self._source_header: bytes | None = None
         """The hub's video sequence header the transcode started with."""
+        self._passed_pts: int | None = None
+        self.switches = 0
+        """Times passthrough switched to the transcode in place."""
         self.loop = asyncio.get_running_loop()
         self.viewers: set[RtcViewer] = set()
         self.packetizer = H264Packetizer()
@@ -530,16 +521,10 @@ class RtpStream:
         frames, _ok = self.hub.prelude_frames()
         if frames:
             self._last_frame = frames[-1]
-        if self.transcoding:
-            header = self.hub.video_header
-            self._source_header = header.payload if header is not None else None
-            transcoder = VideoTranscoder(
-                self.hub.key, self.streams.transcode, self._transcoded, self._transcode_stopped
-            )
-            self.video_transcoder = transcoder
-            transcoder.start([f for f in frames if f.kind == Kind.VIDEO], self.hub.meta)
+        if self.transcoding and self.hub.video_header is not None:
+            self._launch(self.hub.video_header, [f for f in frames if f.kind == Kind.VIDEO])
             frames = [f for f in frames if f.kind != Kind.VIDEO]
-        self._consume(frames)
+        self._ingest(frames)
         self._sr_task = self.loop.create_task(self._report_loop())
 
     def add(self, viewer: RtcViewer) -> None:
@@ -602,26 +587,97 @@ class RtpStream:
         if not frames:
             return
         self._last_frame = frames[-1]
-        if self.video_transcoder is None:
+        self._ingest(frames)
+
+    # -------------------------------------------------------------- the transcode
+
+    def _ingest(self, frames: list[Frame]) -> None:
+        """The hub's frames: packetized as they are, or their video through the transcode.
+
+        With transcoding on, passthrough watches the video: a picture out of presentation
+        order (B-frames) or a header of another codec (a takeover) switches the stream to
+        the transcode in place, from the next keyframe: its viewers stay, their video
+        pauses for at most a GOP. A transcoded stream whose video header changes (a
+        takeover) gets a new ffmpeg the same way."""
+        if self.video_transcoder is None and not self.streams.transcode.enabled:
             self._consume(frames)
             return
-        transcoder = self.video_transcoder
-        others: list[Frame] = []
+        passed: list[Frame] = []
         for frame in frames:
-            if frame.kind != Kind.VIDEO:
-                others.append(frame)
-            elif frame.header and frame.payload != self._source_header:
-                self._consume(others)
-                self.refuse(RECONNECT_CHANGED)
+            if self.closed:
                 return
+            if frame.kind != Kind.VIDEO:
+                passed.append(frame)
+                continue
+            transcoder = self.video_transcoder
+            if transcoder is None:
+                why = self._cannot_pass(frame)
+                if why is None:
+                    passed.append(frame)
+                    continue
+                self._consume(passed)
+                passed = []
+                if not self._switch_to_transcode(frame, why):
+                    return
+            elif frame.header and frame.payload != self._source_header:
+                logger.info("whep %s: new video header: restarting the transcode", self.hub.key)
+                transcoder.close()
+                self._launch(frame, [frame], wait_keyframe=True)
             else:
                 transcoder.push(frame)
-        self._consume(others)
+        self._consume(passed)
+
+    def _cannot_pass(self, frame: Frame) -> str | None:
+        """Why this video frame of the hub cannot go out as it is, or None."""
+        try:
+            info = flv.parse_video_header(frame.payload)
+        except FLVError:
+            return None  # counted by the packetizer
+        if info.codec not in ("avc1", "avc3"):
+            return None if info.command else codec_refusal(info.codec)
+        if frame.header or info.command or info.sequence_end:
+            return None
+        pts = frame.pts
+        last = self._passed_pts
+        self._passed_pts = pts
+        if not frame.keyframe and last is not None and pts < last:
+            return BFRAMES_REFUSAL
+        return None
+
+    def _switch_to_transcode(self, frame: Frame, why: str) -> bool:
+        """Passthrough met video it cannot carry (``why``): transcode from the next keyframe,
+        or close the viewers when this node's transcodes are all in use."""
+        streams = self.streams
+        header = frame if frame.header else self.hub.video_header
+        if streams.transcodes_in_use(self.hub.key) >= streams.transcode.max_transcodes:
+            self.refuse(capacity_refusal(why.split(";")[0], streams.transcode.max_transcodes))
+            return False
+        if header is None:
+            self.refuse(why)
+            return False
+        logger.info(
+            "whep %s: %s: transcoding from the next keyframe", self.hub.key, why.split(";")[0]
+        )
+        self._launch(header, [header], wait_keyframe=True)
+        self.switches += 1
+        return True
+
+    def _launch(self, header: Frame, frames: list[Frame], *, wait_keyframe: bool = False) -> None:
+        """Start this stream's transcode with ``frames`` (the video header first)."""
+        self.transcoding = True
+        self._source_header = header.payload
+        transcoder = VideoTranscoder(
+            self.hub.key, self.streams.transcode, self._transcoded, self._transcode_stopped
+        )
+        self.video_transcoder = transcoder
+        transcoder.start(frames, self.hub.meta, measure=self.hub.gop, wait_keyframe=wait_keyframe)
 
     def _transcoded(self, frames: list[Frame]) -> None:
         """ffmpeg's H.264 for this stream: packetized as the hub's frames are."""
         if not self.closed:
             self._consume(frames)
+
+    # -------------------------------------------------------------- packetizing
 
     def _transcode_stopped(self, reason: str) -> None:
         self.refuse(f"the stream's WebRTC transcode stopped ({reason}): reconnect to play it")
@@ -644,12 +700,7 @@ class RtpStream:
         info = flv.parse_video_header(frame.payload)
         if info.codec not in ("avc1", "avc3"):
             if not info.command:
-                # with transcoding on, a new session plays it through a transcode
-                self.refuse(
-                    RECONNECT_CODEC.format(name=_CODEC_NAMES.get(info.codec, info.codec))
-                    if self.streams.transcode.enabled
-                    else codec_refusal(info.codec)
-                )
+                self.refuse(codec_refusal(info.codec))
             return
         data = frame.payload[info.data_offset :]
         if info.sequence_header:
@@ -663,7 +714,7 @@ class RtpStream:
         if frame.keyframe:
             self._last_video_pts = None
         elif self._last_video_pts is not None and pts < self._last_video_pts:
-            self.refuse(RECONNECT_BFRAMES if self.streams.transcode.enabled else BFRAMES_REFUSAL)
+            self.refuse(BFRAMES_REFUSAL)
         self._last_video_pts = pts
         payloads = self.packetizer.payloads(data)
         if not payloads:
@@ -832,7 +883,9 @@ class RtpStream:
             "frame_errors": self.frame_errors,
             "fanout_ms": _quantiles_ms(self.fanout_s),
             "transcode": (
-                self.video_transcoder.stats() if self.video_transcoder is not None else None
+                {**self.video_transcoder.stats(), "switches": self.switches}
+                if self.video_transcoder is not None
+                else None
             ),
             "opus": (
                 {

@@ -200,6 +200,7 @@ class VideoTranscoder:
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._dropping = False
+        self._waiting_keyframe = False
         self._lag_limit = MAX_LAG_MS
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self._task: asyncio.Task[None] | None = None
@@ -215,6 +216,8 @@ class VideoTranscoder:
         self.started_at = 0.0
         self.first_frame_s: float | None = None
         """Seconds from start to ffmpeg's first picture."""
+        self.first_pts: int | None = None
+        """Presentation time (hub ms) of ffmpeg's first picture."""
         self._pushed: dict[int, float] = {}
         """PTS -> when a live picture was queued (bounded), to time it through ffmpeg."""
         self.added_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -226,11 +229,21 @@ class VideoTranscoder:
 
     # -------------------------------------------------------------- in
 
-    def start(self, frames: list[Frame], meta: dict[str, Any]) -> None:
+    def start(
+        self,
+        frames: list[Frame],
+        meta: dict[str, Any],
+        *,
+        measure: list[Frame] | None = None,
+        wait_keyframe: bool = False,
+    ) -> None:
         """Start ffmpeg; ``frames``: the hub's video header and cached GOP (video only),
-        queued first so the first picture comes at once."""
+        queued first so the first picture comes at once; ``measure``: frames to measure
+        the source's rates on (default ``frames``); ``wait_keyframe``: ``push`` takes
+        pictures from the next keyframe on (a switch from passthrough mid-GOP)."""
         gop = [f for f in frames if f.kind == Kind.VIDEO]
-        kbps, fps = source_rates(gop, meta)
+        kbps, fps = source_rates(measure if measure is not None else gop, meta)
+        self._waiting_keyframe = wait_keyframe
         self.kbps = self.settings.bitrate_kbps or kbps
         self.fps = fps
         pictures = [f.dts for f in gop if not f.header]
@@ -246,6 +259,10 @@ class VideoTranscoder:
         if self.closed:
             return
         if not frame.header:
+            if self._waiting_keyframe:
+                if not frame.keyframe:
+                    return
+                self._waiting_keyframe = False
             if self._dropping and not frame.keyframe:
                 self.frames_dropped += 1
                 return
@@ -366,6 +383,8 @@ class VideoTranscoder:
             if self.first_frame_s is None:
                 self.first_frame_s = now - self.started_at
             for frame in frames:
+                if self.first_pts is None and not frame.header:
+                    self.first_pts = frame.pts
                 pushed = self._pushed.pop(frame.pts, None)
                 if pushed is not None and not frame.header:
                     self.added_s.append(now - pushed)

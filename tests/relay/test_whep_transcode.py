@@ -142,6 +142,7 @@ async def test_bframes_play_through_one_shared_transcode(
         assert not _gone(pid)
         assert await _delete(server.http_url + two.location) == 200
         await wait_for(lambda: _gone(pid), 10)
+        await transcoder.wait_closed()
         assert transcoder.proc is not None and transcoder.proc.returncode is not None
         assert not service.streams.streams and service.streams.transcodes_in_use() == 0
     finally:
@@ -272,43 +273,6 @@ async def test_ffmpeg_dying_closes_the_viewers_with_the_reason(
         await stop(proc)
 
 
-async def test_a_takeover_that_needs_the_transcode_asks_viewers_to_reconnect(
-    server_factory: Factory, plain: Path, bframes: Path
-) -> None:
-    """A passthrough stream taken over by a publisher with B-frames: its WebRTC viewers are
-    closed with a reason saying to reconnect; reconnecting plays it through a transcode."""
-    server = await server_factory(webrtc=RTC)
-    first = await _publish(server, "t", plain)
-    player, again = Player(), Player()
-    second = None
-    try:
-        status, text = await player.play(f"{server.http_url}/whep/live/t")
-        assert status == 201, text
-        await player.pictures(5)
-        service = server.app[WHEP]
-        (viewing,) = service.viewings.values()
-        viewer = viewing.viewer
-        assert viewer is not None and not viewer.stream.transcoding
-        second = await start_publisher(server.push_url("t"), bframes, loop=True)
-        await wait_for(lambda: viewer.closed, 20)
-        assert "B-frames" in viewer.close_reason and "reconnect" in viewer.close_reason
-        await stop(first)
-        hub = server.app[REGISTRY].get("live", "t")
-        await wait_for(lambda: hub.gop_valid and has_reordering(hub.gop), 10)
-        status, text = await again.play(f"{server.http_url}/whep/live/t")
-        assert status == 201, text
-        frames = await again.pictures(20)
-        assert [f.pts for f in frames] == sorted(f.pts for f in frames)
-        (stream,) = service.streams.streams.values()
-        assert stream.transcoding and stream.video_transcoder is not None
-    finally:
-        await player.close()
-        await again.close()
-        await stop(first)
-        if second is not None:
-            await stop(second)
-
-
 async def test_a_stalled_transcode_drops_to_the_next_keyframe(plain: Path) -> None:
     """ffmpeg stopped (SIGSTOP) while the stream goes on: ``push`` never waits; beyond the
     queue's bound frames are dropped (counted) up to a keyframe; once ffmpeg runs again
@@ -369,3 +333,105 @@ async def test_a_stalled_transcode_drops_to_the_next_keyframe(plain: Path) -> No
         transcoder.close()
         await transcoder.wait_closed()
     assert transcoder.proc is not None and transcoder.proc.returncode is not None
+
+
+async def _transcoded_pictures(player: Player, viewer: Any, n: int) -> int:
+    """Decode pictures until ``n`` of them came out of the stream's current transcode (the
+    RTP timestamps from its first picture on, as aiortc counts them); how many did."""
+    stream = viewer.stream
+    await wait_for(
+        lambda: (
+            stream.video_transcoder is not None and stream.video_transcoder.first_pts is not None
+        ),
+        20,
+    )
+    threshold = (
+        stream.video_transcoder.first_pts * 90 + stream.video_offset - viewer.first_video_timestamp
+    ) & 0xFFFFFFFF
+    got, last = 0, -1
+    deadline = asyncio.get_running_loop().time() + 30
+    while got < n and asyncio.get_running_loop().time() < deadline:
+        frame = await asyncio.wait_for(player.tracks["video"].recv(), 10)
+        assert frame.pts > last  # presentation order, across the switch
+        last = frame.pts
+        if frame.pts >= threshold:
+            got += 1
+    return got
+
+
+async def test_passthrough_switches_to_the_transcode_in_place(
+    server_factory: Factory, plain: Path, bframes: Path, tmp_path: Path
+) -> None:
+    """A passthrough stream taken over by a publisher with B-frames: its WebRTC viewer
+    stays (same session) and decodes the transcode's pictures from the next keyframe on;
+    then an HEVC publisher takes over: the transcode restarts (a new ffmpeg) and the
+    viewer goes on again."""
+    server = await server_factory(webrtc=RTC)
+    first = await _publish(server, "t", plain)
+    player = Player()
+    second = third = None
+    try:
+        status, text = await player.play(f"{server.http_url}/whep/live/t")
+        assert status == 201, text
+        await player.pictures(5)
+        service = server.app[WHEP]
+        (viewing,) = service.viewings.values()
+        viewer = viewing.viewer
+        assert viewer is not None and not viewer.stream.transcoding
+        second = await start_publisher(server.push_url("t"), bframes, loop=True)
+        await stop(first)
+        assert await _transcoded_pictures(player, viewer, 20) == 20
+        assert not viewer.closed and viewing.session.state == "connected"
+        stream = viewer.stream
+        assert stream.switches == 1 and stream.video_transcoder is not None
+        pid = stream.video_transcoder.pid
+        assert pid is not None
+        # a takeover by HEVC: another video header -> a new ffmpeg, the viewer stays
+        hevc = make_clip(tmp_path / "h.flv", 3.0, fps=25, gop=25, vcodec="libx265")
+        third = await start_publisher(
+            server.push_url("t"), hevc, loop=True, exe=bundled_ffmpeg_exe()
+        )
+        await stop(second)
+        await wait_for(lambda: _gone(pid), 20)
+        assert stream.video_transcoder.pid != pid
+        assert await _transcoded_pictures(player, viewer, 20) == 20
+        assert not viewer.closed and list(service.viewings.values()) == [viewing]
+        assert service.streams.transcodes_in_use() == 1
+    finally:
+        await player.close()
+        for proc in (first, second, third):
+            if proc is not None:
+                await stop(proc)
+
+
+async def test_a_switch_without_capacity_closes_the_viewers_with_the_reason(
+    server_factory: Factory, plain: Path, bframes: Path
+) -> None:
+    """``max_transcodes = 1``, taken by one stream: another, passed through, taken over
+    by a publisher with B-frames closes its viewers with the capacity reason."""
+    server = await server_factory(webrtc={**RTC, "max_transcodes": 1})
+    busy = await _publish(server, "busy", bframes)
+    first = await _publish(server, "p", plain)
+    holder, player = Player(), Player()
+    second = None
+    try:
+        status, text = await holder.play(f"{server.http_url}/whep/live/busy")
+        assert status == 201, text
+        await holder.pictures(3)
+        status, text = await player.play(f"{server.http_url}/whep/live/p")
+        assert status == 201, text
+        await player.pictures(3)
+        service = server.app[WHEP]
+        viewer = next(v.viewer for v in service.viewings.values() if v.stream == "p")
+        assert viewer is not None
+        second = await start_publisher(server.push_url("p"), bframes, loop=True)
+        await wait_for(lambda: viewer.closed, 20)
+        assert "capacity" in viewer.close_reason and "B-frames" in viewer.close_reason
+        assert service.streams.transcodes_in_use() == 1  # the busy stream's, still playing
+        await holder.pictures(3)
+    finally:
+        await holder.close()
+        await player.close()
+        for proc in (busy, first, second):
+            if proc is not None:
+                await stop(proc)

@@ -63,15 +63,21 @@ async def test_chromium_plays_a_bframe_stream_through_the_transcode(
                 first = await stats()
                 print(f"\nWHEP POST -> first frame decoded (transcoded): {first['first']:.0f} ms")
 
+                last: dict[str, Any] = {}
+
                 async def growing() -> bool:
-                    now = await stats()
+                    now = last["stats"] = await stats()
                     return bool(
                         now["video"]["framesDecoded"] >= first["video"]["framesDecoded"] + 50
                         and now["audio"]
                         and now["audio"]["packetsReceived"] > 50
                     )
 
-                await wait_for(growing, 30, step=0.2)
+                try:
+                    await wait_for(growing, 30, step=0.2)
+                except AssertionError:
+                    figures = [s.stats() for s in server.app[WHEP].streams.streams.values()]
+                    raise AssertionError(f"{first=} {last=} {figures=} {log[-20:]}") from None
                 print(f"Chromium getStats: {await stats()}")
                 (stream,) = server.app[WHEP].streams.streams.values()
                 assert stream.video_transcoder is not None

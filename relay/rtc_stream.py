@@ -677,10 +677,10 @@ class RtpStream:
         if not self.closed:
             self._consume(frames)
 
-    # -------------------------------------------------------------- packetizing
-
     def _transcode_stopped(self, reason: str) -> None:
         self.refuse(f"the stream's WebRTC transcode stopped ({reason}): reconnect to play it")
+
+    # -------------------------------------------------------------- packetizing
 
     def _consume(self, frames: list[Frame]) -> None:
         for frame in frames:
@@ -984,7 +984,7 @@ class RtpStreams:
                 and hub.has_video
                 and needs_transcode(hub)
                 and self.transcodes_in_use(hub.key) < self.transcode.max_transcodes
-            )  # no capacity (a race with another stream): passthrough refuses with a reason
+            )  # no capacity (a race with another stream): passthrough closes with the reason
             stream = RtpStream(
                 self,
                 hub,

@@ -117,7 +117,8 @@ async def test_aiortc_plays_an_rtmp_stream_over_whep(server_factory, clip) -> No
 
 
 async def test_errors_are_clear_and_disturb_nothing(server_factory, clip, tmp_path) -> None:
-    server = await server_factory(webrtc={**RTC, "max_sessions": 1})
+    # transcode off: a B-frame stream is refused (with it on, tests/relay/test_whep_transcode)
+    server = await server_factory(webrtc={**RTC, "max_sessions": 1, "transcode": False})
     proc = await _publish(server, "ok", clip)
     bframes = make_clip(tmp_path / "bf.flv", 3.0, fps=25, gop=25)  # x264 main, B-frames
     bproc = await _publish(server, "bf", bframes)
@@ -160,10 +161,10 @@ async def test_errors_are_clear_and_disturb_nothing(server_factory, clip, tmp_pa
         await stop(bproc)
 
 
-async def test_hevc_is_refused_with_the_reason(server_factory, tmp_path) -> None:
+async def test_hevc_is_refused_with_the_reason_without_transcode(server_factory, tmp_path) -> None:
     from core.ffmpeg import bundled_ffmpeg_exe
 
-    server = await server_factory(webrtc=RTC)
+    server = await server_factory(webrtc={**RTC, "transcode": False})
     hevc = make_clip(tmp_path / "h.flv", 2.0, fps=25, gop=25, vcodec="libx265")
     proc = await start_publisher(server.push_url("h"), hevc, loop=True, exe=bundled_ffmpeg_exe())
     pc, offer = await _offer()
@@ -340,11 +341,12 @@ async def test_audio_only_stream_plays_opus(server_factory, tmp_path) -> None:
 
 
 async def test_takeover_by_hevc_closes_whep_viewers_with_the_reason(server_factory, clip, tmp_path):
-    """An H.264 stream taken over by an HEVC publisher: its WebRTC viewers are closed (the
-    transport session ends), and a new POST gets 406 saying HEVC."""
+    """Without the transcode (``webrtc.transcode = false``), an H.264 stream taken over by an
+    HEVC publisher: its WebRTC viewers are closed (the transport session ends), and a new
+    POST gets 406 saying HEVC."""
     from core.ffmpeg import bundled_ffmpeg_exe
 
-    server = await server_factory(webrtc=RTC)
+    server = await server_factory(webrtc={**RTC, "transcode": False})
     first = await _publish(server, "x", clip)
     pc, offer = await _offer()
     tracks: dict[str, Any] = {}

@@ -167,13 +167,16 @@ async def test_watch_chat_buy_win(show: dict[str, Any]) -> None:
     async with async_playwright() as pw:
         browser = await _browser(pw)
         try:
-            # A: whatever the page picks (this clip has B-frames: never WebRTC, LL-HLS);
-            # B: WS-FLV through mpegts.js, the last resort
+            # A: whatever the page picks (this clip has B-frames: WebRTC through the
+            # stream's one transcode); B: WS-FLV through mpegts.js, the last resort;
+            # C: LL-HLS through hls.js (closed once it plays)
             a = await _viewer(browser, show["url"], log)
             b = await _viewer(browser, show["url"] + "?player=flv", log)
-            for page, way in ((a, "hls"), (b, "flv")):
+            c = await _viewer(browser, show["url"] + "?player=hls", log)
+            for page, way in ((a, "whep"), (b, "flv"), (c, "hls")):
                 await _playing(page)
                 assert await page.evaluate("document.body.dataset.way") == way, log[-20:]
+            await c.context.close()
             # both joined the room with their own anonymous users
             await wait_for(lambda: a.evaluate("document.body.dataset.room === 'joined'"), 20)
             await wait_for(lambda: b.evaluate("document.body.dataset.room === 'joined'"), 20)

@@ -75,6 +75,7 @@ from media.rtp import (
 from relay.hub import Batch, NullTransport, StreamHub, Viewer, ViewerInfo
 from relay.rtc_audio import DECODERS, OPUS_CLOCK, OpusTranscoder
 from relay.rtc_transcode import TranscodeSettings, VideoTranscoder
+from relay.timings import quantiles_ms
 
 logger = logging.getLogger(__name__)
 
@@ -101,19 +102,6 @@ NACK_PER_SECOND = 400
 PROTOCOL = "whep"
 FANOUT_SAMPLES = 512
 """Video frames whose fan-out time ``stats()`` summarizes (~17 s at 30 fps)."""
-
-
-def _quantiles_ms(samples: deque[float]) -> dict[str, float] | None:
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    last = len(ordered) - 1
-    return {
-        "p50": round(1000 * ordered[last // 2], 3),
-        "p99": round(1000 * ordered[min(last, round(0.99 * last))], 3),
-        "max": round(1000 * ordered[last], 3),
-        "frames": len(ordered),
-    }
 
 
 class RtcSink(Protocol):
@@ -881,7 +869,7 @@ class RtpStream:
             "history_packets": len(self.video_history),
             "history_bytes": self.video_history.nbytes,
             "frame_errors": self.frame_errors,
-            "fanout_ms": _quantiles_ms(self.fanout_s),
+            "fanout_ms": quantiles_ms(self.fanout_s),
             "transcode": (
                 {**self.video_transcoder.stats(), "switches": self.switches}
                 if self.video_transcoder is not None

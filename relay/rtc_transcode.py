@@ -42,6 +42,7 @@ from core.ffmpeg import ffmpeg_exe
 from media import flv
 from media.errors import FLVError
 from media.frame import Frame, Kind
+from relay.timings import quantiles_ms
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +59,6 @@ LATENCY_SAMPLES = 512
 """Pictures whose time through ffmpeg ``stats()`` summarizes (~17 s at 30 fps)."""
 DEFAULT_KBPS = 2000
 DEFAULT_FPS = 30.0
-
-
-def _quantiles_ms(samples: deque[float]) -> dict[str, float] | None:
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    last = len(ordered) - 1
-    return {
-        "p50": round(1000 * ordered[last // 2], 1),
-        "p99": round(1000 * ordered[min(last, round(0.99 * last))], 1),
-        "max": round(1000 * ordered[last], 1),
-        "frames": len(ordered),
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +430,7 @@ class VideoTranscoder:
             "frames_out": self.frames_out,
             "bytes_out": self.bytes_out,
             "queued_bytes": self._queued_bytes,
-            "added_ms": _quantiles_ms(self.added_s),
+            "added_ms": quantiles_ms(self.added_s, 1),
             "first_frame_ms": (
                 round(self.first_frame_s * 1000, 1) if self.first_frame_s is not None else None
             ),

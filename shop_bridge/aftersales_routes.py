@@ -11,7 +11,6 @@ reject.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 from aiohttp import web
@@ -21,9 +20,8 @@ from core.http import ApiError
 from core.routes import Op, OpDoc
 from shop_bridge import broadcast_ids
 from shop_bridge.aftersales import MAX_NOTE, MAX_TEXT
-from shop_bridge.aftersales_state import KINDS, REASONS, AfterSalesState, IllegalAfterSalesMove
+from shop_bridge.aftersales_state import KINDS, REASONS, AfterSalesState
 from shop_bridge.api import (
-    Handler,
     api,
     ident_path,
     json_reply,
@@ -40,26 +38,6 @@ from shop_bridge.validate import query_int
 __all__ = ["ops"]
 
 STATES = [s.value for s in AfterSalesState]
-
-
-def _handler(fn: Handler) -> Handler:
-    """The shop's error mapping, plus an illegal move of a request: 409."""
-
-    @api
-    @functools.wraps(fn)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await fn(request)
-        except IllegalAfterSalesMove as exc:
-            raise ShopError(
-                409,
-                "illegal_transition",
-                str(exc),
-                state=exc.current.value,
-                target=exc.target.value,
-            ) from None
-
-    return wrapper
 
 
 def _buyer(request: web.Request) -> str:
@@ -87,7 +65,7 @@ async def _limit(request: web.Request, user: str) -> None:
         raise err from None
 
 
-@_handler
+@api
 async def create_request(request: web.Request) -> web.Response:
     oid = ident_path(request, "order_id")
     user = _buyer(request)
@@ -105,14 +83,14 @@ async def create_request(request: web.Request) -> web.Response:
     return json_reply(view, 201)
 
 
-@_handler
+@api
 async def my_requests(request: web.Request) -> web.Response:
     user = _buyer(request)
     limit = query_int(request.query, "limit", 50, 1, 200)
     return json_reply({"items": await shop_service(request).aftersales.of_user(user, limit)})
 
 
-@_handler
+@api
 async def withdraw_request(request: web.Request) -> web.Response:
     rid = ident_path(request, "request_id")
     user = _buyer(request)
@@ -120,7 +98,7 @@ async def withdraw_request(request: web.Request) -> web.Response:
     return json_reply(await shop_service(request).aftersales.withdraw(rid, user))
 
 
-@_handler
+@api
 async def list_requests(request: web.Request) -> web.Response:
     q = request.query
     state = q.get("state") or None
@@ -134,7 +112,7 @@ async def list_requests(request: web.Request) -> web.Response:
     return json_reply({"items": items})
 
 
-@_handler
+@api
 async def approve_request(request: web.Request) -> web.Response:
     rid = ident_path(request, "request_id")
     amount, note = None, ""
@@ -146,7 +124,7 @@ async def approve_request(request: web.Request) -> web.Response:
     return json_reply(view)
 
 
-@_handler
+@api
 async def reject_request(request: web.Request) -> web.Response:
     rid = ident_path(request, "request_id")
     body = await read_body(request, {"reason"})

@@ -23,6 +23,7 @@ from core.http import ApiError, caller, read_json
 from core.runtime import RUNTIME
 from core.tokens import TokenError, verify_token
 from shop_bridge import broadcast_ids, order_listing
+from shop_bridge.aftersales_state import IllegalAfterSalesMove
 from shop_bridge.errors import ShopError, invalid, not_found
 from shop_bridge.order_extras import EXTRA_FIELDS as EXTRAS
 from shop_bridge.order_extras import order_extras
@@ -53,7 +54,7 @@ def api(fn: Handler) -> Handler:
         except (RedisError, DBAPIError) as exc:
             logger.error("%s %s: storage unavailable: %s", request.method, request.path, exc)
             raise ApiError(503, "unavailable", "storage unavailable; retry shortly") from None
-        except IllegalTransition as exc:
+        except (IllegalTransition, IllegalAfterSalesMove) as exc:  # a state table refused
             raise ApiError(
                 409,
                 "illegal_transition",

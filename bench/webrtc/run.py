@@ -35,11 +35,15 @@ CACHE = REPO / "bench" / "results" / "cache"
 RESULTS = REPO / "bench" / "results"
 
 
-def source(duration: int = 60) -> Path:
-    out = CACHE / f"webrtc-720p30-nobf-{duration}s.flv"
+def source(duration: int = 60, bframes: int = 0) -> Path:
+    """bench/webrtc's 720p30 ~2 Mb/s H.264 + AAC source (made once, cached); ``bframes``
+    0 for passthrough over WebRTC, more for a stream WHEP has to transcode."""
+    tag = "nobf" if bframes == 0 else f"bf{bframes}"
+    out = CACHE / f"webrtc-720p30-{tag}-{duration}s.flv"
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
+    cbr = ["-x264-params", "nal-hrd=cbr:force-cfr=1"] if bframes == 0 else []
     subprocess.run(
         [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
@@ -47,8 +51,8 @@ def source(duration: int = 60) -> Path:
             "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
             "-t", str(duration),
             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-profile:v", "high",
-            "-bf", "0", "-b:v", "1870k", "-maxrate", "1870k", "-bufsize", "1870k",
-            "-x264-params", "nal-hrd=cbr:force-cfr=1",
+            "-bf", str(bframes), "-b:v", "1870k", "-maxrate", "1870k", "-bufsize", "1870k",
+            *cbr,
             "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
             "-c:a", "aac", "-b:a", "128k", "-ac", "2",
             "-f", "flv", str(out),

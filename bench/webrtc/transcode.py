@@ -33,31 +33,14 @@ from typing import Any
 import psutil
 
 from bench.media.servers import REPO, Berrylive, cpu_seconds, process_tree, stop_process
-from bench.webrtc.run import CACHE, RESULTS, free_udp_port, operator_token, run_loadgen
+from bench.webrtc.run import RESULTS, free_udp_port, operator_token, run_loadgen
+from bench.webrtc.run import source as webrtc_source
 from core.ffmpeg import ffmpeg_exe
 
 
 def source(duration: int = 60) -> Path:
-    out = CACHE / f"webrtc-720p30-bf3-{duration}s.flv"
-    if out.exists():
-        return out
-    CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-            "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
-            "-t", str(duration),
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-profile:v", "high",
-            "-bf", "3", "-b:v", "1870k", "-maxrate", "1870k", "-bufsize", "1870k",
-            "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-            "-c:a", "aac", "-b:a", "128k", "-ac", "2",
-            "-f", "flv", str(out),
-        ],
-        check=True,
-        timeout=600,
-    )  # fmt: skip
-    return out
+    """The same picture as bench/webrtc's source, with 3 B-frames (WHEP transcodes it)."""
+    return webrtc_source(duration, bframes=3)
 
 
 def transcode_procs(server_pid: int) -> list[psutil.Process]:

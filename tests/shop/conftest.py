@@ -12,7 +12,8 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,99 @@ async def make_product(
         ],
     }
     return await api.ok("POST", "/api/products", body, 201)
+
+
+async def shelved_product(
+    api: Api, title: str, price: int, stock: int = 10
+) -> tuple[int, dict[str, Any]]:
+    """A product (one SKU at ``price``), a broadcast ``title`` that lists it, and the
+    product on that broadcast's shelf. Returns the broadcast's id and the product."""
+    product = await make_product(api, price=price, stock=stock)
+    b = await api.ok(
+        "POST",
+        "/api/broadcasts",
+        {
+            "title": title,
+            "scheduled_start": "2030-01-01T12:00:00Z",
+            "product_ids": [product["id"]],
+        },
+        201,
+    )
+    await api.ok(
+        "PUT", f"/api/broadcasts/{b['id']}/shelf", {"items": [{"product_id": product["id"]}]}
+    )
+    return b["id"], product
+
+
+async def place_order(
+    api: Api, broadcast_id: int, sku_id: int, user: str, key: str
+) -> dict[str, Any]:
+    """One unit of ``sku_id`` ordered by ``user``'s app (unpaid)."""
+    order: dict[str, Any] = await api.ok(
+        "POST",
+        "/api/orders",
+        {
+            "user_id": user,
+            "sku_id": sku_id,
+            "quantity": 1,
+            "broadcast_id": broadcast_id,
+            "idempotency_key": key,
+        },
+        201,
+        token=None,
+    )
+    return order
+
+
+async def pay_order(api: Api, order: dict[str, Any], user: str) -> dict[str, Any]:
+    """Pay ``order`` as ``user`` through the payment simulator; returns it once ``paid``."""
+    paying = await api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer=user)
+    async with api.session.post(paying["payment"]["sim_pay_url"]) as r:
+        assert r.status == 200
+    return await wait_field(api, f"/api/orders/{order['id']}", "state", "paid")
+
+
+async def wait_for(
+    fetch: Callable[[], Awaitable[dict[str, Any]]], field: str, value: Any, timeout: float = 20
+) -> dict[str, Any]:
+    """Call ``fetch`` until the body it returns has ``field`` equal to ``value``; returns
+    that body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await fetch()
+        if got[field] == value:
+            return got
+        assert time.monotonic() < deadline, (field, got[field], value, got)
+        await asyncio.sleep(0.05)
+
+
+async def wait_field(
+    api: Api, path: str, field: str, value: Any, timeout: float = 20
+) -> dict[str, Any]:
+    """GET ``path`` (as the operator) until its ``field`` is ``value``; returns that body."""
+
+    async def fetch() -> dict[str, Any]:
+        got: dict[str, Any] = await api.ok("GET", path)
+        return got
+
+    return await wait_for(fetch, field, value, timeout)
+
+
+async def sku_stock(api: Api, product_id: int) -> int:
+    """The stock of the product's first SKU."""
+    return int((await api.ok("GET", f"/api/products/{product_id}"))["skus"][0]["stock"])
+
+
+@asynccontextmanager
+async def provider_down(shop: ShopEnv) -> AsyncIterator[SimulatedProvider]:
+    """The payment simulator stopped for the block, then started again on its port."""
+    sim = shop.sim
+    port = int(sim.url.rsplit(":", 1)[1])
+    await sim.stop()
+    try:
+        yield sim
+    finally:
+        await sim.start("127.0.0.1", port)
 
 
 async def make_sale(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
 import pytest
@@ -26,20 +25,18 @@ from shop_bridge.aftersales_state import (
     transition,
 )
 from shop_bridge.events import AfterSalesDecided, AfterSalesRequested
-from tests.shop.conftest import ShopEnv, make_product
+from tests.shop.conftest import (
+    ShopEnv,
+    pay_order,
+    place_order,
+    provider_down,
+    shelved_product,
+    sku_stock,
+    wait_field,
+    wait_for,
+)
 
 PRICE = 10_000
-
-
-async def _wait(shop: ShopEnv, path: str, field: str, value: Any) -> dict[str, Any]:
-    """GET ``path`` (operator) until ``field`` is ``value``."""
-    deadline = time.monotonic() + 20
-    while True:
-        got: dict[str, Any] = await shop.api.ok("GET", path)
-        if got[field] == value:
-            return got
-        assert time.monotonic() < deadline, (path, field, got[field], value)
-        await asyncio.sleep(0.05)
 
 
 async def _request(shop: ShopEnv, rid: str) -> dict[str, Any]:
@@ -49,58 +46,19 @@ async def _request(shop: ShopEnv, rid: str) -> dict[str, Any]:
 
 
 async def _wait_request(shop: ShopEnv, rid: str, state: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        got = await _request(shop, rid)
-        if got["state"] == state:
-            return got
-        assert time.monotonic() < deadline, (rid, got["state"], state)
-        await asyncio.sleep(0.05)
+    return await wait_for(lambda: _request(shop, rid), "state", state)
 
 
 async def _product(shop: ShopEnv) -> tuple[int, dict[str, Any]]:
-    api = shop.api
-    product = await make_product(api, price=PRICE, stock=10)
-    b = await api.ok(
-        "POST",
-        "/api/broadcasts",
-        {
-            "title": "after-sales",
-            "scheduled_start": "2030-01-01T12:00:00Z",
-            "product_ids": [product["id"]],
-        },
-        201,
-    )
-    await api.ok(
-        "PUT", f"/api/broadcasts/{b['id']}/shelf", {"items": [{"product_id": product["id"]}]}
-    )
-    return b["id"], product
+    return await shelved_product(shop.api, "after-sales", PRICE)
 
 
 _keys = itertools.count()
 
 
 async def _order(shop: ShopEnv, bid: int, sku: int, user: str, pay: bool = True) -> dict[str, Any]:
-    api = shop.api
-    order = await api.ok(
-        "POST",
-        "/api/orders",
-        {
-            "user_id": user,
-            "sku_id": sku,
-            "quantity": 1,
-            "broadcast_id": bid,
-            "idempotency_key": f"as{next(_keys)}",
-        },
-        201,
-        token=None,
-    )
-    if not pay:
-        return order  # type: ignore[no-any-return]
-    paying = await api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer=user)
-    async with api.session.post(paying["payment"]["sim_pay_url"]) as r:
-        assert r.status == 200
-    return await _wait(shop, f"/api/orders/{order['id']}", "state", "paid")
+    order = await place_order(shop.api, bid, sku, user, f"as{next(_keys)}")
+    return await pay_order(shop.api, order, user) if pay else order
 
 
 async def _ask(
@@ -114,8 +72,16 @@ async def _ask(
     )
 
 
-async def _stock(shop: ShopEnv, product_id: int) -> int:
-    return int((await shop.api.ok("GET", f"/api/products/{product_id}"))["skus"][0]["stock"])
+async def _asked(
+    shop: ShopEnv, user: str, body: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A paid order of ``user`` (one unit of a new product on a new broadcast's shelf) and
+    the request they asked of it (answered 201): the product, the order, the request."""
+    bid, product = await _product(shop)
+    order = await _order(shop, bid, product["skus"][0]["id"], user)
+    status, req = await _ask(shop, order["id"], user, body)
+    assert status == 201, req
+    return product, order, req
 
 
 def test_the_transition_table_is_the_only_way() -> None:
@@ -142,7 +108,7 @@ async def test_whole_refund_asked_approved_and_refunded(shop_factory: Any) -> No
     unsubs = [bus.on(AfterSalesRequested, seen.append), bus.on(AfterSalesDecided, seen.append)]
     bid, product = await _product(shop)
     order = await _order(shop, bid, product["skus"][0]["id"], "ann")
-    assert await _stock(shop, product["id"]) == 9
+    assert await sku_stock(shop.api, product["id"]) == 9
 
     status, req = await _ask(
         shop,
@@ -166,10 +132,10 @@ async def test_whole_refund_asked_approved_and_refunded(shop_factory: Any) -> No
     assert done["refund_id"] and done["decided_by"]
     final = await _wait_request(shop, req["id"], "refunded")
     assert final["note"] == "sorry" and final["closed_at"]
-    got = await _wait(shop, f"/api/orders/{order['id']}", "state", "refunded")
+    got = await wait_field(shop.api, f"/api/orders/{order['id']}", "state", "refunded")
     assert got["refunded_fen"] == PRICE
     assert [r["id"] for r in got["refunds"]] == [done["refund_id"]]  # the refund path's row
-    assert await _stock(shop, product["id"]) == 10  # never shipped: the unit is back
+    assert await sku_stock(shop.api, product["id"]) == 10  # never shipped: the unit is back
     # the buyer sees it refunded
     mine = await shop.api.ok("GET", "/api/me/aftersales", token=None, viewer="ann")
     assert mine["items"][0]["state"] == "refunded"
@@ -202,9 +168,9 @@ async def test_partial_return_refund_of_a_shipped_order(shop_factory: Any) -> No
     await shop.api.ok("POST", f"/api/aftersales/{req['id']}/approve", {"amount_fen": 2500})
     final = await _wait_request(shop, req["id"], "refunded")
     assert (final["amount_fen"], final["approved_fen"]) == (3000, 2500)
-    got = await _wait(shop, f"/api/orders/{order['id']}", "refunded_fen", 2500)
+    got = await wait_field(shop.api, f"/api/orders/{order['id']}", "refunded_fen", 2500)
     assert got["state"] == "shipped"  # a partial refund moves no state
-    assert await _stock(shop, product["id"]) == 9  # the goods left the warehouse
+    assert await sku_stock(shop.api, product["id"]) == 9  # the goods left the warehouse
 
     # the request closed, another may be asked: never more than what is left
     status, err = await _ask(
@@ -384,10 +350,7 @@ async def test_too_late_after_the_window(shop_factory: Any) -> None:
 
 async def test_asking_is_rate_limited(shop_factory: Any) -> None:
     shop: ShopEnv = await shop_factory(aftersales_limit_user=2, rate_window=60)
-    bid, product = await _product(shop)
-    order = await _order(shop, bid, product["skus"][0]["id"], "hal")
-    status, req = await _ask(shop, order["id"], "hal")
-    assert status == 201
+    _, order, req = await _asked(shop, "hal")
     status, _ = await shop.api.call(
         "POST", f"/api/aftersales/{req['id']}/withdraw", token=None, viewer="hal"
     )
@@ -412,16 +375,10 @@ async def test_approved_while_the_provider_is_down_then_refunded_by_its_event(
     request stays ``approved``; when the refund path's retry gets it through, its
     ``refund.completed`` ends the request ``refunded``."""
     shop: ShopEnv = await shop_factory()
-    bid, product = await _product(shop)
-    order = await _order(shop, bid, product["skus"][0]["id"], "ivy")
-    status, req = await _ask(
-        shop, order["id"], "ivy", {"kind": "refund_only", "reason": "other", "amount_fen": 1000}
+    _, order, req = await _asked(
+        shop, "ivy", {"kind": "refund_only", "reason": "other", "amount_fen": 1000}
     )
-    assert status == 201, req
-    sim = shop.sim
-    port = int(sim.url.rsplit(":", 1)[1])
-    await sim.stop()
-    try:
+    async with provider_down(shop):
         approved = await shop.api.ok("POST", f"/api/aftersales/{req['id']}/approve")
         assert approved["state"] == "approved" and approved["refund_id"], approved
         got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
@@ -429,8 +386,6 @@ async def test_approved_while_the_provider_is_down_then_refunded_by_its_event(
         assert [r["state"] for r in got["refunds"]] == ["pending"]
         # the buyer sees it approved (refunding)
         assert (await _mine(shop, "ivy"))[0]["state"] == "approved"
-    finally:
-        await sim.start("127.0.0.1", port)
     assert await shop.svc.refunds.retry_pending() == 1
     final = await _wait_request(shop, req["id"], "refunded")
     assert final["approved_fen"] == 1000
@@ -471,12 +426,9 @@ async def test_an_approval_repeated_after_a_crash_refunds_once(shop_factory: Any
     amount, even) finds that refund: one refund row, one refund at the provider, one call,
     and the request ends ``refunded`` with the amount that was refunded."""
     shop: ShopEnv = await shop_factory()
-    bid, product = await _product(shop)
-    order = await _order(shop, bid, product["skus"][0]["id"], "jay")
-    status, req = await _ask(
-        shop, order["id"], "jay", {"kind": "refund_only", "reason": "other", "amount_fen": 4000}
+    _, order, req = await _asked(
+        shop, "jay", {"kind": "refund_only", "reason": "other", "amount_fen": 4000}
     )
-    assert status == 201, req
     made = await _crashed_approval(shop, req, 4000)
     assert made["refund"]["id"] == refund_id_for(req["id"])
     assert shop.sim.refund_calls[order["id"]] == 1
@@ -510,17 +462,9 @@ async def test_a_whole_refund_pending_at_the_crash_is_carried_on_by_the_next_app
     is ``refunding`` with one pending refund. The next approval asks the provider for that
     refund (once), makes no other, and the request ends ``refunded`` with the unit back."""
     shop: ShopEnv = await shop_factory()
-    bid, product = await _product(shop)
-    order = await _order(shop, bid, product["skus"][0]["id"], "kim")
-    status, req = await _ask(shop, order["id"], "kim")
-    assert status == 201, req
-    sim = shop.sim
-    port = int(sim.url.rsplit(":", 1)[1])
-    await sim.stop()
-    try:
+    product, order, req = await _asked(shop, "kim")
+    async with provider_down(shop) as sim:
         await _crashed_approval(shop, req, None)
-    finally:
-        await sim.start("127.0.0.1", port)
     got = await shop.api.ok("GET", f"/api/orders/{order['id']}")
     assert got["state"] == "refunding"
     assert [r["state"] for r in got["refunds"]] == ["pending"]
@@ -530,9 +474,9 @@ async def test_a_whole_refund_pending_at_the_crash_is_carried_on_by_the_next_app
     assert approved["refund_id"] == refund_id_for(req["id"])
     assert approved["approved_fen"] == PRICE
     await _wait_request(shop, req["id"], "refunded")
-    got = await _wait(shop, f"/api/orders/{order['id']}", "state", "refunded")
+    got = await wait_field(shop.api, f"/api/orders/{order['id']}", "state", "refunded")
     assert got["refunded_fen"] == PRICE
     assert [(r["id"], r["state"]) for r in got["refunds"]] == [(refund_id_for(req["id"]), "done")]
     assert sim.refund_calls[order["id"]] == 1
     assert sum(sim.refunds[order["id"]].values()) == PRICE
-    assert await _stock(shop, product["id"]) == 10
+    assert await sku_stock(shop.api, product["id"]) == 10

@@ -8,70 +8,31 @@ import asyncio
 import time
 from typing import Any
 
-from tests.shop.conftest import ShopEnv, make_product
+from tests.shop.conftest import (
+    ShopEnv,
+    pay_order,
+    place_order,
+    shelved_product,
+    sku_stock,
+    wait_field,
+)
 
 
 async def _wait_state(shop: ShopEnv, order_id: str, state: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        got = await shop.api.ok("GET", f"/api/orders/{order_id}")
-        if got["state"] == state:
-            return got  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, (order_id, got["state"], state)
-        await asyncio.sleep(0.05)
-
-
-async def _setup(shop: ShopEnv, price: int) -> tuple[int, dict[str, Any]]:
-    api = shop.api
-    product = await make_product(api, price=price, stock=10)
-    b = await api.ok(
-        "POST",
-        "/api/broadcasts",
-        {
-            "title": "refunds",
-            "scheduled_start": "2030-01-01T12:00:00Z",
-            "product_ids": [product["id"]],
-        },
-        201,
-    )
-    await api.ok(
-        "PUT", f"/api/broadcasts/{b['id']}/shelf", {"items": [{"product_id": product["id"]}]}
-    )
-    return b["id"], product
+    return await wait_field(shop.api, f"/api/orders/{order_id}", "state", state)
 
 
 async def _paid(shop: ShopEnv, bid: int, sku: int, user: str, key: str) -> dict[str, Any]:
-    api = shop.api
-    order = await api.ok(
-        "POST",
-        "/api/orders",
-        {
-            "user_id": user,
-            "sku_id": sku,
-            "quantity": 1,
-            "broadcast_id": bid,
-            "idempotency_key": key,
-        },
-        201,
-        token=None,
-    )
-    pay = await api.ok("POST", f"/api/orders/{order['id']}/pay", token=None, viewer=user)
-    async with api.session.post(pay["payment"]["sim_pay_url"]) as r:
-        assert r.status == 200
-    return await _wait_state(shop, order["id"], "paid")
-
-
-async def _stock(shop: ShopEnv, product_id: int) -> int:
-    return int((await shop.api.ok("GET", f"/api/products/{product_id}"))["skus"][0]["stock"])
+    return await pay_order(shop.api, await place_order(shop.api, bid, sku, user, key), user)
 
 
 async def test_partial_then_whole_refund(shop_factory: Any) -> None:
     shop: ShopEnv = await shop_factory(require_recipient=False)
     api = shop.api
-    bid, product = await _setup(shop, 10_000)
+    bid, product = await shelved_product(api, "refunds", 10_000)
     sku = product["skus"][0]["id"]
     order = await _paid(shop, bid, sku, "ann", "r1")
-    assert await _stock(shop, product["id"]) == 9
+    assert await sku_stock(api, product["id"]) == 9
 
     part = await api.ok(
         "POST", f"/api/orders/{order['id']}/refund", {"reason": "scratched", "amount_fen": 3000}
@@ -81,7 +42,7 @@ async def test_partial_then_whole_refund(shop_factory: Any) -> None:
     assert part["refund"]["amount_fen"] == 3000 and part["refund"]["full"] is False
     sales = await api.ok("GET", f"/api/broadcasts/{bid}/sales")
     assert (sales["gmv_fen"], sales["refunded_fen"], sales["orders"]) == (7000, 3000, 1)
-    assert await _stock(shop, product["id"]) == 9  # the buyer keeps the goods
+    assert await sku_stock(api, product["id"]) == 9  # the buyer keeps the goods
 
     status, body = await api.post(f"/api/orders/{order['id']}/refund", {"amount_fen": 8000})
     assert (status, body["error"]["code"]) == (409, "refund_exceeds_paid"), body
@@ -110,7 +71,7 @@ async def test_partial_then_whole_refund(shop_factory: Any) -> None:
     assert [r["amount_fen"] for r in done["refunds"]] == [3000, 4000, 3000]
     assert all(r["state"] == "done" for r in done["refunds"])
     assert sum(shop.sim.refunds[order["id"]].values()) == 10_000  # never above what was paid
-    assert await _stock(shop, product["id"]) == 10  # never shipped: the unit is back
+    assert await sku_stock(api, product["id"]) == 10  # never shipped: the unit is back
     sales = await api.ok("GET", f"/api/broadcasts/{bid}/sales")
     assert (sales["gmv_fen"], sales["refunded_fen"], sales["orders"]) == (0, 10_000, 0)
     status, body = await api.post(f"/api/orders/{order['id']}/refund", {"amount_fen": 1})
@@ -120,7 +81,7 @@ async def test_partial_then_whole_refund(shop_factory: Any) -> None:
 async def test_refund_of_a_shipped_order_keeps_the_stock(shop_factory: Any) -> None:
     shop: ShopEnv = await shop_factory(require_recipient=False)
     api = shop.api
-    bid, product = await _setup(shop, 5000)
+    bid, product = await shelved_product(api, "refunds", 5000)
     order = await _paid(shop, bid, product["skus"][0]["id"], "bea", "s1")
     await api.ok("POST", f"/api/orders/{order['id']}/ship")
     status, body = await api.post(f"/api/orders/{order['id']}/refund", {"amount_fen": 0})
@@ -128,4 +89,4 @@ async def test_refund_of_a_shipped_order_keeps_the_stock(shop_factory: Any) -> N
     await api.ok("POST", f"/api/orders/{order['id']}/refund", {"reason": "lost in the post"})
     done = await _wait_state(shop, order["id"], "refunded")
     assert done["refunds"][0]["reason"] == "lost in the post"
-    assert await _stock(shop, product["id"]) == 9  # the goods left the warehouse
+    assert await sku_stock(api, product["id"]) == 9  # the goods left the warehouse

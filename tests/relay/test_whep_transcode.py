@@ -27,6 +27,7 @@ from relay.http import REGISTRY
 from relay.rtc_stream import has_reordering, needs_transcode
 from relay.whep import WHEP
 from tests.mediautil import make_clip, start_publisher, stop, wait_for
+from tests.relay.whep_util import publish
 
 RTC = {"udp_port": 0, "host": "127.0.0.1"}
 Factory = Callable[..., Any]
@@ -43,16 +44,6 @@ def bframes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.getbasetemp() / "whep_tc_bf0.flv"
     return make_clip(path, 4.0, fps=25, gop=25, extra=["-bf", "0"])
-
-
-async def _publish(server: Any, name: str, clip: Path, exe: str | None = None) -> Any:
-    proc = await start_publisher(server.push_url(name), clip, loop=True, exe=exe)
-    registry = server.app[REGISTRY]
-    await wait_for(
-        lambda: (h := registry.get("live", name)) is not None and h.gop_valid and len(h.gop) > 8,
-        20,
-    )
-    return proc
 
 
 async def _post(url: str, body: str) -> tuple[int, str, Any]:
@@ -86,6 +77,12 @@ class Player:
             await self.pc.setRemoteDescription(RTCSessionDescription(text, "answer"))
         return status, text
 
+    async def watch(self, server: Any, name: str, pictures: int) -> list[Any]:
+        """Play ``live/name`` of ``server`` (answered 201) and decode ``pictures`` pictures."""
+        status, text = await self.play(f"{server.http_url}/whep/live/{name}")
+        assert status == 201, text
+        return await self.pictures(pictures)
+
     async def pictures(self, n: int) -> list[Any]:
         return [await asyncio.wait_for(self.tracks["video"].recv(), 20) for _ in range(n)]
 
@@ -108,14 +105,12 @@ async def test_bframes_play_through_one_shared_transcode(
     server_factory: Factory, bframes: Path
 ) -> None:
     server = await server_factory(webrtc=RTC)
-    proc = await _publish(server, "bf", bframes)
+    proc = await publish(server, "bf", bframes)
     hub = server.app[REGISTRY].get("live", "bf")
     assert has_reordering(hub.gop) and needs_transcode(hub)  # the source has B-frames
     one, two = Player(), Player()
     try:
-        status, text = await one.play(f"{server.http_url}/whep/live/bf")
-        assert status == 201, text
-        frames = await one.pictures(40)
+        frames = await one.watch(server, "bf", 40)
         assert (frames[0].width, frames[0].height) == (320, 180)
         pts = [f.pts for f in frames]
         assert pts == sorted(pts) and len(set(pts)) == len(pts)  # presentation order
@@ -127,9 +122,7 @@ async def test_bframes_play_through_one_shared_transcode(
         pid = transcoder.pid
         assert not _gone(pid)
         # a second viewer: same stream, same ffmpeg
-        status, text = await two.play(f"{server.http_url}/whep/live/bf")
-        assert status == 201, text
-        await two.pictures(10)
+        await two.watch(server, "bf", 10)
         assert list(service.streams.streams.values()) == [stream]
         assert stream.video_transcoder is transcoder and transcoder.pid == pid
         figures = stream.stats()["transcode"]
@@ -154,12 +147,10 @@ async def test_bframes_play_through_one_shared_transcode(
 async def test_hevc_plays_through_the_transcode(server_factory: Factory, tmp_path: Path) -> None:
     server = await server_factory(webrtc=RTC)
     hevc = make_clip(tmp_path / "h.flv", 3.0, fps=25, gop=25, vcodec="libx265")
-    proc = await _publish(server, "h", hevc, exe=bundled_ffmpeg_exe())
+    proc = await publish(server, "h", hevc, exe=bundled_ffmpeg_exe())
     player = Player()
     try:
-        status, text = await player.play(f"{server.http_url}/whep/live/h")
-        assert status == 201, text
-        frames = await player.pictures(30)
+        frames = await player.watch(server, "h", 30)
         assert frames[0].width == 320
         pts = [f.pts for f in frames]
         assert pts == sorted(pts)
@@ -173,12 +164,10 @@ async def test_hevc_plays_through_the_transcode(server_factory: Factory, tmp_pat
 
 async def test_passthrough_starts_no_transcoder(server_factory: Factory, plain: Path) -> None:
     server = await server_factory(webrtc=RTC)
-    proc = await _publish(server, "p", plain)
+    proc = await publish(server, "p", plain)
     player = Player()
     try:
-        status, text = await player.play(f"{server.http_url}/whep/live/p")
-        assert status == 201, text
-        await player.pictures(10)
+        await player.watch(server, "p", 10)
         (stream,) = server.app[WHEP].streams.streams.values()
         assert not stream.transcoding and stream.video_transcoder is None
         assert stream.stats()["transcode"] is None
@@ -190,7 +179,7 @@ async def test_passthrough_starts_no_transcoder(server_factory: Factory, plain: 
 
 async def test_transcode_off_keeps_the_406(server_factory: Factory, bframes: Path) -> None:
     server = await server_factory(webrtc={**RTC, "transcode": False})
-    proc = await _publish(server, "bf", bframes)
+    proc = await publish(server, "bf", bframes)
     player = Player()
     try:
         status, text = await player.play(f"{server.http_url}/whep/live/bf")
@@ -206,8 +195,8 @@ async def test_capacity_is_counted_per_stream(server_factory: Factory, bframes: 
     (a second viewer of the transcoded stream is not: it shares the transcode); when the
     first stream's last viewer leaves, the second stream may be played."""
     server = await server_factory(webrtc={**RTC, "max_transcodes": 1})
-    first = await _publish(server, "a", bframes)
-    second = await _publish(server, "b", bframes)
+    first = await publish(server, "a", bframes)
+    second = await publish(server, "b", bframes)
     players = [Player() for _ in range(4)]
     try:
         a1, a2, b1, b2 = players
@@ -218,16 +207,12 @@ async def test_capacity_is_counted_per_stream(server_factory: Factory, bframes: 
         assert status == 406, text
         assert "capacity" in text and "max_transcodes" in text and "B-frames" in text
         await a1.pictures(5)
-        status, text = await a2.play(f"{server.http_url}/whep/live/a")
-        assert status == 201, text
-        await a2.pictures(5)
+        await a2.watch(server, "a", 5)
         for p in (a1, a2):
             assert await _delete(server.http_url + p.location) == 200
         service = server.app[WHEP]
         await wait_for(lambda: service.streams.transcodes_in_use() == 0, 10)
-        status, text = await b2.play(f"{server.http_url}/whep/live/b")
-        assert status == 201, text
-        await b2.pictures(5)
+        await b2.watch(server, "b", 5)
     finally:
         for p in players:
             await p.close()
@@ -239,12 +224,10 @@ async def test_ffmpeg_dying_closes_the_viewers_with_the_reason(
     server_factory: Factory, bframes: Path
 ) -> None:
     server = await server_factory(webrtc=RTC)
-    proc = await _publish(server, "bf", bframes)
+    proc = await publish(server, "bf", bframes)
     player = Player()
     try:
-        status, text = await player.play(f"{server.http_url}/whep/live/bf")
-        assert status == 201, text
-        await player.pictures(5)
+        await player.watch(server, "bf", 5)
         service = server.app[WHEP]
         (viewing,) = service.viewings.values()
         viewer = viewing.viewer
@@ -261,9 +244,7 @@ async def test_ffmpeg_dying_closes_the_viewers_with_the_reason(
         # a new viewer gets a new transcode
         again = Player()
         try:
-            status, text = await again.play(f"{server.http_url}/whep/live/bf")
-            assert status == 201, text
-            await again.pictures(5)
+            await again.watch(server, "bf", 5)
             (stream,) = service.streams.streams.values()
             assert stream.video_transcoder is not None and stream.video_transcoder.pid != pid
         finally:
@@ -367,13 +348,11 @@ async def test_passthrough_switches_to_the_transcode_in_place(
     then an HEVC publisher takes over: the transcode restarts (a new ffmpeg) and the
     viewer goes on again."""
     server = await server_factory(webrtc=RTC)
-    first = await _publish(server, "t", plain)
+    first = await publish(server, "t", plain)
     player = Player()
     second = third = None
     try:
-        status, text = await player.play(f"{server.http_url}/whep/live/t")
-        assert status == 201, text
-        await player.pictures(5)
+        await player.watch(server, "t", 5)
         service = server.app[WHEP]
         (viewing,) = service.viewings.values()
         viewer = viewing.viewer
@@ -410,17 +389,13 @@ async def test_a_switch_without_capacity_closes_the_viewers_with_the_reason(
     """``max_transcodes = 1``, taken by one stream: another, passed through, taken over
     by a publisher with B-frames closes its viewers with the capacity reason."""
     server = await server_factory(webrtc={**RTC, "max_transcodes": 1})
-    busy = await _publish(server, "busy", bframes)
-    first = await _publish(server, "p", plain)
+    busy = await publish(server, "busy", bframes)
+    first = await publish(server, "p", plain)
     holder, player = Player(), Player()
     second = None
     try:
-        status, text = await holder.play(f"{server.http_url}/whep/live/busy")
-        assert status == 201, text
-        await holder.pictures(3)
-        status, text = await player.play(f"{server.http_url}/whep/live/p")
-        assert status == 201, text
-        await player.pictures(3)
+        await holder.watch(server, "busy", 3)
+        await player.watch(server, "p", 3)
         service = server.app[WHEP]
         viewer = next(v.viewer for v in service.viewings.values() if v.stream == "p")
         assert viewer is not None

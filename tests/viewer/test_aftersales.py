@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from tests.mediautil import operator_token
-from tests.viewer.test_browser import ARTIFACTS, PHONE, Operator, _browser
+from tests.viewer.test_browser import (
+    ARTIFACTS,
+    Operator,
+    _browser,
+    _viewer,
+    checkout,
+    tea_on_shelf,
+)
 
 PRICE = 3900
 
@@ -56,40 +62,13 @@ async def test_viewer_asks_for_a_refund_and_sees_it_decided(server_factory: Any)
     op = Operator(server.http_url, await operator_token(server))
     log: list[str] = []
     try:
-        product = await op.call(
-            "POST",
-            "/api/products",
-            {
-                "title": "Spring tea 100g",
-                "skus": [
-                    {"code": "TEA-100", "specs": {"size": "100g"}, "price_fen": PRICE, "stock": 5}
-                ],
-            },
-            ok=201,
-        )
-        b = await op.call(
-            "POST",
-            "/api/broadcasts",
-            {
-                "title": "Tea tasting",
-                "scheduled_start": datetime.now(UTC).isoformat(),
-                "product_ids": [product["id"]],
-            },
-            ok=201,
-        )
-        await op.call(
-            "PUT",
-            f"/api/broadcasts/{b['id']}/shelf",
-            {"items": [{"product_id": product["id"], "on_shelf": True}]},
-        )
+        product, b = await tea_on_shelf(op, stock=5, price=PRICE)
         async with async_playwright() as pw:
             browser = await _browser(pw)
             try:
-                context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-                page = await context.new_page()
-                page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-                page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
-                await page.goto(f"{server.http_url}/watch/{b['app']}/{b['stream']}")
+                page = await _viewer(
+                    browser, f"{server.http_url}/watch/{b['app']}/{b['stream']}", log
+                )
                 await page.wait_for_function("window.berrylive?.viewer?.token", timeout=20_000)
                 uid = await page.evaluate("berrylive.viewer.user.uid")
 
@@ -98,13 +77,7 @@ async def test_viewer_asks_for_a_refund_and_sees_it_decided(server_factory: Any)
                 await page.locator(
                     f"#shelf-list li[data-product-id='{product['id']}'] button"
                 ).click()
-                await page.fill("#rc-name", "张三")
-                await page.fill("#rc-phone", "13800001234")
-                await page.fill("#rc-address", "上海市徐汇区漕溪北路 1 号")
-                await page.click("#buy-confirm")
-                await page.locator("#pay-confirm").wait_for(timeout=20_000)
-                await page.click("#pay-confirm")
-                await page.locator("#order-state[data-state='paid']").wait_for(timeout=30_000)
+                await checkout(page, "张三", "13800001234", "上海市徐汇区漕溪北路 1 号")
                 orders = await op.call("GET", f"/api/orders?user_id={uid}")
                 (order,) = orders["items"]
                 assert order["state"] == "paid"

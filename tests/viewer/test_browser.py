@@ -72,31 +72,8 @@ async def show(server_factory: Any, clip: Path) -> AsyncIterator[dict[str, Any]]
         replay={"clip_min_seconds": 1.0},
     )
     op = Operator(server.http_url, await operator_token(server))
-    product = await op.call(
-        "POST",
-        "/api/products",
-        {
-            "title": "Spring tea 100g",
-            "description": "first flush",
-            "skus": [
-                {"code": "TEA-100", "specs": {"size": "100g"}, "price_fen": 3900, "stock": 50}
-            ],
-        },
-        ok=201,
-    )
-    b = await op.call(
-        "POST",
-        "/api/broadcasts",
-        {
-            "title": "Tea tasting",
-            "scheduled_start": datetime.now(UTC).isoformat(),
-            "product_ids": [product["id"]],
-        },
-        ok=201,
-    )
+    product, b = await tea_on_shelf(op, stock=50)
     room = f"{b['app']}/{b['stream']}"
-    shelf = {"items": [{"product_id": product["id"], "on_shelf": True}]}
-    await op.call("PUT", f"/api/broadcasts/{b['id']}/shelf", shelf)
     push = await op.call("GET", f"/api/broadcasts/{b['id']}/push")
     pub = await start_publisher(push["url"], clip, loop=True)
     procs = [pub]
@@ -117,6 +94,38 @@ async def show(server_factory: Any, clip: Path) -> AsyncIterator[dict[str, Any]]
         for p in procs:
             await stop(p)
         await op.session.close()
+
+
+async def tea_on_shelf(
+    op: Operator, stock: int, price: int = 3900
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A product (one SKU at ``price`` fen, ``stock`` units) and a broadcast scheduled now that has
+    it on its shelf: the product and the broadcast."""
+    product = await op.call(
+        "POST",
+        "/api/products",
+        {
+            "title": "Spring tea 100g",
+            "description": "first flush",
+            "skus": [
+                {"code": "TEA-100", "specs": {"size": "100g"}, "price_fen": price, "stock": stock}
+            ],
+        },
+        ok=201,
+    )
+    b = await op.call(
+        "POST",
+        "/api/broadcasts",
+        {
+            "title": "Tea tasting",
+            "scheduled_start": datetime.now(UTC).isoformat(),
+            "product_ids": [product["id"]],
+        },
+        ok=201,
+    )
+    shelf = {"items": [{"product_id": product["id"], "on_shelf": True}]}
+    await op.call("PUT", f"/api/broadcasts/{b['id']}/shelf", shelf)
+    return product, b
 
 
 async def _is(op: Operator, bid: int, state: str) -> bool:
@@ -313,6 +322,12 @@ async def _buy_from_card(page: Any, name: str, phone: str, address: str) -> None
     """Buy from the card on ``page``: the recipient form filled, the order placed and paid
     through the simulator, until the page shows it paid."""
     await page.click("#card-buy")
+    await checkout(page, name, phone, address)
+
+
+async def checkout(page: Any, name: str, phone: str, address: str) -> None:
+    """On the buy sheet open on ``page``: fill in the recipient, place the order and pay it
+    through the simulator, until the page shows it paid."""
     await page.fill("#rc-name", name)
     await page.fill("#rc-phone", phone)
     await page.fill("#rc-address", address)

@@ -92,6 +92,45 @@ async def wait_for(cond: Callable[[], Any], what: str, timeout: float = 20.0) ->
         await asyncio.sleep(0.1)
 
 
+async def place_order(
+    staff: Staff, bid: int, sku_id: int, viewer: dict[str, str], recipient: dict[str, str]
+) -> tuple[int, Any]:
+    """One unit of ``sku_id`` ordered on broadcast ``bid`` by the buyer whose headers are
+    ``viewer`` (their viewer token), shipped to ``recipient``: (status, body)."""
+    return await staff.api.call(
+        "POST",
+        "/api/orders",
+        json={
+            "sku_id": sku_id,
+            "quantity": 1,
+            "broadcast_id": bid,
+            "idempotency_key": uuid.uuid4().hex,
+            "recipient": recipient,
+        },
+        headers=viewer,
+    )
+
+
+async def paid_order(
+    staff: Staff, bid: int, sku_id: int, viewer: dict[str, str], recipient: dict[str, str]
+) -> dict[str, Any]:
+    """:func:`place_order` (answered 201), paid through the payment simulator; the order
+    once the API shows it ``paid``."""
+    status, order = await place_order(staff, bid, sku_id, viewer, recipient)
+    assert status == 201, order
+    status, pay = await staff.api.call("POST", f"/api/orders/{order['id']}/pay", headers=viewer)
+    assert status == 200, pay
+    async with staff.api.session.post(pay["payment"]["sim_pay_url"]) as r:
+        assert r.status == 200
+
+    async def paid() -> bool:
+        _, o = await staff.api.call("GET", f"/api/orders/{order['id']}", staff.operator)
+        return bool(o["state"] == "paid")
+
+    await wait_for(paid, "order paid")
+    return order  # type: ignore[no-any-return]
+
+
 def database_params() -> list[Any]:
     """Both backends, always: the session's PostgreSQL is resolved before any test runs
     (``tests/services.py``), so this list does not depend on when this file is imported."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +22,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import expect
 
-from tests.control.conftest import Staff, make_staff
+from tests.control.conftest import Staff, make_staff, paid_order, place_order, wait_for
 from tests.control.publisher import start_ffmpeg, stop
 from tests.control.test_console import (
     RECIPIENT,
@@ -31,7 +30,6 @@ from tests.control.test_console import (
     sections,
     shot_dir,
     sign_in,
-    wait_for,
 )
 from tests.shop.test_product_images import png
 
@@ -62,41 +60,6 @@ async def _viewer(staff: Staff, bid: int, user: str) -> dict[str, str]:
     )
     assert status == 200, t
     return {"X-Viewer-Token": t["token"]}
-
-
-async def _order(
-    staff: Staff, bid: int, sku_id: int, viewer: dict[str, str]
-) -> tuple[int, dict[str, Any]]:
-    return await staff.api.call(
-        "POST",
-        "/api/orders",
-        json={
-            "sku_id": sku_id,
-            "quantity": 1,
-            "broadcast_id": bid,
-            "idempotency_key": uuid.uuid4().hex,
-            "recipient": RECIPIENT,
-        },
-        headers=viewer,
-    )
-
-
-async def _paid_order(
-    staff: Staff, bid: int, sku_id: int, viewer: dict[str, str]
-) -> dict[str, Any]:
-    status, order = await _order(staff, bid, sku_id, viewer)
-    assert status == 201, order
-    status, pay = await staff.api.call("POST", f"/api/orders/{order['id']}/pay", headers=viewer)
-    assert status == 200, pay
-    async with staff.api.session.post(pay["payment"]["sim_pay_url"]) as r:
-        assert r.status == 200
-
-    async def paid() -> bool:
-        _, o = await staff.api.call("GET", f"/api/orders/{order['id']}", staff.operator)
-        return bool(o["state"] == "paid")
-
-    await wait_for(paid, "order paid")
-    return order
 
 
 async def _kick_and_ban(page: Any, staff: Staff, server: Any, shots: Any) -> None:
@@ -320,8 +283,12 @@ async def test_console_back_office(
                 )
                 assert status == 200 and visit["credited_to"] == "openid-zoe", visit
                 # (the order carries the link's token too, as the viewer page sends it)
-                order = await _paid_order(
-                    staff, b["id"], p["skus"][0]["id"], {**buyer, "X-Share-Token": share}
+                order = await paid_order(
+                    staff,
+                    b["id"],
+                    p["skus"][0]["id"],
+                    {**buyer, "X-Share-Token": share},
+                    RECIPIENT,
                 )
                 await page.reload()
                 zoe = page.locator('#sharer-sales tr[data-sharer="openid-zoe"]')
@@ -335,7 +302,9 @@ async def test_console_back_office(
                 await page.fill("#block-form input[name=reason]", "chargebacks")
                 await page.click("#block-form button[type=submit]")
                 await expect(page.locator("#blocklist")).to_contain_text("chargebacks")
-                status, refused = await _order(staff, b["id"], p["skus"][0]["id"], buyer)
+                status, refused = await place_order(
+                    staff, b["id"], p["skus"][0]["id"], buyer, RECIPIENT
+                )
                 assert status == 403 and refused["error"]["code"] == "blocked", refused
                 await (
                     page.locator('#blocklist tr[data-value="openid-kai"]').locator("button").click()

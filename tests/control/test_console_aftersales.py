@@ -8,9 +8,6 @@ rejects it with one (the buyer sees the reason). Screenshot under
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -20,36 +17,18 @@ from playwright.async_api import expect
 
 from core.tokens import issue_token
 from tests.conftest import TEST_SECRET
-from tests.control.conftest import Staff, make_staff
+from tests.control.conftest import Staff, make_staff, paid_order, wait_for
 from tests.control.test_console import console_page, sections, shot_dir, sign_in
 
 pytestmark = pytest.mark.slow
 
+ANN_ADDRESS = "上海市徐汇区漕溪北路 1 号"
+BOB_ADDRESS = "北京市海淀区中关村大街 2 号"
 
-async def _paid_order(staff: Staff, bid: int, sku: int, user: str, who: dict[str, str]) -> Any:
-    viewer = {"X-Viewer-Token": issue_token(TEST_SECRET, user, user)}
-    status, order = await staff.api.call(
-        "POST",
-        "/api/orders",
-        json={
-            "sku_id": sku,
-            "quantity": 1,
-            "broadcast_id": bid,
-            "idempotency_key": uuid.uuid4().hex,
-            "recipient": who,
-        },
-        headers=viewer,
-    )
-    assert status == 201, order
-    status, pay = await staff.api.call("POST", f"/api/orders/{order['id']}/pay", headers=viewer)
-    assert status == 200, pay
-    async with staff.api.session.post(pay["payment"]["sim_pay_url"]) as r:
-        assert r.status == 200
-    deadline = time.monotonic() + 20
-    while (await staff.ok("GET", f"/api/orders/{order['id']}"))["state"] != "paid":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    return order
+
+def _as(user: str) -> dict[str, str]:
+    """The headers of ``user``'s app: their viewer token."""
+    return {"X-Viewer-Token": issue_token(TEST_SECRET, user, user)}
 
 
 async def _ask(staff: Staff, order_id: str, user: str, body: dict[str, Any]) -> Any:
@@ -57,7 +36,7 @@ async def _ask(staff: Staff, order_id: str, user: str, body: dict[str, Any]) -> 
         "POST",
         f"/api/orders/{order_id}/aftersales",
         json=body,
-        headers={"X-Viewer-Token": issue_token(TEST_SECRET, user, user)},
+        headers=_as(user),
     )
     assert status == 201, req
     return req
@@ -84,20 +63,13 @@ async def test_console_approves_and_rejects_after_sales(
         await staff.ok(
             "PUT", f"/api/broadcasts/{b['id']}/shelf", {"items": [{"product_id": product["id"]}]}
         )
-        ann = await _paid_order(
-            staff,
-            b["id"],
-            sku,
-            "ann-1",
-            {"name": "张三", "phone": "13800001234", "address": "上海市徐汇区漕溪北路 1 号"},
-        )
-        bob = await _paid_order(
-            staff,
-            b["id"],
-            sku,
-            "bob-2",
-            {"name": "李四", "phone": "13900005678", "address": "北京市海淀区中关村大街 2 号"},
-        )
+        ann, bob = [
+            await paid_order(staff, b["id"], sku, _as(user), recipient)
+            for user, recipient in (
+                ("ann-1", {"name": "张三", "phone": "13800001234", "address": ANN_ADDRESS}),
+                ("bob-2", {"name": "李四", "phone": "13900005678", "address": BOB_ADDRESS}),
+            )
+        ]
         asked_ann = await _ask(
             staff,
             ann["id"],
@@ -128,12 +100,12 @@ async def test_console_approves_and_rejects_after_sales(
             await first.locator("button.approve").click()
             await expect(page.locator("#aftersales-status")).to_contain_text("approved")
             await expect(rows).to_have_count(1)
-            deadline = time.monotonic() + 20
-            while (order := await staff.ok("GET", f"/api/orders/{ann['id']}"))[
-                "refunded_fen"
-            ] != 6000:
-                assert time.monotonic() < deadline, order
-                await asyncio.sleep(0.05)
+
+            async def refunded() -> Any:
+                order = await staff.ok("GET", f"/api/orders/{ann['id']}")
+                return order if order["refunded_fen"] == 6000 else None
+
+            order = await wait_for(refunded, "Ann's order refunded ¥60.00")
             assert order["state"] == "paid"  # a partial refund moves no state
 
             # Bob's: a rejection needs a reason
@@ -163,7 +135,7 @@ async def test_console_approves_and_rejects_after_sales(
         status, mine = await staff.api.call(
             "GET",
             "/api/me/aftersales",
-            headers={"X-Viewer-Token": issue_token(TEST_SECRET, "bob-2", "bob-2")},
+            headers=_as("bob-2"),
         )
         assert status == 200
         assert [(r["state"], r["note"]) for r in mine["items"]] == [("rejected", "opened and used")]

@@ -33,17 +33,16 @@ async def test_console_lists_prizes_with_what_to_do(
     async with aiohttp.ClientSession() as session:
         staff = await make_staff(server, session)
         api, op = staff.api, staff.operator
-        status, product = await api.call(
+        product = await staff.ok(
             "POST",
             "/api/products",
-            op,
-            json={
+            {
                 "title": "Merino scarf",
                 "images": ["https://img.example/scarf.jpg"],
                 "skus": [{"specs": {"colour": "red"}, "price_fen": 9900, "stock": 5}],
             },
+            201,
         )
-        assert status == 201, product
         sku = product["skus"][0]["id"]
         grants = [
             prize(lottery, "mei", 0, {"name": "Red scarf", "stock": 1, "sku": sku}),

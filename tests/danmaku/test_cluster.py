@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
-
-from core.redis import EmbeddedValkey
 from danmaku.service import DANMAKU
 from tests.danmaku.helpers import join, wait_until
 
 ROOM = "live/cluster"
-
-
-@pytest.fixture
-async def valkey(tmp_path) -> AsyncIterator[EmbeddedValkey]:
-    vk = EmbeddedValkey(tmp_path / "shared-redis", persist=False)
-    await vk.start()
-    yield vk
-    await vk.stop()
 
 
 async def two_nodes(server_factory, valkey):

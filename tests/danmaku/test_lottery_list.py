@@ -5,12 +5,9 @@ leaves the list and the index."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
-from core.redis import EmbeddedValkey
 from danmaku.service import DANMAKU
 from tests.danmaku.helpers import staff_api
 
@@ -71,14 +68,6 @@ async def test_list_a_rooms_lotteries(server) -> None:
         for role in ("anchor", "moderator"):  # an anchor without a broadcast in this room
             status, err = await api.call("GET", q, role=role)
             assert status == 403, (role, err)
-
-
-@pytest.fixture
-async def valkey(tmp_path) -> AsyncIterator[EmbeddedValkey]:
-    vk = EmbeddedValkey(tmp_path / "shared-redis", persist=False)
-    await vk.start()
-    yield vk
-    await vk.stop()
 
 
 async def test_lotteries_from_before_the_index_are_listed(valkey, server_factory) -> None:

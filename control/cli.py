@@ -122,13 +122,15 @@ async def start_http(
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run the server until SIGINT/SIGTERM (or cancellation)."""
+    """Run the server until SIGINT/SIGTERM/SIGHUP (or cancellation)."""
     raise_fd_limit(config)
     runner = await start_http(config, create_app(config))
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too (the terminal closed): child processes run in their own sessions and
+        # are stopped by this clean shutdown, never left behind
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         if ready is not None:

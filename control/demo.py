@@ -189,6 +189,7 @@ class Demo:
         self.anchor = await asyncio.create_subprocess_exec(
             *anchor_args(push, size=self.args.video_size, bitrate=self.args.video_bitrate),
             stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the demo, which stops it in order
         )
         if self.seeded is None:
             return
@@ -206,7 +207,7 @@ class Demo:
             cmd += ["--broadcast", str(self.seeded.id), "--viewers", str(self.args.viewers)]
             cmd += ["--exit-on-eof"]
             self.audience = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.PIPE, env=env
+                *cmd, stdin=asyncio.subprocess.PIPE, env=env, start_new_session=True
             )
 
     async def _viewer_page(self, base: str) -> str | None:
@@ -316,7 +317,7 @@ class Demo:
 
 
 async def run(config: Config, args: argparse.Namespace, audience: bool) -> int:
-    """Start the demo, run it until SIGINT/SIGTERM, stop everything; the exit status."""
+    """Start the demo, run it until SIGINT/SIGTERM/SIGHUP, stop everything; the exit status."""
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
     stopping = False
@@ -327,7 +328,7 @@ async def run(config: Config, args: argparse.Namespace, audience: bool) -> int:
             stopping = True
             main.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
     demo = Demo(config, args, audience)

@@ -442,9 +442,17 @@ async def _until_eof() -> None:
 async def run(args: argparse.Namespace, token: str) -> None:
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if not stopping and main is not None:  # once: a second signal must not cut the clean-up
+            stopping = True
+            main.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, main.cancel if main else lambda: None)
+            loop.add_signal_handler(sig, on_signal)
     timeout = aiohttp.ClientTimeout(total=30)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -490,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("socketio").setLevel(logging.WARNING)
     logging.getLogger("engineio").setLevel(logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(run(args, token))
     return 0
 

@@ -128,7 +128,12 @@ class EmbeddedValkey:
         ]  # fmt: skip
         # (cancelled while the process is being created, asyncio kills and reaps it)
         self._proc = proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            # its own session: a Ctrl-C in the terminal reaches berrylive only, which stops
+            # valkey after everything that writes to it (not at the same instant)
+            start_new_session=True,
         )
         client = aioredis.Redis.from_url(self.url)
         try:

@@ -304,6 +304,7 @@ class VideoTranscoder:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C reaches the server, which stops it
             )
         except OSError as exc:
             self._fail(f"ffmpeg did not start ({exc})")

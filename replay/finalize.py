@@ -42,6 +42,7 @@ async def run(args: list[str], timeout: float) -> tuple[int, bytes, str]:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # a Ctrl-C during shutdown must not cut the finalization
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)

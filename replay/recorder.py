@@ -327,6 +327,7 @@ class Recording:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C reaches the server; it ends the recording
         )
         assert proc.stdin is not None  # PIPE requested
         if self.stopping or not hub.live or not hub.gop_valid or not hub.gop:

@@ -100,6 +100,8 @@ class SqliteProcess:
                 str(self.WRITER),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # a Ctrl-C reaches the server only: it drains the order writes, then this
+                start_new_session=True,
             )
             assert proc.stdin is not None
             hello = {

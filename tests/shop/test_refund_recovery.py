@@ -18,8 +18,31 @@ import time
 from typing import Any
 
 from shop_bridge.context import new_id
-from tests.shop.conftest import ShopEnv
-from tests.shop.test_partial_refunds import _paid, _setup, _stock, _wait_state
+from tests.shop.conftest import (
+    ShopEnv,
+    pay_order,
+    place_order,
+    shelved_product,
+    sku_stock,
+    wait_field,
+)
+
+
+async def _setup(shop: ShopEnv, price: int) -> tuple[int, dict[str, Any]]:
+    return await shelved_product(shop.api, "refunds", price)
+
+
+async def _paid(shop: ShopEnv, bid: int, sku: int, user: str, key: str) -> dict[str, Any]:
+    return await pay_order(shop.api, await place_order(shop.api, bid, sku, user, key), user)
+
+
+async def _stock(shop: ShopEnv, product_id: int) -> int:
+    return await sku_stock(shop.api, product_id)
+
+
+async def _wait_state(shop: ShopEnv, order_id: str, state: str) -> dict[str, Any]:
+    return await wait_field(shop.api, f"/api/orders/{order_id}", "state", state)
+
 
 PRICE = 10_000
 

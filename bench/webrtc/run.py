@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,30 +165,55 @@ async def whep_figures(http_port: int, token: str) -> dict[str, Any]:
     return sums
 
 
+@dataclass
+class LiveBench:
+    """A fresh ``berrylive serve`` (its WebRTC UDP port on loopback) with ``src`` pushed over
+    RTMP in a loop by ffmpeg, and an operator's token for ``GET /api/whep``."""
+
+    server: Berrylive
+    pub: subprocess.Popen[bytes]
+    token: str
+
+    @property
+    def pid(self) -> int:
+        assert self.server.proc is not None
+        return self.server.proc.pid
+
+    @property
+    def http(self) -> int:
+        return self.server.ports["http"]
+
+    @classmethod
+    async def start(cls, name: str, src: Path, **env: str) -> LiveBench:
+        workdir = RESULTS / name
+        shutil.rmtree(workdir, ignore_errors=True)  # a fresh server: data dir, accounts, logs
+        workdir.mkdir(parents=True)
+        server = Berrylive(workdir)
+        server.env.update(
+            BERRYLIVE_WEBRTC_UDP_PORT=str(free_udp_port()),
+            BERRYLIVE_WEBRTC_HOST="127.0.0.1",
+            PYTHONPATH=str(REPO),  # the packages as in this tree, even those not installed yet
+            **env,
+        )
+        await server.start()
+        push = await server.push_url("bench")
+        token = await operator_token(server)
+        pub = subprocess.Popen(
+            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+             "-i", str(src), "-c", "copy", "-f", "flv", push],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return cls(server, pub, token)
+
+    def stop(self) -> None:
+        stop_process(self.pub)
+        self.server.stop()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     src = source()
-    workdir = RESULTS / "webrtc-work"
-    shutil.rmtree(workdir, ignore_errors=True)  # a fresh server: data dir, accounts, logs
-    workdir.mkdir(parents=True)
-    server = Berrylive(workdir)
-    udp = free_udp_port()
-    server.env.update(
-        BERRYLIVE_WEBRTC_UDP_PORT=str(udp),
-        BERRYLIVE_WEBRTC_HOST="127.0.0.1",
-        BERRYLIVE_WEBRTC_MAX_SESSIONS="5000",
-        PYTHONPATH=str(REPO),  # the packages as in this tree, even those not installed yet
-    )
-    await server.start()
-    assert server.proc is not None
-    pid = server.proc.pid
-    http = server.ports["http"]
-    push = await server.push_url("bench")
-    token = await operator_token(server)
-    pub = subprocess.Popen(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-         "-i", str(src), "-c", "copy", "-f", "flv", push],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    bench = await LiveBench.start("webrtc-work", src, BERRYLIVE_WEBRTC_MAX_SESSIONS="5000")
+    pid, http, token = bench.pid, bench.http, bench.token
     rows: list[dict[str, Any]] = []
     out: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -244,8 +270,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 await asyncio.sleep(2)  # sessions torn down before the next row
     finally:
-        stop_process(pub)
-        server.stop()
+        bench.stop()
     return out
 
 

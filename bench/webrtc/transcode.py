@@ -24,18 +24,15 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench.media.servers import REPO, Berrylive, cpu_seconds, process_tree, stop_process
-from bench.webrtc.run import RESULTS, free_udp_port, operator_token, run_loadgen
+from bench.media.servers import cpu_seconds, process_tree
+from bench.webrtc.run import RESULTS, LiveBench, run_loadgen
 from bench.webrtc.run import source as webrtc_source
-from core.ffmpeg import ffmpeg_exe
 
 
 def source(duration: int = 60) -> Path:
@@ -78,27 +75,12 @@ async def whep(http_port: int, token: str) -> dict[str, Any]:
 
 async def cpu_run(window: float) -> dict[str, Any]:
     src = source()
-    workdir = RESULTS / "webrtc-transcode-work"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    server = Berrylive(workdir)
-    server.env.update(
-        BERRYLIVE_WEBRTC_UDP_PORT=str(free_udp_port()),
-        BERRYLIVE_WEBRTC_HOST="127.0.0.1",
+    bench = await LiveBench.start(
+        "webrtc-transcode-work",
+        src,
         BERRYLIVE_REPLAY_ENABLED="false",  # no recorder ffmpeg in the process tree
-        PYTHONPATH=str(REPO),
     )
-    await server.start()
-    assert server.proc is not None
-    pid = server.proc.pid
-    http = server.ports["http"]
-    push = await server.push_url("bench")
-    token = await operator_token(server)
-    pub = subprocess.Popen(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-         "-i", str(src), "-c", "copy", "-f", "flv", push],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    pid, http, token = bench.pid, bench.http, bench.token
     out: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
@@ -141,8 +123,7 @@ async def cpu_run(window: float) -> dict[str, Any]:
             load_at_end=os.getloadavg(),
         )
     finally:
-        stop_process(pub)
-        server.stop()
+        bench.stop()
     return out
 
 

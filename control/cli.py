@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import io
 import json
 import logging
 import resource
@@ -124,21 +125,35 @@ async def start_http(
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT/SIGTERM/SIGHUP (or cancellation)."""
     raise_fd_limit(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # before the ports open: a signal that arrives as they do is handled, not fatal.
+    # SIGHUP too (the terminal closed): child processes run in their own sessions and
+    # are stopped by this clean shutdown, never left behind
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     runner = await start_http(config, create_app(config))
     try:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        # SIGHUP too (the terminal closed): child processes run in their own sessions and
-        # are stopped by this clean shutdown, never left behind
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready.set()
         await stop.wait()
         logger.info("shutting down")
     finally:
         await runner.cleanup()
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task of the server is waiting (a server that does
+    not stop, or seems stuck: ``kill -USR1 PID``, then read the log)."""
+    tasks = asyncio.all_tasks()
+    logger.warning("SIGUSR1: %d asyncio tasks", len(tasks))
+    for task in tasks:
+        out = io.StringIO()
+        task.print_stack(limit=12, file=out)
+        logger.warning("task %s:\n%s", task.get_name(), out.getvalue().rstrip())
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:

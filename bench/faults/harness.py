@@ -193,6 +193,15 @@ class Node:
             self.proc.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            # where it hangs: the server logs its asyncio tasks' stacks on SIGUSR1
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(2)
+            raise RuntimeError(
+                f"berrylive did not exit {timeout:.0f} s after SIGTERM; its log:\n"
+                + self.tail(30000)
+            ) from None
         finally:
             await self.kill()
         return code

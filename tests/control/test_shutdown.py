@@ -200,3 +200,28 @@ async def _api_state(base: str, token: str, bid: int) -> str:
     ):
         assert r.status == 200, await r.text()
         return str((await r.json())["state"])
+
+
+async def test_sigusr1_logs_where_the_server_is_waiting_and_it_goes_on(tmp_path: Path) -> None:
+    """``kill -USR1``: every asyncio task's stack in the log (to find what a server that
+    does not stop waits for); the server serves on and still stops cleanly."""
+    served = await serve(tmp_path, str(tmp_path / "data"), clean_env())
+    try:
+        served.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 20
+        while b"SIGUSR1:" not in served.log or b"task " not in served.log.split(b"SIGUSR1:")[1]:
+            assert time.monotonic() < deadline, served.log.decode()[-3000:]
+            await asyncio.sleep(0.05)
+        dump = served.log.split(b"SIGUSR1:")[1].decode()
+        assert re.search(r"\d+ asyncio tasks", dump), dump[:2000]
+        assert "Stack for <Task" in dump, dump[:2000]
+        async with aiohttp.ClientSession() as s, s.get(served.url + "/healthz") as r:
+            assert r.status == 200
+        served.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(served.proc.wait(), 30) == 0, served.log.decode()[-3000:]
+    finally:
+        if served.proc.returncode is None:
+            served.proc.kill()
+            await served.proc.wait()
+        if served.drain is not None:
+            await served.drain

@@ -179,9 +179,13 @@ async def test_stalled_viewers_keep_memory_bounded_and_are_dropped(server_factor
 
         # stalled viewers are dropped after a few keyframes; the healthy one stays
         await wait_for(dropped_while_bounded, 30, step=0.05)
-        assert peak["buffered"] <= 101 * (256 * 1024 + 600 * 1024), peak
+        caps = 101 * (256 * 1024 + 600 * 1024)  # per viewer: the backlog cap + one batch
+        assert peak["buffered"] <= caps, peak
+        # the process's memory follows the caps (plus the allocator's slack), not the time
+        # the viewers stall: the guarantee, not a figure from one run
         growth = (peak["rss"] - rss_start) / 1e6
-        assert growth < 40, f"RSS grew {growth:.1f} MB with 100 stalled viewers"
+        bound = caps / 1e6 + 16
+        assert growth < bound, f"RSS grew {growth:.1f} MB with 100 stalled viewers (> {bound:.0f})"
         n = len(healthy.tags)
         await wait_for(lambda: len(healthy.tags) > n + 30, 10)
         assert not task.done()
